@@ -1,0 +1,41 @@
+"""Settings from ZOOMCAL_* environment variables (and an optional .env file in the data directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("zoomcal", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZOOMCAL_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    # Base64 keys for the token vault: "kid1:base64key,kid2:base64key"; the first one encrypts.
+    vault_keys: str | None = None
+    zoom_api_base: str = "https://api.zoom.us/v2"
+    zoom_token_url: str = "https://zoom.us/oauth/token"
+    google_api_base: str = "https://www.googleapis.com/calendar/v3"
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    mapping_rules: Path | None = None
+    http_timeout: float = 20.0
+    max_retries: int = 4
+    mass_delete_share: float = 0.5
+    mass_delete_min: int = 5
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.data_dir / 'zoomcal.db'}"
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,92 @@
+"""The connector contract: everything the sync engine needs from one calendar, and nothing more.
+
+A connector speaks its provider's protocol and maps raw items to canonical content; it knows nothing of
+links, events or the other side. Quirks stay in its own folder.
+
+* `changes(cursor, mirror)` lists what changed since `cursor` (None = everything) as raw provider items.
+  `mirror` is what the engine stored from earlier listings, so a connector whose API has no change feed
+  can skip fetching what it already has.
+* `normalize(raws)` turns the raw items of one series (a master and its exceptions) into an `Item`.
+* `create` / `update` / `delete` write; each returns what the provider now holds so our own writes are
+  recognised when they come back in the next listing (no echo loops).
+* Every failure is one of the typed errors in `zoomcal.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from zoomcal.domain.content import content_hash
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    recurrence: bool = True
+    occurrence_edits: bool = True
+    incremental: bool = True       # has a change cursor (otherwise every listing is complete)
+    push: bool = False
+    max_page_size: int = 250
+    writes_per_day: int | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One normalized item (a whole series) as a side currently holds it."""
+
+    id: str
+    content: dict[str, Any]
+    etag: str | None = None
+    marker: str | None = None       # our event id, found on the item (idempotency marker)
+    peer_ref: str | None = None     # id of the counterpart on the other side this item points at
+    wants_peer: bool = True         # should a counterpart be created on the other side?
+    hash: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.hash:
+            object.__setattr__(self, "hash", content_hash(self.content))
+
+
+@dataclass
+class ChangeSet:
+    changed: list[dict[str, Any]]             # raw items, new or modified
+    removed: list[str]                        # raw ids that are gone
+    cursor: str | None                        # the cursor to store once the run's outcome is recorded
+    present: set[str] | None = None           # complete listing: every raw id that exists now
+    api_calls: int = 0
+
+
+@dataclass
+class WriteResult:
+    id: str
+    etag: str | None
+    raws: list[dict[str, Any]]                # what the provider now holds for the series (for the mirror)
+    item: Item
+    notes: list[str] = field(default_factory=list)
+    api_calls: int = 0
+
+
+class Connector(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    async def changes(self, cursor: str | None, mirror: Mapping[str, dict[str, Any]]) -> ChangeSet: ...
+
+    def raw_id(self, raw: dict[str, Any]) -> str: ...
+
+    def series_key(self, raw: dict[str, Any]) -> str: ...
+
+    def normalize(self, raws: list[dict[str, Any]]) -> Item | None: ...
+
+    async def create(self, content: dict[str, Any], key: str, maybe_exists: bool = False) -> WriteResult: ...
+
+    async def update(
+        self, item_id: str, content: dict[str, Any], etag: str | None, key: str, current: list[dict[str, Any]]
+    ) -> WriteResult: ...
+
+    async def delete(self, item_id: str, etag: str | None) -> int: ...
+
+    async def get(self, item_id: str) -> list[dict[str, Any]]: ...
+
+    async def aclose(self) -> None: ...

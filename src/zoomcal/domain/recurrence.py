@@ -1,0 +1,164 @@
+"""RRULE handling shared by every mapping: parse, validate, expand in the event's own zone (DST-safe)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from dateutil import rrule as du
+
+from zoomcal.domain.timeutil import UTC, fmt_instant, is_date, parse_date, to_datetime, zone
+from zoomcal.errors import InvalidItem
+
+MAX_EXPANSION = 5000
+
+
+def parse_rrule_parts(value: str) -> dict[str, str]:
+    if not value or "=" not in value:
+        raise InvalidItem(f"malformed RRULE {value!r}")
+    parts: dict[str, str] = {}
+    for chunk in value.split(";"):
+        if not chunk:
+            continue
+        key, sep, val = chunk.partition("=")
+        if not sep or not val:
+            raise InvalidItem(f"malformed RRULE part {chunk!r}")
+        parts[key.upper()] = val.upper() if key.upper() != "UNTIL" else val
+    if "FREQ" not in parts:
+        raise InvalidItem(f"RRULE without FREQ: {value!r}")
+    return parts
+
+
+def join_rrule_parts(parts: dict[str, str]) -> str:
+    order = ["FREQ", "INTERVAL", "BYDAY", "BYMONTHDAY", "BYMONTH", "BYSETPOS", "WKST", "COUNT", "UNTIL"]
+    keys = [k for k in order if k in parts] + sorted(k for k in parts if k not in order)
+    return ";".join(f"{k}={parts[k]}" for k in keys)
+
+
+WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+
+
+def split_byday(item: str) -> tuple[int | None, str]:
+    """"-1FR" -> (-1, "FR"); "MO" -> (None, "MO")."""
+    day = item[-2:]
+    if day not in WEEKDAYS:
+        raise InvalidItem(f"unknown weekday in BYDAY {item!r}")
+    ordinal = item[:-2]
+    try:
+        return (int(ordinal) if ordinal else None), day
+    except ValueError as exc:
+        raise InvalidItem(f"malformed BYDAY {item!r}") from exc
+
+
+def _byday_key(item: str) -> tuple[int, int]:
+    ordinal, day = split_byday(item)
+    return WEEKDAYS.index(day), ordinal or 0
+
+
+def normalize_rrule(value: str | None) -> str | None:
+    """Canonical spelling: known keys in a fixed order, INTERVAL=1 dropped, UNTIL in UTC."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.upper().startswith("RRULE:"):
+        text = text[6:]
+    parts = parse_rrule_parts(text)
+    if parts.get("INTERVAL") == "1":
+        del parts["INTERVAL"]
+    if "BYDAY" in parts:
+        parts["BYDAY"] = ",".join(sorted(parts["BYDAY"].split(","), key=_byday_key))
+    if "UNTIL" in parts:
+        until = parts["UNTIL"]
+        if len(until) == 8:
+            parts["UNTIL"] = until
+        else:
+            try:
+                dt = datetime.strptime(until.rstrip("Z"), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+            except ValueError as exc:
+                raise InvalidItem(f"malformed UNTIL {until!r}") from exc
+            parts["UNTIL"] = dt.strftime("%Y%m%dT%H%M%SZ")
+    try:
+        du.rrulestr("RRULE:" + join_rrule_parts(parts), dtstart=datetime(2000, 1, 1))
+    except (ValueError, TypeError) as exc:
+        raise InvalidItem(f"invalid RRULE {value!r}: {exc}") from exc
+    return join_rrule_parts(parts)
+
+
+def occurrence_starts(
+    content: dict[str, Any], window_start: datetime | None = None, window_end: datetime | None = None,
+    limit: int = MAX_EXPANSION,
+) -> list[str]:
+    """Original starts (canonical strings) of a recurring event, before overrides and exdates.
+
+    The rule is evaluated on local wall time in the event's zone, then each local time is turned into an
+    instant, so a 09:00 meeting stays at 09:00 across DST changes.
+    """
+    start = content["start"]
+    if start is None:
+        return []
+    rdates = list(content.get("rdates") or ())
+    if not content.get("rrule"):
+        return sorted({start, *rdates})
+    tz = zone(content.get("timezone"))
+    all_day = is_date(start)
+    if all_day:
+        d = parse_date(start)
+        local_start = datetime(d.year, d.month, d.day)
+    else:
+        local_start = to_datetime(start).astimezone(tz).replace(tzinfo=None)
+    parts = parse_rrule_parts(content["rrule"])
+    if "UNTIL" in parts and not all_day and len(parts["UNTIL"]) > 8:
+        until = datetime.strptime(parts["UNTIL"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        parts["UNTIL"] = until.astimezone(tz).strftime("%Y%m%dT%H%M%S")
+    elif "UNTIL" in parts and len(parts["UNTIL"]) == 8 and not all_day:
+        parts["UNTIL"] = parts["UNTIL"] + "T235959"
+    elif "UNTIL" in parts and all_day and len(parts["UNTIL"]) > 8:
+        parts["UNTIL"] = parts["UNTIL"][:8]
+    rule = du.rrulestr("RRULE:" + join_rrule_parts(parts), dtstart=local_start)
+    out: list[str] = []
+    lo = window_start.astimezone(tz).replace(tzinfo=None) - timedelta(days=1) if window_start else None
+    hi = window_end.astimezone(tz).replace(tzinfo=None) + timedelta(days=1) if window_end else None
+    for local in rule:
+        if hi is not None and local > hi:
+            break
+        if lo is not None and local < lo:
+            continue
+        if all_day:
+            out.append(local.date().isoformat())
+        else:
+            out.append(fmt_instant(local.replace(tzinfo=tz).astimezone(UTC)))
+        if len(out) >= limit:
+            break
+    if rdates:
+        out = sorted(set(out) | {r for r in rdates if _in_window(r, window_start, window_end)})
+    return out
+
+
+def _in_window(value: str, lo: datetime | None, hi: datetime | None) -> bool:
+    at = to_datetime(value)
+    return (lo is None or at >= lo - timedelta(days=1)) and (hi is None or at <= hi + timedelta(days=1))
+
+
+def occurrences(content: dict[str, Any], window_start=None, window_end=None) -> list[tuple[str, str, str]]:
+    """(original start, start, end) for every occurrence that is not cancelled, overrides applied."""
+    if content["start"] is None or content["end"] is None:
+        return []
+    tz = content.get("timezone")
+    length = to_datetime(content["end"], tz) - to_datetime(content["start"], tz)
+    exdates = set(content.get("exdates") or ())
+    overrides = content.get("overrides") or {}
+    result = []
+    for rid in occurrence_starts(content, window_start, window_end):
+        if rid in exdates:
+            continue
+        if rid in overrides:
+            result.append((rid, overrides[rid]["start"], overrides[rid]["end"]))
+        elif is_date(rid):
+            result.append((rid, rid, _add_days(rid, length)))
+        else:
+            result.append((rid, rid, fmt_instant(to_datetime(rid) + length)))
+    return result
+
+
+def _add_days(day: str, length: timedelta) -> str:
+    return (parse_date(day) + timedelta(days=max(1, length.days))).isoformat()

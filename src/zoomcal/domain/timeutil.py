@@ -1,0 +1,85 @@
+"""Time helpers: zoneinfo everywhere, UTC instants in canonical content, unknown zones rejected."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from zoomcal.errors import InvalidItem
+
+UTC = timezone.utc
+
+
+def zone(name: str | None) -> ZoneInfo:
+    if not name:
+        return ZoneInfo("UTC")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise InvalidItem(f"unknown time zone {name!r}") from exc
+
+
+def check_zone(name: str | None) -> str | None:
+    if name:
+        zone(name)
+    return name
+
+
+def parse_instant(value: str) -> datetime:
+    """Parse an RFC 3339 date-time (offset or Z) into an aware UTC datetime."""
+    if not isinstance(value, str) or not value:
+        raise InvalidItem(f"missing or malformed date-time {value!r}")
+    text = value.strip()
+    if text.endswith("Z") or text.endswith("z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidItem(f"malformed date-time {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise InvalidItem(f"date-time without offset {value!r}")
+    return parsed.astimezone(UTC).replace(microsecond=0)
+
+
+def parse_local(value: str, tz: str | None) -> datetime:
+    """A date-time that may lack an offset (then it is local time in tz)."""
+    text = value.strip()
+    if text.endswith(("Z", "z")) or "+" in text[10:] or "-" in text[10:]:
+        return parse_instant(text)
+    try:
+        naive = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidItem(f"malformed date-time {value!r}") from exc
+    return naive.replace(tzinfo=zone(tz)).astimezone(UTC)
+
+
+def fmt_instant(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except (ValueError, TypeError) as exc:
+        raise InvalidItem(f"malformed date {value!r}") from exc
+
+
+def is_date(value: str | None) -> bool:
+    return isinstance(value, str) and len(value) == 10
+
+
+def to_datetime(value: str, tz: str | None = None) -> datetime:
+    """Canonical start/end (instant or date) as an aware datetime (dates at local midnight)."""
+    if is_date(value):
+        d = parse_date(value)
+        return datetime(d.year, d.month, d.day, tzinfo=zone(tz)).astimezone(UTC)
+    return parse_instant(value)
+
+
+def duration_minutes(start: str, end: str, tz: str | None = None) -> int:
+    delta = to_datetime(end, tz) - to_datetime(start, tz)
+    return max(0, int(delta / timedelta(minutes=1)))
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)

@@ -1,0 +1,265 @@
+"""Google Calendar event JSON (calendar.v3.json shapes) ⇄ canonical content. Pure functions, no I/O.
+
+A recurring series is one master event plus exception instances (`recurringEventId`,
+`originalStartTime`); cancelled occurrences are cancelled exceptions or EXDATE lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from zoomcal.domain.content import make_content
+from zoomcal.domain.recurrence import normalize_rrule
+from zoomcal.domain.timeutil import (
+    UTC,
+    check_zone,
+    fmt_instant,
+    is_date,
+    parse_date,
+    parse_instant,
+    parse_local,
+    to_datetime,
+    zone,
+)
+from zoomcal.errors import InvalidItem
+from zoomcal.mapping.rules import MappingRules
+from zoomcal.mapping.zoom import join_url_meeting_id
+
+PRIVATE_EVENT = "zoomcal_event"
+PRIVATE_MEETING = "zoomcal_meeting_id"
+PRIVATE_JOIN_URL = "zoomcal_join_url"
+PRIVATE_PASSCODE = "zoomcal_passcode"
+MAX_TEXT = 8192
+B32HEX = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "abcdefghijklmnopqrstuv0123456789")
+
+
+def event_id_for(key: str) -> str:
+    """A client-chosen Google event id (base32hex, 5–1024 chars) derived from our idempotency key."""
+    digest = hashlib.blake2b(key.encode(), digest_size=20).digest()
+    return "zc" + base64.b32encode(digest).decode().translate(B32HEX).rstrip("=")
+
+
+def instance_id(master_id: str, rid: str) -> str:
+    if is_date(rid):
+        return f"{master_id}_{rid.replace('-', '')}"
+    return f"{master_id}_{to_datetime(rid).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def _when(value: dict[str, Any] | None, what: str, default_tz: str | None) -> tuple[str, str | None]:
+    if not isinstance(value, dict):
+        raise InvalidItem(f"event without {what}")
+    if value.get("date"):
+        parse_date(value["date"])
+        return value["date"], None
+    if value.get("dateTime"):
+        tz = check_zone(value.get("timeZone") or default_tz)
+        return fmt_instant(parse_local(value["dateTime"], tz)), tz
+    raise InvalidItem(f"event {what} has neither date nor dateTime")
+
+
+def _recurrence_lines(lines: list[str], tz: str | None) -> tuple[str | None, list[str], list[str]]:
+    rrule, exdates, rdates = None, [], []
+    for line in lines or []:
+        name, _, value = line.partition(":")
+        head, *params = name.split(";")
+        head = head.upper()
+        line_tz = tz
+        is_day = False
+        for param in params:
+            key, _, val = param.partition("=")
+            if key.upper() == "TZID":
+                line_tz = check_zone(val)
+            if key.upper() == "VALUE" and val.upper() == "DATE":
+                is_day = True
+        if head == "RRULE":
+            if rrule is not None:
+                raise InvalidItem("more than one RRULE")
+            rrule = normalize_rrule(value)
+        elif head in ("EXDATE", "RDATE"):
+            target = exdates if head == "EXDATE" else rdates
+            for stamp in value.split(","):
+                target.append(_ical_stamp(stamp.strip(), line_tz, is_day))
+        elif head == "EXRULE":
+            raise InvalidItem("EXRULE is not supported")
+    return rrule, exdates, rdates
+
+
+def _ical_stamp(stamp: str, tz: str | None, is_day: bool) -> str:
+    try:
+        if is_day or len(stamp) == 8:
+            return datetime.strptime(stamp, "%Y%m%d").date().isoformat()
+        if stamp.endswith("Z"):
+            return fmt_instant(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC))
+        local = datetime.strptime(stamp, "%Y%m%dT%H%M%S")
+    except ValueError as exc:
+        raise InvalidItem(f"malformed date in recurrence: {stamp!r}") from exc
+    return fmt_instant(local.replace(tzinfo=zone(tz)).astimezone(UTC))
+
+
+def split_description(text: str | None, rules: MappingRules) -> str:
+    body = str(text or "").replace("\r\n", "\n")
+    header = rules.calendar.join_header
+    at = body.find(header)
+    if at >= 0:
+        body = body[:at]
+    return body.rstrip()
+
+
+def private_props(event: dict[str, Any]) -> dict[str, str]:
+    return ((event.get("extendedProperties") or {}).get("private")) or {}
+
+
+def series_to_content(master: dict[str, Any], exceptions: list[dict[str, Any]], rules: MappingRules) -> dict:
+    """Canonical content of one event or recurring series."""
+    for key in ("summary", "description", "location"):
+        if len(str(master.get(key) or "")) > MAX_TEXT:
+            raise InvalidItem(f"{key} longer than {MAX_TEXT} characters")
+    start, tz = _when(master.get("start"), "start", None)
+    end, end_tz = _when(master.get("end"), "end", tz)
+    if is_date(start) != is_date(end):
+        raise InvalidItem("start and end mix a date with a date-time")
+    if to_datetime(end, tz) < to_datetime(start, tz):
+        raise InvalidItem("event ends before it starts")
+    rrule, exdates, rdates = _recurrence_lines(master.get("recurrence") or [], tz)
+    props = private_props(master)
+    join = None
+    if props.get(PRIVATE_MEETING):
+        join = {"meeting_id": props[PRIVATE_MEETING], "join_url": props.get(PRIVATE_JOIN_URL, ""),
+                "passcode": props.get(PRIVATE_PASSCODE, "")}
+    title = (master.get("summary") or "").strip()
+    description = split_description(master.get("description"), rules)
+    overrides: dict[str, dict[str, Any]] = {}
+    for exc in exceptions:
+        original = exc.get("originalStartTime")
+        rid, _ = _when(original, "originalStartTime", tz)
+        if exc.get("status") == "cancelled":
+            exdates.append(rid)
+            continue
+        o_start, _ = _when(exc.get("start"), "start", tz)
+        o_end, _ = _when(exc.get("end"), "end", tz)
+        override: dict[str, Any] = {"start": o_start, "end": o_end}
+        o_title = (exc.get("summary") or "").strip()
+        if o_title != title:
+            override["title"] = o_title
+        o_description = split_description(exc.get("description"), rules)
+        if o_description != description:
+            override["description"] = o_description
+        overrides[rid] = override
+    return make_content(
+        title=title,
+        description=description,
+        start=start,
+        end=end,
+        timezone=None if is_date(start) else tz,
+        all_day=is_date(start),
+        rrule=rrule,
+        exdates=exdates,
+        rdates=rdates,
+        overrides={rid: ov for rid, ov in overrides.items() if rid not in set(exdates)},
+        attendees=[a.get("email", "") for a in master.get("attendees") or [] if isinstance(a, dict)],
+        join=join,
+    )
+
+
+def wants_zoom(master: dict[str, Any], rules: MappingRules) -> bool:
+    location = (master.get("location") or "").strip().lower()
+    if location and location in {w.lower() for w in rules.marker.location_equals}:
+        return True
+    description = (master.get("description") or "").lower()
+    return any(tag.lower() in description for tag in rules.marker.description_contains)
+
+
+def referenced_meeting(master: dict[str, Any]) -> str | None:
+    """The Zoom meeting an event points at: our private property, or a join URL in location/description."""
+    props = private_props(master)
+    if props.get(PRIVATE_MEETING):
+        return props[PRIVATE_MEETING]
+    return join_url_meeting_id(master.get("location")) or join_url_meeting_id(master.get("description"))
+
+
+def _when_out(value: str, tz: str | None) -> dict[str, Any]:
+    if is_date(value):
+        return {"date": value}
+    local = to_datetime(value).astimezone(zone(tz))
+    return {"dateTime": local.isoformat(), "timeZone": tz or "UTC"}
+
+
+def _stamp(value: str, tz: str | None) -> str:
+    if is_date(value):
+        return value.replace("-", "")
+    return to_datetime(value).strftime("%Y%m%dT%H%M%SZ")
+
+
+def join_block(join: dict[str, Any] | None, rules: MappingRules) -> str:
+    if not join:
+        return ""
+    lines = [rules.calendar.join_header, f"Join: {join.get('join_url', '')}", f"Meeting ID: {join.get('meeting_id')}"]
+    if join.get("passcode"):
+        lines.append(f"Passcode: {join['passcode']}")
+    return "\n".join(lines)
+
+
+def content_to_event(content: dict[str, Any], rules: MappingRules, event_key: str | None) -> dict[str, Any]:
+    """Body for events.insert / events.patch of the master (exceptions are written separately)."""
+    tz = content.get("timezone")
+    join = content.get("join")
+    description = content.get("description") or ""
+    block = join_block(join, rules)
+    if block:
+        description = f"{description}\n\n{block}" if description else block
+    body: dict[str, Any] = {
+        "summary": content.get("title") or "",
+        "description": description,
+        "start": _when_out(content["start"], tz),
+        "end": _when_out(content["end"], tz),
+        "attendees": [{"email": e} for e in content.get("attendees") or []],
+    }
+    private: dict[str, str] = {}
+    if event_key:
+        private[PRIVATE_EVENT] = event_key
+    if join:
+        body["location"] = join.get("join_url", "")
+        private.update({PRIVATE_MEETING: str(join.get("meeting_id")), PRIVATE_JOIN_URL: join.get("join_url", ""),
+                        PRIVATE_PASSCODE: join.get("passcode", "")})
+    body["extendedProperties"] = {"private": private}
+    lines = []
+    if content.get("rrule"):
+        lines.append("RRULE:" + content["rrule"])
+    if content.get("rrule") or content.get("rdates"):
+        if content.get("exdates"):
+            lines.append(_date_line("EXDATE", content["exdates"], tz))
+        if content.get("rdates"):
+            lines.append(_date_line("RDATE", content["rdates"], tz))
+    body["recurrence"] = lines
+    return body
+
+
+def _date_line(name: str, values: list[str], tz: str | None) -> str:
+    if all(is_date(v) for v in values):
+        return f"{name};VALUE=DATE:" + ",".join(_stamp(v, tz) for v in values)
+    return f"{name}:" + ",".join(_stamp(v, tz) for v in values)
+
+
+def override_to_instance(
+    content: dict[str, Any], rid: str, override: dict[str, Any], rules: MappingRules
+) -> dict[str, Any]:
+    tz = content.get("timezone")
+    description = override.get("description", content.get("description") or "")
+    block = join_block(content.get("join"), rules)
+    if block:
+        description = f"{description}\n\n{block}" if description else block
+    return {
+        "summary": override.get("title", content.get("title") or ""),
+        "description": description,
+        "start": _when_out(override["start"], tz),
+        "end": _when_out(override["end"], tz),
+        "originalStartTime": _when_out(rid, tz),
+        "status": "confirmed",
+    }
+
+
+def date_of(value: str):
+    return parse_date(value) if is_date(value) else to_datetime(value).date()

@@ -1,0 +1,143 @@
+"""Declarative mapping rules: a versioned TOML file with shipped defaults, overridable per tenant."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zoomcal.errors import ConfigError
+
+Direction = Literal["both", "zoom_to_calendar", "calendar_to_zoom", "none"]
+SUPPORTED_VERSIONS = (1,)
+# Which content fields each rules field governs.
+FIELD_GROUPS = {
+    "title": ("title",),
+    "description": ("description",),
+    "time": ("start", "end", "timezone", "all_day"),
+    "recurrence": ("rrule", "exdates", "overrides"),
+    "attendees": ("attendees",),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MarkerRules(_Strict):
+    location_equals: list[str] = ["zoom"]
+    description_contains: list[str] = ["#zoom"]
+
+
+class FieldRules(_Strict):
+    title: Direction = "both"
+    description: Direction = "both"
+    time: Direction = "both"
+    recurrence: Direction = "both"
+    attendees: Direction = "both"
+
+
+class ConflictRules(_Strict):
+    policy: Literal["calendar", "zoom"] = "calendar"
+
+
+class DeleteRules(_Strict):
+    max_share: float = Field(0.5, gt=0, le=1)
+    min_items: int = Field(5, ge=0)
+
+
+class ZoomRules(_Strict):
+    topic_max: int = Field(200, ge=1, le=200)
+    agenda_max: int = Field(2000, ge=1, le=2000)
+    unsupported_recurrence: Literal["no_fixed_time", "first_only"] = "no_fixed_time"
+
+
+class CalendarRules(_Strict):
+    join_header: str = "── Zoom meeting ──"
+
+    @field_validator("join_header")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if not value.strip() or "\n" in value:
+            raise ValueError("join_header must be one non-empty line")
+        return value
+
+
+class MappingRules(_Strict):
+    version: int
+    marker: MarkerRules = MarkerRules()
+    fields: FieldRules = FieldRules()
+    conflict: ConflictRules = ConflictRules()
+    deletes: DeleteRules = DeleteRules()
+    zoom: ZoomRules = ZoomRules()
+    calendar: CalendarRules = CalendarRules()
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value not in SUPPORTED_VERSIONS:
+            raise ValueError(f"unsupported rules version {value}; this zoomcal reads {SUPPORTED_VERSIONS}")
+        return value
+
+    def flows(self, field: str, from_side: str) -> bool:
+        """Do edits of `field` (a content key) made on `from_side` ("a" = Zoom, "b" = calendar) propagate?"""
+        for group, members in FIELD_GROUPS.items():
+            if field in members:
+                direction = getattr(self.fields, group)
+                break
+        else:
+            return True
+        if direction == "both":
+            return True
+        if direction == "none":
+            return False
+        return direction == ("zoom_to_calendar" if from_side == "a" else "calendar_to_zoom")
+
+    def wins(self) -> str:
+        return "b" if self.conflict.policy == "calendar" else "a"
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_rules_dict() -> dict[str, Any]:
+    text = resources.files("zoomcal.mapping").joinpath("default_rules.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def parse_rules(data: dict[str, Any]) -> MappingRules:
+    merged = _deep_merge(default_rules_dict(), data)
+    try:
+        return MappingRules.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid mapping rules: {problems}") from exc
+
+
+def load_rules(path: Path | None = None, overrides: dict[str, Any] | None = None) -> MappingRules:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text("utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"rules file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"rules file {path} is not valid TOML: {exc}") from exc
+        if "version" not in data:
+            raise ConfigError(f"rules file {path} has no 'version' key")
+    if overrides:
+        data = _deep_merge(data, overrides)
+    return parse_rules(data)
+
+
+DEFAULT_RULES = parse_rules({})

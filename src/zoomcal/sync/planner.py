@@ -1,0 +1,357 @@
+"""The sync planner: a pure function of (side A listing, side B listing, link status) -> plans.
+
+It follows the shape of a three-way sync against a status table (as vdirsyncer does): every branch below
+is one case with a one-line comment, and each case yields one `EventPlan` that says what to record and
+what to write. It knows nothing of providers: side "a" is the meeting side (Zoom), side "b" the calendar,
+but only through the generic flags on `Item` (marker, peer_ref, wants_peer) and the rules it is given.
+
+Listings map a remote id to the item now there, or to None when the item is gone. An id that a listing
+does not mention is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoomcal.connectors.base import Item
+from zoomcal.domain.content import MISSING, apply_paths, diff_paths
+
+SIDES = ("a", "b")
+
+
+def other(side: str) -> str:
+    return "b" if side == "a" else "a"
+
+
+@dataclass(frozen=True)
+class SideLink:
+    """What the status table knows of one side of an event (the base for three-way decisions)."""
+
+    remote_id: str | None
+    etag: str | None = None
+    hash: str | None = None
+    state: dict[str, Any] | None = None
+    pending: str | None = None          # "create" | "update" | "delete": a write we started, not yet confirmed
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    event_id: str
+    base: dict[str, Any]
+    a: SideLink | None = None
+    b: SideLink | None = None
+
+    def link(self, side: str) -> SideLink | None:
+        return self.a if side == "a" else self.b
+
+
+@dataclass(frozen=True)
+class Write:
+    side: str
+    op: str                             # "create" | "update" | "delete"
+    remote_id: str | None = None
+    etag: str | None = None
+    maybe_exists: bool = False          # a create that may already have happened (retry after a crash)
+
+
+@dataclass(frozen=True)
+class Review:
+    event_id: str
+    path: str
+    a_value: Any
+    b_value: Any
+    chosen: str
+
+
+@dataclass
+class EventPlan:
+    event_id: str
+    reason: str
+    base: dict[str, Any] | None                       # None: forget the event
+    seen: dict[str, Item | None] = field(default_factory=dict)   # side -> item now there (None: gone)
+    writes: list[Write] = field(default_factory=list)
+    reviews: list[Review] = field(default_factory=list)
+    held: bool = False
+
+    @property
+    def is_noop(self) -> bool:
+        return (not self.writes and not self.reviews and self.base is not None and not self.seen
+                and not self.held)
+
+
+@dataclass(frozen=True)
+class PlanRules:
+    winner: str = "b"                                  # side whose value wins a same-field conflict
+    adopt_winner: str = "a"                            # side whose fields win when adopting an existing pair
+    flows: dict[str, frozenset[str]] = field(default_factory=dict)  # side -> fields whose edits do NOT flow
+    max_delete_share: float = 0.5
+    min_delete_items: int = 5
+    confirm_deletes: bool = False
+
+    def blocked(self, side: str, path: str) -> bool:
+        return path.split("/", 1)[0] in self.flows.get(side, frozenset())
+
+
+@dataclass
+class Plan:
+    events: list[EventPlan]
+    held_deletes: int = 0
+
+    @property
+    def writes(self) -> list[tuple[EventPlan, Write]]:
+        return [(p, w) for p in self.events for w in p.writes]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for _, w in self.writes:
+            key = f"{w.op}_{w.side}"
+            out[key] = out.get(key, 0) + 1
+        out["reviews"] = sum(len(p.reviews) for p in self.events)
+        out["held_deletes"] = self.held_deletes
+        return out
+
+
+def new_event_id(pair_key: str, side: str, remote_id: str) -> str:
+    """Deterministic, so a plan repeated after a crash names the same event (and the same create keys)."""
+    return "ev" + hashlib.blake2b(f"{pair_key}|{side}|{remote_id}".encode(), digest_size=12).hexdigest()
+
+
+class _Unseen:
+    def __repr__(self) -> str:
+        return "UNSEEN"
+
+
+UNSEEN: Any = _Unseen()
+
+
+def plan_sync(
+    listing_a: dict[str, Item | None],
+    listing_b: dict[str, Item | None],
+    events: Iterable[EventRecord],
+    rules: PlanRules = PlanRules(),
+    pair_key: str = "",
+) -> Plan:
+    listings = {"a": listing_a, "b": listing_b}
+    records = {ev.event_id: ev for ev in events}
+    by_remote: dict[str, dict[str, EventRecord]] = {"a": {}, "b": {}}
+    for ev in records.values():
+        for side in SIDES:
+            link = ev.link(side)
+            if link is not None and link.remote_id is not None:
+                by_remote[side][link.remote_id] = ev
+    # side -> event id -> item now there / None when gone (only what the listings mention)
+    seen: dict[str, dict[str, Item | None]] = {"a": {}, "b": {}}
+    unlinked: dict[str, dict[str, Item]] = {"a": {}, "b": {}}
+    for side in SIDES:
+        for remote_id, item in listings[side].items():
+            ev = by_remote[side].get(remote_id)
+            if ev is not None:
+                seen[side][ev.event_id] = item
+            elif item is not None:
+                unlinked[side][remote_id] = item
+
+    plans: list[EventPlan] = []
+    claimed: set[str] = set()
+    # An unlinked item carrying our marker is the twin of a create we started: adopt it, never create again.
+    for side in SIDES:
+        for remote_id, item in list(unlinked[side].items()):
+            ev = records.get(item.marker or "")
+            link = ev.link(side) if ev else None
+            if ev is not None and (link is None or link.remote_id is None) and ev.event_id not in seen[side]:
+                seen[side][ev.event_id] = item
+                claimed.add(f"{side}:{ev.event_id}")
+                del unlinked[side][remote_id]
+
+    # A calendar item pointing at a meeting (join URL / meeting id) pairs with it: adopt instead of twins.
+    for b_id, b_item in list(unlinked["b"].items()):
+        ref = b_item.peer_ref
+        if not ref:
+            continue
+        if ref in unlinked["a"]:
+            a_item = unlinked["a"].pop(ref)
+            del unlinked["b"][b_id]
+            plans.append(_adopt_pair(new_event_id(pair_key, "a", ref), a_item, b_item, rules))
+            continue
+        ev = by_remote["a"].get(ref)
+        if ev is not None and (ev.b is None or ev.b.remote_id is None) and ev.event_id not in seen["b"]:
+            seen["b"][ev.event_id] = b_item
+            del unlinked["b"][b_id]
+
+    # Items nobody knows yet: new events.
+    for side in SIDES:
+        for remote_id, item in unlinked[side].items():
+            event_id = new_event_id(pair_key, side, remote_id)
+            if event_id in records:
+                # the id is taken by an event that lost this item earlier: treat it as that event's item
+                seen[side].setdefault(event_id, item)
+                continue
+            plan = EventPlan(event_id, "", base=item.content, seen={side: item})
+            if item.wants_peer:
+                plan.writes.append(Write(other(side), "create"))
+                plan.reason = f"new on {side.upper()} -> create on {other(side).upper()}"
+            else:
+                plan.reason = f"new on {side.upper()} -> track (no counterpart wanted)"
+            plans.append(plan)
+
+    touched = set(seen["a"]) | set(seen["b"]) | {
+        ev.event_id for ev in records.values() if (ev.a and ev.a.pending) or (ev.b and ev.b.pending)
+    }
+    for event_id in touched:
+        ev = records[event_id]
+        plans.append(_plan_event(ev, seen["a"].get(event_id, UNSEEN), seen["b"].get(event_id, UNSEEN), rules))
+
+    held = _guard_mass_delete(plans, records.values(), rules)
+    return Plan([p for p in plans if not p.is_noop], held_deletes=held)
+
+
+def _adopt_pair(event_id: str, a_item: Item, b_item: Item, rules: PlanRules) -> EventPlan:
+    """First sync found both halves of a pair: merge them, the adopt winner's fields first."""
+    win, lose = (a_item, b_item) if rules.adopt_winner == "a" else (b_item, a_item)
+    base = apply_paths(lose.content, {p: v for p, v in diff_paths(lose.content, win.content).items()
+                                      if v != MISSING})
+    plan = EventPlan(event_id, "existing pair adopted (matched by meeting id)", base=base,
+                     seen={"a": a_item, "b": b_item})
+    loser_side = "b" if rules.adopt_winner == "a" else "a"
+    if diff_paths(lose.content, base):
+        plan.writes.append(Write(loser_side, "update", (b_item if loser_side == "b" else a_item).id,
+                                 (b_item if loser_side == "b" else a_item).etag))
+    return plan
+
+
+def _changes(link: SideLink | None, now: Any, side: str, rules: PlanRules) -> dict[str, Any]:
+    if link is None or now is UNSEEN or now is None or link.state is None:
+        return {}
+    if now.hash == link.hash:
+        return {}   # content unchanged (an etag-only change writes nothing)
+    return {p: v for p, v in diff_paths(link.state, now.content).items() if not rules.blocked(side, p)}
+
+
+def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> EventPlan:
+    now = {"a": a_now, "b": b_now}
+    links = {"a": ev.a, "b": ev.b}
+    seen = {s: now[s] for s in SIDES if now[s] is not UNSEEN}
+    present = {s: links[s] is not None and links[s].remote_id is not None for s in SIDES}
+    gone = {s: present[s] and now[s] is None for s in SIDES}
+    # an adopted twin of a pending create arrives as "now" while the link has no remote id yet
+    adopted = {s: links[s] is not None and links[s].remote_id is None and now[s] not in (None, UNSEEN)
+               for s in SIDES}
+    changes = {s: _changes(links[s], now[s], s, rules) for s in SIDES}
+    for s in SIDES:
+        if adopted[s]:
+            changes[s] = {}
+
+    def item_or_link(side: str):
+        if now[side] not in (None, UNSEEN):
+            return now[side].id, now[side].etag
+        return links[side].remote_id, links[side].etag
+
+    if all(gone[s] or links[s] is None for s in SIDES) and any(gone.values()):
+        # gone everywhere we had it -> forget the event
+        return EventPlan(ev.event_id, "deleted on every side -> forget", base=None, seen=seen)
+
+    for side in SIDES:
+        peer = other(side)
+        if gone[side] and (present[peer] or adopted[peer]) and not gone[peer]:
+            if changes[peer]:
+                # deleted on one side but modified on the other -> modification wins: recreate
+                base = apply_paths(ev.base, changes[peer])
+                return EventPlan(ev.event_id, f"deleted on {side.upper()} but modified on {peer.upper()} "
+                                 f"-> recreate on {side.upper()}", base=base, seen=seen,
+                                 writes=[Write(side, "create", maybe_exists=True)])
+            # deleted on one side, unchanged on the other -> delete there too
+            remote_id, etag = item_or_link(peer)
+            return EventPlan(ev.event_id, f"deleted on {side.upper()} -> delete on {peer.upper()}",
+                             base=ev.base, seen=seen, writes=[Write(peer, "delete", remote_id, etag)])
+        if gone[side] and links[peer] is None:
+            # a tracked item (no counterpart) went away -> forget it
+            return EventPlan(ev.event_id, f"deleted on {side.upper()} -> forget", base=None, seen=seen)
+        if gone[side] and links[peer] is not None and links[peer].remote_id is None:
+            # gone before its counterpart was created -> forget it (the create is abandoned)
+            return EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart existed -> forget",
+                             base=None, seen=seen)
+
+    base, reviews, to_side = _merge(ev.event_id, ev.base, changes["a"], changes["b"], rules)
+    plan = EventPlan(ev.event_id, "", base=base, seen=seen, reviews=reviews)
+    reasons = []
+    for side in SIDES:
+        link = links[side]
+        if link is None:
+            peer_item = now[other(side)]
+            if peer_item not in (None, UNSEEN) and peer_item.wants_peer:
+                # an item that now asks for a counterpart (e.g. marked for Zoom later) -> create it
+                plan.writes.append(Write(side, "create"))
+                reasons.append(f"create on {side.upper()}")
+            continue
+        if link.remote_id is None and not adopted[side]:
+            # a create we started earlier never got confirmed -> create again, adopting a twin if one exists
+            plan.writes.append(Write(side, "create", maybe_exists=True))
+            reasons.append(f"retry create on {side.upper()}")
+        elif link.pending == "delete":
+            plan.writes.append(Write(side, "delete", *item_or_link(side)))
+            reasons.append(f"retry delete on {side.upper()}")
+        elif to_side[side] or link.pending in ("update", "create"):
+            # changed on the other side (or an earlier update did not finish) -> update this side
+            plan.writes.append(Write(side, "update", *item_or_link(side)))
+            reasons.append(f"update {side.upper()}")
+    changed_on = [s.upper() for s in SIDES if changes[s]]
+    prefix = f"modified on {'+'.join(changed_on)}" if changed_on else "unchanged"
+    plan.reason = prefix + (" -> " + ", ".join(reasons) if reasons else "")
+    if reviews:
+        plan.reason += f"; {len(reviews)} conflicting field(s) -> review queue"
+    if not plan.writes and not reviews and not changes["a"] and not changes["b"]:
+        # nothing changed in content: only etags/last-seen to record, if anything was seen
+        plan.reason = "unchanged"
+    return plan
+
+
+def _merge(event_id: str, base: dict[str, Any], a_changes: dict[str, Any], b_changes: dict[str, Any],
+           rules: PlanRules) -> tuple[dict[str, Any], list[Review], dict[str, bool]]:
+    """Field-level three-way merge against the base; same path changed differently -> policy + review."""
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    reviews: list[Review] = []
+    for path, value in a_changes.items():
+        merged[path], origin[path] = value, "a"
+    for path, value in b_changes.items():
+        if path in merged and merged[path] != value:
+            reviews.append(Review(event_id, path, _show(merged[path]), _show(value), rules.winner))
+            if rules.winner == "b":
+                merged[path], origin[path] = value, "b"
+        elif path in merged:
+            origin[path] = "both"
+        else:
+            merged[path], origin[path] = value, "b"
+    to_side = {
+        "a": any(o == "b" for o in origin.values()),
+        "b": any(o == "a" for o in origin.values()),
+    }
+    return (apply_paths(base, merged) if merged else base), reviews, to_side
+
+
+def _show(value: Any) -> Any:
+    return None if value == MISSING else (list(value) if isinstance(value, tuple) else value)
+
+
+def _guard_mass_delete(plans: list[EventPlan], records: Iterable[EventRecord], rules: PlanRules) -> int:
+    if rules.confirm_deletes:
+        return 0
+    held = 0
+    linked = {s: 0 for s in SIDES}
+    for ev in records:
+        for s in SIDES:
+            if ev.link(s) is not None and ev.link(s).remote_id is not None:
+                linked[s] += 1
+    for side in SIDES:
+        deleting = [p for p in plans if any(w.side == side and w.op == "delete" for w in p.writes)]
+        if len(deleting) >= max(1, rules.min_delete_items) and len(deleting) > rules.max_delete_share * linked[side]:
+            for p in deleting:
+                # too many deletions at once -> hold them until someone confirms (nothing recorded, nothing written)
+                p.writes = [w for w in p.writes if not (w.side == side and w.op == "delete")]
+                p.seen = {}
+                p.held = True
+                p.reason = f"held: mass delete on {side.upper()} ({len(deleting)} of {linked[side]})"
+                held += 1
+    return held
