@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from zoomcal.errors import InvalidItem
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def zone(name: str | None) -> ZoneInfo:

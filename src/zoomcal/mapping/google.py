@@ -12,14 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from zoomcal.domain.content import make_content
-from zoomcal.domain.recurrence import normalize_rrule
+from zoomcal.domain.recurrence import normalize_rrule, occurrence_starts
 from zoomcal.domain.timeutil import (
     UTC,
     check_zone,
     fmt_instant,
     is_date,
     parse_date,
-    parse_instant,
     parse_local,
     to_datetime,
     zone,
@@ -132,9 +131,12 @@ def series_to_content(master: dict[str, Any], exceptions: list[dict[str, Any]], 
     title = (master.get("summary") or "").strip()
     description = split_description(master.get("description"), rules)
     overrides: dict[str, dict[str, Any]] = {}
+    valid_rids = _series_rids(start, end, tz, rrule, rdates) if exceptions else set()
     for exc in exceptions:
         original = exc.get("originalStartTime")
         rid, _ = _when(original, "originalStartTime", tz)
+        if rid not in valid_rids:
+            continue   # an exception of an older rule (the rule changed since): not part of this series
         if exc.get("status") == "cancelled":
             exdates.append(rid)
             continue
@@ -162,6 +164,11 @@ def series_to_content(master: dict[str, Any], exceptions: list[dict[str, Any]], 
         attendees=[a.get("email", "") for a in master.get("attendees") or [] if isinstance(a, dict)],
         join=join,
     )
+
+
+def _series_rids(start: str, end: str, tz: str | None, rrule: str | None, rdates: list[str]) -> set[str]:
+    probe = make_content(start=start, end=end, timezone=tz, rrule=rrule, rdates=rdates)
+    return set(occurrence_starts(probe))
 
 
 def wants_zoom(master: dict[str, Any], rules: MappingRules) -> bool:

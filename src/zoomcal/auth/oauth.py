@@ -1,0 +1,106 @@
+"""OAuth token sources: Zoom server-to-server (account credentials) and refresh-token grants.
+
+Refresh tokens may rotate (Zoom issues a new one on every refresh and the old one stops working), so the
+new token is handed to `on_rotate` - which persists it, sealed - before the access token is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from zoomcal.errors import AuthExpired, Transient
+
+
+class TokenSource:
+    def __init__(self) -> None:
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    async def token(self, client: httpx.AsyncClient) -> str:
+        async with self._lock:
+            if self._token is None or time.monotonic() > self._expires - 60:
+                data = await self._fetch(client)
+                self._token = data["access_token"]
+                self._expires = time.monotonic() + float(data.get("expires_in", 3600))
+            return self._token
+
+    def invalidate(self) -> None:
+        self._token = None
+
+    async def _fetch(self, client: httpx.AsyncClient) -> dict:
+        raise NotImplementedError
+
+    @staticmethod
+    async def _post(client: httpx.AsyncClient, url: str, data: dict, auth=None) -> dict:
+        try:
+            response = await client.post(url, data=data, auth=auth)
+        except httpx.TransportError as exc:
+            raise Transient(f"token endpoint unreachable: {type(exc).__name__}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise Transient(f"token endpoint answered {response.status_code}")
+        if response.status_code != 200:
+            try:
+                reason = response.json().get("error", "")
+            except ValueError:
+                reason = ""
+            raise AuthExpired(f"token endpoint refused the grant ({response.status_code} {reason})")
+        return response.json()
+
+
+class ZoomAccountCredentials(TokenSource):
+    """Server-to-server OAuth: grant_type=account_credentials with HTTP Basic client auth."""
+
+    def __init__(self, token_url: str, account_id: str, client_id: str, client_secret: str):
+        super().__init__()
+        self.token_url, self.account_id = token_url, account_id
+        self._auth = (client_id, client_secret)
+
+    async def _fetch(self, client: httpx.AsyncClient) -> dict:
+        return await self._post(client, self.token_url,
+                                {"grant_type": "account_credentials", "account_id": self.account_id},
+                                auth=self._auth)
+
+
+class RefreshTokenSource(TokenSource):
+    """User OAuth: grant_type=refresh_token. `basic_auth` sends the client in a header (Zoom) instead of
+    the form (Google)."""
+
+    def __init__(self, token_url: str, client_id: str, client_secret: str, refresh_token: str,
+                 basic_auth: bool, on_rotate: Callable[[str], Awaitable[None] | None] | None = None):
+        super().__init__()
+        self.token_url = token_url
+        self._client = (client_id, client_secret)
+        self._refresh = refresh_token
+        self._basic = basic_auth
+        self._on_rotate = on_rotate
+
+    async def _fetch(self, client: httpx.AsyncClient) -> dict:
+        data = {"grant_type": "refresh_token", "refresh_token": self._refresh}
+        auth = None
+        if self._basic:
+            auth = self._client
+        else:
+            data.update(client_id=self._client[0], client_secret=self._client[1])
+        issued = await self._post(client, self.token_url, data, auth=auth)
+        new_refresh = issued.get("refresh_token")
+        if new_refresh and new_refresh != self._refresh:
+            self._refresh = new_refresh
+            if self._on_rotate is not None:
+                result = self._on_rotate(new_refresh)
+                if asyncio.iscoroutine(result):
+                    await result
+        return issued
+
+
+class StaticToken(TokenSource):
+    def __init__(self, token: str):
+        super().__init__()
+        self._static = token
+
+    async def _fetch(self, client: httpx.AsyncClient) -> dict:
+        return {"access_token": self._static, "expires_in": 10**9}

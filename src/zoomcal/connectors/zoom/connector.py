@@ -1,0 +1,187 @@
+"""Zoom meetings of one user as a sync side.
+
+Zoom has no change feed for meetings, so every listing is complete: the list endpoint (page_size 300) is
+compared with what we stored, and a meeting is fetched in full only when its listed fields moved, when
+its agenda may be cut off in the list (250 characters), or when it is recurring (occurrence edits do not
+show in the list). Zoom has no idempotency key either: our event id travels in `settings.custom_keys`,
+and a create that may already have happened looks for that marker first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.http import ApiClient
+from zoomcal.errors import NotFound
+from zoomcal.mapping.rules import MappingRules
+from zoomcal.mapping.zoom import (
+    content_to_meeting,
+    expand_occurrences,
+    meeting_marker,
+    meeting_to_content,
+    occurrence_edits,
+)
+
+LIST_COMPARED = ("topic", "type", "start_time", "duration", "timezone")
+SERIES_FIELDS = ("topic", "agenda", "type", "start_time", "duration", "timezone", "recurrence")
+
+
+def _needs_fetch(listed: dict[str, Any], known: dict[str, Any] | None) -> bool:
+    if known is None or listed.get("type") == 8:
+        return True
+    if any(listed.get(k) != known.get(k) for k in LIST_COMPARED):
+        return True
+    agenda = listed.get("agenda") or ""
+    return len(agenda) >= 250 or agenda != (known.get("agenda") or "")[:250]
+
+
+class ZoomConnector:
+    name = "zoom"
+    capabilities = Capabilities(incremental=False, max_page_size=300, writes_per_day=100)
+
+    def __init__(self, api: ApiClient, user_id: str, rules: MappingRules):
+        self.api = api
+        self.user_id = user_id
+        self.rules = rules
+
+    # --- reading ---------------------------------------------------------------------------------------
+    async def _list(self) -> list[dict[str, Any]]:
+        meetings, token = [], ""
+        while True:
+            params = {"type": "scheduled", "page_size": 300}
+            if token:
+                params["next_page_token"] = token
+            page = await self.api.json("GET", f"users/{self.user_id}/meetings", params=params)
+            meetings.extend(page.get("meetings") or [])
+            token = page.get("next_page_token") or ""
+            if not token:
+                return meetings
+
+    async def changes(self, cursor: str | None, mirror: Mapping[str, dict[str, Any]]) -> ChangeSet:
+        start_calls = self.api.calls
+        present: set[str] = set()
+        changed: list[dict[str, Any]] = []
+        for listed in await self._list():
+            rid = str(listed["id"])
+            present.add(rid)
+            if _needs_fetch(listed, mirror.get(rid)):
+                try:
+                    changed.extend(await self.get(rid))
+                except NotFound:
+                    present.discard(rid)   # deleted between the list and the fetch
+        removed = [rid for rid in mirror if rid not in present]
+        return ChangeSet(changed, removed, cursor=None, present=present, api_calls=self.api.calls - start_calls)
+
+    def raw_id(self, raw: dict[str, Any]) -> str:
+        return str(raw["id"])
+
+    def series_key(self, raw: dict[str, Any]) -> str:
+        return str(raw["id"])
+
+    def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
+        if not raws:
+            return None
+        meeting = raws[0]
+        content = meeting_to_content(meeting)
+        marker = meeting_marker(meeting)
+        return Item(str(meeting["id"]), content, etag=None, marker=marker,
+                    wants_peer=content["start"] is not None or marker is not None)
+
+    async def get(self, item_id: str) -> list[dict[str, Any]]:
+        return [await self.api.json("GET", f"meetings/{item_id}")]
+
+    # --- writing ---------------------------------------------------------------------------------------
+    async def _find_marker(self, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        for listed in await self._list():
+            if listed.get("topic") != body.get("topic") or listed.get("start_time") != body.get("start_time"):
+                continue
+            full = (await self.get(str(listed["id"])))[0]
+            if meeting_marker(full) == key:
+                return full
+        return None
+
+    async def create(self, content: dict[str, Any], key: str, maybe_exists: bool = False) -> WriteResult:
+        start_calls = self.api.calls
+        body, notes = content_to_meeting(content, self.rules, marker=key)
+        existing = await self._find_marker(key, body) if maybe_exists else None
+        if existing is not None:
+            result = await self.update(str(existing["id"]), content, None, key, [existing])
+            result.notes = ["adopted a meeting created earlier (found by marker)", *result.notes]
+            result.api_calls = self.api.calls - start_calls
+            return result
+        created = await self.api.json("POST", f"users/{self.user_id}/meetings", json=body)
+        final = await self._apply_occurrences(created, content, dict(created))
+        return self._result(final, notes, start_calls)
+
+    async def update(self, item_id: str, content: dict[str, Any], etag: str | None, key: str,
+                     current: list[dict[str, Any]]) -> WriteResult:
+        start_calls = self.api.calls
+        meeting = current[0] if current else (await self.get(item_id))[0]
+        body, notes = content_to_meeting(content, self.rules, marker=meeting_marker(meeting) or key)
+        patch = {k: v for k, v in body.items() if k != "settings" and meeting.get(k) != v}
+        if body["type"] == 3:
+            patch.pop("start_time", None)
+        settings = meeting.get("settings") or {}
+        wanted_settings = {k: v for k, v in body["settings"].items() if settings.get(k) != v}
+        if wanted_settings:
+            patch["settings"] = wanted_settings
+        if patch:
+            await self.api.request("PATCH", f"meetings/{item_id}", json=patch)
+        after = {**meeting, **{k: v for k, v in patch.items() if k != "settings"},
+                 "settings": {**settings, **body["settings"]}}
+        if after.get("type") != 8:
+            after.pop("recurrence", None)
+            after.pop("occurrences", None)
+        if after.get("type") == 3:
+            after.pop("start_time", None)
+        series_changed = any(meeting.get(k) != after.get(k) for k in ("recurrence", "start_time", "timezone"))
+        if series_changed and after.get("type") == 8:
+            after["occurrences"] = expand_occurrences(after, {})   # Zoom drops occurrence edits on a new rule
+        final = await self._apply_occurrences(after, content, meeting)
+        return self._result(final, notes, start_calls)
+
+    async def _apply_occurrences(self, after: dict[str, Any], content: dict[str, Any],
+                                 before: dict[str, Any]) -> dict[str, Any]:
+        if after.get("type") != 8 or not after.get("recurrence"):
+            return after
+        current = {o["occurrence_id"]: o for o in after.get("occurrences") or expand_occurrences(after, {})}
+        wanted = {o["occurrence_id"]: o for o in expand_occurrences(after, occurrence_edits(content, after))}
+        for occ_id, want in wanted.items():
+            have = current.get(occ_id)
+            if have is None or have == want:
+                continue
+            if want["status"] == "deleted":
+                await self._occurrence("DELETE", after["id"], occ_id)
+            elif have["status"] == "deleted":
+                continue   # Zoom cannot bring a deleted occurrence back
+            else:
+                await self._occurrence("PATCH", after["id"], occ_id,
+                                       {"start_time": want["start_time"], "duration": want["duration"]})
+            current[occ_id] = want if have["status"] != "deleted" else have
+        after["occurrences"] = list(current.values())
+        return after
+
+    async def _occurrence(self, method: str, meeting_id: Any, occ_id: str, body: dict | None = None) -> None:
+        try:
+            await self.api.request(method, f"meetings/{meeting_id}", params={"occurrence_id": occ_id},
+                                   json=body)
+        except NotFound:
+            pass   # the occurrence is gone already: nothing left to change
+
+    def _result(self, meeting: dict[str, Any], notes: list[str], start_calls: int) -> WriteResult:
+        item = self.normalize([meeting])
+        assert item is not None
+        return WriteResult(item.id, None, [meeting], item, notes, self.api.calls - start_calls)
+
+    async def delete(self, item_id: str, etag: str | None) -> int:
+        start_calls = self.api.calls
+        try:
+            await self.api.request("DELETE", f"meetings/{item_id}")
+        except NotFound:
+            pass   # already gone: the delete's goal holds
+        return self.api.calls - start_calls
+
+    async def aclose(self) -> None:
+        await self.api.aclose()

@@ -1,0 +1,394 @@
+"""Offline emulator of the Google Calendar API v3 (events, instances, freeBusy, token endpoint).
+
+Shapes follow ../shared/specs/google/calendar.v3.json; behaviour follows the documented one: `syncToken`
+incremental listing (deleted items reported as `status: cancelled`), HTTP 410 when a sync token expired,
+etags with `If-Match` -> 412, client-chosen ids with 409 on duplicates, exceptions of recurring events
+addressed as `{masterId}_{originalStart}`. Base path `/google/calendar/v3`, token endpoint `/google/token`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from zoomcal.domain.recurrence import occurrences
+from zoomcal.domain.timeutil import UTC, fmt_instant, is_date, parse_instant, to_datetime
+from zoomcal.errors import InvalidItem
+from zoomcal.mapping.google import instance_id, series_to_content
+from zoomcal.mapping.rules import DEFAULT_RULES
+from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response
+
+ID_PATTERN = re.compile(r"^[a-v0-9]{5,1024}$")
+WRITABLE = ("summary", "description", "location", "start", "end", "recurrence", "attendees", "status",
+            "extendedProperties", "transparency", "visibility", "colorId", "reminders", "eventType",
+            "originalStartTime", "iCalUID", "sequence")
+
+
+@dataclass
+class GoogleCalendar:
+    id: str
+    summary: str
+    time_zone: str
+    owner: str
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epoch: int = 0            # bumped when sync tokens are invalidated
+
+
+@dataclass
+class GoogleState:
+    client_id: str = "google-sandbox-client.apps.googleusercontent.com"
+    client_secret: str = "google-sandbox-secret"
+    calendars: dict[str, GoogleCalendar] = field(default_factory=dict)
+    tokens: TokenBook = field(default_factory=TokenBook)
+    seq: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def add_calendar(self, owner: str, time_zone: str = "UTC", summary: str | None = None,
+                     cal_id: str | None = None) -> GoogleCalendar:
+        cal = GoogleCalendar(cal_id or owner, summary or owner, time_zone, owner)
+        self.calendars[cal.id] = cal
+        return cal
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def expire_sync_tokens(self, cal_id: str | None = None) -> None:
+        for cal in self.calendars.values():
+            if cal_id is None or cal.id == cal_id:
+                cal.epoch += 1
+
+
+def _error(status: int, reason: str, message: str) -> ApiError:
+    return ApiError(status, {"error": {"code": status, "message": message,
+                                       "errors": [{"domain": "global", "reason": reason, "message": message}]}})
+
+
+def _encode(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def _decode(token: str) -> dict:
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        return {}
+
+
+def _public(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if not k.startswith("_")}
+
+
+def _stamp(seq: int) -> str:
+    return fmt_instant(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seq))[:-1] + ".000Z"
+
+
+def _check_event(body: dict[str, Any]) -> None:
+    for key in ("start", "end"):
+        when = body.get(key)
+        if not isinstance(when, dict) or not (when.get("date") or when.get("dateTime")):
+            raise _error(400, "required", f"Missing {key} time.")
+        if when.get("dateTime"):
+            try:
+                parse_instant(when["dateTime"]) if re.search(r"(Z|[+-]\d\d:\d\d)$", when["dateTime"]) else None
+            except InvalidItem as exc:
+                raise _error(400, "invalid", f"Invalid {key} time.") from exc
+    try:
+        series_to_content(body, [], DEFAULT_RULES)
+    except InvalidItem as exc:
+        raise _error(400, "invalid", str(exc)) from exc
+
+
+def build_app(state: GoogleState) -> APIRouter:
+    router = APIRouter()
+
+    def auth(request: Request) -> str:
+        subject = state.tokens.subject(request)
+        if subject is None:
+            raise ApiError(401, {"error": {"code": 401, "message": "Request had invalid authentication "
+                                           "credentials.", "status": "UNAUTHENTICATED"}})
+        return subject
+
+    def calendar(cal_id: str, subject: str) -> GoogleCalendar:
+        cal = state.calendars.get(cal_id) or (
+            state.calendars.get(subject) if cal_id == "primary" else None)
+        if cal is None:
+            raise _error(404, "notFound", "Not Found")
+        if subject != cal.owner and not subject.startswith("admin:"):
+            raise _error(403, "forbidden", "Forbidden")
+        return cal
+
+    def touch(cal: GoogleCalendar, event: dict[str, Any]) -> dict[str, Any]:
+        seq = state.next_seq()
+        event["_seq"] = seq
+        event["etag"] = f'"{seq}"'
+        event["updated"] = _stamp(seq)
+        event["sequence"] = event.get("sequence", 0)
+        cal.events[event["id"]] = event
+        return event
+
+    def check_etag(request: Request, event: dict[str, Any]) -> None:
+        wanted = request.headers.get("if-match")
+        if wanted and wanted != "*" and wanted != event["etag"]:
+            raise _error(412, "conditionNotMet", "Precondition Failed")
+
+    @router.post("/token")
+    async def token(request: Request):
+        form = await request.form()
+        if form.get("client_id") != state.client_id or form.get("client_secret") != state.client_secret:
+            return JSONResponse({"error": "invalid_client", "error_description": "The OAuth client was not "
+                                 "found."}, 401)
+        if form.get("grant_type") != "refresh_token":
+            return JSONResponse({"error": "unsupported_grant_type"}, 400)
+        with state.lock:
+            subject = state.tokens.refresh.get(str(form.get("refresh_token", "")))
+            if subject is None:
+                return JSONResponse({"error": "invalid_grant", "error_description": "Token has been expired "
+                                     "or revoked."}, 400)
+            issued = state.tokens.issue(subject)
+            issued["scope"] = "https://www.googleapis.com/auth/calendar"
+            return issued
+
+    @router.get("/calendar/v3/calendars/{cal_id}/events")
+    def list_events(cal_id: str, request: Request, syncToken: str = "", pageToken: str = "",
+                    maxResults: int = 250, showDeleted: bool = False, singleEvents: bool = False):
+        subject = auth(request)
+        with state.lock:
+            cal = calendar(cal_id, subject)
+            since = 0
+            if pageToken:
+                page = _decode(pageToken)
+                since, offset, upto = page.get("since", 0), page.get("offset", 0), page.get("upto", 0)
+                if page.get("cal") != cal.id:
+                    raise _error(400, "invalidPageToken", "Invalid page token.")
+            else:
+                offset, upto = 0, state.seq
+                if syncToken:
+                    token = _decode(syncToken)
+                    if token.get("cal") != cal.id or token.get("epoch") != cal.epoch:
+                        raise _error(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is "
+                                     "required.")
+                    since = token.get("seq", 0)
+            incremental = bool(syncToken) or since > 0
+            selected = [e for e in cal.events.values() if since < e["_seq"] <= upto]
+            if not (incremental or showDeleted):
+                selected = [e for e in selected if e.get("status") != "cancelled"]
+            selected.sort(key=lambda e: (e["_seq"], e["id"]))
+            size = max(1, min(maxResults, 2500))
+            chunk = selected[offset:offset + size]
+            body: dict[str, Any] = {"kind": "calendar#events", "etag": f'"{upto}"', "summary": cal.summary,
+                                    "updated": _stamp(upto), "timeZone": cal.time_zone, "accessRole": "owner",
+                                    "defaultReminders": [], "items": [_public(e) for e in chunk]}
+            if offset + size < len(selected):
+                body["nextPageToken"] = _encode({"cal": cal.id, "since": since, "offset": offset + size,
+                                                 "upto": upto})
+            else:
+                body["nextSyncToken"] = _encode({"cal": cal.id, "seq": upto, "epoch": cal.epoch})
+            return body
+
+    @router.post("/calendar/v3/calendars/{cal_id}/events")
+    async def insert_event(cal_id: str, request: Request):
+        subject = auth(request)
+        body = await _json(request)
+        with state.lock:
+            cal = calendar(cal_id, subject)
+            event_id = body.get("id") or secrets.token_hex(13)
+            if not ID_PATTERN.match(event_id):
+                raise _error(400, "invalid", "Invalid resource id value.")
+            if event_id in cal.events:
+                raise _error(409, "duplicate", "The requested identifier already exists.")
+            _check_event(body)
+            event = {k: v for k, v in body.items() if k in WRITABLE}
+            event.update(kind="calendar#event", id=event_id, status=body.get("status", "confirmed"),
+                         created=_stamp(state.seq + 1), iCalUID=body.get("iCalUID") or f"{event_id}@google.com",
+                         htmlLink=f"https://calendar.google.com/calendar/event?eid={event_id}",
+                         organizer={"email": cal.owner, "self": True}, creator={"email": cal.owner, "self": True},
+                         eventType=body.get("eventType", "default"))
+            return _public(touch(cal, event))
+
+    def find(cal: GoogleCalendar, event_id: str) -> dict[str, Any]:
+        event = cal.events.get(event_id)
+        if event is None:
+            raise _error(404, "notFound", "Not Found")
+        return event
+
+    def virtual_instance(cal: GoogleCalendar, event_id: str) -> dict[str, Any] | None:
+        """An instance id of a recurring master with no stored exception yet."""
+        master_id, sep, _ = event_id.rpartition("_")
+        master = cal.events.get(master_id) if sep else None
+        if master is None or not master.get("recurrence") or master.get("status") == "cancelled":
+            return None
+        for inst in _expand(master):
+            if inst["id"] == event_id:
+                return inst
+        return None
+
+    @router.get("/calendar/v3/calendars/{cal_id}/events/{event_id}")
+    def get_event(cal_id: str, event_id: str, request: Request):
+        subject = auth(request)
+        with state.lock:
+            cal = calendar(cal_id, subject)
+            event = cal.events.get(event_id) or virtual_instance(cal, event_id)
+            if event is None:
+                raise _error(404, "notFound", "Not Found")
+            return _public(event)
+
+    async def write(cal_id: str, event_id: str, request: Request, replace: bool):
+        subject = auth(request)
+        body = await _json(request)
+        with state.lock:
+            cal = calendar(cal_id, subject)
+            event = cal.events.get(event_id)
+            if event is None:
+                inst = virtual_instance(cal, event_id)
+                if inst is None:
+                    raise _error(404, "notFound", "Not Found")
+                event = {k: v for k, v in inst.items() if k not in ("etag",)}
+                event["etag"] = None
+            else:
+                check_etag(request, event)
+            updated = {k: v for k, v in event.items() if k not in WRITABLE or not replace}
+            if replace:
+                updated.update({k: v for k, v in event.items() if k in ("originalStartTime", "recurringEventId")})
+            for key, value in body.items():
+                if key in WRITABLE and key not in ("originalStartTime",):
+                    updated[key] = value
+            if updated.get("status") == "cancelled" and not updated.get("recurringEventId"):
+                raise _error(400, "invalid", "Use delete to cancel an event.")
+            if updated.get("status") != "cancelled":
+                _check_event(updated)
+            updated["sequence"] = event.get("sequence", 0) + 1
+            return _public(touch(cal, updated))
+
+    @router.patch("/calendar/v3/calendars/{cal_id}/events/{event_id}")
+    async def patch_event(cal_id: str, event_id: str, request: Request):
+        return await write(cal_id, event_id, request, replace=False)
+
+    @router.put("/calendar/v3/calendars/{cal_id}/events/{event_id}")
+    async def update_event(cal_id: str, event_id: str, request: Request):
+        return await write(cal_id, event_id, request, replace=True)
+
+    @router.delete("/calendar/v3/calendars/{cal_id}/events/{event_id}", status_code=204)
+    def delete_event(cal_id: str, event_id: str, request: Request):
+        subject = auth(request)
+        with state.lock:
+            cal = calendar(cal_id, subject)
+            event = cal.events.get(event_id)
+            if event is None:
+                inst = virtual_instance(cal, event_id)
+                if inst is None:
+                    raise _error(404, "notFound", "Not Found")
+                event = dict(inst)
+            elif event.get("status") == "cancelled":
+                raise _error(410, "deleted", "Resource has been deleted")
+            else:
+                check_etag(request, event)
+            event["status"] = "cancelled"
+            touch(cal, event)
+            if not event.get("recurringEventId"):
+                for other in list(cal.events.values()):
+                    if other.get("recurringEventId") == event_id and other.get("status") != "cancelled":
+                        other["status"] = "cancelled"
+                        touch(cal, other)
+            return Response(status_code=204)
+
+    @router.get("/calendar/v3/calendars/{cal_id}/events/{event_id}/instances")
+    def instances(cal_id: str, event_id: str, request: Request, showDeleted: bool = False,
+                  maxResults: int = 250):
+        subject = auth(request)
+        with state.lock:
+            cal = calendar(cal_id, subject)
+            master = find(cal, event_id)
+            items = []
+            for inst in _expand(master):
+                stored = cal.events.get(inst["id"])
+                item = stored if stored is not None else inst
+                if item.get("status") == "cancelled" and not showDeleted:
+                    continue
+                items.append(_public(item))
+            return {"kind": "calendar#events", "summary": cal.summary, "timeZone": cal.time_zone,
+                    "accessRole": "owner", "defaultReminders": [], "items": items[:maxResults],
+                    "etag": master["etag"], "updated": master["updated"]}
+
+    @router.post("/calendar/v3/freeBusy")
+    async def free_busy(request: Request):
+        subject = auth(request)
+        body = await _json(request)
+        try:
+            lo, hi = parse_instant(body["timeMin"]), parse_instant(body["timeMax"])
+        except (KeyError, InvalidItem) as exc:
+            raise _error(400, "badRequest", "timeMin and timeMax are required RFC 3339 times.") from exc
+        items = body.get("items") or []
+        if len(items) > int(body.get("calendarExpansionMax") or 50) or len(items) > 50:
+            raise _error(400, "tooManyCalendarsRequested", "Too many calendars requested.")
+        out = {}
+        with state.lock:
+            for entry in items:
+                try:
+                    cal = calendar(entry.get("id", ""), subject)
+                except ApiError:
+                    out[entry.get("id", "")] = {"errors": [{"domain": "global", "reason": "notFound"}]}
+                    continue
+                out[cal.id] = {"busy": _busy(cal, lo, hi)}
+        return {"kind": "calendar#freeBusy", "timeMin": body["timeMin"], "timeMax": body["timeMax"],
+                "calendars": out}
+
+    return router
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise _error(400, "parseError", "Parse Error") from exc
+    if not isinstance(body, dict):
+        raise _error(400, "parseError", "Parse Error")
+    return body
+
+
+def _expand(master: dict[str, Any]) -> list[dict[str, Any]]:
+    content = series_to_content(master, [], DEFAULT_RULES)
+    tz = content.get("timezone")
+    out = []
+    for rid, start, end in occurrences(content):
+        def when(value: str) -> dict[str, Any]:
+            if is_date(value):
+                return {"date": value}
+            return {"dateTime": fmt_instant(to_datetime(value)), "timeZone": tz or "UTC"}
+        inst = {k: v for k, v in master.items() if k not in ("recurrence", "id", "etag", "_seq")}
+        inst.update(id=instance_id(master["id"], rid), recurringEventId=master["id"],
+                    originalStartTime=when(rid), start=when(start), end=when(end), etag=master["etag"])
+        out.append(inst)
+    return out
+
+
+def _busy(cal: GoogleCalendar, lo: datetime, hi: datetime) -> list[dict[str, str]]:
+    busy = []
+    for event in cal.events.values():
+        if event.get("status") == "cancelled" or event.get("recurringEventId") or \
+                event.get("transparency") == "transparent":
+            continue
+        exceptions = [e for e in cal.events.values() if e.get("recurringEventId") == event["id"]]
+        content = series_to_content(event, exceptions, DEFAULT_RULES)
+        for _rid, start, end in occurrences(content, lo, hi):
+            s, e = to_datetime(start), to_datetime(end)
+            if s < hi and e > lo:
+                busy.append((s, e))
+    busy.sort()
+    return [{"start": fmt_instant(s), "end": fmt_instant(e)} for s, e in busy]
+
+
+def make_google_app(state: GoogleState) -> FastAPI:
+    app = FastAPI(title="Google Calendar API sandbox")
+    app.add_exception_handler(ApiError, api_error_response)
+    app.include_router(build_app(state))
+    return app

@@ -1,0 +1,88 @@
+"""The sandbox world: Zoom + Google emulators, their fault plans and call counters, and demo users.
+
+Served standalone by `zoomcal sandbox` (over loopback) or called in-process through `SandboxTransport`
+in tests and the demo: the same connector code either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from zoomcal.sandbox.faults import FaultMiddleware, FaultPlan, SandboxTransport
+from zoomcal.sandbox.google import GoogleState, make_google_app
+from zoomcal.sandbox.zoom import ZoomState, make_zoom_app
+
+ZOOM_PREFIX = "/zoom"
+GOOGLE_PREFIX = "/google"
+
+
+@dataclass
+class SandboxWorld:
+    zoom: ZoomState = field(default_factory=ZoomState)
+    google: GoogleState = field(default_factory=GoogleState)
+    zoom_faults: FaultPlan = field(default_factory=FaultPlan)
+    google_faults: FaultPlan = field(default_factory=FaultPlan)
+    zoom_calls: dict[str, int] = field(default_factory=dict)
+    google_calls: dict[str, int] = field(default_factory=dict)
+    hang_seconds: float | None = None
+    _app: FastAPI | None = None
+
+    def app(self) -> FastAPI:
+        if self._app is None:
+            root = FastAPI(title="zoomcal sandboxes")
+            zoom = FaultMiddleware(make_zoom_app(self.zoom), self.zoom_faults, self.zoom_calls, self.hang_seconds)
+            google = FaultMiddleware(make_google_app(self.google), self.google_faults, self.google_calls,
+                                     self.hang_seconds)
+            root.mount(ZOOM_PREFIX, zoom)
+            root.mount(GOOGLE_PREFIX, google)
+            self._app = root
+        return self._app
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return SandboxTransport(self.app())
+
+    def add_user(self, email: str, name: str = "", timezone: str = "UTC") -> dict[str, Any]:
+        first, _, last = name.partition(" ")
+        user = self.zoom.add_user(email, first, last, timezone)
+        self.google.add_calendar(email, timezone, summary=name or email)
+        return {
+            "email": email,
+            "name": name,
+            "timezone": timezone,
+            "zoom_user_id": user["id"],
+            "zoom_refresh_token": self.zoom.tokens.grant_refresh(user["id"]),
+            "google_calendar_id": email,
+            "google_refresh_token": self.google.tokens.grant_refresh(email),
+        }
+
+    def describe(self, base_url: str, users: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "zoom_api_base": f"{base_url}{ZOOM_PREFIX}/v2",
+            "zoom_token_url": f"{base_url}{ZOOM_PREFIX}/oauth/token",
+            "google_api_base": f"{base_url}{GOOGLE_PREFIX}/calendar/v3",
+            "google_token_url": f"{base_url}{GOOGLE_PREFIX}/token",
+            "zoom_account_id": self.zoom.account_id,
+            "zoom_client_id": self.zoom.client_id,
+            "zoom_client_secret": self.zoom.client_secret,
+            "google_client_id": self.google.client_id,
+            "google_client_secret": self.google.client_secret,
+            "users": users,
+        }
+
+    def api_calls(self) -> int:
+        return self.zoom_calls.get("total", 0) + self.google_calls.get("total", 0)
+
+    def clear_faults(self) -> None:
+        self.zoom_faults.clear()
+        self.google_faults.clear()
+
+
+DEMO_USERS = [
+    ("ada@example.com", "Ada Lovelace", "Europe/London"),
+    ("grace@example.com", "Grace Hopper", "America/New_York"),
+    ("alan@example.com", "Alan Turing", "Europe/Berlin"),
+]

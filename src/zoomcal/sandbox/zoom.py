@@ -1,0 +1,363 @@
+"""Offline emulator of the Zoom API (meetings, users, presence, OAuth token endpoint).
+
+Shapes follow ../shared/specs/zoom (meetings-api.json, users-api.json); tests validate responses against
+those schemas. Base path `/zoom/v2`, token endpoint `/zoom/oauth/token`.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from zoomcal.domain.timeutil import fmt_instant, now_utc, parse_instant
+from zoomcal.errors import InvalidItem
+from zoomcal.mapping.zoom import expand_occurrences
+from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response, basic_credentials
+
+PRESENCE_VALUES = ("Away", "Available", "In_Calendar_Event", "Presenting", "In_A_Zoom_Meeting", "On_A_Call",
+                   "Out_of_Office", "Busy", "Do_No_Disturb", "Do_Not_Disturb")
+LIST_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone", "agenda",
+               "created_at", "join_url", "pmi")
+SETTINGS_KEPT = ("meeting_invitees", "custom_keys", "join_before_host", "waiting_room", "mute_upon_entry")
+
+
+@dataclass
+class ZoomState:
+    account_id: str = "sandbox-account"
+    client_id: str = "zoom-sandbox-client"
+    client_secret: str = "zoom-sandbox-secret"
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meetings: dict[int, dict[str, Any]] = field(default_factory=dict)
+    edits: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    tokens: TokenBook = field(default_factory=TokenBook)
+    page_tokens: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    ids: Any = field(default_factory=lambda: itertools.count(81234567890))
+    presence_min_interval: float = 0.0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def add_user(self, email: str, first_name: str = "", last_name: str = "", timezone: str = "UTC") -> dict:
+        user_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")[:22]
+        user = {"id": user_id, "email": email, "first_name": first_name, "last_name": last_name,
+                "display_name": f"{first_name} {last_name}".strip() or email, "type": 2, "status": "active",
+                "timezone": timezone, "account_id": self.account_id, "pmi": 0,
+                "_presence": "Available", "_presence_at": 0.0, "_signed_in": True}
+        self.users[user_id] = user
+        return user
+
+    def find_user(self, key: str, subject: str | None = None) -> dict | None:
+        if key == "me":
+            key = subject or ""
+        for user in self.users.values():
+            if user["id"] == key or user["email"].lower() == key.lower():
+                return user
+        return None
+
+    def user_meetings(self, user_id: str) -> list[dict]:
+        return sorted((m for m in self.meetings.values() if m["host_id"] == user_id), key=lambda m: m["id"])
+
+    def full_meeting(self, meeting_id: int) -> dict:
+        meeting = json.loads(json.dumps(self.meetings[meeting_id]))
+        if meeting.get("type") == 8 and meeting.get("recurrence"):
+            meeting["occurrences"] = expand_occurrences(meeting, self.edits.get(meeting_id, {}))
+        return meeting
+
+
+def _error(status: int, code: int, message: str, headers: dict | None = None) -> ApiError:
+    return ApiError(status, {"code": code, "message": message}, headers)
+
+
+def _validate_body(body: dict[str, Any], creating: bool) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise _error(400, 300, "Request Body should be a valid JSON object.")
+    out: dict[str, Any] = {}
+    if "topic" in body:
+        if not isinstance(body["topic"], str) or len(body["topic"]) > 200:
+            raise _error(400, 300, "Invalid field: topic (at most 200 characters).")
+        out["topic"] = body["topic"]
+    if "agenda" in body:
+        if not isinstance(body["agenda"], str) or len(body["agenda"]) > 2000:
+            raise _error(400, 300, "Invalid field: agenda (at most 2000 characters).")
+        out["agenda"] = body["agenda"]
+    if "type" in body:
+        if body["type"] not in (1, 2, 3, 8):
+            raise _error(400, 300, "Invalid field: type.")
+        out["type"] = body["type"]
+    if "timezone" in body:
+        try:
+            ZoneInfo(body["timezone"])
+        except Exception as exc:
+            raise _error(400, 300, f"Invalid field: timezone {body['timezone']!r}.") from exc
+        out["timezone"] = body["timezone"]
+    if "start_time" in body:
+        try:
+            out["start_time"] = fmt_instant(parse_instant(body["start_time"]))
+        except InvalidItem as exc:
+            raise _error(400, 300, "Invalid field: start_time.") from exc
+    if "duration" in body:
+        if not isinstance(body["duration"], int) or body["duration"] < 0:
+            raise _error(400, 300, "Invalid field: duration.")
+        out["duration"] = body["duration"]
+    if "recurrence" in body:
+        rec = body["recurrence"]
+        if rec is not None and (not isinstance(rec, dict) or rec.get("type") not in (1, 2, 3)):
+            raise _error(400, 300, "Invalid field: recurrence.")
+        if rec is not None and (rec.get("end_times") or 0) > 60:
+            raise _error(400, 300, "Invalid field: recurrence.end_times (at most 60).")
+        out["recurrence"] = rec
+    if "settings" in body:
+        settings = body["settings"] or {}
+        keys = settings.get("custom_keys") or []
+        if len(keys) > 10 or any(len(k.get("key", "")) > 64 or len(k.get("value", "")) > 256 for k in keys):
+            raise _error(400, 300, "Invalid field: settings.custom_keys.")
+        out["settings"] = {k: v for k, v in settings.items() if k in SETTINGS_KEPT}
+    if creating:
+        out.setdefault("type", 2)
+        out.setdefault("topic", "Zoom meeting")
+        if out["type"] in (2, 8) and "start_time" not in out:
+            out["start_time"] = fmt_instant(now_utc())
+        if out["type"] == 8 and not out.get("recurrence"):
+            raise _error(400, 300, "Recurring meeting requires recurrence.")
+    return out
+
+
+def build_app(state: ZoomState) -> APIRouter:
+    router = APIRouter()
+
+    def auth(request: Request) -> str:
+        subject = state.tokens.subject(request)
+        if subject is None:
+            raise _error(401, 124, "Invalid access token.")
+        return subject
+
+    def user_or_404(user_key: str, subject: str) -> dict:
+        user = state.find_user(user_key, subject if subject in state.users else None)
+        if user is None:
+            raise _error(404, 1001, "User does not exist: " + user_key)
+        return user
+
+    @router.post("/oauth/token")
+    async def token(request: Request):
+        creds = basic_credentials(request)
+        if creds != (state.client_id, state.client_secret):
+            return JSONResponse({"reason": "Invalid client_id or client_secret", "error": "invalid_client"}, 401)
+        form = await request.form()
+        grant = form.get("grant_type")
+        with state.lock:
+            if grant == "account_credentials":
+                if form.get("account_id") != state.account_id:
+                    return JSONResponse({"reason": "Invalid account_id", "error": "invalid_request"}, 400)
+                issued = state.tokens.issue("account:" + state.account_id)
+                issued["scope"] = "meeting:read:admin meeting:write:admin user:read:admin"
+                issued["api_url"] = str(request.base_url).rstrip("/")
+                return issued
+            if grant == "refresh_token":
+                subject = state.tokens.use_refresh(str(form.get("refresh_token", "")))
+                if subject is None:
+                    return JSONResponse({"reason": "Invalid Token!", "error": "invalid_grant"}, 401)
+                issued = state.tokens.issue(subject, with_refresh=True)
+                issued["scope"] = "meeting:read meeting:write user:read"
+                return issued
+        return JSONResponse({"reason": "Unsupported grant type", "error": "unsupported_grant_type"}, 400)
+
+    @router.get("/v2/users")
+    def list_users(request: Request, page_size: int = 30):
+        auth(request)
+        users = [{k: v for k, v in u.items() if not k.startswith("_")} for u in state.users.values()]
+        return {"page_count": 1, "page_number": 1, "page_size": page_size, "total_records": len(users),
+                "next_page_token": "", "users": users}
+
+    @router.get("/v2/users/{user_id}")
+    def get_user(user_id: str, request: Request):
+        subject = auth(request)
+        user = user_or_404(user_id, subject)
+        return {k: v for k, v in user.items() if not k.startswith("_")}
+
+    @router.get("/v2/users/{user_id}/meetings")
+    def list_meetings(user_id: str, request: Request, type: str = "scheduled", page_size: int = 30,
+                      next_page_token: str = ""):
+        subject = auth(request)
+        if page_size > 300 or page_size < 1:
+            raise _error(400, 300, "Invalid field: page_size (1-300).")
+        with state.lock:
+            user = user_or_404(user_id, subject)
+            offset = 0
+            if next_page_token:
+                found = state.page_tokens.get(next_page_token)
+                if found is None or found[0] != user["id"] or found[2] < time.time():
+                    raise _error(400, 300, "Invalid next_page_token or it has expired.")
+                offset = found[1]
+            meetings = state.user_meetings(user["id"])
+            page = meetings[offset:offset + page_size]
+            token = ""
+            if offset + page_size < len(meetings):
+                token = secrets.token_urlsafe(24)
+                state.page_tokens[token] = (user["id"], offset + page_size, time.time() + 900)
+            items = []
+            for m in page:
+                item = {k: m[k] for k in LIST_FIELDS if k in m}
+                item["agenda"] = (m.get("agenda") or "")[:250]
+                items.append(item)
+            return {"page_size": page_size, "total_records": len(meetings), "next_page_token": token,
+                    "meetings": items}
+
+    @router.post("/v2/users/{user_id}/meetings", status_code=201)
+    async def create_meeting(user_id: str, request: Request):
+        subject = auth(request)
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise _error(400, 300, "Request Body should be a valid JSON object.") from exc
+        with state.lock:
+            user = user_or_404(user_id, subject)
+            fields = _validate_body(body, creating=True)
+            meeting_id = next(state.ids)
+            password = secrets.token_urlsafe(6)[:8]
+            meeting = {
+                "uuid": base64.b64encode(secrets.token_bytes(16)).decode(),
+                "id": meeting_id,
+                "host_id": user["id"],
+                "host_email": user["email"],
+                "topic": fields["topic"],
+                "type": fields["type"],
+                "status": "waiting",
+                "timezone": fields.get("timezone") or user["timezone"],
+                "agenda": fields.get("agenda", ""),
+                "created_at": fmt_instant(now_utc()),
+                "join_url": f"https://sandbox.zoom.us/j/{meeting_id}?pwd={password}",
+                "start_url": f"https://sandbox.zoom.us/s/{meeting_id}",
+                "password": password,
+                "settings": fields.get("settings", {}),
+                "pre_schedule": False,
+            }
+            if fields["type"] in (2, 8):
+                meeting["start_time"] = fields["start_time"]
+                meeting["duration"] = fields.get("duration", 60)
+            if fields["type"] == 8:
+                meeting["recurrence"] = fields["recurrence"]
+            state.meetings[meeting_id] = meeting
+            return JSONResponse(state.full_meeting(meeting_id), status_code=201)
+
+    def meeting_or_404(meeting_id: str) -> int:
+        try:
+            key = int(meeting_id)
+        except ValueError as exc:
+            raise _error(404, 3001, f"Meeting does not exist: {meeting_id}.") from exc
+        if key not in state.meetings:
+            raise _error(404, 3001, f"Meeting does not exist: {meeting_id}.")
+        return key
+
+    def occurrence_or_404(key: int, occurrence_id: str) -> dict:
+        for occ in state.full_meeting(key).get("occurrences") or []:
+            if occ["occurrence_id"] == occurrence_id:
+                return occ
+        raise _error(404, 3001, f"Occurrence does not exist: {occurrence_id}.")
+
+    @router.get("/v2/meetings/{meeting_id}")
+    def get_meeting(meeting_id: str, request: Request, occurrence_id: str = ""):
+        auth(request)
+        with state.lock:
+            key = meeting_or_404(meeting_id)
+            meeting = state.full_meeting(key)
+            if occurrence_id:
+                occ = occurrence_or_404(key, occurrence_id)
+                meeting.update(start_time=occ["start_time"], duration=occ["duration"])
+            return meeting
+
+    @router.patch("/v2/meetings/{meeting_id}", status_code=204)
+    async def patch_meeting(meeting_id: str, request: Request, occurrence_id: str = ""):
+        auth(request)
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise _error(400, 300, "Request Body should be a valid JSON object.") from exc
+        with state.lock:
+            key = meeting_or_404(meeting_id)
+            fields = _validate_body(body, creating=False)
+            if occurrence_id:
+                occ = occurrence_or_404(key, occurrence_id)
+                if occ["status"] == "deleted":
+                    raise _error(400, 3000, "Occurrence has been deleted.")
+                edit = state.edits.setdefault(key, {}).setdefault(occurrence_id, {})
+                if "start_time" in fields:
+                    edit["start_time"] = fields["start_time"]
+                if "duration" in fields:
+                    edit["duration"] = fields["duration"]
+                return Response(status_code=204)
+            meeting = state.meetings[key]
+            old_rule = (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone"))
+            for name, value in fields.items():
+                if name == "settings":
+                    meeting.setdefault("settings", {}).update(value)
+                else:
+                    meeting[name] = value
+            if meeting.get("type") == 3:
+                meeting.pop("start_time", None)
+                meeting.pop("recurrence", None)
+            if meeting.get("type") == 2:
+                meeting.pop("recurrence", None)
+            if meeting.get("type") == 8 and not meeting.get("recurrence"):
+                raise _error(400, 300, "Recurring meeting requires recurrence.")
+            if meeting.get("type") in (2, 8) and "start_time" not in meeting:
+                meeting["start_time"] = fmt_instant(now_utc())
+                meeting.setdefault("duration", 60)
+            if (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone")) != old_rule:
+                state.edits.pop(key, None)   # a new series: occurrence edits no longer apply
+            return Response(status_code=204)
+
+    @router.delete("/v2/meetings/{meeting_id}", status_code=204)
+    def delete_meeting(meeting_id: str, request: Request, occurrence_id: str = ""):
+        auth(request)
+        with state.lock:
+            key = meeting_or_404(meeting_id)
+            if occurrence_id:
+                occ = occurrence_or_404(key, occurrence_id)
+                if occ["status"] == "deleted":
+                    raise _error(400, 3000, "Occurrence has been deleted.")
+                state.edits.setdefault(key, {})[occurrence_id] = {"status": "deleted"}
+                return Response(status_code=204)
+            del state.meetings[key]
+            state.edits.pop(key, None)
+            return Response(status_code=204)
+
+    @router.get("/v2/users/{user_id}/presence_status")
+    def get_presence(user_id: str, request: Request):
+        subject = auth(request)
+        user = user_or_404(user_id, subject)
+        return {"status": user["_presence"]}
+
+    @router.put("/v2/users/{user_id}/presence_status", status_code=204)
+    async def put_presence(user_id: str, request: Request):
+        subject = auth(request)
+        body = await request.json()
+        with state.lock:
+            user = user_or_404(user_id, subject)
+            status = body.get("status") if isinstance(body, dict) else None
+            if status not in PRESENCE_VALUES or status in ("In_A_Zoom_Meeting", "Presenting", "On_A_Call"):
+                raise _error(400, 300, f"Invalid presence status {status!r}.")
+            if not user["_signed_in"]:
+                raise _error(400, 5301, "Request failed because this user is not signed in to Zoom.")
+            now = time.monotonic()
+            if state.presence_min_interval and now - user["_presence_at"] < state.presence_min_interval:
+                raise _error(429, 429, "You have reached the maximum per-user rate limit for this API.",
+                             {"Retry-After": str(int(state.presence_min_interval))})
+            user["_presence"], user["_presence_at"] = status, now
+            return Response(status_code=204)
+
+    return router
+
+
+def make_zoom_app(state: ZoomState) -> FastAPI:
+    app = FastAPI(title="Zoom API sandbox")
+    app.add_exception_handler(ApiError, api_error_response)
+    app.include_router(build_app(state))
+    return app

@@ -1,0 +1,115 @@
+"""Small repository helpers over the models (no business decisions here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from zoomcal.domain.content import content_hash
+from zoomcal.domain.timeutil import now_utc
+from zoomcal.store.models import (
+    AuditEntry,
+    Calendar,
+    Cursor,
+    Event,
+    Link,
+    RemoteItem,
+    SyncLogEntry,
+    Tenant,
+    User,
+)
+
+
+def get_or_create_tenant(session: Session, name: str = "default") -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        tenant = Tenant(name=name)
+        session.add(tenant)
+        session.flush()
+    return tenant
+
+
+def find_user(session: Session, tenant_id: int, email: str) -> User | None:
+    return session.scalar(select(User).where(User.tenant_id == tenant_id, User.email == email.lower()))
+
+
+def load_mirror(session: Session, calendar_id: int) -> dict[str, dict[str, Any]]:
+    rows = session.execute(select(RemoteItem.remote_id, RemoteItem.raw).where(RemoteItem.calendar_id == calendar_id))
+    return {rid: raw for rid, raw in rows}
+
+
+def save_mirror(session: Session, calendar_id: int, upserts: dict[str, tuple[str, dict[str, Any]]],
+                deletes: Iterable[str]) -> None:
+    gone = [rid for rid in deletes if rid not in upserts]
+    for chunk in _chunks(gone, 500):
+        session.execute(delete(RemoteItem).where(RemoteItem.calendar_id == calendar_id,
+                                                 RemoteItem.remote_id.in_(chunk)))
+    if upserts:
+        existing = {r for (r,) in session.execute(
+            select(RemoteItem.remote_id).where(RemoteItem.calendar_id == calendar_id))}
+        for rid, (series, raw) in upserts.items():
+            if rid in existing:
+                session.execute(RemoteItem.__table__.update().where(
+                    RemoteItem.calendar_id == calendar_id, RemoteItem.remote_id == rid).values(series_id=series,
+                                                                                              raw=raw))
+            else:
+                session.add(RemoteItem(calendar_id=calendar_id, remote_id=rid, series_id=series, raw=raw))
+
+
+def _chunks(items: list[str], size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def load_cursor(session: Session, calendar_id: int) -> str | None:
+    row = session.get(Cursor, calendar_id)
+    return row.value if row else None
+
+
+def save_cursor(session: Session, calendar_id: int, value: str | None) -> None:
+    row = session.get(Cursor, calendar_id)
+    if row is None:
+        session.add(Cursor(calendar_id=calendar_id, value=value))
+    else:
+        row.value = value
+        row.updated_at = now_utc()
+
+
+def reset_cursor(session: Session, calendar_id: int) -> None:
+    save_cursor(session, calendar_id, None)
+
+
+def get_link(session: Session, event_id: str, calendar_id: int) -> Link | None:
+    return session.scalar(select(Link).where(Link.event_id == event_id, Link.calendar_id == calendar_id))
+
+
+def upsert_event(session: Session, tenant_id: int, user_id: int, event_id: str, content: dict[str, Any]) -> Event:
+    row = session.get(Event, event_id)
+    if row is None:
+        row = Event(id=event_id, tenant_id=tenant_id, user_id=user_id)
+        session.add(row)
+    row.content = content
+    row.content_hash = content_hash(content)
+    row.start_at = content.get("start")
+    row.end_at = content.get("end")
+    row.title = content.get("title") or ""
+    row.is_meeting = bool(content.get("join"))
+    return row
+
+
+def log(session: Session, tenant_id: int, action: str, message: str, *, run_id: int | None = None,
+        user_id: int | None = None, event_id: str | None = None, level: str = "info") -> None:
+    session.add(SyncLogEntry(run_id=run_id, tenant_id=tenant_id, user_id=user_id, event_id=event_id, level=level,
+                             action=action, message=message[:4000]))
+
+
+def audit(session: Session, tenant_id: int, actor: str, action: str, target: str = "",
+          detail: dict[str, Any] | None = None) -> None:
+    session.add(AuditEntry(tenant_id=tenant_id, actor=actor, action=action, target=target, detail=detail or {}))
+
+
+def user_calendars(session: Session, user_id: int) -> list[Calendar]:
+    return list(session.scalars(select(Calendar).where(Calendar.user_id == user_id).order_by(Calendar.id)))

@@ -1,0 +1,42 @@
+"""Bounded retries: 429 waits for Retry-After, transient faults back off exponentially with jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from zoomcal.errors import RateLimited, Transient
+
+T = TypeVar("T")
+
+
+class Retrier:
+    def __init__(self, max_retries: int = 4, base_delay: float = 0.25, max_delay: float = 60.0,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, seed: int | None = None):
+        self.max_retries = max_retries
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.sleep = sleep
+        self.rng = random.Random(seed)
+        self.waited: list[float] = []
+        self.retries = 0
+
+    async def call(self, fn: Callable[[int], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await fn(attempt)
+            except RateLimited as exc:
+                delay = min(max(exc.retry_after, 0.0), self.max_delay)
+                if attempt >= self.max_retries:
+                    raise
+            except Transient:
+                if attempt >= self.max_retries:
+                    raise
+                delay = min(self.base_delay * (2 ** attempt), self.max_delay) * (0.5 + self.rng.random() / 2)
+            attempt += 1
+            self.retries += 1
+            self.waited.append(delay)
+            await self.sleep(delay)
