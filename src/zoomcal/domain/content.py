@@ -76,6 +76,8 @@ def flatten(content: dict[str, Any]) -> dict[str, Any]:
     """Map content to {path: leaf}; nested containers become one path per sub key."""
     flat: dict[str, Any] = {}
     for key, value in content.items():
+        if key in NESTED and not value:
+            continue   # None / {}: no paths, so "absent" and "empty" merge the same way
         if key in NESTED and isinstance(value, dict):
             if key == "overrides":
                 for rid, ov in value.items():

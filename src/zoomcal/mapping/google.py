@@ -38,7 +38,7 @@ B32HEX = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "abcdefghijklmnopqrst
 def event_id_for(key: str) -> str:
     """A client-chosen Google event id (base32hex, 5–1024 chars) derived from our idempotency key."""
     digest = hashlib.blake2b(key.encode(), digest_size=20).digest()
-    return "zc" + base64.b32encode(digest).decode().translate(B32HEX).rstrip("=")
+    return base64.b32encode(digest).decode().translate(B32HEX).rstrip("=")
 
 
 def instance_id(master_id: str, rid: str) -> str:

@@ -1,14 +1,13 @@
 """Fault injection for the sandboxes: 429 with Retry-After, 5xx, timeouts, lost responses.
 
 Rules are matched per request (method + path regex) and fire a set number of times. Status faults are
-answered by the sandbox itself. A timeout (the request never arrives) and a lost response (the write is
-applied, the answer never comes back) end in `SimulatedTimeout`, which the in-process transport turns
-into `httpx.ReadTimeout`; over a real socket the server just holds the request past the client timeout.
+answered by the sandbox itself. A timeout (the request is never handled) and a lost response (the write
+is applied, the answer never comes back) end in `SimulatedTimeout`, which the in-process transport turns
+into `httpx.ReadTimeout`; over a real socket the server hangs up mid-response instead.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import re
@@ -74,11 +73,11 @@ class FaultPlan:
 class FaultMiddleware:
     """Pure ASGI middleware: counts calls and applies the fault plan before/after the real handler."""
 
-    def __init__(self, app, plan: FaultPlan, counter: dict[str, int], hang_seconds: float | None = None):
+    def __init__(self, app, plan: FaultPlan, counter: dict[str, int], drop_connections: bool = False):
         self.app = app
         self.plan = plan
         self.counter = counter
-        self.hang_seconds = hang_seconds
+        self.drop_connections = drop_connections
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -104,10 +103,10 @@ class FaultMiddleware:
                 return None
 
             await self.app(scope, receive, swallow)
-        if self.hang_seconds is not None:
-            await asyncio.sleep(self.hang_seconds)
-            await send({"type": "http.response.start", "status": 504, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
+        if self.drop_connections:
+            # over a real socket: promise a body, send part of it, hang up -> the client sees a broken response
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"64")]})
+            await send({"type": "http.response.body", "body": b"{", "more_body": True})
             return None
         raise SimulatedTimeout(rule.kind)
 

@@ -28,19 +28,18 @@ class SandboxWorld:
     google_faults: FaultPlan = field(default_factory=FaultPlan)
     zoom_calls: dict[str, int] = field(default_factory=dict)
     google_calls: dict[str, int] = field(default_factory=dict)
-    hang_seconds: float | None = None
-    _app: FastAPI | None = None
+    _apps: dict[bool, FastAPI] = field(default_factory=dict)
 
-    def app(self) -> FastAPI:
-        if self._app is None:
+    def app(self, over_network: bool = False) -> FastAPI:
+        """The combined ASGI app; `over_network` makes timeouts and lost responses hang up the connection."""
+        if over_network not in self._apps:
             root = FastAPI(title="zoomcal sandboxes")
-            zoom = FaultMiddleware(make_zoom_app(self.zoom), self.zoom_faults, self.zoom_calls, self.hang_seconds)
-            google = FaultMiddleware(make_google_app(self.google), self.google_faults, self.google_calls,
-                                     self.hang_seconds)
-            root.mount(ZOOM_PREFIX, zoom)
-            root.mount(GOOGLE_PREFIX, google)
-            self._app = root
-        return self._app
+            root.mount(ZOOM_PREFIX, FaultMiddleware(make_zoom_app(self.zoom), self.zoom_faults, self.zoom_calls,
+                                                    over_network))
+            root.mount(GOOGLE_PREFIX, FaultMiddleware(make_google_app(self.google), self.google_faults,
+                                                      self.google_calls, over_network))
+            self._apps[over_network] = root
+        return self._apps[over_network]
 
     def transport(self) -> httpx.AsyncBaseTransport:
         return SandboxTransport(self.app())

@@ -1,0 +1,3 @@
+from zoomcal.cli.main import app
+
+app(prog_name="zoomcal")

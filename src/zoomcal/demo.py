@@ -1,0 +1,274 @@
+"""`zoomcal demo`: sandboxes + demo users + two-way sync, live or as one scripted, self-checking pass."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy import func, select
+
+from zoomcal.auth.vault import new_key_spec
+from zoomcal.config import Settings
+from zoomcal.mapping.zoom import occurrence_id
+from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.sandbox.server import BackgroundServer
+from zoomcal.sandbox.verify import compare_user
+from zoomcal.sandbox.world import DEMO_USERS, SandboxWorld
+from zoomcal.service import Context, add_account, add_user, build_pairs, close_pairs
+from zoomcal.store.models import ReviewItem, SyncLogEntry
+from zoomcal.sync.engine import RunReport, SyncEngine
+from zoomcal.sync.retry import Retrier
+
+
+@dataclass
+class DemoSetup:
+    world: SandboxWorld
+    server: BackgroundServer
+    ctx: Context
+    users: list[dict[str, Any]]
+    actor: SandboxActor
+    engine: SyncEngine
+    reports: list[RunReport] = field(default_factory=list)
+    sync_api_calls: int = 0          # calls zoomcal made (the scripted person's own edits not counted)
+
+
+def setup(settings: Settings, user_count: int = 3) -> DemoSetup:
+    demo_dir = settings.data_dir / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    demo_dir.mkdir(parents=True)
+    world = SandboxWorld()
+    server = BackgroundServer(world).start()
+    demo_settings = settings.model_copy(update={
+        "data_dir": demo_dir, "database_url": f"sqlite:///{demo_dir / 'demo.db'}", "vault_keys": new_key_spec("demo")})
+    ctx = Context.from_settings(demo_settings)
+    users = []
+    for email, name, tz in DEMO_USERS[:user_count]:
+        info = world.add_user(email, name, tz)
+        users.append(info)
+        add_user(ctx, email, name, actor="demo")
+        add_account(ctx, email, "zoom", {"api_base": f"{server.url}/zoom/v2", "token_url": f"{server.url}/zoom/oauth/token"},
+                    {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
+                     "account_id": world.zoom.account_id}, info["zoom_user_id"], "Zoom meetings")
+        add_account(ctx, email, "google",
+                    {"api_base": f"{server.url}/google/calendar/v3", "token_url": f"{server.url}/google/token"},
+                    {"client_id": world.google.client_id, "client_secret": world.google.client_secret,
+                     "refresh_token": info["google_refresh_token"]}, info["google_calendar_id"], "Work calendar")
+    actor = SandboxActor(world, base_url=server.url)
+    engine = SyncEngine(ctx.db, retrier=Retrier(max_retries=4, base_delay=0.05, max_delay=2.0))
+    return DemoSetup(world, server, ctx, users, actor, engine)
+
+
+async def seed(demo: DemoSetup) -> None:
+    """Each user starts with meetings on Zoom, plain and Zoom-marked events in the calendar, and one pair
+    that already exists on both sides (the calendar event carries the join URL)."""
+    for i, user in enumerate(demo.users):
+        uid, cal = user["zoom_user_id"], user["google_calendar_id"]
+        tz = user["timezone"]
+        day = 7 + i
+        await demo.actor.zoom_create(uid, topic="Weekly team sync", type=8, start_time=f"2026-12-{day:02d}T09:00:00Z",
+                                     duration=30, timezone=tz, agenda="Status round",
+                                     recurrence={"type": 2, "weekly_days": "2", "end_times": 8})
+        await demo.actor.zoom_create(uid, topic="Customer call", type=2, start_time=f"2026-12-{day + 1:02d}T15:00:00Z",
+                                     duration=45, timezone=tz, agenda="Renewal")
+        existing = await demo.actor.zoom_create(uid, topic="Board review", type=2,
+                                                start_time=f"2026-12-{day + 2:02d}T13:00:00Z", duration=60, timezone=tz)
+        await demo.actor.google_insert(cal, summary="Board review", location=existing["join_url"],
+                                       description=f"Join Zoom Meeting\n{existing['join_url']}",
+                                       start={"dateTime": f"2026-12-{day + 2:02d}T13:00:00Z", "timeZone": tz},
+                                       end={"dateTime": f"2026-12-{day + 2:02d}T14:00:00Z", "timeZone": tz})
+        await demo.actor.google_insert(cal, summary="Dentist", start={"dateTime": f"2026-12-{day:02d}T07:00:00Z"},
+                                       end={"dateTime": f"2026-12-{day:02d}T08:00:00Z"})
+        await demo.actor.google_insert(cal, summary="Offsite", start={"date": f"2026-12-{day + 3:02d}"},
+                                       end={"date": f"2026-12-{day + 4:02d}"})
+        await demo.actor.google_insert(cal, summary="Design review", location="zoom", description="Agenda: v2",
+                                       start={"dateTime": f"2026-12-{day + 1:02d}T10:00:00Z", "timeZone": tz},
+                                       end={"dateTime": f"2026-12-{day + 1:02d}T11:00:00Z", "timeZone": tz})
+
+
+async def scenario(demo: DemoSetup) -> list[str]:
+    """Edits on both sides, a recurring-occurrence edit, a cancellation, a conflict, and injected faults."""
+    steps = []
+    a = demo.actor
+    u0, u1 = demo.users[0], demo.users[1 % len(demo.users)]
+    weekly = a.zoom_find(u0["zoom_user_id"], "Weekly team sync")
+    full = await a.zoom_get(weekly["id"])
+    second = full["occurrences"][1]
+    moved = second["start_time"].replace("T09:00", "T11:00")
+    await a.zoom_patch(weekly["id"], occurrence_id=second["occurrence_id"], start_time=moved, duration=30)
+    steps.append("Zoom: moved one occurrence of 'Weekly team sync' by two hours")
+    await a.zoom_patch(a.zoom_find(u0["zoom_user_id"], "Customer call")["id"], topic="Customer call (renewal)")
+    steps.append("Zoom: renamed 'Customer call'")
+    design = a.google_find(u0["google_calendar_id"], "Design review")
+    await a.google_patch(u0["google_calendar_id"], design["id"],
+                         start={"dateTime": "2026-12-08T14:00:00Z", "timeZone": u0["timezone"]},
+                         end={"dateTime": "2026-12-08T15:00:00Z", "timeZone": u0["timezone"]})
+    steps.append("Calendar: rescheduled 'Design review'")
+    weekly_cal = a.google_find(u0["google_calendar_id"], "Weekly team sync")
+    instances = await a.google_instances(u0["google_calendar_id"], weekly_cal["id"])
+    await a.google_delete(u0["google_calendar_id"], instances[3]["id"])
+    steps.append("Calendar: cancelled the fourth occurrence of 'Weekly team sync'")
+    board = a.zoom_find(u1["zoom_user_id"], "Board review")
+    await a.zoom_delete(board["id"])
+    steps.append("Zoom: cancelled 'Board review'")
+    call = a.zoom_find(u1["zoom_user_id"], "Customer call")
+    await a.zoom_patch(call["id"], topic="Customer call - Zoom title")
+    call_cal = a.google_find(u1["google_calendar_id"], "Customer call")
+    await a.google_patch(u1["google_calendar_id"], call_cal["id"], summary="Customer call - calendar title")
+    steps.append("Both sides: renamed 'Customer call' differently (conflict)")
+    await a.zoom_create(u1["zoom_user_id"], topic="Hiring panel", type=2, start_time="2026-12-15T10:00:00Z",
+                        duration=60, timezone=u1["timezone"])
+    steps.append("Zoom: new meeting 'Hiring panel'")
+    w = demo.world
+    w.google_faults.add("429", method="PATCH", retry_after=1)
+    w.zoom_faults.add("500", method="GET", path=r"/v2/users/.*/meetings")
+    w.google_faults.add("lost_response", method="POST", path=r"/events$")
+    w.zoom_faults.add("503", method="PATCH")
+    steps.append("Faults armed: Google 429 on PATCH, Zoom 500 on list, lost Google insert response, Zoom 503")
+    return steps
+
+
+async def sync_all(demo: DemoSetup, trigger: str) -> list[RunReport]:
+    pairs = build_pairs(demo.ctx)
+    calls_before = demo.world.api_calls()
+    try:
+        reports = [await demo.engine.run(pair, trigger=trigger) for pair in pairs]
+    finally:
+        await close_pairs(pairs)
+        demo.sync_api_calls += demo.world.api_calls() - calls_before
+    demo.reports.extend(reports)
+    return reports
+
+
+def summary(demo: DemoSetup, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    meetings = events = 0
+    mismatches: list[str] = []
+    duplicates: list[str] = []
+    for user in demo.users:
+        agreement = compare_user(demo.world, user["zoom_user_id"], user["google_calendar_id"])
+        meetings += agreement.zoom_meetings
+        events += agreement.calendar_events
+        mismatches += [f"{user['email']}: {m}" for m in agreement.mismatches]
+        duplicates += [f"{user['email']}: {d}" for d in agreement.duplicates]
+    with demo.ctx.db.session() as s:
+        reviews = s.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.status == "open"))
+        log_entries = s.scalar(select(func.count()).select_from(SyncLogEntry))
+    out = {
+        "users": len(demo.users),
+        "zoom_meetings": meetings,
+        "calendar_events": events,
+        "mismatches": len(mismatches),
+        "duplicates": len(duplicates),
+        "api_calls": demo.sync_api_calls,
+        "review_queue": reviews,
+        "sync_runs": len(demo.reports),
+        "sync_log_entries": log_entries,
+        "faults_fired": {**demo.world.zoom_faults.fired, **{f"google_{k}": v for k, v in
+                                                            demo.world.google_faults.fired.items()}},
+        "mismatch_details": mismatches,
+        "duplicate_details": duplicates,
+    }
+    out.update(extra or {})
+    return out
+
+
+async def run_once(settings: Settings, console: Console, quiet: bool = False) -> dict[str, Any]:
+    demo = setup(settings)
+    try:
+        def say(text: str) -> None:
+            if not quiet:
+                console.print(text)
+
+        say(f"[bold]zoomcal demo[/] — sandboxes at {demo.server.url}, {len(demo.users)} demo users")
+        await seed(demo)
+        reports = await sync_all(demo, "demo:round-1")
+        say(f"round 1: {sum(r.writes for r in reports)} writes, status {[r.status for r in reports]}")
+        for step in await scenario(demo):
+            say(f"  • {step}")
+        reports = await sync_all(demo, "demo:round-2")
+        say(f"round 2: {sum(r.writes for r in reports)} writes, status {[r.status for r in reports]}")
+        demo.world.clear_faults()
+        calls_before = demo.sync_api_calls
+        reports = await sync_all(demo, "demo:verify")
+        resync_writes = sum(r.writes for r in reports)
+        say(f"verification round: {resync_writes} writes, {demo.sync_api_calls - calls_before} API calls")
+        return summary(demo, {"resync_writes": resync_writes})
+    finally:
+        await demo.actor.aclose()
+        demo.server.stop()
+        demo.ctx.db.dispose()
+
+
+def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
+    table = Table(title=f"zoomcal demo — round {round_no} — sandboxes at {demo.server.url}")
+    for column in ("user", "Zoom meetings", "calendar events", "in sync", "duplicates", "last run"):
+        table.add_column(column)
+    runs = {r.run_id: r for r in demo.reports}
+    for user in demo.users:
+        agreement = compare_user(demo.world, user["zoom_user_id"], user["google_calendar_id"])
+        last = next((r for r in reversed(list(runs.values()))), None)
+        table.add_row(user["email"], str(agreement.zoom_meetings), str(agreement.calendar_events),
+                      "yes" if not agreement.mismatches else f"no ({len(agreement.mismatches)})",
+                      str(len(agreement.duplicates)), last.status if last else "-")
+    table.caption = f"last edit: {last_edit} · zoomcal API calls so far: {demo.sync_api_calls} · Ctrl-C stops"
+    return table
+
+
+async def random_edit(demo: DemoSetup, rng: random.Random) -> str:
+    user = rng.choice(demo.users)
+    uid, cal = user["zoom_user_id"], user["google_calendar_id"]
+    meetings = demo.world.zoom.user_meetings(uid)
+    choice = rng.randrange(4)
+    if choice == 0 and meetings:
+        meeting = rng.choice(meetings)
+        await demo.actor.zoom_patch(meeting["id"], topic=f"{meeting['topic'].split(' #')[0]} #{rng.randrange(100)}")
+        return f"{user['email']}: renamed a Zoom meeting"
+    if choice == 1:
+        hour = rng.randrange(8, 17)
+        await demo.actor.zoom_create(uid, topic=f"Ad-hoc {rng.randrange(1000)}", type=2,
+                                     start_time=f"2026-12-20T{hour:02d}:00:00Z", duration=30, timezone=user["timezone"])
+        return f"{user['email']}: new Zoom meeting"
+    events = [e for e in demo.world.google.calendars[cal].events.values()
+              if e.get("status") != "cancelled" and not e.get("recurringEventId") and "dateTime" in e.get("start", {})]
+    if choice == 2 and events:
+        event = rng.choice(events)
+        await demo.actor.google_patch(cal, event["id"], summary=f"{event['summary'].split(' *')[0]} *{rng.randrange(100)}")
+        return f"{user['email']}: renamed a calendar event"
+    if meetings and rng.random() < 0.5:
+        meeting = rng.choice([m for m in meetings if m.get("type") == 8] or meetings)
+        if meeting.get("type") == 8:
+            occ = (await demo.actor.zoom_get(meeting["id"]))["occurrences"][-1]
+            if occ["status"] != "deleted":
+                await demo.actor.zoom_patch(meeting["id"], occurrence_id=occ["occurrence_id"], duration=45)
+                return f"{user['email']}: lengthened the last occurrence of a recurring meeting"
+    await demo.actor.google_insert(cal, summary=f"Focus {rng.randrange(100)}", location="zoom",
+                                   start={"dateTime": "2026-12-21T09:00:00Z"}, end={"dateTime": "2026-12-21T10:00:00Z"})
+    return f"{user['email']}: new calendar event marked for Zoom"
+
+
+async def run_live(settings: Settings, console: Console, interval: float = 3.0, rounds: int | None = None) -> None:
+    demo = setup(settings)
+    rng = random.Random(42)
+    try:
+        await seed(demo)
+        last_edit = "seeded demo data"
+        with Live(console=console, refresh_per_second=4) as live:
+            round_no = 0
+            while rounds is None or round_no < rounds:
+                round_no += 1
+                await sync_all(demo, f"demo:live-{round_no}")
+                live.update(_table(demo, round_no, last_edit))
+                await asyncio.sleep(interval)
+                last_edit = await random_edit(demo, rng)
+    finally:
+        await demo.actor.aclose()
+        demo.server.stop()
+        demo.ctx.db.dispose()
+
+
+__all__ = ["run_once", "run_live", "occurrence_id"]

@@ -1,0 +1,81 @@
+"""A scripted user of the sandboxes: makes edits through the public REST APIs, as a person's apps would."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from zoomcal.sandbox.world import SandboxWorld
+
+
+class SandboxActor:
+    def __init__(self, world: SandboxWorld, base_url: str = "http://sandbox",
+                 transport: httpx.AsyncBaseTransport | None = None):
+        """`transport=None` goes over the network to `base_url`; pass `world.transport()` to stay in-process."""
+        self.world = world
+        self.client = httpx.AsyncClient(base_url=base_url, transport=transport, timeout=10)
+
+    def _zoom_headers(self) -> dict[str, str]:
+        issued = self.world.zoom.tokens.issue("account:" + self.world.zoom.account_id)
+        return {"Authorization": f"Bearer {issued['access_token']}"}
+
+    def _google_headers(self, calendar_id: str) -> dict[str, str]:
+        issued = self.world.google.tokens.issue(self.world.google.calendars[calendar_id].owner)
+        return {"Authorization": f"Bearer {issued['access_token']}"}
+
+    async def _call(self, method: str, url: str, headers: dict[str, str], **kwargs: Any) -> Any:
+        response = await self.client.request(method, url, headers=headers, **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    # Zoom
+    async def zoom_create(self, user_id: str, **body: Any) -> dict[str, Any]:
+        return await self._call("POST", f"/zoom/v2/users/{user_id}/meetings", self._zoom_headers(), json=body)
+
+    async def zoom_patch(self, meeting_id: int | str, occurrence_id: str | None = None, **body: Any) -> None:
+        params = {"occurrence_id": occurrence_id} if occurrence_id else None
+        await self._call("PATCH", f"/zoom/v2/meetings/{meeting_id}", self._zoom_headers(), json=body, params=params)
+
+    async def zoom_delete(self, meeting_id: int | str, occurrence_id: str | None = None) -> None:
+        params = {"occurrence_id": occurrence_id} if occurrence_id else None
+        await self._call("DELETE", f"/zoom/v2/meetings/{meeting_id}", self._zoom_headers(), params=params)
+
+    async def zoom_get(self, meeting_id: int | str) -> dict[str, Any]:
+        return await self._call("GET", f"/zoom/v2/meetings/{meeting_id}", self._zoom_headers())
+
+    # Google
+    def _events(self, calendar_id: str) -> str:
+        return f"/google/calendar/v3/calendars/{quote(calendar_id, safe='')}/events"
+
+    async def google_insert(self, calendar_id: str, **body: Any) -> dict[str, Any]:
+        return await self._call("POST", self._events(calendar_id), self._google_headers(calendar_id), json=body)
+
+    async def google_patch(self, calendar_id: str, event_id: str, **body: Any) -> dict[str, Any]:
+        return await self._call("PATCH", f"{self._events(calendar_id)}/{event_id}", self._google_headers(calendar_id),
+                                json=body)
+
+    async def google_delete(self, calendar_id: str, event_id: str) -> None:
+        await self._call("DELETE", f"{self._events(calendar_id)}/{event_id}", self._google_headers(calendar_id))
+
+    async def google_instances(self, calendar_id: str, event_id: str) -> list[dict[str, Any]]:
+        body = await self._call("GET", f"{self._events(calendar_id)}/{event_id}/instances",
+                                self._google_headers(calendar_id))
+        return body["items"]
+
+    def google_find(self, calendar_id: str, summary: str) -> dict[str, Any]:
+        for event in self.world.google.calendars[calendar_id].events.values():
+            if event.get("summary") == summary and not event.get("recurringEventId") and \
+                    event.get("status") != "cancelled":
+                return event
+        raise KeyError(summary)
+
+    def zoom_find(self, user_id: str, topic: str) -> dict[str, Any]:
+        for meeting in self.world.zoom.user_meetings(user_id):
+            if meeting.get("topic") == topic:
+                return meeting
+        raise KeyError(topic)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
