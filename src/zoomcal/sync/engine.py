@@ -282,9 +282,16 @@ class SyncEngine:
                 link.remote_id, link.etag, link.state, link.state_hash = item.id, item.etag, item.content, item.hash
                 if link.pending == "create":
                     link.pending = None   # the twin of our create turned up: adopted
-            for write in plan.writes:
-                cal_id = pair.side(write.side).calendar_id
+            s.flush()
+            # after this, `pending` says exactly which writes are still owed: the ones this plan makes
+            for side in SIDES:
+                cal_id = pair.side(side).calendar_id
                 link = repo.get_link(s, plan.event_id, cal_id)
+                write = next((w for w in plan.writes if w.side == side), None)
+                if write is None:
+                    if link is not None and link.remote_id is not None:
+                        link.pending = None
+                    continue
                 if link is None:
                     link = Link(tenant_id=pair.tenant_id, event_id=plan.event_id, calendar_id=cal_id)
                     s.add(link)

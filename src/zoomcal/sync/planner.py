@@ -241,7 +241,10 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
     changes = {s: _changes(links[s], now[s], s, rules) for s in SIDES}
     for s in SIDES:
         if adopted[s]:
-            changes[s] = {}
+            # the twin holds what we wrote (the base) plus whatever happened to it since: edits and, for the
+            # side that originates them, fields such as join info. What it cannot hold is not a change.
+            changes[s] = {p: v for p, v in diff_paths(ev.base, now[s].content).items()
+                          if v != MISSING and not rules.blocked(s, p)}
 
     def item_or_link(side: str):
         if now[side] not in (None, UNSEEN):
@@ -278,6 +281,8 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
     reasons = []
     for side in SIDES:
         link = links[side]
+        if any(w.side == side for w in plan.writes):
+            continue
         if link is None:
             peer_item = now[other(side)]
             if peer_item not in (None, UNSEEN) and peer_item.wants_peer:
@@ -289,6 +294,11 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
             # a create we started earlier never got confirmed -> create again, adopting a twin if one exists
             plan.writes.append(Write(side, "create", maybe_exists=True))
             reasons.append(f"retry create on {side.upper()}")
+        elif link.pending == "delete" and changes[side]:
+            # a delete we still owed, but the item was modified since -> modification wins: keep it, recreate peer
+            if links[other(side)] is None or links[other(side)].remote_id is None:
+                plan.writes.append(Write(other(side), "create", maybe_exists=True))
+                reasons.append(f"keep {side.upper()} (modified), recreate on {other(side).upper()}")
         elif link.pending == "delete":
             plan.writes.append(Write(side, "delete", *item_or_link(side)))
             reasons.append(f"retry delete on {side.upper()}")

@@ -1,0 +1,120 @@
+"""Shared fixtures: databases (SQLite and real PostgreSQL), sandbox worlds, wired contexts."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from zoomcal.auth.vault import new_key_spec
+from zoomcal.config import Settings
+from zoomcal.sandbox.world import SandboxWorld
+from zoomcal.service import Context, add_account, add_user
+from zoomcal.store.db import Database
+
+PG_URL = os.environ.get("ZOOMCAL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SANDBOX = "http://sandbox"
+
+
+def _pg_available() -> bool:
+    try:
+        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url():
+    """A fresh PostgreSQL schema for this test run (dropped at the end)."""
+    if not _pg_available():
+        if os.environ.get("ZOOMCAL_REQUIRE_PG"):
+            pytest.fail(f"PostgreSQL required (ZOOMCAL_REQUIRE_PG is set) but unreachable at {PG_URL}")
+        pytest.skip("PostgreSQL unreachable and ZOOMCAL_REQUIRE_PG unset")
+    schema = "zc_test_" + secrets.token_hex(4)
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"create schema {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"drop schema {schema} cascade"))
+    engine.dispose()
+
+
+def _fresh_pg(url: str) -> Database:
+    db = Database(url, migrate=False)
+    with db.engine.begin() as conn:
+        tables = [r[0] for r in conn.execute(sa.text(
+            "select tablename from pg_tables where schemaname = current_schema()"))]
+        for table in tables:
+            conn.execute(sa.text(f'drop table if exists "{table}" cascade'))
+    db.dispose()
+    return Database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path):
+    """The store on both backends (PostgreSQL for real)."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        db = _fresh_pg(request.getfixturevalue("pg_schema_url"))
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'store.db'}")
+    yield db
+    db.dispose()
+
+
+def make_context(world: SandboxWorld, data_dir: Path, database_url: str | None = None,
+                 rules_overrides: dict | None = None) -> Context:
+    settings = Settings(data_dir=data_dir, database_url=database_url or f"sqlite:///{data_dir / 'zc.db'}",
+                        vault_keys=new_key_spec("t1"))
+    ctx = Context.from_settings(settings, transport=world.transport())
+    if rules_overrides:
+        from zoomcal.store import repo
+
+        with ctx.db.transaction() as s:
+            repo.get_or_create_tenant(s, "default").mapping_rules = rules_overrides
+    return ctx
+
+
+def link_sandbox_user(ctx: Context, world: SandboxWorld, email: str, name: str = "", tz: str = "UTC",
+                      zoom_mode: str = "account") -> dict:
+    info = world.add_user(email, name, tz)
+    add_user(ctx, email, name)
+    zoom_secret = {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret}
+    if zoom_mode == "account":
+        zoom_secret["account_id"] = world.zoom.account_id
+    else:
+        zoom_secret["refresh_token"] = info["zoom_refresh_token"]
+    add_account(ctx, email, "zoom", {"api_base": f"{SANDBOX}/zoom/v2", "token_url": f"{SANDBOX}/zoom/oauth/token"},
+                zoom_secret, info["zoom_user_id"])
+    add_account(ctx, email, "google", {"api_base": f"{SANDBOX}/google/calendar/v3",
+                                       "token_url": f"{SANDBOX}/google/token"},
+                {"client_id": world.google.client_id, "client_secret": world.google.client_secret,
+                 "refresh_token": info["google_refresh_token"]}, info["google_calendar_id"])
+    return info
+
+
+@pytest.fixture
+def world():
+    return SandboxWorld()
+
+
+@pytest.fixture
+def tmpdir_path():
+    with tempfile.TemporaryDirectory() as d:
+        yield Path(d)
