@@ -12,7 +12,16 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from zoomcal.errors import AuthExpired, Transient
+from zoomcal.errors import AuthExpired, RateLimited, Transient
+
+
+def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:
+    """Retry-After in seconds (the delta-seconds form; anything else falls back to `default`)."""
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return default
 
 
 class TokenSource:
@@ -41,7 +50,9 @@ class TokenSource:
             response = await client.post(url, data=data, auth=auth)
         except httpx.TransportError as exc:
             raise Transient(f"token endpoint unreachable: {type(exc).__name__}") from exc
-        if response.status_code >= 500 or response.status_code == 429:
+        if response.status_code == 429:
+            raise RateLimited("token endpoint rate limited", retry_after_seconds(response))
+        if response.status_code >= 500:
             raise Transient(f"token endpoint answered {response.status_code}")
         if response.status_code != 200:
             try:

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from zoomcal.auth.oauth import TokenSource
+from zoomcal.auth.oauth import TokenSource, retry_after_seconds
 from zoomcal.errors import (
     AuthExpired,
     Conflict,
@@ -18,14 +18,6 @@ from zoomcal.errors import (
     RateLimited,
     Transient,
 )
-
-
-def retry_after_seconds(response: httpx.Response, default: float = 1.0) -> float:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return default
 
 
 def _message(response: httpx.Response) -> str:

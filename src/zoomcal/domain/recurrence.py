@@ -78,7 +78,9 @@ def normalize_rrule(value: str | None) -> str | None:
                 raise InvalidItem(f"malformed UNTIL {until!r}") from exc
             parts["UNTIL"] = dt.strftime("%Y%m%dT%H%M%SZ")
     try:
-        du.rrulestr("RRULE:" + join_rrule_parts(parts), dtstart=datetime(2000, 1, 1))
+        # UNTIL was checked above; dateutil only has to accept the rest of the rule
+        du.rrulestr("RRULE:" + join_rrule_parts({k: v for k, v in parts.items() if k != "UNTIL"}),
+                    dtstart=datetime(2000, 1, 1))
     except (ValueError, TypeError) as exc:
         raise InvalidItem(f"invalid RRULE {value!r}: {exc}") from exc
     return join_rrule_parts(parts)

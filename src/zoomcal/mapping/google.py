@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from zoomcal.domain.content import make_content
@@ -143,12 +143,15 @@ def series_to_content(master: dict[str, Any], exceptions: list[dict[str, Any]], 
         o_start, _ = _when(exc.get("start"), "start", tz)
         o_end, _ = _when(exc.get("end"), "end", tz)
         override: dict[str, Any] = {"start": o_start, "end": o_end}
+        # an exception carries the whole event; only what differs from the series is an override
         o_title = (exc.get("summary") or "").strip()
-        if o_title != title:
+        if "summary" in exc and o_title != title:
             override["title"] = o_title
         o_description = split_description(exc.get("description"), rules)
-        if o_description != description:
+        if "description" in exc and o_description != description:
             override["description"] = o_description
+        if set(override) == {"start", "end"} and o_start == rid and o_end == plain_end(rid, start, end, tz):
+            continue   # an exception identical to the plain occurrence (e.g. one that was put back)
         overrides[rid] = override
     return make_content(
         title=title,
@@ -164,6 +167,14 @@ def series_to_content(master: dict[str, Any], exceptions: list[dict[str, Any]], 
         attendees=[a.get("email", "") for a in master.get("attendees") or [] if isinstance(a, dict)],
         join=join,
     )
+
+
+def plain_end(rid: str, start: str, end: str, tz: str | None) -> str:
+    """Where the occurrence starting at `rid` ends when it keeps the series' own length."""
+    length = to_datetime(end, tz) - to_datetime(start, tz)
+    if is_date(rid):
+        return (parse_date(rid) + timedelta(days=max(1, length.days))).isoformat()
+    return fmt_instant(to_datetime(rid) + length)
 
 
 def _series_rids(start: str, end: str, tz: str | None, rrule: str | None, rdates: list[str]) -> set[str]:

@@ -296,13 +296,14 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
             reasons.append(f"retry create on {side.upper()}")
         elif link.pending == "delete" and changes[side]:
             # a delete we still owed, but the item was modified since -> modification wins: keep it, recreate peer
-            if links[other(side)] is None or links[other(side)].remote_id is None:
+            peer_owed = any(w.side == other(side) for w in plan.writes)
+            if not peer_owed and (links[other(side)] is None or links[other(side)].remote_id is None):
                 plan.writes.append(Write(other(side), "create", maybe_exists=True))
                 reasons.append(f"keep {side.upper()} (modified), recreate on {other(side).upper()}")
         elif link.pending == "delete":
             plan.writes.append(Write(side, "delete", *item_or_link(side)))
             reasons.append(f"retry delete on {side.upper()}")
-        elif to_side[side] or link.pending in ("update", "create"):
+        elif to_side[side] or link.pending == "update":
             # changed on the other side (or an earlier update did not finish) -> update this side
             plan.writes.append(Write(side, "update", *item_or_link(side)))
             reasons.append(f"update {side.upper()}")

@@ -7,14 +7,13 @@ an incremental page that carries only one changed exception still rebuilds the w
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
 from zoomcal.connectors.http import ApiClient
 from zoomcal.domain.recurrence import occurrence_starts
-from zoomcal.domain.timeutil import fmt_instant, is_date, parse_date, to_datetime
+from zoomcal.domain.timeutil import fmt_instant, to_datetime
 from zoomcal.errors import Conflict, CursorInvalid, InvalidItem, NotFound
 from zoomcal.mapping.google import (
     PRIVATE_EVENT,
@@ -22,6 +21,7 @@ from zoomcal.mapping.google import (
     event_id_for,
     instance_id,
     override_to_instance,
+    plain_end,
     private_props,
     referenced_meeting,
     series_to_content,
@@ -102,7 +102,10 @@ class GoogleConnector:
                     peer_ref=referenced_meeting(master), wants_peer=wants_zoom(master, self.rules))
 
     async def get(self, item_id: str) -> list[dict[str, Any]]:
-        return [await self.api.json("GET", f"{self._base}/{item_id}")]
+        event = await self.api.json("GET", f"{self._base}/{item_id}")
+        if event.get("status") == "cancelled":
+            raise NotFound(f"event {item_id} was deleted")
+        return [event]
 
     # --- writing ---------------------------------------------------------------------------------------
     async def create(self, content: dict[str, Any], key: str, maybe_exists: bool = False) -> WriteResult:
@@ -113,7 +116,7 @@ class GoogleConnector:
             master = await self.api.json("POST", self._base, json=body)
         except Conflict:
             # the id is ours: an earlier create went through (its answer was lost) or it was deleted since
-            existing = (await self.get(event_id))[0]
+            existing = await self.api.json("GET", f"{self._base}/{event_id}")
             if existing.get("status") == "cancelled":
                 body["status"] = "confirmed"
             result = await self.update(event_id, content, existing.get("etag"), key, [existing])
@@ -176,15 +179,13 @@ class GoogleConnector:
             if have is not None and have.get("status") != "cancelled" and _instance_equal(have, body):
                 continue
             result[inst_id] = await self.api.json("PUT", f"{self._base}/{inst_id}", json=body)
-        tz = content.get("timezone")
-        length = to_datetime(content["end"], tz) - to_datetime(content["start"], tz)
         for inst_id, have in by_id.items():
             rid = _rid_of(have)
             if have.get("status") == "cancelled" or rid is None or rid in overrides or rid in exdates \
                     or rid not in valid:
                 continue
             # an exception no longer wanted: put the occurrence back on the series' own time and text
-            plain = {"start": rid, "end": _shift(rid, length)}
+            plain = {"start": rid, "end": plain_end(rid, content["start"], content["end"], content.get("timezone"))}
             body = override_to_instance(content, rid, plain, self.rules)
             result[inst_id] = await self.api.json("PUT", f"{self._base}/{inst_id}", json=body)
         return list(result.values())
@@ -215,12 +216,6 @@ def _rid_of(raw: dict[str, Any]) -> str | None:
     if original.get("dateTime"):
         return fmt_instant(to_datetime(original["dateTime"]))
     return None
-
-
-def _shift(rid: str, length: timedelta) -> str:
-    if is_date(rid):
-        return (parse_date(rid) + timedelta(days=max(1, length.days))).isoformat()
-    return fmt_instant(to_datetime(rid) + length)
 
 
 def _instance_equal(have: dict[str, Any], body: dict[str, Any]) -> bool:

@@ -1,0 +1,133 @@
+"""One contract suite, run against every connector: memory, Zoom sandbox, Google sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoomcal.auth.oauth import RefreshTokenSource, ZoomAccountCredentials
+from zoomcal.connectors.google.connector import GoogleConnector
+from zoomcal.connectors.http import ApiClient
+from zoomcal.connectors.memory.connector import MemoryConnector
+from zoomcal.connectors.zoom.connector import ZoomConnector
+from zoomcal.domain.content import make_content
+from zoomcal.errors import NotFound, PreconditionFailed
+from zoomcal.mapping.rules import DEFAULT_RULES
+from zoomcal.sandbox.world import SandboxWorld
+
+pytestmark = pytest.mark.anyio
+
+PLAIN = make_content(title="Contract", description="checks", start="2026-05-04T09:00:00Z",
+                     end="2026-05-04T09:45:00Z", timezone="Europe/Paris", attendees=["a@example.com"])
+RECURRING = make_content(title="Series", description="", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                         timezone="Europe/Paris", rrule="FREQ=WEEKLY;BYDAY=MO;COUNT=4",
+                         exdates=["2026-05-18T07:00:00Z"],
+                         overrides={"2026-05-11T07:00:00Z": {"start": "2026-05-11T09:00:00Z",
+                                                             "end": "2026-05-11T09:30:00Z"}})
+
+
+def _memory():
+    return MemoryConnector()
+
+
+def _zoom():
+    world = SandboxWorld()
+    user = world.add_user("c@example.com", "C", "Europe/Paris")
+    tokens = ZoomAccountCredentials("http://sandbox/zoom/oauth/token", world.zoom.account_id, world.zoom.client_id,
+                                    world.zoom.client_secret)
+    api = ApiClient("http://sandbox/zoom/v2", tokens, world.transport())
+    return ZoomConnector(api, user["zoom_user_id"], DEFAULT_RULES)
+
+
+def _google():
+    world = SandboxWorld()
+    user = world.add_user("c@example.com", "C", "Europe/Paris")
+    tokens = RefreshTokenSource("http://sandbox/google/token", world.google.client_id, world.google.client_secret,
+                                user["google_refresh_token"], basic_auth=False)
+    api = ApiClient("http://sandbox/google/calendar/v3", tokens, world.transport())
+    return GoogleConnector(api, user["google_calendar_id"], DEFAULT_RULES, page_size=2)
+
+
+@pytest.fixture(params=["memory", "zoom", "google"])
+async def conn(request):
+    connector = {"memory": _memory, "zoom": _zoom, "google": _google}[request.param]()
+    yield connector
+    await connector.aclose()
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def comparable(content, conn):
+    """What every side must keep exactly; join info is the meeting side's own."""
+    keep = ("title", "description", "start", "end", "timezone", "rrule", "exdates")
+    out = {k: content[k] for k in keep}
+    out["overrides"] = {k: {"start": v["start"], "end": v["end"]} for k, v in content["overrides"].items()}
+    return out
+
+
+async def listed(conn, cursor=None):
+    changes = await conn.changes(cursor, {})
+    series: dict[str, list] = {}
+    for raw in changes.changed:
+        series.setdefault(conn.series_key(raw), []).append(raw)
+    items = {k: conn.normalize(v) for k, v in series.items()}
+    return {k: v for k, v in items.items() if v is not None}, changes
+
+
+async def test_create_list_update_delete(conn):
+    items, first = await listed(conn)
+    assert items == {}
+    created = await conn.create(PLAIN, "ev-contract-1")
+    assert created.item.marker == "ev-contract-1"
+    assert comparable(created.item.content, conn) == comparable(PLAIN, conn)
+    assert created.item == conn.normalize(created.raws)
+    items, full = await listed(conn)
+    assert list(items) == [created.id]
+    assert items[created.id].hash == created.item.hash      # what we wrote is what comes back (no echo)
+    updated = await conn.update(created.id, {**PLAIN, "title": "Renamed"}, created.etag, "ev-contract-1",
+                                created.raws)
+    assert updated.id == created.id and updated.item.content["title"] == "Renamed"
+    if conn.capabilities.incremental:
+        delta, changes = await listed(conn, full.cursor)
+        assert delta[created.id].content["title"] == "Renamed"
+    await conn.delete(created.id, updated.etag)
+    items, after = await listed(conn)
+    assert created.id not in items
+    if conn.capabilities.incremental:
+        _, changes = await listed(conn, full.cursor)
+        assert created.id in changes.removed
+    await conn.delete(created.id, None)   # deleting what is gone is not an error
+    with pytest.raises(NotFound):
+        await conn.get(created.id)
+
+
+async def test_create_is_idempotent_with_the_same_key(conn):
+    first = await conn.create(PLAIN, "ev-contract-2")
+    again = await conn.create(PLAIN, "ev-contract-2", maybe_exists=True)
+    assert again.id == first.id
+    items, _ = await listed(conn)
+    assert list(items) == [first.id]
+
+
+async def test_stale_etag_is_a_typed_conflict(conn):
+    created = await conn.create(PLAIN, "ev-contract-3")
+    if created.etag is None:
+        pytest.skip(f"{conn.name} has no etags (last writer wins)")
+    await conn.update(created.id, {**PLAIN, "title": "one"}, created.etag, "k", created.raws)
+    with pytest.raises(PreconditionFailed):
+        await conn.update(created.id, {**PLAIN, "title": "two"}, created.etag, "k", [])
+
+
+async def test_recurring_series_with_exceptions_round_trips(conn):
+    created = await conn.create(RECURRING, "ev-contract-4")
+    assert comparable(created.item.content, conn) == comparable(RECURRING, conn)
+    items, _ = await listed(conn)
+    assert comparable(items[created.id].content, conn) == comparable(RECURRING, conn)
+    moved = {**RECURRING, "overrides": {"2026-05-25T07:00:00Z": {"start": "2026-05-25T08:00:00Z",
+                                                                 "end": "2026-05-25T08:45:00Z"}}}
+    updated = await conn.update(created.id, moved, created.etag, "ev-contract-4", created.raws)
+    assert comparable(updated.item.content, conn) == comparable(moved, conn)
+    items, _ = await listed(conn)
+    assert comparable(items[created.id].content, conn) == comparable(moved, conn)

@@ -1,0 +1,265 @@
+"""The engine end to end against the sandboxes: faults, crashes, resync, bad input, guard, recurrence."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import link_sandbox_user, make_context
+from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.sandbox.verify import compare_user
+from zoomcal.service import build_pairs, close_pairs
+from zoomcal.store.models import Account, Event, ReviewItem, SyncLogEntry
+from zoomcal.sync.engine import SimulatedCrash, SyncEngine
+from zoomcal.sync.retry import Retrier
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class Harness:
+    def __init__(self, world, tmp_path, database_url=None, rules=None, zoom_mode="account"):
+        self.world = world
+        self.ctx = make_context(world, tmp_path, database_url, rules)
+        self.user = link_sandbox_user(self.ctx, world, "h@example.com", "H", "America/New_York", zoom_mode)
+        self.actor = SandboxActor(world, transport=world.transport())
+        self.slept: list[float] = []
+        self.crash_after: int | None = None
+        self.writes_seen = 0
+
+        async def sleep(seconds):
+            self.slept.append(seconds)
+
+        def after_write(_side, _write):
+            self.writes_seen += 1
+            if self.crash_after is not None and self.writes_seen >= self.crash_after:
+                self.crash_after = None
+                raise SimulatedCrash()
+
+        self.engine = SyncEngine(self.ctx.db, retrier=Retrier(max_retries=3, sleep=sleep, seed=3),
+                                 after_write=after_write)
+
+    async def sync(self, **kw):
+        pairs = build_pairs(self.ctx)
+        try:
+            return await self.engine.run(pairs[0], **kw)
+        finally:
+            await close_pairs(pairs)
+
+    def agree(self):
+        return compare_user(self.world, self.user["zoom_user_id"], self.user["google_calendar_id"])
+
+    def log(self, level=None):
+        with self.ctx.db.session() as s:
+            q = select(SyncLogEntry.message)
+            if level:
+                q = q.where(SyncLogEntry.level == level)
+            return list(s.scalars(q))
+
+    @property
+    def cal(self):
+        return self.user["google_calendar_id"]
+
+    @property
+    def zid(self):
+        return self.user["zoom_user_id"]
+
+
+@pytest.fixture
+def h(world, tmp_path):
+    harness = Harness(world, tmp_path)
+    yield harness
+    harness.ctx.db.dispose()
+
+
+async def test_two_way_sync_with_recurrence_and_join_write_back(h):
+    weekly = await h.actor.zoom_create(h.zid, topic="Weekly", type=8, start_time="2026-03-02T14:00:00Z", duration=30,
+                                       timezone="America/New_York",
+                                       recurrence={"type": 2, "weekly_days": "2", "end_times": 6})
+    await h.actor.google_insert(h.cal, summary="Planning", location="zoom",
+                                start={"dateTime": "2026-03-03T15:00:00Z"}, end={"dateTime": "2026-03-03T16:00:00Z"})
+    await h.actor.google_insert(h.cal, summary="Gym", start={"dateTime": "2026-03-03T07:00:00Z"},
+                                end={"dateTime": "2026-03-03T08:00:00Z"})
+    report = await h.sync()
+    assert report.status == "ok" and report.counts["create_b"] == 1 and report.counts["create_a"] == 1
+    assert not h.agree().mismatches and not h.agree().duplicates
+    planning = h.actor.google_find(h.cal, "Planning")
+    assert planning["location"].startswith("https://sandbox.zoom.us/j/")     # join info written back
+    assert len(h.world.zoom.meetings) == 2   # the plain event ("Gym") only feeds availability
+    # occurrence edits both ways: Zoom moves the 2nd, the calendar cancels the 4th
+    full = await h.actor.zoom_get(weekly["id"])
+    second = full["occurrences"][1]
+    await h.actor.zoom_patch(weekly["id"], occurrence_id=second["occurrence_id"],
+                             start_time=second["start_time"].replace("T14:00", "T16:00"), duration=30)
+    weekly_cal = h.actor.google_find(h.cal, "Weekly")
+    instances = await h.actor.google_instances(h.cal, weekly_cal["id"])
+    await h.actor.google_delete(h.cal, instances[3]["id"])
+    report = await h.sync()
+    assert report.status == "ok"
+    assert not h.agree().mismatches
+    statuses = [o["status"] for o in (await h.actor.zoom_get(weekly["id"]))["occurrences"]]
+    assert statuses[3] == "deleted"
+    assert (await h.sync()).writes == 0
+
+
+async def test_faults_are_retried_and_429_waits_for_retry_after(h):
+    await h.actor.zoom_create(h.zid, topic="A", type=2, start_time="2026-03-02T14:00:00Z", duration=30)
+    h.world.google_faults.add("429", method="POST", path="/events", retry_after=9)
+    h.world.google_faults.add("500", method="POST", path="/events")
+    h.world.zoom_faults.add("timeout", method="GET")
+    report = await h.sync()
+    assert report.status == "ok" and 9.0 in h.slept
+    assert not h.agree().mismatches and not h.agree().duplicates
+
+
+async def test_lost_create_response_finds_its_twin_on_both_sides(h):
+    await h.actor.zoom_create(h.zid, topic="From Zoom", type=2, start_time="2026-03-02T14:00:00Z", duration=30)
+    await h.actor.google_insert(h.cal, summary="From calendar", description="#zoom",
+                                start={"dateTime": "2026-03-03T15:00:00Z"}, end={"dateTime": "2026-03-03T16:00:00Z"})
+    h.world.google_faults.add("lost_response", method="POST")
+    h.world.zoom_faults.add("lost_response", method="POST")
+    report = await h.sync()
+    assert report.status == "ok"
+    assert h.world.google_faults.fired["lost_response"] == 1 and h.world.zoom_faults.fired["lost_response"] == 1
+    agreement = h.agree()
+    assert agreement.zoom_meetings == 2 and agreement.calendar_events == 2
+    assert not agreement.duplicates and not agreement.mismatches
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3])
+async def test_crash_between_remote_write_and_local_commit_is_repaired(h, crash_at):
+    await h.actor.zoom_create(h.zid, topic="Z", type=2, start_time="2026-03-02T14:00:00Z", duration=30)
+    await h.actor.google_insert(h.cal, summary="C", location="zoom",
+                                start={"dateTime": "2026-03-03T15:00:00Z"}, end={"dateTime": "2026-03-03T16:00:00Z"})
+    h.crash_after = crash_at
+    with pytest.raises(SimulatedCrash):
+        await h.sync()
+    report = await h.sync()
+    assert report.status == "ok"
+    agreement = h.agree()
+    assert (agreement.zoom_meetings, agreement.calendar_events) == (2, 2)
+    assert not agreement.duplicates and not agreement.mismatches
+    assert (await h.sync()).writes == 0
+
+
+async def test_expired_sync_token_triggers_full_resync(h):
+    await h.actor.google_insert(h.cal, summary="One", start={"dateTime": "2026-03-03T15:00:00Z"},
+                                end={"dateTime": "2026-03-03T16:00:00Z"})
+    await h.sync()
+    h.world.google.expire_sync_tokens()
+    await h.actor.google_insert(h.cal, summary="Two", description="#zoom",
+                                start={"dateTime": "2026-03-04T15:00:00Z"}, end={"dateTime": "2026-03-04T16:00:00Z"})
+    report = await h.sync()
+    assert report.status == "ok" and any("full resync" in n for n in report.notes)
+    assert [m["topic"] for m in h.world.zoom.meetings.values()] == ["Two"]
+
+
+async def test_bad_items_are_rejected_with_a_reason_and_the_rest_syncs(h):
+    cal = h.world.google.calendars[h.cal]
+    good = await h.actor.google_insert(h.cal, summary="Good", description="#zoom",
+                                       start={"dateTime": "2026-03-03T15:00:00Z"},
+                                       end={"dateTime": "2026-03-03T16:00:00Z"})
+    # items another client managed to store that zoomcal cannot read (written behind the API's back)
+    for i, broken in enumerate([
+        {"start": {"dateTime": "2026-03-03T10:00:00", "timeZone": "Atlantis/Capital"},
+         "end": {"dateTime": "2026-03-03T11:00:00", "timeZone": "Atlantis/Capital"}},
+        {"start": {"dateTime": "garbage"}, "end": {"dateTime": "2026-03-03T11:00:00Z"}},
+        {"start": {"date": "2026-03-03"}, "end": {"date": "2026-03-04"}, "summary": "x" * 20000},
+        {"start": {"dateTime": "2026-03-03T10:00:00Z"}, "end": {"dateTime": "2026-03-03T11:00:00Z"},
+         "recurrence": ["RRULE:BANANA"]},
+    ]):
+        h.world.google.seq += 1
+        cal.events[f"broken{i}"] = {"id": f"broken{i}", "kind": "calendar#event", "status": "confirmed",
+                                    "etag": f'"{h.world.google.seq}"', "_seq": h.world.google.seq, **broken,
+                                    "description": "#zoom"}
+    report = await h.sync()
+    assert report.rejected == 4 and report.status == "ok"
+    errors = "\n".join(h.log("error"))
+    assert "unknown time zone 'Atlantis/Capital'" in errors and "malformed" in errors
+    assert "longer than" in errors and "RRULE" in errors
+    assert [m["topic"] for m in h.world.zoom.meetings.values()] == ["Good"]
+    with h.ctx.db.session() as s:
+        titles = sorted(s.scalars(select(Event.title)))
+    assert titles == ["Good"]
+    assert h.actor.google_find(h.cal, "Good")["id"] == good["id"]
+
+
+async def test_conflict_goes_to_review_queue_with_policy(h):
+    await h.actor.zoom_create(h.zid, topic="Orig", type=2, start_time="2026-03-02T14:00:00Z", duration=30)
+    await h.sync()
+    meeting = h.actor.zoom_find(h.zid, "Orig")
+    event = h.actor.google_find(h.cal, "Orig")
+    await h.actor.zoom_patch(meeting["id"], topic="Zoom says")
+    await h.actor.google_patch(h.cal, event["id"], summary="Calendar says")
+    await h.sync()
+    assert h.world.zoom.meetings[meeting["id"]]["topic"] == "Calendar says"   # default policy: calendar wins
+    with h.ctx.db.session() as s:
+        review = s.scalars(select(ReviewItem)).one()
+    assert (review.field, review.zoom_value, review.calendar_value, review.chosen) == \
+        ("title", "Zoom says", "Calendar says", "calendar")
+
+
+async def test_mass_delete_is_held_until_confirmed(h):
+    for i in range(6):
+        await h.actor.zoom_create(h.zid, topic=f"M{i}", type=2, start_time=f"2026-03-0{i + 1}T14:00:00Z", duration=30)
+    await h.sync()
+    for meeting in list(h.world.zoom.meetings):
+        await h.actor.zoom_delete(meeting)
+    report = await h.sync()
+    assert report.plan.held_deletes == 6 and report.writes == 0
+    assert h.agree().calendar_events == 6
+    with h.ctx.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.kind == "mass_delete")) == 1
+    report = await h.sync(confirm_deletes=True)
+    assert report.writes == 6 and h.agree().calendar_events == 0
+
+
+async def test_dry_run_writes_nothing(h):
+    await h.actor.zoom_create(h.zid, topic="Z", type=2, start_time="2026-03-02T14:00:00Z", duration=30)
+    report = await h.sync(dry_run=True)
+    assert report.counts["create_b"] == 1 and report.writes == 0 and report.run_id is None
+    assert h.agree().calendar_events == 0
+    with h.ctx.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Event)) == 0
+
+
+async def test_user_oauth_refresh_token_rotation_is_persisted(world, tmp_path):
+    harness = Harness(world, tmp_path, zoom_mode="user")
+    await harness.actor.zoom_create(harness.zid, topic="Z", type=2, start_time="2026-03-02T14:00:00Z", duration=30)
+    assert (await harness.sync()).status == "ok"
+    world.zoom.tokens.expire_all()             # access tokens expire; the stored (rotated) refresh token must work
+    world.google.tokens.expire_all()
+    assert (await harness.sync()).status == "ok"
+    with harness.ctx.db.session() as s:
+        zoom_account = s.scalars(select(Account).where(Account.provider == "zoom")).one()
+        secret = harness.ctx.vault.open(zoom_account.secret)
+    assert secret["refresh_token"] != harness.user["zoom_refresh_token"]
+    assert secret["refresh_token"] in world.zoom.tokens.refresh
+
+
+async def test_revoked_credentials_mark_the_account_for_reauth(h):
+    h.world.google.tokens.refresh.clear()
+    h.world.google.tokens.expire_all()
+    report = await h.sync()
+    assert report.status == "failed" and "linked again" in report.errors[0]
+    with h.ctx.db.session() as s:
+        assert s.scalars(select(Account.status).where(Account.provider == "google")).one() == "reauth"
+    assert build_pairs(h.ctx) == []
+
+
+async def test_sync_on_postgresql(world, tmp_path, pg_schema_url):
+    from conftest import _fresh_pg
+
+    _fresh_pg(pg_schema_url).dispose()
+    harness = Harness(world, tmp_path, database_url=pg_schema_url)
+    await harness.actor.zoom_create(harness.zid, topic="PG", type=8, start_time="2026-03-02T14:00:00Z", duration=30,
+                                    recurrence={"type": 1, "end_times": 3})
+    harness.world.google_faults.add("lost_response", method="POST")
+    assert (await harness.sync()).status == "ok"
+    assert not harness.agree().mismatches and not harness.agree().duplicates
+    assert (await harness.sync()).writes == 0
+    harness.ctx.db.dispose()

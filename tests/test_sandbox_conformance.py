@@ -1,0 +1,197 @@
+"""The sandboxes answer in the vendors' own shapes: responses validated against ../shared/specs."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from zoomcal.sandbox.world import SandboxWorld
+
+# the vendor files live in shared/specs beside the checkout (CI lays them out the same way)
+SPECS = Path(os.environ.get("ZOOMCAL_SPECS", Path(__file__).resolve().parents[2] / "shared" / "specs"))
+if not SPECS.exists() and os.environ.get("CI"):
+    raise RuntimeError(f"vendor specs missing at {SPECS}")
+pytestmark = pytest.mark.skipif(not SPECS.exists(), reason="vendor specs not found beside the checkout")
+
+
+@lru_cache
+def _zoom_doc(name: str) -> dict:
+    return json.loads((SPECS / "zoom" / name).read_text())
+
+
+def _drop_weekly_days_enum(node):
+    """Spec quirk: `weekly_days` is typed as one of "1".."7" while its own text (and the API) takes "1,3"."""
+    if isinstance(node, dict):
+        return {k: ({kk: vv for kk, vv in v.items() if kk != "enum"} if k == "weekly_days" and isinstance(v, dict)
+                    else _drop_weekly_days_enum(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_drop_weekly_days_enum(v) for v in node]
+    return node
+
+
+def zoom_response_schema(doc_name: str, path: str, method: str, status: str) -> dict:
+    doc = _zoom_doc(doc_name)
+    schema = doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+    return _drop_weekly_days_enum({**schema, "components": doc.get("components", {})})
+
+
+@lru_cache
+def google_schema(name: str) -> dict:
+    doc = json.loads((SPECS / "google" / "calendar.v3.json").read_text())
+
+    def convert(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return {"$ref": f"#/definitions/{node['$ref']}"}
+            out = {}
+            for key, value in node.items():
+                if key == "type" and value == "any":
+                    continue
+                if key in ("id", "annotations", "description"):
+                    continue
+                out[key] = convert(value)
+            return out
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        return node
+
+    definitions = {k: convert(v) for k, v in doc["schemas"].items()}
+    return {"$ref": f"#/definitions/{name}", "definitions": definitions}
+
+
+def validate(instance, schema) -> None:
+    jsonschema.validate(instance, schema, cls=jsonschema.Draft7Validator)
+
+
+@pytest.fixture
+def sandbox():
+    world = SandboxWorld()
+    user = world.add_user("s@example.com", "S", "Europe/Rome")
+    return world, user
+
+
+async def _client(world):
+    return httpx.AsyncClient(base_url="http://sandbox", transport=world.transport())
+
+
+@pytest.mark.anyio
+async def test_zoom_meeting_shapes(sandbox):
+    world, user = sandbox
+    token = world.zoom.tokens.issue("account:" + world.zoom.account_id)["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with await _client(world) as client:
+        body = {"topic": "Spec check", "type": 8, "start_time": "2026-06-01T08:00:00Z", "duration": 30,
+                "timezone": "Europe/Rome", "agenda": "a",
+                "recurrence": {"type": 2, "weekly_days": "2,4", "end_times": 4},
+                "settings": {"meeting_invitees": [{"email": "x@example.com"}]}}
+        created = await client.post(f"/zoom/v2/users/{user['zoom_user_id']}/meetings", json=body, headers=headers)
+        assert created.status_code == 201
+        validate(created.json(), zoom_response_schema("meetings-api.json", "/users/{userId}/meetings", "post", "201"))
+        meeting_id = created.json()["id"]
+        got = await client.get(f"/zoom/v2/meetings/{meeting_id}", headers=headers)
+        validate(got.json(), zoom_response_schema("meetings-api.json", "/meetings/{meetingId}", "get", "200"))
+        assert len(got.json()["occurrences"]) == 4
+        listed = await client.get(f"/zoom/v2/users/{user['zoom_user_id']}/meetings", headers=headers,
+                                  params={"page_size": 300})
+        validate(listed.json(), zoom_response_schema("meetings-api.json", "/users/{userId}/meetings", "get", "200"))
+        too_big = await client.get(f"/zoom/v2/users/{user['zoom_user_id']}/meetings", headers=headers,
+                                   params={"page_size": 301})
+        assert too_big.status_code == 400
+        patched = await client.patch(f"/zoom/v2/meetings/{meeting_id}", json={"topic": "x"}, headers=headers)
+        assert patched.status_code == 204 and patched.content == b""
+        presence = await client.get(f"/zoom/v2/users/{user['zoom_user_id']}/presence_status", headers=headers)
+        validate(presence.json(), zoom_response_schema("users-api.json", "/users/{userId}/presence_status", "get",
+                                                       "200"))
+        unauth = await client.get(f"/zoom/v2/meetings/{meeting_id}")
+        assert unauth.status_code == 401 and unauth.json()["code"] == 124
+
+
+@pytest.mark.anyio
+async def test_zoom_token_endpoint_like_the_real_one(sandbox):
+    world, user = sandbox
+    async with await _client(world) as client:
+        ok = await client.post("/zoom/oauth/token", auth=(world.zoom.client_id, world.zoom.client_secret),
+                               data={"grant_type": "account_credentials", "account_id": world.zoom.account_id})
+        assert ok.status_code == 200 and ok.json()["token_type"] == "bearer" and ok.json()["expires_in"] > 0
+        bad = await client.post("/zoom/oauth/token", auth=(world.zoom.client_id, "wrong"),
+                                data={"grant_type": "account_credentials", "account_id": world.zoom.account_id})
+        assert bad.status_code == 401
+        first = await client.post("/zoom/oauth/token", auth=(world.zoom.client_id, world.zoom.client_secret),
+                                  data={"grant_type": "refresh_token", "refresh_token": user["zoom_refresh_token"]})
+        assert first.status_code == 200 and first.json()["refresh_token"] != user["zoom_refresh_token"]
+        reused = await client.post("/zoom/oauth/token", auth=(world.zoom.client_id, world.zoom.client_secret),
+                                   data={"grant_type": "refresh_token", "refresh_token": user["zoom_refresh_token"]})
+        assert reused.status_code == 401   # rotated: the old refresh token is spent
+
+
+@pytest.mark.anyio
+async def test_google_event_shapes_sync_tokens_and_etags(sandbox):
+    world, user = sandbox
+    cal = user["google_calendar_id"]
+    token = world.google.tokens.issue(cal)["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"/google/calendar/v3/calendars/{cal}/events"
+    async with await _client(world) as client:
+        created = await client.post(base, headers=headers, json={
+            "id": "abcdef12345", "summary": "Spec", "start": {"dateTime": "2026-06-01T10:00:00+02:00",
+                                                              "timeZone": "Europe/Rome"},
+            "end": {"dateTime": "2026-06-01T11:00:00+02:00", "timeZone": "Europe/Rome"},
+            "recurrence": ["RRULE:FREQ=DAILY;COUNT=3"]})
+        assert created.status_code == 200
+        validate(created.json(), google_schema("Event"))
+        dup = await client.post(base, headers=headers, json={"id": "abcdef12345", "start": {"date": "2026-06-01"},
+                                                            "end": {"date": "2026-06-02"}})
+        assert dup.status_code == 409
+        first = await client.get(base, headers=headers)
+        validate(first.json(), google_schema("Events"))
+        sync_token = first.json()["nextSyncToken"]
+        stale = await client.patch(f"{base}/abcdef12345", headers={**headers, "If-Match": '"0"'}, json={"summary": "x"})
+        assert stale.status_code == 412
+        inst = await client.get(f"{base}/abcdef12345/instances", headers=headers)
+        validate(inst.json(), google_schema("Events"))
+        assert [i["id"] for i in inst.json()["items"]][0] == "abcdef12345_20260601T080000Z"
+        moved = await client.put(f"{base}/abcdef12345_20260602T080000Z", headers=headers, json={
+            "summary": "Spec", "start": {"dateTime": "2026-06-02T12:00:00Z"}, "end": {"dateTime": "2026-06-02T13:00:00Z"}})
+        assert moved.json()["recurringEventId"] == "abcdef12345"
+        delta = await client.get(base, headers=headers, params={"syncToken": sync_token})
+        assert [i["id"] for i in delta.json()["items"]] == ["abcdef12345_20260602T080000Z"]
+        world.google.expire_sync_tokens()
+        gone = await client.get(base, headers=headers, params={"syncToken": sync_token})
+        assert gone.status_code == 410 and gone.json()["error"]["errors"][0]["reason"] == "fullSyncRequired"
+        busy = await client.post("/google/calendar/v3/freeBusy", headers=headers, json={
+            "timeMin": "2026-06-01T00:00:00Z", "timeMax": "2026-06-04T00:00:00Z", "items": [{"id": cal}]})
+        validate(busy.json(), google_schema("FreeBusyResponse"))
+        assert len(busy.json()["calendars"][cal]["busy"]) == 3
+
+
+@pytest.mark.anyio
+async def test_injected_faults(sandbox):
+    world, user = sandbox
+    token = world.zoom.tokens.issue("account:" + world.zoom.account_id)["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"/zoom/v2/users/{user['zoom_user_id']}/meetings"
+    async with await _client(world) as client:
+        world.zoom_faults.add("429", method="GET", retry_after=7)
+        limited = await client.get(url, headers=headers)
+        assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
+        world.zoom_faults.add("503")
+        assert (await client.get(url, headers=headers)).status_code == 503
+        world.zoom_faults.add("timeout", method="POST")
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(url, headers=headers, json={"topic": "never", "type": 2})
+        assert world.zoom.meetings == {}
+        world.zoom_faults.add("lost_response", method="POST")
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(url, headers=headers, json={"topic": "applied", "type": 2})
+        assert [m["topic"] for m in world.zoom.meetings.values()] == ["applied"]
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"

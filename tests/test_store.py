@@ -1,0 +1,108 @@
+"""The central store on SQLite and on real PostgreSQL: migrations, constraints, sealed secrets."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from zoomcal.auth.vault import Vault, new_key_spec
+from zoomcal.domain.content import make_content
+from zoomcal.errors import ConfigError
+from zoomcal.store import repo
+from zoomcal.store.models import Account, Calendar, Event, Link, User
+
+
+def _seed(db):
+    with db.transaction() as s:
+        tenant = repo.get_or_create_tenant(s, "acme")
+        user = User(tenant_id=tenant.id, email="a@acme.test", name="A")
+        s.add(user)
+        s.flush()
+        account = Account(tenant_id=tenant.id, user_id=user.id, provider="google", external_id="a@acme.test")
+        s.add(account)
+        s.flush()
+        cal = Calendar(tenant_id=tenant.id, user_id=user.id, account_id=account.id, remote_id="primary")
+        s.add(cal)
+        s.flush()
+        return tenant.id, user.id, cal.id
+
+
+def test_migrations_create_every_table(any_db):
+    names = set(sa.inspect(any_db.engine).get_table_names())
+    assert {"tenants", "users", "accounts", "calendars", "events", "links", "remote_items", "cursors", "sync_runs",
+            "sync_log", "review_queue", "audit_log", "alembic_version"} <= names
+
+
+def test_event_link_roundtrip_and_unique_remote_ids(any_db):
+    tenant_id, user_id, cal_id = _seed(any_db)
+    content = make_content(title="Ünïcode ✓", start="2026-03-29T00:30:00Z", end="2026-03-29T01:30:00Z",
+                           timezone="Europe/Berlin", rrule="FREQ=DAILY;COUNT=2",
+                           overrides={"2026-03-30T23:30:00Z": {"start": "2026-03-31T08:00:00Z",
+                                                               "end": "2026-03-31T09:00:00Z"}})
+    with any_db.transaction() as s:
+        repo.upsert_event(s, tenant_id, user_id, "ev1", content)
+        repo.upsert_event(s, tenant_id, user_id, "ev2", content)
+        s.flush()
+        s.add(Link(tenant_id=tenant_id, event_id="ev1", calendar_id=cal_id, remote_id="r1", state=content))
+        s.add(Link(tenant_id=tenant_id, event_id="ev2", calendar_id=cal_id, remote_id=None, pending="create"))
+    with any_db.session() as s:
+        assert s.get(Event, "ev1").content == content
+    with pytest.raises(IntegrityError):
+        with any_db.transaction() as s:   # one remote item cannot belong to two events
+            s.add(Link(tenant_id=tenant_id, event_id="ev2", calendar_id=cal_id, remote_id="r1"))
+            s.flush()
+    with any_db.transaction() as s:       # but several pending creates (no remote id yet) can exist
+        repo.upsert_event(s, tenant_id, user_id, "ev3", content)
+        s.flush()
+        s.add(Link(tenant_id=tenant_id, event_id="ev3", calendar_id=cal_id, remote_id=None, pending="create"))
+    with any_db.transaction() as s:       # deleting an event takes its links with it
+        s.delete(s.get(Event, "ev1"))
+    with any_db.session() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Link).where(Link.event_id == "ev1")) == 0
+
+
+def test_mirror_and_cursor(any_db):
+    _, _, cal_id = _seed(any_db)
+    with any_db.transaction() as s:
+        repo.save_mirror(s, cal_id, {"m1": ("m1", {"id": "m1"}), "m1_x": ("m1", {"id": "m1_x"})}, [])
+        repo.save_cursor(s, cal_id, "tok1")
+    with any_db.transaction() as s:
+        repo.save_mirror(s, cal_id, {"m1": ("m1", {"id": "m1", "v": 2})}, ["m1_x"])
+        repo.save_cursor(s, cal_id, "tok2")
+    with any_db.session() as s:
+        assert repo.load_mirror(s, cal_id) == {"m1": {"id": "m1", "v": 2}}
+        assert repo.load_cursor(s, cal_id) == "tok2"
+
+
+def test_secrets_are_sealed_at_rest(any_db, tmp_path):
+    vault = Vault.from_spec(new_key_spec("k1"))
+    tenant_id, user_id, _ = _seed(any_db)
+    with any_db.transaction() as s:
+        s.add(Account(tenant_id=tenant_id, user_id=user_id, provider="zoom",
+                      secret=vault.seal({"refresh_token": "rt_super_secret_value"})))
+    with any_db.engine.connect() as conn:
+        raw = b"".join(bytes(r[0]) for r in conn.execute(sa.text("select secret from accounts where secret is not null")))
+    assert b"rt_super_secret_value" not in raw and raw.startswith(b"zc1.k1.")
+
+
+def test_vault_rotation_and_tampering():
+    old = Vault.from_spec(new_key_spec("old"))
+    sealed = old.seal({"client_secret": "s3"})
+    new_spec = new_key_spec("new")
+    both = Vault.from_spec(new_spec + "," + ",".join(f"{k}:{__import__('base64').urlsafe_b64encode(v).decode()}"
+                                                   for k, v in old.keys.items()))
+    assert both.open(sealed) == {"client_secret": "s3"}
+    resealed = both.reseal(sealed)
+    assert both.key_id(resealed) == "new" and both.open(resealed) == {"client_secret": "s3"}
+    with pytest.raises(ConfigError, match="unknown key"):
+        old.open(resealed)
+    tampered = resealed[:-1] + bytes([resealed[-1] ^ 1])
+    with pytest.raises(ConfigError, match="authentication"):
+        both.open(tampered)
+
+
+def test_vault_key_file_is_private(tmp_path):
+    vault = Vault.from_file(tmp_path / "keys")
+    assert (tmp_path / "keys").stat().st_mode & 0o077 == 0
+    assert Vault.from_file(tmp_path / "keys").open(vault.seal({"a": 1})) == {"a": 1}
