@@ -7,6 +7,7 @@ links, events or the other side. Quirks stay in its own folder.
   `mirror` is what the engine stored from earlier listings, so a connector whose API has no change feed
   can skip fetching what it already has.
 * `normalize(raws)` turns the raw items of one series (a master and its exceptions) into an `Item`.
+* `planned_id(key)` names the id a create will get when the provider accepts client-chosen ids.
 * `create` / `update` / `delete` write; each returns what the provider now holds so our own writes are
   recognised when they come back in the next listing (no echo loops).
 * Every failure is one of the typed errors in `zoomcal.errors`.
@@ -78,6 +79,10 @@ class Connector(Protocol):
     def series_key(self, raw: dict[str, Any]) -> str: ...
 
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None: ...
+
+    def planned_id(self, key: str) -> str | None:
+        """The id a create with this key will get, when the provider lets us choose it (else None)."""
+        ...
 
     async def create(self, content: dict[str, Any], key: str, maybe_exists: bool = False) -> WriteResult: ...
 

@@ -114,20 +114,104 @@ def content_hash(content: dict[str, Any]) -> str:
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
+def _leaf(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
 def diff_paths(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """Flattened paths whose value differs; a path that disappeared maps to MISSING."""
-    fb, fa = flatten(before), flatten(after)
-    changed = {p: v for p, v in fa.items() if fb.get(p, MISSING) != v}
-    for p in fb.keys() - fa.keys():
-        changed[p] = MISSING
+    """Flattened paths whose value differs; a path that disappeared maps to MISSING.
+
+    Equal top-level values are skipped without flattening (the common case: one or two fields changed).
+    """
+    changed: dict[str, Any] = {}
+    for key in before.keys() | after.keys():
+        old, new = before.get(key, MISSING), after.get(key, MISSING)
+        if old == new:
+            continue
+        if key in NESTED:
+            fb = flatten({key: old}) if old is not MISSING else {}
+            fa = flatten({key: new}) if new is not MISSING else {}
+            for path, value in fa.items():
+                if fb.get(path, MISSING) != value:
+                    changed[path] = value
+            for path in fb.keys() - fa.keys():
+                changed[path] = MISSING
+        else:
+            changed[key] = MISSING if new is MISSING else _leaf(new)
     return changed
 
 
 def apply_paths(content: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    flat = flatten(content)
+    out = dict(content)
+    nested: dict[str, dict[str, Any]] = {}
     for path, value in changes.items():
-        if value is MISSING or value == MISSING:
-            flat.pop(path, None)
+        head, sep, _rest = path.partition("/")
+        if sep:
+            nested.setdefault(head, {})[path] = value
+        elif value is MISSING or value == MISSING:
+            out.pop(path, None)
         else:
-            flat[path] = value
-    return unflatten(flat)
+            out[path] = list(value) if isinstance(value, tuple) else value
+    for head, sub in nested.items():
+        flat = flatten({head: out.get(head)})
+        for path, value in sub.items():
+            if value is MISSING or value == MISSING:
+                flat.pop(path, None)
+            else:
+                flat[path] = value
+        out[head] = unflatten(flat)[head]
+    return out
+
+
+# --- the merge view: times as (start, duration) ----------------------------------------------------------------
+# Moving an event and changing its length are separate intentions: one side may move a meeting while the other
+# lengthens it. Merged as (start, end), both edits touch "end" and collide; merged as (start, duration) they
+# combine, and the result can never end before it starts.
+
+def _length(start: str, end: str) -> int:
+    from zoomcal.domain.timeutil import is_date, parse_date, to_datetime
+
+    if is_date(start) and is_date(end):
+        return (parse_date(end) - parse_date(start)).days
+    return int((to_datetime(end) - to_datetime(start)).total_seconds())
+
+
+def _plus(start: str, length: int) -> str:
+    from datetime import timedelta
+
+    from zoomcal.domain.timeutil import fmt_instant, is_date, parse_date, to_datetime
+
+    if is_date(start):
+        return (parse_date(start) + timedelta(days=length)).isoformat()
+    return fmt_instant(to_datetime(start) + timedelta(seconds=length))
+
+
+def _times_to_view(entry: dict[str, Any]) -> dict[str, Any]:
+    if entry.get("start") is None or entry.get("end") is None:
+        return entry
+    out = {k: v for k, v in entry.items() if k != "end"}
+    out["duration"] = _length(entry["start"], entry["end"])
+    return out
+
+
+def _times_from_view(entry: dict[str, Any]) -> dict[str, Any]:
+    if "duration" not in entry:
+        return entry
+    out = {k: v for k, v in entry.items() if k != "duration"}
+    out["end"] = _plus(entry["start"], entry["duration"]) if entry.get("start") is not None else None
+    return out
+
+
+def merge_view(content: dict[str, Any]) -> dict[str, Any]:
+    view = _times_to_view(content)
+    if content.get("overrides"):
+        view["overrides"] = {rid: _times_to_view(ov) for rid, ov in content["overrides"].items()}
+    return view
+
+
+def from_merge_view(view: dict[str, Any]) -> dict[str, Any]:
+    content = _times_from_view(view)
+    if view.get("overrides"):
+        content["overrides"] = {rid: _times_from_view(ov) for rid, ov in view["overrides"].items()}
+    ordered = {key: content.get(key) for key in FIELDS if key in content}
+    return ordered

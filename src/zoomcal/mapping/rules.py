@@ -17,7 +17,7 @@ SUPPORTED_VERSIONS = (1,)
 FIELD_GROUPS = {
     "title": ("title",),
     "description": ("description",),
-    "time": ("start", "end", "timezone", "all_day"),
+    "time": ("start", "end", "duration", "timezone", "all_day"),
     "recurrence": ("rrule", "exdates", "overrides"),
     "attendees": ("attendees",),
 }

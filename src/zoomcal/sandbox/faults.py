@@ -83,9 +83,9 @@ class FaultMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         method, path = scope["method"], scope["path"]
+        kind = "token" if path.rstrip("/").endswith("/token") else ("reads" if method == "GET" else "writes")
+        self.counter[kind] = self.counter.get(kind, 0) + 1
         self.counter["total"] = self.counter.get("total", 0) + 1
-        if method != "GET":
-            self.counter["writes"] = self.counter.get("writes", 0) + 1
         rule = self.plan.take(method, path)
         if rule is None:
             return await self.app(scope, receive, send)

@@ -73,7 +73,8 @@ class SandboxWorld:
         }
 
     def api_calls(self) -> int:
-        return self.zoom_calls.get("total", 0) + self.google_calls.get("total", 0)
+        """Calls to the data APIs (reads and writes), not counting the OAuth token endpoints."""
+        return sum(c.get(k, 0) for c in (self.zoom_calls, self.google_calls) for k in ("reads", "writes"))
 
     def clear_faults(self) -> None:
         self.zoom_faults.clear()

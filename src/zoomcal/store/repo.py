@@ -86,17 +86,22 @@ def get_link(session: Session, event_id: str, calendar_id: int) -> Link | None:
     return session.scalar(select(Link).where(Link.event_id == event_id, Link.calendar_id == calendar_id))
 
 
+def event_row(tenant_id: int, user_id: int, event_id: str, content: dict[str, Any]) -> dict[str, Any]:
+    """Column values of an event row (the denormalised columns are derived from the content)."""
+    return {"id": event_id, "tenant_id": tenant_id, "user_id": user_id, "content": content,
+            "content_hash": content_hash(content), "start_at": content.get("start"), "end_at": content.get("end"),
+            "title": content.get("title") or "", "is_meeting": bool(content.get("join"))}
+
+
 def upsert_event(session: Session, tenant_id: int, user_id: int, event_id: str, content: dict[str, Any]) -> Event:
+    values = event_row(tenant_id, user_id, event_id, content)
     row = session.get(Event, event_id)
     if row is None:
-        row = Event(id=event_id, tenant_id=tenant_id, user_id=user_id)
+        row = Event(**values)
         session.add(row)
-    row.content = content
-    row.content_hash = content_hash(content)
-    row.start_at = content.get("start")
-    row.end_at = content.get("end")
-    row.title = content.get("title") or ""
-    row.is_meeting = bool(content.get("join"))
+    else:
+        for key, value in values.items():
+            setattr(row, key, value)
     return row
 
 

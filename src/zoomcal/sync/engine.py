@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select, update
 
 from zoomcal.connectors.base import Connector, Item, WriteResult
 from zoomcal.domain.content import MISSING, apply_paths, diff_paths
+from zoomcal.domain.timeutil import now_utc
 from zoomcal.errors import (
     AuthExpired,
     ConnectorError,
@@ -33,11 +34,12 @@ from zoomcal.mapping.rules import FIELD_GROUPS, MappingRules
 from zoomcal.metrics import SYNC_ERRORS, SYNC_RUNS, SYNC_WRITES
 from zoomcal.store import repo
 from zoomcal.store.db import Database
-from zoomcal.store.models import Account, Event, Link, ReviewItem, SyncRun
+from zoomcal.store.models import Account, Event, Link, ReviewItem, SyncLogEntry, SyncRun
 from zoomcal.sync.planner import SIDES, EventPlan, EventRecord, Plan, PlanRules, SideLink, Write, other, plan_sync
 from zoomcal.sync.retry import Retrier
 
 log = get_logger("zoomcal.sync")
+RECORD_BATCH = 2000
 
 
 @dataclass
@@ -185,8 +187,8 @@ class SyncEngine:
         with self.db.session() as s:
             cursor = repo.load_cursor(s, spec.calendar_id)
             mirror = _Mirror(conn, repo.load_mirror(s, spec.calendar_id))
-            linked = {rid for (rid,) in s.execute(select(Link.remote_id).where(
-                Link.calendar_id == spec.calendar_id, Link.remote_id.is_not(None)))}
+            linked = {rid for rid, pending in s.execute(select(Link.remote_id, Link.pending).where(
+                Link.calendar_id == spec.calendar_id, Link.remote_id.is_not(None))) if pending != "create"}
         try:
             changes = await self.retrier.call(lambda _attempt: conn.changes(cursor, mirror.raws))
         except CursorInvalid:
@@ -242,8 +244,13 @@ class SyncEngine:
             return
         if plan.held_deletes:
             self._hold(pair, report, plan)
+        # plans that only record what was seen (new plain events, etag moves) need no write-ahead: batch them
+        quiet = [p for p in plan.events if not p.held and not p.writes and not p.reviews and p.base is not None]
+        for start in range(0, len(quiet), RECORD_BATCH):
+            self.record_many(pair, quiet[start:start + RECORD_BATCH], report.run_id)
+        quiet_ids = {id(p) for p in quiet}
         for event_plan in plan.events:
-            if event_plan.held:
+            if event_plan.held or id(event_plan) in quiet_ids:
                 continue
             await self._execute(pair, report, event_plan, mirrors)
         with self.db.transaction() as s:
@@ -253,6 +260,53 @@ class SyncEngine:
                 repo.save_cursor(s, spec.calendar_id, cursors[side])
         if report.errors and report.status == "ok":
             report.status = "partial"
+
+    # --- many quiet events at once --------------------------------------------------------------------
+    def record_many(self, pair: SyncPair, plans: list[EventPlan], run_id: int | None = None) -> None:
+        """Store plans that write nothing remote, in one transaction with executemany-sized statements."""
+        if not plans:
+            return
+        ids = [p.event_id for p in plans]
+        cal_of = {side: pair.side(side).calendar_id for side in SIDES}
+        with self.db.transaction() as s:
+            existing = set(s.scalars(select(Event.id).where(Event.id.in_(ids))))
+            links = {(ev, cal): (lid, rid) for lid, ev, cal, rid in s.execute(
+                select(Link.id, Link.event_id, Link.calendar_id, Link.remote_id).where(Link.event_id.in_(ids)))}
+            new_events, changed_events = [], []
+            new_links, changed_links, dropped_links = [], [], []
+            now = now_utc()
+            for p in plans:
+                row = repo.event_row(pair.tenant_id, pair.user_id, p.event_id, p.base)
+                (changed_events if p.event_id in existing else new_events).append(row)
+                for side, item in p.seen.items():
+                    key = (p.event_id, cal_of[side])
+                    if item is None:
+                        if key in links:
+                            dropped_links.append(links[key][0])
+                        continue
+                    values = {"remote_id": item.id, "etag": item.etag, "state": item.content,
+                              "state_hash": item.hash, "pending": None, "last_seen": now}
+                    if key in links:
+                        changed_links.append({"id": links[key][0], **values})
+                    else:
+                        new_links.append({"tenant_id": pair.tenant_id, "event_id": p.event_id,
+                                          "calendar_id": cal_of[side], **values})
+            # Core statements (plain executemany); the ORM's bulk path costs more than the database here
+            if new_events:
+                s.execute(insert(Event.__table__), new_events)
+            if changed_events:
+                s.execute(update(Event), changed_events)
+            if dropped_links:
+                s.execute(delete(Link).where(Link.id.in_(dropped_links)))
+            if changed_links:
+                s.execute(update(Link), changed_links)
+            if new_links:
+                s.execute(insert(Link.__table__), new_links)
+            entries = [{"run_id": run_id, "tenant_id": pair.tenant_id, "user_id": pair.user_id, "event_id": p.event_id,
+                        "level": "info", "action": "plan", "message": p.reason}
+                       for p in plans if p.reason != "unchanged"]
+            if entries:
+                s.execute(insert(SyncLogEntry.__table__), entries)
 
     # --- one event -----------------------------------------------------------------------------------
     def _record(self, pair: SyncPair, report: RunReport, plan: EventPlan) -> None:
@@ -296,6 +350,10 @@ class SyncEngine:
                     link = Link(tenant_id=pair.tenant_id, event_id=plan.event_id, calendar_id=cal_id)
                     s.add(link)
                 link.pending = write.op
+                if write.op == "create" and link.remote_id is None:
+                    # where the provider takes our id, record it before the write: a later listing then tells
+                    # whether the create happened (and whether somebody deleted it since)
+                    link.remote_id = pair.side(side).connector.planned_id(plan.event_id)
             for review in plan.reviews:
                 exists = s.scalar(select(ReviewItem.id).where(
                     ReviewItem.event_id == plan.event_id, ReviewItem.field == review.path,
@@ -399,7 +457,7 @@ class SyncEngine:
             link = repo.get_link(s, plan.event_id, spec.calendar_id)
             if isinstance(exc, InvalidItem) and link is not None:
                 # the provider refuses this item: tell the user, stop retrying until it changes again
-                if link.remote_id is None:
+                if link.pending == "create":
                     s.delete(link)
                 else:
                     link.pending = None
@@ -450,8 +508,6 @@ class SyncEngine:
             run.api_calls = report.api_calls
             run.errors = len(report.errors)
             run.duration_ms = report.duration_ms
-            from zoomcal.domain.timeutil import now_utc
-
             run.finished_at = now_utc()
             for err in report.errors:
                 if not err.startswith(("create", "update", "delete")):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoomcal.connectors.base import Item
-from zoomcal.domain.content import MISSING, apply_paths, diff_paths
+from zoomcal.domain.content import MISSING, apply_paths, diff_paths, from_merge_view, merge_view
 
 SIDES = ("a", "b")
 
@@ -127,21 +127,47 @@ class _Unseen:
 UNSEEN: Any = _Unseen()
 
 
+@dataclass
+class StatusIndex:
+    """The link status, indexed the way the planner looks it up (built once per run from the store)."""
+
+    records: dict[str, EventRecord]
+    by_remote: dict[str, dict[str, EventRecord]]
+    pending: set[str]
+
+    @classmethod
+    def build(cls, events: Iterable[EventRecord]) -> StatusIndex:
+        records: dict[str, EventRecord] = {}
+        by_a: dict[str, EventRecord] = {}
+        by_b: dict[str, EventRecord] = {}
+        pending: set[str] = set()
+        for ev in events:
+            records[ev.event_id] = ev
+            a, b = ev.a, ev.b
+            if a is not None:
+                if a.remote_id is not None:
+                    by_a[a.remote_id] = ev
+                if a.pending:
+                    pending.add(ev.event_id)
+            if b is not None:
+                if b.remote_id is not None:
+                    by_b[b.remote_id] = ev
+                if b.pending:
+                    pending.add(ev.event_id)
+        return cls(records, {"a": by_a, "b": by_b}, pending)
+
+
 def plan_sync(
     listing_a: dict[str, Item | None],
     listing_b: dict[str, Item | None],
-    events: Iterable[EventRecord],
+    events: Iterable[EventRecord] | StatusIndex,
     rules: PlanRules = PlanRules(),
     pair_key: str = "",
 ) -> Plan:
     listings = {"a": listing_a, "b": listing_b}
-    records = {ev.event_id: ev for ev in events}
-    by_remote: dict[str, dict[str, EventRecord]] = {"a": {}, "b": {}}
-    for ev in records.values():
-        for side in SIDES:
-            link = ev.link(side)
-            if link is not None and link.remote_id is not None:
-                by_remote[side][link.remote_id] = ev
+    status = events if isinstance(events, StatusIndex) else StatusIndex.build(events)
+    records = status.records
+    by_remote = status.by_remote
     # side -> event id -> item now there / None when gone (only what the listings mention)
     seen: dict[str, dict[str, Item | None]] = {"a": {}, "b": {}}
     unlinked: dict[str, dict[str, Item]] = {"a": {}, "b": {}}
@@ -160,7 +186,8 @@ def plan_sync(
         for remote_id, item in list(unlinked[side].items()):
             ev = records.get(item.marker or "")
             link = ev.link(side) if ev else None
-            if ev is not None and (link is None or link.remote_id is None) and ev.event_id not in seen[side]:
+            if ev is not None and (link is None or link.remote_id is None or link.pending == "create") \
+                    and ev.event_id not in seen[side]:
                 seen[side][ev.event_id] = item
                 claimed.add(f"{side}:{ev.event_id}")
                 del unlinked[side][remote_id]
@@ -196,14 +223,12 @@ def plan_sync(
                 plan.reason = f"new on {side.upper()} -> track (no counterpart wanted)"
             plans.append(plan)
 
-    touched = set(seen["a"]) | set(seen["b"]) | {
-        ev.event_id for ev in records.values() if (ev.a and ev.a.pending) or (ev.b and ev.b.pending)
-    }
+    touched = set(seen["a"]) | set(seen["b"]) | status.pending
     for event_id in touched:
         ev = records[event_id]
         plans.append(_plan_event(ev, seen["a"].get(event_id, UNSEEN), seen["b"].get(event_id, UNSEEN), rules))
 
-    held = _guard_mass_delete(plans, records.values(), rules)
+    held = _guard_mass_delete(plans, {s: len(by_remote[s]) for s in SIDES}, rules)
     return Plan([p for p in plans if not p.is_noop], held_deletes=held)
 
 
@@ -221,12 +246,20 @@ def _adopt_pair(event_id: str, a_item: Item, b_item: Item, rules: PlanRules) -> 
     return plan
 
 
+def _view_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    return diff_paths(merge_view(before), merge_view(after))
+
+
+def _apply(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    return from_merge_view(apply_paths(merge_view(base), changes)) if changes else base
+
+
 def _changes(link: SideLink | None, now: Any, side: str, rules: PlanRules) -> dict[str, Any]:
     if link is None or now is UNSEEN or now is None or link.state is None:
         return {}
     if now.hash == link.hash:
         return {}   # content unchanged (an etag-only change writes nothing)
-    return {p: v for p, v in diff_paths(link.state, now.content).items() if not rules.blocked(side, p)}
+    return {p: v for p, v in _view_diff(link.state, now.content).items() if not rules.blocked(side, p)}
 
 
 def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> EventPlan:
@@ -235,15 +268,16 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
     seen = {s: now[s] for s in SIDES if now[s] is not UNSEEN}
     present = {s: links[s] is not None and links[s].remote_id is not None for s in SIDES}
     gone = {s: present[s] and now[s] is None for s in SIDES}
-    # an adopted twin of a pending create arrives as "now" while the link has no remote id yet
-    adopted = {s: links[s] is not None and links[s].remote_id is None and now[s] not in (None, UNSEEN)
-               for s in SIDES}
+    # a create we started but never confirmed (its id may be known in advance, or not at all)
+    unconfirmed = {s: links[s] is not None and links[s].pending == "create" for s in SIDES}
+    # ...whose twin now shows up in the listing
+    adopted = {s: unconfirmed[s] and now[s] not in (None, UNSEEN) for s in SIDES}
     changes = {s: _changes(links[s], now[s], s, rules) for s in SIDES}
     for s in SIDES:
         if adopted[s]:
             # the twin holds what we wrote (the base) plus whatever happened to it since: edits and, for the
             # side that originates them, fields such as join info. What it cannot hold is not a change.
-            changes[s] = {p: v for p, v in diff_paths(ev.base, now[s].content).items()
+            changes[s] = {p: v for p, v in _view_diff(ev.base, now[s].content).items()
                           if v != MISSING and not rules.blocked(s, p)}
 
     def item_or_link(side: str):
@@ -260,7 +294,7 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
         if gone[side] and (present[peer] or adopted[peer]) and not gone[peer]:
             if changes[peer]:
                 # deleted on one side but modified on the other -> modification wins: recreate
-                base = apply_paths(ev.base, changes[peer])
+                base = _apply(ev.base, changes[peer])
                 return EventPlan(ev.event_id, f"deleted on {side.upper()} but modified on {peer.upper()} "
                                  f"-> recreate on {side.upper()}", base=base, seen=seen,
                                  writes=[Write(side, "create", maybe_exists=True)])
@@ -271,7 +305,12 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
         if gone[side] and links[peer] is None:
             # a tracked item (no counterpart) went away -> forget it
             return EventPlan(ev.event_id, f"deleted on {side.upper()} -> forget", base=None, seen=seen)
-        if gone[side] and links[peer] is not None and links[peer].remote_id is None:
+        if gone[side] and unconfirmed[peer]:
+            if links[peer].remote_id is not None:
+                # gone before its counterpart was confirmed -> delete the counterpart we may have made
+                return EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart was confirmed "
+                                 f"-> delete on {peer.upper()}", base=ev.base, seen=seen,
+                                 writes=[Write(peer, "delete", links[peer].remote_id, None)])
             # gone before its counterpart was created -> forget it (the create is abandoned)
             return EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart existed -> forget",
                              base=None, seen=seen)
@@ -290,14 +329,14 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
                 plan.writes.append(Write(side, "create"))
                 reasons.append(f"create on {side.upper()}")
             continue
-        if link.remote_id is None and not adopted[side]:
+        if unconfirmed[side] and not adopted[side]:
             # a create we started earlier never got confirmed -> create again, adopting a twin if one exists
             plan.writes.append(Write(side, "create", maybe_exists=True))
             reasons.append(f"retry create on {side.upper()}")
         elif link.pending == "delete" and changes[side]:
             # a delete we still owed, but the item was modified since -> modification wins: keep it, recreate peer
             peer_owed = any(w.side == other(side) for w in plan.writes)
-            if not peer_owed and (links[other(side)] is None or links[other(side)].remote_id is None):
+            if not peer_owed and (links[other(side)] is None or not present[other(side)]):
                 plan.writes.append(Write(other(side), "create", maybe_exists=True))
                 reasons.append(f"keep {side.upper()} (modified), recreate on {other(side).upper()}")
         elif link.pending == "delete":
@@ -339,22 +378,17 @@ def _merge(event_id: str, base: dict[str, Any], a_changes: dict[str, Any], b_cha
         "a": any(o == "b" for o in origin.values()),
         "b": any(o == "a" for o in origin.values()),
     }
-    return (apply_paths(base, merged) if merged else base), reviews, to_side
+    return _apply(base, merged), reviews, to_side
 
 
 def _show(value: Any) -> Any:
     return None if value == MISSING else (list(value) if isinstance(value, tuple) else value)
 
 
-def _guard_mass_delete(plans: list[EventPlan], records: Iterable[EventRecord], rules: PlanRules) -> int:
+def _guard_mass_delete(plans: list[EventPlan], linked: dict[str, int], rules: PlanRules) -> int:
     if rules.confirm_deletes:
         return 0
     held = 0
-    linked = {s: 0 for s in SIDES}
-    for ev in records:
-        for s in SIDES:
-            if ev.link(s) is not None and ev.link(s).remote_id is not None:
-                linked[s] += 1
     for side in SIDES:
         deleting = [p for p in plans if any(w.side == side and w.op == "delete" for w in p.writes)]
         if len(deleting) >= max(1, rules.min_delete_items) and len(deleting) > rules.max_delete_share * linked[side]:

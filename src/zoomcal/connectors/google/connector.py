@@ -91,6 +91,9 @@ class GoogleConnector:
     def series_key(self, raw: dict[str, Any]) -> str:
         return raw.get("recurringEventId") or raw["id"]
 
+    def planned_id(self, key: str) -> str | None:
+        return event_id_for(key)
+
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         masters = [r for r in raws if not r.get("recurringEventId")]
         if not masters or masters[0].get("status") == "cancelled":

@@ -68,6 +68,9 @@ class MemoryConnector:
     def series_key(self, raw: dict[str, Any]) -> str:
         return raw["id"]
 
+    def planned_id(self, key: str) -> str | None:
+        return "k-" + key
+
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         if not raws:
             return None

@@ -80,6 +80,9 @@ class ZoomConnector:
     def series_key(self, raw: dict[str, Any]) -> str:
         return str(raw["id"])
 
+    def planned_id(self, key: str) -> str | None:
+        return None   # Zoom assigns meeting ids; our marker in custom_keys finds a create's twin instead
+
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         if not raws:
             return None

@@ -1,0 +1,1 @@
+"""zoomcal benchmarks: each measures zoomcal against a baseline run in the same process, as a ratio."""

@@ -1,0 +1,37 @@
+"""python -m benchmarks [--only B1,B2] [--json]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from benchmarks import b1_incremental_sync, b2_ingest
+
+SUITES = {"B1": b1_incremental_sync, "B2": b2_ingest}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--only", default="", help="comma-separated names, e.g. B1,B2")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of results")
+    args = parser.parse_args(argv)
+    chosen = [n.strip().upper() for n in args.only.split(",") if n.strip()] or list(SUITES)
+    unknown = [n for n in chosen if n not in SUITES]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {sorted(SUITES)}")
+    results = []
+    for name in chosen:
+        results.extend(SUITES[name].run())
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            mark = "PASS" if r.passed else "FAIL"
+            print(f"{mark}  {r.name}: {r.value:.4g} {r.unit} vs baseline {r.baseline:.4g} -> ratio {r.ratio:.3f} "
+                  f"(target {r.target}){' — ' + r.note if r.note else ''}")
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""B2 — ingest of 100,000 events into the store (the engine's batched record path, SQLite) vs a raw
+sqlite3 `executemany` of the same rows (JSON encoded the same way) in the same run. Reported as a
+throughput ratio, zoomcal / raw. Target >= 0.5."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import Result, check
+from zoomcal.connectors.base import Item
+from zoomcal.domain.content import content_hash, make_content
+from zoomcal.store import repo
+from zoomcal.store.db import Database
+from zoomcal.store.models import Account, Calendar, User
+from zoomcal.sync.planner import EventPlan
+
+EVENTS = 100_000
+
+
+def _contents():
+    base = make_content(title="", start="2026-05-01T10:00:00Z", end="2026-05-01T11:00:00Z", timezone="Europe/Paris")
+    return [{**base, "title": f"event {i}", "start": f"2026-05-{1 + i % 28:02d}T{i % 24:02d}:00:00Z"}
+            for i in range(EVENTS)]
+
+
+def _ours(contents, path: Path) -> float:
+    from zoomcal.sync.engine import RECORD_BATCH, SideSpec, SyncEngine, SyncPair
+
+    db = Database(f"sqlite:///{path}")
+    with db.transaction() as s:
+        tenant = repo.get_or_create_tenant(s)
+        user = User(tenant_id=tenant.id, email="b@example.com")
+        s.add(user)
+        s.flush()
+        acc = Account(tenant_id=tenant.id, user_id=user.id, provider="google")
+        s.add(acc)
+        s.flush()
+        cals = [Calendar(tenant_id=tenant.id, user_id=user.id, account_id=acc.id, remote_id=r) for r in ("z", "g")]
+        s.add_all(cals)
+        s.flush()
+        ids = (tenant.id, user.id, cals[0].id, cals[1].id)
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    pair = SyncPair(ids[0], ids[1], SideSpec(ids[2], None), SideSpec(ids[3], None), DEFAULT_RULES)
+    plans = [EventPlan(f"ev{i}", "new on B -> track", base=c, seen={"b": Item(f"g{i}", c, etag="e")})
+             for i, c in enumerate(contents)]
+    engine = SyncEngine(db)
+    start = time.perf_counter()
+    for i in range(0, len(plans), RECORD_BATCH):
+        engine.record_many(pair, plans[i:i + RECORD_BATCH])
+    elapsed = time.perf_counter() - start
+    db.dispose()
+    return elapsed
+
+
+def _raw(contents, path: Path) -> float:
+    conn = sqlite3.connect(path)
+    conn.execute("create table events (id text primary key, content text, content_hash text, start_at text, "
+                 "end_at text, title text)")
+    conn.execute("create table links (id integer primary key, event_id text, calendar_id int, remote_id text, "
+                 "etag text, state text, state_hash text)")
+    conn.execute("create unique index links_cal_remote on links (calendar_id, remote_id)")
+    conn.execute("create table sync_log (id integer primary key, event_id text, message text)")
+    start = time.perf_counter()
+    for i in range(0, len(contents), 2000):
+        chunk = list(enumerate(contents[i:i + 2000], start=i))
+        conn.executemany("insert into events values (?,?,?,?,?,?)",
+                         [(f"ev{n}", json.dumps(c), content_hash(c), c["start"], c["end"], c["title"]) for n, c in chunk])
+        conn.executemany("insert into links (event_id, calendar_id, remote_id, etag, state, state_hash) "
+                         "values (?,?,?,?,?,?)",
+                         [(f"ev{n}", 2, f"g{n}", "e", json.dumps(c), content_hash(c)) for n, c in chunk])
+        conn.executemany("insert into sync_log (event_id, message) values (?,?)",
+                         [(f"ev{n}", "new on B -> track") for n, _ in chunk])
+        conn.commit()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+def run() -> list[Result]:
+    contents = _contents()
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = _ours(contents, Path(tmp) / "ours.db")
+        raw = _raw(contents, Path(tmp) / "raw.db")
+    ratio = (EVENTS / ours) / (EVENTS / raw)
+    return [Result("B2 ingest 100k events: throughput vs raw executemany", EVENTS / ours, EVENTS / raw, ratio,
+                   ">= 0.5", check(ratio, ">= 0.5"), "events/s")]
