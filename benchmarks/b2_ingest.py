@@ -69,7 +69,8 @@ def _raw(contents, path: Path) -> float:
     for i in range(0, len(contents), 2000):
         chunk = list(enumerate(contents[i:i + 2000], start=i))
         conn.executemany("insert into events values (?,?,?,?,?,?)",
-                         [(f"ev{n}", json.dumps(c), content_hash(c), c["start"], c["end"], c["title"]) for n, c in chunk])
+                         [(f"ev{n}", json.dumps(c), content_hash(c), c["start"], c["end"], c["title"])
+                          for n, c in chunk])
         conn.executemany("insert into links (event_id, calendar_id, remote_id, etag, state, state_hash) "
                          "values (?,?,?,?,?,?)",
                          [(f"ev{n}", 2, f"g{n}", "e", json.dumps(c), content_hash(c)) for n, c in chunk])

@@ -180,7 +180,8 @@ def test_google_exceptions_cancellations_and_exdate_lines():
 def test_google_join_block_is_ours_and_stripped():
     content = make_content(title="Call", description="Bring numbers", start="2026-03-02T10:00:00Z",
                            end="2026-03-02T11:00:00Z", timezone="UTC",
-                           join={"meeting_id": "81234567890", "join_url": "https://zoom.us/j/81234567890", "passcode": "p"})
+                           join={"meeting_id": "81234567890", "join_url": "https://zoom.us/j/81234567890",
+                                 "passcode": "p"})
     event = content_to_event(content, R, "ev1")
     assert event["location"] == "https://zoom.us/j/81234567890"
     assert "Bring numbers\n\n── Zoom meeting ──\nJoin: https://zoom.us/j/81234567890" in event["description"]

@@ -157,7 +157,8 @@ async def test_google_event_shapes_sync_tokens_and_etags(sandbox):
         validate(inst.json(), google_schema("Events"))
         assert [i["id"] for i in inst.json()["items"]][0] == "abcdef12345_20260601T080000Z"
         moved = await client.put(f"{base}/abcdef12345_20260602T080000Z", headers=headers, json={
-            "summary": "Spec", "start": {"dateTime": "2026-06-02T12:00:00Z"}, "end": {"dateTime": "2026-06-02T13:00:00Z"}})
+            "summary": "Spec", "start": {"dateTime": "2026-06-02T12:00:00Z"},
+            "end": {"dateTime": "2026-06-02T13:00:00Z"}})
         assert moved.json()["recurringEventId"] == "abcdef12345"
         delta = await client.get(base, headers=headers, params={"syncToken": sync_token})
         assert [i["id"] for i in delta.json()["items"]] == ["abcdef12345_20260602T080000Z"]

@@ -82,7 +82,8 @@ def test_secrets_are_sealed_at_rest(any_db, tmp_path):
         s.add(Account(tenant_id=tenant_id, user_id=user_id, provider="zoom",
                       secret=vault.seal({"refresh_token": "rt_super_secret_value"})))
     with any_db.engine.connect() as conn:
-        raw = b"".join(bytes(r[0]) for r in conn.execute(sa.text("select secret from accounts where secret is not null")))
+        rows = conn.execute(sa.text("select secret from accounts where secret is not null"))
+        raw = b"".join(bytes(r[0]) for r in rows)
     assert b"rt_super_secret_value" not in raw and raw.startswith(b"zc1.k1.")
 
 

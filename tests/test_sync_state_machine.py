@@ -79,7 +79,8 @@ class SyncMachine(RuleBasedStateMachine):
 
     # --- finding a logical event on each side (its key lives in the description) --------------------------
     def zoom_meetings(self, key: str) -> list[dict]:
-        return [m for m in self.world.zoom.user_meetings(self.user["zoom_user_id"]) if (m.get("agenda") or "").split("\n")[0] == key]
+        meetings = self.world.zoom.user_meetings(self.user["zoom_user_id"])
+        return [m for m in meetings if (m.get("agenda") or "").split("\n")[0] == key]
 
     def calendar_events(self, key: str) -> list[dict]:
         cal = self.world.google.calendars[self.user["google_calendar_id"]]

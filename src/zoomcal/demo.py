@@ -52,7 +52,8 @@ def setup(settings: Settings, user_count: int = 3) -> DemoSetup:
         info = world.add_user(email, name, tz)
         users.append(info)
         add_user(ctx, email, name, actor="demo")
-        add_account(ctx, email, "zoom", {"api_base": f"{server.url}/zoom/v2", "token_url": f"{server.url}/zoom/oauth/token"},
+        add_account(ctx, email, "zoom",
+                    {"api_base": f"{server.url}/zoom/v2", "token_url": f"{server.url}/zoom/oauth/token"},
                     {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
                      "account_id": world.zoom.account_id}, info["zoom_user_id"], "Zoom meetings")
         add_account(ctx, email, "google",
@@ -237,7 +238,8 @@ async def random_edit(demo: DemoSetup, rng: random.Random) -> str:
               if e.get("status") != "cancelled" and not e.get("recurringEventId") and "dateTime" in e.get("start", {})]
     if choice == 2 and events:
         event = rng.choice(events)
-        await demo.actor.google_patch(cal, event["id"], summary=f"{event['summary'].split(' *')[0]} *{rng.randrange(100)}")
+        title = f"{event['summary'].split(' *')[0]} *{rng.randrange(100)}"
+        await demo.actor.google_patch(cal, event["id"], summary=title)
         return f"{user['email']}: renamed a calendar event"
     if meetings and rng.random() < 0.5:
         meeting = rng.choice([m for m in meetings if m.get("type") == 8] or meetings)

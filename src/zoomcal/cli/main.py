@@ -85,6 +85,29 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     console.print(f"database at {revision}")
 
 
+vault_app = typer.Typer(help="Token vault.", no_args_is_help=True)
+app.add_typer(vault_app, name="vault")
+
+
+@vault_app.command("rotate")
+def vault_rotate() -> None:
+    """Re-seal every stored secret with the first (newest) vault key."""
+    from zoomcal.store import repo
+    from zoomcal.store.models import Account
+
+    ctx = _ctx()
+    moved = 0
+    with ctx.db.transaction() as s:
+        for account in s.scalars(select(Account).where(Account.secret.is_not(None))):
+            resealed = ctx.vault.reseal(account.secret)
+            if resealed != account.secret:
+                account.secret = resealed
+                moved += 1
+                repo.audit(s, account.tenant_id, "cli", "vault.reseal", f"account:{account.id}",
+                           {"key": ctx.vault.current})
+    console.print(f"{moved} secret(s) re-sealed with key {ctx.vault.current}")
+
+
 # --- users and accounts ------------------------------------------------------------------------------------
 
 @user_app.command("add")
@@ -119,7 +142,8 @@ def user_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
         return _print_json(rows)
     table = Table("email", "name", "linked")
     for row in rows:
-        table.add_row(row["email"], row["name"], ", ".join(f"{c['provider']}:{c['calendar']}" for c in row["calendars"]))
+        linked = ", ".join(f"{c['provider']}:{c['calendar']}" for c in row["calendars"])
+        table.add_row(row["email"], row["name"], linked)
     console.print(table)
 
 
@@ -146,7 +170,8 @@ def account_add(
                                                  help="Env var with a user OAuth refresh token."),
     account_id: str | None = typer.Option(None, "--account-id",
                                           help="Zoom server-to-server: the Zoom account id (no refresh token needed)."),
-    zoom_user: str | None = typer.Option(None, "--zoom-user", help="Zoom user id or e-mail (default: the user's e-mail)."),
+    zoom_user: str | None = typer.Option(None, "--zoom-user",
+                                         help="Zoom user id or e-mail (default: the user's e-mail)."),
     calendar_id: str = typer.Option("primary", "--calendar-id", help="Google calendar id."),
     api_base: str | None = typer.Option(None, "--api-base", help="API base URL (default: the vendor's)."),
     token_url: str | None = typer.Option(None, "--token-url", help="OAuth token URL (default: the vendor's)."),
@@ -182,7 +207,8 @@ def account_list(as_json: bool = typer.Option(False, "--json")) -> None:
     with ctx.db.session() as s:
         rows = [{"id": a.id, "user": u.email, "provider": a.provider, "calendar": a.external_id, "status": a.status,
                  "api_base": (a.config or {}).get("api_base", "")}
-                for a, u in s.execute(select(Account, User).join(User, Account.user_id == User.id).order_by(Account.id))]
+                for a, u in s.execute(select(Account, User).join(User, Account.user_id == User.id)
+                                      .order_by(Account.id))]
     if as_json:
         return _print_json(rows)
     table = Table("id", "user", "provider", "calendar", "status")
@@ -193,11 +219,13 @@ def account_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 # --- sync ----------------------------------------------------------------------------------------------------
 
-def _describe_plan(report) -> list[str]:
+def _describe_plan(pair, report) -> list[str]:
+    from zoomcal.sync.engine import describe
+
     lines = []
     for p in report.plan.events if report.plan else []:
-        writes = ", ".join(f"{w.op} {'Zoom' if w.side == 'a' else 'calendar'}" for w in p.writes) or "record only"
-        lines.append(f"{p.event_id}: {p.reason} [{writes}]")
+        writes = ", ".join(f"{w.op} {pair.side(w.side).label}" for w in p.writes) or "record only"
+        lines.append(f"{p.event_id}: {describe(p.reason, pair)} ({writes})")
     return lines
 
 
@@ -242,8 +270,8 @@ def sync(
         for pair, report in results:
             if dry_run:
                 console.print(f"[bold]{pair.user_email}[/] — planned: {report.counts}")
-                for line in _describe_plan(report):
-                    console.print(f"  {line}")
+                for line in _describe_plan(pair, report):
+                    console.print(f"  {line}", markup=False, highlight=False)
             else:
                 console.print(f"{pair.user_email}: {report.status}, {report.writes} writes, "
                               f"{report.api_calls} API calls, {report.duration_ms} ms")
@@ -391,7 +419,8 @@ def mapping_check(file: Path) -> None:
 
 @app.command()
 def demo(
-    once: bool = typer.Option(False, "--once", help="Scripted scenario with faults, then exit 0 only if both sides agree."),
+    once: bool = typer.Option(False, "--once",
+                              help="Scripted scenario with faults, then exit 0 only if both sides agree."),
     as_json: bool = typer.Option(False, "--json", help="With --once: print a JSON summary."),
     interval: float = typer.Option(3.0, "--interval", help="Live mode: seconds between rounds."),
     rounds: int | None = typer.Option(None, "--rounds", help="Live mode: stop after this many rounds."),

@@ -10,6 +10,7 @@ create whose answer was lost is found, not repeated.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -124,6 +125,12 @@ class RunReport:
     writes: int = 0
     rejected: int = 0
     duration_ms: int = 0
+
+
+def describe(reason: str, pair: SyncPair) -> str:
+    """A planner reason with the sides' names ("new on A -> create on B" -> "new on Zoom -> create on Google")."""
+    labels = {"A": pair.a.label or "A", "B": pair.b.label or "B"}
+    return re.sub(r"\b[AB]\b", lambda m: labels[m.group(0)], reason)
 
 
 class SimulatedCrash(Exception):
@@ -303,7 +310,7 @@ class SyncEngine:
             if new_links:
                 s.execute(insert(Link.__table__), new_links)
             entries = [{"run_id": run_id, "tenant_id": pair.tenant_id, "user_id": pair.user_id, "event_id": p.event_id,
-                        "level": "info", "action": "plan", "message": p.reason}
+                        "level": "info", "action": "plan", "message": describe(p.reason, pair)}
                        for p in plans if p.reason != "unchanged"]
             if entries:
                 s.execute(insert(SyncLogEntry.__table__), entries)
@@ -317,8 +324,8 @@ class SyncEngine:
                     for link in s.scalars(select(Link).where(Link.event_id == plan.event_id)):
                         s.delete(link)
                     s.delete(row)
-                repo.log(s, pair.tenant_id, "forget", plan.reason, run_id=report.run_id, user_id=pair.user_id,
-                         event_id=plan.event_id)
+                repo.log(s, pair.tenant_id, "forget", describe(plan.reason, pair), run_id=report.run_id,
+                         user_id=pair.user_id, event_id=plan.event_id)
                 return
             repo.upsert_event(s, pair.tenant_id, pair.user_id, plan.event_id, plan.base)
             s.flush()
@@ -364,8 +371,8 @@ class SyncEngine:
                                      calendar_value=review.b_value,
                                      chosen="calendar" if review.chosen == "b" else "zoom"))
             if plan.reason != "unchanged" or plan.writes:
-                repo.log(s, pair.tenant_id, "plan", plan.reason, run_id=report.run_id, user_id=pair.user_id,
-                         event_id=plan.event_id)
+                repo.log(s, pair.tenant_id, "plan", describe(plan.reason, pair), run_id=report.run_id,
+                         user_id=pair.user_id, event_id=plan.event_id)
 
     async def _execute(self, pair: SyncPair, report: RunReport, plan: EventPlan, mirrors: dict[str, _Mirror]):
         self._record(pair, report, plan)

@@ -1,0 +1,147 @@
+"""The command line, as an admin uses it: set-up, accounts, sync against a served sandbox, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from zoomcal.cli.main import app
+from zoomcal.sandbox.server import BackgroundServer
+from zoomcal.sandbox.world import SandboxWorld
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOOMCAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("ZOOMCAL_DATABASE_URL", raising=False)
+    monkeypatch.delenv("ZOOMCAL_VAULT_KEYS", raising=False)
+    return tmp_path
+
+
+def run(*args, input=None):
+    result = CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
+    return result
+
+
+def test_help_lists_the_commands():
+    out = run("--help").output
+    for name in ("init", "db", "demo", "sync", "status", "log", "events", "user", "account", "mapping", "sandbox"):
+        assert name in out
+
+
+def test_setup_link_sync_and_inspect_against_a_served_sandbox(env, monkeypatch):
+    world = SandboxWorld()
+    server = BackgroundServer(world).start()
+    try:
+        info = world.add_user("ada@example.com", "Ada L", "Europe/London")
+        assert run("init").exit_code == 0
+        assert (env / "data" / "vault.keys").exists()
+        assert run("user", "add", "ada@example.com", "--name", "Ada").exit_code == 0
+        assert run("user", "add", "ada@example.com").exit_code == 1          # no duplicates
+        monkeypatch.setenv("ZC_ZOOM_SECRET", world.zoom.client_secret)
+        monkeypatch.setenv("ZC_G_SECRET", world.google.client_secret)
+        monkeypatch.setenv("ZC_G_REFRESH", info["google_refresh_token"])
+        r = run("account", "add", "zoom", "--user", "ada@example.com", "--client-id", world.zoom.client_id,
+                "--client-secret-env", "ZC_ZOOM_SECRET", "--account-id", world.zoom.account_id,
+                "--zoom-user", info["zoom_user_id"], "--api-base", f"{server.url}/zoom/v2",
+                "--token-url", f"{server.url}/zoom/oauth/token")
+        assert r.exit_code == 0, r.output
+        r = run("account", "add", "google", "--user", "ada@example.com", "--client-id", world.google.client_id,
+                "--client-secret-env", "ZC_G_SECRET", "--refresh-token-env", "ZC_G_REFRESH",
+                "--calendar-id", info["google_calendar_id"], "--api-base", f"{server.url}/google/calendar/v3",
+                "--token-url", f"{server.url}/google/token")
+        assert r.exit_code == 0, r.output
+        accounts = json.loads(run("account", "list", "--json").output)
+        assert [a["provider"] for a in accounts] == ["zoom", "google"]
+        assert world.google.client_secret not in run("account", "list", "--json").output
+        world.zoom.meetings.clear()
+        import asyncio
+
+        from zoomcal.sandbox.actor import SandboxActor
+
+        actor = SandboxActor(world, base_url=server.url)
+        asyncio.run(actor.zoom_create(info["zoom_user_id"], topic="Kickoff", type=2,
+                                      start_time="2026-06-01T09:00:00Z", duration=30))
+        dry = run("sync", "--dry-run")
+        assert dry.exit_code == 0 and "new on Zoom -> create on Google (create Google)" in dry.output
+        assert not world.google.calendars[info["google_calendar_id"]].events
+        done = run("sync", "--once")
+        assert done.exit_code == 0 and "ok" in done.output
+        events = json.loads(run("events", "--user", "ada@example.com", "--json").output)
+        assert [e["title"] for e in events] == ["Kickoff"] and events[0]["is_meeting"]
+        status = json.loads(run("status", "--json").output)
+        assert status[0]["status"] == "ok" and status[0]["review_queue"] == 0
+        log = run("log", "--json").output.splitlines()
+        assert any("create" in json.loads(line)["action"] for line in log)
+        assert world.zoom.client_secret not in run("log").output
+        assert run("vault", "rotate").exit_code == 0
+    finally:
+        server.stop()
+
+
+def test_mapping_check(env, tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('version = 1\n[conflict]\npolicy = "zoom"\n')
+    assert run("mapping", "check", str(good)).exit_code == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = 1\n[conflict]\npolicy = "loudest"\n[zoom]\ntopic_max = 999\n')
+    result = run("mapping", "check", str(bad))
+    assert result.exit_code == 1
+    assert "conflict.policy" in result.output and "zoom.topic_max" in result.output
+    (tmp_path / "v9.toml").write_text("version = 9\n")
+    assert "unsupported rules version" in run("mapping", "check", str(tmp_path / "v9.toml")).output
+    (tmp_path / "broken.toml").write_text("version = \n")
+    assert "not valid TOML" in run("mapping", "check", str(tmp_path / "broken.toml")).output
+
+
+def test_demo_once_json_agrees_with_no_duplicates(env):
+    proc = subprocess.run([sys.executable, "-m", "zoomcal", "demo", "--once", "--json"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "ZOOMCAL_DATA_DIR": str(env / "demo")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["mismatches"] == 0 and summary["duplicates"] == 0
+    assert summary["users"] == 3 and summary["zoom_meetings"] > 0 and summary["calendar_events"] > 0
+    assert summary["review_queue"] >= 1 and summary["resync_writes"] == 0
+    assert set(summary["faults_fired"]) >= {"500", "503", "google_429", "google_lost_response"}
+
+
+def test_sandbox_first_line_is_json(tmp_path):
+    from zoomcal.sandbox.server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "zoomcal", "sandbox", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(proc.stdout.readline())
+        assert first["zoom_api_base"] == f"http://127.0.0.1:{port}/zoom/v2"
+        assert first["google_api_base"].endswith("/google/calendar/v3")
+        assert first["zoom_token_url"].endswith("/zoom/oauth/token") and len(first["users"]) == 3
+        import time
+
+        import httpx
+
+        for _ in range(100):
+            try:
+                token = httpx.post(first["zoom_token_url"], auth=(first["zoom_client_id"], first["zoom_client_secret"]),
+                                   data={"grant_type": "account_credentials", "account_id": first["zoom_account_id"]})
+                break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        assert token.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
