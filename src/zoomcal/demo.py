@@ -36,6 +36,7 @@ class DemoSetup:
     engine: SyncEngine
     reports: list[RunReport] = field(default_factory=list)
     sync_api_calls: int = 0          # calls zoomcal made (the scripted person's own edits not counted)
+    last_status: dict[str, str] = field(default_factory=dict)
 
 
 def setup(settings: Settings, user_count: int = 3) -> DemoSetup:
@@ -138,7 +139,11 @@ async def sync_all(demo: DemoSetup, trigger: str) -> list[RunReport]:
     pairs = build_pairs(demo.ctx)
     calls_before = demo.world.api_calls()
     try:
-        reports = [await demo.engine.run(pair, trigger=trigger) for pair in pairs]
+        reports = []
+        for pair in pairs:
+            report = await demo.engine.run(pair, trigger=trigger)
+            demo.last_status[pair.user_email] = f"{report.status}, {report.writes} writes"
+            reports.append(report)
     finally:
         await close_pairs(pairs)
         demo.sync_api_calls += demo.world.api_calls() - calls_before
@@ -209,13 +214,11 @@ def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
     table = Table(title=f"zoomcal demo — round {round_no} — sandboxes at {demo.server.url}")
     for column in ("user", "Zoom meetings", "calendar events", "in sync", "duplicates", "last run"):
         table.add_column(column)
-    runs = {r.run_id: r for r in demo.reports}
     for user in demo.users:
         agreement = compare_user(demo.world, user["zoom_user_id"], user["google_calendar_id"])
-        last = next((r for r in reversed(list(runs.values()))), None)
         table.add_row(user["email"], str(agreement.zoom_meetings), str(agreement.calendar_events),
                       "yes" if not agreement.mismatches else f"no ({len(agreement.mismatches)})",
-                      str(len(agreement.duplicates)), last.status if last else "-")
+                      str(len(agreement.duplicates)), demo.last_status.get(user["email"], "-"))
     table.caption = f"last edit: {last_edit} · zoomcal API calls so far: {demo.sync_api_calls} · Ctrl-C stops"
     return table
 

@@ -232,29 +232,30 @@ def build_app(state: GoogleState) -> APIRouter:
                 return inst
         return None
 
+    def stored_or_instance(cal: GoogleCalendar, event_id: str) -> tuple[dict[str, Any], bool]:
+        """The stored event, or a fresh copy of a not-yet-stored instance (True); 404 when neither exists."""
+        event = cal.events.get(event_id)
+        if event is not None:
+            return event, False
+        inst = virtual_instance(cal, event_id)
+        if inst is None:
+            raise _error(404, "notFound", "Not Found")
+        return inst, True
+
     @router.get("/calendar/v3/calendars/{cal_id}/events/{event_id}")
     def get_event(cal_id: str, event_id: str, request: Request):
         subject = auth(request)
         with state.lock:
             cal = calendar(cal_id, subject)
-            event = cal.events.get(event_id) or virtual_instance(cal, event_id)
-            if event is None:
-                raise _error(404, "notFound", "Not Found")
-            return _public(event)
+            return _public(stored_or_instance(cal, event_id)[0])
 
     async def write(cal_id: str, event_id: str, request: Request, replace: bool):
         subject = auth(request)
         body = await _json(request)
         with state.lock:
             cal = calendar(cal_id, subject)
-            event = cal.events.get(event_id)
-            if event is None:
-                inst = virtual_instance(cal, event_id)
-                if inst is None:
-                    raise _error(404, "notFound", "Not Found")
-                event = {k: v for k, v in inst.items() if k not in ("etag",)}
-                event["etag"] = None
-            else:
+            event, virtual = stored_or_instance(cal, event_id)
+            if not virtual:
                 check_etag(request, event)
             updated = {k: v for k, v in event.items() if k not in WRITABLE or not replace}
             if replace:
@@ -282,15 +283,10 @@ def build_app(state: GoogleState) -> APIRouter:
         subject = auth(request)
         with state.lock:
             cal = calendar(cal_id, subject)
-            event = cal.events.get(event_id)
-            if event is None:
-                inst = virtual_instance(cal, event_id)
-                if inst is None:
-                    raise _error(404, "notFound", "Not Found")
-                event = dict(inst)
-            elif event.get("status") == "cancelled":
+            event, virtual = stored_or_instance(cal, event_id)
+            if not virtual and event.get("status") == "cancelled":
                 raise _error(410, "deleted", "Resource has been deleted")
-            else:
+            if not virtual:
                 check_etag(request, event)
             event["status"] = "cancelled"
             touch(cal, event)
