@@ -319,11 +319,8 @@ class SyncEngine:
     def _record(self, pair: SyncPair, report: RunReport, plan: EventPlan) -> None:
         with self.db.transaction() as s:
             if plan.base is None:
-                row = s.get(Event, plan.event_id)
-                if row is not None:
-                    for link in s.scalars(select(Link).where(Link.event_id == plan.event_id)):
-                        s.delete(link)
-                    s.delete(row)
+                s.execute(delete(Link).where(Link.event_id == plan.event_id))
+                s.execute(delete(Event).where(Event.id == plan.event_id))
                 repo.log(s, pair.tenant_id, "forget", describe(plan.reason, pair), run_id=report.run_id,
                          user_id=pair.user_id, event_id=plan.event_id)
                 return
