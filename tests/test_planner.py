@@ -6,7 +6,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zoomcal.connectors.base import Item
-from zoomcal.domain.content import apply_paths, content_hash, diff_paths, flatten, make_content, unflatten
+from zoomcal.domain.content import (
+    add_length,
+    apply_paths,
+    apply_view,
+    content_hash,
+    diff_paths,
+    diff_view,
+    flatten,
+    make_content,
+    unflatten,
+)
 from zoomcal.sync.planner import EventRecord, PlanRules, SideLink, new_event_id, plan_sync
 
 BASE = make_content(title="Plan", description="d", start="2026-03-02T10:00:00Z", end="2026-03-02T11:00:00Z",
@@ -164,11 +174,12 @@ instants = st.sampled_from(["2026-03-02T10:00:00Z", "2026-03-03T10:00:00Z", "202
 overrides = st.dictionaries(instants, st.fixed_dictionaries({"start": instants, "end": instants},
                                                             optional={"title": texts}), max_size=2)
 joins = st.one_of(st.none(), st.fixed_dictionaries({"meeting_id": texts, "join_url": texts, "passcode": texts}))
-contents = st.builds(lambda t, d, o, j, x, a: make_content(title=t, description=d, start="2026-03-02T10:00:00Z",
-                                                           end="2026-03-02T11:00:00Z", overrides=o, join=j,
-                                                           exdates=x, attendees=a),
+spans = st.tuples(instants, st.sampled_from([0, 1800, 3600, 86400]))
+contents = st.builds(lambda t, d, o, j, x, a, span: make_content(
+                         title=t, description=d, start=span[0], end=add_length(span[0], span[1]), overrides=o, join=j,
+                         exdates=x, attendees=a),
                      texts, texts, overrides, joins, st.lists(instants, max_size=2),
-                     st.lists(st.emails(), max_size=2))
+                     st.lists(st.emails(), max_size=2), spans)
 
 
 @given(contents, contents)
@@ -176,3 +187,21 @@ def test_diff_then_apply_reaches_the_target(before, after):
     assert apply_paths(before, diff_paths(before, after)) == after
     assert unflatten(flatten(after)) == after
     assert diff_paths(after, after) == {}
+
+
+@given(contents, contents)
+def test_the_start_plus_duration_view_round_trips(before, after):
+    changes = diff_view(before, after)
+    assert apply_view(before, changes) == after
+    assert "end" not in changes   # times change as start and/or duration, never as a bare end
+    assert diff_view(after, after) == {}
+
+
+def test_a_move_and_a_new_length_from_different_sides_combine():
+    base = BASE
+    moved = edited(start="2026-03-02T14:00:00Z", end="2026-03-02T15:00:00Z")       # zoom: +4h, same length
+    longer = edited(end="2026-03-02T11:30:00Z")                                    # calendar: 90 minutes
+    p = only(plan_sync({"z1": item("z1", moved)}, {"g1": item("g1", longer)}, [record()]))
+    assert (p.base["start"], p.base["end"]) == ("2026-03-02T14:00:00Z", "2026-03-02T15:30:00Z")
+    assert not p.reviews and sorted(ops(p)) == [("a", "update"), ("b", "update")]
+    assert base["end"] == "2026-03-02T11:00:00Z"

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 from typing import Any
+
+from zoomcal.domain.timeutil import fmt_instant, is_date, parse_date, to_datetime
 
 FIELDS = (
     "title",
@@ -168,19 +171,13 @@ def apply_paths(content: dict[str, Any], changes: dict[str, Any]) -> dict[str, A
 # lengthens it. Merged as (start, end), both edits touch "end" and collide; merged as (start, duration) they
 # combine, and the result can never end before it starts.
 
-def _length(start: str, end: str) -> int:
-    from zoomcal.domain.timeutil import is_date, parse_date, to_datetime
-
+def length_of(start: str, end: str) -> int:
     if is_date(start) and is_date(end):
         return (parse_date(end) - parse_date(start)).days
     return int((to_datetime(end) - to_datetime(start)).total_seconds())
 
 
-def _plus(start: str, length: int) -> str:
-    from datetime import timedelta
-
-    from zoomcal.domain.timeutil import fmt_instant, is_date, parse_date, to_datetime
-
+def add_length(start: str, length: int) -> str:
     if is_date(start):
         return (parse_date(start) + timedelta(days=length)).isoformat()
     return fmt_instant(to_datetime(start) + timedelta(seconds=length))
@@ -190,7 +187,7 @@ def _times_to_view(entry: dict[str, Any]) -> dict[str, Any]:
     if entry.get("start") is None or entry.get("end") is None:
         return entry
     out = {k: v for k, v in entry.items() if k != "end"}
-    out["duration"] = _length(entry["start"], entry["end"])
+    out["duration"] = length_of(entry["start"], entry["end"])
     return out
 
 
@@ -198,7 +195,7 @@ def _times_from_view(entry: dict[str, Any]) -> dict[str, Any]:
     if "duration" not in entry:
         return entry
     out = {k: v for k, v in entry.items() if k != "duration"}
-    out["end"] = _plus(entry["start"], entry["duration"]) if entry.get("start") is not None else None
+    out["end"] = add_length(entry["start"], entry["duration"]) if entry.get("start") is not None else None
     return out
 
 
@@ -215,3 +212,32 @@ def from_merge_view(view: dict[str, Any]) -> dict[str, Any]:
         content["overrides"] = {rid: _times_from_view(ov) for rid, ov in view["overrides"].items()}
     ordered = {key: content.get(key) for key in FIELDS if key in content}
     return ordered
+
+
+def diff_view(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """`diff_paths` of the merge views, computed without building them in the common cases."""
+    changed = diff_paths(before, after)
+    if any(p.startswith("overrides/") and not p.endswith(("/title", "/description")) for p in changed):
+        return diff_paths(merge_view(before), merge_view(after))
+    if "start" in changed or "end" in changed:
+        changed.pop("end", None)
+        new_len = length_of(after["start"], after["end"]) if after.get("start") and after.get("end") else None
+        old_len = length_of(before["start"], before["end"]) if before.get("start") and before.get("end") else None
+        if new_len != old_len:
+            changed["duration"] = MISSING if new_len is None else new_len
+    return changed
+
+
+def apply_view(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply changes from `diff_view` to a (plain) content."""
+    if any(p.startswith("overrides/") and p.endswith("/duration") for p in changes):
+        return from_merge_view(apply_paths(merge_view(base), changes))
+    duration = changes.get("duration", MISSING)
+    plain = {p: v for p, v in changes.items() if p != "duration"} if "duration" in changes else changes
+    out = apply_paths(base, plain)
+    if ("start" in changes or duration is not MISSING) and out.get("start") is not None:
+        if duration is MISSING or duration == MISSING:
+            duration = length_of(base["start"], base["end"]) if base.get("start") and base.get("end") else None
+        if duration is not None:
+            out["end"] = add_length(out["start"], duration)
+    return out

@@ -29,6 +29,11 @@ def parse_instant(value: str) -> datetime:
     """Parse an RFC 3339 date-time (offset or Z) into an aware UTC datetime."""
     if not isinstance(value, str) or not value:
         raise InvalidItem(f"missing or malformed date-time {value!r}")
+    if len(value) == 20 and value[-1] == "Z" and value[10] == "T":
+        try:   # the canonical spelling, on every hot path
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
     text = value.strip()
     if text.endswith("Z") or text.endswith("z"):
         text = text[:-1] + "+00:00"
@@ -54,7 +59,7 @@ def parse_local(value: str, tz: str | None) -> datetime:
 
 
 def fmt_instant(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def parse_date(value: str) -> date:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoomcal.connectors.base import Item
-from zoomcal.domain.content import MISSING, apply_paths, diff_paths, from_merge_view, merge_view
+from zoomcal.domain.content import MISSING, apply_paths, apply_view, diff_paths, diff_view
 
 SIDES = ("a", "b")
 
@@ -247,11 +247,12 @@ def _adopt_pair(event_id: str, a_item: Item, b_item: Item, rules: PlanRules) -> 
 
 
 def _view_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    return diff_paths(merge_view(before), merge_view(after))
+    """Changed paths with times seen as start + duration."""
+    return diff_view(before, after)
 
 
 def _apply(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    return from_merge_view(apply_paths(merge_view(base), changes)) if changes else base
+    return apply_view(base, changes) if changes else base
 
 
 def _changes(link: SideLink | None, now: Any, side: str, rules: PlanRules) -> dict[str, Any]:
