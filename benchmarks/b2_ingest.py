@@ -1,6 +1,6 @@
 """B2 — ingest of 100,000 events into the store (the engine's batched record path, SQLite) vs a raw
-sqlite3 `executemany` of the same rows (JSON encoded the same way) in the same run. Reported as a
-throughput ratio, zoomcal / raw. Target >= 0.5."""
+sqlite3 `executemany` of the same rows in the same run: the event, its link, its sync-log line and its busy
+interval (JSON encoded and hashed the same way). Reported as a throughput ratio, zoomcal / raw. Target >= 0.5."""
 
 from __future__ import annotations
 
@@ -8,23 +8,33 @@ import json
 import sqlite3
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
+
+from sqlalchemy import func, select
 
 from benchmarks.common import Result, check
 from zoomcal.connectors.base import Item
 from zoomcal.domain.content import content_hash, make_content
+from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.store import repo
 from zoomcal.store.db import Database
-from zoomcal.store.models import Account, Calendar, User
+from zoomcal.store.models import Account, BusyInterval, Calendar, User
 from zoomcal.sync.planner import EventPlan
 
 EVENTS = 100_000
 
 
 def _contents():
-    base = make_content(title="", start="2026-05-01T10:00:00Z", end="2026-05-01T11:00:00Z", timezone="Europe/Paris")
-    return [{**base, "title": f"event {i}", "start": f"2026-05-{1 + i % 28:02d}T{i % 24:02d}:00:00Z"}
-            for i in range(EVENTS)]
+    """Events spread over the next 150 days, so each one has a busy interval inside the window."""
+    base = make_content(title="", timezone="Europe/Paris")
+    first = now_utc().replace(hour=0, minute=0, second=0) + timedelta(days=1)
+    out = []
+    for i in range(EVENTS):
+        start = first + timedelta(days=i % 150, hours=i % 24)
+        out.append({**base, "title": f"event {i}", "start": fmt_instant(start),
+                    "end": fmt_instant(start + timedelta(minutes=45))})
+    return out
 
 
 def _ours(contents, path: Path) -> float:
@@ -53,6 +63,9 @@ def _ours(contents, path: Path) -> float:
     for i in range(0, len(plans), RECORD_BATCH):
         engine.record_many(pair, plans[i:i + RECORD_BATCH])
     elapsed = time.perf_counter() - start
+    with db.session() as s:
+        stored = s.scalar(select(func.count()).select_from(BusyInterval))
+    assert stored == len(contents), f"{stored} busy intervals for {len(contents)} events"
     db.dispose()
     return elapsed
 
@@ -65,6 +78,9 @@ def _raw(contents, path: Path) -> float:
                  "etag text, state text, state_hash text)")
     conn.execute("create unique index links_cal_remote on links (calendar_id, remote_id)")
     conn.execute("create table sync_log (id integer primary key, event_id text, message text)")
+    conn.execute("create table busy (id integer primary key, user_id int, event_id text, start_at text, "
+                 "end_at text, kind text)")
+    conn.execute("create index busy_user_start on busy (user_id, start_at)")
     start = time.perf_counter()
     for i in range(0, len(contents), 2000):
         chunk = list(enumerate(contents[i:i + 2000], start=i))
@@ -76,6 +92,8 @@ def _raw(contents, path: Path) -> float:
                          [(f"ev{n}", 2, f"g{n}", "e", json.dumps(c), content_hash(c)) for n, c in chunk])
         conn.executemany("insert into sync_log (event_id, message) values (?,?)",
                          [(f"ev{n}", "new on B -> track") for n, _ in chunk])
+        conn.executemany("insert into busy (user_id, event_id, start_at, end_at, kind) values (?,?,?,?,?)",
+                         [(1, f"ev{n}", c["start"], c["end"], "busy") for n, c in chunk])
         conn.commit()
     elapsed = time.perf_counter() - start
     conn.close()

@@ -11,6 +11,7 @@ Content is a plain JSON-able dict (fast to hash, diff and store). Keys:
     rdates                      sorted list of extra occurrence starts
     overrides                   {original start: {"start", "end", optional "title", "description"}}
     attendees                   sorted list of lower-case e-mail addresses
+    show_as                     how the event counts for availability: busy, tentative, free, ooo, focus
     join                        {"meeting_id", "join_url", "passcode"} for a Zoom meeting, else None
 
 A side that cannot hold a field simply leaves it out of what it reports; the merge works per flattened
@@ -38,6 +39,7 @@ FIELDS = (
     "rdates",
     "overrides",
     "attendees",
+    "show_as",
     "join",
 )
 # Containers whose keys are merged one by one instead of as a whole value.
@@ -58,6 +60,7 @@ def empty_content() -> dict[str, Any]:
         "rdates": [],
         "overrides": {},
         "attendees": [],
+        "show_as": "busy",
         "join": None,
     }
 

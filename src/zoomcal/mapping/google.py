@@ -165,8 +165,25 @@ def series_to_content(master: dict[str, Any], exceptions: list[dict[str, Any]], 
         rdates=rdates,
         overrides={rid: ov for rid, ov in overrides.items() if rid not in set(exdates)},
         attendees=[a.get("email", "") for a in master.get("attendees") or [] if isinstance(a, dict)],
+        show_as=show_as(master, rules),
         join=join,
     )
+
+
+def show_as(event: dict[str, Any], rules: MappingRules) -> str:
+    """How the event counts for availability, per the rules' [availability.google] table."""
+    table = rules.availability.google
+    kind = event.get("eventType") or "default"
+    if kind in ("outOfOffice", "focusTime", "workingLocation", "birthday"):
+        return getattr(table, kind)
+    me = next((a for a in event.get("attendees") or [] if isinstance(a, dict) and a.get("self")), None)
+    if me is not None and me.get("responseStatus") == "declined":
+        return table.declined
+    if event.get("transparency") == "transparent":
+        return table.transparent
+    if me is not None and me.get("responseStatus") == "tentative":
+        return table.tentative
+    return "busy"
 
 
 def plain_end(rid: str, start: str, end: str, tz: str | None) -> str:
@@ -234,6 +251,7 @@ def content_to_event(content: dict[str, Any], rules: MappingRules, event_key: st
         "start": _when_out(content["start"], tz),
         "end": _when_out(content["end"], tz),
         "attendees": [{"email": e} for e in content.get("attendees") or []],
+        "transparency": "transparent" if content.get("show_as") == "free" else "opaque",
     }
     private: dict[str, str] = {}
     if event_key:

@@ -40,6 +40,25 @@ class FieldRules(_Strict):
     attendees: Direction = "both"
 
 
+ShowAs = Literal["busy", "tentative", "free", "ooo", "focus"]
+
+
+class GoogleAvailability(_Strict):
+    transparent: ShowAs = "free"
+    declined: ShowAs = "free"
+    tentative: ShowAs = "tentative"
+    outOfOffice: ShowAs = "ooo"  # noqa: N815 (Google's own eventType spelling)
+    focusTime: ShowAs = "focus"  # noqa: N815
+    workingLocation: ShowAs = "free"  # noqa: N815
+    birthday: ShowAs = "free"
+
+
+class AvailabilityRules(_Strict):
+    window_past_days: int = Field(7, ge=0, le=366)
+    window_future_days: int = Field(180, ge=1, le=1100)
+    google: GoogleAvailability = GoogleAvailability()
+
+
 class ConflictRules(_Strict):
     policy: Literal["calendar", "zoom"] = "calendar"
 
@@ -70,6 +89,7 @@ class MappingRules(_Strict):
     version: int
     marker: MarkerRules = MarkerRules()
     fields: FieldRules = FieldRules()
+    availability: AvailabilityRules = AvailabilityRules()
     conflict: ConflictRules = ConflictRules()
     deletes: DeleteRules = DeleteRules()
     zoom: ZoomRules = ZoomRules()

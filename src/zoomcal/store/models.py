@@ -182,3 +182,41 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(500), default="")
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BusyInterval(Base):
+    """A derived busy span of one user: the availability truth (rebuilt per event as the event changes)."""
+
+    __tablename__ = "busy_intervals"
+    __table_args__ = (Index("ix_busy_user_start", "user_id", "start_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    start_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(12))
+
+
+class AvailabilitySettings(Base):
+    __tablename__ = "availability_settings"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    # {"mon": [["09:00", "17:00"]], ...}; a missing day has no working hours
+    working_hours: Mapped[dict] = mapped_column(JSON, default=dict)
+    buffer_before_min: Mapped[int] = mapped_column(Integer, default=0)
+    buffer_after_min: Mapped[int] = mapped_column(Integer, default=0)
+    excluded_calendars: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class PresenceState(Base):
+    """What zoomcal last did to a user's Zoom presence, so it can restore and never fight the user."""
+
+    __tablename__ = "presence_state"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    last_written: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    last_written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    restore_to: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    manual_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    state_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    rules: Mapped[dict | None] = mapped_column(JSON, nullable=True)

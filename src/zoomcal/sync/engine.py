@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
+from zoomcal.availability import intervals
 from zoomcal.connectors.base import Connector, Item, WriteResult
 from zoomcal.domain.content import MISSING, apply_paths, diff_paths
 from zoomcal.domain.timeutil import now_utc
@@ -309,11 +310,21 @@ class SyncEngine:
                 s.execute(update(Link), changed_links)
             if new_links:
                 s.execute(insert(Link.__table__), new_links)
+            self._refresh_intervals(s, pair, {p.event_id: p.base for p in plans}, new=set(ids) - existing)
             entries = [{"run_id": run_id, "tenant_id": pair.tenant_id, "user_id": pair.user_id, "event_id": p.event_id,
                         "level": "info", "action": "plan", "message": describe(p.reason, pair)}
                        for p in plans if p.reason != "unchanged"]
             if entries:
                 s.execute(insert(SyncLogEntry.__table__), entries)
+
+    @staticmethod
+    def _refresh_intervals(s, pair: SyncPair, contents: dict[str, dict[str, Any] | None],
+                           new: set[str] | frozenset = frozenset()) -> None:
+        """Busy intervals follow the event in the same transaction: availability is never behind the store."""
+        avail = pair.rules.availability
+        lo, hi = intervals.window(avail.window_past_days, avail.window_future_days)
+        intervals.refresh_events(s, pair.tenant_id, pair.user_id, contents, lo, hi,
+                                 intervals.user_timezone(s, pair.user_id), new)
 
     # --- one event -----------------------------------------------------------------------------------
     def _record(self, pair: SyncPair, report: RunReport, plan: EventPlan) -> None:
@@ -326,6 +337,7 @@ class SyncEngine:
                 return
             repo.upsert_event(s, pair.tenant_id, pair.user_id, plan.event_id, plan.base)
             s.flush()
+            self._refresh_intervals(s, pair, {plan.event_id: plan.base})
             for side, item in plan.seen.items():
                 cal_id = pair.side(side).calendar_id
                 link = repo.get_link(s, plan.event_id, cal_id)

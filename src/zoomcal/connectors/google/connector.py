@@ -29,7 +29,7 @@ from zoomcal.mapping.google import (
 )
 from zoomcal.mapping.rules import MappingRules
 
-MASTER_COMPARED = ("summary", "description", "location", "start", "end", "recurrence")
+MASTER_COMPARED = ("summary", "description", "location", "start", "end", "recurrence", "transparency")
 
 
 def _same_when(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -142,6 +142,9 @@ class GoogleConnector:
                 continue
             if name in ("start", "end"):
                 if not _same_when(master.get(name), body[name]):
+                    patch[name] = body[name]
+            elif name == "transparency":
+                if (master.get(name) or "opaque") != body[name]:
                     patch[name] = body[name]
             elif (master.get(name) or ([] if name == "recurrence" else "")) != body[name]:
                 patch[name] = body[name]

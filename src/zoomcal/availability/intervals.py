@@ -1,0 +1,89 @@
+"""Busy intervals: what an event blocks, expanded in a window (pure) and kept in the store (per event)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from zoomcal.domain.recurrence import occurrences
+from zoomcal.domain.timeutil import UTC, now_utc, to_datetime
+from zoomcal.errors import InvalidItem
+from zoomcal.store.models import AvailabilitySettings, BusyInterval, Event
+
+KINDS = ("busy", "tentative", "ooo", "focus", "free")
+BLOCKING = ("busy", "tentative", "ooo", "focus")
+# when several intervals cover the same moment, the strongest kind is the user's state
+STRENGTH = {"ooo": 4, "focus": 3, "busy": 2, "tentative": 1, "free": 0}
+
+
+def window(past_days: int, future_days: int, now: datetime | None = None) -> tuple[datetime, datetime]:
+    now = now or now_utc()
+    return now - timedelta(days=past_days), now + timedelta(days=future_days)
+
+
+def event_intervals(content: dict[str, Any], lo: datetime, hi: datetime,
+                    day_tz: str | None = None) -> list[tuple[datetime, datetime, str]]:
+    """Blocking spans of one event inside [lo, hi): every occurrence, overrides applied, cancellations gone.
+
+    All-day events block whole days in `day_tz` (the user's own zone); timed events are instants.
+    """
+    kind = content.get("show_as") or "busy"
+    if kind not in BLOCKING or content.get("start") is None or content.get("end") is None:
+        return []
+    out = []
+    if content.get("rrule") or content.get("rdates"):
+        spans = [(start, end) for _rid, start, end in occurrences(content, lo, hi)]
+    else:   # a single event: no expansion needed
+        spans = [] if content["start"] in (content.get("exdates") or ()) else [(content["start"], content["end"])]
+    for start, end in spans:
+        s = to_datetime(start, day_tz if content.get("all_day") else None)
+        e = to_datetime(end, day_tz if content.get("all_day") else None)
+        if e <= s or s >= hi or e <= lo:
+            continue   # outside the window, or zero-length (a marker blocks no time)
+        out.append((max(s, lo), min(e, hi), kind))
+    return out
+
+
+def user_timezone(session: Session, user_id: int) -> str:
+    found = session.get(AvailabilitySettings, user_id)
+    return found.timezone if found else "UTC"
+
+
+def refresh_events(session: Session, tenant_id: int, user_id: int, contents: dict[str, dict[str, Any] | None],
+                   lo: datetime, hi: datetime, day_tz: str | None = None, new: set[str] | frozenset = frozenset()
+                   ) -> int:
+    """Replace the stored intervals of these events (None: the event is gone). Returns rows written.
+
+    `new` names events stored for the first time in this transaction: they have no intervals to remove.
+    """
+    ids = [event_id for event_id in contents if event_id not in new]
+    for start in range(0, len(ids), 500):
+        session.execute(delete(BusyInterval).where(BusyInterval.event_id.in_(ids[start:start + 500])))
+    rows = []
+    for event_id, content in contents.items():
+        if content is None:
+            continue
+        try:
+            spans = event_intervals(content, lo, hi, day_tz)
+        except InvalidItem:
+            continue   # the event was accepted earlier; an unexpandable rule blocks nothing rather than failing
+        rows.extend({"tenant_id": tenant_id, "user_id": user_id, "event_id": event_id, "start_at": s,
+                     "end_at": e, "kind": k} for s, e, k in spans)
+    if rows:
+        session.execute(insert(BusyInterval.__table__), rows)
+    return len(rows)
+
+
+def rebuild_user(session: Session, tenant_id: int, user_id: int, lo: datetime, hi: datetime) -> int:
+    """Recompute every event of one user (a new window, changed settings); normal changes go per event."""
+    contents = {ev_id: content for ev_id, content in session.execute(
+        select(Event.id, Event.content).where(Event.user_id == user_id))}
+    return refresh_events(session, tenant_id, user_id, contents, lo, hi, user_timezone(session, user_id))
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands timestamps back without a zone; they were stored in UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
