@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from zoomcal.domain.recurrence import occurrences
 from zoomcal.domain.timeutil import UTC, now_utc, to_datetime
 from zoomcal.errors import InvalidItem
-from zoomcal.store.models import AvailabilitySettings, BusyInterval, Event
+from zoomcal.store.models import AvailabilitySettings, BusyInterval, Event, Link
 
 KINDS = ("busy", "tentative", "ooo", "focus", "free")
 BLOCKING = ("busy", "tentative", "ooo", "focus")
@@ -52,6 +52,11 @@ def user_timezone(session: Session, user_id: int) -> str:
     return found.timezone if found else "UTC"
 
 
+def excluded_calendars(session: Session, user_id: int) -> list[int]:
+    found = session.get(AvailabilitySettings, user_id)
+    return list(found.excluded_calendars or []) if found else []
+
+
 def refresh_events(session: Session, tenant_id: int, user_id: int, contents: dict[str, dict[str, Any] | None],
                    lo: datetime, hi: datetime, day_tz: str | None = None, new: set[str] | frozenset = frozenset()
                    ) -> int:
@@ -60,6 +65,15 @@ def refresh_events(session: Session, tenant_id: int, user_id: int, contents: dic
     `new` names events stored for the first time in this transaction: they have no intervals to remove.
     """
     ids = [event_id for event_id in contents if event_id not in new]
+    excluded = set(excluded_calendars(session, user_id))
+    if excluded:
+        # an event counts when any of its links is on a calendar the user counts (or it has none yet)
+        calendars: dict[str, set[int]] = {}
+        for event_id, cal_id in session.execute(select(Link.event_id, Link.calendar_id)
+                                                .where(Link.event_id.in_(list(contents)))):
+            calendars.setdefault(event_id, set()).add(cal_id)
+        contents = {ev: (None if calendars.get(ev) and calendars[ev] <= excluded else c)
+                    for ev, c in contents.items()}
     for start in range(0, len(ids), 500):
         session.execute(delete(BusyInterval).where(BusyInterval.event_id.in_(ids[start:start + 500])))
     rows = []

@@ -1,0 +1,104 @@
+"""The conflict guard: check the user's busy intervals and insert the booking in one transaction.
+
+PostgreSQL: the user's row is locked (SELECT ... FOR UPDATE) before the check, so concurrent bookings for
+one person run one after another and the second sees the first. SQLite: BEGIN IMMEDIATE takes the write lock
+before the check. Either way two overlapping bookings cannot both succeed. The booking is a canonical event
+with pending creates on the user's Zoom and calendar links: the sync engine's executor fans it out, the
+same path every other write takes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from zoomcal.availability import intervals
+from zoomcal.domain.content import make_content
+from zoomcal.domain.timeutil import fmt_instant, now_utc
+from zoomcal.errors import ConfigError
+from zoomcal.mapping.rules import MappingRules
+from zoomcal.store import repo
+from zoomcal.store.db import Database
+from zoomcal.store.models import BusyInterval, Calendar, Event, Link, User
+
+
+@dataclass
+class Booking:
+    booked: bool
+    event_id: str | None = None
+    conflict: dict | None = None
+
+
+def book(db: Database, user_id: int, start: datetime, end: datetime, title: str, rules: MappingRules, *,
+         attendees: list[str] | None = None, zoom: bool = False, description: str = "", actor: str = "cli",
+         timezone: str | None = None) -> Booking:
+    if end <= start:
+        raise ConfigError("a booking must end after it starts")
+    lo, hi = intervals.window(rules.availability.window_past_days, rules.availability.window_future_days)
+    if start < now_utc() - timedelta(minutes=5) or end > hi:
+        raise ConfigError(f"bookings must lie between now and {fmt_instant(hi)} (the availability window)")
+    with db.engine.connect() as raw:
+        conn = raw.execution_options(sqlite_begin="IMMEDIATE")
+        with Session(bind=conn) as s, s.begin():
+            user = s.execute(select(User).where(User.id == user_id).with_for_update()).scalar_one_or_none()
+            if user is None:
+                raise ConfigError(f"no user {user_id}")
+            clash = s.execute(
+                select(BusyInterval.start_at, BusyInterval.end_at, BusyInterval.kind, Event.id, Event.title)
+                .join(Event, Event.id == BusyInterval.event_id)
+                .where(BusyInterval.user_id == user_id, BusyInterval.start_at < end, BusyInterval.end_at > start)
+                .order_by(BusyInterval.start_at).limit(1)).first()
+            if clash is not None:
+                return Booking(False, conflict={"event_id": clash.id, "title": clash.title, "kind": clash.kind,
+                                                "start": fmt_instant(intervals.as_utc(clash.start_at)),
+                                                "end": fmt_instant(intervals.as_utc(clash.end_at))})
+            tz = timezone or intervals.user_timezone(s, user_id)
+            content = make_content(title=title, description=description, start=fmt_instant(start),
+                                   end=fmt_instant(end), timezone=tz, attendees=attendees or [])
+            event_id = "bk" + uuid.uuid4().hex[:22]
+            repo.upsert_event(s, user.tenant_id, user_id, event_id, content)
+            s.flush()
+            for cal in _targets(s, user_id, zoom):
+                s.add(Link(tenant_id=user.tenant_id, event_id=event_id, calendar_id=cal.id, pending="create"))
+            intervals.refresh_events(s, user.tenant_id, user_id, {event_id: content}, lo, hi, tz, new={event_id})
+            repo.audit(s, user.tenant_id, actor, "booking.create", event_id,
+                       {"title": title, "start": content["start"], "end": content["end"], "zoom": zoom})
+            return Booking(True, event_id=event_id)
+
+
+def _targets(s: Session, user_id: int, zoom: bool) -> list[Calendar]:
+    calendars = repo.user_calendars(s, user_id)
+    targets = [c for c in calendars if c.receives_meetings]
+    if zoom:
+        meetings = [c for c in calendars if c.role == "meetings"]
+        if not meetings:
+            raise ConfigError("--zoom needs a linked Zoom account")
+        targets = meetings[:1] + targets
+    return targets
+
+
+def inbound_conflicts(db: Database, user_id: int, lo: datetime, hi: datetime) -> list[dict]:
+    """Overlaps between the user's own blocking events (they cannot be prevented, only shown)."""
+    with db.session() as s:
+        rows = s.execute(select(BusyInterval.start_at, BusyInterval.end_at, BusyInterval.kind, Event.id, Event.title)
+                         .join(Event, Event.id == BusyInterval.event_id)
+                         .where(BusyInterval.user_id == user_id, BusyInterval.end_at > lo,
+                                BusyInterval.start_at < hi)
+                         .order_by(BusyInterval.start_at)).all()
+    out, open_rows = [], []
+    for row in rows:
+        start, end = intervals.as_utc(row.start_at), intervals.as_utc(row.end_at)
+        open_rows = [r for r in open_rows if r[1] > start]
+        for other_start, other_end, other in open_rows:
+            if other.id != row.id:
+                out.append({"first": {"event_id": other.id, "title": other.title, "start": fmt_instant(other_start),
+                                      "end": fmt_instant(other_end)},
+                            "second": {"event_id": row.id, "title": row.title, "start": fmt_instant(start),
+                                       "end": fmt_instant(end)},
+                            "overlap_minutes": int((min(end, other_end) - start).total_seconds() // 60)})
+        open_rows.append((start, end, row))
+    return out
