@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     google_api_base: str = "https://www.googleapis.com/calendar/v3"
     google_token_url: str = "https://oauth2.googleapis.com/token"
     mapping_rules: Path | None = None
+    presence_rules: Path | None = None
     http_timeout: float = 20.0
     max_retries: int = 4
     mass_delete_share: float = 0.5

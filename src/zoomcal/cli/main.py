@@ -17,7 +17,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from zoomcal.config import Settings, get_settings
-from zoomcal.errors import ConfigError
+from zoomcal.errors import ConfigError, InvalidItem
 from zoomcal.logging import configure
 
 app = typer.Typer(help="zoomcal: keep Zoom meetings and calendars in two-way sync around one central store.",
@@ -398,6 +398,318 @@ def review(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         table.add_row(*(str(r[k]) for k in ("id", "kind", "event", "field", "zoom", "calendar", "applied")))
     console.print(table)
+
+
+# --- availability --------------------------------------------------------------------------------------------
+
+def _when(text: str, tz: str = "UTC"):
+    """An ISO date-time (offset optional: then it is local time in `tz`) or a date (local midnight)."""
+    from datetime import datetime
+
+    from zoomcal.domain.timeutil import zone
+
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"not a date-time: {text!r} (use e.g. 2026-12-01T09:00 or 2026-12-01T09:00:00+01:00)")
+    return value if value.tzinfo else value.replace(tzinfo=zone(tz))
+
+
+def _user_row(ctx, email: str):
+    from zoomcal.store.models import User
+
+    with ctx.db.session() as s:
+        user = s.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        _fail(f"no user {email}")
+    return user
+
+
+def _index(ctx):
+    from zoomcal.availability.index import BusyIndex
+
+    return BusyIndex.load(ctx.db)
+
+
+@app.command()
+def availability(
+    user: str = typer.Option(..., "--user"),
+    start: str = typer.Option(..., "--from", help="Start (ISO date-time; without offset: the user's zone)."),
+    end: str = typer.Option(..., "--to", help="End."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A user's busy intervals (every linked calendar and Zoom, recurrences expanded) between two times."""
+    from zoomcal.availability import query
+    from zoomcal.availability.index import epoch
+    from zoomcal.store.models import Event
+
+    ctx = _ctx()
+    row = _user_row(ctx, user)
+    with ctx.db.session() as s:
+        settings = query.load(s, row.id)
+        titles = dict(s.execute(select(Event.id, Event.title).where(Event.user_id == row.id)).all())
+    lo, hi = epoch(_when(start, settings.timezone)), epoch(_when(end, settings.timezone))
+    busy = query.describe_busy(_index(ctx), settings, lo, hi, titles)
+    if as_json:
+        return _print_json({"user": row.email, "timezone": settings.timezone, "busy": busy})
+    table = Table("start", "end", "kind", "title", title=f"{row.email} ({settings.timezone})")
+    for b in busy:
+        table.add_row(b["start"], b["end"], b["kind"], b["title"])
+    console.print(table)
+
+
+@app.command()
+def slots(
+    users: str = typer.Option(..., "--users", help="Comma-separated e-mails."),
+    duration: str = typer.Option("30m", "--duration", help="e.g. 30m, 1h, 1h30m"),
+    start: str = typer.Option(..., "--from"),
+    end: str = typer.Option(..., "--to"),
+    step: str = typer.Option("15m", "--step", help="Slot starts are aligned to this."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Common free slots of several people, inside everyone's working hours and buffers (asker's zone first)."""
+    from zoomcal.availability import query
+    from zoomcal.availability.index import epoch
+
+    ctx = _ctx()
+    rows = [_user_row(ctx, e) for e in users.split(",") if e.strip()]
+    try:
+        length, stride = query.parse_duration(duration), query.parse_duration(step)
+    except ConfigError as exc:
+        _fail(str(exc))
+    with ctx.db.session() as s:
+        people = [query.load(s, r.id) for r in rows]
+    tz = people[0].timezone
+    lo, hi = epoch(_when(start, tz)), epoch(_when(end, tz))
+    free = query.common_free(_index(ctx), people, lo, hi, length)
+    found = query.slots(free, length, stride)
+    payload = {"timezone": tz, "duration_minutes": length // 60,
+               "free": [{"start": query.fmt_local(a, tz), "end": query.fmt_local(b, tz)} for a, b in free],
+               "slots": [{"start": query.fmt_local(a, tz), "end": query.fmt_local(b, tz)} for a, b in found]}
+    if as_json:
+        return _print_json(payload)
+    console.print(f"{len(found)} slot(s) of {length // 60} min in {tz}:")
+    for slot in payload["slots"][:50]:
+        console.print(f"  {slot['start']} - {slot['end']}")
+
+
+@app.command("settings")
+def availability_settings(
+    user: str = typer.Option(..., "--user"),
+    timezone: str | None = typer.Option(None, "--tz", help="IANA zone, e.g. Europe/Berlin."),
+    hours: str | None = typer.Option(None, "--hours", help="e.g. 'mon-fri 09:00-17:00; sat 10:00-12:00'"),
+    before: int | None = typer.Option(None, "--buffer-before", help="Minutes kept free before meetings."),
+    after: int | None = typer.Option(None, "--buffer-after", help="Minutes kept free after meetings."),
+    exclude: str | None = typer.Option(None, "--exclude-calendars", help="Calendar ids that do not count."),
+) -> None:
+    """Show or change a user's availability settings (zone, working hours, buffers, counted calendars)."""
+    from zoomcal.availability import intervals, query
+    from zoomcal.domain.timeutil import check_zone
+    from zoomcal.store import repo
+    from zoomcal.store.models import AvailabilitySettings, Tenant
+
+    ctx = _ctx()
+    row = _user_row(ctx, user)
+    try:
+        parsed_hours = query.parse_hours(hours) if hours else None
+        if timezone:
+            check_zone(timezone)
+    except (ConfigError, InvalidItem) as exc:
+        _fail(str(exc))
+    with ctx.db.transaction() as s:
+        current = s.get(AvailabilitySettings, row.id)
+        if current is None:
+            current = AvailabilitySettings(user_id=row.id, timezone="UTC", working_hours=dict(query.DEFAULT_HOURS),
+                                           buffer_before_min=0, buffer_after_min=0, excluded_calendars=[])
+            s.add(current)
+        changed = {}
+        for name, value in (("timezone", timezone), ("working_hours", parsed_hours), ("buffer_before_min", before),
+                            ("buffer_after_min", after),
+                            ("excluded_calendars", [int(x) for x in exclude.split(",") if x.strip()]
+                             if exclude is not None else None)):
+            if value is not None:
+                setattr(current, name, value)
+                changed[name] = value
+        if changed:
+            s.flush()
+            from zoomcal.service import tenant_rules
+
+            rules = tenant_rules(ctx, s.get(Tenant, row.tenant_id)).availability
+            lo, hi = intervals.window(rules.window_past_days, rules.window_future_days)
+            intervals.rebuild_user(s, row.tenant_id, row.id, lo, hi)
+            repo.audit(s, row.tenant_id, "cli", "availability.settings", row.email, changed)
+        shown = {"user": row.email, "timezone": current.timezone, "working_hours": current.working_hours,
+                 "buffer_before_min": current.buffer_before_min, "buffer_after_min": current.buffer_after_min,
+                 "excluded_calendars": current.excluded_calendars}
+    _print_json(shown)
+
+
+@app.command("book")
+def book_cmd(
+    user: str = typer.Option(..., "--user"),
+    start: str = typer.Option(..., "--start"),
+    end: str = typer.Option(..., "--end"),
+    title: str = typer.Option(..., "--title"),
+    attendees: str = typer.Option("", "--attendees", help="Comma-separated e-mails."),
+    zoom: bool = typer.Option(False, "--zoom", help="Also create a Zoom meeting."),
+    sync_now: bool = typer.Option(True, "--sync/--no-sync", help="Fan out to Zoom and the calendar right away."),
+) -> None:
+    """Book a time for a user unless it collides with anything (exit 3 naming the conflicting item)."""
+    from zoomcal.availability.booking import book
+    from zoomcal.availability.intervals import user_timezone
+    from zoomcal.service import tenant_rules
+    from zoomcal.store.models import Tenant
+
+    ctx = _ctx()
+    row = _user_row(ctx, user)
+    with ctx.db.session() as s:
+        tz = user_timezone(s, row.id)
+        rules = tenant_rules(ctx, s.get(Tenant, row.tenant_id))
+    try:
+        result = book(ctx.db, row.id, _when(start, tz), _when(end, tz), title, rules,
+                      attendees=[a.strip() for a in attendees.split(",") if a.strip()], zoom=zoom)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if not result.booked:
+        c = result.conflict
+        err.print(f"conflict: {c['title']!r} ({c['kind']}, {c['start']} - {c['end']}, event {c['event_id']})")
+        raise typer.Exit(3)
+    console.print(f"booked {result.event_id}")
+    if sync_now:
+        outcome = asyncio.run(_sync_round(ctx, row.email, False, False, None))
+        for _pair, report in outcome:
+            console.print(f"fan-out: {report.status}, {report.writes} writes")
+
+
+@app.command()
+def conflicts(
+    user: str = typer.Option(..., "--user"),
+    start: str | None = typer.Option(None, "--from"),
+    end: str | None = typer.Option(None, "--to"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Overlapping events in a user's calendars (they came from outside and could not be prevented)."""
+    from datetime import timedelta
+
+    from zoomcal.availability.booking import inbound_conflicts
+    from zoomcal.domain.timeutil import now_utc
+
+    ctx = _ctx()
+    row = _user_row(ctx, user)
+    lo = _when(start) if start else now_utc() - timedelta(days=7)
+    hi = _when(end) if end else now_utc() + timedelta(days=180)
+    found = inbound_conflicts(ctx.db, row.id, lo, hi)
+    if as_json:
+        return _print_json(found)
+    for c in found:
+        console.print(f"{c['first']['title']!r} ({c['first']['start']}) overlaps {c['second']['title']!r} "
+                      f"({c['second']['start']}) by {c['overlap_minutes']} min", markup=False, highlight=False)
+    if not found:
+        console.print("no overlapping events")
+
+
+# --- presence -------------------------------------------------------------------------------------------------
+
+presence_app = typer.Typer(help="Zoom presence from availability, by rules.", no_args_is_help=True)
+app.add_typer(presence_app, name="presence")
+
+
+def _print_outcome(outcome, verbose: bool) -> None:
+    d = outcome.as_dict()
+    action = f"write {d['write']}" + (f" for {d['dnd_minutes']} min" if d["dnd_minutes"] else "") if d["write"] \
+        else "no write"
+    console.print(f"[bold]{d['user']}[/]: state {d['state']}" + (f" ({d['event']!r})" if d["event"] else "") +
+                  f", Zoom shows {d['zoom_status']} -> {action}: {d['reason']}", highlight=False)
+    if d["error"]:
+        err.print(f"  [yellow]{d['error']}[/]")
+    if verbose:
+        for check in d["checked"]:
+            console.print(f"    rule '{check['rule']}': {check['why']}", markup=False, highlight=False)
+
+
+@presence_app.command("explain")
+def presence_explain(
+    user: str = typer.Option(..., "--user"),
+    at: str | None = typer.Option(None, "--at", help="A moment to explain (default: now)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Which rule fires for a user (now or --at), and why every earlier rule did not. Writes nothing."""
+    from zoomcal.presence.service import PresenceService
+
+    ctx = _ctx()
+    row = _user_row(ctx, user)
+    service = PresenceService(ctx, _index(ctx))
+    outcome = asyncio.run(service.evaluate(row, _when(at) if at else None, write=False))
+    if as_json:
+        return _print_json(outcome.as_dict())
+    _print_outcome(outcome, verbose=True)
+
+
+@presence_app.command("dry-run")
+def presence_dry_run(
+    rules: Path = typer.Option(..., "--rules", help="A presence rules file to try."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """What a rules change would do to everyone right now (compared with the rules in force). Writes nothing."""
+    from zoomcal.presence.rules import load_presence_rules
+    from zoomcal.presence.service import PresenceService
+
+    ctx = _ctx()
+    try:
+        proposed = load_presence_rules(rules)
+    except ConfigError as exc:
+        _fail(str(exc))
+    service = PresenceService(ctx, _index(ctx))
+
+    async def both():
+        out = []
+        for u in service.users():
+            now = await service.evaluate(u, write=False)
+            new = await service.evaluate(u, write=False, rules=proposed)
+            out.append({"user": u.email, "state": now.situation.kind, "zoom_status": now.current,
+                        "now": {"rule": now.decision.rule, "write": now.decision.status},
+                        "proposed": {"rule": new.decision.rule, "write": new.decision.status,
+                                     "reason": new.decision.reason},
+                        "changes": (now.decision.rule, now.decision.status) != (new.decision.rule,
+                                                                                  new.decision.status)})
+        return out
+
+    rows = asyncio.run(both())
+    if as_json:
+        return _print_json(rows)
+    table = Table("user", "state", "Zoom shows", "rules in force", "proposed rules", "differs")
+    for r in rows:
+        table.add_row(r["user"], r["state"], str(r["zoom_status"]), f"{r['now']['rule']} -> {r['now']['write']}",
+                      f"{r['proposed']['rule']} -> {r['proposed']['write']}", "yes" if r["changes"] else "")
+    console.print(table)
+
+
+@presence_app.command("run")
+def presence_run(
+    once: bool = typer.Option(False, "--once", help="Evaluate everyone once, then exit."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Keep every user's Zoom presence in line with their calendars (writes only on change)."""
+    from zoomcal.presence.service import PresenceService
+
+    ctx = _ctx()
+    service = PresenceService(ctx, _index(ctx))
+
+    async def loop():
+        outcomes = await service.start()
+        while not once:
+            await asyncio.sleep(5)
+            service.index = _index(ctx)
+            outcomes = await service.run_due()
+            for outcome in outcomes:
+                _print_outcome(outcome, verbose=False)
+        return outcomes
+
+    outcomes = asyncio.run(loop())
+    if as_json:
+        return _print_json([o.as_dict() for o in outcomes])
+    for outcome in outcomes:
+        _print_outcome(outcome, verbose=False)
 
 
 # --- mapping ------------------------------------------------------------------------------------------------

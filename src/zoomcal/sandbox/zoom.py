@@ -42,7 +42,8 @@ class ZoomState:
     tokens: TokenBook = field(default_factory=TokenBook)
     page_tokens: dict[str, tuple[str, int, float]] = field(default_factory=dict)
     ids: Any = field(default_factory=lambda: itertools.count(81234567890))
-    presence_min_interval: float = 0.0
+    presence_min_interval: float = 60.0          # Zoom allows about one presence update per user per minute
+    clock: Any = field(default=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def add_user(self, email: str, first_name: str = "", last_name: str = "", timezone: str = "UTC") -> dict:
@@ -50,7 +51,7 @@ class ZoomState:
         user = {"id": user_id, "email": email, "first_name": first_name, "last_name": last_name,
                 "display_name": f"{first_name} {last_name}".strip() or email, "type": 2, "status": "active",
                 "timezone": timezone, "account_id": self.account_id, "pmi": 0,
-                "_presence": "Available", "_presence_at": 0.0, "_signed_in": True}
+                "_presence": "Available", "_presence_at": 0.0, "_presence_writes": 0, "_signed_in": True}
         self.users[user_id] = user
         return user
 
@@ -342,15 +343,23 @@ def build_app(state: ZoomState) -> APIRouter:
         with state.lock:
             user = user_or_404(user_id, subject)
             status = body.get("status") if isinstance(body, dict) else None
-            if status not in PRESENCE_VALUES or status in ("In_A_Zoom_Meeting", "Presenting", "On_A_Call"):
+            if status not in PRESENCE_VALUES:
                 raise _error(400, 300, f"Invalid presence status {status!r}.")
+            duration = body.get("duration")
+            if status in ("Do_No_Disturb", "Do_Not_Disturb"):
+                if duration is not None and (not isinstance(duration, int) or not 1 <= duration <= 1440):
+                    raise _error(400, 300, "Invalid field: duration (1-1440 minutes).")
+                status = "Do_Not_Disturb"
             if not user["_signed_in"]:
                 raise _error(400, 5301, "Request failed because this user is not signed in to Zoom.")
-            now = time.monotonic()
-            if state.presence_min_interval and now - user["_presence_at"] < state.presence_min_interval:
+            now = state.clock()
+            waited = now - user["_presence_at"]
+            if state.presence_min_interval and user["_presence_writes"] and waited < state.presence_min_interval:
+                retry = int(state.presence_min_interval - waited) + 1
                 raise _error(429, 429, "You have reached the maximum per-user rate limit for this API.",
-                             {"Retry-After": str(int(state.presence_min_interval))})
+                             {"Retry-After": str(retry)})
             user["_presence"], user["_presence_at"] = status, now
+            user["_presence_writes"] += 1
             return Response(status_code=204)
 
     return router

@@ -186,5 +186,17 @@ class ZoomConnector:
             pass   # already gone: the delete's goal holds
         return self.api.calls - start_calls
 
+    # --- presence (not part of the calendar contract: the presence driver uses it) ----------------------
+    async def get_presence(self) -> str | None:
+        body = await self.api.json("GET", f"users/{self.user_id}/presence_status")
+        return (body or {}).get("status")
+
+    async def set_presence(self, status: str, dnd_minutes: int | None = None) -> None:
+        """PUT the status; Do-Not-Disturb goes as the schema spells it (`Do_No_Disturb`) with a duration."""
+        body: dict[str, Any] = {"status": status}
+        if status == "Do_Not_Disturb":
+            body = {"status": "Do_No_Disturb", "duration": dnd_minutes or 20}
+        await self.api.request("PUT", f"users/{self.user_id}/presence_status", json=body)
+
     async def aclose(self) -> None:
         await self.api.aclose()

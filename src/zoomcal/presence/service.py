@@ -1,0 +1,174 @@
+"""The presence driver: state from the busy index, status from Zoom, the pure decision, at most one PUT.
+
+Transitions are scheduled at interval boundaries in a due-time queue (a heap), not found by scanning
+everyone every minute; a rate-limited write comes back at the time Zoom allows.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from zoomcal.availability.index import BusyIndex, epoch
+from zoomcal.availability.intervals import user_timezone
+from zoomcal.domain.timeutil import UTC, now_utc, zone
+from zoomcal.errors import ConnectorError, InvalidItem, RateLimited
+from zoomcal.presence.engine import Decision, Memory, Situation, decide
+from zoomcal.presence.rules import PresenceRules, load_presence_rules
+from zoomcal.service import Context, make_connector
+from zoomcal.store import repo
+from zoomcal.store.models import Account, Calendar, Event, Link, PresenceState, Tenant, User
+
+
+@dataclass
+class Outcome:
+    user: str
+    decision: Decision
+    situation: Situation
+    current: str | None
+    written: bool = False
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"user": self.user, "state": self.situation.kind, "event": self.situation.title,
+                "zoom_status": self.current, "rule": self.decision.rule, "write": self.decision.status,
+                "dnd_minutes": self.decision.dnd_minutes, "written": self.written, "reason": self.decision.reason,
+                "error": self.error, "checked": [{"rule": r, "why": w} for r, w in self.decision.checked],
+                "retry_at": self.decision.retry_at.isoformat() if self.decision.retry_at else None}
+
+
+@dataclass
+class PresenceService:
+    ctx: Context
+    index: BusyIndex
+    rules_override: PresenceRules | None = None
+    queue: list[tuple[float, int]] = field(default_factory=list)
+    writes: int = 0
+
+    # --- reading -------------------------------------------------------------------------------------
+    def rules_for(self, user: User) -> PresenceRules:
+        if self.rules_override is not None:
+            return self.rules_override
+        with self.ctx.db.session() as s:
+            tenant = s.get(Tenant, user.tenant_id)
+            state = s.get(PresenceState, user.id)
+        return load_presence_rules(self.ctx.settings.presence_rules, tenant.presence_rules,
+                                   state.rules if state else None)
+
+    def situation(self, user: User, at: datetime) -> Situation:
+        kind, event_id = self.index.state_at(user.id, epoch(at))
+        title, is_zoom, calendars, end = None, False, (), None
+        with self.ctx.db.session() as s:
+            tz = user_timezone(s, user.id)
+            if event_id:
+                event = s.get(Event, event_id)
+                title, is_zoom = (event.title, bool(event.is_meeting)) if event else (None, False)
+                calendars = tuple(name for (name,) in s.execute(
+                    select(Calendar.name).join(Link, Link.calendar_id == Calendar.id).where(Link.event_id == event_id)))
+        boundary = self.index.next_boundary(user.id, epoch(at))
+        if boundary is not None:
+            end = datetime.fromtimestamp(boundary, UTC)
+        return Situation(kind, event_id, title, is_zoom, calendars, at.astimezone(zone(tz)), end)
+
+    def memory(self, user_id: int) -> Memory:
+        with self.ctx.db.session() as s:
+            row = s.get(PresenceState, user_id)
+        if row is None:
+            return Memory()
+        return Memory(row.last_written, _aware(row.last_written_at), row.restore_to, _aware(row.manual_since),
+                      row.state_key)
+
+    def _zoom(self, user: User):
+        with self.ctx.db.session() as s:
+            found = s.execute(select(Account, Calendar).join(Calendar, Calendar.account_id == Account.id).where(
+                Account.user_id == user.id, Account.provider == "zoom", Account.status == "ok")).first()
+            tenant = s.get(Tenant, user.tenant_id)
+        if found is None:
+            return None
+        from zoomcal.service import tenant_rules
+
+        return make_connector(self.ctx, found[0], found[1], tenant_rules(self.ctx, tenant))
+
+    # --- deciding and writing --------------------------------------------------------------------------
+    async def evaluate(self, user: User, at: datetime | None = None, write: bool = True,
+                       rules: PresenceRules | None = None) -> Outcome:
+        at = at or now_utc()
+        situation = self.situation(user, at)
+        memory = self.memory(user.id)
+        zoom = self._zoom(user)
+        current, error = memory.last_written, None
+        try:
+            if zoom is not None:
+                current = await zoom.get_presence()      # read before write: a status set by hand shows here
+        except ConnectorError as exc:
+            error = f"could not read the Zoom status: {exc}"
+        decision = decide(situation, current, memory, rules or self.rules_for(user), at)
+        outcome = Outcome(user.email, decision, situation, current, error=error)
+        if write and decision.status and zoom is not None and error is None:
+            try:
+                await zoom.set_presence(decision.status, decision.dnd_minutes)
+                outcome.written = True
+                self.writes += 1
+            except RateLimited as exc:
+                decision.retry_at = at + timedelta(seconds=exc.retry_after)
+                decision.memory = memory
+                outcome.error = f"Zoom rate limit: retry at {decision.retry_at:%H:%M:%S}"
+            except InvalidItem as exc:      # e.g. the user is not signed in to Zoom: try at the next change
+                decision.memory = memory
+                outcome.error = str(exc)
+            except ConnectorError as exc:
+                decision.memory = memory
+                outcome.error = f"{type(exc).__name__}: {exc}"
+        if zoom is not None:
+            await zoom.aclose()
+        if write:
+            self._save(user, decision, outcome)
+            self.schedule(user.id, at, decision.retry_at)
+        return outcome
+
+    def _save(self, user: User, decision: Decision, outcome: Outcome) -> None:
+        m = decision.memory
+        with self.ctx.db.transaction() as s:
+            row = s.get(PresenceState, user.id)
+            if row is None:
+                row = PresenceState(user_id=user.id)
+                s.add(row)
+            row.last_written, row.last_written_at, row.restore_to = m.last_written, m.last_written_at, m.restore_to
+            row.manual_since, row.state_key = m.manual_since, m.state_key
+            if outcome.written or outcome.error:
+                repo.log(s, user.tenant_id, "presence", outcome.error or decision.reason, user_id=user.id,
+                         event_id=outcome.situation.event_id, level="warning" if outcome.error else "info")
+
+    # --- scheduling ------------------------------------------------------------------------------------
+    def schedule(self, user_id: int, after: datetime, retry_at: datetime | None = None) -> None:
+        boundary = self.index.next_boundary(user_id, epoch(after))
+        due = [t for t in (boundary, epoch(retry_at) if retry_at else None) if t is not None]
+        if due:
+            heapq.heappush(self.queue, (min(due), user_id))
+
+    def users(self) -> list[User]:
+        with self.ctx.db.session() as s:
+            return list(s.scalars(select(User).order_by(User.id)))
+
+    async def start(self, at: datetime | None = None) -> list[Outcome]:
+        """Evaluate everyone once (on start), which also fills the queue."""
+        return [await self.evaluate(u, at) for u in self.users()]
+
+    async def run_due(self, at: datetime | None = None) -> list[Outcome]:
+        """Evaluate the users whose next transition is due; each user at most once per call."""
+        at = at or now_utc()
+        due: set[int] = set()
+        while self.queue and self.queue[0][0] <= epoch(at):
+            due.add(heapq.heappop(self.queue)[1])
+        users = {u.id: u for u in self.users()}
+        return [await self.evaluate(users[uid], at) for uid in sorted(due) if uid in users]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
