@@ -111,6 +111,9 @@ def test_demo_once_json_agrees_with_no_duplicates(env):
     assert summary["users"] == 3 and summary["zoom_meetings"] > 0 and summary["calendar_events"] > 0
     assert summary["review_queue"] >= 1 and summary["resync_writes"] == 0
     assert set(summary["faults_fired"]) >= {"500", "503", "google_429", "google_lost_response"}
+    assert summary["presence"] == {"ada@example.com": "In_Calendar_Event", "grace@example.com": "Out_of_Office",
+                                   "alan@example.com": "Do_Not_Disturb"}
+    assert summary["presence_writes"] == 3
 
 
 def test_sandbox_first_line_is_json(tmp_path):
@@ -145,3 +148,49 @@ def test_lint_is_clean():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_availability_slots_booking_and_presence_commands(env, tmp_path):
+    from datetime import timedelta
+
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+
+    assert run("user", "add", "ana@example.com").exit_code == 0
+    assert run("user", "add", "bo@example.com").exit_code == 0
+    shown = json.loads(run("settings", "--user", "ana@example.com", "--tz", "Europe/Berlin", "--hours",
+                           "mon-sun 00:00-23:59", "--buffer-after", "10").output)
+    assert shown["timezone"] == "Europe/Berlin" and shown["buffer_after_min"] == 10
+    assert run("settings", "--user", "ana@example.com", "--tz", "Mars/Base").exit_code == 1
+    assert run("settings", "--user", "bo@example.com", "--hours", "mon-sun 00:00-23:59").exit_code == 0
+    day = (now_utc() + timedelta(days=3)).replace(hour=9, minute=0, second=0)
+    start, end = fmt_instant(day), fmt_instant(day + timedelta(hours=1))
+    booked = run("book", "--user", "ana@example.com", "--start", start, "--end", end, "--title", "Design",
+                 "--no-sync")
+    assert booked.exit_code == 0, booked.output
+    clash = run("book", "--user", "ana@example.com", "--start", fmt_instant(day + timedelta(minutes=30)),
+                "--end", fmt_instant(day + timedelta(hours=2)), "--title", "Other", "--no-sync")
+    assert clash.exit_code == 3 and "Design" in clash.output
+    busy = json.loads(run("availability", "--user", "ana@example.com", "--from", fmt_instant(day - timedelta(hours=1)),
+                          "--to", fmt_instant(day + timedelta(hours=3)), "--json").output)
+    assert [(b["title"], b["kind"]) for b in busy["busy"]] == [("Design", "busy")]
+    assert busy["busy"][0]["start"] == query_local(day, "Europe/Berlin")     # shown in the user's own zone
+    found = json.loads(run("slots", "--users", "ana@example.com,bo@example.com", "--duration", "1h", "--from",
+                           fmt_instant(day), "--to", fmt_instant(day + timedelta(hours=3)), "--json").output)
+    # Design ends at +1h, plus Ana's 10 minute buffer: the first hour-long slot starts at +1h15 (15 min steps)
+    assert found["slots"][0]["start"] == query_local(day + timedelta(minutes=75), "Europe/Berlin")
+    assert "no overlapping events" in run("conflicts", "--user", "ana@example.com").output
+    explained = json.loads(run("presence", "explain", "--user", "ana@example.com", "--at",
+                               fmt_instant(day + timedelta(minutes=5)), "--json").output)
+    assert explained["state"] == "busy" and explained["rule"] == "in a calendar event"
+    assert explained["write"] == "In_Calendar_Event" and explained["written"] is False
+    rules = tmp_path / "presence.toml"
+    rules.write_text('version = 1\n[[rule]]\nname = "all busy"\nwhen = { kind = ["busy", "free"] }\nstatus = "Busy"\n')
+    dry = json.loads(run("presence", "dry-run", "--rules", str(rules), "--json").output)
+    assert {r["user"] for r in dry} == {"ana@example.com", "bo@example.com"}
+    assert all(r["proposed"]["rule"] == "all busy" for r in dry)
+
+
+def query_local(value, tz):
+    from zoomcal.availability.query import fmt_local
+
+    return fmt_local(int(value.timestamp()), tz)

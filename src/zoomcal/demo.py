@@ -6,6 +6,7 @@ import asyncio
 import random
 import shutil
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
@@ -14,8 +15,11 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from zoomcal.auth.vault import new_key_spec
+from zoomcal.availability.index import BusyIndex
 from zoomcal.config import Settings
+from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.mapping.zoom import occurrence_id
+from zoomcal.presence.service import PresenceService
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.server import BackgroundServer
 from zoomcal.sandbox.verify import compare_user
@@ -34,6 +38,7 @@ class DemoSetup:
     users: list[dict[str, Any]]
     actor: SandboxActor
     engine: SyncEngine
+    presence: PresenceService
     reports: list[RunReport] = field(default_factory=list)
     sync_api_calls: int = 0          # calls zoomcal made (the scripted person's own edits not counted)
     last_status: dict[str, str] = field(default_factory=dict)
@@ -62,13 +67,37 @@ def setup(settings: Settings, user_count: int = 3) -> DemoSetup:
                     {"client_id": world.google.client_id, "client_secret": world.google.client_secret,
                      "refresh_token": info["google_refresh_token"]}, info["google_calendar_id"], "Work calendar")
     actor = SandboxActor(world, base_url=server.url)
-    engine = SyncEngine(ctx.db, retrier=Retrier(max_retries=4, base_delay=0.05, max_delay=2.0))
-    return DemoSetup(world, server, ctx, users, actor, engine)
+    index = BusyIndex.load(ctx.db)
+    presence = PresenceService(ctx, index)
+
+    def follow(change: dict[str, Any]) -> None:
+        # the engine's change stream keeps the busy index current, one event at a time
+        if change.get("event_id"):
+            index.refresh_event(ctx.db, change["user_id"], change["event_id"])
+
+    engine = SyncEngine(ctx.db, retrier=Retrier(max_retries=4, base_delay=0.05, max_delay=2.0), on_event=follow)
+    return DemoSetup(world, server, ctx, users, actor, engine, presence)
+
+
+async def seed_now(demo: DemoSetup) -> None:
+    """Something happening right now, so presence has work: Ada is in a meeting, Grace is out of office,
+    Alan has focus time."""
+    now = now_utc()
+    start, end = fmt_instant(now - timedelta(minutes=10)), fmt_instant(now + timedelta(minutes=50))
+    ada, grace, alan = (demo.users + demo.users[:3])[:3]
+    await demo.actor.zoom_create(ada["zoom_user_id"], topic="Quarterly planning", type=2, start_time=start,
+                                 duration=60, timezone=ada["timezone"])
+    await demo.actor.google_insert(grace["google_calendar_id"], summary="Out of office", eventType="outOfOffice",
+                                   start={"dateTime": fmt_instant(now - timedelta(hours=1))},
+                                   end={"dateTime": fmt_instant(now + timedelta(hours=8))})
+    await demo.actor.google_insert(alan["google_calendar_id"], summary="Focus: proofs", eventType="focusTime",
+                                   start={"dateTime": start}, end={"dateTime": end})
 
 
 async def seed(demo: DemoSetup) -> None:
     """Each user starts with meetings on Zoom, plain and Zoom-marked events in the calendar, and one pair
     that already exists on both sides (the calendar event carries the join URL)."""
+    await seed_now(demo)
     for i, user in enumerate(demo.users):
         uid, cal = user["zoom_user_id"], user["google_calendar_id"]
         tz = user["timezone"]
@@ -151,6 +180,10 @@ async def sync_all(demo: DemoSetup, trigger: str) -> list[RunReport]:
     return reports
 
 
+def presence_of(demo: DemoSetup) -> dict[str, str]:
+    return {u["email"]: demo.world.zoom.users[u["zoom_user_id"]]["_presence"] for u in demo.users}
+
+
 def summary(demo: DemoSetup, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     meetings = events = 0
     mismatches: list[str] = []
@@ -203,7 +236,11 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         reports = await sync_all(demo, "demo:verify")
         resync_writes = sum(r.writes for r in reports)
         say(f"verification round: {resync_writes} writes, {demo.sync_api_calls - calls_before} API calls")
-        return summary(demo, {"resync_writes": resync_writes})
+        outcomes = await demo.presence.start()
+        for outcome in outcomes:
+            say(f"presence {outcome.user}: {outcome.decision.reason}")
+        return summary(demo, {"resync_writes": resync_writes, "presence": presence_of(demo),
+                              "presence_writes": demo.presence.writes})
     finally:
         await demo.actor.aclose()
         demo.server.stop()
@@ -212,13 +249,15 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
 
 def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
     table = Table(title=f"zoomcal demo — round {round_no} — sandboxes at {demo.server.url}")
-    for column in ("user", "Zoom meetings", "calendar events", "in sync", "duplicates", "last run"):
+    for column in ("user", "Zoom meetings", "calendar events", "in sync", "duplicates", "presence", "last run"):
         table.add_column(column)
+    presence = presence_of(demo)
     for user in demo.users:
         agreement = compare_user(demo.world, user["zoom_user_id"], user["google_calendar_id"])
         table.add_row(user["email"], str(agreement.zoom_meetings), str(agreement.calendar_events),
                       "yes" if not agreement.mismatches else f"no ({len(agreement.mismatches)})",
-                      str(len(agreement.duplicates)), demo.last_status.get(user["email"], "-"))
+                      str(len(agreement.duplicates)), presence[user["email"]],
+                      demo.last_status.get(user["email"], "-"))
     table.caption = f"last edit: {last_edit} · zoomcal API calls so far: {demo.sync_api_calls} · Ctrl-C stops"
     return table
 
@@ -267,6 +306,10 @@ async def run_live(settings: Settings, console: Console, interval: float = 3.0, 
             while rounds is None or round_no < rounds:
                 round_no += 1
                 await sync_all(demo, f"demo:live-{round_no}")
+                if round_no == 1:
+                    await demo.presence.start()
+                else:
+                    await demo.presence.run_due()
                 live.update(_table(demo, round_no, last_edit))
                 await asyncio.sleep(interval)
                 last_edit = await random_edit(demo, rng)

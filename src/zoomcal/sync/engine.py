@@ -256,6 +256,8 @@ class SyncEngine:
         quiet = [p for p in plan.events if not p.held and not p.writes and not p.reviews and p.base is not None]
         for start in range(0, len(quiet), RECORD_BATCH):
             self.record_many(pair, quiet[start:start + RECORD_BATCH], report.run_id)
+        for quiet_plan in quiet:
+            self._emit({"event_id": quiet_plan.event_id, "reason": quiet_plan.reason, "user_id": pair.user_id})
         quiet_ids = {id(p) for p in quiet}
         for event_plan in plan.events:
             if event_plan.held or id(event_plan) in quiet_ids:
