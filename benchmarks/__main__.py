@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from benchmarks import b1_incremental_sync, b2_ingest
+from benchmarks import b1_incremental_sync, b2_ingest, b4_availability, b5_freebusy
 
-SUITES = {"B1": b1_incremental_sync, "B2": b2_ingest}
+SUITES = {"B1": b1_incremental_sync, "B2": b2_ingest, "B4": b4_availability, "B5": b5_freebusy}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,5 +34,18 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
 
 
 def check(ratio: float, target: str) -> bool:
+    """Targets on the ratio ("<= 3.0", ">= 0.5"); absolute targets read "value <= X" and are checked by caller."""
     op, _, bound = target.partition(" ")
     return ratio <= float(bound) if op == "<=" else ratio >= float(bound)
+
+
+def p50(fn: Callable[[], object], runs: int = 200) -> float:
+    """Median wall time of single calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]

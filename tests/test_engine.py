@@ -263,3 +263,22 @@ async def test_sync_on_postgresql(world, tmp_path, pg_schema_url):
     assert not harness.agree().mismatches and not harness.agree().duplicates
     assert (await harness.sync()).writes == 0
     harness.ctx.db.dispose()
+
+
+async def test_inbound_overlaps_are_recorded_once(h):
+    from datetime import timedelta
+
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+
+    day = (now_utc() + timedelta(days=5)).replace(hour=10, minute=0, second=0)
+    for title, start, minutes in [("Team", day, 60), ("Invite", day + timedelta(minutes=30), 60)]:
+        await h.actor.google_insert(h.cal, summary=title, start={"dateTime": fmt_instant(start)},
+                                    end={"dateTime": fmt_instant(start + timedelta(minutes=minutes))})
+    await h.sync()
+    await h.actor.google_insert(h.cal, summary="Later", start={"dateTime": fmt_instant(day + timedelta(hours=5))},
+                                end={"dateTime": fmt_instant(day + timedelta(hours=6))})
+    await h.sync()
+    with h.ctx.db.session() as s:
+        overlaps = list(s.scalars(select(ReviewItem).where(ReviewItem.kind == "overlap")))
+    assert len(overlaps) == 1
+    assert (overlaps[0].zoom_value["title"], overlaps[0].calendar_value["title"]) == ("Team", "Invite")

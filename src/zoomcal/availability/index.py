@@ -98,8 +98,11 @@ class BusyIndex:
         user = self.users.get(user_id)
         if user is None or not len(user.starts):
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        idx = user.overlapping(lo - after, hi + before)
-        return (np.maximum(user.starts[idx] - before, lo), np.minimum(user.ends[idx] + after, hi))
+        first = int(user.starts.searchsorted(lo - after - user.max_length))
+        last = int(user.starts.searchsorted(hi + before))
+        starts, ends = user.starts[first:last], user.ends[first:last]
+        keep = ends > lo - after
+        return np.maximum(starts[keep] - before, lo), np.minimum(ends[keep] + after, hi)
 
     def state_at(self, user_id: int, at: int) -> tuple[str, str | None]:
         """The user's strongest kind at one instant and the event behind it ("free", None when nothing)."""

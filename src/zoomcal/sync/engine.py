@@ -268,6 +268,8 @@ class SyncEngine:
                 spec = pair.side(side)
                 repo.save_mirror(s, spec.calendar_id, mirrors[side].upserts, mirrors[side].deletes)
                 repo.save_cursor(s, spec.calendar_id, cursors[side])
+        if plan.events:
+            self._record_overlaps(pair)
         if report.errors and report.status == "ok":
             report.status = "partial"
 
@@ -487,6 +489,25 @@ class SyncEngine:
                      event_id=plan.event_id, level="error")
         report.errors.append(message)
         log.warning("write_failed", event_id=plan.event_id, op=write.op, side=write.side, error=type(exc).__name__)
+
+    def _record_overlaps(self, pair: SyncPair) -> None:
+        """Events that overlap (an invitation on top of a meeting) cannot be prevented: record them once."""
+        from zoomcal.availability.booking import inbound_conflicts
+
+        lo, hi = intervals.window(0, pair.rules.availability.window_future_days)
+        found = inbound_conflicts(self.db, pair.user_id, lo, hi)
+        if not found:
+            return
+        with self.db.transaction() as s:
+            known = set(s.scalars(select(ReviewItem.field).where(ReviewItem.user_id == pair.user_id,
+                                                                  ReviewItem.kind == "overlap")))
+            for c in found:
+                key = f"{c['first']['event_id']}|{c['second']['event_id']}"
+                if key not in known:
+                    known.add(key)
+                    s.add(ReviewItem(tenant_id=pair.tenant_id, user_id=pair.user_id, event_id=c["second"]["event_id"],
+                                     kind="overlap", field=key, zoom_value=c["first"], calendar_value=c["second"],
+                                     chosen="both kept"))
 
     # --- bookkeeping ---------------------------------------------------------------------------------
     def _hold(self, pair: SyncPair, report: RunReport, plan: Plan) -> None:

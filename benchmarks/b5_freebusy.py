@@ -1,0 +1,82 @@
+"""B5 — merged free/busy for 1000 users x 50 intervals over a week, and presence writes per change.
+
+* Merged busy of all 1000 users (each user's intervals from the index, buffers applied, then one union):
+  median latency (target <= 20 ms), as a ratio to a raw numpy merge of the same, already gathered arrays.
+* Presence: one calendar change reaches the presence driver five times (duplicate notifications, a resync);
+  Zoom sees at most one write (target: 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.b4_availability import BASE, WEEK, build_index
+from benchmarks.common import Result, p50
+from zoomcal.availability.query import UserAvailability, merged_busy
+
+
+def raw_merge(starts: np.ndarray, ends: np.ndarray) -> int:
+    order = np.argsort(starts)
+    s, e = starts[order], ends[order]
+    reach = np.maximum.accumulate(e)
+    return int(np.count_nonzero(s[1:] > reach[:-1]) + 1)
+
+
+async def _presence_writes() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from sqlalchemy import select
+
+    from conftest import link_sandbox_user, make_context
+    from zoomcal.availability import intervals
+    from zoomcal.availability.index import BusyIndex
+    from zoomcal.domain.content import make_content
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+    from zoomcal.presence.service import PresenceService
+    from zoomcal.sandbox.world import SandboxWorld
+    from zoomcal.store import repo
+    from zoomcal.store.models import User
+
+    world = SandboxWorld()
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = make_context(world, Path(tmp))
+        link_sandbox_user(ctx, world, "p@example.com")
+        now = now_utc()
+        with ctx.db.transaction() as s:
+            user = s.scalars(select(User)).one()
+            content = make_content(title="change", start=fmt_instant(now - timedelta(minutes=5)),
+                                   end=fmt_instant(now + timedelta(minutes=25)))
+            repo.upsert_event(s, user.tenant_id, user.id, "ev", content)
+            s.flush()
+            intervals.refresh_events(s, user.tenant_id, user.id, {"ev": content}, now - timedelta(days=1),
+                                     now + timedelta(days=1))
+        service = PresenceService(ctx, BusyIndex.load(ctx.db))
+        for i in range(5):
+            await service.evaluate(user, now + timedelta(seconds=i))
+        ctx.db.dispose()
+        return world.zoom_calls.get("writes", 0)
+
+
+def run() -> list[Result]:
+    index = build_index()
+    users = [UserAvailability(u, buffer_before=300, buffer_after=300) for u in range(1000)]
+    lo, hi = BASE + 14 * 86400, BASE + 14 * 86400 + WEEK
+    gathered = [index.arrays(u.user_id, lo, hi, 300, 300) for u in users]
+    starts = np.concatenate([g[0] for g in gathered])
+    ends = np.concatenate([g[1] for g in gathered])
+    merged_starts, _ = merged_busy(index, users, lo, hi)
+    assert len(merged_starts) == raw_merge(starts, ends)
+    ours = p50(lambda: merged_busy(index, users, lo, hi), 50)
+    raw = p50(lambda: raw_merge(starts, ends), 50)
+    writes = asyncio.run(_presence_writes())
+    return [
+        Result("B5 merged free/busy, 1000 users x 50 intervals, one week", ours, raw, ours / raw,
+               "value <= 0.020", ours <= 0.020, "s", f"p50; {len(starts)} intervals -> {len(merged_starts)} blocks"),
+        Result("B5 presence: Zoom writes for one change seen five times", writes, 1, writes / 1, "<= 1",
+               writes <= 1, "writes"),
+    ]
