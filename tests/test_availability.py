@@ -186,3 +186,24 @@ def test_inbound_conflicts_are_listed(synced):
     found = inbound_conflicts(ctx.db, user_id, datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))
     pairs = [(c["first"]["event_id"], c["second"]["event_id"], c["overlap_minutes"]) for c in found]
     assert pairs == [("e1", "e2", 30)]
+
+
+@pytest.mark.parametrize("synced", ["sqlite"], indirect=True)
+def test_the_window_rolls_forward_for_recurring_events(synced):
+    ctx, _ = synced
+    now = now_utc()
+    with ctx.db.transaction() as s:
+        user = s.scalars(select(User)).one()
+        daily = make_content(title="daily", start="2026-01-05T08:00:00Z", end="2026-01-05T08:15:00Z",
+                             rrule="FREQ=DAILY")
+        repo.upsert_event(s, user.tenant_id, user.id, "daily", daily)
+        s.flush()
+        lo, hi = intervals.window(7, 30, now)
+        assert intervals.roll_window(s, user.tenant_id, user.id, lo, hi, now)
+        first = s.scalar(select(__import__("sqlalchemy").func.max(BusyInterval.end_at)))
+        assert not intervals.roll_window(s, user.tenant_id, user.id, lo, hi, now + timedelta(hours=3))
+        later = now + timedelta(days=2)
+        lo, hi = intervals.window(7, 30, later)
+        assert intervals.roll_window(s, user.tenant_id, user.id, lo, hi, later)
+        last = s.scalar(select(__import__("sqlalchemy").func.max(BusyInterval.end_at)))
+    assert intervals.as_utc(last) - intervals.as_utc(first) == timedelta(days=2)

@@ -188,6 +188,14 @@ def test_availability_slots_booking_and_presence_commands(env, tmp_path):
     dry = json.loads(run("presence", "dry-run", "--rules", str(rules), "--json").output)
     assert {r["user"] for r in dry} == {"ana@example.com", "bo@example.com"}
     assert all(r["proposed"]["rule"] == "all busy" for r in dry)
+    assert run("presence", "rules", str(rules), "--user", "bo@example.com").exit_code == 0
+    explained = json.loads(run("presence", "explain", "--user", "bo@example.com", "--json").output)
+    assert explained["rule"] == "all busy"                     # the user's own rules now apply to Bo
+    explained = json.loads(run("presence", "explain", "--user", "ana@example.com", "--at",
+                               fmt_instant(day + timedelta(minutes=5)), "--json").output)
+    assert explained["rule"] == "in a calendar event"          # ...and not to Ana
+    (tmp_path / "bad.toml").write_text('version = 1\n[[rule]]\nname = "x"\nstatus = "Presenting"\n')
+    assert run("presence", "rules", str(tmp_path / "bad.toml")).exit_code == 1
 
 
 def query_local(value, tz):

@@ -98,6 +98,27 @@ def rebuild_user(session: Session, tenant_id: int, user_id: int, lo: datetime, h
     return refresh_events(session, tenant_id, user_id, contents, lo, hi, user_timezone(session, user_id))
 
 
+def roll_window(session: Session, tenant_id: int, user_id: int, lo: datetime, hi: datetime,
+                now: datetime | None = None, every: timedelta = timedelta(days=1)) -> bool:
+    """Move the window forward for recurring events (single events do not change with time); once a day."""
+    now = now or now_utc()
+    settings = session.get(AvailabilitySettings, user_id)
+    if settings is None:
+        from zoomcal.availability.query import DEFAULT_HOURS
+
+        settings = AvailabilitySettings(user_id=user_id, timezone="UTC", working_hours=dict(DEFAULT_HOURS),
+                                        buffer_before_min=0, buffer_after_min=0, excluded_calendars=[])
+        session.add(settings)
+    rolled = settings.rolled_at
+    if rolled is not None and now - as_utc(rolled) < every:
+        return False
+    rows = session.execute(select(Event.id, Event.content).where(Event.user_id == user_id))
+    recurring = {ev_id: content for ev_id, content in rows if content.get("rrule") or content.get("rdates")}
+    refresh_events(session, tenant_id, user_id, recurring, lo, hi, settings.timezone)
+    settings.rolled_at = now
+    return True
+
+
 def as_utc(value: datetime) -> datetime:
     """SQLite hands timestamps back without a zone; they were stored in UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -684,6 +684,38 @@ def presence_dry_run(
     console.print(table)
 
 
+@presence_app.command("rules")
+def presence_rules(
+    file: Path = typer.Argument(..., help="A presence rules file (TOML, version = 1)."),
+    user: str | None = typer.Option(None, "--user", help="Only for this user (default: the whole tenant)."),
+) -> None:
+    """Install presence rules for the tenant, or for one user (validated first; see `presence dry-run`)."""
+    import tomllib
+
+    from zoomcal.presence.rules import load_presence_rules
+    from zoomcal.store import repo
+    from zoomcal.store.models import PresenceState
+
+    try:
+        load_presence_rules(file)
+        data = tomllib.loads(file.read_text("utf-8"))
+    except (ConfigError, OSError) as exc:
+        _fail(str(exc))
+    ctx = _ctx()
+    with ctx.db.transaction() as s:
+        if user:
+            row = _user_row(ctx, user)
+            state = s.get(PresenceState, row.id) or PresenceState(user_id=row.id)
+            state.rules = data
+            s.add(state)
+            repo.audit(s, row.tenant_id, "cli", "presence.rules", row.email, {"rules": len(data.get("rule", []))})
+        else:
+            tenant = repo.get_or_create_tenant(s, "default")
+            tenant.presence_rules = data
+            repo.audit(s, tenant.id, "cli", "presence.rules", "tenant", {"rules": len(data.get("rule", []))})
+    console.print(f"presence rules installed for {user or 'the tenant'}")
+
+
 @presence_app.command("run")
 def presence_run(
     once: bool = typer.Option(False, "--once", help="Evaluate everyone once, then exit."),

@@ -208,6 +208,7 @@ class AvailabilitySettings(Base):
     buffer_before_min: Mapped[int] = mapped_column(Integer, default=0)
     buffer_after_min: Mapped[int] = mapped_column(Integer, default=0)
     excluded_calendars: Mapped[list] = mapped_column(JSON, default=list)
+    rolled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class PresenceState(Base):

@@ -241,6 +241,12 @@ class SyncEngine:
             return out
 
     async def _run(self, pair: SyncPair, report: RunReport, dry_run: bool, confirm_deletes: bool) -> None:
+        if not dry_run:
+            with self.db.transaction() as s:
+                avail = pair.rules.availability
+                lo, hi = intervals.window(avail.window_past_days, avail.window_future_days)
+                if intervals.roll_window(s, pair.tenant_id, pair.user_id, lo, hi):
+                    report.notes.append("availability window moved forward for recurring events")
         mirrors: dict[str, _Mirror] = {}
         cursors: dict[str, str | None] = {}
         listing_a = await self._list(pair, "a", report, mirrors, cursors)

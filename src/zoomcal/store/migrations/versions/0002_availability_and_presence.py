@@ -2,7 +2,7 @@
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-26 13:47:56.088379
+Create Date: 2026-11-26 13:51:54.052078
 """
 import sqlalchemy as sa
 from alembic import op
@@ -22,6 +22,7 @@ def upgrade() -> None:
     sa.Column('buffer_before_min', sa.Integer(), nullable=False),
     sa.Column('buffer_after_min', sa.Integer(), nullable=False),
     sa.Column('excluded_calendars', sa.JSON(), nullable=False),
+    sa.Column('rolled_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('user_id')
     )
