@@ -202,3 +202,24 @@ def query_local(value, tz):
     from zoomcal.availability.query import fmt_local
 
     return fmt_local(int(value.timestamp()), tz)
+
+
+def test_ics_feed_account_from_the_command_line(env, tmp_path):
+    from zoomcal.domain.content import make_content
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+    from zoomcal.mapping.ical import content_to_calendar
+
+    start = now_utc().replace(microsecond=0) + __import__("datetime").timedelta(days=1)
+    feed = tmp_path / "team.ics"
+    feed.write_bytes(content_to_calendar({"x@feed": make_content(
+        title="Team offsite", start=fmt_instant(start), end=fmt_instant(start.replace(hour=(start.hour + 1) % 24)
+                                                                          if start.hour < 23 else start),
+        timezone="Europe/Rome")}))
+    assert run("user", "add", "ics@example.com").exit_code == 0
+    assert run("account", "add", "ics", "--user", "ics@example.com").exit_code == 1        # --url is required
+    assert run("account", "add", "ics", "--user", "ics@example.com", "--url", "http://127.0.0.1/x.ics").exit_code == 1
+    assert run("account", "add", "ics", "--user", "ics@example.com", "--url", str(feed)).exit_code == 0
+    synced = run("sync", "--once")
+    assert synced.exit_code == 0, synced.output
+    events = json.loads(run("events", "--user", "ics@example.com", "--json").output)
+    assert [e["title"] for e in events] == ["Team offsite"]

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     max_retries: int = 4
     mass_delete_share: float = 0.5
     mass_delete_min: int = 5
+    # on-premises servers (Exchange, Nextcloud, an intranet feed) live on private addresses: allow them here
+    allow_private_urls: bool = False
 
     def resolved_database_url(self) -> str:
         if self.database_url:

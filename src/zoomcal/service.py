@@ -17,15 +17,17 @@ from zoomcal.auth.vault import Vault
 from zoomcal.config import Settings
 from zoomcal.connectors.google.connector import GoogleConnector
 from zoomcal.connectors.http import ApiClient
+from zoomcal.connectors.ics.connector import IcsConnector
 from zoomcal.connectors.zoom.connector import ZoomConnector
 from zoomcal.errors import ConfigError
 from zoomcal.mapping.rules import MappingRules, load_rules
+from zoomcal.net import Resolver, check_url, system_resolver
 from zoomcal.store import repo
 from zoomcal.store.db import Database
 from zoomcal.store.models import Account, Calendar, Tenant, User
 from zoomcal.sync.engine import SideSpec, SyncPair
 
-PROVIDERS = ("zoom", "google")
+PROVIDERS = ("zoom", "google", "ics")
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Context:
     db: Database
     vault: Vault
     transport: httpx.AsyncBaseTransport | None = None
+    resolver: Resolver = system_resolver
 
     @classmethod
     def from_settings(cls, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Context:
@@ -74,11 +77,13 @@ def add_account(ctx: Context, email: str, provider: str, config: dict[str, Any],
         user = repo.find_user(s, t.id, email)
         if user is None:
             raise ConfigError(f"no user {email}; add it first with `zoomcal user add`")
+        if provider == "ics" and "://" in calendar_id:
+            check_url(calendar_id, ctx.settings.allow_private_urls, ctx.resolver)
         account = Account(tenant_id=t.id, user_id=user.id, provider=provider, external_id=calendar_id,
-                          config=config, secret=ctx.vault.seal(secret))
+                          config=config, secret=ctx.vault.seal(secret) if secret else None)
         s.add(account)
         s.flush()
-        role = "meetings" if provider == "zoom" else "calendar"
+        role = {"zoom": "meetings", "ics": "feed"}.get(provider, "calendar")
         if receives_meetings is None:
             receives_meetings = role == "calendar" and not any(
                 c.receives_meetings for c in repo.user_calendars(s, user.id))
@@ -115,6 +120,10 @@ def token_source(ctx: Context, account: Account) -> TokenSource:
 
 def make_connector(ctx: Context, account: Account, calendar: Calendar, rules: MappingRules):
     cfg = account.config or {}
+    if account.provider == "ics":
+        return IcsConnector(calendar.remote_id, rules, allow_private=ctx.settings.allow_private_urls,
+                            transport=ctx.transport, resolve=ctx.resolver, timeout=ctx.settings.http_timeout,
+                            default_tz=cfg.get("timezone"))
     tokens = token_source(ctx, account)
     if account.provider == "zoom":
         api = ApiClient(cfg.get("api_base") or ctx.settings.zoom_api_base, tokens, ctx.transport,
@@ -138,6 +147,12 @@ def build_pairs(ctx: Context, email: str | None = None) -> list[SyncPair]:
             tenant = s.get(Tenant, user.tenant_id)
             rules = tenant_rules(ctx, tenant)
             calendars = repo.user_calendars(s, user.id)
+            for feed in (c for c in calendars if c.role == "feed"):
+                acc = s.get(Account, feed.account_id)
+                if acc.status == "ok":
+                    pairs.append(SyncPair(tenant_id=user.tenant_id, user_id=user.id, rules=rules, user_email=user.email,
+                                          a=None, b=SideSpec(feed.id, make_connector(ctx, acc, feed, rules), acc.id,
+                                                             label="ICS feed")))
             meetings = next((c for c in calendars if c.role == "meetings"), None)
             target = next((c for c in calendars if c.receives_meetings), None)
             if meetings is None or target is None:
@@ -157,5 +172,5 @@ def build_pairs(ctx: Context, email: str | None = None) -> list[SyncPair]:
 
 async def close_pairs(pairs: list[SyncPair]) -> None:
     for pair in pairs:
-        await pair.a.connector.aclose()
-        await pair.b.connector.aclose()
+        for side in pair.sides:
+            await pair.side(side).connector.aclose()

@@ -162,9 +162,10 @@ def _secret(env: str | None, label: str, required: bool = True) -> str:
 
 @account_app.command("add")
 def account_add(
-    provider: str = typer.Argument(..., help="zoom | google"),
+    provider: str = typer.Argument(..., help="zoom | google | ics"),
     user: str = typer.Option(..., "--user", help="E-mail of the zoomcal user."),
-    client_id: str = typer.Option(..., "--client-id", help="OAuth client id."),
+    client_id: str | None = typer.Option(None, "--client-id", help="OAuth client id (zoom, google)."),
+    url: str | None = typer.Option(None, "--url", help="ics: the feed's http(s) URL or a local file path."),
     client_secret_env: str | None = typer.Option(None, "--client-secret-env", help="Env var with the client secret."),
     refresh_token_env: str | None = typer.Option(None, "--refresh-token-env",
                                                  help="Env var with a user OAuth refresh token."),
@@ -178,11 +179,23 @@ def account_add(
     receives_meetings: bool = typer.Option(True, "--receives-meetings/--no-meetings",
                                            help="Google: put Zoom meetings in this calendar."),
 ) -> None:
-    """Link a Zoom or Google Calendar account to a user. Secrets come from environment variables or a prompt."""
+    """Link a Zoom, Google Calendar or ICS feed account to a user. Secrets come from environment variables or a
+    prompt, never from the command line."""
     from zoomcal.service import add_account
 
-    if provider not in ("zoom", "google"):
-        _fail("provider must be zoom or google")
+    if provider not in ("zoom", "google", "ics"):
+        _fail("provider must be zoom, google or ics")
+    if provider == "ics":
+        if not url:
+            _fail("ics needs --url (an http(s) URL or a local file path)")
+        try:
+            add_account(_ctx(), user, "ics", {}, {}, url, "ICS feed", receives_meetings=False)
+        except ConfigError as exc:
+            _fail(str(exc))
+        console.print(f"linked ICS feed for {user} ({url})")
+        return
+    if not client_id:
+        _fail(f"{provider} needs --client-id")
     secret: dict[str, str] = {"client_id": client_id, "client_secret": _secret(client_secret_env, "client secret")}
     if provider == "zoom" and account_id:
         secret["account_id"] = account_id

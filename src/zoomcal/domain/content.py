@@ -45,6 +45,7 @@ FIELDS = (
 # Containers whose keys are merged one by one instead of as a whole value.
 NESTED = ("overrides", "join")
 MISSING = "\x00missing"
+UTC_NAMES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Z", "Zulu", "Universal", "Etc/Universal", "Etc/Zulu"})
 
 
 def empty_content() -> dict[str, Any]:
@@ -71,6 +72,8 @@ def make_content(**fields: Any) -> dict[str, Any]:
     if unknown:
         raise KeyError(f"unknown content fields: {sorted(unknown)}")
     content.update(fields)
+    if content["timezone"] in UTC_NAMES:
+        content["timezone"] = None   # one spelling for UTC, whatever the provider wrote
     content["exdates"] = sorted(set(content["exdates"] or []))
     content["rdates"] = sorted(set(content["rdates"] or []))
     content["attendees"] = sorted({a.strip().lower() for a in content["attendees"] or [] if a and a.strip()})

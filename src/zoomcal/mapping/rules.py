@@ -53,10 +53,19 @@ class GoogleAvailability(_Strict):
     birthday: ShowAs = "free"
 
 
+class IcalAvailability(_Strict):
+    transparent: ShowAs = "free"
+    tentative: ShowAs = "tentative"
+    oof: ShowAs = "ooo"
+    free: ShowAs = "free"
+    working_elsewhere: ShowAs = "free"
+
+
 class AvailabilityRules(_Strict):
     window_past_days: int = Field(7, ge=0, le=366)
     window_future_days: int = Field(180, ge=1, le=1100)
     google: GoogleAvailability = GoogleAvailability()
+    ical: IcalAvailability = IcalAvailability()
 
 
 class ConflictRules(_Strict):

@@ -6,11 +6,12 @@ in tests and the demo: the same connector code either way.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from zoomcal.sandbox.faults import FaultMiddleware, FaultPlan, SandboxTransport
 from zoomcal.sandbox.google import GoogleState, make_google_app
@@ -28,18 +29,38 @@ class SandboxWorld:
     google_faults: FaultPlan = field(default_factory=FaultPlan)
     zoom_calls: dict[str, int] = field(default_factory=dict)
     google_calls: dict[str, int] = field(default_factory=dict)
+    feeds: dict[str, str] = field(default_factory=dict)          # name -> ICS text served at /feeds/{name}.ics
+    feed_calls: dict[str, int] = field(default_factory=dict)
     _apps: dict[bool, FastAPI] = field(default_factory=dict)
 
     def app(self, over_network: bool = False) -> FastAPI:
         """The combined ASGI app; `over_network` makes timeouts and lost responses hang up the connection."""
         if over_network not in self._apps:
             root = FastAPI(title="zoomcal sandboxes")
+            root.include_router(self._feeds())
             root.mount(ZOOM_PREFIX, FaultMiddleware(make_zoom_app(self.zoom), self.zoom_faults, self.zoom_calls,
                                                     over_network))
             root.mount(GOOGLE_PREFIX, FaultMiddleware(make_google_app(self.google), self.google_faults,
                                                       self.google_calls, over_network))
             self._apps[over_network] = root
         return self._apps[over_network]
+
+    def _feeds(self):
+        """ICS feeds at /feeds/{name}.ics with an ETag (304 on If-None-Match), as calendar publishers serve them."""
+        router = APIRouter()
+
+        @router.get("/feeds/{name}.ics")
+        def feed(name: str, request: Request):
+            text = self.feeds.get(name)
+            if text is None:
+                return Response(status_code=404)
+            self.feed_calls[name] = self.feed_calls.get(name, 0) + 1
+            etag = '"' + hashlib.blake2b(text.encode(), digest_size=8).hexdigest() + '"'
+            if request.headers.get("if-none-match") == etag:
+                return Response(status_code=304, headers={"ETag": etag})
+            return Response(text, media_type="text/calendar", headers={"ETag": etag})
+
+        return router
 
     def transport(self) -> httpx.AsyncBaseTransport:
         return SandboxTransport(self.app())

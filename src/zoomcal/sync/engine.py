@@ -55,19 +55,28 @@ class SideSpec:
 
 @dataclass
 class SyncPair:
+    """Side a is the meetings side (Zoom); None for a calendar that only feeds availability (an ICS feed)."""
+
     tenant_id: int
     user_id: int
-    a: SideSpec
+    a: SideSpec | None
     b: SideSpec
     rules: MappingRules
     user_email: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.tenant_id}:{self.user_id}:{self.a.calendar_id}:{self.b.calendar_id}"
+        return f"{self.tenant_id}:{self.user_id}:{self.a.calendar_id if self.a else '-'}:{self.b.calendar_id}"
 
     def side(self, name: str) -> SideSpec:
-        return self.a if name == "a" else self.b
+        spec = self.a if name == "a" else self.b
+        if spec is None:
+            raise ValueError(f"this pair has no side {name}")
+        return spec
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        return ("a", "b") if self.a is not None else ("b",)
 
 
 class _Mirror:
@@ -130,7 +139,7 @@ class RunReport:
 
 def describe(reason: str, pair: SyncPair) -> str:
     """A planner reason with the sides' names ("new on A -> create on B" -> "new on Zoom -> create on Google")."""
-    labels = {"A": pair.a.label or "A", "B": pair.b.label or "B"}
+    labels = {"A": (pair.a.label if pair.a else "") or "A", "B": pair.b.label or "B"}
     return re.sub(r"\b[AB]\b", lambda m: labels[m.group(0)], reason)
 
 
@@ -220,14 +229,16 @@ class SyncEngine:
                 report.rejected += 1
                 self._log(pair, report, "rejected", f"{spec.label or side} item {series}: {exc}", level="error")
         if changes.present is not None:
-            for rid in linked - changes.present:
+            # links name series; a complete listing names raw items: compare series with series
+            present_series = {conn.series_key(raw) for rid, raw in mirror.raws.items() if rid in changes.present}
+            for rid in linked - present_series:
                 listing.setdefault(rid, None)
         mirrors[side] = mirror
         cursors[side] = changes.cursor
         return listing
 
     def _records(self, pair: SyncPair) -> list[EventRecord]:
-        cal = {pair.a.calendar_id: "a", pair.b.calendar_id: "b"}
+        cal = {pair.side(side).calendar_id: side for side in pair.sides}
         with self.db.session() as s:
             links: dict[str, dict[str, SideLink]] = defaultdict(dict)
             for link in s.scalars(select(Link).where(Link.calendar_id.in_(list(cal)))):
@@ -249,7 +260,7 @@ class SyncEngine:
                     report.notes.append("availability window moved forward for recurring events")
         mirrors: dict[str, _Mirror] = {}
         cursors: dict[str, str | None] = {}
-        listing_a = await self._list(pair, "a", report, mirrors, cursors)
+        listing_a = await self._list(pair, "a", report, mirrors, cursors) if pair.a is not None else {}
         listing_b = await self._list(pair, "b", report, mirrors, cursors)
         plan = plan_sync(listing_a, listing_b, self._records(pair), plan_rules(pair.rules, confirm_deletes), pair.key)
         report.plan = plan
@@ -270,7 +281,7 @@ class SyncEngine:
                 continue
             await self._execute(pair, report, event_plan, mirrors)
         with self.db.transaction() as s:
-            for side in SIDES:
+            for side in pair.sides:
                 spec = pair.side(side)
                 repo.save_mirror(s, spec.calendar_id, mirrors[side].upserts, mirrors[side].deletes)
                 repo.save_cursor(s, spec.calendar_id, cursors[side])
@@ -285,7 +296,7 @@ class SyncEngine:
         if not plans:
             return
         ids = [p.event_id for p in plans]
-        cal_of = {side: pair.side(side).calendar_id for side in SIDES}
+        cal_of = {side: pair.side(side).calendar_id for side in pair.sides}
         with self.db.transaction() as s:
             existing = set(s.scalars(select(Event.id).where(Event.id.in_(ids))))
             links = {(ev, cal): (lid, rid) for lid, ev, cal, rid in s.execute(
@@ -364,7 +375,7 @@ class SyncEngine:
                     link.pending = None   # the twin of our create turned up: adopted
             s.flush()
             # after this, `pending` says exactly which writes are still owed: the ones this plan makes
-            for side in SIDES:
+            for side in pair.sides:
                 cal_id = pair.side(side).calendar_id
                 link = repo.get_link(s, plan.event_id, cal_id)
                 write = next((w for w in plan.writes if w.side == side), None)
@@ -536,7 +547,7 @@ class SyncEngine:
 
     def _mark_reauth(self, pair: SyncPair, exc: Exception) -> None:
         with self.db.transaction() as s:
-            for side in SIDES:
+            for side in pair.sides:
                 account_id = pair.side(side).account_id
                 if account_id is not None:
                     account = s.get(Account, account_id)

@@ -1,0 +1,281 @@
+"""iCalendar (RFC 5545) ⇄ canonical content. Pure functions, no I/O; used by ICS feeds (and CalDAV).
+
+A feed is split into VEVENT blocks before parsing, so one broken event is rejected alone. A series is the
+master VEVENT plus the VEVENTs that carry its UID and a RECURRENCE-ID.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import icalendar
+
+from zoomcal.domain.content import make_content
+from zoomcal.domain.recurrence import join_rrule_parts, normalize_rrule, parse_rrule_parts
+from zoomcal.domain.timeutil import UTC, check_zone, fmt_instant, is_date, to_datetime, zone
+from zoomcal.errors import InvalidItem
+from zoomcal.mapping.rules import MappingRules
+
+MAX_TEXT = 8192
+MARKER = "X-ZOOMCAL-EVENT"
+BLOCK = re.compile(r"^BEGIN:VEVENT\r?$.*?^END:VEVENT\r?$", re.S | re.M | re.I)
+UID_LINE = re.compile(r"^UID[;:](.*)$", re.M | re.I)
+RID_LINE = re.compile(r"^RECURRENCE-ID[;:].*$", re.M | re.I)
+
+
+def unfold(text: str) -> str:
+    return re.sub(r"\r?\n[ \t]", "", text)
+
+
+def split_events(data: str) -> tuple[list[dict[str, str]], str | None]:
+    """Raw VEVENT blocks: [{"uid", "rid", "ics"}], and the calendar's X-WR-TIMEZONE if any."""
+    text = unfold(data)
+    if "BEGIN:VCALENDAR" not in text.upper():
+        raise InvalidItem("not an iCalendar file (no BEGIN:VCALENDAR)")
+    found = re.search(r"^X-WR-TIMEZONE:(.+?)\r?$", text, re.M | re.I)
+    blocks = []
+    for n, match in enumerate(BLOCK.finditer(text)):
+        block = match.group(0).replace("\r\n", "\n")
+        uid = UID_LINE.search(block)
+        rid = RID_LINE.search(block)
+        blocks.append({"uid": uid.group(1).split(":", 1)[-1].strip() if uid else f"(no UID #{n})",
+                       "rid": rid.group(0).strip() if rid else "", "ics": block})
+    return blocks, found.group(1).strip() if found else None
+
+
+def _component(block: str) -> icalendar.Event:
+    try:
+        cal = icalendar.Calendar.from_ical("BEGIN:VCALENDAR\r\nVERSION:2.0\r\n" + block.replace("\n", "\r\n")
+                                           + "\r\nEND:VCALENDAR\r\n")
+    except ValueError as exc:
+        raise InvalidItem(f"malformed VEVENT: {exc}") from exc
+    events = [c for c in cal.walk("VEVENT")]
+    if len(events) != 1:
+        raise InvalidItem("malformed VEVENT")
+    return events[0]
+
+
+def _when(comp: icalendar.Event, name: str, default_tz: str | None) -> tuple[str, str | None] | None:
+    prop = comp.get(name)
+    if prop is None:
+        return None
+    raw = prop.to_ical().decode() if hasattr(prop, "to_ical") else str(prop)
+    params = getattr(prop, "params", {})
+    tzid = params.get("TZID")
+    value_type = str(params.get("VALUE", "")).upper()
+    raw = raw.split(",")[0].strip()
+    try:
+        if value_type == "DATE" or len(raw) == 8:
+            return datetime.strptime(raw, "%Y%m%d").date().isoformat(), None
+        if raw.endswith("Z"):
+            return fmt_instant(datetime.strptime(raw, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)), tzid and check_zone(tzid)
+        local = datetime.strptime(raw, "%Y%m%dT%H%M%S")
+    except ValueError as exc:
+        raise InvalidItem(f"malformed {name} {raw!r}") from exc
+    tz = check_zone(str(tzid)) if tzid else default_tz   # floating times: the calendar's (or user's) zone
+    return fmt_instant(local.replace(tzinfo=zone(tz)).astimezone(UTC)), tz
+
+
+def _dates(comp: icalendar.Event, name: str, tz: str | None) -> list[str]:
+    out = []
+    props = comp.get(name)
+    if props is None:
+        return out
+    for prop in props if isinstance(props, list) else [props]:
+        params = getattr(prop, "params", {})
+        line_tz = check_zone(str(params["TZID"])) if params.get("TZID") else tz
+        for stamp in prop.to_ical().decode().split(","):
+            stamp = stamp.strip()
+            try:
+                if len(stamp) == 8:
+                    out.append(datetime.strptime(stamp, "%Y%m%d").date().isoformat())
+                elif stamp.endswith("Z"):
+                    out.append(fmt_instant(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)))
+                else:
+                    local = datetime.strptime(stamp, "%Y%m%dT%H%M%S")
+                    out.append(fmt_instant(local.replace(tzinfo=zone(line_tz)).astimezone(UTC)))
+            except ValueError as exc:
+                raise InvalidItem(f"malformed {name} value {stamp!r}") from exc
+    return out
+
+
+def _text(comp: icalendar.Event, name: str) -> str:
+    value = str(comp.get(name, "") or "")
+    if len(value) > MAX_TEXT:
+        raise InvalidItem(f"{name} longer than {MAX_TEXT} characters")
+    return value.replace("\r\n", "\n").strip()
+
+
+def _show_as(comp: icalendar.Event, rules: MappingRules) -> str:
+    table = rules.availability.ical
+    busy = str(comp.get("X-MICROSOFT-CDO-BUSYSTATUS", "")).upper()
+    if busy == "OOF":
+        return table.oof
+    if busy in ("FREE", "WORKINGELSEWHERE"):
+        return table.free if busy == "FREE" else table.working_elsewhere
+    if str(comp.get("TRANSP", "")).upper() == "TRANSPARENT":
+        return table.transparent
+    if str(comp.get("STATUS", "")).upper() == "TENTATIVE":
+        return table.tentative
+    return "busy"
+
+
+def _span(comp: icalendar.Event, default_tz: str | None) -> tuple[str, str, str | None]:
+    start = _when(comp, "DTSTART", default_tz)
+    if start is None:
+        raise InvalidItem("VEVENT without DTSTART")
+    begin, tz = start
+    end = _when(comp, "DTEND", tz or default_tz)
+    if end is not None:
+        finish = end[0]
+    elif comp.get("DURATION") is not None:
+        try:
+            length = comp.decoded("DURATION")
+        except (ValueError, KeyError) as exc:
+            raise InvalidItem("malformed DURATION") from exc
+        if is_date(begin):
+            finish = (date.fromisoformat(begin) + timedelta(days=max(1, length.days))).isoformat()
+        else:
+            finish = fmt_instant(to_datetime(begin) + length)
+    else:
+        finish = (date.fromisoformat(begin) + timedelta(days=1)).isoformat() if is_date(begin) else begin
+    if is_date(begin) != is_date(finish):
+        raise InvalidItem("DTSTART and DTEND mix a date with a date-time")
+    if to_datetime(finish, tz) < to_datetime(begin, tz):
+        raise InvalidItem("event ends before it starts")
+    return begin, finish, tz
+
+
+def _rrule(comp: icalendar.Event, tz: str | None) -> str | None:
+    prop = comp.get("RRULE")
+    if prop is None:
+        return None
+    if isinstance(prop, list):
+        raise InvalidItem("more than one RRULE")
+    parts = parse_rrule_parts(prop.to_ical().decode())
+    until = parts.get("UNTIL")
+    if until and len(until) == 15:   # a local UNTIL (common in exports): read it in the event's zone
+        local = datetime.strptime(until, "%Y%m%dT%H%M%S").replace(tzinfo=zone(tz))
+        parts["UNTIL"] = local.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return normalize_rrule(join_rrule_parts(parts))
+
+
+def series_to_content(blocks: list[dict[str, str]], rules: MappingRules, default_tz: str | None = None) -> dict:
+    """Canonical content of one UID (a master and its RECURRENCE-ID instances)."""
+    masters = [b for b in blocks if not b["rid"]]
+    if not masters:
+        raise InvalidItem("recurrence instances without their series (no master VEVENT)")
+    master = _component(masters[0]["ics"])
+    if str(master.get("STATUS", "")).upper() == "CANCELLED":
+        return {}
+    start, end, tz = _span(master, default_tz)
+    title, description = _text(master, "SUMMARY"), _text(master, "DESCRIPTION")
+    rrule = _rrule(master, tz)
+    exdates, rdates = _dates(master, "EXDATE", tz), _dates(master, "RDATE", tz)
+    overrides: dict[str, dict[str, Any]] = {}
+    for block in blocks:
+        if not block["rid"]:
+            continue
+        comp = _component(block["ics"])
+        rid, _ = _when(comp, "RECURRENCE-ID", tz) or (None, None)
+        if rid is None:
+            raise InvalidItem("malformed RECURRENCE-ID")
+        if str(comp.get("STATUS", "")).upper() == "CANCELLED":
+            exdates.append(rid)
+            continue
+        o_start, o_end, _ = _span(comp, tz)
+        override: dict[str, Any] = {"start": o_start, "end": o_end}
+        if comp.get("SUMMARY") is not None and _text(comp, "SUMMARY") != title:
+            override["title"] = _text(comp, "SUMMARY")
+        if comp.get("DESCRIPTION") is not None and _text(comp, "DESCRIPTION") != description:
+            override["description"] = _text(comp, "DESCRIPTION")
+        overrides[rid] = override
+    attendees = master.get("ATTENDEE") or []
+    attendees = attendees if isinstance(attendees, list) else [attendees]
+    return make_content(
+        title=title, description=description, start=start, end=end, timezone=None if is_date(start) else tz,
+        all_day=is_date(start), rrule=rrule, exdates=exdates, rdates=rdates,
+        overrides={k: v for k, v in overrides.items() if k not in set(exdates)},
+        attendees=[str(a).split(":", 1)[-1] for a in attendees if str(a).lower().startswith("mailto:")],
+        show_as=_show_as(master, rules),
+    )
+
+
+def marker_of(blocks: list[dict[str, str]]) -> str | None:
+    for block in blocks:
+        found = re.search(rf"^{MARKER}:(.+?)$", block["ics"], re.M | re.I)
+        if found:
+            return found.group(1).strip()
+    return None
+
+
+# --- content -> iCalendar ------------------------------------------------------------------------------------
+
+def _set_when(comp: icalendar.Event, name: str, value: str, tz: str | None) -> None:
+    if is_date(value):
+        comp.add(name, date.fromisoformat(value))
+    elif tz:
+        comp.add(name, to_datetime(value).astimezone(zone(tz)))
+    else:
+        comp.add(name, to_datetime(value))
+
+
+def content_to_calendar(items: dict[str, dict[str, Any]], marker: bool = True) -> bytes:
+    """A VCALENDAR with every item (uid -> content), its overrides as RECURRENCE-ID instances, and a
+    VTIMEZONE for each zone used."""
+    cal = icalendar.Calendar()
+    cal.add("PRODID", "-//zoomcal//EN")
+    cal.add("VERSION", "2.0")
+    zones: set[str] = set()
+    for uid, content in items.items():
+        tz = content.get("timezone") if not content.get("all_day") else None
+        if tz:
+            zones.add(tz)
+        for comp in _components(uid, content, tz, marker):
+            cal.add_component(comp)
+    for tz in sorted(zones):
+        try:
+            cal.add_component(icalendar.Timezone.from_tzid(tz))
+        except (AttributeError, ValueError):
+            pass   # older icalendar: readers resolve the TZID by name
+    return cal.to_ical()
+
+
+def _components(uid: str, content: dict[str, Any], tz: str | None, marker: bool) -> list[icalendar.Event]:
+    master = icalendar.Event()
+    master.add("UID", uid)
+    master.add("DTSTAMP", datetime(2026, 1, 1, tzinfo=UTC))
+    master.add("SUMMARY", content.get("title") or "")
+    if content.get("description"):
+        master.add("DESCRIPTION", content["description"])
+    _set_when(master, "DTSTART", content["start"], tz)
+    _set_when(master, "DTEND", content["end"], tz)
+    if content.get("show_as") == "free":
+        master.add("TRANSP", "TRANSPARENT")
+    if content.get("rrule"):
+        master.add("RRULE", icalendar.vRecur.from_ical(content["rrule"]))
+    for name, values in (("EXDATE", content.get("exdates")), ("RDATE", content.get("rdates"))):
+        for value in values or []:
+            prop = date.fromisoformat(value) if is_date(value) else (
+                to_datetime(value).astimezone(zone(tz)) if tz else to_datetime(value))
+            master.add(name, prop)
+    for email in content.get("attendees") or []:
+        master.add("ATTENDEE", f"mailto:{email}")
+    if marker:
+        master.add(MARKER, uid)
+    out = [master]
+    for rid, override in (content.get("overrides") or {}).items():
+        inst = icalendar.Event()
+        inst.add("UID", uid)
+        inst.add("DTSTAMP", datetime(2026, 1, 1, tzinfo=UTC))
+        _set_when(inst, "RECURRENCE-ID", rid, tz)
+        _set_when(inst, "DTSTART", override["start"], tz)
+        _set_when(inst, "DTEND", override["end"], tz)
+        inst.add("SUMMARY", override.get("title", content.get("title") or ""))
+        description = override.get("description", content.get("description") or "")
+        if description:
+            inst.add("DESCRIPTION", description)
+        out.append(inst)
+    return out

@@ -1,0 +1,43 @@
+"""Outbound URL guard (SSRF): an admin-typed URL must not reach loopback or private networks unless allowed.
+
+On-premises servers (Exchange, Nextcloud, an intranet ICS feed) are a real use, so the admin can allow
+private ranges with ZOOMCAL_ALLOW_PRIVATE_URLS=true.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from zoomcal.errors import ConfigError
+
+Resolver = Callable[[str], list[str]]
+
+
+def system_resolver(host: str) -> list[str]:
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve host {host!r}: {exc}") from exc
+
+
+def check_url(url: str, allow_private: bool = False, resolve: Resolver = system_resolver) -> str:
+    """Return the URL if it may be fetched; raise ConfigError saying why not."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"only http(s) URLs are allowed, not {parts.scheme or 'no scheme'!r}: {url}")
+    if not parts.hostname:
+        raise ConfigError(f"URL without a host: {url}")
+    if parts.username or parts.password:
+        raise ConfigError("put credentials in the account's secret, not in the URL")
+    if allow_private:
+        return url
+    for address in resolve(parts.hostname):
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified or (ip.version == 6 and ip.ipv4_mapped and not ip.ipv4_mapped.is_global)):
+            raise ConfigError(f"{parts.hostname} resolves to {ip}, a loopback/private address; set "
+                              "ZOOMCAL_ALLOW_PRIVATE_URLS=true to allow on-premises servers")
+    return url
