@@ -88,3 +88,17 @@ def duration_minutes(start: str, end: str, tz: str | None = None) -> int:
 
 def now_utc() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def parse_ical_stamp(stamp: str, tz: str | None, is_day: bool = False, what: str = "date") -> str:
+    """An iCalendar DATE / DATE-TIME value ("20260302", "20260302T090000Z", local "20260302T090000" read in
+    `tz`) as canonical content: a date, or a UTC instant."""
+    try:
+        if is_day or len(stamp) == 8:
+            return datetime.strptime(stamp, "%Y%m%d").date().isoformat()
+        if stamp.endswith("Z"):
+            return fmt_instant(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC))
+        local = datetime.strptime(stamp, "%Y%m%dT%H%M%S")
+    except ValueError as exc:
+        raise InvalidItem(f"malformed {what} {stamp!r}") from exc
+    return fmt_instant(local.replace(tzinfo=zone(tz)).astimezone(UTC))

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from zoomcal.domain.content import make_content
 from zoomcal.domain.recurrence import normalize_rrule, occurrence_starts
 from zoomcal.domain.timeutil import (
-    UTC,
     check_zone,
     fmt_instant,
     is_date,
     parse_date,
+    parse_ical_stamp,
     parse_local,
     to_datetime,
     zone,
@@ -80,22 +80,10 @@ def _recurrence_lines(lines: list[str], tz: str | None) -> tuple[str | None, lis
         elif head in ("EXDATE", "RDATE"):
             target = exdates if head == "EXDATE" else rdates
             for stamp in value.split(","):
-                target.append(_ical_stamp(stamp.strip(), line_tz, is_day))
+                target.append(parse_ical_stamp(stamp.strip(), line_tz, is_day, "date in recurrence"))
         elif head == "EXRULE":
             raise InvalidItem("EXRULE is not supported")
     return rrule, exdates, rdates
-
-
-def _ical_stamp(stamp: str, tz: str | None, is_day: bool) -> str:
-    try:
-        if is_day or len(stamp) == 8:
-            return datetime.strptime(stamp, "%Y%m%d").date().isoformat()
-        if stamp.endswith("Z"):
-            return fmt_instant(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC))
-        local = datetime.strptime(stamp, "%Y%m%dT%H%M%S")
-    except ValueError as exc:
-        raise InvalidItem(f"malformed date in recurrence: {stamp!r}") from exc
-    return fmt_instant(local.replace(tzinfo=zone(tz)).astimezone(UTC))
 
 
 def split_description(text: str | None, rules: MappingRules) -> str:

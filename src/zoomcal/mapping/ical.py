@@ -14,7 +14,7 @@ import icalendar
 
 from zoomcal.domain.content import make_content
 from zoomcal.domain.recurrence import join_rrule_parts, normalize_rrule, parse_rrule_parts
-from zoomcal.domain.timeutil import UTC, check_zone, fmt_instant, is_date, to_datetime, zone
+from zoomcal.domain.timeutil import UTC, check_zone, fmt_instant, is_date, parse_ical_stamp, to_datetime, zone
 from zoomcal.errors import InvalidItem
 from zoomcal.mapping.rules import MappingRules
 
@@ -66,16 +66,10 @@ def _when(comp: icalendar.Event, name: str, default_tz: str | None) -> tuple[str
     tzid = params.get("TZID")
     value_type = str(params.get("VALUE", "")).upper()
     raw = raw.split(",")[0].strip()
-    try:
-        if value_type == "DATE" or len(raw) == 8:
-            return datetime.strptime(raw, "%Y%m%d").date().isoformat(), None
-        if raw.endswith("Z"):
-            return fmt_instant(datetime.strptime(raw, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)), tzid and check_zone(tzid)
-        local = datetime.strptime(raw, "%Y%m%dT%H%M%S")
-    except ValueError as exc:
-        raise InvalidItem(f"malformed {name} {raw!r}") from exc
-    tz = check_zone(str(tzid)) if tzid else default_tz   # floating times: the calendar's (or user's) zone
-    return fmt_instant(local.replace(tzinfo=zone(tz)).astimezone(UTC)), tz
+    if value_type == "DATE" or len(raw) == 8:
+        return parse_ical_stamp(raw, None, True, name), None
+    tz = check_zone(str(tzid)) if tzid else (None if raw.endswith("Z") else default_tz)   # floating: calendar's
+    return parse_ical_stamp(raw, tz, what=name), tz
 
 
 def _dates(comp: icalendar.Event, name: str, tz: str | None) -> list[str]:
@@ -87,17 +81,7 @@ def _dates(comp: icalendar.Event, name: str, tz: str | None) -> list[str]:
         params = getattr(prop, "params", {})
         line_tz = check_zone(str(params["TZID"])) if params.get("TZID") else tz
         for stamp in prop.to_ical().decode().split(","):
-            stamp = stamp.strip()
-            try:
-                if len(stamp) == 8:
-                    out.append(datetime.strptime(stamp, "%Y%m%d").date().isoformat())
-                elif stamp.endswith("Z"):
-                    out.append(fmt_instant(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)))
-                else:
-                    local = datetime.strptime(stamp, "%Y%m%dT%H%M%S")
-                    out.append(fmt_instant(local.replace(tzinfo=zone(line_tz)).astimezone(UTC)))
-            except ValueError as exc:
-                raise InvalidItem(f"malformed {name} value {stamp!r}") from exc
+            out.append(parse_ical_stamp(stamp.strip(), line_tz, what=f"{name} value"))
     return out
 
 

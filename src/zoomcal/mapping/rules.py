@@ -7,9 +7,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from zoomcal.errors import ConfigError
+from zoomcal.tomlfile import read_toml, validate
 
 Direction = Literal["both", "zoom_to_calendar", "calendar_to_zoom", "none"]
 SUPPORTED_VERSIONS = (1,)
@@ -145,23 +146,13 @@ def default_rules_dict() -> dict[str, Any]:
 
 
 def parse_rules(data: dict[str, Any]) -> MappingRules:
-    merged = _deep_merge(default_rules_dict(), data)
-    try:
-        return MappingRules.model_validate(merged)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid mapping rules: {problems}") from exc
+    return validate(MappingRules, _deep_merge(default_rules_dict(), data), "mapping rules")
 
 
 def load_rules(path: Path | None = None, overrides: dict[str, Any] | None = None) -> MappingRules:
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text("utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"rules file not found: {path}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"rules file {path} is not valid TOML: {exc}") from exc
+        data = read_toml(path, "rules")
         if "version" not in data:
             raise ConfigError(f"rules file {path} has no 'version' key")
     if overrides:

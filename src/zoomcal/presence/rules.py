@@ -8,9 +8,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from zoomcal.errors import ConfigError
+from zoomcal.tomlfile import read_toml, validate
 
 Kind = Literal["busy", "tentative", "ooo", "focus", "free"]
 Status = Literal["Available", "Away", "Busy", "In_Calendar_Event", "Out_of_Office", "Do_Not_Disturb", "restore"]
@@ -93,24 +93,12 @@ def default_presence_dict() -> dict[str, Any]:
 
 
 def parse_presence_rules(data: dict[str, Any]) -> PresenceRules:
-    merged = {**default_presence_dict(), **data}
-    try:
-        return PresenceRules.model_validate(merged)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid presence rules: {problems}") from exc
+    return validate(PresenceRules, {**default_presence_dict(), **data}, "presence rules")
 
 
 def load_presence_rules(path: Path | None = None, *overrides: dict[str, Any] | None) -> PresenceRules:
     """Defaults, then a tenant file, then per-user overrides; a `rule` list given later replaces earlier ones."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text("utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"presence rules file not found: {path}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"presence rules file {path} is not valid TOML: {exc}") from exc
+    data: dict[str, Any] = read_toml(path, "presence rules") if path is not None else {}
     for extra in overrides:
         data.update(extra or {})
     return parse_presence_rules(data)
