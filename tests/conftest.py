@@ -118,3 +118,45 @@ def world():
 def tmpdir_path():
     with tempfile.TemporaryDirectory() as d:
         yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def radicale(tmp_path_factory):
+    """A real Radicale CalDAV server on 127.0.0.1 with a free port, for the whole test session."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder = tmp_path_factory.mktemp("radicale")
+    proc = subprocess.Popen([sys.executable, "-m", "radicale", "--storage-filesystem-folder", str(folder / "data"),
+                             "--server-hosts", f"127.0.0.1:{port}", "--auth-type", "none",
+                             "--logging-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.get(url + "/", timeout=0.5)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("Radicale did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def new_collection(base: str, user: str = "ada") -> str:
+    """A fresh, empty calendar collection on the Radicale server."""
+    import httpx
+
+    url = f"{base}/{user}/cal-{secrets.token_hex(4)}/"
+    response = httpx.request("MKCALENDAR", url, auth=(user, "x"))
+    assert response.status_code == 201, response.text
+    return url

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from zoomcal.auth.oauth import RefreshTokenSource, TokenSource, ZoomAccountCredentials
 from zoomcal.auth.vault import Vault
 from zoomcal.config import Settings
+from zoomcal.connectors.caldav.connector import CalDavConnector
 from zoomcal.connectors.google.connector import GoogleConnector
 from zoomcal.connectors.http import ApiClient
 from zoomcal.connectors.ics.connector import IcsConnector
@@ -27,7 +28,7 @@ from zoomcal.store.db import Database
 from zoomcal.store.models import Account, Calendar, Tenant, User
 from zoomcal.sync.engine import SideSpec, SyncPair
 
-PROVIDERS = ("zoom", "google", "ics")
+PROVIDERS = ("zoom", "google", "ics", "caldav")
 
 
 @dataclass
@@ -77,7 +78,7 @@ def add_account(ctx: Context, email: str, provider: str, config: dict[str, Any],
         user = repo.find_user(s, t.id, email)
         if user is None:
             raise ConfigError(f"no user {email}; add it first with `zoomcal user add`")
-        if provider == "ics" and "://" in calendar_id:
+        if provider in ("ics", "caldav") and "://" in calendar_id:
             check_url(calendar_id, ctx.settings.allow_private_urls, ctx.resolver)
         account = Account(tenant_id=t.id, user_id=user.id, provider=provider, external_id=calendar_id,
                           config=config, secret=ctx.vault.seal(secret) if secret else None)
@@ -124,6 +125,11 @@ def make_connector(ctx: Context, account: Account, calendar: Calendar, rules: Ma
         return IcsConnector(calendar.remote_id, rules, allow_private=ctx.settings.allow_private_urls,
                             transport=ctx.transport, resolve=ctx.resolver, timeout=ctx.settings.http_timeout,
                             default_tz=cfg.get("timezone"))
+    if account.provider == "caldav":
+        secret = ctx.vault.open(account.secret) if account.secret else {}
+        return CalDavConnector(calendar.remote_id, rules, username=secret.get("username"),
+                               password=secret.get("password"), allow_private=ctx.settings.allow_private_urls,
+                               resolve=ctx.resolver, timeout=ctx.settings.http_timeout)
     tokens = token_source(ctx, account)
     if account.provider == "zoom":
         api = ApiClient(cfg.get("api_base") or ctx.settings.zoom_api_base, tokens, ctx.transport,

@@ -41,6 +41,10 @@ CASES = {
                                       timezone="Asia/Tokyo"),
     "zero-length": make_content(title="Deadline", start="2026-05-01T12:00:00Z", end="2026-05-01T12:00:00Z",
                                 timezone="UTC"),
+    "a Zoom meeting's join info": make_content(
+        title="Board", description="Agenda: numbers", start="2026-05-04T13:00:00Z", end="2026-05-04T14:00:00Z",
+        timezone="Europe/Paris", join={"meeting_id": "81234567890", "join_url": "https://zoom.us/j/81234567890",
+                                       "passcode": "s3cr"}),
     "transparent and attendees": make_content(title="Lunch", start="2026-05-01T11:00:00Z",
                                               end="2026-05-01T12:00:00Z", timezone="UTC", show_as="free",
                                               attendees=["a@example.com", "b@example.com"]),

@@ -47,9 +47,20 @@ def _google():
     return GoogleConnector(api, user["google_calendar_id"], DEFAULT_RULES, page_size=2)
 
 
-@pytest.fixture(params=["memory", "zoom", "google"])
+def _caldav(radicale_url):
+    from conftest import new_collection
+    from zoomcal.connectors.caldav.connector import CalDavConnector
+
+    return CalDavConnector(new_collection(radicale_url), DEFAULT_RULES, username="ada", password="x",
+                           allow_private=True)
+
+
+@pytest.fixture(params=["memory", "zoom", "google", "caldav"])
 async def conn(request):
-    connector = {"memory": _memory, "zoom": _zoom, "google": _google}[request.param]()
+    if request.param == "caldav":
+        connector = _caldav(request.getfixturevalue("radicale"))
+    else:
+        connector = {"memory": _memory, "zoom": _zoom, "google": _google}[request.param]()
     yield connector
     await connector.aclose()
 

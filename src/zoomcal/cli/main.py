@@ -17,7 +17,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from zoomcal.config import Settings, get_settings
-from zoomcal.errors import ConfigError, InvalidItem
+from zoomcal.errors import ConfigError, ConnectorError, InvalidItem
 from zoomcal.logging import configure
 
 app = typer.Typer(help="zoomcal: keep Zoom meetings and calendars in two-way sync around one central store.",
@@ -162,10 +162,14 @@ def _secret(env: str | None, label: str, required: bool = True) -> str:
 
 @account_app.command("add")
 def account_add(
-    provider: str = typer.Argument(..., help="zoom | google | ics"),
+    provider: str = typer.Argument(..., help="zoom | google | ics | caldav"),
     user: str = typer.Option(..., "--user", help="E-mail of the zoomcal user."),
     client_id: str | None = typer.Option(None, "--client-id", help="OAuth client id (zoom, google)."),
-    url: str | None = typer.Option(None, "--url", help="ics: the feed's http(s) URL or a local file path."),
+    url: str | None = typer.Option(None, "--url", help="ics: the feed's URL or a file path; caldav: the server "
+                                                        "or calendar URL."),
+    username: str | None = typer.Option(None, "--username", help="caldav: the account name."),
+    password_env: str | None = typer.Option(None, "--password-env", help="caldav: env var with the password."),
+    calendar_name: str | None = typer.Option(None, "--calendar", help="caldav: which calendar (default: first)."),
     client_secret_env: str | None = typer.Option(None, "--client-secret-env", help="Env var with the client secret."),
     refresh_token_env: str | None = typer.Option(None, "--refresh-token-env",
                                                  help="Env var with a user OAuth refresh token."),
@@ -183,8 +187,30 @@ def account_add(
     prompt, never from the command line."""
     from zoomcal.service import add_account
 
-    if provider not in ("zoom", "google", "ics"):
-        _fail("provider must be zoom, google or ics")
+    if provider not in ("zoom", "google", "ics", "caldav"):
+        _fail("provider must be zoom, google, ics or caldav")
+    if provider == "caldav":
+        from zoomcal.connectors.caldav.connector import discover
+
+        if not url or not username:
+            _fail("caldav needs --url and --username (and the password from --password-env or a prompt)")
+        password = _secret(password_env, "password")
+        ctx = _ctx()
+        try:
+            calendars = asyncio.run(discover(url, username, password, allow_private=ctx.settings.allow_private_urls,
+                                             resolve=ctx.resolver))
+        except (ConfigError, ConnectorError) as exc:
+            _fail(f"CalDAV discovery at {url} failed: {exc}")
+        chosen = [c for c in calendars if calendar_name in (None, c[1])]
+        if not chosen:
+            _fail(f"no calendar {calendar_name!r} at {url}; found: {[c[1] for c in calendars]}")
+        try:
+            add_account(ctx, user, "caldav", {}, {"username": username, "password": password}, chosen[0][0],
+                        chosen[0][1], receives_meetings=None if receives_meetings else False)
+        except ConfigError as exc:
+            _fail(str(exc))
+        console.print(f"linked CalDAV calendar {chosen[0][1]!r} for {user} ({chosen[0][0]})")
+        return
     if provider == "ics":
         if not url:
             _fail("ics needs --url (an http(s) URL or a local file path)")

@@ -24,8 +24,9 @@ from zoomcal.domain.timeutil import (
     zone,
 )
 from zoomcal.errors import InvalidItem
+from zoomcal.mapping.joininfo import append_description, split_description, wants_meeting
+from zoomcal.mapping.joininfo import referenced_meeting as joininfo_reference
 from zoomcal.mapping.rules import MappingRules
-from zoomcal.mapping.zoom import join_url_meeting_id
 
 PRIVATE_EVENT = "zoomcal_event"
 PRIVATE_MEETING = "zoomcal_meeting_id"
@@ -84,15 +85,6 @@ def _recurrence_lines(lines: list[str], tz: str | None) -> tuple[str | None, lis
         elif head == "EXRULE":
             raise InvalidItem("EXRULE is not supported")
     return rrule, exdates, rdates
-
-
-def split_description(text: str | None, rules: MappingRules) -> str:
-    body = str(text or "").replace("\r\n", "\n")
-    header = rules.calendar.join_header
-    at = body.find(header)
-    if at >= 0:
-        body = body[:at]
-    return body.rstrip()
 
 
 def private_props(event: dict[str, Any]) -> dict[str, str]:
@@ -188,19 +180,12 @@ def _series_rids(start: str, end: str, tz: str | None, rrule: str | None, rdates
 
 
 def wants_zoom(master: dict[str, Any], rules: MappingRules) -> bool:
-    location = (master.get("location") or "").strip().lower()
-    if location and location in {w.lower() for w in rules.marker.location_equals}:
-        return True
-    description = (master.get("description") or "").lower()
-    return any(tag.lower() in description for tag in rules.marker.description_contains)
+    return wants_meeting(master.get("location"), master.get("description"), rules)
 
 
 def referenced_meeting(master: dict[str, Any]) -> str | None:
-    """The Zoom meeting an event points at: our private property, or a join URL in location/description."""
-    props = private_props(master)
-    if props.get(PRIVATE_MEETING):
-        return props[PRIVATE_MEETING]
-    return join_url_meeting_id(master.get("location")) or join_url_meeting_id(master.get("description"))
+    return joininfo_reference(private_props(master).get(PRIVATE_MEETING), master.get("location"),
+                              master.get("description"))
 
 
 def _when_out(value: str, tz: str | None) -> dict[str, Any]:
@@ -216,23 +201,11 @@ def _stamp(value: str, tz: str | None) -> str:
     return to_datetime(value).strftime("%Y%m%dT%H%M%SZ")
 
 
-def join_block(join: dict[str, Any] | None, rules: MappingRules) -> str:
-    if not join:
-        return ""
-    lines = [rules.calendar.join_header, f"Join: {join.get('join_url', '')}", f"Meeting ID: {join.get('meeting_id')}"]
-    if join.get("passcode"):
-        lines.append(f"Passcode: {join['passcode']}")
-    return "\n".join(lines)
-
-
 def content_to_event(content: dict[str, Any], rules: MappingRules, event_key: str | None) -> dict[str, Any]:
     """Body for events.insert / events.patch of the master (exceptions are written separately)."""
     tz = content.get("timezone")
     join = content.get("join")
-    description = content.get("description") or ""
-    block = join_block(join, rules)
-    if block:
-        description = f"{description}\n\n{block}" if description else block
+    description = append_description(content.get("description") or "", join, rules)
     body: dict[str, Any] = {
         "summary": content.get("title") or "",
         "description": description,
@@ -271,10 +244,8 @@ def override_to_instance(
     content: dict[str, Any], rid: str, override: dict[str, Any], rules: MappingRules
 ) -> dict[str, Any]:
     tz = content.get("timezone")
-    description = override.get("description", content.get("description") or "")
-    block = join_block(content.get("join"), rules)
-    if block:
-        description = f"{description}\n\n{block}" if description else block
+    description = append_description(override.get("description", content.get("description") or ""),
+                                     content.get("join"), rules)
     return {
         "summary": override.get("title", content.get("title") or ""),
         "description": description,
@@ -283,7 +254,3 @@ def override_to_instance(
         "originalStartTime": _when_out(rid, tz),
         "status": "confirmed",
     }
-
-
-def date_of(value: str):
-    return parse_date(value) if is_date(value) else to_datetime(value).date()

@@ -16,10 +16,12 @@ from zoomcal.domain.content import make_content
 from zoomcal.domain.recurrence import join_rrule_parts, normalize_rrule, parse_rrule_parts
 from zoomcal.domain.timeutil import UTC, check_zone, fmt_instant, is_date, parse_ical_stamp, to_datetime, zone
 from zoomcal.errors import InvalidItem
-from zoomcal.mapping.rules import MappingRules
+from zoomcal.mapping.joininfo import append_description, split_description
+from zoomcal.mapping.rules import DEFAULT_RULES, MappingRules
 
 MAX_TEXT = 8192
 MARKER = "X-ZOOMCAL-EVENT"
+JOIN_PROPS = {"meeting_id": "X-ZOOMCAL-MEETING-ID", "join_url": "X-ZOOMCAL-JOIN-URL", "passcode": "X-ZOOMCAL-PASSCODE"}
 BLOCK = re.compile(r"^BEGIN:VEVENT\r?$.*?^END:VEVENT\r?$", re.S | re.M | re.I)
 UID_LINE = re.compile(r"^UID[;:](.*)$", re.M | re.I)
 RID_LINE = re.compile(r"^RECURRENCE-ID[;:].*$", re.M | re.I)
@@ -155,7 +157,10 @@ def series_to_content(blocks: list[dict[str, str]], rules: MappingRules, default
     if str(master.get("STATUS", "")).upper() == "CANCELLED":
         return {}
     start, end, tz = _span(master, default_tz)
-    title, description = _text(master, "SUMMARY"), _text(master, "DESCRIPTION")
+    title, description = _text(master, "SUMMARY"), split_description(_text(master, "DESCRIPTION"), rules)
+    join = None
+    if master.get(JOIN_PROPS["meeting_id"]) is not None:
+        join = {key: str(master.get(prop, "") or "") for key, prop in JOIN_PROPS.items()}
     rrule = _rrule(master, tz)
     exdates, rdates = _dates(master, "EXDATE", tz), _dates(master, "RDATE", tz)
     overrides: dict[str, dict[str, Any]] = {}
@@ -173,8 +178,9 @@ def series_to_content(blocks: list[dict[str, str]], rules: MappingRules, default
         override: dict[str, Any] = {"start": o_start, "end": o_end}
         if comp.get("SUMMARY") is not None and _text(comp, "SUMMARY") != title:
             override["title"] = _text(comp, "SUMMARY")
-        if comp.get("DESCRIPTION") is not None and _text(comp, "DESCRIPTION") != description:
-            override["description"] = _text(comp, "DESCRIPTION")
+        o_description = split_description(_text(comp, "DESCRIPTION"), rules)
+        if comp.get("DESCRIPTION") is not None and o_description != description:
+            override["description"] = o_description
         overrides[rid] = override
     attendees = master.get("ATTENDEE") or []
     attendees = attendees if isinstance(attendees, list) else [attendees]
@@ -184,7 +190,20 @@ def series_to_content(blocks: list[dict[str, str]], rules: MappingRules, default
         overrides={k: v for k, v in overrides.items() if k not in set(exdates)},
         attendees=[str(a).split(":", 1)[-1] for a in attendees if str(a).lower().startswith("mailto:")],
         show_as=_show_as(master, rules),
+        join=join,
     )
+
+
+def master_meta(blocks: list[dict[str, str]]) -> dict[str, str | None]:
+    """What decides pairing: location and description as written, our marker, a referenced meeting id."""
+    masters = [b for b in blocks if not b["rid"]]
+    if not masters:
+        return {"location": None, "description": None, "marker": None, "meeting_id": None}
+    comp = _component(masters[0]["ics"])
+    meeting = comp.get(JOIN_PROPS["meeting_id"])
+    return {"location": str(comp.get("LOCATION", "") or ""), "description": str(comp.get("DESCRIPTION", "") or ""),
+            "marker": str(comp.get(MARKER)) if comp.get(MARKER) is not None else None,
+            "meeting_id": str(meeting) if meeting is not None else None}
 
 
 def marker_of(blocks: list[dict[str, str]]) -> str | None:
@@ -206,7 +225,8 @@ def _set_when(comp: icalendar.Event, name: str, value: str, tz: str | None) -> N
         comp.add(name, to_datetime(value))
 
 
-def content_to_calendar(items: dict[str, dict[str, Any]], marker: bool = True) -> bytes:
+def content_to_calendar(items: dict[str, dict[str, Any]], marker: bool = True,
+                        rules: MappingRules = DEFAULT_RULES) -> bytes:
     """A VCALENDAR with every item (uid -> content), its overrides as RECURRENCE-ID instances, and a
     VTIMEZONE for each zone used."""
     cal = icalendar.Calendar()
@@ -217,7 +237,7 @@ def content_to_calendar(items: dict[str, dict[str, Any]], marker: bool = True) -
         tz = content.get("timezone") if not content.get("all_day") else None
         if tz:
             zones.add(tz)
-        for comp in _components(uid, content, tz, marker):
+        for comp in _components(uid, content, tz, marker, rules):
             cal.add_component(comp)
     for tz in sorted(zones):
         try:
@@ -227,13 +247,20 @@ def content_to_calendar(items: dict[str, dict[str, Any]], marker: bool = True) -
     return cal.to_ical()
 
 
-def _components(uid: str, content: dict[str, Any], tz: str | None, marker: bool) -> list[icalendar.Event]:
+def _components(uid: str, content: dict[str, Any], tz: str | None, marker: bool,
+                rules: MappingRules) -> list[icalendar.Event]:
+    join = content.get("join")
     master = icalendar.Event()
     master.add("UID", uid)
     master.add("DTSTAMP", datetime(2026, 1, 1, tzinfo=UTC))
     master.add("SUMMARY", content.get("title") or "")
-    if content.get("description"):
-        master.add("DESCRIPTION", content["description"])
+    description = append_description(content.get("description") or "", join, rules)
+    if description:
+        master.add("DESCRIPTION", description)
+    if join:
+        master.add("LOCATION", join.get("join_url", ""))
+        for key, prop in JOIN_PROPS.items():
+            master.add(prop, str(join.get(key) or ""))
     _set_when(master, "DTSTART", content["start"], tz)
     _set_when(master, "DTEND", content["end"], tz)
     if content.get("show_as") == "free":
@@ -258,7 +285,7 @@ def _components(uid: str, content: dict[str, Any], tz: str | None, marker: bool)
         _set_when(inst, "DTSTART", override["start"], tz)
         _set_when(inst, "DTEND", override["end"], tz)
         inst.add("SUMMARY", override.get("title", content.get("title") or ""))
-        description = override.get("description", content.get("description") or "")
+        description = append_description(override.get("description", content.get("description") or ""), join, rules)
         if description:
             inst.add("DESCRIPTION", description)
         out.append(inst)

@@ -1,0 +1,267 @@
+"""One CalDAV calendar collection (iCloud, Fastmail, Nextcloud, Radicale, ...) as a sync side.
+
+Changes come from RFC 6578 `sync-collection` (a server without it gets an explicit etag listing instead,
+noted in the cursor); changed resources are fetched with `calendar-multiget`. Creates go to a href named
+after our key with `If-None-Match: *` (idempotent); updates and deletes carry `If-Match`. Responses are parsed
+with defusedxml: hostile XML is refused, not expanded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+from xml.etree.ElementTree import Element
+
+import httpx
+from defusedxml import ElementTree
+from defusedxml.common import DefusedXmlException
+
+from zoomcal.auth.oauth import retry_after_seconds
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.errors import (
+    AuthExpired,
+    Conflict,
+    CursorInvalid,
+    InvalidItem,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    Transient,
+)
+from zoomcal.mapping.ical import content_to_calendar, master_meta, series_to_content, split_events
+from zoomcal.mapping.joininfo import referenced_meeting, wants_meeting
+from zoomcal.mapping.rules import MappingRules
+from zoomcal.net import Resolver, check_url, system_resolver
+
+NS = {"d": "DAV:", "c": "urn:ietf:params:xml:ns:caldav"}
+ETAG_LISTING = "etag-listing"     # cursor of a server without sync-collection: every listing is complete
+SYNC_BODY = ('<?xml version="1.0" encoding="utf-8"?><d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}'
+             '</d:sync-token><d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>')
+ETAG_BODY = ('<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop>'
+             '</d:propfind>')
+MULTIGET = ('<?xml version="1.0" encoding="utf-8"?><c:calendar-multiget xmlns:d="DAV:" '
+            'xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop><d:getetag/><c:calendar-data/></d:prop>{hrefs}'
+            '</c:calendar-multiget>')
+
+
+def parse_xml(data: bytes) -> Element:
+    try:
+        return ElementTree.fromstring(data, forbid_dtd=True)
+    except (DefusedXmlException, ElementTree.ParseError) as exc:
+        raise InvalidItem(f"refused XML from the server: {type(exc).__name__}") from exc
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class CalDavConnector:
+    name = "caldav"
+    capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=100)
+
+    def __init__(self, collection_url: str, rules: MappingRules, *, username: str | None = None,
+                 password: str | None = None, transport: httpx.AsyncBaseTransport | None = None,
+                 allow_private: bool = False, resolve: Resolver = system_resolver, timeout: float = 20.0):
+        self.url = collection_url if collection_url.endswith("/") else collection_url + "/"
+        self.path = urlsplit(self.url).path
+        self.rules = rules
+        self.allow_private = allow_private
+        self.resolve = resolve
+        auth = httpx.BasicAuth(username, password or "") if username else None
+        self.client = httpx.AsyncClient(auth=auth, transport=transport, timeout=timeout)
+        self.calls = 0
+
+    async def _request(self, method: str, url: str, ok: tuple[int, ...] = (200, 201, 204, 207),
+                       **kwargs: Any) -> httpx.Response:
+        check_url(url, self.allow_private, self.resolve)
+        self.calls += 1
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise Transient(f"{method} timed out") from exc
+        except httpx.TransportError as exc:
+            raise Transient(f"{method} failed: {type(exc).__name__}") from exc
+        status = response.status_code
+        if status in ok:
+            return response
+        message = f"{method} {urlsplit(url).path} -> {status}"
+        if status in (401, 403) and b"valid-sync-token" not in response.content:
+            raise AuthExpired(message)
+        if status == 404:
+            raise NotFound(message)
+        if status == 412:
+            raise PreconditionFailed(message)
+        if status == 429:
+            raise RateLimited(message, retry_after_seconds(response))
+        if status >= 500:
+            raise Transient(message)
+        if status in (403, 409) or b"valid-sync-token" in response.content:
+            raise CursorInvalid(message)
+        raise InvalidItem(f"{message}: {response.text[:200]}")
+
+    def _abs(self, href: str) -> str:
+        return urljoin(self.url, href)
+
+    # --- reading -------------------------------------------------------------------------------------
+    async def _listing(self, cursor: str | None) -> tuple[dict[str, str | None], str, bool]:
+        """({href: etag or None when deleted}, new cursor, complete?)."""
+        if cursor != ETAG_LISTING:
+            token = _xml_escape(cursor or "")
+            try:
+                response = await self._request("REPORT", self.url, headers={"Depth": "1",
+                                                "Content-Type": "application/xml; charset=utf-8"},
+                                                content=SYNC_BODY.format(token=token))
+            except InvalidItem:
+                if cursor:
+                    raise
+                response = None   # no sync-collection here: fall back to an etag listing, explicitly
+            if response is not None:
+                root = parse_xml(response.content)
+                found = {}
+                for resp in root.findall("d:response", NS):
+                    href = resp.findtext("d:href", default="", namespaces=NS)
+                    if not href.endswith(".ics"):
+                        continue
+                    status = resp.findtext("d:status", default="", namespaces=NS)
+                    found[href] = None if " 404 " in status else resp.findtext(".//d:getetag", namespaces=NS)
+                return found, root.findtext("d:sync-token", default="", namespaces=NS), not cursor
+        response = await self._request("PROPFIND", self.url, headers={"Depth": "1", "Content-Type": "application/xml"},
+                                       content=ETAG_BODY)
+        root = parse_xml(response.content)
+        found = {resp.findtext("d:href", default="", namespaces=NS): resp.findtext(".//d:getetag", namespaces=NS)
+                 for resp in root.findall("d:response", NS)}
+        return {h: e for h, e in found.items() if h.endswith(".ics")}, ETAG_LISTING, True
+
+    async def _multiget(self, hrefs: list[str]) -> list[dict[str, Any]]:
+        raws = []
+        for start in range(0, len(hrefs), 100):
+            chunk = "".join(f"<d:href>{_xml_escape(h)}</d:href>" for h in hrefs[start:start + 100])
+            response = await self._request("REPORT", self.url, headers={"Depth": "1",
+                                           "Content-Type": "application/xml; charset=utf-8"},
+                                           content=MULTIGET.format(hrefs=chunk))
+            for resp in parse_xml(response.content).findall("d:response", NS):
+                data = resp.findtext(".//c:calendar-data", namespaces=NS)
+                if data is not None:
+                    raws.append({"href": resp.findtext("d:href", default="", namespaces=NS),
+                                 "etag": resp.findtext(".//d:getetag", namespaces=NS), "ics": data})
+        return raws
+
+    async def changes(self, cursor: str | None, mirror: Mapping[str, dict[str, Any]]) -> ChangeSet:
+        start_calls = self.calls
+        found, new_cursor, complete = await self._listing(cursor)
+        removed = [href for href, etag in found.items() if etag is None]
+        wanted = [href for href, etag in found.items() if etag is not None and (mirror.get(href) or {}).get("etag")
+                  != etag]
+        changed = await self._multiget(wanted) if wanted else []
+        present = {h for h, e in found.items() if e is not None} if complete else None
+        return ChangeSet(changed, removed, new_cursor, present, self.calls - start_calls)
+
+    def raw_id(self, raw: dict[str, Any]) -> str:
+        return raw["href"]
+
+    def series_key(self, raw: dict[str, Any]) -> str:
+        return raw["href"]
+
+    def planned_id(self, key: str) -> str | None:
+        return self.path + quote(key) + ".ics"
+
+    def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
+        if not raws:
+            return None
+        raw = raws[0]
+        blocks, calendar_tz = split_events(raw["ics"])
+        if not blocks:
+            return None   # a resource with no VEVENT (a task, a journal): not ours to sync
+        if len({b["uid"] for b in blocks}) > 1:
+            raise InvalidItem("one calendar resource holds several UIDs")
+        content = series_to_content(blocks, self.rules, calendar_tz)
+        if not content:
+            return None
+        meta = master_meta(blocks)
+        return Item(raw["href"], content, etag=raw.get("etag"), marker=meta["marker"],
+                    peer_ref=referenced_meeting(meta["meeting_id"], meta["location"], meta["description"]),
+                    wants_peer=wants_meeting(meta["location"], meta["description"], self.rules))
+
+    async def get(self, item_id: str) -> list[dict[str, Any]]:
+        response = await self._request("GET", self._abs(item_id))
+        return [{"href": item_id, "etag": response.headers.get("etag"), "ics": response.text}]
+
+    # --- writing -------------------------------------------------------------------------------------
+    async def _put(self, href: str, uid: str, content: dict[str, Any], headers: dict[str, str]) -> WriteResult:
+        start_calls = self.calls
+        body = content_to_calendar({uid: content}, rules=self.rules)
+        response = await self._request("PUT", self._abs(href), ok=(200, 201, 204),
+                                       headers={**headers, "Content-Type": "text/calendar; charset=utf-8"},
+                                       content=body)
+        etag = response.headers.get("etag")
+        raw = {"href": href, "etag": etag, "ics": body.decode()}
+        if etag is None:   # the server did not say: read it back (the stored text may differ, too)
+            raw = (await self.get(href))[0]
+        item = self.normalize([raw])
+        if item is None:
+            raise InvalidItem("the server did not keep the event we wrote")
+        return WriteResult(href, raw["etag"], [raw], item, [], self.calls - start_calls)
+
+    async def create(self, content: dict[str, Any], key: str, maybe_exists: bool = False) -> WriteResult:
+        href = self.planned_id(key)
+        try:
+            return await self._put(href, key, content, {"If-None-Match": "*"})
+        except PreconditionFailed:
+            if not maybe_exists:
+                raise Conflict(f"{href} exists") from None
+            current = await self.get(href)    # our earlier create went through: bring it up to date
+            return await self.update(href, content, current[0]["etag"], key, current)
+
+    async def update(self, item_id: str, content: dict[str, Any], etag: str | None, key: str,
+                     current: list[dict[str, Any]]) -> WriteResult:
+        raws = current or await self.get(item_id)
+        blocks, _ = split_events(raws[0]["ics"])
+        uid = blocks[0]["uid"] if blocks else key          # the resource keeps its own UID
+        return await self._put(item_id, uid, content, {"If-Match": etag} if etag else {})
+
+    async def delete(self, item_id: str, etag: str | None) -> int:
+        start_calls = self.calls
+        try:
+            await self._request("DELETE", self._abs(item_id), headers={"If-Match": etag} if etag else {})
+        except NotFound:
+            pass   # already gone
+        return self.calls - start_calls
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+async def discover(base_url: str, username: str | None, password: str | None, *, allow_private: bool = False,
+                   resolve: Resolver = system_resolver, transport: httpx.AsyncBaseTransport | None = None
+                   ) -> list[tuple[str, str]]:
+    """Calendars under a base URL: .well-known/caldav -> principal -> calendar-home-set -> collections."""
+    probe = CalDavConnector(base_url, None, username=username, password=password, transport=transport,  # type: ignore[arg-type]
+                            allow_private=allow_private, resolve=resolve)
+    try:
+        async def propfind(url: str, prop: str, depth: str = "0") -> Element:
+            headers = {"Depth": depth, "Content-Type": "application/xml"}
+            response = await probe._request("PROPFIND", url, headers=headers,
+                                            content=f'<d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:'
+                                                    f'caldav"><d:prop>{prop}</d:prop></d:propfind>')
+            return parse_xml(response.content)
+
+        root_url = urljoin(probe.url, "/.well-known/caldav")
+        try:
+            await probe._request("PROPFIND", root_url, ok=(207, 301, 302, 307, 308), headers={"Depth": "0"})
+        except (NotFound, InvalidItem):
+            root_url = probe.url
+        principal = (await propfind(probe.url, "<d:current-user-principal/>")).findtext(
+            ".//d:current-user-principal/d:href", namespaces=NS)
+        home_root = await propfind(probe._abs(principal or probe.path), "<c:calendar-home-set/>")
+        home = home_root.findtext(".//c:calendar-home-set/d:href", namespaces=NS) or principal or probe.path
+        listing = await propfind(probe._abs(home), "<d:resourcetype/><d:displayname/>", depth="1")
+        calendars = []
+        for resp in listing.findall("d:response", NS):
+            if resp.find(".//d:resourcetype/c:calendar", NS) is not None:
+                href = resp.findtext("d:href", default="", namespaces=NS)
+                calendars.append((probe._abs(href), resp.findtext(".//d:displayname", default="", namespaces=NS)
+                                  or href.rstrip("/").rsplit("/", 1)[-1]))
+        return calendars
+    finally:
+        await probe.aclose()

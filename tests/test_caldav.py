@@ -1,0 +1,108 @@
+"""CalDAV against a real Radicale server: two-way with Zoom, discovery, sync tokens, hostile XML."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from conftest import SANDBOX, make_context, new_collection
+from zoomcal.connectors.caldav.connector import discover, parse_xml
+from zoomcal.errors import InvalidItem
+from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.service import add_account, add_user, build_pairs, close_pairs
+from zoomcal.store.models import Cursor
+from zoomcal.sync.engine import SyncEngine
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def test_hostile_xml_is_refused():
+    bomb = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><x>&b;</x>'
+    with pytest.raises(InvalidItem, match="refused XML"):
+        parse_xml(bomb)
+    with pytest.raises(InvalidItem, match="refused XML"):
+        parse_xml(b"<multistatus><unclosed>")
+
+
+async def test_discovery_finds_the_calendars(radicale):
+    url = new_collection(radicale, "dora")
+    found = await discover(radicale, "dora", "x", allow_private=True)
+    assert url in [c[0] for c in found]
+
+
+def _resources(collection: str) -> dict[str, str]:
+    report = httpx.request("PROPFIND", collection, auth=("ada", "x"), headers={"Depth": "1"})
+    hrefs = [h.split("</href>")[0] for h in report.text.split("<href>")[1:] if h.split("</href>")[0].endswith(".ics")]
+    base = collection.split("/ada/")[0]
+    return {h: httpx.get(base + h, auth=("ada", "x")).text for h in hrefs}
+
+
+async def test_two_way_with_zoom(world, tmp_path, radicale):
+    ctx = make_context(world, tmp_path)
+    ctx.settings.allow_private_urls = True
+    collection = new_collection(radicale)
+    info = world.add_user("ada@example.com", "Ada", "Europe/Paris")
+    add_user(ctx, "ada@example.com")
+    add_account(ctx, "ada@example.com", "zoom", {"api_base": f"{SANDBOX}/zoom/v2",
+                                                 "token_url": f"{SANDBOX}/zoom/oauth/token"},
+                {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
+                 "account_id": world.zoom.account_id}, info["zoom_user_id"])
+    add_account(ctx, "ada@example.com", "caldav", {}, {"username": "ada", "password": "x"}, collection, "Work")
+    actor = SandboxActor(world, transport=world.transport())
+    engine = SyncEngine(ctx.db)
+
+    async def sync(**kw):
+        pairs = build_pairs(ctx)
+        try:
+            return await engine.run(pairs[0], **kw)
+        finally:
+            await close_pairs(pairs)
+
+    meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time="2026-12-07T09:00:00Z",
+                                      duration=30, timezone="Europe/Paris",
+                                      recurrence={"type": 2, "weekly_days": "2", "end_times": 4})
+    report = await sync()
+    assert report.status == "ok" and report.writes == 1
+    (href, ics), = _resources(collection).items()
+    assert "SUMMARY:Weekly" in ics and meeting["join_url"] in ics and "BEGIN:VTIMEZONE" in ics
+    # another CalDAV client renames the series and moves one occurrence
+    base = collection.split("/ada/")[0]
+    current = httpx.get(base + href, auth=("ada", "x"))
+    edited = current.text.replace("SUMMARY:Weekly", "SUMMARY:Weekly sync")
+    put = httpx.put(base + href, content=edited, auth=("ada", "x"),
+                    headers={"If-Match": current.headers["etag"], "Content-Type": "text/calendar"})
+    assert put.status_code in (201, 204)
+    # and a new event marked for Zoom appears in the calendar
+    marked = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//other//EN\r\nBEGIN:VEVENT\r\nUID:plan-1@other\r\n"
+              "DTSTAMP:20261101T000000Z\r\nSUMMARY:Planning\r\nLOCATION:zoom\r\n"
+              "DTSTART;TZID=Europe/Paris:20261208T150000\r\nDTEND;TZID=Europe/Paris:20261208T160000\r\n"
+              "END:VEVENT\r\nEND:VCALENDAR\r\n")
+    assert httpx.put(collection + "plan.ics", content=marked, auth=("ada", "x"),
+                     headers={"Content-Type": "text/calendar"}).status_code == 201
+    report = await sync()
+    assert report.status == "ok", report.errors
+    assert world.zoom.meetings[meeting["id"]]["topic"] == "Weekly sync"
+    planning = next(m for m in world.zoom.meetings.values() if m["topic"] == "Planning")
+    assert planning["start_time"] == "2026-12-08T14:00:00Z" and planning["duration"] == 60
+    plan_ics = httpx.get(collection + "plan.ics", auth=("ada", "x")).text
+    assert planning["join_url"] in plan_ics and "UID:plan-1@other" in plan_ics    # join written back, UID kept
+    assert (await sync()).writes == 0
+    # an expired sync token: full listing, nothing duplicated
+    with ctx.db.transaction() as s:
+        for cursor in s.scalars(select(Cursor)):
+            if cursor.value and cursor.value.startswith("http"):
+                cursor.value = "http://radicale.org/ns/sync/0000"
+    report = await sync()
+    assert report.status == "ok" and any("full resync" in n for n in report.notes) and report.writes == 0
+    # deleting in the calendar cancels the Zoom meeting
+    assert httpx.delete(collection + "plan.ics", auth=("ada", "x")).status_code in (200, 204)
+    await sync()
+    assert "Planning" not in [m["topic"] for m in world.zoom.meetings.values()]
+    assert len(_resources(collection)) == 1
+    ctx.db.dispose()
