@@ -236,7 +236,7 @@ def diff_view(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 def apply_view(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """Apply changes from `diff_view` to a (plain) content."""
-    if any(p.startswith("overrides/") and p.endswith("/duration") for p in changes):
+    if any(p.startswith("overrides/") and p.endswith(("/start", "/duration")) for p in changes):
         return from_merge_view(apply_paths(merge_view(base), changes))
     duration = changes.get("duration", MISSING)
     plain = {p: v for p, v in changes.items() if p != "duration"} if "duration" in changes else changes
