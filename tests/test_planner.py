@@ -205,3 +205,14 @@ def test_a_move_and_a_new_length_from_different_sides_combine():
     assert (p.base["start"], p.base["end"]) == ("2026-03-02T14:00:00Z", "2026-03-02T15:30:00Z")
     assert not p.reviews and sorted(ops(p)) == [("a", "update"), ("b", "update")]
     assert base["end"] == "2026-03-02T11:00:00Z"
+
+
+def test_moving_an_already_moved_occurrence_keeps_its_length():
+    rid = "2026-03-03T10:00:00Z"
+    series = edited(rrule="FREQ=DAILY;COUNT=3",
+                    overrides={rid: {"start": "2026-03-03T12:00:00Z", "end": "2026-03-03T13:00:00Z"}})
+    again = edited(rrule="FREQ=DAILY;COUNT=3",
+                   overrides={rid: {"start": "2026-03-03T15:00:00Z", "end": "2026-03-03T16:00:00Z"}})
+    ev = EventRecord("ev1", series, link("z1", series), link("g1", series))
+    p = only(plan_sync({"z1": item("z1", again)}, {}, [ev]))
+    assert p.base["overrides"] == again["overrides"] and ops(p) == [("b", "update")]

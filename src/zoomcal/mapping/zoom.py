@@ -251,7 +251,9 @@ def content_to_meeting(
         notes.append("all-day event: the Zoom meeting runs from local midnight for the whole day(s)")
     start_at = to_datetime(start, tz)
     body["start_time"] = fmt_instant(start_at)
-    body["duration"] = max(1, duration_minutes(start, end or start, tz)) if end else 60
+    body["duration"] = max(1, duration_minutes(start, end, tz)) if end else 60
+    if end and duration_minutes(start, end, tz) < 1:
+        notes.append("a zero-length event: Zoom meetings last at least a minute")
     rrule = content.get("rrule")
     if not rrule and not content.get("rdates"):
         body["type"] = 2
