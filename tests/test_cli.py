@@ -223,3 +223,38 @@ def test_ics_feed_account_from_the_command_line(env, tmp_path):
     assert synced.exit_code == 0, synced.output
     events = json.loads(run("events", "--user", "ics@example.com", "--json").output)
     assert [e["title"] for e in events] == ["Team offsite"]
+
+
+def test_sync_with_presence_follows_the_calendar(env, monkeypatch):
+    from datetime import timedelta
+
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+    from zoomcal.sandbox.actor import SandboxActor
+
+    world = SandboxWorld()
+    server = BackgroundServer(world).start()
+    try:
+        info = world.add_user("pia@example.com", "Pia", "UTC")
+        run("user", "add", "pia@example.com")
+        monkeypatch.setenv("ZC_Z", world.zoom.client_secret)
+        monkeypatch.setenv("ZC_G", world.google.client_secret)
+        monkeypatch.setenv("ZC_R", info["google_refresh_token"])
+        run("account", "add", "zoom", "--user", "pia@example.com", "--client-id", world.zoom.client_id,
+            "--client-secret-env", "ZC_Z", "--account-id", world.zoom.account_id, "--zoom-user", info["zoom_user_id"],
+            "--api-base", f"{server.url}/zoom/v2", "--token-url", f"{server.url}/zoom/oauth/token")
+        run("account", "add", "google", "--user", "pia@example.com", "--client-id", world.google.client_id,
+            "--client-secret-env", "ZC_G", "--refresh-token-env", "ZC_R", "--calendar-id", info["google_calendar_id"],
+            "--api-base", f"{server.url}/google/calendar/v3", "--token-url", f"{server.url}/google/token")
+        import asyncio
+
+        now = now_utc()
+        asyncio.run(SandboxActor(world, base_url=server.url).google_insert(
+            info["google_calendar_id"], summary="Vacation", eventType="outOfOffice",
+            start={"dateTime": fmt_instant(now - timedelta(hours=1))},
+            end={"dateTime": fmt_instant(now + timedelta(hours=3))}))
+        result = run("sync", "--once", "--presence")
+        assert result.exit_code == 0, result.output
+        assert world.zoom.users[info["zoom_user_id"]]["_presence"] == "Out_of_Office"
+        assert "out of office" in result.output
+    finally:
+        server.stop()

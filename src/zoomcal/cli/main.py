@@ -268,12 +268,13 @@ def _describe_plan(pair, report) -> list[str]:
     return lines
 
 
-async def _sync_round(ctx, user: str | None, dry_run: bool, confirm_deletes: bool, progress: Progress | None):
+async def _sync_round(ctx, user: str | None, dry_run: bool, confirm_deletes: bool, progress: Progress | None,
+                      on_event=None):
     from zoomcal.service import build_pairs, close_pairs
     from zoomcal.sync.engine import SyncEngine
 
     pairs = build_pairs(ctx, user)
-    engine = SyncEngine(ctx.db)
+    engine = SyncEngine(ctx.db, on_event=on_event)
     results = []
     task = progress.add_task("syncing", total=len(pairs)) if progress else None
     try:
@@ -294,16 +295,36 @@ def sync(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned actions; write nothing."),
     confirm_deletes: bool = typer.Option(False, "--confirm-deletes", help="Carry out deletions held by the guard."),
     interval: float = typer.Option(30.0, "--interval", help="Seconds between rounds when not --once."),
+    presence: bool = typer.Option(False, "--presence", help="Also keep Zoom presence in line after each round."),
 ) -> None:
     """Sync every user's Zoom meetings with their calendar (continuously unless --once or --dry-run)."""
     ctx = _ctx()
     failed = False
+    driver = None
+    if presence and not dry_run:
+        from zoomcal.presence.service import PresenceService
+
+        driver = PresenceService(ctx, _index(ctx))
+    due_now: set[int] = set()
+
+    def follow(change: dict) -> None:
+        # the engine's change stream: the busy index takes the event, presence re-checks its owner
+        if driver is not None and change.get("event_id"):
+            driver.index.refresh_event(ctx.db, change["user_id"], change["event_id"])
+            due_now.add(change["user_id"])
+
+    first_round = True
     while True:
         try:
             with Progress(console=err, transient=True) as progress:
-                results = asyncio.run(_sync_round(ctx, user, dry_run, confirm_deletes, progress))
+                results = asyncio.run(_sync_round(ctx, user, dry_run, confirm_deletes, progress, follow))
         except ConfigError as exc:
             _fail(str(exc))
+        if driver is not None:
+            for outcome in asyncio.run(_presence_round(driver, due_now, first_round)):
+                _print_outcome(outcome, verbose=False)
+            due_now.clear()
+            first_round = False
         if not results:
             err.print("nothing to sync: no user has both a Zoom account and a calendar that receives meetings")
         for pair, report in results:
@@ -322,6 +343,14 @@ def sync(
         if once or dry_run:
             raise typer.Exit(1 if failed else 0)
         time.sleep(interval)
+
+
+async def _presence_round(driver, due_now: set[int], everyone: bool):
+    if everyone:
+        return await driver.start()
+    for user_id in due_now:
+        driver.mark_due(user_id)
+    return await driver.run_due()
 
 
 @app.command()

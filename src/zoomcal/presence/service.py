@@ -150,6 +150,10 @@ class PresenceService:
         if due:
             heapq.heappush(self.queue, (min(due), user_id))
 
+    def mark_due(self, user_id: int) -> None:
+        """Something about this user changed (the sync's change stream): evaluate at the next run_due."""
+        heapq.heappush(self.queue, (0, user_id))
+
     def users(self) -> list[User]:
         with self.ctx.db.session() as s:
             return list(s.scalars(select(User).order_by(User.id)))
