@@ -40,3 +40,18 @@ def test_real_world_export_quirks():
     lunch = series_to_content([b for b in blocks if b["uid"] == "b2"], DEFAULT_RULES, tz)
     assert lunch["start"] == "2026-03-02T11:00:00Z"                    # floating: the calendar's zone
     assert lunch["show_as"] == "tentative" and lunch["description"] == "long line that isfolded"
+
+
+def test_windows_zone_names_from_outlook_exports():
+    from zoomcal.errors import InvalidItem
+
+    text = "\r\n".join(["BEGIN:VCALENDAR", "VERSION:2.0", "BEGIN:VEVENT", "UID:w1", "SUMMARY:Outlook",
+                        "DTSTART;TZID=W. Europe Standard Time:20260330T090000",
+                        "DTEND;TZID=W. Europe Standard Time:20260330T100000", "END:VEVENT",
+                        "BEGIN:VEVENT", "UID:w2", "SUMMARY:Nowhere", "DTSTART;TZID=Mars Standard Time:20260330T090000",
+                        "END:VEVENT", "END:VCALENDAR", ""])
+    blocks, _ = split_events(text)
+    outlook = series_to_content([b for b in blocks if b["uid"] == "w1"], DEFAULT_RULES)
+    assert (outlook["timezone"], outlook["start"]) == ("Europe/Berlin", "2026-03-30T07:00:00Z")   # CEST
+    with pytest.raises(InvalidItem, match="unknown time zone 'Mars Standard Time'"):
+        series_to_content([b for b in blocks if b["uid"] == "w2"], DEFAULT_RULES)

@@ -10,18 +10,34 @@ from zoomcal.errors import InvalidItem
 UTC = UTC
 
 
+def iana_name(name: str) -> str:
+    """An IANA zone name for `name`, which may be a Windows zone name (CLDR's windowsZones mapping, as Outlook,
+    Exchange and Graph write them)."""
+    from tzlocal.windows_tz import win_tz
+
+    return win_tz.get(name, name)
+
+
+def windows_name(iana: str) -> str | None:
+    from tzlocal.windows_tz import tz_win
+
+    return tz_win.get(iana)
+
+
 def zone(name: str | None) -> ZoneInfo:
     if not name:
         return ZoneInfo("UTC")
     try:
-        return ZoneInfo(name)
+        return ZoneInfo(iana_name(name))
     except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
         raise InvalidItem(f"unknown time zone {name!r}") from exc
 
 
 def check_zone(name: str | None) -> str | None:
+    """The zone's IANA name (Windows names are translated); an unknown zone is an InvalidItem, never UTC."""
     if name:
         zone(name)
+        return iana_name(name)
     return name
 
 
