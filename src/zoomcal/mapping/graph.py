@@ -1,0 +1,180 @@
+"""Microsoft Graph event JSON (graph-v1.0-calendar.yml shapes) ⇄ canonical content. Pure functions, no I/O.
+
+Graph writes local date-times with a zone that may be a Windows name; `patternedRecurrence` holds the rule.
+What it cannot hold (EXDATE/RDATE lines, negative month days, BYSETPOS other than the first-matching-day
+form) is reported as a degradation, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from zoomcal.domain.content import make_content
+from zoomcal.domain.recurrence import WEEKDAYS, join_rrule_parts, normalize_rrule, parse_rrule_parts, split_byday
+from zoomcal.domain.timeutil import UTC, check_zone, fmt_instant, is_date, to_datetime, windows_name, zone
+from zoomcal.errors import InvalidItem
+
+DAYS = {"monday": "MO", "tuesday": "TU", "wednesday": "WE", "thursday": "TH", "friday": "FR", "saturday": "SA",
+        "sunday": "SU"}
+NAMES = {v: k for k, v in DAYS.items()}
+INDEX = {"first": 1, "second": 2, "third": 3, "fourth": 4, "last": -1}
+INDEX_NAMES = {v: k for k, v in INDEX.items()}
+SHOW_AS = {"free": "free", "tentative": "tentative", "busy": "busy", "oof": "ooo", "workingElsewhere": "free",
+           "unknown": "busy"}
+SHOW_AS_OUT = {"free": "free", "tentative": "tentative", "busy": "busy", "ooo": "oof", "focus": "busy"}
+
+
+def recurrence_to_rrule(rec: dict[str, Any]) -> str:
+    pattern, rng = rec.get("pattern") or {}, rec.get("range") or {}
+    kind = pattern.get("type")
+    parts: dict[str, str] = {}
+    interval = int(pattern.get("interval") or 1)
+    if interval != 1:
+        parts["INTERVAL"] = str(interval)
+    days = [DAYS[d] for d in pattern.get("daysOfWeek") or [] if d in DAYS]
+    index = INDEX.get(pattern.get("index") or "first", 1)
+    if kind == "daily":
+        parts["FREQ"] = "DAILY"
+    elif kind == "weekly":
+        parts.update(FREQ="WEEKLY", BYDAY=",".join(days))
+        if (pattern.get("firstDayOfWeek") or "sunday") != "monday":
+            parts["WKST"] = DAYS.get(pattern.get("firstDayOfWeek") or "sunday", "SU")
+    elif kind in ("absoluteMonthly", "absoluteYearly"):
+        parts.update(FREQ="MONTHLY" if kind == "absoluteMonthly" else "YEARLY",
+                     BYMONTHDAY=str(int(pattern.get("dayOfMonth") or 1)))
+    elif kind in ("relativeMonthly", "relativeYearly"):
+        parts["FREQ"] = "MONTHLY" if kind == "relativeMonthly" else "YEARLY"
+        if len(days) == 1:
+            parts["BYDAY"] = f"{index}{days[0]}"
+        else:   # several days: the index-th day that matches
+            parts.update(BYDAY=",".join(days), BYSETPOS=str(index))
+    else:
+        raise InvalidItem(f"unknown Graph recurrence type {kind!r}")
+    if kind in ("absoluteYearly", "relativeYearly"):
+        parts["BYMONTH"] = str(int(pattern.get("month") or 1))
+    if rng.get("type") == "numbered":
+        parts["COUNT"] = str(int(rng.get("numberOfOccurrences") or 1))
+    elif rng.get("type") == "endDate" and rng.get("endDate"):
+        parts["UNTIL"] = rng["endDate"].replace("-", "")
+    return normalize_rrule(join_rrule_parts(parts))
+
+
+def rrule_to_recurrence(rrule: str, start_local: date, tz: str | None) -> tuple[dict[str, Any] | None, str]:
+    """patternedRecurrence for an RRULE, or (None, why) when Graph cannot hold it."""
+    parts = parse_rrule_parts(rrule)
+    freq = parts.pop("FREQ")
+    pattern: dict[str, Any] = {"interval": int(parts.pop("INTERVAL", "1")),
+                               "firstDayOfWeek": NAMES[parts.pop("WKST", "MO")]}
+    byday = [split_byday(d) for d in parts.pop("BYDAY").split(",")] if "BYDAY" in parts else []
+    setpos = parts.pop("BYSETPOS", None)
+    monthday = parts.pop("BYMONTHDAY", None)
+    month = parts.pop("BYMONTH", None)
+    if freq == "DAILY" and not byday:
+        pattern["type"] = "daily"
+    elif freq == "WEEKLY":
+        days = byday or [(None, WEEKDAYS[start_local.weekday()])]
+        if any(o is not None for o, _ in days):
+            return None, "weekly rule with ordinal weekdays"
+        pattern.update(type="weekly", daysOfWeek=[NAMES[d] for _, d in days])
+    elif freq in ("MONTHLY", "YEARLY") and (monthday or not byday) and not setpos:
+        day = int(monthday) if monthday else start_local.day
+        if monthday and ("," in monthday or day < 1):
+            return None, f"Graph cannot express BYMONTHDAY={monthday}"
+        pattern.update(type="absoluteMonthly" if freq == "MONTHLY" else "absoluteYearly", dayOfMonth=day)
+    elif freq in ("MONTHLY", "YEARLY") and byday:
+        ordinals = {o for o, _ in byday}
+        if len(byday) == 1 and not setpos and byday[0][0] in INDEX_NAMES:
+            index = byday[0][0]
+        elif ordinals == {None} and setpos and int(setpos) in INDEX_NAMES:
+            index = int(setpos)
+        else:
+            spelled = ",".join(f"{o or ''}{d}" for o, d in byday)
+            return None, f"Graph cannot express BYDAY={spelled}" + (f" with BYSETPOS={setpos}" if setpos else "")
+        pattern.update(type="relativeMonthly" if freq == "MONTHLY" else "relativeYearly",
+                       daysOfWeek=[NAMES[d] for _, d in byday], index=INDEX_NAMES[index])
+    else:
+        return None, f"Graph has no {freq.lower()} rule like this"
+    if freq == "YEARLY":
+        pattern["month"] = int(month) if month else start_local.month
+    elif month:
+        return None, "BYMONTH outside a yearly rule"
+    rng: dict[str, Any] = {"startDate": start_local.isoformat(), "recurrenceTimeZone": windows_name(tz or "UTC")
+                           or tz or "UTC"}
+    if "COUNT" in parts:
+        rng.update(type="numbered", numberOfOccurrences=int(parts.pop("COUNT")))
+    elif "UNTIL" in parts:
+        until = parts.pop("UNTIL")
+        if len(until) != 8:
+            return None, "Graph keeps only the last date of a series (UNTIL with a time)"
+        rng.update(type="endDate", endDate=f"{until[:4]}-{until[4:6]}-{until[6:]}")
+    else:
+        rng["type"] = "noEnd"
+    if parts:
+        return None, f"Graph cannot express {', '.join(sorted(parts))}"
+    return {"pattern": pattern, "range": rng}, ""
+
+
+def _when(value: dict[str, Any] | None, what: str, all_day: bool) -> tuple[str, str | None]:
+    if not isinstance(value, dict) or not value.get("dateTime"):
+        raise InvalidItem(f"event without {what}")
+    tz = check_zone(value.get("timeZone") or "UTC")
+    try:
+        local = datetime.fromisoformat(value["dateTime"].split(".")[0])
+    except ValueError as exc:
+        raise InvalidItem(f"malformed {what} {value['dateTime']!r}") from exc
+    if all_day:
+        return local.date().isoformat(), None
+    return fmt_instant(local.replace(tzinfo=zone(tz)).astimezone(UTC)), tz
+
+
+def event_to_content(event: dict[str, Any]) -> dict[str, Any]:
+    all_day = bool(event.get("isAllDay"))
+    start, tz = _when(event.get("start"), "start", all_day)
+    end, _ = _when(event.get("end"), "end", all_day)
+    if to_datetime(end, tz) < to_datetime(start, tz):
+        raise InvalidItem("event ends before it starts")
+    body = event.get("body") or {}
+    rrule = recurrence_to_rrule(event["recurrence"]) if event.get("recurrence") else None
+    return make_content(
+        title=(event.get("subject") or "").strip(),
+        description=str(body.get("content") or "").replace("\r\n", "\n").rstrip()
+        if (body.get("contentType") or "text") == "text" else "",
+        start=start, end=end, timezone=tz, all_day=all_day, rrule=rrule,
+        attendees=[((a.get("emailAddress") or {}).get("address") or "") for a in event.get("attendees") or []],
+        show_as=SHOW_AS.get(event.get("showAs") or "busy", "busy"),
+    )
+
+
+def content_to_event(content: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Body for POST/PATCH /events, and what Graph could not keep."""
+    notes: list[str] = []
+    tz = content.get("timezone") or "UTC"
+    graph_tz = windows_name(tz) or tz
+
+    def when(value: str) -> dict[str, str]:
+        if is_date(value):
+            return {"dateTime": f"{value}T00:00:00", "timeZone": graph_tz}
+        return {"dateTime": to_datetime(value).astimezone(zone(tz)).strftime("%Y-%m-%dT%H:%M:%S"),
+                "timeZone": graph_tz}
+
+    event: dict[str, Any] = {
+        "subject": content.get("title") or "",
+        "body": {"contentType": "text", "content": content.get("description") or ""},
+        "start": when(content["start"]), "end": when(content["end"]), "isAllDay": bool(content.get("all_day")),
+        "showAs": SHOW_AS_OUT.get(content.get("show_as") or "busy", "busy"),
+        "attendees": [{"emailAddress": {"address": a}, "type": "required"} for a in content.get("attendees") or []],
+    }
+    if content.get("show_as") == "focus":
+        notes.append("focus time is shown as busy in Microsoft 365")
+    if content.get("rrule"):
+        start_local = date.fromisoformat(content["start"]) if is_date(content["start"]) else \
+            to_datetime(content["start"]).astimezone(zone(tz)).date()
+        rec, why = rrule_to_recurrence(content["rrule"], start_local, tz)
+        if rec is None:
+            notes.append(f"recurrence not kept in Microsoft 365 ({why}): only the first occurrence is written")
+        else:
+            event["recurrence"] = rec
+    if content.get("rdates"):
+        notes.append("extra dates (RDATE) have no place in Microsoft 365")
+    return event, notes
