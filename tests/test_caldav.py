@@ -106,3 +106,34 @@ async def test_two_way_with_zoom(world, tmp_path, radicale):
     assert "Planning" not in [m["topic"] for m in world.zoom.meetings.values()]
     assert len(_resources(collection)) == 1
     ctx.db.dispose()
+
+
+async def test_server_without_sync_collection_gets_an_explicit_etag_listing():
+    from zoomcal.connectors.caldav.connector import ETAG_LISTING, CalDavConnector
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    ics = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:e1\r\nSUMMARY:Old server\r\n"
+           "DTSTART:20261201T100000Z\r\nDTEND:20261201T110000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = request.content.decode()
+        if request.method == "REPORT" and "sync-collection" in body:
+            return httpx.Response(403, text="<error xmlns='DAV:'><supported-report/></error>")
+        if request.method == "PROPFIND":
+            return httpx.Response(207, text="<multistatus xmlns='DAV:'><response><href>/cal/e1.ics</href><propstat>"
+                                            "<prop><getetag>\"1\"</getetag></prop></propstat></response></multistatus>")
+        if request.method == "REPORT" and "calendar-multiget" in body:
+            return httpx.Response(207, text="<multistatus xmlns='DAV:' xmlns:c='urn:ietf:params:xml:ns:caldav'>"
+                                            "<response><href>/cal/e1.ics</href><propstat><prop><getetag>\"1\"</getetag>"
+                                            f"<c:calendar-data>{ics}</c:calendar-data></prop></propstat></response>"
+                                            "</multistatus>")
+        return httpx.Response(500)
+
+    conn = CalDavConnector("https://old.example.com/cal/", DEFAULT_RULES, username="u", password="p",
+                           transport=httpx.MockTransport(handler), resolve=lambda _h: ["93.184.216.34"])
+    changes = await conn.changes(None, {})
+    assert changes.cursor == ETAG_LISTING and changes.present == {"/cal/e1.ics"}
+    assert conn.normalize(changes.changed).content["title"] == "Old server"
+    again = await conn.changes(ETAG_LISTING, {"/cal/e1.ics": changes.changed[0]})
+    assert again.changed == [] and again.present == {"/cal/e1.ics"}     # unchanged etag: nothing fetched
+    await conn.aclose()

@@ -33,6 +33,29 @@ def _message(response: httpx.Response) -> str:
     return ""
 
 
+def error_for(response: httpx.Response, what: str, gone_is: type[ConnectorError] = NotFound) -> ConnectorError:
+    """The typed error for an HTTP failure: the executor decides retry / resync / skip from its type alone."""
+    status = response.status_code
+    message = f"{what} -> {status} {_message(response)}".strip()
+    if status == 403 and "ratelimit" in message.lower().replace(" ", ""):
+        return RateLimited(message, retry_after_seconds(response, 5.0))
+    if status in (401, 403):
+        return AuthExpired(message)
+    if status == 404:
+        return NotFound(message)
+    if status == 409:
+        return Conflict(message)
+    if status == 410:
+        return gone_is(message)
+    if status == 412:
+        return PreconditionFailed(message)
+    if status == 429:
+        return RateLimited(message, retry_after_seconds(response))
+    if status >= 500:
+        return Transient(message)
+    return InvalidItem(message)
+
+
 class ApiClient:
     def __init__(self, base_url: str, tokens: TokenSource, transport: httpx.AsyncBaseTransport | None = None,
                  timeout: float = 20.0):
@@ -58,27 +81,9 @@ class ApiClient:
                 kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
                 continue
             break
-        status = response.status_code
-        if status < 400:
+        if response.status_code < 400:
             return response
-        message = f"{method} {path} -> {status} {_message(response)}".strip()
-        if status == 403 and "ratelimit" in message.lower().replace(" ", ""):
-            raise RateLimited(message, retry_after_seconds(response, 5.0))
-        if status == 401 or status == 403:
-            raise AuthExpired(message)
-        if status == 404:
-            raise NotFound(message)
-        if status == 409:
-            raise Conflict(message)
-        if status == 410:
-            raise gone_is(message)
-        if status == 412:
-            raise PreconditionFailed(message)
-        if status == 429:
-            raise RateLimited(message, retry_after_seconds(response))
-        if status >= 500:
-            raise Transient(message)
-        raise InvalidItem(message)
+        raise error_for(response, f"{method} {path}", gone_is)
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.request(method, path, **kwargs)
@@ -88,4 +93,4 @@ class ApiClient:
         await self.client.aclose()
 
 
-__all__ = ["ApiClient", "CursorInvalid", "retry_after_seconds"]
+__all__ = ["ApiClient", "CursorInvalid", "error_for", "retry_after_seconds"]

@@ -17,25 +17,17 @@ import httpx
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
-from zoomcal.auth.oauth import retry_after_seconds
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
-from zoomcal.errors import (
-    AuthExpired,
-    Conflict,
-    CursorInvalid,
-    InvalidItem,
-    NotFound,
-    PreconditionFailed,
-    RateLimited,
-    Transient,
-)
+from zoomcal.connectors.http import error_for
+from zoomcal.errors import Conflict, CursorInvalid, InvalidItem, NotFound, PreconditionFailed, Transient
 from zoomcal.mapping.ical import content_to_calendar, master_meta, series_to_content, split_events
 from zoomcal.mapping.joininfo import referenced_meeting, wants_meeting
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.net import Resolver, check_url, system_resolver
 
 NS = {"d": "DAV:", "c": "urn:ietf:params:xml:ns:caldav"}
-ETAG_LISTING = "etag-listing"     # cursor of a server without sync-collection: every listing is complete
+ETAG_LISTING = "etag-listing"              # cursor of a server without sync-collection: listings are complete
+UNSUPPORTED = (400, 403, 405, 415, 501)     # how servers without RFC 6578 answer a sync-collection REPORT
 SYNC_BODY = ('<?xml version="1.0" encoding="utf-8"?><d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}'
              '</d:sync-token><d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>')
 ETAG_BODY = ('<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop>'
@@ -82,23 +74,11 @@ class CalDavConnector:
             raise Transient(f"{method} timed out") from exc
         except httpx.TransportError as exc:
             raise Transient(f"{method} failed: {type(exc).__name__}") from exc
-        status = response.status_code
-        if status in ok:
+        if response.status_code in ok:
             return response
-        message = f"{method} {urlsplit(url).path} -> {status}"
-        if status in (401, 403) and b"valid-sync-token" not in response.content:
-            raise AuthExpired(message)
-        if status == 404:
-            raise NotFound(message)
-        if status == 412:
-            raise PreconditionFailed(message)
-        if status == 429:
-            raise RateLimited(message, retry_after_seconds(response))
-        if status >= 500:
-            raise Transient(message)
-        if status in (403, 409) or b"valid-sync-token" in response.content:
-            raise CursorInvalid(message)
-        raise InvalidItem(f"{message}: {response.text[:200]}")
+        if b"valid-sync-token" in response.content:   # RFC 6578: the token expired; list everything again
+            raise CursorInvalid(f"{method} {urlsplit(url).path}: sync token no longer valid")
+        raise error_for(response, f"{method} {urlsplit(url).path}")
 
     def _abs(self, href: str) -> str:
         return urljoin(self.url, href)
@@ -108,15 +88,12 @@ class CalDavConnector:
         """({href: etag or None when deleted}, new cursor, complete?)."""
         if cursor != ETAG_LISTING:
             token = _xml_escape(cursor or "")
-            try:
-                response = await self._request("REPORT", self.url, headers={"Depth": "1",
-                                                "Content-Type": "application/xml; charset=utf-8"},
-                                                content=SYNC_BODY.format(token=token))
-            except InvalidItem:
-                if cursor:
-                    raise
-                response = None   # no sync-collection here: fall back to an etag listing, explicitly
-            if response is not None:
+            response = await self._request("REPORT", self.url, ok=(207,) + UNSUPPORTED,
+                                           headers={"Depth": "1", "Content-Type": "application/xml; charset=utf-8"},
+                                           content=SYNC_BODY.format(token=token))
+            if response.status_code in UNSUPPORTED and cursor:
+                raise CursorInvalid("the server stopped answering sync-collection")
+            if response.status_code == 207:   # otherwise: no sync-collection here, fall back to an etag listing
                 root = parse_xml(response.content)
                 found = {}
                 for resp in root.findall("d:response", NS):
