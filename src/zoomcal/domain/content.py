@@ -133,7 +133,8 @@ def diff_paths(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     Equal top-level values are skipped without flattening (the common case: one or two fields changed).
     """
     changed: dict[str, Any] = {}
-    for key in before.keys() | after.keys():
+    keys = after.keys() if before.keys() == after.keys() else before.keys() | after.keys()
+    for key in keys:
         old, new = before.get(key, MISSING), after.get(key, MISSING)
         if old == new:
             continue
