@@ -264,10 +264,7 @@ class SyncMachine(RuleBasedStateMachine):
     @precondition(lambda self: hasattr(self, "pair"))
     @rule()
     def noop_resync_writes_nothing(self):
-        first = self.run(self.engine.run(self.pair, trigger="test"))
-        assert first.status == "ok", first.errors
-        self.resolve()
-        self.check()
+        self.clean_sync()
         second = self.run(self.engine.run(self.pair, trigger="test"))
         assert second.writes == 0, second.plan.events if second.plan else None
 

@@ -23,7 +23,8 @@ from zoomcal.logging import configure
 app = typer.Typer(help="zoomcal: keep Zoom meetings and calendars in two-way sync around one central store.",
                   no_args_is_help=True, add_completion=False)
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
-account_app = typer.Typer(help="Link provider accounts (Zoom, Google Calendar).", no_args_is_help=True)
+account_app = typer.Typer(help="Link provider accounts (Zoom, Google Calendar, CalDAV, ICS feeds).",
+                          no_args_is_help=True)
 mapping_app = typer.Typer(help="Mapping rules.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
@@ -297,7 +298,8 @@ def sync(
     interval: float = typer.Option(30.0, "--interval", help="Seconds between rounds when not --once."),
     presence: bool = typer.Option(False, "--presence", help="Also keep Zoom presence in line after each round."),
 ) -> None:
-    """Sync every user's Zoom meetings with their calendar (continuously unless --once or --dry-run)."""
+    """Sync every user's Zoom meetings with their calendar, and read ICS feeds (continuously unless --once or
+    --dry-run)."""
     ctx = _ctx()
     failed = False
     driver = None
