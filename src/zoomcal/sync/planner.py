@@ -234,15 +234,14 @@ def plan_sync(
 
 def _adopt_pair(event_id: str, a_item: Item, b_item: Item, rules: PlanRules) -> EventPlan:
     """First sync found both halves of a pair: merge them, the adopt winner's fields first."""
-    win, lose = (a_item, b_item) if rules.adopt_winner == "a" else (b_item, a_item)
+    items = {"a": a_item, "b": b_item}
+    loser = other(rules.adopt_winner)
+    lose, win = items[loser], items[rules.adopt_winner]
     base = apply_paths(lose.content, {p: v for p, v in diff_paths(lose.content, win.content).items()
                                       if v != MISSING})
-    plan = EventPlan(event_id, "existing pair adopted (matched by meeting id)", base=base,
-                     seen={"a": a_item, "b": b_item})
-    loser_side = "b" if rules.adopt_winner == "a" else "a"
+    plan = EventPlan(event_id, "existing pair adopted (matched by meeting id)", base=base, seen=dict(items))
     if diff_paths(lose.content, base):
-        plan.writes.append(Write(loser_side, "update", (b_item if loser_side == "b" else a_item).id,
-                                 (b_item if loser_side == "b" else a_item).etag))
+        plan.writes.append(Write(loser, "update", lose.id, lose.etag))
     return plan
 
 
