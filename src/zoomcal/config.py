@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     zoom_token_url: str = "https://zoom.us/oauth/token"
     google_api_base: str = "https://www.googleapis.com/calendar/v3"
     google_token_url: str = "https://oauth2.googleapis.com/token"
+    graph_api_base: str = "https://graph.microsoft.com/v1.0"
+    graph_token_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
     mapping_rules: Path | None = None
     presence_rules: Path | None = None
     http_timeout: float = 20.0

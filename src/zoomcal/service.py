@@ -17,6 +17,7 @@ from zoomcal.auth.vault import Vault
 from zoomcal.config import Settings
 from zoomcal.connectors.caldav.connector import CalDavConnector
 from zoomcal.connectors.google.connector import GoogleConnector
+from zoomcal.connectors.graph.connector import GraphConnector
 from zoomcal.connectors.http import ApiClient
 from zoomcal.connectors.ics.connector import IcsConnector
 from zoomcal.connectors.zoom.connector import ZoomConnector
@@ -28,7 +29,7 @@ from zoomcal.store.db import Database
 from zoomcal.store.models import Account, Calendar, Tenant, User
 from zoomcal.sync.engine import SideSpec, SyncPair
 
-PROVIDERS = ("zoom", "google", "ics", "caldav")
+PROVIDERS = ("zoom", "google", "graph", "ics", "caldav")
 
 
 @dataclass
@@ -114,7 +115,8 @@ def token_source(ctx: Context, account: Account) -> TokenSource:
                                           secret["client_secret"])
         return RefreshTokenSource(token_url, secret["client_id"], secret["client_secret"], secret["refresh_token"],
                                   basic_auth=True, on_rotate=_rotate_callback(ctx, account.id))
-    token_url = cfg.get("token_url") or ctx.settings.google_token_url
+    default_url = ctx.settings.graph_token_url if account.provider == "graph" else ctx.settings.google_token_url
+    token_url = cfg.get("token_url") or default_url
     return RefreshTokenSource(token_url, secret["client_id"], secret["client_secret"], secret["refresh_token"],
                               basic_auth=False, on_rotate=_rotate_callback(ctx, account.id))
 
@@ -135,9 +137,21 @@ def make_connector(ctx: Context, account: Account, calendar: Calendar, rules: Ma
         api = ApiClient(cfg.get("api_base") or ctx.settings.zoom_api_base, tokens, ctx.transport,
                         ctx.settings.http_timeout)
         return ZoomConnector(api, calendar.remote_id, rules)
+    if account.provider == "graph":
+        api = ApiClient(cfg.get("api_base") or ctx.settings.graph_api_base, tokens, ctx.transport,
+                        ctx.settings.http_timeout)
+        user, _, calendar_id = calendar.remote_id.partition("/")
+        window = window_of(rules)
+        return GraphConnector(api, user, calendar_id, rules, window)
     api = ApiClient(cfg.get("api_base") or ctx.settings.google_api_base, tokens, ctx.transport,
                     ctx.settings.http_timeout)
     return GoogleConnector(api, calendar.remote_id, rules)
+
+
+def window_of(rules: MappingRules):
+    from zoomcal.availability.intervals import window
+
+    return window(rules.availability.window_past_days, rules.availability.window_future_days)
 
 
 def build_pairs(ctx: Context, email: str | None = None) -> list[SyncPair]:

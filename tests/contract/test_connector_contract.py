@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
 from zoomcal.auth.oauth import RefreshTokenSource, ZoomAccountCredentials
@@ -55,12 +57,26 @@ def _caldav(radicale_url):
                            allow_private=True)
 
 
-@pytest.fixture(params=["memory", "zoom", "google", "caldav"])
+def _graph():
+    from datetime import datetime
+
+    from zoomcal.connectors.graph.connector import GraphConnector
+
+    world = SandboxWorld()
+    user = world.add_user("c@example.com", "C", "Europe/Paris")
+    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
+                                world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
+    api = ApiClient("http://sandbox/graph/v1.0", tokens, world.transport())
+    window = (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC))
+    return GraphConnector(api, "c@example.com", "calendar", DEFAULT_RULES, window)
+
+
+@pytest.fixture(params=["memory", "zoom", "google", "caldav", "graph"])
 async def conn(request):
     if request.param == "caldav":
         connector = _caldav(request.getfixturevalue("radicale"))
     else:
-        connector = {"memory": _memory, "zoom": _zoom, "google": _google}[request.param]()
+        connector = {"memory": _memory, "zoom": _zoom, "google": _google, "graph": _graph}[request.param]()
     yield connector
     await connector.aclose()
 

@@ -23,7 +23,7 @@ from zoomcal.logging import configure
 app = typer.Typer(help="zoomcal: keep Zoom meetings and calendars in two-way sync around one central store.",
                   no_args_is_help=True, add_completion=False)
 user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
-account_app = typer.Typer(help="Link provider accounts (Zoom, Google Calendar, CalDAV, ICS feeds).",
+account_app = typer.Typer(help="Link provider accounts (Zoom, Google Calendar, Microsoft 365, CalDAV, ICS feeds).",
                           no_args_is_help=True)
 mapping_app = typer.Typer(help="Mapping rules.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -163,7 +163,7 @@ def _secret(env: str | None, label: str, required: bool = True) -> str:
 
 @account_app.command("add")
 def account_add(
-    provider: str = typer.Argument(..., help="zoom | google | ics | caldav"),
+    provider: str = typer.Argument(..., help="zoom | google | graph | ics | caldav"),
     user: str = typer.Option(..., "--user", help="E-mail of the zoomcal user."),
     client_id: str | None = typer.Option(None, "--client-id", help="OAuth client id (zoom, google)."),
     url: str | None = typer.Option(None, "--url", help="ics: the feed's URL or a file path; caldav: the server "
@@ -178,7 +178,10 @@ def account_add(
                                           help="Zoom server-to-server: the Zoom account id (no refresh token needed)."),
     zoom_user: str | None = typer.Option(None, "--zoom-user",
                                          help="Zoom user id or e-mail (default: the user's e-mail)."),
-    calendar_id: str = typer.Option("primary", "--calendar-id", help="Google calendar id."),
+    calendar_id: str | None = typer.Option(None, "--calendar-id",
+                                           help="Google: calendar id (default primary); graph: calendar id "
+                                                "(default: the user's default calendar)."),
+    mailbox: str | None = typer.Option(None, "--mailbox", help="graph: the mailbox (default: the user's e-mail)."),
     api_base: str | None = typer.Option(None, "--api-base", help="API base URL (default: the vendor's)."),
     token_url: str | None = typer.Option(None, "--token-url", help="OAuth token URL (default: the vendor's)."),
     receives_meetings: bool = typer.Option(True, "--receives-meetings/--no-meetings",
@@ -188,8 +191,8 @@ def account_add(
     prompt, never from the command line."""
     from zoomcal.service import add_account
 
-    if provider not in ("zoom", "google", "ics", "caldav"):
-        _fail("provider must be zoom, google, ics or caldav")
+    if provider not in ("zoom", "google", "graph", "ics", "caldav"):
+        _fail("provider must be zoom, google, graph, ics or caldav")
     if provider == "caldav":
         from zoomcal.connectors.caldav.connector import discover
 
@@ -229,7 +232,12 @@ def account_add(
     else:
         secret["refresh_token"] = _secret(refresh_token_env, "refresh token")
     config = {k: v for k, v in {"api_base": api_base, "token_url": token_url}.items() if v}
-    remote = (zoom_user or user) if provider == "zoom" else calendar_id
+    if provider == "zoom":
+        remote = zoom_user or user
+    elif provider == "graph":
+        remote = f"{mailbox or user}/{calendar_id or ''}".rstrip("/")
+    else:
+        remote = calendar_id or "primary"
     try:
         add_account(_ctx(), user, provider, config, secret, remote,
                     receives_meetings=None if provider == "zoom" else receives_meetings)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import timedelta
 from typing import Any
 
 from zoomcal.domain.content import make_content
-from zoomcal.domain.recurrence import normalize_rrule, occurrence_starts
+from zoomcal.domain.recurrence import normalize_rrule, occurrence_starts, plain_end
 from zoomcal.domain.timeutil import (
     check_zone,
     fmt_instant,
@@ -164,14 +163,6 @@ def show_as(event: dict[str, Any], rules: MappingRules) -> str:
     if me is not None and me.get("responseStatus") == "tentative":
         return table.tentative
     return "busy"
-
-
-def plain_end(rid: str, start: str, end: str, tz: str | None) -> str:
-    """Where the occurrence starting at `rid` ends when it keeps the series' own length."""
-    length = to_datetime(end, tz) - to_datetime(start, tz)
-    if is_date(rid):
-        return (parse_date(rid) + timedelta(days=max(1, length.days))).isoformat()
-    return fmt_instant(to_datetime(rid) + length)
 
 
 def _series_rids(start: str, end: str, tz: str | None, rrule: str | None, rdates: list[str]) -> set[str]:

@@ -115,7 +115,7 @@ def rrule_to_recurrence(rrule: str, start_local: date, tz: str | None) -> tuple[
     return {"pattern": pattern, "range": rng}, ""
 
 
-def _when(value: dict[str, Any] | None, what: str, all_day: bool) -> tuple[str, str | None]:
+def _when(value: dict[str, Any] | None, what: str, all_day: bool) -> str:
     if not isinstance(value, dict) or not value.get("dateTime"):
         raise InvalidItem(f"event without {what}")
     tz = check_zone(value.get("timeZone") or "UTC")
@@ -124,14 +124,21 @@ def _when(value: dict[str, Any] | None, what: str, all_day: bool) -> tuple[str, 
     except ValueError as exc:
         raise InvalidItem(f"malformed {what} {value['dateTime']!r}") from exc
     if all_day:
-        return local.date().isoformat(), None
-    return fmt_instant(local.replace(tzinfo=zone(tz)).astimezone(UTC)), tz
+        return local.date().isoformat()
+    return fmt_instant(local.replace(tzinfo=zone(tz)).astimezone(UTC))
+
+
+def when_instant(value: dict[str, Any]) -> str:
+    """A Graph dateTimeTimeZone as a canonical UTC instant."""
+    return _when(value, "time", False)
 
 
 def event_to_content(event: dict[str, Any]) -> dict[str, Any]:
+    """Graph answers in UTC by default; the zone the event was made in is `originalStartTimeZone`."""
     all_day = bool(event.get("isAllDay"))
-    start, tz = _when(event.get("start"), "start", all_day)
-    end, _ = _when(event.get("end"), "end", all_day)
+    start = _when(event.get("start"), "start", all_day)
+    end = _when(event.get("end"), "end", all_day)
+    tz = check_zone(event.get("originalStartTimeZone") or (event.get("start") or {}).get("timeZone") or "UTC")
     if to_datetime(end, tz) < to_datetime(start, tz):
         raise InvalidItem("event ends before it starts")
     body = event.get("body") or {}
@@ -140,7 +147,7 @@ def event_to_content(event: dict[str, Any]) -> dict[str, Any]:
         title=(event.get("subject") or "").strip(),
         description=str(body.get("content") or "").replace("\r\n", "\n").rstrip()
         if (body.get("contentType") or "text") == "text" else "",
-        start=start, end=end, timezone=tz, all_day=all_day, rrule=rrule,
+        start=start, end=end, timezone=None if all_day else tz, all_day=all_day, rrule=rrule,
         attendees=[((a.get("emailAddress") or {}).get("address") or "") for a in event.get("attendees") or []],
         show_as=SHOW_AS.get(event.get("showAs") or "busy", "busy"),
     )

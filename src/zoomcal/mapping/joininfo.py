@@ -48,3 +48,20 @@ def wants_meeting(location: str | None, description: str | None, rules: MappingR
 def referenced_meeting(ours: str | None, location: str | None, description: str | None) -> str | None:
     """The Zoom meeting an event points at: our own property, or a join URL in location/description."""
     return ours or join_url_meeting_id(location) or join_url_meeting_id(description)
+
+
+def parse_join_block(text: str | None, rules: MappingRules) -> dict[str, str] | None:
+    """Read back the join block zoomcal wrote (for calendars with no place for private properties)."""
+    body = str(text or "").replace("\r\n", "\n")
+    at = body.find(rules.calendar.join_header)
+    if at < 0:
+        return None
+    fields = {}
+    for line in body[at:].splitlines()[1:]:
+        name, sep, value = line.partition(": ")
+        if sep:
+            fields[name.strip()] = value.strip()
+    if "Meeting ID" not in fields:
+        return None
+    return {"meeting_id": fields["Meeting ID"], "join_url": fields.get("Join", ""),
+            "passcode": fields.get("Passcode", "")}

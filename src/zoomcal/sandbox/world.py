@@ -15,20 +15,25 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from zoomcal.sandbox.faults import FaultMiddleware, FaultPlan, SandboxTransport
 from zoomcal.sandbox.google import GoogleState, make_google_app
+from zoomcal.sandbox.graph import GraphState, make_graph_app
 from zoomcal.sandbox.zoom import ZoomState, make_zoom_app
 
 ZOOM_PREFIX = "/zoom"
 GOOGLE_PREFIX = "/google"
+GRAPH_PREFIX = "/graph"
 
 
 @dataclass
 class SandboxWorld:
     zoom: ZoomState = field(default_factory=ZoomState)
     google: GoogleState = field(default_factory=GoogleState)
+    graph: GraphState = field(default_factory=GraphState)
     zoom_faults: FaultPlan = field(default_factory=FaultPlan)
     google_faults: FaultPlan = field(default_factory=FaultPlan)
+    graph_faults: FaultPlan = field(default_factory=FaultPlan)
     zoom_calls: dict[str, int] = field(default_factory=dict)
     google_calls: dict[str, int] = field(default_factory=dict)
+    graph_calls: dict[str, int] = field(default_factory=dict)
     feeds: dict[str, str] = field(default_factory=dict)          # name -> ICS text served at /feeds/{name}.ics
     feed_calls: dict[str, int] = field(default_factory=dict)
     _apps: dict[bool, FastAPI] = field(default_factory=dict)
@@ -42,6 +47,8 @@ class SandboxWorld:
                                                     over_network))
             root.mount(GOOGLE_PREFIX, FaultMiddleware(make_google_app(self.google), self.google_faults,
                                                       self.google_calls, over_network))
+            root.mount(GRAPH_PREFIX, FaultMiddleware(make_graph_app(self.graph), self.graph_faults, self.graph_calls,
+                                                     over_network))
             self._apps[over_network] = root
         return self._apps[over_network]
 
@@ -69,6 +76,7 @@ class SandboxWorld:
         first, _, last = name.partition(" ")
         user = self.zoom.add_user(email, first, last, timezone)
         self.google.add_calendar(email, timezone, summary=name or email)
+        self.graph.add_calendar(email)
         return {
             "email": email,
             "name": name,
@@ -77,6 +85,8 @@ class SandboxWorld:
             "zoom_refresh_token": self.zoom.tokens.grant_refresh(user["id"]),
             "google_calendar_id": email,
             "google_refresh_token": self.google.tokens.grant_refresh(email),
+            "graph_calendar_id": f"{email}/calendar",
+            "graph_refresh_token": self.graph.tokens.grant_refresh(email),
         }
 
     def describe(self, base_url: str, users: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,16 +100,22 @@ class SandboxWorld:
             "zoom_client_secret": self.zoom.client_secret,
             "google_client_id": self.google.client_id,
             "google_client_secret": self.google.client_secret,
+            "graph_api_base": f"{base_url}{GRAPH_PREFIX}/v1.0",
+            "graph_token_url": f"{base_url}{GRAPH_PREFIX}/oauth2/v2.0/token",
+            "graph_client_id": self.graph.client_id,
+            "graph_client_secret": self.graph.client_secret,
             "users": users,
         }
 
     def api_calls(self) -> int:
         """Calls to the data APIs (reads and writes), not counting the OAuth token endpoints."""
-        return sum(c.get(k, 0) for c in (self.zoom_calls, self.google_calls) for k in ("reads", "writes"))
+        return sum(c.get(k, 0) for c in (self.zoom_calls, self.google_calls, self.graph_calls)
+                   for k in ("reads", "writes"))
 
     def clear_faults(self) -> None:
         self.zoom_faults.clear()
         self.google_faults.clear()
+        self.graph_faults.clear()
 
 
 DEMO_USERS = [

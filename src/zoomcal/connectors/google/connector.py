@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
 from zoomcal.connectors.http import ApiClient
-from zoomcal.domain.recurrence import occurrence_starts
+from zoomcal.domain.recurrence import occurrence_starts, plain_end
 from zoomcal.domain.timeutil import fmt_instant, to_datetime
 from zoomcal.errors import Conflict, CursorInvalid, InvalidItem, NotFound
 from zoomcal.mapping.google import (
@@ -21,7 +21,6 @@ from zoomcal.mapping.google import (
     event_id_for,
     instance_id,
     override_to_instance,
-    plain_end,
     private_props,
     referenced_meeting,
     series_to_content,

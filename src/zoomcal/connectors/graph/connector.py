@@ -1,0 +1,181 @@
+"""One Microsoft 365 calendar through Microsoft Graph.
+
+Change tracking is `calendarView/delta` over the availability window: it reports single events, occurrences and
+exceptions, never the series master, and a deleted occurrence just disappears. So for every series that moved,
+the master is read (`GET /events/{id}`) and the series is rebuilt from the master and the instances held in the
+window: an expected occurrence with no instance is a cancelled one. Creates carry `transactionId` (our event id:
+a retried create returns the first event); updates send `If-Match` with the event's etag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.http import ApiClient
+from zoomcal.domain.recurrence import occurrence_starts, plain_end
+from zoomcal.domain.timeutil import fmt_instant, to_datetime
+from zoomcal.errors import CursorInvalid, NotFound
+from zoomcal.mapping.graph import content_to_event, event_to_content, when_instant
+from zoomcal.mapping.joininfo import (
+    append_description,
+    parse_join_block,
+    referenced_meeting,
+    split_description,
+    wants_meeting,
+)
+from zoomcal.mapping.rules import MappingRules
+
+
+class GraphConnector:
+    name = "graph"
+    capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=50)
+
+    def __init__(self, api: ApiClient, user: str, calendar_id: str, rules: MappingRules,
+                 window: tuple[datetime, datetime]):
+        self.api = api
+        self.rules = rules
+        # the user's default calendar, or a named one
+        self.base = f"users/{user}/calendars/{calendar_id}" if calendar_id else f"users/{user}/calendar"
+        self.lo, self.hi = window
+
+    def _range(self) -> dict[str, str]:
+        return {"startDateTime": fmt_instant(self.lo)[:-1], "endDateTime": fmt_instant(self.hi)[:-1]}
+
+    # --- reading -------------------------------------------------------------------------------------
+    async def changes(self, cursor: str | None, mirror: Mapping[str, dict[str, Any]]) -> ChangeSet:
+        start_calls = self.api.calls
+        url, params = (cursor, None) if cursor else (f"{self.base}/calendarView/delta", self._range())
+        changed: list[dict[str, Any]] = []
+        removed: list[str] = []
+        while True:
+            page = await self.api.json("GET", url, params=params, gone_is=CursorInvalid)
+            params = None
+            for item in page.get("value") or []:
+                (removed.append(item["id"]) if "@removed" in item else changed.append(item))
+            if page.get("@odata.nextLink"):
+                url = page["@odata.nextLink"]
+                continue
+            new_cursor = page.get("@odata.deltaLink")
+            break
+        # the series masters behind every touched occurrence (delta never sends them)
+        masters = {i["seriesMasterId"] for i in changed if i.get("seriesMasterId")}
+        masters |= {mirror[r]["seriesMasterId"] for r in removed if (mirror.get(r) or {}).get("seriesMasterId")}
+        for master_id in sorted(masters):
+            try:
+                changed.append(await self.api.json("GET", f"{self.base}/events/{master_id}"))
+            except NotFound:
+                removed.append(master_id)
+        present = None if cursor else {self.raw_id(r) for r in changed}
+        return ChangeSet(changed, removed, new_cursor, present, self.api.calls - start_calls)
+
+    def raw_id(self, raw: dict[str, Any]) -> str:
+        return raw["id"]
+
+    def series_key(self, raw: dict[str, Any]) -> str:
+        return raw.get("seriesMasterId") or raw["id"]
+
+    def planned_id(self, key: str) -> str | None:
+        return None   # Graph assigns ids; transactionId makes the create idempotent instead
+
+    def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
+        masters = [r for r in raws if r.get("type") in ("seriesMaster", "singleInstance") or
+                   (not r.get("seriesMasterId") and not r.get("type"))]
+        if not masters:
+            return None   # instances whose series is gone
+        master = masters[0]
+        content = event_to_content(master)
+        body = str((master.get("body") or {}).get("content") or "")
+        content["description"] = split_description(body, self.rules)
+        content["join"] = parse_join_block(body, self.rules)
+        if content.get("rrule"):
+            instances = {r["originalStart"]: r for r in raws if r.get("seriesMasterId")}
+            expected = [rid for rid in occurrence_starts(content, self.lo, self.hi) if self.lo <= to_datetime(rid)
+                        < self.hi]
+            content["exdates"] = sorted(rid for rid in expected if rid not in instances)
+            overrides = {}
+            for rid, inst in instances.items():
+                if inst.get("type") != "exception":
+                    continue
+                override = {"start": when_instant(inst["start"]), "end": when_instant(inst["end"])}
+                if (inst.get("subject") or "") != content["title"]:
+                    override["title"] = inst.get("subject") or ""
+                if set(override) == {"start", "end"} and override["start"] == rid and \
+                        override["end"] == plain_end(rid, content["start"], content["end"], content.get("timezone")):
+                    continue   # an exception put back on the series' own time is an occurrence again
+                overrides[rid] = override
+            content["overrides"] = dict(sorted(overrides.items()))
+        location = ((master.get("location") or {}).get("displayName")) or ""
+        join = content.get("join") or {}
+        return Item(master["id"], content, etag=master.get("@odata.etag"), marker=master.get("transactionId"),
+                    peer_ref=referenced_meeting(join.get("meeting_id"), location, body),
+                    wants_peer=wants_meeting(location, body, self.rules))
+
+    async def get(self, item_id: str) -> list[dict[str, Any]]:
+        return [await self.api.json("GET", f"{self.base}/events/{item_id}")]
+
+    # --- writing -------------------------------------------------------------------------------------
+    def _body(self, content: dict[str, Any]) -> dict[str, Any]:
+        event, _notes = content_to_event(content)
+        event["body"]["content"] = append_description(content.get("description") or "", content.get("join"),
+                                                      self.rules)
+        if content.get("join"):
+            event["location"] = {"displayName": content["join"].get("join_url", "")}
+        return event
+
+    async def create(self, content: dict[str, Any], key: str, maybe_exists: bool = False) -> WriteResult:
+        start_calls = self.api.calls
+        event = await self.api.json("POST", f"{self.base}/events", json={**self._body(content), "transactionId": key})
+        return await self._finish(event, content, start_calls)
+
+    async def update(self, item_id: str, content: dict[str, Any], etag: str | None, key: str,
+                     current: list[dict[str, Any]]) -> WriteResult:
+        start_calls = self.api.calls
+        headers = {"If-Match": etag} if etag else {}
+        event = await self.api.json("PATCH", f"{self.base}/events/{item_id}", json=self._body(content),
+                                    headers=headers)
+        return await self._finish(event, content, start_calls)
+
+    async def _finish(self, event: dict[str, Any], content: dict[str, Any], start_calls: int) -> WriteResult:
+        """Bring the instances in line (cancel, move, put back), then read the series as it now stands."""
+        raws = [event]
+        if event.get("type") == "seriesMaster":
+            instances = await self._instances(event["id"])
+            overrides = content.get("overrides") or {}
+            exdates = set(content.get("exdates") or ())
+            for inst in instances:
+                rid = inst["originalStart"]
+                if rid in exdates:
+                    await self.api.request("DELETE", f"{self.base}/events/{inst['id']}")
+                    continue
+                want = overrides.get(rid)
+                have = (when_instant(inst["start"]), when_instant(inst["end"]), inst.get("subject") or "")
+                length = to_datetime(content["end"]) - to_datetime(content["start"])
+                target = (want["start"], want["end"], want.get("title", content["title"])) if want else \
+                    (rid, fmt_instant(to_datetime(rid) + length), content["title"])
+                if have != target:
+                    await self.api.json("PATCH", f"{self.base}/events/{inst['id']}", json={
+                        "subject": target[2], "start": {"dateTime": target[0][:-1], "timeZone": "UTC"},
+                        "end": {"dateTime": target[1][:-1], "timeZone": "UTC"}})
+            raws = [(await self.get(event["id"]))[0], *await self._instances(event["id"])]
+        item = self.normalize(raws)
+        assert item is not None
+        return WriteResult(item.id, item.etag, raws, item, [], self.api.calls - start_calls)
+
+    async def _instances(self, master_id: str) -> list[dict[str, Any]]:
+        page = await self.api.json("GET", f"{self.base}/events/{master_id}/instances", params=self._range())
+        return page.get("value") or []
+
+    async def delete(self, item_id: str, etag: str | None) -> int:
+        start_calls = self.api.calls
+        try:
+            await self.api.request("DELETE", f"{self.base}/events/{item_id}",
+                                   headers={"If-Match": etag} if etag else {})
+        except NotFound:
+            pass
+        return self.api.calls - start_calls
+
+    async def aclose(self) -> None:
+        await self.api.aclose()

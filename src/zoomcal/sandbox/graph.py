@@ -1,0 +1,331 @@
+"""Offline emulator of the Microsoft Graph calendar API (v1.0 slice): events, instances, calendarView/delta.
+
+Shapes follow ../shared/specs/microsoft; behaviour follows the documented one: times come back in UTC with the
+zone the client used in `originalStartTimeZone` (Windows names as Outlook writes them); change tracking is
+`calendarView/delta` over a window and returns single events, occurrences and exceptions (never the series
+master), removed ones as `{"id", "@removed"}`; a deleted occurrence simply vanishes from `/instances`;
+`transactionId` makes a retried create return the first one; `If-Match` on a stale etag → 412. Base path
+`/graph/v1.0`, token endpoint `/graph/oauth2/v2.0/token`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from zoomcal.domain.recurrence import occurrences
+from zoomcal.domain.timeutil import UTC, fmt_instant, parse_instant
+from zoomcal.errors import InvalidItem
+from zoomcal.mapping.graph import event_to_content
+from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response
+
+WRITABLE = ("subject", "body", "start", "end", "isAllDay", "showAs", "attendees", "location", "recurrence",
+            "transactionId", "categories", "sensitivity")
+
+
+@dataclass
+class GraphState:
+    client_id: str = "graph-sandbox-client"
+    client_secret: str = "graph-sandbox-secret"
+    events: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)     # calendar -> id -> event
+    owners: dict[str, str] = field(default_factory=dict)                           # calendar -> user
+    removed: list[tuple[int, str, str]] = field(default_factory=list)              # (seq, calendar, instance id)
+    tokens: TokenBook = field(default_factory=TokenBook)
+    seq: int = 0
+    epoch: int = 0                  # bumped to invalidate every delta token (-> 410 SyncStateNotFound)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def expire_delta_tokens(self) -> None:
+        self.epoch += 1
+
+    def add_calendar(self, user: str, calendar_id: str = "calendar") -> str:
+        key = f"{user}/{calendar_id}"
+        self.events[key] = {}
+        self.owners[key] = user
+        return calendar_id
+
+
+def _error(status: int, code: str, message: str) -> ApiError:
+    return ApiError(status, {"error": {"code": code, "message": message}})
+
+
+def _stamp(when: str) -> str:
+    return parse_instant(when).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _utc(value: str) -> dict[str, str]:
+    return {"dateTime": parse_instant(value).strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"}
+
+
+def _public(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if not k.startswith("_")}
+
+
+def expand(event: dict[str, Any], lo: datetime, hi: datetime) -> list[dict[str, Any]]:
+    """The instances of one stored event that fall in [lo, hi): the event itself, or its occurrences and
+    exceptions (cancelled ones left out)."""
+    content = event_to_content(event)
+    if event.get("type") != "seriesMaster":
+        start, end = _span(content)
+        return [_public(event)] if start < hi and end > lo else []
+    out = []
+    for rid, start, end in occurrences(content, lo - timedelta(days=1), hi + timedelta(days=1)):
+        if rid in event["_cancelled"]:
+            continue
+        inst_id = f"{event['id']}_{_stamp(rid)}"
+        override = event["_exceptions"].get(rid)
+        inst = {k: v for k, v in event.items() if not k.startswith("_") and k not in ("recurrence", "id")}
+        inst.update(id=inst_id, type="exception" if override else "occurrence", seriesMasterId=event["id"],
+                    originalStart=rid, recurrence=None, start=_utc(start), end=_utc(end))
+        if override:
+            inst.update(start=_utc(override["start"]), end=_utc(override["end"]))
+            if "subject" in override:
+                inst["subject"] = override["subject"]
+        s, e = parse_instant(inst["start"]["dateTime"][:19] + "Z"), parse_instant(inst["end"]["dateTime"][:19] + "Z")
+        if s < hi and e > lo:
+            out.append(inst)
+    return out
+
+
+def _span(content: dict[str, Any]) -> tuple[datetime, datetime]:
+    from zoomcal.domain.timeutil import to_datetime
+
+    return to_datetime(content["start"]), to_datetime(content["end"])
+
+
+def build_router(state: GraphState) -> APIRouter:
+    router = APIRouter()
+
+    def auth(request: Request) -> str:
+        subject = state.tokens.subject(request)
+        if subject is None:
+            raise _error(401, "InvalidAuthenticationToken", "Access token is empty or invalid.")
+        return subject
+
+    def calendar(user: str, cal: str, subject: str) -> dict[str, dict[str, Any]]:
+        key = f"{user}/{cal}"
+        if key not in state.events:
+            raise _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        if state.owners[key] != subject:
+            raise _error(403, "ErrorAccessDenied", "Access is denied.")
+        return state.events[key]
+
+    def touch(event: dict[str, Any]) -> dict[str, Any]:
+        state.seq += 1
+        event["_seq"] = state.seq
+        event["changeKey"] = base64.b64encode(str(state.seq).encode()).decode()
+        event["@odata.etag"] = f'W/"{event["changeKey"]}"'
+        event["lastModifiedDateTime"] = fmt_instant(datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=state.seq))
+        return event
+
+    def stored(body: dict[str, Any], into: dict[str, Any]) -> dict[str, Any]:
+        for key, value in body.items():
+            if key in WRITABLE:
+                into[key] = value
+        for key, original in (("start", "originalStartTimeZone"), ("end", "originalEndTimeZone")):
+            when = body.get(key)
+            if isinstance(when, dict) and when.get("timeZone"):
+                into[original] = when["timeZone"]
+        try:
+            content = event_to_content(into)
+        except InvalidItem as exc:
+            raise _error(400, "ErrorInvalidRequest", str(exc)) from exc
+        # keep times in UTC, as Graph answers by default; the zone stays in originalStartTimeZone
+        into["start"], into["end"] = (_utc(content["start"]), _utc(content["end"])) if not content["all_day"] \
+            else (into["start"], into["end"])
+        into["type"] = "seriesMaster" if into.get("recurrence") else "singleInstance"
+        return into
+
+    def find(events: dict[str, dict[str, Any]], event_id: str) -> tuple[dict[str, Any], str | None]:
+        """(master or single event, original start when the id names an instance)."""
+        if event_id in events:
+            return events[event_id], None
+        master_id, sep, stamp = event_id.rpartition("_")
+        master = events.get(master_id) if sep else None
+        if master is None or master.get("type") != "seriesMaster":
+            raise _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        rid = fmt_instant(datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC))
+        if rid in master["_cancelled"] or rid not in {o[0] for o in occurrences(event_to_content(master))}:
+            raise _error(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        return master, rid
+
+    def check_etag(request: Request, event: dict[str, Any]) -> None:
+        wanted = request.headers.get("if-match")
+        if wanted and wanted != "*" and wanted != event["@odata.etag"]:
+            raise _error(412, "ErrorIrresolvableConflict", "The change key passed in the request does not match "
+                                                          "the current change key for the item.")
+
+    @router.post("/oauth2/v2.0/token")
+    async def token(request: Request):
+        form = await request.form()
+        if form.get("client_id") != state.client_id or form.get("client_secret") != state.client_secret:
+            return JSONResponse({"error": "invalid_client"}, 401)
+        with state.lock:
+            subject = state.tokens.use_refresh(str(form.get("refresh_token", "")))
+            if form.get("grant_type") != "refresh_token" or subject is None:
+                return JSONResponse({"error": "invalid_grant", "error_description": "AADSTS70000: The provided "
+                                     "grant has expired or is invalid."}, 400)
+            issued = state.tokens.issue(subject, with_refresh=True)
+            issued["scope"] = "Calendars.ReadWrite offline_access"
+            return issued
+
+    @router.post("/v1.0/users/{user}/calendars/{cal}/events", status_code=201)
+    async def create(user: str, cal: str, request: Request):
+        subject = auth(request)
+        body = await request.json()
+        with state.lock:
+            events = calendar(user, cal, subject)
+            if body.get("transactionId"):
+                for event in events.values():
+                    if event.get("transactionId") == body["transactionId"]:
+                        return JSONResponse(_public(event), status_code=201)   # a retried create: the first one
+            event = {"id": "AAMk" + secrets.token_urlsafe(18).replace("-", "x").replace("_", "y"),
+                     "_exceptions": {}, "_cancelled": set()}
+            touch(stored(body, event))
+            events[event["id"]] = event
+            return JSONResponse(_public(event), status_code=201)
+
+    @router.get("/v1.0/users/{user}/calendars/{cal}/events/{event_id}")
+    def get(user: str, cal: str, event_id: str, request: Request):
+        subject = auth(request)
+        with state.lock:
+            master, rid = find(calendar(user, cal, subject), event_id)
+            if rid is None:
+                return _public(master)
+            far = parse_instant(rid)
+            return next(i for i in expand(master, far - timedelta(days=400), far + timedelta(days=400))
+                        if i["id"] == event_id)
+
+    @router.patch("/v1.0/users/{user}/calendars/{cal}/events/{event_id}")
+    async def patch(user: str, cal: str, event_id: str, request: Request):
+        subject = auth(request)
+        body = await request.json()
+        with state.lock:
+            master, rid = find(calendar(user, cal, subject), event_id)
+            if rid is None:
+                check_etag(request, master)
+                old_rule = (master.get("recurrence"), master.get("start"))
+                updated = stored(body, json.loads(json.dumps(_public(master))) | {
+                    "_exceptions": master["_exceptions"], "_cancelled": master["_cancelled"]})
+                if (updated.get("recurrence"), updated.get("start")) != old_rule:
+                    updated["_exceptions"], updated["_cancelled"] = {}, set()   # a new rule drops its exceptions
+                master.clear()
+                master.update(updated)
+                return _public(touch(master))
+            series = event_to_content(master)
+            length = parse_instant(series["end"]) - parse_instant(series["start"])
+            override = master["_exceptions"].setdefault(rid, {"start": rid,
+                                                              "end": fmt_instant(parse_instant(rid) + length)})
+            content = event_to_content({**_public(master), "recurrence": None, "start": body.get("start", _utc(
+                override["start"])), "end": body.get("end", _utc(override["end"]))})
+            override["start"], override["end"] = content["start"], content["end"]
+            if "subject" in body:
+                override["subject"] = body["subject"]
+            touch(master)
+            return get(user, cal, event_id, request)
+
+    @router.delete("/v1.0/users/{user}/calendars/{cal}/events/{event_id}", status_code=204)
+    def delete(user: str, cal: str, event_id: str, request: Request):
+        subject = auth(request)
+        with state.lock:
+            events = calendar(user, cal, subject)
+            master, rid = find(events, event_id)
+            if rid is None:
+                check_etag(request, master)
+                state.seq += 1
+                far = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+                for inst in expand(master, *far):
+                    state.removed.append((state.seq, f"{user}/{cal}", inst["id"]))
+                del events[event_id]
+            else:
+                master["_cancelled"].add(rid)
+                master["_exceptions"].pop(rid, None)
+                touch(master)
+                state.removed.append((state.seq, f"{user}/{cal}", event_id))
+            return Response(status_code=204)
+
+    @router.get("/v1.0/users/{user}/calendars/{cal}/events/{event_id}/instances")
+    def instances(user: str, cal: str, event_id: str, request: Request, startDateTime: str = "",
+                  endDateTime: str = ""):
+        subject = auth(request)
+        with state.lock:
+            master, rid = find(calendar(user, cal, subject), event_id)
+            lo, hi = _window(startDateTime, endDateTime)
+            return {"value": expand(master, lo, hi) if master.get("type") == "seriesMaster" else []}
+
+    @router.get("/v1.0/users/{user}/calendars/{cal}/calendarView/delta")
+    def delta(user: str, cal: str, request: Request, startDateTime: str = "", endDateTime: str = "",
+              deltatoken: str = "", skiptoken: str = ""):
+        subject = auth(request)
+        with state.lock:
+            events = calendar(user, cal, subject)
+            token = deltatoken or skiptoken
+            if token:
+                try:
+                    data = json.loads(base64.urlsafe_b64decode(token.encode()))
+                except ValueError as exc:
+                    raise _error(410, "SyncStateNotFound", "The sync state generation is not found.") from exc
+                if data.get("epoch") != state.epoch:
+                    raise _error(410, "SyncStateNotFound", "The sync state generation is not found.")
+                since, lo_s, hi_s, offset = data["since"], data["lo"], data["hi"], data.get("offset", 0)
+            else:
+                if not startDateTime or not endDateTime:
+                    raise _error(400, "ErrorInvalidParameter", "startDateTime and endDateTime are required.")
+                since, offset = 0, 0
+                lo_s, hi_s = startDateTime, endDateTime
+            lo, hi = _window(lo_s, hi_s)
+            upto = data.get("upto", state.seq) if token and skiptoken else state.seq
+            items: list[dict[str, Any]] = []
+            for event in sorted(events.values(), key=lambda e: e["_seq"]):
+                if since < event["_seq"] <= upto:
+                    items.extend(expand(event, lo, hi))
+            if token:   # an incremental round also reports what was removed since
+                items.extend({"id": inst_id, "@removed": {"reason": "deleted"}} for seq, key, inst_id in state.removed
+                             if key == f"{user}/{cal}" and since < seq <= upto)
+            page, rest = items[offset:offset + 50], items[offset + 50:]
+            base = str(request.url).split("?")[0]
+            out: dict[str, Any] = {"value": page}
+            link = {"since": since, "lo": lo_s, "hi": hi_s, "upto": upto, "epoch": state.epoch}
+            if rest:
+                out["@odata.nextLink"] = f"{base}?$skiptoken=" + _encode({**link, "offset": offset + 50})
+            else:
+                out["@odata.deltaLink"] = f"{base}?$deltatoken=" + _encode({**link, "since": upto, "offset": 0})
+            return out
+
+    return router
+
+
+def _encode(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def _window(start: str, end: str) -> tuple[datetime, datetime]:
+    try:
+        return parse_instant(start if start.endswith("Z") else start + "Z"), \
+            parse_instant(end if end.endswith("Z") else end + "Z")
+    except InvalidItem as exc:
+        raise _error(400, "ErrorInvalidParameter", "startDateTime and endDateTime must be ISO 8601.") from exc
+
+
+def make_graph_app(state: GraphState) -> FastAPI:
+    app = FastAPI(title="Microsoft Graph sandbox")
+    app.add_exception_handler(ApiError, api_error_response)
+    app.include_router(build_router(state))
+
+    @app.middleware("http")
+    async def odata_params(request: Request, call_next):
+        # Graph spells its paging parameters $skiptoken / $deltatoken
+        query = request.scope.get("query_string", b"").replace(b"%24", b"$").replace(b"$skiptoken", b"skiptoken") \
+            .replace(b"$deltatoken", b"deltatoken")
+        request.scope["query_string"] = query
+        return await call_next(request)
+
+    return app

@@ -1,0 +1,95 @@
+"""Microsoft 365 through the Graph sandbox: two-way with Zoom, series rebuilt from delta instances."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from conftest import SANDBOX, make_context
+from zoomcal.domain.timeutil import fmt_instant, now_utc
+from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.sandbox.graph import expand
+from zoomcal.service import add_account, add_user, build_pairs, close_pairs
+from zoomcal.sync.engine import SyncEngine
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def test_two_way_with_zoom(world, tmp_path):
+    ctx = make_context(world, tmp_path)
+    info = world.add_user("mia@example.com", "Mia", "Europe/Paris")
+    add_user(ctx, "mia@example.com")
+    add_account(ctx, "mia@example.com", "zoom", {"api_base": f"{SANDBOX}/zoom/v2",
+                                                 "token_url": f"{SANDBOX}/zoom/oauth/token"},
+                {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
+                 "account_id": world.zoom.account_id}, info["zoom_user_id"])
+    add_account(ctx, "mia@example.com", "graph", {"api_base": f"{SANDBOX}/graph/v1.0",
+                                                  "token_url": f"{SANDBOX}/graph/oauth2/v2.0/token"},
+                {"client_id": world.graph.client_id, "client_secret": world.graph.client_secret,
+                 "refresh_token": info["graph_refresh_token"]}, info["graph_calendar_id"], "Outlook")
+    actor = SandboxActor(world, transport=world.transport())
+    engine = SyncEngine(ctx.db)
+
+    async def sync(**kw):
+        pairs = build_pairs(ctx)
+        try:
+            return await engine.run(pairs[0], **kw)
+        finally:
+            await close_pairs(pairs)
+
+    start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0)
+    meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time=fmt_instant(start),
+                                      duration=30, timezone="Europe/Paris",
+                                      recurrence={"type": 1, "repeat_interval": 7, "end_times": 4})
+    report = await sync()
+    assert report.status == "ok" and report.writes == 1, report.errors
+    events = world.graph.events["mia@example.com/calendar"]
+    (series,) = events.values()
+    assert series["subject"] == "Weekly" and series["location"]["displayName"] == meeting["join_url"]
+    assert series["originalStartTimeZone"] == "Romance Standard Time"      # written with the Windows name
+    # another Outlook client: rename the series, move the 2nd occurrence, cancel the 3rd
+    token = world.graph.tokens.issue("mia@example.com")["access_token"]
+    graph = httpx.AsyncClient(base_url="http://sandbox/graph/v1.0/users/mia@example.com/calendars/calendar",
+                              transport=world.transport(), headers={"Authorization": f"Bearer {token}"})
+    await graph.patch(f"/events/{series['id']}", json={"subject": "Weekly sync"})
+    far = (now_utc() - timedelta(days=1), now_utc() + timedelta(days=60))
+    second, third = expand(series, *far)[1:3]
+    moved = fmt_instant(start + timedelta(days=7, hours=2))
+    response = await graph.patch(f"/events/{second['id']}", json={
+        "start": {"dateTime": moved[:-1], "timeZone": "UTC"},
+        "end": {"dateTime": fmt_instant(start + timedelta(days=7, hours=2, minutes=30))[:-1], "timeZone": "UTC"}})
+    assert response.status_code == 200
+    assert (await graph.delete(f"/events/{third['id']}")).status_code == 204
+    # and a new Outlook event marked for Zoom
+    planning_start = start + timedelta(days=1, hours=5)
+    await graph.post("/events", json={
+        "subject": "Planning", "body": {"contentType": "text", "content": "numbers #zoom"},
+        "start": {"dateTime": fmt_instant(planning_start)[:-1], "timeZone": "W. Europe Standard Time"},
+        "end": {"dateTime": fmt_instant(planning_start + timedelta(hours=1))[:-1],
+                "timeZone": "W. Europe Standard Time"}})
+    report = await sync()
+    assert report.status == "ok", report.errors
+    full = await actor.zoom_get(meeting["id"])
+    assert full["topic"] == "Weekly sync"
+    assert [o["status"] for o in full["occurrences"]] == ["available", "available", "deleted", "available"]
+    assert full["occurrences"][1]["start_time"] == moved
+    planning = next(m for m in world.zoom.meetings.values() if m["topic"] == "Planning")
+    outlook = next(e for e in events.values() if e["subject"] == "Planning")
+    assert planning["join_url"] in outlook["body"]["content"] and outlook["location"]["displayName"]
+    assert (await sync()).writes == 0
+    world.graph.expire_delta_tokens()
+    report = await sync()
+    assert report.status == "ok" and report.writes == 0 and any("full resync" in n for n in report.notes)
+    # deleting the series in Outlook cancels the Zoom meeting
+    await graph.delete(f"/events/{series['id']}")
+    report = await sync()
+    assert report.status == "ok" and meeting["id"] not in world.zoom.meetings
+    await graph.aclose()
+    ctx.db.dispose()
