@@ -110,7 +110,8 @@ def test_demo_once_json_agrees_with_no_duplicates(env):
     assert summary["mismatches"] == 0 and summary["duplicates"] == 0
     assert summary["users"] == 3 and summary["zoom_meetings"] > 0 and summary["calendar_events"] > 0
     assert summary["review_queue"] >= 1 and summary["resync_writes"] == 0
-    assert set(summary["faults_fired"]) >= {"500", "503", "google_429", "google_lost_response"}
+    assert set(summary["faults_fired"]) >= {"500", "503", "google_429", "google_lost_response", "graph_lost_response"}
+    assert summary["calendars"]["grace@example.com"] == "graph"        # a Microsoft 365 user among them
     assert summary["presence"] == {"ada@example.com": "In_Calendar_Event", "grace@example.com": "Out_of_Office",
                                    "alan@example.com": "Do_Not_Disturb"}
     assert summary["presence_writes"] == 3

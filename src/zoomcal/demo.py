@@ -54,18 +54,25 @@ def setup(settings: Settings, user_count: int = 3) -> DemoSetup:
         "data_dir": demo_dir, "database_url": f"sqlite:///{demo_dir / 'demo.db'}", "vault_keys": new_key_spec("demo")})
     ctx = Context.from_settings(demo_settings)
     users = []
-    for email, name, tz in DEMO_USERS[:user_count]:
-        info = world.add_user(email, name, tz)
+    for email, name, tz, provider in DEMO_USERS[:user_count]:
+        info = {**world.add_user(email, name, tz), "provider": provider}
         users.append(info)
         add_user(ctx, email, name, actor="demo")
         add_account(ctx, email, "zoom",
                     {"api_base": f"{server.url}/zoom/v2", "token_url": f"{server.url}/zoom/oauth/token"},
                     {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
                      "account_id": world.zoom.account_id}, info["zoom_user_id"], "Zoom meetings")
-        add_account(ctx, email, "google",
-                    {"api_base": f"{server.url}/google/calendar/v3", "token_url": f"{server.url}/google/token"},
-                    {"client_id": world.google.client_id, "client_secret": world.google.client_secret,
-                     "refresh_token": info["google_refresh_token"]}, info["google_calendar_id"], "Work calendar")
+        if provider == "graph":
+            add_account(ctx, email, "graph", {"api_base": f"{server.url}/graph/v1.0",
+                                              "token_url": f"{server.url}/graph/oauth2/v2.0/token"},
+                        {"client_id": world.graph.client_id, "client_secret": world.graph.client_secret,
+                         "refresh_token": info["graph_refresh_token"]}, info["graph_calendar_id"], "Outlook")
+        else:
+            add_account(ctx, email, "google",
+                        {"api_base": f"{server.url}/google/calendar/v3", "token_url": f"{server.url}/google/token"},
+                        {"client_id": world.google.client_id, "client_secret": world.google.client_secret,
+                         "refresh_token": info["google_refresh_token"]}, info["google_calendar_id"],
+                        "Work calendar")
     actor = SandboxActor(world, base_url=server.url)
     index = BusyIndex.load(ctx.db)
     presence = PresenceService(ctx, index)
@@ -79,6 +86,54 @@ def setup(settings: Settings, user_count: int = 3) -> DemoSetup:
     return DemoSetup(world, server, ctx, users, actor, engine, presence)
 
 
+class CalendarOps:
+    """What a person does in their own calendar app, for whichever calendar they use (Google or Outlook)."""
+
+    def __init__(self, demo: DemoSetup, user: dict[str, Any]):
+        self.actor, self.user, self.graph = demo.actor, user, user.get("provider") == "graph"
+        self.key = user["graph_calendar_id"] if self.graph else user["google_calendar_id"]
+
+    async def insert(self, title: str, start: str, end: str, *, tz: str | None = None, location: str = "",
+                     description: str = "", show_as: str | None = None, google_type: str | None = None) -> None:
+        all_day = len(start) == 10
+        if self.graph:
+            def when(value: str) -> dict[str, str]:
+                return {"dateTime": f"{value}T00:00:00" if all_day else value.rstrip("Z"),
+                        "timeZone": (tz or "UTC") if all_day else "UTC"}
+            body: dict[str, Any] = {"subject": title, "body": {"contentType": "text", "content": description},
+                                    "start": when(start), "end": when(end), "isAllDay": all_day}
+            if location:
+                body["location"] = {"displayName": location}
+            if show_as:
+                body["showAs"] = show_as
+            await self.actor.graph_insert(self.user["email"], **body)
+            return
+        def when_g(value: str) -> dict[str, str]:
+            return {"date": value} if all_day else ({"dateTime": value, "timeZone": tz} if tz else {"dateTime": value})
+        extra = {k: v for k, v in (("location", location), ("description", description),
+                                   ("eventType", google_type)) if v}
+        await self.actor.google_insert(self.key, summary=title, start=when_g(start), end=when_g(end), **extra)
+
+    def find(self, title: str) -> dict[str, Any]:
+        return self.actor.graph_find(self.user["email"], title) if self.graph else \
+            self.actor.google_find(self.key, title)
+
+    async def rename(self, title: str, new_title: str) -> None:
+        event = self.find(title)
+        if self.graph:
+            await self.actor.graph_patch(self.user["email"], event["id"], subject=new_title)
+        else:
+            await self.actor.google_patch(self.key, event["id"], summary=new_title)
+
+    def titles(self) -> list[str]:
+        if self.graph:
+            return [e["subject"] for e in self.actor.world.graph.events[self.key].values()
+                    if not e.get("isAllDay")]
+        events = self.actor.world.google.calendars[self.key].events.values()
+        return [e["summary"] for e in events if e.get("status") != "cancelled" and not e.get("recurringEventId")
+                and "dateTime" in e.get("start", {})]
+
+
 async def seed_now(demo: DemoSetup) -> None:
     """Something happening right now, so presence has work: Ada is in a meeting, Grace is out of office,
     Alan has focus time."""
@@ -87,11 +142,10 @@ async def seed_now(demo: DemoSetup) -> None:
     ada, grace, alan = (demo.users + demo.users[:3])[:3]
     await demo.actor.zoom_create(ada["zoom_user_id"], topic="Quarterly planning", type=2, start_time=start,
                                  duration=60, timezone=ada["timezone"])
-    await demo.actor.google_insert(grace["google_calendar_id"], summary="Out of office", eventType="outOfOffice",
-                                   start={"dateTime": fmt_instant(now - timedelta(hours=1))},
-                                   end={"dateTime": fmt_instant(now + timedelta(hours=8))})
-    await demo.actor.google_insert(alan["google_calendar_id"], summary="Focus: proofs", eventType="focusTime",
-                                   start={"dateTime": start}, end={"dateTime": end})
+    await CalendarOps(demo, grace).insert("Out of office", fmt_instant(now - timedelta(hours=1)),
+                                          fmt_instant(now + timedelta(hours=8)), show_as="oof",
+                                          google_type="outOfOffice")
+    await CalendarOps(demo, alan).insert("Focus: proofs", start, end, show_as="busy", google_type="focusTime")
 
 
 async def seed(demo: DemoSetup) -> None:
@@ -99,7 +153,7 @@ async def seed(demo: DemoSetup) -> None:
     that already exists on both sides (the calendar event carries the join URL)."""
     await seed_now(demo)
     for i, user in enumerate(demo.users):
-        uid, cal = user["zoom_user_id"], user["google_calendar_id"]
+        uid, cal = user["zoom_user_id"], CalendarOps(demo, user)
         tz = user["timezone"]
         day = 7 + i
         await demo.actor.zoom_create(uid, topic="Weekly team sync", type=8, start_time=f"2026-12-{day:02d}T09:00:00Z",
@@ -109,17 +163,12 @@ async def seed(demo: DemoSetup) -> None:
                                      duration=45, timezone=tz, agenda="Renewal")
         existing = await demo.actor.zoom_create(uid, topic="Board review", type=2,
                                                 start_time=f"2026-12-{day + 2:02d}T13:00:00Z", duration=60, timezone=tz)
-        await demo.actor.google_insert(cal, summary="Board review", location=existing["join_url"],
-                                       description=f"Join Zoom Meeting\n{existing['join_url']}",
-                                       start={"dateTime": f"2026-12-{day + 2:02d}T13:00:00Z", "timeZone": tz},
-                                       end={"dateTime": f"2026-12-{day + 2:02d}T14:00:00Z", "timeZone": tz})
-        await demo.actor.google_insert(cal, summary="Dentist", start={"dateTime": f"2026-12-{day:02d}T07:00:00Z"},
-                                       end={"dateTime": f"2026-12-{day:02d}T08:00:00Z"})
-        await demo.actor.google_insert(cal, summary="Offsite", start={"date": f"2026-12-{day + 3:02d}"},
-                                       end={"date": f"2026-12-{day + 4:02d}"})
-        await demo.actor.google_insert(cal, summary="Design review", location="zoom", description="Agenda: v2",
-                                       start={"dateTime": f"2026-12-{day + 1:02d}T10:00:00Z", "timeZone": tz},
-                                       end={"dateTime": f"2026-12-{day + 1:02d}T11:00:00Z", "timeZone": tz})
+        await cal.insert("Board review", f"2026-12-{day + 2:02d}T13:00:00Z", f"2026-12-{day + 2:02d}T14:00:00Z",
+                         tz=tz, location=existing["join_url"], description=f"Join Zoom Meeting\n{existing['join_url']}")
+        await cal.insert("Dentist", f"2026-12-{day:02d}T07:00:00Z", f"2026-12-{day:02d}T08:00:00Z")
+        await cal.insert("Offsite", f"2026-12-{day + 3:02d}", f"2026-12-{day + 4:02d}", tz=tz)
+        await cal.insert("Design review", f"2026-12-{day + 1:02d}T10:00:00Z", f"2026-12-{day + 1:02d}T11:00:00Z",
+                         tz=tz, location="zoom", description="Agenda: v2")
 
 
 async def scenario(demo: DemoSetup) -> list[str]:
@@ -149,18 +198,21 @@ async def scenario(demo: DemoSetup) -> list[str]:
     steps.append("Zoom: cancelled 'Board review'")
     call = a.zoom_find(u1["zoom_user_id"], "Customer call")
     await a.zoom_patch(call["id"], topic="Customer call - Zoom title")
-    call_cal = a.google_find(u1["google_calendar_id"], "Customer call")
-    await a.google_patch(u1["google_calendar_id"], call_cal["id"], summary="Customer call - calendar title")
+    await CalendarOps(demo, u1).rename("Customer call", "Customer call - calendar title")
     steps.append("Both sides: renamed 'Customer call' differently (conflict)")
     await a.zoom_create(u1["zoom_user_id"], topic="Hiring panel", type=2, start_time="2026-12-15T10:00:00Z",
                         duration=60, timezone=u1["timezone"])
-    steps.append("Zoom: new meeting 'Hiring panel'")
+    await a.zoom_create(u0["zoom_user_id"], topic="Interview loop", type=2, start_time="2026-12-16T13:00:00Z",
+                        duration=90, timezone=u0["timezone"])
+    steps.append("Zoom: new meetings 'Hiring panel' (Outlook user) and 'Interview loop' (Google user)")
     w = demo.world
     w.google_faults.add("429", method="PATCH", retry_after=1)
     w.zoom_faults.add("500", method="GET", path=r"/v2/users/.*/meetings")
     w.google_faults.add("lost_response", method="POST", path=r"/events$")
     w.zoom_faults.add("503", method="PATCH")
-    steps.append("Faults armed: Google 429 on PATCH, Zoom 500 on list, lost Google insert response, Zoom 503")
+    w.graph_faults.add("lost_response", method="POST", path=r"/events$")
+    steps.append("Faults armed: Google 429 on PATCH, Zoom 500 on list, lost Google and Outlook insert responses, "
+                 "Zoom 503")
     return steps
 
 
@@ -180,6 +232,13 @@ async def sync_all(demo: DemoSetup, trigger: str) -> list[RunReport]:
     return reports
 
 
+def agree(demo: DemoSetup, user: dict[str, Any]):
+    graph = user.get("provider") == "graph"
+    return compare_user(demo.world, user["zoom_user_id"],
+                        user["graph_calendar_id"] if graph else user["google_calendar_id"],
+                        provider="graph" if graph else "google")
+
+
 def presence_of(demo: DemoSetup) -> dict[str, str]:
     return {u["email"]: demo.world.zoom.users[u["zoom_user_id"]]["_presence"] for u in demo.users}
 
@@ -189,7 +248,7 @@ def summary(demo: DemoSetup, extra: dict[str, Any] | None = None) -> dict[str, A
     mismatches: list[str] = []
     duplicates: list[str] = []
     for user in demo.users:
-        agreement = compare_user(demo.world, user["zoom_user_id"], user["google_calendar_id"])
+        agreement = agree(demo, user)
         meetings += agreement.zoom_meetings
         events += agreement.calendar_events
         mismatches += [f"{user['email']}: {m}" for m in agreement.mismatches]
@@ -207,8 +266,10 @@ def summary(demo: DemoSetup, extra: dict[str, Any] | None = None) -> dict[str, A
         "review_queue": reviews,
         "sync_runs": len(demo.reports),
         "sync_log_entries": log_entries,
-        "faults_fired": {**demo.world.zoom_faults.fired, **{f"google_{k}": v for k, v in
-                                                            demo.world.google_faults.fired.items()}},
+        "faults_fired": {**demo.world.zoom_faults.fired,
+                         **{f"google_{k}": v for k, v in demo.world.google_faults.fired.items()},
+                         **{f"graph_{k}": v for k, v in demo.world.graph_faults.fired.items()}},
+        "calendars": {u["email"]: u.get("provider", "google") for u in demo.users},
         "mismatch_details": mismatches,
         "duplicate_details": duplicates,
     }
@@ -253,7 +314,7 @@ def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
         table.add_column(column)
     presence = presence_of(demo)
     for user in demo.users:
-        agreement = compare_user(demo.world, user["zoom_user_id"], user["google_calendar_id"])
+        agreement = agree(demo, user)
         table.add_row(user["email"], str(agreement.zoom_meetings), str(agreement.calendar_events),
                       "yes" if not agreement.mismatches else f"no ({len(agreement.mismatches)})",
                       str(len(agreement.duplicates)), presence[user["email"]],
@@ -264,7 +325,7 @@ def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
 
 async def random_edit(demo: DemoSetup, rng: random.Random) -> str:
     user = rng.choice(demo.users)
-    uid, cal = user["zoom_user_id"], user["google_calendar_id"]
+    uid = user["zoom_user_id"]
     meetings = demo.world.zoom.user_meetings(uid)
     choice = rng.randrange(4)
     if choice == 0 and meetings:
@@ -276,12 +337,10 @@ async def random_edit(demo: DemoSetup, rng: random.Random) -> str:
         await demo.actor.zoom_create(uid, topic=f"Ad-hoc {rng.randrange(1000)}", type=2,
                                      start_time=f"2026-12-20T{hour:02d}:00:00Z", duration=30, timezone=user["timezone"])
         return f"{user['email']}: new Zoom meeting"
-    events = [e for e in demo.world.google.calendars[cal].events.values()
-              if e.get("status") != "cancelled" and not e.get("recurringEventId") and "dateTime" in e.get("start", {})]
-    if choice == 2 and events:
-        event = rng.choice(events)
-        title = f"{event['summary'].split(' *')[0]} *{rng.randrange(100)}"
-        await demo.actor.google_patch(cal, event["id"], summary=title)
+    titles = CalendarOps(demo, user).titles()
+    if choice == 2 and titles:
+        title = rng.choice(titles)
+        await CalendarOps(demo, user).rename(title, f"{title.split(' *')[0]} *{rng.randrange(100)}")
         return f"{user['email']}: renamed a calendar event"
     if meetings and rng.random() < 0.5:
         meeting = rng.choice([m for m in meetings if m.get("type") == 8] or meetings)
@@ -290,8 +349,8 @@ async def random_edit(demo: DemoSetup, rng: random.Random) -> str:
             if occ["status"] != "deleted":
                 await demo.actor.zoom_patch(meeting["id"], occurrence_id=occ["occurrence_id"], duration=45)
                 return f"{user['email']}: lengthened the last occurrence of a recurring meeting"
-    await demo.actor.google_insert(cal, summary=f"Focus {rng.randrange(100)}", location="zoom",
-                                   start={"dateTime": "2026-12-21T09:00:00Z"}, end={"dateTime": "2026-12-21T10:00:00Z"})
+    await CalendarOps(demo, user).insert(f"Focus {rng.randrange(100)}", "2026-12-21T09:00:00Z",
+                                         "2026-12-21T10:00:00Z", location="zoom")
     return f"{user['email']}: new calendar event marked for Zoom"
 
 

@@ -881,7 +881,8 @@ def sandbox(
     world = SandboxWorld()
     people = []
     for i in range(users):
-        email, name, tz = DEMO_USERS[i] if i < len(DEMO_USERS) else (f"user{i}@example.com", f"User {i}", "UTC")
+        email, name, tz, _calendar = DEMO_USERS[i] if i < len(DEMO_USERS) else (f"user{i}@example.com", f"User {i}",
+                                                                                 "UTC", "google")
         people.append(world.add_user(email, name, tz))
     sys.stdout.write(json.dumps(world.describe(f"http://{host}:{port}", people)) + "\n")
     sys.stdout.flush()

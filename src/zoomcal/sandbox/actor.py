@@ -64,6 +64,30 @@ class SandboxActor:
                                 self._google_headers(calendar_id))
         return body["items"]
 
+    # Microsoft Graph
+    def _graph(self, user: str) -> tuple[str, dict[str, str]]:
+        issued = self.world.graph.tokens.issue(user)
+        return f"/graph/v1.0/users/{user}/calendars/calendar/events", {"Authorization":
+                                                                      f"Bearer {issued['access_token']}"}
+
+    async def graph_insert(self, user: str, **body: Any) -> dict[str, Any]:
+        url, headers = self._graph(user)
+        return await self._call("POST", url, headers, json=body)
+
+    async def graph_patch(self, user: str, event_id: str, **body: Any) -> dict[str, Any]:
+        url, headers = self._graph(user)
+        return await self._call("PATCH", f"{url}/{event_id}", headers, json=body)
+
+    async def graph_delete(self, user: str, event_id: str) -> None:
+        url, headers = self._graph(user)
+        await self._call("DELETE", f"{url}/{event_id}", headers)
+
+    def graph_find(self, user: str, subject: str) -> dict[str, Any]:
+        for event in self.world.graph.events[f"{user}/calendar"].values():
+            if event.get("subject") == subject:
+                return event
+        raise KeyError(subject)
+
     def google_find(self, calendar_id: str, summary: str) -> dict[str, Any]:
         for event in self.world.google.calendars[calendar_id].events.values():
             if event.get("summary") == summary and not event.get("recurringEventId") and \

@@ -18,6 +18,14 @@ COMPARED = ("title", "description", "start", "end", "rrule", "exdates")
 
 
 @dataclass
+class CalendarItem:
+    content: dict[str, Any]
+    meeting_ref: str | None        # the meeting zoomcal tied this event to
+    wants_zoom: bool
+    title: str
+
+
+@dataclass
 class Agreement:
     zoom_meetings: int = 0
     calendar_events: int = 0
@@ -35,20 +43,50 @@ def _series(events: dict[str, dict[str, Any]]) -> dict[str, tuple[dict, list[dic
     return out
 
 
+def google_items(world: SandboxWorld, calendar_id: str, rules: MappingRules) -> dict[str, CalendarItem]:
+    out = {}
+    for event_id, (master, exceptions) in _series(world.google.calendars[calendar_id].events).items():
+        out[event_id] = CalendarItem(series_to_content(master, exceptions, rules),
+                                     private_props(master).get(PRIVATE_MEETING), wants_zoom(master, rules),
+                                     master.get("summary") or "")
+    return out
+
+
+def graph_items(world: SandboxWorld, calendar_key: str, rules: MappingRules) -> dict[str, CalendarItem]:
+    from zoomcal.availability.intervals import window
+    from zoomcal.connectors.graph.connector import GraphConnector
+    from zoomcal.sandbox.graph import _public, expand
+
+    lo, hi = window(rules.availability.window_past_days, rules.availability.window_future_days)
+    reader = GraphConnector(None, "", "", rules, (lo, hi))   # only its pure normalize is used
+    out = {}
+    for event in world.graph.events[calendar_key].values():
+        raws = [_public(event)] + (expand(event, lo, hi) if event.get("type") == "seriesMaster" else [])
+        item = reader.normalize(raws)
+        if item is not None:
+            out[event["id"]] = CalendarItem(item.content, (item.content.get("join") or {}).get("meeting_id"),
+                                            item.wants_peer, item.content["title"])
+    return out
+
+
 def compare_user(world: SandboxWorld, zoom_user_id: str, calendar_id: str,
-                 rules: MappingRules = DEFAULT_RULES) -> Agreement:
+                 rules: MappingRules = DEFAULT_RULES, provider: str = "google") -> Agreement:
+    items = google_items(world, calendar_id, rules) if provider == "google" else \
+        graph_items(world, calendar_id, rules)
+    return compare(world, zoom_user_id, items, rules)
+
+
+def compare(world: SandboxWorld, zoom_user_id: str, items: dict[str, CalendarItem], rules: MappingRules) -> Agreement:
     result = Agreement()
     meetings = {str(m["id"]): world.zoom.full_meeting(m["id"]) for m in world.zoom.user_meetings(zoom_user_id)}
-    series = _series(world.google.calendars[calendar_id].events)
     result.zoom_meetings = len(meetings)
-    result.calendar_events = len(series)
+    result.calendar_events = len(items)
     by_meeting: dict[str, list[str]] = {}
-    for event_id, (master, _exc) in series.items():
-        ref = private_props(master).get(PRIVATE_MEETING)
-        if ref:
-            by_meeting.setdefault(ref, []).append(event_id)
-        elif wants_zoom(master, rules):
-            result.mismatches.append(f"calendar event {master.get('summary')!r} is marked for Zoom but has no meeting")
+    for event_id, item in items.items():
+        if item.meeting_ref:
+            by_meeting.setdefault(item.meeting_ref, []).append(event_id)
+        elif item.wants_zoom:
+            result.mismatches.append(f"calendar event {item.title!r} is marked for Zoom but has no meeting")
     markers = Counter(meeting_marker(m) for m in meetings.values() if meeting_marker(m))
     result.duplicates += [f"{n} Zoom meetings carry marker {k}" for k, n in markers.items() if n > 1]
     for meeting_id, events in by_meeting.items():
@@ -64,8 +102,7 @@ def compare_user(world: SandboxWorld, zoom_user_id: str, calendar_id: str,
         if not events:
             result.mismatches.append(f"meeting {meeting_id} {meeting.get('topic')!r} has no calendar event")
             continue
-        master, exceptions = series[events[0]]
-        cal = series_to_content(master, exceptions, rules)
+        cal = items[events[0]].content
         if zoom["start"] is None:
             continue   # the calendar keeps a rule Zoom cannot hold; the meeting has no fixed time
         for name in COMPARED:

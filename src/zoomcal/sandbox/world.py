@@ -118,8 +118,8 @@ class SandboxWorld:
         self.graph_faults.clear()
 
 
-DEMO_USERS = [
-    ("ada@example.com", "Ada Lovelace", "Europe/London"),
-    ("grace@example.com", "Grace Hopper", "America/New_York"),
-    ("alan@example.com", "Alan Turing", "Europe/Berlin"),
+DEMO_USERS = [   # e-mail, name, zone, the calendar that receives their meetings
+    ("ada@example.com", "Ada Lovelace", "Europe/London", "google"),
+    ("grace@example.com", "Grace Hopper", "America/New_York", "graph"),
+    ("alan@example.com", "Alan Turing", "Europe/Berlin", "google"),
 ]
