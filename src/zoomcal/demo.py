@@ -310,12 +310,14 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
 
 def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
     table = Table(title=f"zoomcal demo — round {round_no} — sandboxes at {demo.server.url}")
-    for column in ("user", "Zoom meetings", "calendar events", "in sync", "duplicates", "presence", "last run"):
+    for column in ("user", "calendar", "Zoom meetings", "calendar events", "in sync", "duplicates", "presence",
+                   "last run"):
         table.add_column(column)
     presence = presence_of(demo)
     for user in demo.users:
         agreement = agree(demo, user)
-        table.add_row(user["email"], str(agreement.zoom_meetings), str(agreement.calendar_events),
+        table.add_row(user["email"], "Microsoft 365" if user.get("provider") == "graph" else "Google",
+                      str(agreement.zoom_meetings), str(agreement.calendar_events),
                       "yes" if not agreement.mismatches else f"no ({len(agreement.mismatches)})",
                       str(len(agreement.duplicates)), presence[user["email"]],
                       demo.last_status.get(user["email"], "-"))
