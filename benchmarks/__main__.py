@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 
-from benchmarks import b1_incremental_sync, b2_ingest, b4_availability, b5_freebusy
+from benchmarks import b1_incremental_sync, b2_ingest, b3_ics, b4_availability, b4_expansion, b5_freebusy
 
-SUITES = {"B1": b1_incremental_sync, "B2": b2_ingest, "B4": b4_availability, "B5": b5_freebusy}
+SUITES = {"B1": [b1_incremental_sync], "B2": [b2_ingest], "B3": [b3_ics], "B4": [b4_availability, b4_expansion],
+          "B5": [b5_freebusy]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {unknown}; known: {sorted(SUITES)}")
     results = []
     for name in chosen:
-        results.extend(SUITES[name].run())
+        for suite in SUITES[name]:
+            results.extend(suite.run())
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:

@@ -226,3 +226,30 @@ def test_google_event_ids_are_valid_and_stable():
     first = event_id_for("ev123")
     assert first == event_id_for("ev123") != event_id_for("ev124")
     assert all(ch in "0123456789abcdefghijklmnopqrstuv" for ch in first) and 5 <= len(first) <= 1024
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=int(__import__("os").environ.get("ZOOMCAL_FF_EXAMPLES", "150")), deadline=None)
+@given(freq=st.sampled_from(["DAILY", "WEEKLY"]), interval=st.integers(1, 4),
+       days=st.lists(st.sampled_from(["MO", "TU", "WE", "TH", "FR", "SA", "SU"]), max_size=3, unique=True),
+       until=st.booleans(), start_day=st.integers(0, 60), hour=st.integers(0, 23), offset=st.integers(0, 900),
+       zone_name=st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC"]))
+def test_fast_forward_expansion_matches_the_full_walk(freq, interval, days, until, start_day, hour, offset,
+                                                      zone_name):
+    from datetime import datetime, timedelta
+
+    from zoomcal.domain.timeutil import UTC, fmt_instant
+
+    rule = f"FREQ={freq}" + (f";INTERVAL={interval}" if interval > 1 else "") + \
+        (f";BYDAY={','.join(days)}" if days else "") + (";UNTIL=20290101T000000Z" if until else "")
+    start = datetime(2026, 1, 1, hour, tzinfo=UTC) + timedelta(days=start_day)
+    content = make_content(title="x", start=fmt_instant(start), end=fmt_instant(start + timedelta(minutes=30)),
+                           timezone=zone_name, rrule=normalize_rrule(rule))
+    lo = start + timedelta(days=offset)
+    hi = lo + timedelta(days=9)
+    fast = occurrence_starts(content, lo, hi)
+    full = occurrence_starts(content, lo, hi, fast=False)
+    assert fast == full

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from dateutil import rrule as du
@@ -86,9 +87,30 @@ def normalize_rrule(value: str | None) -> str | None:
     return join_rrule_parts(parts)
 
 
+@lru_cache(maxsize=4096)
+def _compiled(rrule: str, dtstart: datetime) -> du.rrule:
+    return du.rrulestr("RRULE:" + rrule, dtstart=dtstart, cache=False)
+
+
+FAST_FORWARD_KEYS = {"FREQ", "INTERVAL", "BYDAY", "WKST", "UNTIL"}
+
+
+def _fast_forward(parts: dict[str, str], local_start: datetime, lo: datetime | None) -> datetime:
+    """A later series start on the same phase, so a window far from the first occurrence is reached without
+    walking every occurrence before it. Only for rules whose phase is a whole number of days or weeks and
+    that do not count occurrences (COUNT needs every one from the start)."""
+    if lo is None or parts["FREQ"] not in ("DAILY", "WEEKLY") or set(parts) - FAST_FORWARD_KEYS:
+        return local_start
+    period = timedelta(days=int(parts.get("INTERVAL", "1")) * (1 if parts["FREQ"] == "DAILY" else 7))
+    gap = lo - local_start
+    if gap <= 2 * period:
+        return local_start
+    return local_start + (gap // period - 1) * period
+
+
 def occurrence_starts(
     content: dict[str, Any], window_start: datetime | None = None, window_end: datetime | None = None,
-    limit: int = MAX_EXPANSION,
+    limit: int = MAX_EXPANSION, fast: bool = True,
 ) -> list[str]:
     """Original starts (canonical strings) of a recurring event, before overrides and exdates.
 
@@ -116,10 +138,10 @@ def occurrence_starts(
         parts["UNTIL"] = parts["UNTIL"] + "T235959"
     elif "UNTIL" in parts and all_day and len(parts["UNTIL"]) > 8:
         parts["UNTIL"] = parts["UNTIL"][:8]
-    rule = du.rrulestr("RRULE:" + join_rrule_parts(parts), dtstart=local_start)
     out: list[str] = []
     lo = window_start.astimezone(tz).replace(tzinfo=None) - timedelta(days=1) if window_start else None
     hi = window_end.astimezone(tz).replace(tzinfo=None) + timedelta(days=1) if window_end else None
+    rule = _compiled(join_rrule_parts(parts), _fast_forward(parts, local_start, lo) if fast else local_start)
     for local in rule:
         if hi is not None and local > hi:
             break

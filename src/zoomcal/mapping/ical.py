@@ -49,14 +49,12 @@ def split_events(data: str) -> tuple[list[dict[str, str]], str | None]:
 
 def _component(block: str) -> icalendar.Event:
     try:
-        cal = icalendar.Calendar.from_ical("BEGIN:VCALENDAR\r\nVERSION:2.0\r\n" + block.replace("\n", "\r\n")
-                                           + "\r\nEND:VCALENDAR\r\n")
+        event = icalendar.Event.from_ical(block.replace("\n", "\r\n"))
     except ValueError as exc:
         raise InvalidItem(f"malformed VEVENT: {exc}") from exc
-    events = [c for c in cal.walk("VEVENT")]
-    if len(events) != 1:
+    if not isinstance(event, icalendar.Event) or event.name != "VEVENT":
         raise InvalidItem("malformed VEVENT")
-    return events[0]
+    return event
 
 
 def _when(comp: icalendar.Event, name: str, default_tz: str | None) -> tuple[str, str | None] | None:
