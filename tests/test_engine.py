@@ -282,3 +282,14 @@ async def test_inbound_overlaps_are_recorded_once(h):
         overlaps = list(s.scalars(select(ReviewItem).where(ReviewItem.kind == "overlap")))
     assert len(overlaps) == 1
     assert (overlaps[0].zoom_value["title"], overlaps[0].calendar_value["title"]) == ("Team", "Invite")
+
+
+def test_graph_style_503_with_retry_after_is_a_rate_limit():
+    import httpx
+
+    from zoomcal.connectors.http import error_for
+    from zoomcal.errors import RateLimited, Transient
+
+    limited = error_for(httpx.Response(503, headers={"Retry-After": "12"}), "GET /events")
+    assert isinstance(limited, RateLimited) and limited.retry_after == 12
+    assert type(error_for(httpx.Response(503), "GET /events")) is Transient

@@ -49,8 +49,8 @@ def error_for(response: httpx.Response, what: str, gone_is: type[ConnectorError]
         return gone_is(message)
     if status == 412:
         return PreconditionFailed(message)
-    if status == 429:
-        return RateLimited(message, retry_after_seconds(response))
+    if status == 429 or (status == 503 and "retry-after" in response.headers):
+        return RateLimited(message, retry_after_seconds(response))   # Graph throttles with 503 + Retry-After too
     if status >= 500:
         return Transient(message)
     return InvalidItem(message)
