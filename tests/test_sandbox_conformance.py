@@ -196,3 +196,63 @@ async def test_injected_faults(sandbox):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+@lru_cache
+def graph_schema(name: str) -> dict:
+    """A Graph schema from the YAML slice as JSON Schema: `nullable` becomes a null alternative, and the SDK's
+    blanket `additionalProperties: {type: object}` (which would clash inside allOf) is dropped."""
+    import yaml
+
+    doc = yaml.safe_load((SPECS / "microsoft" / "graph-v1.0-calendar.yml").read_text())
+
+    def convert(node):
+        if isinstance(node, dict):
+            out = {k: convert(v) for k, v in node.items() if k not in ("additionalProperties", "nullable",
+                                                                          "description", "example")}
+            if node.get("nullable"):
+                return {"anyOf": [out, {"type": "null"}]}
+            return out
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        return node
+
+    return {"$ref": f"#/components/schemas/{name}", "components": convert(doc["components"])}
+
+
+def without_annotations(item: dict) -> dict:
+    return {k: v for k, v in item.items() if not k.startswith("@")}
+
+
+@pytest.mark.anyio
+async def test_graph_event_shapes(sandbox):
+    world, user = sandbox
+    token = world.graph.tokens.issue(user["email"])["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"/graph/v1.0/users/{user['email']}/calendars/calendar"
+    schema = graph_schema("microsoft.graph.event")
+    async with await _client(world) as client:
+        created = await client.post(f"{base}/events", headers=headers, json={
+            "subject": "Spec", "body": {"contentType": "text", "content": "x"},
+            "start": {"dateTime": "2026-06-01T10:00:00", "timeZone": "W. Europe Standard Time"},
+            "end": {"dateTime": "2026-06-01T11:00:00", "timeZone": "W. Europe Standard Time"},
+            "recurrence": {"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"],
+                                       "firstDayOfWeek": "sunday"},
+                           "range": {"type": "numbered", "numberOfOccurrences": 3, "startDate": "2026-06-01"}},
+            "transactionId": "t-1"})
+        assert created.status_code == 201
+        validate(without_annotations(created.json()), schema)
+        delta = await client.get(f"{base}/calendarView/delta", headers=headers,
+                                 params={"startDateTime": "2026-05-01T00:00:00", "endDateTime": "2026-07-01T00:00:00"})
+        page = delta.json()
+        assert "@odata.deltaLink" in page and len(page["value"]) == 3
+        for instance in page["value"]:
+            validate(without_annotations(instance), schema)
+            assert instance["type"] == "occurrence" and instance["seriesMasterId"] == created.json()["id"]
+        again = await client.post(f"{base}/events", headers=headers, json={
+            "subject": "Spec", "start": {"dateTime": "2026-06-01T10:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-06-01T11:00:00", "timeZone": "UTC"}, "transactionId": "t-1"})
+        assert again.json()["id"] == created.json()["id"]          # transactionId: a retried create
+        stale = await client.patch(f"{base}/events/{created.json()['id']}", headers={**headers, "If-Match": 'W/"x"'},
+                                   json={"subject": "y"})
+        assert stale.status_code == 412

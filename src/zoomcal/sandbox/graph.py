@@ -84,7 +84,7 @@ def expand(event: dict[str, Any], lo: datetime, hi: datetime) -> list[dict[str, 
         override = event["_exceptions"].get(rid)
         inst = {k: v for k, v in event.items() if not k.startswith("_") and k not in ("recurrence", "id")}
         inst.update(id=inst_id, type="exception" if override else "occurrence", seriesMasterId=event["id"],
-                    originalStart=rid, recurrence=None, start=_utc(start), end=_utc(end))
+                    originalStart=rid, start=_utc(start), end=_utc(end))
         if override:
             inst.update(start=_utc(override["start"]), end=_utc(override["end"]))
             if "subject" in override:
