@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import httpx
 import pytest
@@ -93,3 +93,30 @@ async def test_two_way_with_zoom(world, tmp_path):
     assert report.status == "ok" and meeting["id"] not in world.zoom.meetings
     await graph.aclose()
     ctx.db.dispose()
+
+
+async def test_instance_writes_go_in_one_batch(world):
+    from datetime import datetime
+
+    from zoomcal.auth.oauth import RefreshTokenSource
+    from zoomcal.connectors.graph.connector import GraphConnector
+    from zoomcal.connectors.http import ApiClient
+    from zoomcal.domain.content import make_content
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    user = world.add_user("b@example.com")
+    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
+                                world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
+    conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), "b@example.com",
+                          "calendar", DEFAULT_RULES,
+                          (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    moved = {f"2026-05-{d:02d}T07:00:00Z": {"start": f"2026-05-{d:02d}T09:00:00Z", "end": f"2026-05-{d:02d}T09:30:00Z"}
+             for d in (5, 6, 7, 8)}
+    content = make_content(title="Daily", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                           timezone="Europe/Paris", rrule="FREQ=DAILY;COUNT=10", overrides=moved,
+                           exdates=["2026-05-10T07:00:00Z", "2026-05-11T07:00:00Z"])
+    result = await conn.create(content, "ev-batch")
+    assert result.item.content["overrides"] == moved and result.item.content["exdates"] == content["exdates"]
+    # POST, instances, one $batch for the six instance writes, then the master and its instances read back
+    assert result.api_calls == 5 and world.graph_calls["writes"] == 2
+    await conn.aclose()

@@ -320,6 +320,25 @@ def make_graph_app(state: GraphState) -> FastAPI:
     app.add_exception_handler(ApiError, api_error_response)
     app.include_router(build_router(state))
 
+    @app.post("/v1.0/$batch")
+    async def batch(request: Request):
+        """JSON batching: up to 20 requests in one call, each answered on its own."""
+        import httpx
+
+        body = await request.json()
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests, list) or not 1 <= len(requests) <= 20:
+            return JSONResponse({"error": {"code": "BadRequest", "message": "A batch holds 1 to 20 requests."}}, 400)
+        auth = {"Authorization": request.headers.get("authorization", "")}
+        responses = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://graph/v1.0") as inner:
+            for sub in requests:
+                answer = await inner.request(sub.get("method", "GET"), "/" + sub["url"].lstrip("/"),
+                                             json=sub.get("body"), headers={**auth, **(sub.get("headers") or {})})
+                responses.append({"id": sub.get("id"), "status": answer.status_code,
+                                  "body": answer.json() if answer.content else None})
+        return {"responses": responses}
+
     @app.middleware("http")
     async def odata_params(request: Request, call_next):
         # Graph spells its paging parameters $skiptoken / $deltatoken
