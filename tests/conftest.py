@@ -91,10 +91,8 @@ def make_context(world: SandboxWorld, data_dir: Path, database_url: str | None =
     return ctx
 
 
-def link_sandbox_user(ctx: Context, world: SandboxWorld, email: str, name: str = "", tz: str = "UTC",
-                      zoom_mode: str = "account") -> dict:
-    info = world.add_user(email, name, tz)
-    add_user(ctx, email, name)
+def link_sandbox_zoom(ctx: Context, world: SandboxWorld, email: str, info: dict, zoom_mode: str = "account") -> None:
+    """The user's Zoom account on the sandbox (server-to-server, or user OAuth with a refresh token)."""
     zoom_secret = {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret}
     if zoom_mode == "account":
         zoom_secret["account_id"] = world.zoom.account_id
@@ -102,6 +100,24 @@ def link_sandbox_user(ctx: Context, world: SandboxWorld, email: str, name: str =
         zoom_secret["refresh_token"] = info["zoom_refresh_token"]
     add_account(ctx, email, "zoom", {"api_base": f"{SANDBOX}/zoom/v2", "token_url": f"{SANDBOX}/zoom/oauth/token"},
                 zoom_secret, info["zoom_user_id"])
+
+
+async def sync_first_pair(ctx: Context, engine, **kwargs):
+    """One run of the first sync pair, connectors closed afterwards."""
+    from zoomcal.service import build_pairs, close_pairs
+
+    pairs = build_pairs(ctx)
+    try:
+        return await engine.run(pairs[0], **kwargs)
+    finally:
+        await close_pairs(pairs)
+
+
+def link_sandbox_user(ctx: Context, world: SandboxWorld, email: str, name: str = "", tz: str = "UTC",
+                      zoom_mode: str = "account") -> dict:
+    info = world.add_user(email, name, tz)
+    add_user(ctx, email, name)
+    link_sandbox_zoom(ctx, world, email, info, zoom_mode)
     add_account(ctx, email, "google", {"api_base": f"{SANDBOX}/google/calendar/v3",
                                        "token_url": f"{SANDBOX}/google/token"},
                 {"client_id": world.google.client_id, "client_secret": world.google.client_secret,

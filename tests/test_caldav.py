@@ -6,11 +6,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from conftest import SANDBOX, make_context, new_collection
+from conftest import link_sandbox_zoom, make_context, new_collection, sync_first_pair
 from zoomcal.connectors.caldav.connector import discover, parse_xml
 from zoomcal.errors import InvalidItem
 from zoomcal.sandbox.actor import SandboxActor
-from zoomcal.service import add_account, add_user, build_pairs, close_pairs
+from zoomcal.service import add_account, add_user
 from zoomcal.store.models import Cursor
 from zoomcal.sync.engine import SyncEngine
 
@@ -49,20 +49,13 @@ async def test_two_way_with_zoom(world, tmp_path, radicale):
     collection = new_collection(radicale)
     info = world.add_user("ada@example.com", "Ada", "Europe/Paris")
     add_user(ctx, "ada@example.com")
-    add_account(ctx, "ada@example.com", "zoom", {"api_base": f"{SANDBOX}/zoom/v2",
-                                                 "token_url": f"{SANDBOX}/zoom/oauth/token"},
-                {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
-                 "account_id": world.zoom.account_id}, info["zoom_user_id"])
+    link_sandbox_zoom(ctx, world, "ada@example.com", info)
     add_account(ctx, "ada@example.com", "caldav", {}, {"username": "ada", "password": "x"}, collection, "Work")
     actor = SandboxActor(world, transport=world.transport())
     engine = SyncEngine(ctx.db)
 
     async def sync(**kw):
-        pairs = build_pairs(ctx)
-        try:
-            return await engine.run(pairs[0], **kw)
-        finally:
-            await close_pairs(pairs)
+        return await sync_first_pair(ctx, engine, **kw)
 
     meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time="2026-12-07T09:00:00Z",
                                       duration=30, timezone="Europe/Paris",

@@ -7,11 +7,11 @@ from datetime import UTC, timedelta
 import httpx
 import pytest
 
-from conftest import SANDBOX, make_context
+from conftest import SANDBOX, link_sandbox_zoom, make_context, sync_first_pair
 from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.graph import expand
-from zoomcal.service import add_account, add_user, build_pairs, close_pairs
+from zoomcal.service import add_account, add_user
 from zoomcal.sync.engine import SyncEngine
 
 pytestmark = pytest.mark.anyio
@@ -26,10 +26,7 @@ async def test_two_way_with_zoom(world, tmp_path):
     ctx = make_context(world, tmp_path)
     info = world.add_user("mia@example.com", "Mia", "Europe/Paris")
     add_user(ctx, "mia@example.com")
-    add_account(ctx, "mia@example.com", "zoom", {"api_base": f"{SANDBOX}/zoom/v2",
-                                                 "token_url": f"{SANDBOX}/zoom/oauth/token"},
-                {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
-                 "account_id": world.zoom.account_id}, info["zoom_user_id"])
+    link_sandbox_zoom(ctx, world, "mia@example.com", info)
     add_account(ctx, "mia@example.com", "graph", {"api_base": f"{SANDBOX}/graph/v1.0",
                                                   "token_url": f"{SANDBOX}/graph/oauth2/v2.0/token"},
                 {"client_id": world.graph.client_id, "client_secret": world.graph.client_secret,
@@ -38,11 +35,7 @@ async def test_two_way_with_zoom(world, tmp_path):
     engine = SyncEngine(ctx.db)
 
     async def sync(**kw):
-        pairs = build_pairs(ctx)
-        try:
-            return await engine.run(pairs[0], **kw)
-        finally:
-            await close_pairs(pairs)
+        return await sync_first_pair(ctx, engine, **kw)
 
     start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0)
     meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time=fmt_instant(start),
