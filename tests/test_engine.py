@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from conftest import link_sandbox_user, make_context
+from conftest import link_sandbox_user, make_context, sync_first_pair
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.verify import compare_user
-from zoomcal.service import build_pairs, close_pairs
+from zoomcal.service import build_pairs
 from zoomcal.store.models import Account, Event, ReviewItem, SyncLogEntry
 from zoomcal.sync.engine import SimulatedCrash, SyncEngine
 from zoomcal.sync.retry import Retrier
@@ -44,11 +44,7 @@ class Harness:
                                  after_write=after_write)
 
     async def sync(self, **kw):
-        pairs = build_pairs(self.ctx)
-        try:
-            return await self.engine.run(pairs[0], **kw)
-        finally:
-            await close_pairs(pairs)
+        return await sync_first_pair(self.ctx, self.engine, **kw)
 
     def agree(self):
         return compare_user(self.world, self.user["zoom_user_id"], self.user["google_calendar_id"])
