@@ -2,7 +2,8 @@
 
 After every sync that ran without faults, and at the end, Zoom and the calendar must both equal the oracle:
 every logical event once on each side (no duplicates), no lost edits, deletions carried out unless the other
-side modified the event; one more sync then performs zero writes. ZOOMCAL_SM_EXAMPLES raises the count.
+side modified the event; one more sync then performs zero writes. CI runs 200 fixed examples;
+ZOOMCAL_SM_EXAMPLES=N explores N new random ones.
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ class SyncMachine(RuleBasedStateMachine):
     def live_keys(self) -> list[str]:
         return sorted(k for k, v in self.expected.items() if v is not None)
 
+    def side_value(self, key: str, side: str, field: str):
+        if side == "zoom":
+            meeting = self.zoom_meetings(key)[0]
+            return {"title": meeting["topic"], "start": meeting["start_time"], "minutes": meeting["duration"]}[field]
+        event = self.calendar_events(key)[0]
+        start = parse_instant(event["start"]["dateTime"])
+        minutes = int((parse_instant(event["end"]["dateTime"]) - start).total_seconds() // 60)
+        return {"title": event["summary"], "start": fmt_instant(start), "minutes": minutes}[field]
+
     def note_edit(self, key: str, side: str, field: str, value) -> None:
         self.edits.setdefault(key, {}).setdefault(field, {})[side] = value
 
@@ -127,6 +137,8 @@ class SyncMachine(RuleBasedStateMachine):
             return
         value = {"title": f"Title {n}", "start": f"2026-04-{1 + n % 28:02d}T{8 + n % 10:02d}:30:00Z",
                  "minutes": 10 + n}[field]
+        if self.side_value(key, side, field) == value:
+            return   # setting what is already there is not an edit (and must not count as one)
         if side == "zoom":
             meeting = self.zoom_meetings(key)[0]
             body = {"title": {"topic": value}, "start": {"start_time": value}, "minutes": {"duration": value}}[field]
@@ -269,7 +281,9 @@ class SyncMachine(RuleBasedStateMachine):
         assert second.writes == 0, second.plan.events if second.plan else None
 
 
+# CI runs a fixed set of examples (reproducible); setting ZOOMCAL_SM_EXAMPLES explores new random ones.
 SyncMachine.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=20, deadline=None,
+                                         derandomize="ZOOMCAL_SM_EXAMPLES" not in os.environ,
                                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestSync = SyncMachine.TestCase
 
