@@ -18,7 +18,6 @@ from zoomcal.auth.vault import new_key_spec
 from zoomcal.availability.index import BusyIndex
 from zoomcal.config import Settings
 from zoomcal.domain.timeutil import fmt_instant, now_utc
-from zoomcal.mapping.zoom import occurrence_id
 from zoomcal.presence.service import PresenceService
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.server import BackgroundServer
@@ -379,5 +378,3 @@ async def run_live(settings: Settings, console: Console, interval: float = 3.0, 
         demo.server.stop()
         demo.ctx.db.dispose()
 
-
-__all__ = ["run_once", "run_live", "occurrence_id"]

@@ -106,12 +106,3 @@ class RefreshTokenSource(TokenSource):
                 if asyncio.iscoroutine(result):
                     await result
         return issued
-
-
-class StaticToken(TokenSource):
-    def __init__(self, token: str):
-        super().__init__()
-        self._static = token
-
-    async def _fetch(self, client: httpx.AsyncClient) -> dict:
-        return {"access_token": self._static, "expires_in": 10**9}

@@ -13,7 +13,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import select
 
-from zoomcal.availability.intervals import BLOCKING, STRENGTH, as_utc
+from zoomcal.availability.intervals import STRENGTH, as_utc
 from zoomcal.store.db import Database
 from zoomcal.store.models import BusyInterval
 
@@ -137,5 +137,3 @@ def merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     np.maximum.at(merged_ends, block, e)
     return merged_starts, merged_ends
 
-
-__all__ = ["BusyIndex", "merge", "epoch", "BLOCKING"]

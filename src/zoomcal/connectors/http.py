@@ -11,7 +11,6 @@ from zoomcal.errors import (
     AuthExpired,
     Conflict,
     ConnectorError,
-    CursorInvalid,
     InvalidItem,
     NotFound,
     PreconditionFailed,
@@ -92,5 +91,3 @@ class ApiClient:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-
-__all__ = ["ApiClient", "CursorInvalid", "error_for", "retry_after_seconds"]

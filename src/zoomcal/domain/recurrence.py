@@ -191,6 +191,4 @@ def _add_days(day: str, length: timedelta) -> str:
 def plain_end(rid: str, start: str, end: str, tz: str | None) -> str:
     """Where the occurrence starting at `rid` ends when it keeps the series' own length."""
     length = to_datetime(end, tz) - to_datetime(start, tz)
-    if is_date(rid):
-        return (parse_date(rid) + timedelta(days=max(1, length.days))).isoformat()
-    return fmt_instant(to_datetime(rid) + length)
+    return _add_days(rid, length) if is_date(rid) else fmt_instant(to_datetime(rid) + length)

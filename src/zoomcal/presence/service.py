@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from zoomcal.availability.index import BusyIndex, epoch
-from zoomcal.availability.intervals import user_timezone
+from zoomcal.availability.intervals import as_utc, user_timezone
 from zoomcal.domain.timeutil import UTC, now_utc, zone
 from zoomcal.errors import ConnectorError, InvalidItem, RateLimited
 from zoomcal.presence.engine import Decision, Memory, Situation, decide
@@ -79,7 +79,8 @@ class PresenceService:
             row = s.get(PresenceState, user_id)
         if row is None:
             return Memory()
-        return Memory(row.last_written, _aware(row.last_written_at), row.restore_to, _aware(row.manual_since),
+        return Memory(row.last_written, _utc_or_none(row.last_written_at), row.restore_to,
+                      _utc_or_none(row.manual_since),
                       row.state_key)
 
     def _zoom(self, user: User):
@@ -172,7 +173,5 @@ class PresenceService:
         return [await self.evaluate(users[uid], at) for uid in sorted(due) if uid in users]
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)

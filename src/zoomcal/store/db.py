@@ -8,7 +8,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -85,7 +85,3 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def open_session(db: Database) -> Session:
-    return db.sessions()

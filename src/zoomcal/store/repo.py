@@ -78,10 +78,6 @@ def save_cursor(session: Session, calendar_id: int, value: str | None) -> None:
         row.updated_at = now_utc()
 
 
-def reset_cursor(session: Session, calendar_id: int) -> None:
-    save_cursor(session, calendar_id, None)
-
-
 def get_link(session: Session, event_id: str, calendar_id: int) -> Link | None:
     return session.scalar(select(Link).where(Link.event_id == event_id, Link.calendar_id == calendar_id))
 
