@@ -11,9 +11,24 @@ from datetime import date, datetime
 from typing import Any
 
 from zoomcal.domain.content import make_content
-from zoomcal.domain.recurrence import WEEKDAYS, join_rrule_parts, normalize_rrule, parse_rrule_parts, split_byday
+from zoomcal.domain.recurrence import (
+    WEEKDAYS,
+    join_rrule_parts,
+    normalize_rrule,
+    parse_rrule_parts,
+    plain_end,
+    split_byday,
+)
 from zoomcal.domain.timeutil import UTC, check_zone, fmt_instant, is_date, to_datetime, windows_name, zone
 from zoomcal.errors import InvalidItem
+from zoomcal.mapping.joininfo import (
+    append_description,
+    parse_join_block,
+    referenced_meeting,
+    split_description,
+    wants_meeting,
+)
+from zoomcal.mapping.rules import MappingRules
 
 DAYS = {"monday": "MO", "tuesday": "TU", "wednesday": "WE", "thursday": "TH", "friday": "FR", "saturday": "SA",
         "sunday": "SU"}
@@ -185,3 +200,36 @@ def content_to_event(content: dict[str, Any]) -> tuple[dict[str, Any], list[str]
     if content.get("rdates"):
         notes.append("extra dates (RDATE) have no place in Microsoft 365")
     return event, notes
+
+
+def event_item_parts(event: dict[str, Any], rules: MappingRules) -> tuple[dict[str, Any], str | None, bool]:
+    """Content of a Graph-shaped event with the join block taken out of its body, the Zoom meeting it points
+    at, and whether it asks for one: (content, peer_ref, wants_peer)."""
+    content = event_to_content(event)
+    body = str((event.get("body") or {}).get("content") or "")
+    content["description"] = split_description(body, rules)
+    content["join"] = parse_join_block(body, rules)
+    location = ((event.get("location") or {}).get("displayName")) or ""
+    peer_ref = referenced_meeting((content["join"] or {}).get("meeting_id"), location, body)
+    return content, peer_ref, wants_meeting(location, body, rules)
+
+
+def event_write_body(content: dict[str, Any], rules: MappingRules) -> tuple[dict[str, Any], list[str]]:
+    """The Graph-shaped event to write for content, join block in the body and join URL as the location."""
+    event, notes = content_to_event(content)
+    event["body"]["content"] = append_description(content.get("description") or "", content.get("join"), rules)
+    if content.get("join"):
+        event["location"] = {"displayName": content["join"].get("join_url", "")}
+    return event, notes
+
+
+def exception_override(content: dict[str, Any], rid: str, start: dict[str, Any], end: dict[str, Any],
+                       subject: str | None) -> dict[str, Any] | None:
+    """The override of a modified occurrence, or None when it is back on the series' own time and title."""
+    override = {"start": when_instant(start), "end": when_instant(end)}
+    if subject is not None and subject != content["title"]:
+        override["title"] = subject
+    if set(override) == {"start", "end"} and override["start"] == rid and \
+            override["end"] == plain_end(rid, content["start"], content["end"], content.get("timezone")):
+        return None
+    return override

@@ -17,17 +17,10 @@ import httpx
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
 from zoomcal.connectors.http import ApiClient, error_for
-from zoomcal.domain.recurrence import occurrence_starts, plain_end
+from zoomcal.domain.recurrence import occurrence_starts
 from zoomcal.domain.timeutil import fmt_instant, to_datetime
 from zoomcal.errors import CursorInvalid, NotFound
-from zoomcal.mapping.graph import content_to_event, event_to_content, when_instant
-from zoomcal.mapping.joininfo import (
-    append_description,
-    parse_join_block,
-    referenced_meeting,
-    split_description,
-    wants_meeting,
-)
+from zoomcal.mapping.graph import event_item_parts, event_write_body, exception_override, when_instant
 from zoomcal.mapping.rules import MappingRules
 
 BATCH = 20   # Graph's JSON batching limit
@@ -90,10 +83,7 @@ class GraphConnector:
         if not masters:
             return None   # instances whose series is gone
         master = masters[0]
-        content = event_to_content(master)
-        body = str((master.get("body") or {}).get("content") or "")
-        content["description"] = split_description(body, self.rules)
-        content["join"] = parse_join_block(body, self.rules)
+        content, peer_ref, wants_peer = event_item_parts(master, self.rules)
         if content.get("rrule"):
             instances = {r["originalStart"]: r for r in raws if r.get("seriesMasterId")}
             expected = [rid for rid in occurrence_starts(content, self.lo, self.hi) if self.lo <= to_datetime(rid)
@@ -103,46 +93,33 @@ class GraphConnector:
             for rid, inst in instances.items():
                 if inst.get("type") != "exception":
                     continue
-                override = {"start": when_instant(inst["start"]), "end": when_instant(inst["end"])}
-                if (inst.get("subject") or "") != content["title"]:
-                    override["title"] = inst.get("subject") or ""
-                if set(override) == {"start", "end"} and override["start"] == rid and \
-                        override["end"] == plain_end(rid, content["start"], content["end"], content.get("timezone")):
-                    continue   # an exception put back on the series' own time is an occurrence again
-                overrides[rid] = override
+                override = exception_override(content, rid, inst["start"], inst["end"], inst.get("subject") or "")
+                if override is not None:
+                    overrides[rid] = override
             content["overrides"] = dict(sorted(overrides.items()))
-        location = ((master.get("location") or {}).get("displayName")) or ""
-        join = content.get("join") or {}
         return Item(master["id"], content, etag=master.get("@odata.etag"), marker=master.get("transactionId"),
-                    peer_ref=referenced_meeting(join.get("meeting_id"), location, body),
-                    wants_peer=wants_meeting(location, body, self.rules))
+                    peer_ref=peer_ref, wants_peer=wants_peer)
 
     async def get(self, item_id: str) -> list[dict[str, Any]]:
         return [await self.api.json("GET", f"{self.base}/events/{item_id}")]
 
     # --- writing -------------------------------------------------------------------------------------
-    def _body(self, content: dict[str, Any]) -> dict[str, Any]:
-        event, _notes = content_to_event(content)
-        event["body"]["content"] = append_description(content.get("description") or "", content.get("join"),
-                                                      self.rules)
-        if content.get("join"):
-            event["location"] = {"displayName": content["join"].get("join_url", "")}
-        return event
-
     async def create(self, content: dict[str, Any], key: str, maybe_exists: bool = False) -> WriteResult:
         start_calls = self.api.calls
-        event = await self.api.json("POST", f"{self.base}/events", json={**self._body(content), "transactionId": key})
-        return await self._finish(event, content, start_calls)
+        body, notes = event_write_body(content, self.rules)
+        event = await self.api.json("POST", f"{self.base}/events", json={**body, "transactionId": key})
+        return await self._finish(event, content, notes, start_calls)
 
     async def update(self, item_id: str, content: dict[str, Any], etag: str | None, key: str,
                      current: list[dict[str, Any]]) -> WriteResult:
         start_calls = self.api.calls
         headers = {"If-Match": etag} if etag else {}
-        event = await self.api.json("PATCH", f"{self.base}/events/{item_id}", json=self._body(content),
-                                    headers=headers)
-        return await self._finish(event, content, start_calls)
+        body, notes = event_write_body(content, self.rules)
+        event = await self.api.json("PATCH", f"{self.base}/events/{item_id}", json=body, headers=headers)
+        return await self._finish(event, content, notes, start_calls)
 
-    async def _finish(self, event: dict[str, Any], content: dict[str, Any], start_calls: int) -> WriteResult:
+    async def _finish(self, event: dict[str, Any], content: dict[str, Any], notes: list[str],
+                      start_calls: int) -> WriteResult:
         """Bring the instances in line (cancel, move, put back), then read the series as it now stands."""
         raws = [event]
         if event.get("type") == "seriesMaster":
@@ -168,7 +145,7 @@ class GraphConnector:
             raws = [(await self.get(event["id"]))[0], *await self._instances(event["id"])]
         item = self.normalize(raws)
         assert item is not None
-        return WriteResult(item.id, item.etag, raws, item, [], self.api.calls - start_calls)
+        return WriteResult(item.id, item.etag, raws, item, notes, self.api.calls - start_calls)
 
     async def _run(self, ops: list[tuple[str, str, dict[str, Any] | None]]) -> None:
         """Instance writes: one by one when there is one, else `$batch` in groups of 20 (fewer calls, same
