@@ -176,3 +176,14 @@ def new_collection(base: str, user: str = "ada") -> str:
     response = httpx.request("MKCALENDAR", url, auth=(user, "x"))
     assert response.status_code == 201, response.text
     return url
+
+
+@pytest.fixture
+def served_world():
+    """A fresh sandbox world served over loopback (for clients with their own HTTP stack, like exchangelib)."""
+    from zoomcal.sandbox.server import BackgroundServer
+
+    world = SandboxWorld()
+    server = BackgroundServer(world).start()
+    yield world, server.url
+    server.stop()

@@ -256,3 +256,39 @@ async def test_graph_event_shapes(sandbox):
         stale = await client.patch(f"{base}/events/{created.json()['id']}", headers={**headers, "If-Match": 'W/"x"'},
                                    json={"subject": "y"})
         assert stale.status_code == 412
+
+
+@pytest.mark.anyio
+async def test_zoom_calendar_event_shapes(sandbox):
+    """Zoom's calendar answers as calendar-api.json says, and with no field the file does not list."""
+    world, user = sandbox
+    token = world.zoom.tokens.issue("account:" + world.zoom.account_id)["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    base = "/zoom/v2/calendars/s@example.com/events"
+
+    def check(response, path, method):
+        assert response.status_code == 200, response.text
+        schema = zoom_response_schema("calendar-api.json", path, method, "200")
+        validate(response.json(), schema)
+        return response.json(), schema
+
+    async with await _client(world) as client:
+        body = {"summary": "Spec check", "start": {"dateTime": "2026-06-01T08:00:00Z", "timeZone": "Europe/Rome"},
+                "end": {"dateTime": "2026-06-01T08:30:00Z", "timeZone": "Europe/Rome"},
+                "recurrence": ["RRULE:FREQ=WEEKLY;COUNT=3"], "id": "mine", "extendedProperties": {"private": {}}}
+        created, schema = check(await client.post(base, json=body, headers=headers), "/calendars/{calId}/events",
+                                "post")
+        assert created["id"] != "mine" and "extendedProperties" not in created      # the server picks ids
+        assert set(created) <= set(schema["properties"])
+        listed, schema = check(await client.get(base, headers=headers), "/calendars/{calId}/events", "get")
+        assert set(listed["items"][0]) <= set(schema["properties"]["items"]["items"]["properties"])
+        assert listed["nextSyncToken"]
+        got, schema = check(await client.get(f"{base}/{created['id']}", headers=headers),
+                            "/calendars/{calId}/events/{eventId}", "get")
+        assert set(got) <= set(schema["properties"])
+        patched, _ = check(await client.patch(f"{base}/{created['id']}", json={"summary": "x"}, headers=headers),
+                           "/calendars/{calId}/events/{eventId}", "patch")
+        assert patched["summary"] == "x"
+        other = world.zoom.tokens.issue(world.add_user("t@example.com")["zoom_user_id"])["access_token"]
+        denied = await client.get(base, headers={"Authorization": f"Bearer {other}"})
+        assert denied.status_code == 403          # a user token reaches only its own calendar

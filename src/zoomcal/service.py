@@ -29,7 +29,8 @@ from zoomcal.store.db import Database
 from zoomcal.store.models import Account, Calendar, Tenant, User
 from zoomcal.sync.engine import SideSpec, SyncPair
 
-PROVIDERS = ("zoom", "google", "graph", "ics", "caldav")
+PROVIDERS = ("zoom", "google", "graph", "ews", "ics", "caldav", "zoom-calendar")
+LABELS = {"ews": "Exchange", "caldav": "CalDAV", "ics": "ICS feed", "zoom-calendar": "Zoom Calendar"}
 
 
 @dataclass
@@ -81,6 +82,8 @@ def add_account(ctx: Context, email: str, provider: str, config: dict[str, Any],
             raise ConfigError(f"no user {email}; add it first with `zoomcal user add`")
         if provider in ("ics", "caldav") and "://" in calendar_id:
             check_url(calendar_id, ctx.settings.allow_private_urls, ctx.resolver)
+        if config.get("url"):
+            check_url(config["url"], ctx.settings.allow_private_urls, ctx.resolver)
         account = Account(tenant_id=t.id, user_id=user.id, provider=provider, external_id=calendar_id,
                           config=config, secret=ctx.vault.seal(secret) if secret else None)
         s.add(account)
@@ -89,10 +92,25 @@ def add_account(ctx: Context, email: str, provider: str, config: dict[str, Any],
         if receives_meetings is None:
             receives_meetings = role == "calendar" and not any(
                 c.receives_meetings for c in repo.user_calendars(s, user.id))
-        s.add(Calendar(tenant_id=t.id, user_id=user.id, account_id=account.id, remote_id=calendar_id,
-                       name=calendar_name or calendar_id, role=role, receives_meetings=receives_meetings))
+        calendar = Calendar(tenant_id=t.id, user_id=user.id, account_id=account.id, remote_id=calendar_id,
+                            name=calendar_name or calendar_id, role=role, receives_meetings=False)
+        s.add(calendar)
+        s.flush()
+        if receives_meetings and role == "calendar":
+            set_meetings_calendar(s, user, calendar.id)
         repo.audit(s, t.id, actor, "account.add", f"{email}:{provider}", {"calendar": calendar_id})
         return account
+
+
+def set_meetings_calendar(s, user: User, calendar_id: int) -> None:
+    """Make one of the user's calendars the one that receives Zoom meetings (the others are then only read)."""
+    calendars = repo.user_calendars(s, user.id)
+    chosen = next((c for c in calendars if c.id == calendar_id), None)
+    if chosen is None or chosen.role != "calendar":
+        raise ConfigError(f"calendar {calendar_id} is not one of {user.email}'s calendars; one of "
+                          f"{[c.id for c in calendars if c.role == 'calendar']}")
+    for cal in calendars:
+        cal.receives_meetings = cal.id == calendar_id
 
 
 def _rotate_callback(ctx: Context, account_id: int):
@@ -108,7 +126,7 @@ def _rotate_callback(ctx: Context, account_id: int):
 def token_source(ctx: Context, account: Account) -> TokenSource:
     secret = ctx.vault.open(account.secret)
     cfg = account.config or {}
-    if account.provider == "zoom":
+    if account.provider in ("zoom", "zoom-calendar"):
         token_url = cfg.get("token_url") or ctx.settings.zoom_token_url
         if secret.get("account_id"):
             return ZoomAccountCredentials(token_url, secret["account_id"], secret["client_id"],
@@ -132,10 +150,21 @@ def make_connector(ctx: Context, account: Account, calendar: Calendar, rules: Ma
         return CalDavConnector(calendar.remote_id, rules, username=secret.get("username"),
                                password=secret.get("password"), allow_private=ctx.settings.allow_private_urls,
                                resolve=ctx.resolver, timeout=ctx.settings.http_timeout)
+    if account.provider == "ews":
+        from zoomcal.connectors.ews.connector import EwsConnector
+
+        secret = ctx.vault.open(account.secret) if account.secret else {}
+        return EwsConnector(cfg["url"], calendar.remote_id, rules, username=secret.get("username"),
+                            secret=secret.get("password"), auth=cfg.get("auth") or "ntlm",
+                            allow_private=ctx.settings.allow_private_urls, resolve=ctx.resolver)
     tokens = token_source(ctx, account)
-    if account.provider == "zoom":
+    if account.provider in ("zoom", "zoom-calendar"):
         api = ApiClient(cfg.get("api_base") or ctx.settings.zoom_api_base, tokens, ctx.transport,
                         ctx.settings.http_timeout)
+        if account.provider == "zoom-calendar":
+            from zoomcal.connectors.zoom_calendar.connector import ZoomCalendarConnector
+
+            return ZoomCalendarConnector(api, calendar.remote_id, rules)
         return ZoomConnector(api, calendar.remote_id, rules)
     if account.provider == "graph":
         api = ApiClient(cfg.get("api_base") or ctx.settings.graph_api_base, tokens, ctx.transport,
@@ -167,17 +196,22 @@ def build_pairs(ctx: Context, email: str | None = None) -> list[SyncPair]:
             tenant = s.get(Tenant, user.tenant_id)
             rules = tenant_rules(ctx, tenant)
             calendars = repo.user_calendars(s, user.id)
-            for feed in (c for c in calendars if c.role == "feed"):
-                acc = s.get(Account, feed.account_id)
-                if acc.status == "ok":
-                    pairs.append(SyncPair(tenant_id=user.tenant_id, user_id=user.id, rules=rules, user_email=user.email,
-                                          a=None, b=SideSpec(feed.id, make_connector(ctx, acc, feed, rules), acc.id,
-                                                             label="ICS feed")))
             meetings = next((c for c in calendars if c.role == "meetings"), None)
             target = next((c for c in calendars if c.receives_meetings), None)
-            if meetings is None or target is None:
+            if meetings is None:
+                target = None
+            accounts = {c.id: s.get(Account, c.account_id) for c in calendars}
+            for cal in calendars:
+                acc = accounts[cal.id]
+                if cal.role == "meetings" or cal is target or acc.status != "ok":
+                    continue
+                # feeds and calendars that do not take Zoom meetings are read: they count for availability
+                pairs.append(SyncPair(tenant_id=user.tenant_id, user_id=user.id, rules=rules, user_email=user.email,
+                                      a=None, b=SideSpec(cal.id, make_connector(ctx, acc, cal, rules), acc.id,
+                                                         label=LABELS.get(acc.provider, acc.provider.capitalize()))))
+            if target is None:
                 continue
-            a_acc, b_acc = s.get(Account, meetings.account_id), s.get(Account, target.account_id)
+            a_acc, b_acc = accounts[meetings.id], accounts[target.id]
             if a_acc.status != "ok" or b_acc.status != "ok":
                 continue
             pairs.append(SyncPair(
@@ -185,7 +219,7 @@ def build_pairs(ctx: Context, email: str | None = None) -> list[SyncPair]:
                 a=SideSpec(meetings.id, make_connector(ctx, a_acc, meetings, rules), a_acc.id,
                            owns=frozenset({"join"}), label="Zoom"),
                 b=SideSpec(target.id, make_connector(ctx, b_acc, target, rules), b_acc.id,
-                           label=b_acc.provider.capitalize()),
+                           label=LABELS.get(b_acc.provider, b_acc.provider.capitalize())),
             ))
     return pairs
 

@@ -101,3 +101,67 @@ def test_graph_reads_windows_zones_and_patterns():
     assert (content["timezone"], content["start"], content["show_as"]) == ("Europe/Berlin", "2026-03-30T07:00:00Z",
                                                                           "ooo")
     assert content["rrule"] == "FREQ=MONTHLY;BYDAY=-1MO;UNTIL=20261231"
+
+
+# Exchange (EWS) holds the same model as Graph; the rule goes through exchangelib's own Recurrence objects and
+# their XML, so what EWS keeps is checked on the wire form.
+EWS_DEGRADES = {**GRAPH_DEGRADES}
+
+
+def ews_round_trip(content):
+    from exchangelib.recurrence import Recurrence
+    from exchangelib.version import EXCHANGE_2013_SP1, Version
+
+    from zoomcal.connectors.ews.mapping import graph_to_recurrence, recurrence_to_graph
+    from zoomcal.mapping.graph import content_to_event as to_graph
+    from zoomcal.mapping.graph import event_to_content
+
+    event, notes = to_graph(content)
+    if event.get("recurrence"):
+        rec, why = graph_to_recurrence(event["recurrence"])
+        if rec is None:
+            return None, [*notes, why]
+        wire = rec.to_xml(version=Version(build=EXCHANGE_2013_SP1))
+        event["recurrence"] = recurrence_to_graph(Recurrence.from_xml(elem=wire, account=None))
+    return event_to_content(event), notes
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_ews(name):
+    content = CASES[name]
+    back, notes = ews_round_trip(content)
+    if name in EWS_DEGRADES:
+        assert notes and EWS_DEGRADES[name] in " ".join(notes)
+        return
+    assert not notes
+    keep = [k for k in GRAPH_KEEPS if k != "rrule"]
+    assert {k: back[k] for k in keep} == {k: content[k] for k in keep}
+    assert back["rrule"] == content["rrule"] or occurrence_starts(back) == occurrence_starts(content)
+
+
+def test_ews_names_day_sets_and_refuses_other_positional_sets():
+    from zoomcal.connectors.ews.mapping import graph_to_recurrence, recurrence_to_graph
+
+    weekday = {"pattern": {"type": "relativeMonthly", "interval": 1, "index": "last",
+                           "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"]},
+               "range": {"type": "noEnd", "startDate": "2026-01-30"}}
+    rec, _ = graph_to_recurrence(weekday)
+    assert type(rec.pattern).__name__ == "RelativeMonthlyPattern" and rec.pattern.weekday == 9   # "Weekday"
+    assert recurrence_to_graph(rec)["pattern"]["daysOfWeek"] == weekday["pattern"]["daysOfWeek"]
+    odd = {**weekday, "pattern": {**weekday["pattern"], "daysOfWeek": ["monday", "friday"]}}
+    rec, why = graph_to_recurrence(odd)
+    assert rec is None and "monday, friday" in why
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_zoom_calendar(name):
+    """Zoom's calendar holds what Google holds except moved or changed occurrences, which it is told about."""
+    from zoomcal.connectors.zoom_calendar.connector import ZoomCalendarConnector
+
+    conn = ZoomCalendarConnector(None, "c@example.com", DEFAULT_RULES)
+    content = CASES[name]
+    body, notes = conn._body(content)
+    back = conn.normalize([{**body, "id": "zc1"}]).content
+    assert back == {**content, "overrides": {}}
+    assert bool(notes) == bool(content["overrides"])
+    assert all(rid in " ".join(notes) for rid in content["overrides"])

@@ -133,7 +133,7 @@ def user_list(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
     with ctx.db.session() as s:
         for user in s.scalars(select(User).order_by(User.id)):
             calendars = [
-                {"provider": acc.provider, "calendar": cal.remote_id, "role": cal.role,
+                {"id": cal.id, "provider": acc.provider, "calendar": cal.remote_id, "role": cal.role,
                  "receives_meetings": cal.receives_meetings, "status": acc.status}
                 for cal, acc in s.execute(select(Calendar, Account).join(Account, Calendar.account_id == Account.id)
                                           .where(Calendar.user_id == user.id).order_by(Calendar.id))
@@ -163,13 +163,18 @@ def _secret(env: str | None, label: str, required: bool = True) -> str:
 
 @account_app.command("add")
 def account_add(
-    provider: str = typer.Argument(..., help="zoom | google | graph | ics | caldav"),
+    provider: str = typer.Argument(..., help="zoom | google | graph | ews | ics | caldav | zoom-calendar"),
     user: str = typer.Option(..., "--user", help="E-mail of the zoomcal user."),
-    client_id: str | None = typer.Option(None, "--client-id", help="OAuth client id (zoom, google)."),
+    client_id: str | None = typer.Option(None, "--client-id", help="OAuth client id (zoom, zoom-calendar, google, "
+                                                                   "graph)."),
     url: str | None = typer.Option(None, "--url", help="ics: the feed's URL or a file path; caldav: the server "
-                                                        "or calendar URL."),
-    username: str | None = typer.Option(None, "--username", help="caldav: the account name."),
-    password_env: str | None = typer.Option(None, "--password-env", help="caldav: env var with the password."),
+                                                        "or calendar URL; ews: the EWS endpoint "
+                                                        "(https://host/EWS/Exchange.asmx)."),
+    username: str | None = typer.Option(None, "--username", help="caldav, ews: the account name."),
+    password_env: str | None = typer.Option(None, "--password-env",
+                                            help="caldav, ews: env var with the password (ews --auth oauth: "
+                                                 "the access token)."),
+    auth: str = typer.Option("ntlm", "--auth", help="ews: basic | ntlm | oauth."),
     calendar_name: str | None = typer.Option(None, "--calendar", help="caldav: which calendar (default: first)."),
     client_secret_env: str | None = typer.Option(None, "--client-secret-env", help="Env var with the client secret."),
     refresh_token_env: str | None = typer.Option(None, "--refresh-token-env",
@@ -181,18 +186,24 @@ def account_add(
     calendar_id: str | None = typer.Option(None, "--calendar-id",
                                            help="Google: calendar id (default primary); graph: calendar id "
                                                 "(default: the user's default calendar)."),
-    mailbox: str | None = typer.Option(None, "--mailbox", help="graph: the mailbox (default: the user's e-mail)."),
+    mailbox: str | None = typer.Option(None, "--mailbox",
+                                       help="graph, ews: the mailbox (default: the user's e-mail)."),
     api_base: str | None = typer.Option(None, "--api-base", help="API base URL (default: the vendor's)."),
     token_url: str | None = typer.Option(None, "--token-url", help="OAuth token URL (default: the vendor's)."),
-    receives_meetings: bool = typer.Option(True, "--receives-meetings/--no-meetings",
-                                           help="Google: put Zoom meetings in this calendar."),
+    receives_meetings: bool | None = typer.Option(None, "--receives-meetings/--no-meetings",
+                                                  help="Calendars: put Zoom meetings in this one (default: only "
+                                                       "the user's first calendar does)."),
 ) -> None:
-    """Link a Zoom, Google Calendar or ICS feed account to a user. Secrets come from environment variables or a
-    prompt, never from the command line."""
-    from zoomcal.service import add_account
+    """Link a Zoom, Google Calendar, Microsoft 365, Exchange, CalDAV, ICS feed or Zoom Calendar account to a user.
+    Secrets come from environment variables or a prompt, never from the command line."""
+    from zoomcal.service import PROVIDERS, add_account
 
-    if provider not in ("zoom", "google", "graph", "ics", "caldav"):
-        _fail("provider must be zoom, google, graph, ics or caldav")
+    if provider not in PROVIDERS:
+        _fail(f"provider must be one of {', '.join(PROVIDERS)}")
+    if provider == "ews":
+        _link_ews(user, url, username, _secret(password_env, "password") if url and username else "", auth,
+                  mailbox or user, receives_meetings)
+        return
     if provider == "caldav":
         from zoomcal.connectors.caldav.connector import discover
 
@@ -210,7 +221,7 @@ def account_add(
             _fail(f"no calendar {calendar_name!r} at {url}; found: {[c[1] for c in calendars]}")
         try:
             add_account(ctx, user, "caldav", {}, {"username": username, "password": password}, chosen[0][0],
-                        chosen[0][1], receives_meetings=None if receives_meetings else False)
+                        chosen[0][1], receives_meetings=receives_meetings)
         except ConfigError as exc:
             _fail(str(exc))
         console.print(f"linked CalDAV calendar {chosen[0][1]!r} for {user} ({chosen[0][0]})")
@@ -227,23 +238,46 @@ def account_add(
     if not client_id:
         _fail(f"{provider} needs --client-id")
     secret: dict[str, str] = {"client_id": client_id, "client_secret": _secret(client_secret_env, "client secret")}
-    if provider == "zoom" and account_id:
+    if provider in ("zoom", "zoom-calendar") and account_id:
         secret["account_id"] = account_id
     else:
         secret["refresh_token"] = _secret(refresh_token_env, "refresh token")
     config = {k: v for k, v in {"api_base": api_base, "token_url": token_url}.items() if v}
     if provider == "zoom":
         remote = zoom_user or user
+    elif provider == "zoom-calendar":
+        remote = calendar_id or zoom_user or user   # a user's primary Zoom calendar id is their e-mail
     elif provider == "graph":
         remote = f"{mailbox or user}/{calendar_id or ''}".rstrip("/")
     else:
         remote = calendar_id or "primary"
     try:
         add_account(_ctx(), user, provider, config, secret, remote,
-                    receives_meetings=None if provider == "zoom" else receives_meetings)
+                    receives_meetings=receives_meetings)
     except ConfigError as exc:
         _fail(str(exc))
     console.print(f"linked {provider} for {user} ({remote})")
+
+
+def _link_ews(user: str, url: str | None, username: str | None, password: str, auth: str, mailbox: str,
+              receives_meetings: bool | None) -> None:
+    """Check the credentials against the server (one FindItem), then store them sealed."""
+    from zoomcal.connectors.ews.connector import EwsConnector
+    from zoomcal.mapping.rules import DEFAULT_RULES
+    from zoomcal.service import add_account
+
+    if not url or not username:
+        _fail("ews needs --url (the EWS endpoint) and --username (and the password from --password-env or a prompt)")
+    ctx = _ctx()
+    try:
+        connector = EwsConnector(url, mailbox, DEFAULT_RULES, username=username, secret=password, auth=auth,
+                                 allow_private=ctx.settings.allow_private_urls, resolve=ctx.resolver)
+        asyncio.run(connector.probe())
+        add_account(ctx, user, "ews", {"url": url, "auth": auth}, {"username": username, "password": password},
+                    mailbox, "Exchange", receives_meetings=receives_meetings)
+    except (ConfigError, ConnectorError) as exc:
+        _fail(f"Exchange at {url}: {exc}")
+    console.print(f"linked Exchange calendar of {mailbox} for {user} ({url})")
 
 
 @account_app.command("list")
@@ -579,8 +613,12 @@ def availability_settings(
     before: int | None = typer.Option(None, "--buffer-before", help="Minutes kept free before meetings."),
     after: int | None = typer.Option(None, "--buffer-after", help="Minutes kept free after meetings."),
     exclude: str | None = typer.Option(None, "--exclude-calendars", help="Calendar ids that do not count."),
+    meetings_calendar: int | None = typer.Option(None, "--meetings-calendar",
+                                                 help="Calendar id (see `user list --json`) that receives Zoom "
+                                                      "meetings."),
 ) -> None:
-    """Show or change a user's availability settings (zone, working hours, buffers, counted calendars)."""
+    """Show or change a user's settings: zone, working hours, buffers, counted calendars, and which calendar
+    receives Zoom meetings."""
     from zoomcal.availability import intervals, query
     from zoomcal.domain.timeutil import check_zone
     from zoomcal.store import repo
@@ -595,6 +633,15 @@ def availability_settings(
     except (ConfigError, InvalidItem) as exc:
         _fail(str(exc))
     with ctx.db.transaction() as s:
+        if meetings_calendar is not None:
+            from zoomcal.service import set_meetings_calendar
+
+            try:
+                set_meetings_calendar(s, row, meetings_calendar)
+            except ConfigError as exc:
+                _fail(str(exc))
+            repo.audit(s, row.tenant_id, "cli", "calendar.receives_meetings", row.email,
+                       {"calendar": meetings_calendar})
         current = s.get(AvailabilitySettings, row.id)
         if current is None:
             current = AvailabilitySettings(user_id=row.id, timezone="UTC", working_hours=dict(query.DEFAULT_HOURS),
@@ -618,7 +665,9 @@ def availability_settings(
             repo.audit(s, row.tenant_id, "cli", "availability.settings", row.email, changed)
         shown = {"user": row.email, "timezone": current.timezone, "working_hours": current.working_hours,
                  "buffer_before_min": current.buffer_before_min, "buffer_after_min": current.buffer_after_min,
-                 "excluded_calendars": current.excluded_calendars}
+                 "excluded_calendars": current.excluded_calendars,
+                 "meetings_calendar": next((c.id for c in repo.user_calendars(s, row.id) if c.receives_meetings),
+                                           None)}
     _print_json(shown)
 
 

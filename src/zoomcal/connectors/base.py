@@ -25,7 +25,8 @@ from zoomcal.domain.content import content_hash
 @dataclass(frozen=True)
 class Capabilities:
     recurrence: bool = True
-    occurrence_edits: bool = True
+    occurrence_edits: bool = True  # can hold moved / changed occurrences (else they are left out, with a note)
+    markers: bool = True           # keeps our event id on the item
     incremental: bool = True       # has a change cursor (otherwise every listing is complete)
     push: bool = False
     max_page_size: int = 250

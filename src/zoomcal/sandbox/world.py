@@ -1,4 +1,5 @@
-"""The sandbox world: Zoom + Google emulators, their fault plans and call counters, and demo users.
+"""The sandbox world: Zoom, Google, Microsoft Graph and Exchange (EWS) emulators, their fault plans and call
+counters, and demo users.
 
 Served standalone by `zoomcal sandbox` (over loopback) or called in-process through `SandboxTransport`
 in tests and the demo: the same connector code either way.
@@ -13,14 +14,17 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from zoomcal.sandbox.ews import EwsState, make_ews_app
 from zoomcal.sandbox.faults import FaultMiddleware, FaultPlan, SandboxTransport
 from zoomcal.sandbox.google import GoogleState, make_google_app
 from zoomcal.sandbox.graph import GraphState, make_graph_app
 from zoomcal.sandbox.zoom import ZoomState, make_zoom_app
+from zoomcal.sandbox.zoom_calendar import ZoomCalendarState, make_zoom_calendar_app
 
 ZOOM_PREFIX = "/zoom"
 GOOGLE_PREFIX = "/google"
 GRAPH_PREFIX = "/graph"
+EWS_PREFIX = "/ews"
 
 
 @dataclass
@@ -28,12 +32,16 @@ class SandboxWorld:
     zoom: ZoomState = field(default_factory=ZoomState)
     google: GoogleState = field(default_factory=GoogleState)
     graph: GraphState = field(default_factory=GraphState)
+    ews: EwsState = field(default_factory=EwsState)
+    zoom_calendar: ZoomCalendarState = field(default_factory=ZoomCalendarState)
     zoom_faults: FaultPlan = field(default_factory=FaultPlan)
     google_faults: FaultPlan = field(default_factory=FaultPlan)
     graph_faults: FaultPlan = field(default_factory=FaultPlan)
+    zoom_calendar_faults: FaultPlan = field(default_factory=FaultPlan)
     zoom_calls: dict[str, int] = field(default_factory=dict)
     google_calls: dict[str, int] = field(default_factory=dict)
     graph_calls: dict[str, int] = field(default_factory=dict)
+    zoom_calendar_calls: dict[str, int] = field(default_factory=dict)
     feeds: dict[str, str] = field(default_factory=dict)          # name -> ICS text served at /feeds/{name}.ics
     feed_calls: dict[str, int] = field(default_factory=dict)
     _apps: dict[bool, FastAPI] = field(default_factory=dict)
@@ -43,12 +51,16 @@ class SandboxWorld:
         if over_network not in self._apps:
             root = FastAPI(title="zoomcal sandboxes")
             root.include_router(self._feeds())
+            root.mount(ZOOM_PREFIX + "/v2/calendars", FaultMiddleware(
+                make_zoom_calendar_app(self.zoom, self.zoom_calendar), self.zoom_calendar_faults,
+                self.zoom_calendar_calls, over_network))
             root.mount(ZOOM_PREFIX, FaultMiddleware(make_zoom_app(self.zoom), self.zoom_faults, self.zoom_calls,
                                                     over_network))
             root.mount(GOOGLE_PREFIX, FaultMiddleware(make_google_app(self.google), self.google_faults,
                                                       self.google_calls, over_network))
             root.mount(GRAPH_PREFIX, FaultMiddleware(make_graph_app(self.graph), self.graph_faults, self.graph_calls,
                                                      over_network))
+            root.mount(EWS_PREFIX, make_ews_app(self.ews))
             self._apps[over_network] = root
         return self._apps[over_network]
 
@@ -77,6 +89,8 @@ class SandboxWorld:
         user = self.zoom.add_user(email, first, last, timezone)
         self.google.add_calendar(email, timezone, summary=name or email)
         self.graph.add_calendar(email)
+        ews_password = self.ews.add_mailbox(email)
+        self.zoom_calendar.add_calendar(email, timezone)
         return {
             "email": email,
             "name": name,
@@ -87,6 +101,7 @@ class SandboxWorld:
             "google_refresh_token": self.google.tokens.grant_refresh(email),
             "graph_calendar_id": f"{email}/calendar",
             "graph_refresh_token": self.graph.tokens.grant_refresh(email),
+            "ews_password": ews_password,
         }
 
     def describe(self, base_url: str, users: list[dict[str, Any]]) -> dict[str, Any]:
@@ -104,18 +119,20 @@ class SandboxWorld:
             "graph_token_url": f"{base_url}{GRAPH_PREFIX}/oauth2/v2.0/token",
             "graph_client_id": self.graph.client_id,
             "graph_client_secret": self.graph.client_secret,
+            "ews_url": f"{base_url}{EWS_PREFIX}/EWS/Exchange.asmx",
             "users": users,
         }
 
     def api_calls(self) -> int:
         """Calls to the data APIs (reads and writes), not counting the OAuth token endpoints."""
-        return sum(c.get(k, 0) for c in (self.zoom_calls, self.google_calls, self.graph_calls)
-                   for k in ("reads", "writes"))
+        return sum(c.get(k, 0) for c in (self.zoom_calls, self.google_calls, self.graph_calls,
+                                         self.zoom_calendar_calls) for k in ("reads", "writes"))
 
     def clear_faults(self) -> None:
         self.zoom_faults.clear()
         self.google_faults.clear()
         self.graph_faults.clear()
+        self.zoom_calendar_faults.clear()
 
 
 DEMO_USERS = [   # e-mail, name, zone, the calendar that receives their meetings

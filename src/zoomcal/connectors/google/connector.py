@@ -46,6 +46,25 @@ def _emails(event: dict[str, Any]) -> list[str]:
     return sorted((a.get("email") or "").lower() for a in event.get("attendees") or [])
 
 
+def master_patch(master: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `body` that differ from what the master holds (what a PATCH must send)."""
+    patch: dict[str, Any] = {}
+    for name in MASTER_COMPARED:
+        if name not in body:
+            continue
+        if name in ("start", "end"):
+            if not _same_when(master.get(name), body[name]):
+                patch[name] = body[name]
+        elif name == "transparency":
+            if (master.get(name) or "opaque") != body[name]:
+                patch[name] = body[name]
+        elif (master.get(name) or ([] if name == "recurrence" else "")) != body[name]:
+            patch[name] = body[name]
+    if _emails(master) != sorted(a["email"] for a in body["attendees"]):
+        patch["attendees"] = body["attendees"]
+    return patch
+
+
 class GoogleConnector:
     name = "google"
     capabilities = Capabilities(incremental=True, max_page_size=2500)
@@ -135,20 +154,7 @@ class GoogleConnector:
         master = masters[0] if masters else (await self.get(item_id))[0]
         marker = private_props(master).get(PRIVATE_EVENT) or key
         body = content_to_event(content, self.rules, marker)
-        patch: dict[str, Any] = {}
-        for name in MASTER_COMPARED:
-            if name not in body:
-                continue
-            if name in ("start", "end"):
-                if not _same_when(master.get(name), body[name]):
-                    patch[name] = body[name]
-            elif name == "transparency":
-                if (master.get(name) or "opaque") != body[name]:
-                    patch[name] = body[name]
-            elif (master.get(name) or ([] if name == "recurrence" else "")) != body[name]:
-                patch[name] = body[name]
-        if _emails(master) != sorted(a["email"] for a in body["attendees"]):
-            patch["attendees"] = body["attendees"]
+        patch = master_patch(master, body)
         private = dict(private_props(master))
         wanted_private = {**private, **body["extendedProperties"]["private"]}
         if not content.get("join"):

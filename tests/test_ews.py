@@ -1,0 +1,226 @@
+"""Exchange through EWS: exchangelib's real HTTP stack against the loopback EWS sandbox, two-way with Zoom."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from exchangelib import DELEGATE, Account, CalendarItem, Configuration, Credentials, EWSDateTime, EWSTimeZone
+from exchangelib.folders import Calendar, Root
+from exchangelib.items import SEND_TO_NONE
+from exchangelib.properties import DistinguishedFolderId, Mailbox
+from exchangelib.version import EXCHANGE_2013_SP1, Version
+
+from conftest import link_sandbox_zoom, make_context, sync_first_pair
+from zoomcal.connectors.ews.connector import EwsConnector
+from zoomcal.domain.timeutil import fmt_instant, now_utc
+from zoomcal.errors import AuthExpired, ConfigError, CursorInvalid
+from zoomcal.mapping.rules import DEFAULT_RULES
+from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.service import add_account, add_user
+from zoomcal.store import repo
+from zoomcal.sync.engine import SyncEngine
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def outlook(url: str, email: str, password: str):
+    """Another Exchange client (as Outlook would be): exchangelib on the same mailbox, outside zoomcal."""
+    config = Configuration(service_endpoint=url, credentials=Credentials(email, password), auth_type="basic",
+                           version=Version(build=EXCHANGE_2013_SP1))
+    account = Account(email, config=config, autodiscover=False, access_type=DELEGATE,
+                      default_timezone=EWSTimeZone("UTC"))
+    box = Mailbox(email_address=email)
+    root = Root(account=account, _distinguished_id=DistinguishedFolderId(id="root", mailbox=box))
+    return account, Calendar(root=root, _distinguished_id=DistinguishedFolderId(id="calendar", mailbox=box))
+
+
+async def test_two_way_with_zoom(served_world, tmp_path):
+    world, base = served_world
+    url = f"{base}/ews/EWS/Exchange.asmx"
+    ctx = make_context(world, tmp_path)
+    ctx.settings.allow_private_urls = True
+    info = world.add_user("eva@example.com", "Eva", "Europe/Paris")
+    add_user(ctx, "eva@example.com")
+    link_sandbox_zoom(ctx, world, "eva@example.com", info)
+    add_account(ctx, "eva@example.com", "ews", {"url": url, "auth": "basic"},
+                {"username": "eva@example.com", "password": info["ews_password"]}, "eva@example.com", "Exchange")
+    actor = SandboxActor(world, transport=world.transport())
+    engine = SyncEngine(ctx.db)
+
+    async def sync(**kw):
+        return await sync_first_pair(ctx, engine, **kw)
+
+    start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
+    meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time=fmt_instant(start),
+                                      duration=30, timezone="Europe/Paris",
+                                      recurrence={"type": 1, "repeat_interval": 7, "end_times": 4})
+    report = await sync()
+    assert report.status == "ok" and report.writes == 1, report.errors
+    (series,) = world.ews.items["eva@example.com"].values()
+    assert series["subject"] == "Weekly" and series["location"] == meeting["join_url"]
+    assert series["tz"] == "Romance Standard Time"      # written with the Windows name, as Outlook does
+
+    # Outlook: rename the series, move the 2nd occurrence, cancel the 3rd, add an event marked for Zoom
+    account, folder = outlook(url, "eva@example.com", info["ews_password"])
+    (master,) = account.fetch(ids=[(series["id"], None)], folder=folder)
+    master.subject = "Weekly sync"
+    master.save(update_fields=["subject"])
+    second = master.occurrence(2)
+    moved = EWSDateTime.from_datetime(start + timedelta(days=7, hours=2))
+    second.start, second.end = moved, moved + timedelta(minutes=30)
+    second.save(update_fields=["start", "end"])
+    master.occurrence(3).delete(send_meeting_cancellations=SEND_TO_NONE)
+    planning = start + timedelta(days=1, hours=5)
+    CalendarItem(account=account, folder=folder, subject="Planning", body="numbers #zoom",
+                 start=EWSDateTime.from_datetime(planning),
+                 end=EWSDateTime.from_datetime(planning + timedelta(hours=1))).save()
+
+    report = await sync()
+    assert report.status == "ok", report.errors
+    full = await actor.zoom_get(meeting["id"])
+    assert full["topic"] == "Weekly sync"
+    assert [o["status"] for o in full["occurrences"]] == ["available", "available", "deleted", "available"]
+    assert full["occurrences"][1]["start_time"] == fmt_instant(start + timedelta(days=7, hours=2))
+    zoom_planning = next(m for m in world.zoom.meetings.values() if m["topic"] == "Planning")
+    outlook_planning = next(i for i in world.ews.items["eva@example.com"].values() if i["subject"] == "Planning")
+    assert zoom_planning["join_url"] in outlook_planning["body"] and outlook_planning["location"]
+    assert (await sync()).writes == 0                      # nothing echoes back
+
+    # Zoom side: move the 4th occurrence; Exchange gets an exception on that occurrence
+    fourth = full["occurrences"][3]
+    await actor.zoom_patch(meeting["id"], fourth["occurrence_id"], start_time=fmt_instant(
+        start + timedelta(days=21, hours=1)))
+    report = await sync()
+    assert report.status == "ok" and report.writes == 1, report.errors
+    exceptions = world.ews.items["eva@example.com"][series["id"]]["exceptions"]
+    assert {fmt_instant(e["start"]) for e in exceptions.values()} >= {fmt_instant(start + timedelta(days=21,
+                                                                                                    hours=1))}
+    # a forgotten sync state is a full resync, not an error, and writes nothing
+    world.ews.forget_sync_states()
+    report = await sync()
+    assert report.status == "ok" and report.writes == 0, report.errors
+    assert any("cursor expired" in note for note in report.notes)
+
+
+async def test_stale_sync_state_and_bad_credentials_are_typed(served_world):
+    world, base = served_world
+    url = f"{base}/ews/EWS/Exchange.asmx"
+    world.add_user("ivy@example.com")
+    bad = EwsConnector(url, "ivy@example.com", DEFAULT_RULES, username="ivy@example.com", secret="wrong",
+                       auth="basic", allow_private=True)
+    with pytest.raises(AuthExpired):
+        await bad.probe()
+    await bad.aclose()
+    world.ews.passwords["ivy@example.com"] = "right"
+    conn = EwsConnector(url, "ivy@example.com", DEFAULT_RULES, username="ivy@example.com", secret="right",
+                        auth="basic", allow_private=True)
+    first = await conn.changes(None, {})
+    world.ews.forget_sync_states()
+    with pytest.raises(CursorInvalid):
+        await conn.changes(first.cursor, {})
+    await conn.aclose()
+
+
+def test_private_addresses_are_refused_unless_allowed():
+    with pytest.raises(ConfigError, match="ZOOMCAL_ALLOW_PRIVATE_URLS"):
+        EwsConnector("http://127.0.0.1:9/EWS/Exchange.asmx", "a@example.com", DEFAULT_RULES, username="a",
+                     secret="x", auth="basic")
+
+
+async def test_free_busy_of_mailboxes(served_world):
+    world, base = served_world
+    url = f"{base}/ews/EWS/Exchange.asmx"
+    ivy = world.add_user("ivy@example.com")
+    world.add_user("max@example.com")
+    conn = EwsConnector(url, "ivy@example.com", DEFAULT_RULES, username="ivy@example.com",
+                        secret=ivy["ews_password"], auth="basic", allow_private=True)
+    from zoomcal.domain.content import make_content
+
+    start = (now_utc() + timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
+    await conn.create(make_content(title="Busy", start=fmt_instant(start), end=fmt_instant(start + timedelta(hours=1)),
+                                   timezone="Europe/Paris"), "ev-fb")
+    await conn.create(make_content(title="Free", start=fmt_instant(start + timedelta(hours=2)),
+                                   end=fmt_instant(start + timedelta(hours=3)), show_as="free"), "ev-free")
+    answer = await conn.free_busy(["ivy@example.com", "max@example.com"], start - timedelta(hours=4),
+                                  start + timedelta(hours=8))
+    assert answer["max@example.com"] == []
+    assert [(fmt_instant(s), fmt_instant(e), kind) for s, e, kind in answer["ivy@example.com"]] == [
+        (fmt_instant(start), fmt_instant(start + timedelta(hours=1)), "busy")]
+    await conn.aclose()
+
+
+def test_cli_links_an_exchange_account_and_syncs(served_world, tmp_path):
+    """`account add ews` checks the credentials against the server, stores them sealed, and `sync --once` then
+    `events --json` show what was ingested."""
+    world, base = served_world
+    url = f"{base}/ews/EWS/Exchange.asmx"
+    info = world.add_user("zoe@example.com", "Zoe", "Europe/Paris")
+    account, folder = outlook(url, "zoe@example.com", info["ews_password"])
+    start = (now_utc() + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    CalendarItem(account=account, folder=folder, subject="Dentist", start=EWSDateTime.from_datetime(start),
+                 end=EWSDateTime.from_datetime(start + timedelta(minutes=45))).save()
+    env = {**os.environ, "ZOOMCAL_DATA_DIR": str(tmp_path), "ZOOMCAL_ALLOW_PRIVATE_URLS": "true",
+           "EWS_PASSWORD": info["ews_password"]}
+    env.pop("ZOOMCAL_DATABASE_URL", None)
+
+    def zc(*args):
+        return subprocess.run([sys.executable, "-m", "zoomcal.cli.main", *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    assert zc("init").returncode == 0
+    assert zc("user", "add", "zoe@example.com").returncode == 0
+    wrong = zc("account", "add", "ews", "--user", "zoe@example.com", "--url", url, "--username", "zoe@example.com",
+               "--password-env", "NOPE_UNSET", "--auth", "basic")
+    assert wrong.returncode != 0
+    env["WRONG"] = "nope"
+    refused = zc("account", "add", "ews", "--user", "zoe@example.com", "--url", url, "--username",
+                 "zoe@example.com", "--password-env", "WRONG", "--auth", "basic")
+    assert refused.returncode != 0 and "credentials" in (refused.stdout + refused.stderr)
+    linked = zc("account", "add", "ews", "--user", "zoe@example.com", "--url", url, "--username", "zoe@example.com",
+                "--password-env", "EWS_PASSWORD", "--auth", "basic")
+    assert linked.returncode == 0, linked.stdout + linked.stderr
+    listed = zc("account", "list", "--json")
+    assert info["ews_password"] not in listed.stdout and "ews" in listed.stdout
+    synced = zc("sync", "--once")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    events = json.loads(zc("events", "--user", "zoe@example.com", "--json").stdout)
+    assert [e["title"] for e in events] == ["Dentist"]
+
+
+def test_which_calendar_receives_meetings_is_a_per_user_setting(world, tmp_path):
+    """Linking Google then Exchange: Google takes the meetings, Exchange is read for availability; switching the
+    setting swaps them (one receiving calendar per user)."""
+    from conftest import link_sandbox_user
+    from zoomcal.service import build_pairs, close_pairs, set_meetings_calendar
+    from zoomcal.store.models import User
+
+    ctx = make_context(world, tmp_path)
+    ctx.settings.allow_private_urls = True
+    info = link_sandbox_user(ctx, world, "kim@example.com", "Kim")
+    add_account(ctx, "kim@example.com", "ews", {"url": "http://127.0.0.1:9/EWS/Exchange.asmx", "auth": "basic"},
+                {"username": "kim", "password": info["ews_password"]}, "kim@example.com", "Exchange")
+
+    def shape():
+        pairs = build_pairs(ctx)
+        asyncio.run(close_pairs(pairs))
+        return sorted((p.a.label if p.a else "", p.b.label) for p in pairs)
+
+    assert shape() == [("", "Exchange"), ("Zoom", "Google")]
+    with ctx.db.transaction() as s:
+        user = s.query(User).one()
+        exchange = next(c for c in repo.user_calendars(s, user.id) if c.name == "Exchange")
+        set_meetings_calendar(s, user, exchange.id)
+    assert shape() == [("", "Google"), ("Zoom", "Exchange")]
+    with ctx.db.transaction() as s, pytest.raises(ConfigError):
+        set_meetings_calendar(s, s.query(User).one(), 999)
