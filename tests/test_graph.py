@@ -113,3 +113,100 @@ async def test_instance_writes_go_in_one_batch(world):
     # POST, instances, one $batch for the six instance writes, then the master and its instances read back
     assert result.api_calls == 5 and world.graph_calls["writes"] == 2
     await conn.aclose()
+
+
+async def test_sign_in_with_pkce_links_a_public_client(world, tmp_path):
+    """Authorization code + S256 PKCE over a loopback redirect; the refresh token then works without a secret."""
+    from zoomcal.auth.authorize import Provider, authorize
+    from zoomcal.auth.oauth import RefreshTokenSource
+
+    world.add_user("lea@example.com", "Lea", "Europe/Paris")
+    provider = Provider("http://sandbox/graph/oauth2/v2.0/authorize", "http://sandbox/graph/oauth2/v2.0/token",
+                        "offline_access Calendars.ReadWrite")
+    seen = []
+
+    async def browser(url):   # the person signs in; the provider sends the browser back to our loopback
+        seen.append(url)
+        async with httpx.AsyncClient(transport=world.transport()) as client:
+            back = (await client.get(url)).headers["location"]
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(back)).status_code == 200
+
+    token = await authorize(provider, world.graph.client_id, None, "lea@example.com", browser,
+                            transport=world.transport(), timeout=10)
+    assert "code_challenge_method=S256" in seen[0] and "code_challenge=" in seen[0]
+    assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A" in seen[0]
+    source = RefreshTokenSource(provider.token_url, world.graph.client_id, "", token["refresh_token"],
+                                basic_auth=False)
+    async with httpx.AsyncClient(transport=world.transport()) as client:
+        access = await source.token(client)
+    api = httpx.AsyncClient(transport=world.transport(), headers={"Authorization": f"Bearer {access}"})
+    listed = await api.get("http://sandbox/graph/v1.0/users/lea@example.com/calendars/calendar/calendarView/delta",
+                           params={"startDateTime": "2026-01-01T00:00:00", "endDateTime": "2026-02-01T00:00:00"})
+    assert listed.status_code == 200
+    await api.aclose()
+
+
+async def test_sign_in_refuses_a_stranger_and_a_wrong_verifier(world):
+    from zoomcal.auth.authorize import Provider, authorize
+    from zoomcal.errors import AuthExpired
+
+    provider = Provider("http://sandbox/graph/oauth2/v2.0/authorize", "http://sandbox/graph/oauth2/v2.0/token",
+                        "offline_access Calendars.ReadWrite")
+
+    async def browser(url):
+        async with httpx.AsyncClient(transport=world.transport()) as client:
+            back = (await client.get(url)).headers["location"]
+        async with httpx.AsyncClient() as client:
+            await client.get(back)
+
+    with pytest.raises(AuthExpired, match="AADSTS50020"):
+        await authorize(provider, world.graph.client_id, None, "nobody@example.com", browser,
+                        transport=world.transport(), timeout=10)
+    # a code is bound to its verifier: a stolen code alone buys nothing
+    world.add_user("lea@example.com")
+    async with httpx.AsyncClient(transport=world.transport(), follow_redirects=False) as client:
+        sent = await client.get(provider.authorize_url, params={
+            "client_id": world.graph.client_id, "response_type": "code", "redirect_uri": "http://127.0.0.1:9/cb",
+            "scope": "offline_access", "state": "s", "code_challenge": "x" * 43, "code_challenge_method": "S256",
+            "login_hint": "lea@example.com"})
+        code = httpx.URL(sent.headers["location"]).params["code"]
+        refused = await client.post(provider.token_url, data={
+            "grant_type": "authorization_code", "code": code, "code_verifier": "y" * 43,
+            "redirect_uri": "http://127.0.0.1:9/cb", "client_id": world.graph.client_id})
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+
+
+def test_cli_connect_signs_in_and_stores_only_the_refresh_token(served_world, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    world, base = served_world
+    world.add_user("lea@example.com", "Lea")
+    env = {**os.environ, "ZOOMCAL_DATA_DIR": str(tmp_path), "SECRET": world.graph.client_secret}
+    env.pop("ZOOMCAL_DATABASE_URL", None)
+
+    def zc(*args):
+        return subprocess.run([sys.executable, "-m", "zoomcal", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    assert zc("init").returncode == 0 and zc("user", "add", "lea@example.com").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "zoomcal", "account", "connect", "graph", "--user",
+                             "lea@example.com", "--client-id", world.graph.client_id, "--client-secret-env", "SECRET",
+                             "--login-base", f"{base}/graph", "--api-base", f"{base}/graph/v1.0", "--no-browser",
+                             "--timeout", "30"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = ""
+    while not url.startswith("http"):
+        url = proc.stdout.readline().strip()
+    assert url.startswith(f"{base}/graph/common/oauth2/v2.0/authorize?")
+    back = httpx.get(url).headers["location"]             # the browser, sent back to zoomcal's loopback
+    assert httpx.get(back).status_code == 200
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    listed = json.loads(zc("account", "list", "--json").stdout)
+    assert [a["provider"] for a in listed] == ["graph"]
+    (db,) = [p.read_bytes() for p in tmp_path.iterdir() if p.suffix == ".db"]
+    assert world.graph.client_secret.encode() not in db
+    assert world.graph.tokens.refresh and not any(rt.encode() in db for rt in world.graph.tokens.refresh)

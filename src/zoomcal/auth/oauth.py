@@ -96,7 +96,9 @@ class RefreshTokenSource(TokenSource):
         if self._basic:
             auth = self._client
         else:
-            data.update(client_id=self._client[0], client_secret=self._client[1])
+            data["client_id"] = self._client[0]
+            if self._client[1]:   # a public client (PKCE sign-in) has no secret
+                data["client_secret"] = self._client[1]
         issued = await self._post(client, self.token_url, data, auth=auth)
         new_refresh = issued.get("refresh_token")
         if new_refresh and new_refresh != self._refresh:

@@ -259,6 +259,49 @@ def account_add(
     console.print(f"linked {provider} for {user} ({remote})")
 
 
+@account_app.command("connect")
+def account_connect(
+    provider: str = typer.Argument(..., help="graph"),
+    user: str = typer.Option(..., "--user", help="E-mail of the zoomcal user (also the sign-in hint)."),
+    client_id: str = typer.Option(..., "--client-id", help="The app registration's client id."),
+    client_secret_env: str | None = typer.Option(None, "--client-secret-env",
+                                                 help="Env var with the client secret (none: a public client, "
+                                                      "PKCE only)."),
+    tenant: str = typer.Option("common", "--tenant", help="Microsoft Entra tenant (id, domain, or common)."),
+    login_base: str = typer.Option("https://login.microsoftonline.com", "--login-base",
+                                   help="Sign-in service base URL."),
+    api_base: str | None = typer.Option(None, "--api-base", help="API base URL (default: the vendor's)."),
+    open_browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the sign-in page in a browser."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the sign-in."),
+) -> None:
+    """Link a Microsoft 365 calendar by signing in (OAuth authorization code with PKCE, loopback redirect).
+    Only the refresh token is stored, sealed."""
+    import webbrowser
+
+    from zoomcal.auth.authorize import authorize, microsoft
+    from zoomcal.service import add_account
+
+    if provider != "graph":
+        _fail("connect supports graph (Google and Zoom accounts take --refresh-token-env with `account add`)")
+    secret = os.environ.get(client_secret_env, "") if client_secret_env else ""
+    ctx = _ctx()
+    endpoints = microsoft(tenant, login_base.rstrip("/"))
+
+    def show(url: str) -> None:
+        typer.echo(f"sign in as {user} at:\n{url}")
+        if open_browser:
+            webbrowser.open(url)
+
+    try:
+        token = asyncio.run(authorize(endpoints, client_id, secret, user, show, timeout=timeout))
+        config = {k: v for k, v in {"api_base": api_base, "token_url": endpoints.token_url}.items() if v}
+        add_account(ctx, user, "graph", config, {"client_id": client_id, "client_secret": secret,
+                                                 "refresh_token": token["refresh_token"]}, user)
+    except (ConfigError, ConnectorError) as exc:
+        _fail(str(exc))
+    console.print(f"linked Microsoft 365 calendar of {user}")
+
+
 def _link_ews(user: str, url: str | None, username: str | None, password: str, auth: str, mailbox: str,
               receives_meetings: bool | None) -> None:
     """Check the credentials against the server (one FindItem), then store them sealed."""

@@ -5,18 +5,21 @@ zone the client used in `originalStartTimeZone` (Windows names as Outlook writes
 `calendarView/delta` over a window and returns single events, occurrences and exceptions (never the series
 master), removed ones as `{"id", "@removed"}`; a deleted occurrence simply vanishes from `/instances`;
 `transactionId` makes a retried create return the first one; `If-Match` on a stale etag → 412. Base path
-`/graph/v1.0`, token endpoint `/graph/oauth2/v2.0/token`.
+`/graph/v1.0`, sign-in `/graph/oauth2/v2.0/authorize` (authorization code with S256 PKCE), token endpoint
+`/graph/oauth2/v2.0/token`.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -39,6 +42,7 @@ class GraphState:
     owners: dict[str, str] = field(default_factory=dict)                           # calendar -> user
     removed: list[tuple[int, str, str]] = field(default_factory=list)              # (seq, calendar, instance id)
     tokens: TokenBook = field(default_factory=TokenBook)
+    codes: dict[str, tuple[str, str, str]] = field(default_factory=dict)   # code -> (user, challenge, redirect)
     seq: int = 0
     epoch: int = 0                  # bumped to invalidate every delta token (-> 410 SyncStateNotFound)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -163,16 +167,49 @@ def build_router(state: GraphState) -> APIRouter:
             raise _error(412, "ErrorIrresolvableConflict", "The change key passed in the request does not match "
                                                           "the current change key for the item.")
 
+    @router.get("/oauth2/v2.0/authorize")
+    @router.get("/{tenant}/oauth2/v2.0/authorize")
+    def authorize(request: Request):
+        """The sign-in page, already signed in as `login_hint`: consent is given and the browser is sent back
+        with a one-time code bound to the PKCE challenge and the redirect URI."""
+        q = request.query_params
+        redirect = q.get("redirect_uri") or ""
+        if q.get("client_id") != state.client_id or not redirect.startswith("http://127.0.0.1:"):
+            return JSONResponse({"error": "invalid_request", "error_description": "AADSTS50011: redirect URI"}, 400)
+        user = q.get("login_hint") or ""
+        answer = {"state": q.get("state") or ""}
+        if q.get("response_type") != "code" or q.get("code_challenge_method") != "S256" or \
+                not q.get("code_challenge") or "offline_access" not in (q.get("scope") or "").split():
+            answer.update(error="invalid_request", error_description="code flow with S256 PKCE and offline_access")
+        elif user not in state.owners.values():
+            answer.update(error="access_denied", error_description="AADSTS50020: user not in this directory")
+        else:
+            code = "code_" + secrets.token_urlsafe(24)
+            state.codes[code] = (user, q["code_challenge"], redirect)
+            answer["code"] = code
+        return Response(status_code=302, headers={"Location": f"{redirect}?{urlencode(answer)}"})
+
     @router.post("/oauth2/v2.0/token")
+    @router.post("/{tenant}/oauth2/v2.0/token")
     async def token(request: Request):
         form = await request.form()
-        if form.get("client_id") != state.client_id or form.get("client_secret") != state.client_secret:
+        secret = form.get("client_secret")   # a public client proves itself with PKCE instead
+        if form.get("client_id") != state.client_id or (secret is not None and secret != state.client_secret):
             return JSONResponse({"error": "invalid_client"}, 401)
+        invalid = JSONResponse({"error": "invalid_grant", "error_description": "AADSTS70000: The provided grant "
+                                "has expired or is invalid."}, 400)
         with state.lock:
-            subject = state.tokens.use_refresh(str(form.get("refresh_token", "")))
-            if form.get("grant_type") != "refresh_token" or subject is None:
-                return JSONResponse({"error": "invalid_grant", "error_description": "AADSTS70000: The provided "
-                                     "grant has expired or is invalid."}, 400)
+            if form.get("grant_type") == "authorization_code":
+                user, challenge, redirect = state.codes.pop(str(form.get("code", "")), ("", "", ""))
+                verifier = str(form.get("code_verifier", ""))
+                digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+                if not user or digest != challenge or form.get("redirect_uri") != redirect:
+                    return invalid
+                subject = user
+            else:
+                subject = state.tokens.use_refresh(str(form.get("refresh_token", "")))
+                if form.get("grant_type") != "refresh_token" or subject is None:
+                    return invalid
             issued = state.tokens.issue(subject, with_refresh=True)
             issued["scope"] = "Calendars.ReadWrite offline_access"
             return issued
