@@ -24,6 +24,7 @@ from zoomcal.mapping.rules import DEFAULT_RULES
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.service import add_account, add_user
 from zoomcal.store import repo
+from zoomcal.store.models import Event
 from zoomcal.sync.engine import SyncEngine
 
 pytestmark = pytest.mark.anyio
@@ -224,3 +225,49 @@ def test_which_calendar_receives_meetings_is_a_per_user_setting(world, tmp_path)
     assert shape() == [("", "Google"), ("Zoom", "Exchange")]
     with ctx.db.transaction() as s, pytest.raises(ConfigError):
         set_meetings_calendar(s, s.query(User).one(), 999)
+
+
+async def test_hostile_xml_and_an_unreadable_item_are_refused_with_a_reason(served_world, tmp_path):
+    """A server answer with a DTD (entity expansion) is refused before parsing; an item in an unknown zone is
+    rejected alone while the rest of the calendar syncs."""
+    from zoomcal.domain.content import make_content
+    from zoomcal.errors import InvalidItem
+
+    world, base = served_world
+    url = f"{base}/ews/EWS/Exchange.asmx"
+    ivy = world.add_user("ivy@example.com")
+    conn = EwsConnector(url, "ivy@example.com", DEFAULT_RULES, username="ivy@example.com",
+                        secret=ivy["ews_password"], auth="basic", allow_private=True)
+    start = (now_utc() + timedelta(days=1)).replace(microsecond=0)
+    good = await conn.create(make_content(title="Good", start=fmt_instant(start),
+                                          end=fmt_instant(start + timedelta(hours=1))), "ev-good")
+    bad = await conn.create(make_content(title="Odd zone", start=fmt_instant(start),
+                                         end=fmt_instant(start + timedelta(hours=1))), "ev-bad")
+    world.ews.items["ivy@example.com"][bad.id]["tz"] = "Mars Standard Time"   # what no zone table knows
+    world.ews.hostile = 1
+    with pytest.raises(InvalidItem, match="XML zoomcal refuses"):
+        await conn.changes(None, {})
+    listing = await conn.changes(None, {})
+    by_id = {raw["id"]: raw for raw in listing.changed}
+    assert conn.normalize([by_id[good.id]]).content["title"] == "Good"
+    with pytest.raises(InvalidItem, match="time zone .* unknown"):
+        conn.normalize([by_id[bad.id]])
+    await conn.aclose()
+
+    # through the engine: one rejection in the log, the good event ingested
+    ctx = make_context(world, tmp_path)
+    ctx.settings.allow_private_urls = True
+    add_user(ctx, "ivy@example.com")
+    add_account(ctx, "ivy@example.com", "ews", {"url": url, "auth": "basic"},
+                {"username": "ivy@example.com", "password": ivy["ews_password"]}, "ivy@example.com", "Exchange")
+    from zoomcal.service import build_pairs, close_pairs
+
+    pairs = build_pairs(ctx)
+    try:
+        report = await SyncEngine(ctx.db).run(pairs[0])
+    finally:
+        await close_pairs(pairs)
+    assert report.rejected == 1 and report.status in ("ok", "partial"), report.errors
+    with ctx.db.session() as s:
+        titles = [e.content["title"] for e in s.query(Event).all()]
+    assert titles == ["Good"]

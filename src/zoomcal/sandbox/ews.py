@@ -51,6 +51,13 @@ UTC_DEFINITION = ('<t:TimeZoneDefinition Id="UTC" Name="(UTC) Coordinated Univer
                   '</t:Transitions></t:TimeZoneDefinition>')
 
 
+# what a hostile server might send: entities that expand to gigabytes if a parser resolves them
+BOMB = ('<?xml version="1.0"?><!DOCTYPE s:Envelope [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;'
+        '&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">]>'
+        f'<s:Envelope xmlns:s="{S}"><s:Body><m:SyncFolderItemsResponse xmlns:m="{M}">&d;&d;&d;'
+        '</m:SyncFolderItemsResponse></s:Body></s:Envelope>')
+
+
 class EwsFault(Exception):
     def __init__(self, code: str, text: str = ""):
         super().__init__(code)
@@ -66,6 +73,7 @@ class EwsState:
     seq: int = 0
     epoch: str = field(default_factory=lambda: secrets.token_hex(3))   # new epoch: every sync state is unknown
     requests: dict[str, int] = field(default_factory=dict)             # operation -> count
+    hostile: int = 0                   # answer the next N requests with an entity-expansion bomb (a test hook)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def add_mailbox(self, email: str, password: str | None = None) -> str:
@@ -523,6 +531,9 @@ def make_ews_app(state: EwsState) -> FastAPI:
             return Response(_fault("ErrorSchemaValidation", "The request failed schema validation."),
                             status_code=500, media_type=xml)
         with state.lock:
+            if state.hostile > 0:
+                state.hostile -= 1
+                return Response(BOMB, media_type=xml)
             try:
                 return Response(_handle(state, op, user), media_type=xml)
             except EwsFault as exc:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
+import requests
+from defusedxml.common import DefusedXmlException, DTDForbidden
 from exchangelib import (
     BASIC,
     DELEGATE,
@@ -33,7 +35,8 @@ from exchangelib import errors as ews_errors
 from exchangelib.folders import Calendar, Root
 from exchangelib.items import AUTO_RESOLVE, NEVER_OVERWRITE, SEND_TO_NONE
 from exchangelib.properties import Attendee, DistinguishedFolderId, Mailbox, OccurrenceItemId
-from exchangelib.protocol import FailFast
+from exchangelib.protocol import BaseProtocol, FailFast
+from exchangelib.util import ParseError
 from exchangelib.version import EXCHANGE_2013_SP1
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
@@ -52,6 +55,7 @@ from zoomcal.domain.timeutil import fmt_instant, to_datetime
 from zoomcal.errors import (
     AuthExpired,
     ConfigError,
+    ConnectorError,
     CursorInvalid,
     InvalidItem,
     NotFound,
@@ -83,6 +87,20 @@ if "zoomcal_id" not in {f.name for f in CalendarItem.FIELDS}:
     CalendarItem.register("zoomcal_id", ZoomcalId)
 
 
+class NoDtdAdapter(requests.adapters.HTTPAdapter):
+    """A SOAP message never carries a document type declaration (SOAP 1.1, section 3), so an answer that does is
+    refused here, before exchangelib's forgiving parser sees it: entity tricks never reach the mapping."""
+
+    def build_response(self, req, resp):
+        response = super().build_response(req, resp)
+        if b"<!DOCTYPE" in response.content.upper():
+            raise DTDForbidden("SOAP", None, None)
+        return response
+
+
+BaseProtocol.HTTP_ADAPTER_CLS = NoDtdAdapter
+
+
 def _credentials(auth: str, username: str | None, secret: str | None):
     if auth == "oauth":
         from exchangelib import OAuth2AuthorizationCodeCredentials
@@ -109,9 +127,13 @@ def _translate(exc: Exception) -> Exception:
         return Transient(f"Exchange: {type(exc).__name__}")
     if isinstance(exc, ews_errors.ResponseMessageError):
         return InvalidItem(f"Exchange refused the request: {type(exc).__name__}: {exc}")
-    if isinstance(exc, ews_errors.EWSError | OSError):
+    if isinstance(exc, ews_errors.TransportError | OSError):
         return Transient(f"Exchange unreachable: {type(exc).__name__}")
-    return exc
+    if isinstance(exc, ParseError | DefusedXmlException | SyntaxError):
+        return InvalidItem(f"Exchange answered with XML zoomcal refuses ({type(exc).__name__})")
+    if isinstance(exc, ConnectorError):
+        return exc
+    return ConnectorError(f"Exchange: {type(exc).__name__}: {exc}")
 
 
 class EwsConnector:
@@ -167,15 +189,33 @@ class EwsConnector:
             "deleted": [utc_stamp(d.start) for d in item.deleted_occurrences or []],
         }
 
+    def _fetch(self, ids: list[tuple[str, str | None]], fields: list[str]) -> list[Any]:
+        """Items (or per-item errors) for ids, in order. When one item cannot be read (an unknown zone, a value
+        exchangelib refuses), the batch is read again one by one so only that item fails."""
+        try:
+            return list(self.account.fetch(ids=ids, folder=self.folder, only_fields=fields))
+        except (ews_errors.TransportError, ews_errors.UnauthorizedError):
+            raise
+        except Exception as exc:   # noqa: BLE001 — a value in one item; find which
+            if len(ids) == 1:
+                return [InvalidItem(f"Exchange item cannot be read: {type(exc).__name__}: {exc}")]
+            self.calls += len(ids)
+            return [one for pair in ids for one in self._fetch([pair], fields)]
+
     def _read(self, ids: list[tuple[str, str | None]]) -> tuple[list[dict[str, Any]], list[str]]:
-        """Full items for ids (blocking): (raws, ids that are gone)."""
-        found, gone = [], []
-        for (item_id, _), item in zip(ids, self.account.fetch(ids=ids, folder=self.folder, only_fields=READ_FIELDS),
-                                      strict=True):
+        """Full items for ids (blocking): (raws, ids that are gone). An item that cannot be read comes back as a
+        raw that normalize() rejects with the reason."""
+        found, gone, bad = [], [], []
+        for (item_id, changekey), item in zip(ids, self._fetch(ids, READ_FIELDS), strict=True):
             if isinstance(item, ews_errors.ErrorItemNotFound):
                 gone.append(item_id)
+            elif isinstance(item, InvalidItem):
+                bad.append({"id": item_id, "changeKey": changekey, "invalid": str(item)})
             elif isinstance(item, Exception):
                 raise item
+            elif getattr(item, "_start_timezone", None) is None:   # exchangelib leaves a zone it cannot map unset
+                bad.append({"id": item_id, "changeKey": changekey, "invalid": "the item's time zone (StartTimeZone) "
+                            "is missing or unknown; it is not read as UTC"})
             else:
                 found.append(item)
         occurrence_ids = [(o.id, o.changekey) for i in found for o in i.modified_occurrences or []]
@@ -184,7 +224,7 @@ class EwsConnector:
             self.calls += 1
             exceptions = {e.id: e for e in self.account.fetch(ids=occurrence_ids, folder=self.folder,
                                                               only_fields=["subject"]) if isinstance(e, CalendarItem)}
-        return [self._raw(i, exceptions) for i in found], gone
+        return [self._raw(i, exceptions) for i in found] + bad, gone
 
     def _sync(self, cursor: str | None) -> tuple[dict[str, str | None], list[str], str]:
         self.folder.item_sync_state = None
@@ -223,6 +263,8 @@ class EwsConnector:
         if not raws:
             return None
         raw = raws[0]
+        if raw.get("invalid"):
+            raise InvalidItem(raw["invalid"])
         content, peer_ref, wants_peer = event_item_parts(raw, self.rules)
         if content.get("rrule"):
             content["exdates"] = sorted(raw["deleted"])
