@@ -108,12 +108,13 @@ def test_demo_once_json_agrees_with_no_duplicates(env):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     assert summary["mismatches"] == 0 and summary["duplicates"] == 0
-    assert summary["users"] == 3 and summary["zoom_meetings"] > 0 and summary["calendar_events"] > 0
+    assert summary["users"] == 4 and summary["zoom_meetings"] > 0 and summary["calendar_events"] > 0
     assert summary["review_queue"] >= 1 and summary["resync_writes"] == 0
     assert set(summary["faults_fired"]) >= {"500", "503", "google_429", "google_lost_response", "graph_lost_response"}
     assert summary["calendars"]["grace@example.com"] == "graph"        # a Microsoft 365 user among them
+    assert summary["calendars"]["katherine@example.com"] == "ews"      # and one on Exchange
     assert summary["presence"] == {"ada@example.com": "In_Calendar_Event", "grace@example.com": "Out_of_Office",
-                                   "alan@example.com": "Do_Not_Disturb"}
+                                   "alan@example.com": "Do_Not_Disturb", "katherine@example.com": "Available"}
     assert summary["presence_writes"] == 3
 
 
@@ -127,7 +128,7 @@ def test_sandbox_first_line_is_json(tmp_path):
         first = json.loads(proc.stdout.readline())
         assert first["zoom_api_base"] == f"http://127.0.0.1:{port}/zoom/v2"
         assert first["google_api_base"].endswith("/google/calendar/v3")
-        assert first["zoom_token_url"].endswith("/zoom/oauth/token") and len(first["users"]) == 3
+        assert first["zoom_token_url"].endswith("/zoom/oauth/token") and len(first["users"]) == 4
         import time
 
         import httpx

@@ -43,14 +43,24 @@ class DemoSetup:
     last_status: dict[str, str] = field(default_factory=dict)
 
 
-def setup(settings: Settings, user_count: int = 3) -> DemoSetup:
+PROVIDER_NAMES = {"google": "Google", "graph": "Microsoft 365", "ews": "Exchange"}
+
+
+def calendar_key(user: dict[str, Any]) -> str:
+    """The id of the user's calendar in its sandbox (what the verifier and the scripted person address)."""
+    return {"graph": user["graph_calendar_id"], "ews": user["email"]}.get(user.get("provider") or "google",
+                                                                         user["google_calendar_id"])
+
+
+def setup(settings: Settings, user_count: int = len(DEMO_USERS)) -> DemoSetup:
     demo_dir = settings.data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     demo_dir.mkdir(parents=True)
     world = SandboxWorld()
     server = BackgroundServer(world).start()
     demo_settings = settings.model_copy(update={
-        "data_dir": demo_dir, "database_url": f"sqlite:///{demo_dir / 'demo.db'}", "vault_keys": new_key_spec("demo")})
+        "data_dir": demo_dir, "database_url": f"sqlite:///{demo_dir / 'demo.db'}", "vault_keys": new_key_spec("demo"),
+        "allow_private_urls": True})   # the Exchange sandbox is on loopback
     ctx = Context.from_settings(demo_settings)
     users = []
     for email, name, tz, provider in DEMO_USERS[:user_count]:
@@ -61,7 +71,10 @@ def setup(settings: Settings, user_count: int = 3) -> DemoSetup:
                     {"api_base": f"{server.url}/zoom/v2", "token_url": f"{server.url}/zoom/oauth/token"},
                     {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
                      "account_id": world.zoom.account_id}, info["zoom_user_id"], "Zoom meetings")
-        if provider == "graph":
+        if provider == "ews":
+            add_account(ctx, email, "ews", {"url": f"{server.url}/ews/EWS/Exchange.asmx", "auth": "basic"},
+                        {"username": email, "password": info["ews_password"]}, email, "Exchange")
+        elif provider == "graph":
             add_account(ctx, email, "graph", {"api_base": f"{server.url}/graph/v1.0",
                                               "token_url": f"{server.url}/graph/oauth2/v2.0/token"},
                         {"client_id": world.graph.client_id, "client_secret": world.graph.client_secret,
@@ -86,16 +99,21 @@ def setup(settings: Settings, user_count: int = 3) -> DemoSetup:
 
 
 class CalendarOps:
-    """What a person does in their own calendar app, for whichever calendar they use (Google or Outlook)."""
+    """What a person does in their own calendar app, for whichever calendar they use (Google, Outlook on
+    Microsoft 365, or Outlook on Exchange)."""
 
     def __init__(self, demo: DemoSetup, user: dict[str, Any]):
-        self.actor, self.user, self.graph = demo.actor, user, user.get("provider") == "graph"
-        self.key = user["graph_calendar_id"] if self.graph else user["google_calendar_id"]
+        self.actor, self.user, self.provider = demo.actor, user, user.get("provider") or "google"
+        self.key = calendar_key(user)
 
     async def insert(self, title: str, start: str, end: str, *, tz: str | None = None, location: str = "",
                      description: str = "", show_as: str | None = None, google_type: str | None = None) -> None:
         all_day = len(start) == 10
-        if self.graph:
+        if self.provider == "ews":
+            await self.actor.ews_insert(self.key, title, start, end, tz=tz, location=location, body=description,
+                                        free_busy={"oof": "OOF", "free": "Free"}.get(show_as or "", "Busy"))
+            return
+        if self.provider == "graph":
             def when(value: str) -> dict[str, str]:
                 return {"dateTime": f"{value}T00:00:00" if all_day else value.rstrip("Z"),
                         "timeZone": (tz or "UTC") if all_day else "UTC"}
@@ -114,18 +132,23 @@ class CalendarOps:
         await self.actor.google_insert(self.key, summary=title, start=when_g(start), end=when_g(end), **extra)
 
     def find(self, title: str) -> dict[str, Any]:
-        return self.actor.graph_find(self.user["email"], title) if self.graph else \
-            self.actor.google_find(self.key, title)
+        return {"ews": self.actor.ews_find, "graph": self.actor.graph_find,
+                "google": self.actor.google_find}[self.provider](self.key if self.provider != "graph"
+                                                                 else self.user["email"], title)
 
     async def rename(self, title: str, new_title: str) -> None:
         event = self.find(title)
-        if self.graph:
+        if self.provider == "ews":
+            await self.actor.ews_update(self.key, event["id"], subject=new_title)
+        elif self.provider == "graph":
             await self.actor.graph_patch(self.user["email"], event["id"], subject=new_title)
         else:
             await self.actor.google_patch(self.key, event["id"], summary=new_title)
 
     def titles(self) -> list[str]:
-        if self.graph:
+        if self.provider == "ews":
+            return [i["subject"] for i in self.actor.world.ews.items[self.key].values() if not i["all_day"]]
+        if self.provider == "graph":
             return [e["subject"] for e in self.actor.world.graph.events[self.key].values()
                     if not e.get("isAllDay")]
         events = self.actor.world.google.calendars[self.key].events.values()
@@ -204,6 +227,12 @@ async def scenario(demo: DemoSetup) -> list[str]:
     await a.zoom_create(u0["zoom_user_id"], topic="Interview loop", type=2, start_time="2026-12-16T13:00:00Z",
                         duration=90, timezone=u0["timezone"])
     steps.append("Zoom: new meetings 'Hiring panel' (Outlook user) and 'Interview loop' (Google user)")
+    exchange = next((u for u in demo.users if u.get("provider") == "ews"), None)
+    if exchange is not None:
+        series = a.ews_find(exchange["email"], "Weekly team sync")
+        await a.ews_cancel_occurrence(exchange["email"], series["id"], 3)
+        await CalendarOps(demo, exchange).rename("Dentist", "Dentist (moved to lunch)")
+        steps.append("Outlook on Exchange: cancelled the third occurrence of 'Weekly team sync', renamed 'Dentist'")
     w = demo.world
     w.google_faults.add("429", method="PATCH", retry_after=1)
     w.zoom_faults.add("500", method="GET", path=r"/v2/users/.*/meetings")
@@ -232,10 +261,7 @@ async def sync_all(demo: DemoSetup, trigger: str) -> list[RunReport]:
 
 
 def agree(demo: DemoSetup, user: dict[str, Any]):
-    graph = user.get("provider") == "graph"
-    return compare_user(demo.world, user["zoom_user_id"],
-                        user["graph_calendar_id"] if graph else user["google_calendar_id"],
-                        provider="graph" if graph else "google")
+    return compare_user(demo.world, user["zoom_user_id"], calendar_key(user), provider=user.get("provider") or "google")
 
 
 def presence_of(demo: DemoSetup) -> dict[str, str]:
@@ -315,7 +341,7 @@ def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
     presence = presence_of(demo)
     for user in demo.users:
         agreement = agree(demo, user)
-        table.add_row(user["email"], "Microsoft 365" if user.get("provider") == "graph" else "Google",
+        table.add_row(user["email"], PROVIDER_NAMES[user.get("provider") or "google"],
                       str(agreement.zoom_meetings), str(agreement.calendar_events),
                       "yes" if not agreement.mismatches else f"no ({len(agreement.mismatches)})",
                       str(len(agreement.duplicates)), presence[user["email"]],

@@ -963,9 +963,10 @@ def demo(
 def sandbox(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8765, "--port"),
-    users: int = typer.Option(3, "--users", help="How many demo users to create."),
+    users: int = typer.Option(4, "--users", help="How many demo users to create."),
 ) -> None:
-    """Serve the Zoom and Google sandboxes; the first output line is JSON with URLs, users and credentials."""
+    """Serve the Zoom (meetings and calendar), Google Calendar, Microsoft Graph and Exchange (EWS) sandboxes; the
+    first output line is JSON with URLs, users and credentials."""
     import uvicorn
 
     from zoomcal.sandbox.world import DEMO_USERS, SandboxWorld

@@ -103,3 +103,73 @@ class SandboxActor:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    # Exchange (EWS): an Outlook-like client on the served sandbox, through exchangelib as a real one would
+    def _ews(self, email: str):
+        from exchangelib import DELEGATE, Account, Configuration, Credentials, EWSTimeZone, Version
+        from exchangelib.folders import Calendar, Root
+        from exchangelib.properties import DistinguishedFolderId, Mailbox
+        from exchangelib.version import EXCHANGE_2013_SP1
+
+        url = str(self.client.base_url).rstrip("/") + "/ews/EWS/Exchange.asmx"
+        config = Configuration(service_endpoint=url, credentials=Credentials(email, self.world.ews.passwords[email]),
+                               auth_type="basic", version=Version(build=EXCHANGE_2013_SP1))
+        account = Account(email, config=config, autodiscover=False, access_type=DELEGATE,
+                          default_timezone=EWSTimeZone("UTC"))
+        box = Mailbox(email_address=email)
+        root = Root(account=account, _distinguished_id=DistinguishedFolderId(id="root", mailbox=box))
+        return account, Calendar(root=root, _distinguished_id=DistinguishedFolderId(id="calendar", mailbox=box))
+
+    async def ews_insert(self, email: str, subject: str, start: str, end: str, *, tz: str | None = None,
+                         location: str = "", body: str = "", free_busy: str = "Busy") -> str:
+        """A new item; `start`/`end` are UTC instants, or dates for an all-day item in `tz`."""
+        import asyncio
+        from datetime import date
+
+        from exchangelib import CalendarItem, EWSDate, EWSDateTime, EWSTimeZone
+
+        from zoomcal.domain.timeutil import to_datetime
+
+        def insert() -> str:
+            account, folder = self._ews(email)
+            all_day = len(start) == 10
+            item = CalendarItem(account=account, folder=folder, subject=subject, body=body or None,
+                                location=location or None, legacy_free_busy_status=free_busy, is_all_day=all_day)
+            if all_day:
+                item.start, item.end = (EWSDate.from_date(date.fromisoformat(v)) for v in (start, end))
+                item._start_timezone = item._end_timezone = EWSTimeZone(tz or "UTC")
+            else:
+                item.start, item.end = (EWSDateTime.from_datetime(to_datetime(v)) for v in (start, end))
+            item.save()
+            return item.id
+
+        return await asyncio.to_thread(insert)
+
+    async def ews_update(self, email: str, item_id: str, **fields: Any) -> None:
+        import asyncio
+
+        def update() -> None:
+            account, folder = self._ews(email)
+            (item,) = account.fetch(ids=[(item_id, None)], folder=folder)
+            for name, value in fields.items():
+                setattr(item, name, value)
+            item.save(update_fields=list(fields))
+
+        await asyncio.to_thread(update)
+
+    async def ews_cancel_occurrence(self, email: str, item_id: str, index: int) -> None:
+        """Delete occurrence `index` (1-based) of a series, as Outlook does."""
+        import asyncio
+
+        def cancel() -> None:
+            account, folder = self._ews(email)
+            (master,) = account.fetch(ids=[(item_id, None)], folder=folder)
+            master.occurrence(index).delete()
+
+        await asyncio.to_thread(cancel)
+
+    def ews_find(self, email: str, subject: str) -> dict[str, Any]:
+        for item in self.world.ews.items[email].values():
+            if item["subject"] == subject:
+                return item
+        raise KeyError(subject)

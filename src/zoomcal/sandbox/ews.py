@@ -191,7 +191,7 @@ def _stamp(value: datetime) -> str:
     return fmt_instant(value.astimezone(UTC))
 
 
-def _render(item: dict[str, Any], occurrence: int | None = None) -> str:
+def render_item(item: dict[str, Any], occurrence: int | None = None) -> str:
     if occurrence is not None:   # one occurrence of a series
         exc = _occurrence(item, occurrence)
         kind = "Exception" if occurrence in item["exceptions"] else "Occurrence"
@@ -328,7 +328,7 @@ class Mailbox:
             exc.update({k: target[k] for k in ("subject", "start", "end") if k in target})
             item["exceptions"][index] = exc
             self.state.touch(self.email, item)
-            return _render(item, index)
+            return render_item(item, index)
         if target.get("ext"):
             item["ext"].update(target.pop("ext"))
         target.pop("_ignored", None)
@@ -338,7 +338,7 @@ class Mailbox:
         if item["end"] < item["start"]:
             raise EwsFault("ErrorCalendarEndDateIsEarlierThanStartDate")
         self.state.touch(self.email, item)
-        return _render(item)
+        return render_item(item)
 
     def delete(self, ref: Element) -> None:
         item, index = self.find(ref)
@@ -438,7 +438,7 @@ def _handle(state: EwsState, op: Element, user: str) -> str:
     if name == "CreateItem":
         for elem in _child(op, "Items") or []:
             try:
-                messages.append(_message(name, f"<m:Items>{_render(box.create(elem))}</m:Items>"))
+                messages.append(_message(name, f"<m:Items>{render_item(box.create(elem))}</m:Items>"))
             except EwsFault as exc:
                 messages.append(_message(name, code=exc.code, text=exc.text))
     elif name in ("GetItem", "DeleteItem"):
@@ -446,7 +446,7 @@ def _handle(state: EwsState, op: Element, user: str) -> str:
             try:
                 if name == "GetItem":
                     item, index = box.find(ref)
-                    messages.append(_message(name, f"<m:Items>{_render(item, index)}</m:Items>"))
+                    messages.append(_message(name, f"<m:Items>{render_item(item, index)}</m:Items>"))
                 else:
                     box.delete(ref)
                     messages.append(_message(name))
@@ -471,7 +471,7 @@ def _handle(state: EwsState, op: Element, user: str) -> str:
             wanted = (_prop_key(uri), constant.get("Value"))
         found = [i for i in box.items.values() if wanted is None or i["ext"].get(wanted[0]) == wanted[1]]
         messages.append(_message(name, f'<m:RootFolder TotalItemsInView="{len(found)}" IncludesLastItemInRange="true">'
-                                       f'<t:Items>{"".join(_render(i) for i in found)}</t:Items></m:RootFolder>'))
+                                       f'<t:Items>{"".join(render_item(i) for i in found)}</t:Items></m:RootFolder>'))
     elif name == "SyncFolderItems":
         try:
             token, last, changes = box.sync(_text(op, "SyncState"), int(_text(op, "MaxChangesReturned", "100")))

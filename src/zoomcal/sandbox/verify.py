@@ -71,8 +71,7 @@ def graph_items(world: SandboxWorld, calendar_key: str, rules: MappingRules) -> 
 
 def compare_user(world: SandboxWorld, zoom_user_id: str, calendar_id: str,
                  rules: MappingRules = DEFAULT_RULES, provider: str = "google") -> Agreement:
-    items = google_items(world, calendar_id, rules) if provider == "google" else \
-        graph_items(world, calendar_id, rules)
+    items = {"google": google_items, "graph": graph_items, "ews": ews_items}[provider](world, calendar_id, rules)
     return compare(world, zoom_user_id, items, rules)
 
 
@@ -117,3 +116,27 @@ def compare(world: SandboxWorld, zoom_user_id: str, items: dict[str, CalendarIte
         if zoom_times != cal_times and zoom["rrule"]:
             result.mismatches.append(f"meeting {meeting_id}: moved occurrences differ {zoom_times} != {cal_times}")
     return result
+
+
+def ews_items(world: SandboxWorld, email: str, rules: MappingRules) -> dict[str, CalendarItem]:
+    """The mailbox as exchangelib reads it from the sandbox's own SOAP answers (no network needed)."""
+    from exchangelib import CalendarItem as EwsItem
+    from lxml import etree
+
+    from zoomcal.connectors.ews.connector import EwsConnector
+    from zoomcal.sandbox.ews import T, render_item
+
+    reader = EwsConnector("http://127.0.0.1/EWS/Exchange.asmx", email, rules, username="-", secret="-",
+                          auth="basic", allow_private=True)   # only its item reading is used
+
+    def parse(xml: str) -> EwsItem:
+        return EwsItem.from_xml(elem=etree.fromstring(f'<r xmlns:t="{T}">{xml}</r>')[0], account=reader.account)
+
+    out = {}
+    for stored in list(world.ews.items[email].values()):
+        exceptions = {e.id: e for e in (parse(render_item(stored, n)) for n in stored["exceptions"])}
+        item = reader.normalize([reader.raw_item(parse(render_item(stored)), exceptions)])
+        if item is not None:
+            out[stored["id"]] = CalendarItem(item.content, (item.content.get("join") or {}).get("meeting_id"),
+                                             item.wants_peer, item.content["title"])
+    return out

@@ -124,9 +124,10 @@ class SandboxWorld:
         }
 
     def api_calls(self) -> int:
-        """Calls to the data APIs (reads and writes), not counting the OAuth token endpoints."""
+        """Calls to the data APIs (reads and writes, and EWS operations), not counting the OAuth token endpoints."""
         return sum(c.get(k, 0) for c in (self.zoom_calls, self.google_calls, self.graph_calls,
-                                         self.zoom_calendar_calls) for k in ("reads", "writes"))
+                                         self.zoom_calendar_calls) for k in ("reads", "writes")) + \
+            sum(self.ews.requests.values())
 
     def clear_faults(self) -> None:
         self.zoom_faults.clear()
@@ -139,4 +140,5 @@ DEMO_USERS = [   # e-mail, name, zone, the calendar that receives their meetings
     ("ada@example.com", "Ada Lovelace", "Europe/London", "google"),
     ("grace@example.com", "Grace Hopper", "America/New_York", "graph"),
     ("alan@example.com", "Alan Turing", "Europe/Berlin", "google"),
+    ("katherine@example.com", "Katherine Johnson", "America/Chicago", "ews"),
 ]

@@ -165,7 +165,7 @@ class EwsConnector:
             raise _translate(exc) from exc
 
     # --- reading -------------------------------------------------------------------------------------
-    def _raw(self, item: CalendarItem, exceptions: Mapping[str, CalendarItem]) -> dict[str, Any]:
+    def raw_item(self, item: CalendarItem, exceptions: Mapping[str, CalendarItem]) -> dict[str, Any]:
         """The item as Graph-shaped JSON (for the shared mapping and the mirror)."""
         master = item.type == "RecurringMaster"
         modified = []
@@ -224,7 +224,7 @@ class EwsConnector:
             self.calls += 1
             exceptions = {e.id: e for e in self.account.fetch(ids=occurrence_ids, folder=self.folder,
                                                               only_fields=["subject"]) if isinstance(e, CalendarItem)}
-        return [self._raw(i, exceptions) for i in found] + bad, gone
+        return [self.raw_item(i, exceptions) for i in found] + bad, gone
 
     def _sync(self, cursor: str | None) -> tuple[dict[str, str | None], list[str], str]:
         self.folder.item_sync_state = None
