@@ -271,3 +271,22 @@ async def test_hostile_xml_and_an_unreadable_item_are_refused_with_a_reason(serv
     with ctx.db.session() as s:
         titles = [e.content["title"] for e in s.query(Event).all()]
     assert titles == ["Good"]
+
+
+async def test_oauth_bearer_credentials(served_world, monkeypatch):
+    """Exchange with modern authentication: the stored secret is an access token sent as a Bearer header (over
+    https only; the loopback sandbox speaks http, so the test lifts that one check)."""
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    world, base = served_world
+    world.add_user("ivy@example.com")
+    world.ews.bearer["token-for-ivy"] = "ivy@example.com"
+    conn = EwsConnector(f"{base}/ews/EWS/Exchange.asmx", "ivy@example.com", DEFAULT_RULES, secret="token-for-ivy",
+                        auth="oauth", allow_private=True)
+    await conn.probe()
+    assert (await conn.changes(None, {})).changed == []
+    await conn.aclose()
+    wrong = EwsConnector(f"{base}/ews/EWS/Exchange.asmx", "ivy@example.com", DEFAULT_RULES, secret="stolen",
+                         auth="oauth", allow_private=True)
+    with pytest.raises(AuthExpired):
+        await wrong.probe()
+    await wrong.aclose()
