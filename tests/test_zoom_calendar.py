@@ -34,17 +34,22 @@ def _link(ctx, world, email):
     return info
 
 
+@pytest.fixture
+def linked(world, tmp_path):
+    """Ola, with Zoom meetings and Zoom's calendar linked: (context, sandbox user, scripted person, engine)."""
+    ctx = make_context(world, tmp_path)
+    info = _link(ctx, world, "ola@example.com")
+    return ctx, info, SandboxActor(world, transport=world.transport()), SyncEngine(ctx.db)
+
+
 def _zoom_calendar_client(world, email):
     token = world.zoom.tokens.issue("account:" + world.zoom.account_id)["access_token"]
     return httpx.AsyncClient(base_url=f"http://sandbox/zoom/v2/calendars/{email}", transport=world.transport(),
                              headers={"Authorization": f"Bearer {token}"})
 
 
-async def test_two_way_with_zoom_meetings(world, tmp_path):
-    ctx = make_context(world, tmp_path)
-    info = _link(ctx, world, "ola@example.com")
-    actor = SandboxActor(world, transport=world.transport())
-    engine = SyncEngine(ctx.db)
+async def test_two_way_with_zoom_meetings(world, linked):
+    ctx, info, actor, engine = linked
     start = (now_utc() + timedelta(days=2)).replace(hour=7, minute=0, second=0, microsecond=0)
     meeting = await actor.zoom_create(info["zoom_user_id"], topic="Standup", type=8, start_time=fmt_instant(start),
                                       duration=15, timezone="Europe/Oslo",
@@ -75,11 +80,8 @@ async def test_two_way_with_zoom_meetings(world, tmp_path):
     assert (await sync_first_pair(ctx, engine)).writes == 0          # converged: nothing echoes back
 
 
-async def test_a_create_whose_answer_was_lost_is_found_not_repeated(world, tmp_path):
-    ctx = make_context(world, tmp_path)
-    info = _link(ctx, world, "ola@example.com")
-    actor = SandboxActor(world, transport=world.transport())
-    engine = SyncEngine(ctx.db)
+async def test_a_create_whose_answer_was_lost_is_found_not_repeated(world, linked):
+    ctx, info, actor, engine = linked
     start = (now_utc() + timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
     await actor.zoom_create(info["zoom_user_id"], topic="Review", type=2, start_time=fmt_instant(start),
                             duration=30, timezone="UTC")

@@ -383,8 +383,8 @@ def sync(
     interval: float = typer.Option(30.0, "--interval", help="Seconds between rounds when not --once."),
     presence: bool = typer.Option(False, "--presence", help="Also keep Zoom presence in line after each round."),
 ) -> None:
-    """Sync every user's Zoom meetings with their calendar, and read ICS feeds (continuously unless --once or
-    --dry-run)."""
+    """Sync every user's Zoom meetings with the calendar that receives them, and read their other calendars and
+    ICS feeds for availability (continuously unless --once or --dry-run)."""
     ctx = _ctx()
     failed = False
     driver = None
