@@ -108,11 +108,19 @@ async def test_server_without_sync_collection_gets_an_explicit_etag_listing():
     ics = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:e1\r\nSUMMARY:Old server\r\n"
            "DTSTART:20261201T100000Z\r\nDTEND:20261201T110000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
 
+    ctag = {"value": "c1"}
+    listings = []
+
     def handler(request: httpx.Request) -> httpx.Response:
         body = request.content.decode()
         if request.method == "REPORT" and "sync-collection" in body:
             return httpx.Response(403, text="<error xmlns='DAV:'><supported-report/></error>")
+        if request.method == "PROPFIND" and "getctag" in body:
+            return httpx.Response(207, text="<multistatus xmlns='DAV:' xmlns:cs='http://calendarserver.org/ns/'>"
+                                            "<response><href>/cal/</href><propstat><prop><cs:getctag>"
+                                            f"{ctag['value']}</cs:getctag></prop></propstat></response></multistatus>")
         if request.method == "PROPFIND":
+            listings.append(1)
             return httpx.Response(207, text="<multistatus xmlns='DAV:'><response><href>/cal/e1.ics</href><propstat>"
                                             "<prop><getetag>\"1\"</getetag></prop></propstat></response></multistatus>")
         if request.method == "REPORT" and "calendar-multiget" in body:
@@ -125,8 +133,13 @@ async def test_server_without_sync_collection_gets_an_explicit_etag_listing():
     conn = CalDavConnector("https://old.example.com/cal/", DEFAULT_RULES, username="u", password="p",
                            transport=httpx.MockTransport(handler), resolve=lambda _h: ["93.184.216.34"])
     changes = await conn.changes(None, {})
-    assert changes.cursor == ETAG_LISTING and changes.present == {"/cal/e1.ics"}
+    assert changes.cursor == f"{ETAG_LISTING}:c1" and changes.present == {"/cal/e1.ics"}
     assert conn.normalize(changes.changed).content["title"] == "Old server"
-    again = await conn.changes(ETAG_LISTING, {"/cal/e1.ics": changes.changed[0]})
-    assert again.changed == [] and again.present == {"/cal/e1.ics"}     # unchanged etag: nothing fetched
+    mirror = {"/cal/e1.ics": changes.changed[0]}
+    same = await conn.changes(changes.cursor, mirror)
+    assert same.changed == [] and same.removed == [] and same.present is None and len(listings) == 1  # ctag kept
+    ctag["value"] = "c2"
+    again = await conn.changes(same.cursor, mirror)
+    assert again.changed == [] and again.present == {"/cal/e1.ics"} and len(listings) == 2   # listed, not fetched
+    assert again.cursor == f"{ETAG_LISTING}:c2"
     await conn.aclose()

@@ -1,9 +1,9 @@
 """One CalDAV calendar collection (iCloud, Fastmail, Nextcloud, Radicale, ...) as a sync side.
 
 Changes come from RFC 6578 `sync-collection` (a server without it gets an explicit etag listing instead,
-noted in the cursor); changed resources are fetched with `calendar-multiget`. Creates go to a href named
-after our key with `If-None-Match: *` (idempotent); updates and deletes carry `If-Match`. Responses are parsed
-with defusedxml: hostile XML is refused, not expanded.
+noted in the cursor, skipped while the collection's ctag stays the same); changed resources are fetched with
+`calendar-multiget`. Creates go to a href named after our key with `If-None-Match: *` (idempotent); updates and
+deletes carry `If-Match`. Responses are parsed with defusedxml: hostile XML is refused, not expanded.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from zoomcal.mapping.joininfo import referenced_meeting, wants_meeting
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.net import Resolver, check_url, system_resolver
 
-NS = {"d": "DAV:", "c": "urn:ietf:params:xml:ns:caldav"}
-ETAG_LISTING = "etag-listing"              # cursor of a server without sync-collection: listings are complete
+NS = {"d": "DAV:", "c": "urn:ietf:params:xml:ns:caldav", "cs": "http://calendarserver.org/ns/"}
+ETAG_LISTING = "etag-listing"              # cursor of a server without sync-collection (":" + the collection's ctag)
 UNSUPPORTED = (400, 403, 405, 415, 501)     # how servers without RFC 6578 answer a sync-collection REPORT
 SYNC_BODY = ('<?xml version="1.0" encoding="utf-8"?><d:sync-collection xmlns:d="DAV:"><d:sync-token>{token}'
              '</d:sync-token><d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>')
+CTAG_BODY = ('<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:cs="http://calendarserver.org/ns/">'
+             '<d:prop><cs:getctag/></d:prop></d:propfind>')
 ETAG_BODY = ('<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop>'
              '</d:propfind>')
 MULTIGET = ('<?xml version="1.0" encoding="utf-8"?><c:calendar-multiget xmlns:d="DAV:" '
@@ -86,7 +88,7 @@ class CalDavConnector:
     # --- reading -------------------------------------------------------------------------------------
     async def _listing(self, cursor: str | None) -> tuple[dict[str, str | None], str, bool]:
         """({href: etag or None when deleted}, new cursor, complete?)."""
-        if cursor != ETAG_LISTING:
+        if not (cursor or "").startswith(ETAG_LISTING):
             token = _xml_escape(cursor or "")
             response = await self._request("REPORT", self.url, ok=(207,) + UNSUPPORTED,
                                            headers={"Depth": "1", "Content-Type": "application/xml; charset=utf-8"},
@@ -103,12 +105,19 @@ class CalDavConnector:
                     status = resp.findtext("d:status", default="", namespaces=NS)
                     found[href] = None if " 404 " in status else resp.findtext(".//d:getetag", namespaces=NS)
                 return found, root.findtext("d:sync-token", default="", namespaces=NS), not cursor
+        # no sync-collection: the collection's ctag says whether anything changed at all, else list every etag
+        response = await self._request("PROPFIND", self.url, headers={"Depth": "0", "Content-Type": "application/xml"},
+                                       content=CTAG_BODY)
+        ctag = parse_xml(response.content).findtext(".//cs:getctag", namespaces=NS)
+        listing_cursor = f"{ETAG_LISTING}:{ctag}" if ctag else ETAG_LISTING
+        if ctag and cursor == listing_cursor:
+            return {}, listing_cursor, False
         response = await self._request("PROPFIND", self.url, headers={"Depth": "1", "Content-Type": "application/xml"},
                                        content=ETAG_BODY)
         root = parse_xml(response.content)
         found = {resp.findtext("d:href", default="", namespaces=NS): resp.findtext(".//d:getetag", namespaces=NS)
                  for resp in root.findall("d:response", NS)}
-        return {h: e for h, e in found.items() if h.endswith(".ics")}, ETAG_LISTING, True
+        return {h: e for h, e in found.items() if h.endswith(".ics")}, listing_cursor, True
 
     async def _multiget(self, hrefs: list[str]) -> list[dict[str, Any]]:
         raws = []
