@@ -1,5 +1,5 @@
 """One contract suite, run against every connector: memory, Zoom meetings, Google, Microsoft Graph, Exchange (EWS)
-and Zoom Calendar sandboxes, and a real Radicale for CalDAV."""
+and Zoom Calendar sandboxes, a real Radicale for CalDAV; the listing part also against ICS feeds (read-only)."""
 
 from __future__ import annotations
 
@@ -92,15 +92,21 @@ def _zoom_calendar():
     return ZoomCalendarConnector(api, "c@example.com", DEFAULT_RULES, page_size=2)
 
 
-@pytest.fixture(params=["memory", "zoom", "google", "caldav", "graph", "ews", "zoom-calendar"])
+WRITABLE = ["memory", "zoom", "google", "caldav", "graph", "ews", "zoom-calendar"]
+
+
+def _connector(name, request):
+    if name == "caldav":
+        return _caldav(request.getfixturevalue("radicale"))
+    if name == "ews":
+        return _ews(request.getfixturevalue("served_world"))
+    return {"memory": _memory, "zoom": _zoom, "google": _google, "graph": _graph,
+            "zoom-calendar": _zoom_calendar}[name]()
+
+
+@pytest.fixture(params=WRITABLE)
 async def conn(request):
-    if request.param == "caldav":
-        connector = _caldav(request.getfixturevalue("radicale"))
-    elif request.param == "ews":
-        connector = _ews(request.getfixturevalue("served_world"))
-    else:
-        connector = {"memory": _memory, "zoom": _zoom, "google": _google, "graph": _graph,
-                     "zoom-calendar": _zoom_calendar}[request.param]()
+    connector = _connector(request.param, request)
     yield connector
     await connector.aclose()
 
@@ -186,3 +192,49 @@ async def test_recurring_series_with_exceptions_round_trips(conn):
     assert comparable(updated.item.content, conn) == comparable(moved, conn)
     items, _ = await listed(conn)
     assert comparable(items[created.id].content, conn) == comparable(moved, conn)
+
+
+@pytest.fixture(params=[*WRITABLE, "ics"])
+async def reader(request):
+    """Every connector, read-only ones included, with a way to put an item where it reads from."""
+    if request.param != "ics":
+        connector = _connector(request.param, request)
+
+        async def put(content, key):
+            await connector.create(content, key)
+    else:
+        from zoomcal.connectors.ics.connector import IcsConnector
+        from zoomcal.mapping.ical import content_to_calendar
+
+        world = SandboxWorld()
+        connector = IcsConnector("http://sandbox/feeds/team.ics", DEFAULT_RULES, transport=world.transport(),
+                                 resolve=lambda _host: ["93.184.216.34"])
+        published = {}
+
+        async def put(content, key):   # the publisher adds an event to the feed
+            published[f"{key}@example.com"] = content
+            world.feeds["team"] = content_to_calendar(published).decode()
+    yield connector, put
+    await connector.aclose()
+
+
+async def test_listing_is_stable_and_quiet(reader):
+    """What is there is listed as it was put; listing again from the cursor brings nothing new, with the same
+    ids and the same content hashes."""
+    conn, put = reader
+    await put(PLAIN, "ev-contract-5")
+    await put(RECURRING, "ev-contract-6")
+    items, first = await listed(conn)
+    assert sorted(item.content["title"] for item in items.values()) == ["Contract", "Series"]
+    for item in items.values():
+        wanted = PLAIN if item.content["title"] == "Contract" else RECURRING
+        assert comparable(item.content, conn) == comparable(wanted, conn)
+    mirror = {conn.raw_id(raw): raw for raw in first.changed}
+    again = await conn.changes(first.cursor, mirror)
+    series: dict[str, list] = {}
+    for raw in again.changed:
+        series.setdefault(conn.series_key(raw), []).append(raw)
+    for key, raws in series.items():
+        full = {conn.raw_id(r): r for r in [*(r for r in first.changed if conn.series_key(r) == key), *raws]}
+        assert key in items and conn.normalize(list(full.values())).hash == items[key].hash
+    assert not again.removed and (again.present is None or again.present == set(mirror))
