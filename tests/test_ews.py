@@ -290,3 +290,27 @@ async def test_oauth_bearer_credentials(served_world, monkeypatch):
     with pytest.raises(AuthExpired):
         await wrong.probe()
     await wrong.aclose()
+
+
+async def test_throttling_is_a_rate_limit_with_the_servers_back_off(served_world):
+    """Exchange throttles with ErrorServerBusy and BackOffMilliseconds: a typed rate limit the retrier honours."""
+    from zoomcal.errors import RateLimited
+    from zoomcal.sync.retry import Retrier
+
+    world, base = served_world
+    ivy = world.add_user("ivy@example.com")
+    conn = EwsConnector(f"{base}/ews/EWS/Exchange.asmx", "ivy@example.com", DEFAULT_RULES,
+                        username="ivy@example.com", secret=ivy["ews_password"], auth="basic", allow_private=True)
+    world.ews.busy, world.ews.back_off_ms = 1, 2500
+    with pytest.raises(RateLimited) as caught:
+        await conn.changes(None, {})
+    assert caught.value.retry_after == 2.5
+    waits = []
+
+    async def sleep(seconds):
+        waits.append(seconds)
+
+    world.ews.busy = 2
+    changes = await Retrier(max_retries=3, sleep=sleep).call(lambda _attempt: conn.changes(None, {}))
+    assert changes.changed == [] and waits[:2] == [2.5, 2.5]
+    await conn.aclose()

@@ -33,6 +33,7 @@ from zoomcal.mapping.graph import recurrence_to_rrule
 S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 T = "http://schemas.microsoft.com/exchange/services/2006/types"
+E = "http://schemas.microsoft.com/exchange/services/2006/errors"
 PATTERNS = {"DailyRecurrence": "daily", "WeeklyRecurrence": "weekly", "AbsoluteMonthlyRecurrence": "absoluteMonthly",
             "RelativeMonthlyRecurrence": "relativeMonthly", "AbsoluteYearlyRecurrence": "absoluteYearly",
             "RelativeYearlyRecurrence": "relativeYearly"}
@@ -74,6 +75,8 @@ class EwsState:
     epoch: str = field(default_factory=lambda: secrets.token_hex(3))   # new epoch: every sync state is unknown
     requests: dict[str, int] = field(default_factory=dict)             # operation -> count
     hostile: int = 0                   # answer the next N requests with an entity-expansion bomb (a test hook)
+    busy: int = 0                      # answer the next N requests with ErrorServerBusy (throttling)
+    back_off_ms: int = 1500
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def add_mailbox(self, email: str, password: str | None = None) -> str:
@@ -252,11 +255,11 @@ def _envelope(op: str, messages: list[str]) -> str:
             f"</m:ResponseMessages></m:{op}Response></s:Body></s:Envelope>")
 
 
-def _fault(code: str, text: str) -> str:
+def _fault(code: str, text: str, extra: str = "") -> str:
     return (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body><s:Fault>'
             f'<faultcode xmlns:a="{T}">a:{code}</faultcode><faultstring>{escape(text)}</faultstring><detail>'
-            f'<e:ResponseCode xmlns:e="{T}">{code}</e:ResponseCode><e:Message xmlns:e="{T}">{escape(text)}'
-            f"</e:Message></detail></s:Fault></s:Body></s:Envelope>")
+            f'<e:ResponseCode xmlns:e="{E}">{code}</e:ResponseCode><e:Message xmlns:e="{E}">{escape(text)}'
+            f"</e:Message>{extra}</detail></s:Fault></s:Body></s:Envelope>")
 
 
 # --- the mailbox -----------------------------------------------------------------------------------------
@@ -534,6 +537,12 @@ def make_ews_app(state: EwsState) -> FastAPI:
             if state.hostile > 0:
                 state.hostile -= 1
                 return Response(BOMB, media_type=xml)
+            if state.busy > 0:   # Exchange throttling: a fault that says how long to back off
+                state.busy -= 1
+                return Response(_fault("ErrorServerBusy", "The server cannot service this request right now.",
+                                       f'<t:MessageXml xmlns:t="{T}"><t:Value Name="BackOffMilliseconds">'
+                                       f"{state.back_off_ms}</t:Value></t:MessageXml>"), status_code=500,
+                                media_type=xml)
             try:
                 return Response(_handle(state, op, user), media_type=xml)
             except EwsFault as exc:

@@ -120,7 +120,7 @@ def _translate(exc: Exception) -> Exception:
     if isinstance(exc, ews_errors.ErrorInvalidSyncStateData | ews_errors.ErrorSyncFolderNotFound):
         return CursorInvalid("sync state no longer valid")
     if isinstance(exc, ews_errors.ErrorServerBusy):
-        return RateLimited("Exchange is throttling (ErrorServerBusy)", (exc.back_off or 1000) / 1000)
+        return RateLimited("Exchange is throttling (ErrorServerBusy)", exc.back_off or 1.0)   # seconds
     if isinstance(exc, ews_errors.UnauthorizedError):
         return AuthExpired("Exchange refused the credentials")
     if isinstance(exc, ews_errors.ErrorTimeoutExpired | ews_errors.RateLimitError):
