@@ -155,7 +155,7 @@ def make_connector(ctx: Context, account: Account, calendar: Calendar, rules: Ma
 
         secret = ctx.vault.open(account.secret) if account.secret else {}
         return EwsConnector(cfg["url"], calendar.remote_id, rules, username=secret.get("username"),
-                            secret=secret.get("password"), auth=cfg.get("auth") or "ntlm",
+                            secret=secret.get("password"), auth=cfg.get("auth") or "auto",
                             allow_private=ctx.settings.allow_private_urls, resolve=ctx.resolver)
     tokens = token_source(ctx, account)
     if account.provider in ("zoom", "zoom-calendar"):

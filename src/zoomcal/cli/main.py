@@ -174,7 +174,7 @@ def account_add(
     password_env: str | None = typer.Option(None, "--password-env",
                                             help="caldav, ews: env var with the password (ews --auth oauth: "
                                                  "the access token)."),
-    auth: str = typer.Option("ntlm", "--auth", help="ews: basic | ntlm | oauth."),
+    auth: str = typer.Option("auto", "--auth", help="ews: auto (what the server offers) | basic | ntlm | oauth."),
     calendar_name: str | None = typer.Option(None, "--calendar", help="caldav: which calendar (default: first)."),
     client_secret_env: str | None = typer.Option(None, "--client-secret-env", help="Env var with the client secret."),
     refresh_token_env: str | None = typer.Option(None, "--refresh-token-env",

@@ -68,7 +68,7 @@ from zoomcal.mapping.rules import MappingRules
 from zoomcal.net import Resolver, check_url, system_resolver
 
 T = TypeVar("T")
-AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM, "oauth": OAUTH2}
+AUTH_TYPES = {"auto": None, "basic": BASIC, "ntlm": NTLM, "oauth": OAUTH2}   # auto: as the server's 401 offers
 PAGE = 512   # SyncFolderItems' largest page
 READ_FIELDS = ["subject", "text_body", "start", "end", "is_all_day", "legacy_free_busy_status", "location", "type",
                "recurrence", "modified_occurrences", "deleted_occurrences", "required_attendees", "_start_timezone",
@@ -141,7 +141,7 @@ class EwsConnector:
     capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=100)
 
     def __init__(self, url: str, email: str, rules: MappingRules, *, username: str | None = None,
-                 secret: str | None = None, auth: str = "ntlm", allow_private: bool = False,
+                 secret: str | None = None, auth: str = "auto", allow_private: bool = False,
                  resolve: Resolver = system_resolver, version: Version | None = None):
         if auth not in AUTH_TYPES:
             raise ConfigError(f"unknown EWS authentication {auth!r}; one of {sorted(AUTH_TYPES)}")
