@@ -314,3 +314,35 @@ async def test_throttling_is_a_rate_limit_with_the_servers_back_off(served_world
     changes = await Retrier(max_retries=3, sleep=sleep).call(lambda _attempt: conn.changes(None, {}))
     assert changes.changed == [] and waits[:2] == [2.5, 2.5]
     await conn.aclose()
+
+
+async def test_a_create_whose_answer_was_lost_is_found_not_repeated(served_world, tmp_path):
+    """Exchange carried out CreateItem but the answer never came back: the retried create finds the item by
+    our extended property instead of making a second one."""
+    from sqlalchemy import select
+
+    from zoomcal.store.models import SyncLogEntry
+
+    world, base = served_world
+    url = f"{base}/ews/EWS/Exchange.asmx"
+    ctx = make_context(world, tmp_path)
+    ctx.settings.allow_private_urls = True
+    info = world.add_user("eva@example.com", "Eva", "Europe/Paris")
+    add_user(ctx, "eva@example.com")
+    link_sandbox_zoom(ctx, world, "eva@example.com", info)
+    add_account(ctx, "eva@example.com", "ews", {"url": url},
+                {"username": "eva@example.com", "password": info["ews_password"]}, "eva@example.com", "Exchange")
+    actor = SandboxActor(world, transport=world.transport())
+    start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
+    await actor.zoom_create(info["zoom_user_id"], topic="Kickoff", type=2, start_time=fmt_instant(start),
+                            duration=30, timezone="Europe/Paris")
+    world.ews.lose["CreateItem"] = 1
+    engine = SyncEngine(ctx.db)
+    report = await sync_first_pair(ctx, engine)
+    assert report.status == "ok", report.errors
+    assert [i["subject"] for i in world.ews.items["eva@example.com"].values()] == ["Kickoff"]
+    assert world.ews.requests["CreateItem"] == 1 and world.ews.requests["FindItem"] == 1
+    with ctx.db.session() as s:
+        notes = list(s.scalars(select(SyncLogEntry.message).where(SyncLogEntry.action == "note")))
+    assert any("found the item created earlier" in n for n in notes), notes
+    assert (await sync_first_pair(ctx, engine)).writes == 0

@@ -331,7 +331,7 @@ def account_list(as_json: bool = typer.Option(False, "--json")) -> None:
     ctx = _ctx()
     with ctx.db.session() as s:
         rows = [{"id": a.id, "user": u.email, "provider": a.provider, "calendar": a.external_id, "status": a.status,
-                 "api_base": (a.config or {}).get("api_base", "")}
+                 "api_base": (a.config or {}).get("api_base") or (a.config or {}).get("url", "")}
                 for a, u in s.execute(select(Account, User).join(User, Account.user_id == User.id)
                                       .order_by(Account.id))]
     if as_json:

@@ -76,6 +76,7 @@ class EwsState:
     requests: dict[str, int] = field(default_factory=dict)             # operation -> count
     hostile: int = 0                   # answer the next N requests with an entity-expansion bomb (a test hook)
     busy: int = 0                      # answer the next N requests with ErrorServerBusy (throttling)
+    lose: dict[str, int] = field(default_factory=dict)   # operation -> N: carry it out, then lose the answer
     back_off_ms: int = 1500
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -544,7 +545,11 @@ def make_ews_app(state: EwsState) -> FastAPI:
                                        f"{state.back_off_ms}</t:Value></t:MessageXml>"), status_code=500,
                                 media_type=xml)
             try:
-                return Response(_handle(state, op, user), media_type=xml)
+                answer = _handle(state, op, user)
+                if state.lose.get(_local(op.tag), 0) > 0:   # done, but the client never hears of it
+                    state.lose[_local(op.tag)] -= 1
+                    return Response(status_code=502)
+                return Response(answer, media_type=xml)
             except EwsFault as exc:
                 return Response(_fault(exc.code, exc.text), status_code=500, media_type=xml)
 

@@ -314,6 +314,7 @@ class EwsConnector:
             if earlier:   # the first attempt got through: bring it to what we want instead of creating twice
                 current = await self.get(earlier[0][0])
                 result = await self.update(earlier[0][0], content, None, key, current)
+                result.notes = ["found the item created earlier (our id in its extended property)", *result.notes]
                 result.api_calls = self.calls - start_calls
                 return result
         item = CalendarItem(account=self.account, folder=self.folder, zoomcal_id=key)
