@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     mass_delete_min: int = 5
     # on-premises servers (Exchange, Nextcloud, an intranet feed) live on private addresses: allow them here
     allow_private_urls: bool = False
+    # the Zoom app's webhook secret token (verifies x-zm-signature) for `zoomcal sync --webhooks-port`
+    zoom_webhook_secret: str | None = None
 
     def resolved_database_url(self) -> str:
         if self.database_url:

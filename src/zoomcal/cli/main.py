@@ -382,17 +382,22 @@ def sync(
     confirm_deletes: bool = typer.Option(False, "--confirm-deletes", help="Carry out deletions held by the guard."),
     interval: float = typer.Option(30.0, "--interval", help="Seconds between rounds when not --once."),
     presence: bool = typer.Option(False, "--presence", help="Also keep Zoom presence in line after each round."),
+    webhooks_port: int = typer.Option(0, "--webhooks-port",
+                                      help="Also receive Zoom webhooks on this port (POST /webhooks/zoom, secret "
+                                           "from ZOOMCAL_ZOOM_WEBHOOK_SECRET): the owner of a change syncs at once."),
+    webhooks_host: str = typer.Option("127.0.0.1", "--webhooks-host", help="Address the webhook receiver binds."),
 ) -> None:
     """Sync every user's Zoom meetings with the calendar that receives them, and read their other calendars and
-    ICS feeds for availability (continuously unless --once or --dry-run)."""
+    ICS feeds for availability (continuously unless --once or --dry-run; with --webhooks-port a Zoom notification
+    syncs its owner right away)."""
     ctx = _ctx()
-    failed = False
     driver = None
     if presence and not dry_run:
         from zoomcal.presence.service import PresenceService
 
         driver = PresenceService(ctx, _index(ctx))
     due_now: set[int] = set()
+    state = {"first_round": True}
 
     def follow(change: dict) -> None:
         # the engine's change stream: the busy index takes the event, presence re-checks its owner
@@ -400,20 +405,20 @@ def sync(
             driver.index.refresh_event(ctx.db, change["user_id"], change["event_id"])
             due_now.add(change["user_id"])
 
-    first_round = True
-    while True:
+    def one_round(who: str | None) -> bool:
         try:
             with Progress(console=err, transient=True) as progress:
-                results = asyncio.run(_sync_round(ctx, user, dry_run, confirm_deletes, progress, follow))
+                results = asyncio.run(_sync_round(ctx, who, dry_run, confirm_deletes, progress, follow))
         except ConfigError as exc:
             _fail(str(exc))
         if driver is not None:
-            for outcome in asyncio.run(_presence_round(driver, due_now, first_round)):
+            for outcome in asyncio.run(_presence_round(driver, due_now, state["first_round"])):
                 _print_outcome(outcome, verbose=False)
             due_now.clear()
-            first_round = False
+            state["first_round"] = False
         if not results:
-            err.print("nothing to sync: no user has both a Zoom account and a calendar that receives meetings")
+            err.print("nothing to sync: no user has a calendar linked")
+        failed = False
         for pair, report in results:
             if dry_run:
                 console.print(f"[bold]{pair.user_email}[/] — planned: {report.counts}")
@@ -427,9 +432,47 @@ def sync(
             for error in report.errors:
                 err.print(f"  [red]{error}[/]")
             failed = failed or report.status == "failed"
-        if once or dry_run:
-            raise typer.Exit(1 if failed else 0)
-        time.sleep(interval)
+        return failed
+
+    if once or dry_run:
+        raise typer.Exit(1 if one_round(user) else 0)
+    inbox = _start_webhooks(ctx, webhooks_host, webhooks_port) if webhooks_port else None
+    while True:
+        one_round(user)
+        if inbox is None:
+            time.sleep(interval)
+            continue
+        deadline = time.monotonic() + interval
+        while (woke := inbox.wait(deadline - time.monotonic())):   # notified owners sync now, the rest on time
+            from zoomcal.webhooks import users_for
+
+            for email in sorted({e for target in woke for e in users_for(ctx, target)}):
+                if user is None or email == user.strip().lower():
+                    one_round(email)
+
+
+def _start_webhooks(ctx, host: str, port: int):
+    """The Zoom webhook receiver in a background thread; returns the inbox the sync loop waits on."""
+    import threading
+
+    import uvicorn
+
+    from zoomcal.store import repo
+    from zoomcal.webhooks import WebhookInbox, make_app
+
+    if not ctx.settings.zoom_webhook_secret:
+        _fail("--webhooks-port needs the Zoom app's secret token in ZOOMCAL_ZOOM_WEBHOOK_SECRET")
+    inbox = WebhookInbox()
+
+    def rejected(message: str) -> None:
+        with ctx.db.transaction() as s:
+            repo.log(s, repo.get_or_create_tenant(s, "default").id, "webhook", message, level="error")
+
+    app_ = make_app(ctx.settings.zoom_webhook_secret, inbox.put, rejected)
+    server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning", lifespan="off"))
+    threading.Thread(target=server.run, daemon=True).start()
+    err.print(f"receiving Zoom webhooks at http://{host}:{port}/webhooks/zoom")
+    return inbox
 
 
 async def _presence_round(driver, due_now: set[int], everyone: bool):

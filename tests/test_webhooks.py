@@ -1,0 +1,157 @@
+"""Zoom webhooks: signatures, the URL challenge, who a notification names, and a sync that follows in seconds."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import link_sandbox_zoom, make_context
+from zoomcal.service import add_account, add_user
+from zoomcal.webhooks import WebhookRejected, make_app, url_validation, users_for, verify_zoom, zoom_signature
+
+SECRET = "whsec-test"
+
+
+def signed(body: dict, secret: str = SECRET, at: float | None = None) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    stamp = str(int(at if at is not None else time.time()))
+    return raw, {"x-zm-request-timestamp": stamp, "x-zm-signature": zoom_signature(secret, stamp, raw),
+                 "content-type": "application/json"}
+
+
+EVENT = {"event": "calendar.event_update", "event_ts": 1626230691572,
+         "payload": {"account_id": "A", "operator": "ola@example.com",
+                     "object": {"resource_id": "ola@example.com", "event_id": "y95rj3e0i54dbz8hstc2q5qoa1"}}}
+
+
+def test_signature_is_zooms_hmac_of_version_timestamp_and_body():
+    raw, headers = signed(EVENT, at=1_700_000_000)
+    expected = hmac.new(SECRET.encode(), b"v0:1700000000:" + raw, hashlib.sha256).hexdigest()
+    assert headers["x-zm-signature"] == "v0=" + expected
+    assert verify_zoom(SECRET, headers, raw, now=1_700_000_010)["event"] == "calendar.event_update"
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    (lambda raw, h: (raw, {}), "unsigned"),
+    (lambda raw, h: (raw.replace(b"ola", b"eve"), h), "signature"),
+    (lambda raw, h: (raw, {**h, "x-zm-request-timestamp": str(int(h["x-zm-request-timestamp"]) - 3600)}),
+     "replay"),
+])
+def test_tampered_or_stale_notifications_are_refused(tamper, reason):
+    raw, headers = signed(EVENT)
+    raw, headers = tamper(raw, headers)
+    with pytest.raises(WebhookRejected, match=reason):
+        verify_zoom(SECRET, headers, raw, now=time.time())
+    body, headers = b"not json", {}
+    stamp = str(int(time.time()))
+    headers = {"x-zm-request-timestamp": stamp, "x-zm-signature": zoom_signature(SECRET, stamp, body)}
+    with pytest.raises(WebhookRejected, match="not JSON"):
+        verify_zoom(SECRET, headers, body, now=time.time())
+
+
+def test_url_validation_answer():
+    answer = url_validation(SECRET, {"event": "endpoint.url_validation", "payload": {"plainToken": "qgg8vlvZRS6"}})
+    assert answer == {"plainToken": "qgg8vlvZRS6",
+                      "encryptedToken": hmac.new(SECRET.encode(), b"qgg8vlvZRS6", hashlib.sha256).hexdigest()}
+
+
+@pytest.mark.anyio
+async def test_receiver_acts_on_good_notifications_and_logs_bad_ones():
+    changes, rejected = [], []
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(SECRET, changes.append, rejected.append)),
+                               base_url="http://zoomcal")
+    raw, headers = signed(EVENT)
+    assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is True
+    assert changes == [("calendar", "ola@example.com")]
+    meeting = {"event": "meeting.updated", "payload": {"object": {"id": 81234567890, "host_id": "zU1"}}}
+    raw, headers = signed(meeting)
+    await client.post("/webhooks/zoom", content=raw, headers=headers)
+    assert changes[-1] == ("zoom_user", "zU1")
+    raw, headers = signed({"event": "recording.completed", "payload": {}})
+    assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is False
+    raw, headers = signed(EVENT, secret="someone-else")
+    answer = await client.post("/webhooks/zoom", content=raw, headers=headers)
+    assert answer.status_code == 401 and "signature" in answer.json()["error"]
+    assert len(changes) == 2 and rejected and "signature" in rejected[0]
+    raw, headers = signed({"event": "endpoint.url_validation", "payload": {"plainToken": "abc"}})
+    assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["plainToken"] == "abc"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def test_a_notification_names_its_owner(world, tmp_path):
+    ctx = make_context(world, tmp_path)
+    info = world.add_user("ola@example.com", "Ola")
+    add_user(ctx, "ola@example.com")
+    link_sandbox_zoom(ctx, world, "ola@example.com", info)
+    add_account(ctx, "ola@example.com", "zoom-calendar", {}, {"client_id": "c", "client_secret": "s",
+                                                             "account_id": "a"}, "ola@example.com")
+    assert users_for(ctx, ("calendar", "ola@example.com")) == ["ola@example.com"]
+    assert users_for(ctx, ("zoom_user", info["zoom_user_id"])) == ["ola@example.com"]
+    assert users_for(ctx, ("calendar", "stranger@example.com")) == []
+
+
+def test_sync_loop_runs_the_owner_within_seconds_of_a_webhook(served_world, tmp_path):
+    """`zoomcal sync --webhooks-port`: with a 10-minute interval, a signed calendar.event_update makes the owner's
+    calendar sync at once; a forged one is refused and written to the sync log."""
+    from zoomcal.sandbox.server import free_port
+
+    world, base = served_world
+    info = world.add_user("ola@example.com", "Ola", "Europe/Oslo")
+    env = {**os.environ, "ZOOMCAL_DATA_DIR": str(tmp_path), "ZOOMCAL_ZOOM_WEBHOOK_SECRET": SECRET,
+           "ZS": world.zoom.client_secret}
+    env.pop("ZOOMCAL_DATABASE_URL", None)
+
+    def zc(*args):
+        return subprocess.run([sys.executable, "-m", "zoomcal", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    assert zc("init").returncode == 0 and zc("user", "add", "ola@example.com").returncode == 0
+    linked = zc("account", "add", "zoom-calendar", "--user", "ola@example.com", "--client-id", world.zoom.client_id,
+                "--client-secret-env", "ZS", "--account-id", world.zoom.account_id, "--api-base", f"{base}/zoom/v2",
+                "--token-url", f"{base}/zoom/oauth/token")
+    assert linked.returncode == 0, linked.stdout + linked.stderr
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "zoomcal", "sync", "--interval", "600", "--webhooks-port",
+                             str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def next_run() -> str:
+        while "ola@example.com:" not in (line := proc.stdout.readline()):
+            assert line, proc.stderr.read()
+        return line
+
+    try:
+        assert "ola@example.com: ok" in next_run()          # the first round
+        token = world.zoom.tokens.issue("account:" + world.zoom.account_id)["access_token"]
+        httpx.post(f"{base}/zoom/v2/calendars/ola@example.com/events", headers={"Authorization": f"Bearer {token}"},
+                   json={"summary": "Dentist", "start": {"dateTime": "2026-12-01T10:00:00Z"},
+                         "end": {"dateTime": "2026-12-01T11:00:00Z"}})
+        for _ in range(100):   # the receiver is up once it answers
+            try:
+                forged = httpx.post(f"http://127.0.0.1:{port}/webhooks/zoom", content=b"{}",
+                                    headers={"x-zm-signature": "v0=00", "x-zm-request-timestamp": "1"})
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert forged.status_code == 401
+        raw, headers = signed(EVENT)
+        started = time.monotonic()
+        assert httpx.post(f"http://127.0.0.1:{port}/webhooks/zoom", content=raw, headers=headers).json()["acted"]
+        assert "ola@example.com: ok" in next_run() and time.monotonic() - started < 20
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    events = json.loads(zc("events", "--user", "ola@example.com", "--json").stdout)
+    assert [e["title"] for e in events] == ["Dentist"]
+    log = " ".join(zc("log").stdout.split())
+    assert "Zoom webhook refused" in log and info["zoom_user_id"] not in log
