@@ -289,6 +289,11 @@ async def test_zoom_calendar_event_shapes(sandbox):
         patched, _ = check(await client.patch(f"{base}/{created['id']}", json={"summary": "x"}, headers=headers),
                            "/calendars/{calId}/events/{eventId}", "patch")
         assert patched["summary"] == "x"
+        busy = await client.post("/zoom/v2/calendars/freeBusy", headers=headers, json={
+            "timeMin": "2026-06-01T00:00:00Z", "timeMax": "2026-06-30T00:00:00Z", "items": [{"id": "s@example.com"}]})
+        assert busy.status_code == 200
+        validate(busy.json(), zoom_response_schema("calendar-api.json", "/calendars/freeBusy", "post", "200"))
+        assert len(busy.json()["calendars"][0]["busy"]) == 3          # the weekly series, three times
         other = world.zoom.tokens.issue(world.add_user("t@example.com")["zoom_user_id"])["access_token"]
         denied = await client.get(base, headers={"Authorization": f"Bearer {other}"})
         assert denied.status_code == 403          # a user token reaches only its own calendar

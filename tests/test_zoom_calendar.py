@@ -95,3 +95,29 @@ async def test_a_create_whose_answer_was_lost_is_found_not_repeated(world, linke
     with ctx.db.session() as s:
         notes = list(s.scalars(select(SyncLogEntry.message).where(SyncLogEntry.action == "note")))
     assert any("found the event created earlier" in n for n in notes), notes
+
+
+async def test_free_busy_of_zoom_calendars(world, linked):
+    from zoomcal.connectors.zoom_calendar.connector import ZoomCalendarConnector
+    from zoomcal.errors import NotFound
+    from zoomcal.service import build_pairs, close_pairs
+
+    ctx, info, actor, engine = linked
+    world.add_user("pia@example.com")
+    start = (now_utc() + timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
+    pia = _zoom_calendar_client(world, "pia@example.com")
+    await pia.post("/events", json={"summary": "Busy", "start": {"dateTime": fmt_instant(start)},
+                                    "end": {"dateTime": fmt_instant(start + timedelta(hours=1))}})
+    await pia.post("/events", json={"summary": "Free", "transparency": "transparent",
+                                    "start": {"dateTime": fmt_instant(start + timedelta(hours=2))},
+                                    "end": {"dateTime": fmt_instant(start + timedelta(hours=3))}})
+    pairs = build_pairs(ctx)
+    try:
+        conn = next(p.b.connector for p in pairs if isinstance(p.b.connector, ZoomCalendarConnector))
+        busy = await conn.free_busy(["pia@example.com", "ola@example.com"], start - timedelta(hours=1),
+                                    start + timedelta(hours=5))
+        assert busy == {"pia@example.com": [(start, start + timedelta(hours=1))], "ola@example.com": []}
+        with pytest.raises(NotFound, match="nobody@example.com"):
+            await conn.free_busy(["nobody@example.com"], start, start + timedelta(hours=1))
+    finally:
+        await close_pairs(pairs)

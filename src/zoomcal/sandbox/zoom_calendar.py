@@ -4,7 +4,7 @@ Zoom's calendar events follow the Google Calendar v3 model, so the store is the 
 Zoom's OAuth tokens (an account token may read any user's calendar, a user token only its own) and trimmed to
 what calendar-api.json describes: the server chooses event ids, unknown request fields (`id`,
 `extendedProperties`, ...) are ignored, a listing carries no etags and no exception instances (no
-`recurringEventId` / `originalStartTime`), and `recurrence` holds the RRULE / EXDATE / RDATE lines.
+`recurringEventId` / `originalStartTime`), and `recurrence` holds the RRULE / EXDATE / RDATE lines. `POST /calendars/freeBusy` answers with a list of calendars.
 """
 
 from __future__ import annotations
@@ -45,12 +45,24 @@ def make_zoom_calendar_app(zoom: ZoomState, state: ZoomCalendarState) -> FastAPI
         return Response(json.dumps({"code": code, "message": message}), status_code=status,
                         media_type="application/json")
 
+    async def free_busy(request: Request) -> Response:
+        """Google's answer keyed by calendar becomes Zoom's list of calendars."""
+        token = state.store.tokens.issue(ADMIN)["access_token"]
+        answer = await inner.post("/freeBusy", content=await request.body(),
+                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        data = answer.json()
+        if answer.status_code == 200:
+            data["calendars"] = [{"id": k, **v} for k, v in (data.get("calendars") or {}).items()]
+        return Response(json.dumps(data), status_code=answer.status_code, media_type="application/json")
+
     @app.api_route("/{path:path}", methods=["GET", "POST", "PATCH", "DELETE"])
     async def calendars(path: str, request: Request):
         subject = zoom.tokens.subject(request)
         if subject is None:
             return error(401, 124, "Invalid access token.")
         parts = path.split("/")
+        if path == "freeBusy" and request.method == "POST":   # busy times of any calendar in the account
+            return await free_busy(request)
         if len(parts) < 2 or parts[1] != "events":
             return error(404, 404, "Not found")
         if not subject.startswith("account:"):   # a user token reaches only the user's own calendars

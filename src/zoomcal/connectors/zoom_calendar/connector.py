@@ -15,11 +15,13 @@ The API mirrors Google Calendar v3 (`/calendars/{calId}/events`, `syncToken`, RR
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from zoomcal.connectors.base import Capabilities, Item, WriteResult
 from zoomcal.connectors.google.connector import GoogleConnector, master_patch
-from zoomcal.errors import InvalidItem
+from zoomcal.domain.timeutil import fmt_instant, to_datetime
+from zoomcal.errors import InvalidItem, NotFound
 from zoomcal.mapping.google import content_to_event, series_to_content, wants_zoom
 from zoomcal.mapping.joininfo import parse_join_block
 from zoomcal.mapping.joininfo import referenced_meeting as joininfo_reference
@@ -102,3 +104,15 @@ class ZoomCalendarConnector(GoogleConnector):
 
     async def delete(self, item_id: str, etag: str | None) -> int:
         return await super().delete(item_id, None)
+
+    async def free_busy(self, calendars: list[str], start: datetime, end: datetime) -> dict[str, list[tuple]]:
+        """Busy blocks of Zoom calendars (`POST /calendars/freeBusy`): {calendar id: [(start, end)]}, UTC; a
+        calendar Zoom cannot show is a NotFound naming it."""
+        answer = await self.api.json("POST", "calendars/freeBusy", json={
+            "timeMin": fmt_instant(start), "timeMax": fmt_instant(end), "items": [{"id": c} for c in calendars]})
+        out = {}
+        for cal in answer.get("calendars") or []:
+            if cal.get("errors"):
+                raise NotFound(f"Zoom calendar {cal.get('id')!r}: {cal['errors'][0].get('reason')}")
+            out[cal["id"]] = [(to_datetime(b["start"]), to_datetime(b["end"])) for b in cal.get("busy") or []]
+        return out
