@@ -4,7 +4,8 @@ Zoom's calendar events follow the Google Calendar v3 model, so the store is the 
 Zoom's OAuth tokens (an account token may read any user's calendar, a user token only its own) and trimmed to
 what calendar-api.json describes: the server chooses event ids, unknown request fields (`id`,
 `extendedProperties`, ...) are ignored, a listing carries no etags and no exception instances (no
-`recurringEventId` / `originalStartTime`), and `recurrence` holds the RRULE / EXDATE / RDATE lines. `POST /calendars/freeBusy` answers with a list of calendars.
+`recurringEventId` / `originalStartTime`), and `recurrence` holds the RRULE / EXDATE / RDATE lines.
+`POST /calendars/freeBusy` answers with a list of calendars.
 """
 
 from __future__ import annotations
