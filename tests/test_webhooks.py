@@ -74,13 +74,13 @@ async def test_receiver_acts_on_good_notifications_and_logs_bad_ones():
     meeting = {"event": "meeting.updated", "payload": {"object": {"id": 81234567890, "host_id": "zU1"}}}
     raw, headers = signed(meeting)
     await client.post("/webhooks/zoom", content=raw, headers=headers)
-    assert changes[-1] == ("zoom_user", "zU1")
+    assert changes[-2:] == [("zoom_user", "zU1"), ("zoom_meeting", "81234567890")]
     raw, headers = signed({"event": "recording.completed", "payload": {}})
     assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is False
     raw, headers = signed(EVENT, secret="someone-else")
     answer = await client.post("/webhooks/zoom", content=raw, headers=headers)
     assert answer.status_code == 401 and "signature" in answer.json()["error"]
-    assert len(changes) == 2 and rejected and "signature" in rejected[0]
+    assert len(changes) == 3 and rejected and "signature" in rejected[0]
     raw, headers = signed({"event": "endpoint.url_validation", "payload": {"plainToken": "abc"}})
     assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["plainToken"] == "abc"
 
@@ -90,16 +90,28 @@ def anyio_backend():
     return "asyncio"
 
 
-def test_a_notification_names_its_owner(world, tmp_path):
+@pytest.mark.anyio
+async def test_a_notification_names_its_owner(world, tmp_path):
+    from conftest import SANDBOX, sync_first_pair
+    from zoomcal.sandbox.actor import SandboxActor
+    from zoomcal.sync.engine import SyncEngine
+
     ctx = make_context(world, tmp_path)
     info = world.add_user("ola@example.com", "Ola")
     add_user(ctx, "ola@example.com")
     link_sandbox_zoom(ctx, world, "ola@example.com", info)
-    add_account(ctx, "ola@example.com", "zoom-calendar", {}, {"client_id": "c", "client_secret": "s",
-                                                             "account_id": "a"}, "ola@example.com")
+    add_account(ctx, "ola@example.com", "zoom-calendar", {"api_base": f"{SANDBOX}/zoom/v2",
+                                                          "token_url": f"{SANDBOX}/zoom/oauth/token"},
+                {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
+                 "account_id": world.zoom.account_id}, "ola@example.com")
     assert users_for(ctx, ("calendar", "ola@example.com")) == ["ola@example.com"]
     assert users_for(ctx, ("zoom_user", info["zoom_user_id"])) == ["ola@example.com"]
     assert users_for(ctx, ("calendar", "stranger@example.com")) == []
+    meeting = await SandboxActor(world, transport=world.transport()).zoom_create(
+        info["zoom_user_id"], topic="Sync", type=2, start_time="2026-12-01T10:00:00Z", duration=30)
+    assert users_for(ctx, ("zoom_meeting", str(meeting["id"]))) == []        # not synced yet
+    await sync_first_pair(ctx, SyncEngine(ctx.db))
+    assert users_for(ctx, ("zoom_meeting", str(meeting["id"]))) == ["ola@example.com"]
 
 
 def test_sync_loop_runs_the_owner_within_seconds_of_a_webhook(served_world, tmp_path):

@@ -63,29 +63,35 @@ def url_validation(secret: str, event: Mapping[str, Any]) -> dict[str, str]:
             "encryptedToken": hmac.new(secret.encode(), plain.encode(), hashlib.sha256).hexdigest()}
 
 
-def zoom_target(event: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Whose data changed: ("calendar", Zoom calendar id) for calendar.event_*, ("zoom_user", host id) for
-    meeting.*; None for anything else (acknowledged, not acted on)."""
+def zoom_targets(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Whose data changed: ("calendar", Zoom calendar id) for calendar.event_*; ("zoom_user", host id) and
+    ("zoom_meeting", meeting id) for meeting.*; nothing for other events (acknowledged, not acted on)."""
     name = str(event.get("event") or "")
     obj = (event.get("payload") or {}).get("object") or {}
     if name.startswith("calendar.event_") and obj.get("resource_id"):
-        return "calendar", str(obj["resource_id"])
-    if name.startswith("meeting.") and obj.get("host_id"):
-        return "zoom_user", str(obj["host_id"])
-    return None
+        return [("calendar", str(obj["resource_id"]))]
+    if name.startswith("meeting."):
+        return [(kind, str(obj[key])) for kind, key in (("zoom_user", "host_id"), ("zoom_meeting", "id"))
+                if obj.get(key)]
+    return []
 
 
 def users_for(ctx: Any, target: tuple[str, str]) -> list[str]:
-    """E-mails of the users a target belongs to (a Zoom calendar id, or a Zoom user id / e-mail)."""
-    from zoomcal.store.models import Account, Calendar, User
+    """E-mails of the users a target belongs to: the owner of a Zoom calendar, the Zoom account linked with that
+    user id, or the user whose Zoom meetings include that meeting (for accounts linked by e-mail)."""
+    from zoomcal.store.models import Account, Calendar, Link, User
 
     kind, key = target
-    provider = "zoom-calendar" if kind == "calendar" else "zoom"
     with ctx.db.session() as s:
-        rows = s.scalars(select(User.email).join(Calendar, Calendar.user_id == User.id)
-                         .join(Account, Account.id == Calendar.account_id)
-                         .where(Account.provider == provider, Calendar.remote_id == key))
-        return sorted(set(rows))
+        query = select(User.email).join(Calendar, Calendar.user_id == User.id)
+        if kind == "zoom_meeting":
+            query = query.join(Link, Link.calendar_id == Calendar.id).where(Calendar.role == "meetings",
+                                                                             Link.remote_id == key)
+        else:
+            provider = "zoom-calendar" if kind == "calendar" else "zoom"
+            query = query.join(Account, Account.id == Calendar.account_id).where(Account.provider == provider,
+                                                                                 Calendar.remote_id == key)
+        return sorted(set(s.scalars(query)))
 
 
 def make_app(secret: str, on_change: Callable[[tuple[str, str]], None], on_reject: Callable[[str], None],
@@ -102,10 +108,10 @@ def make_app(secret: str, on_change: Callable[[tuple[str, str]], None], on_rejec
         except WebhookRejected as exc:
             on_reject(f"Zoom webhook refused: {exc}")
             return JSONResponse({"error": str(exc)}, status_code=401)
-        target = zoom_target(event)
-        if target is not None:
+        targets = zoom_targets(event)
+        for target in targets:
             on_change(target)
-        return {"received": event["event"], "acted": target is not None}
+        return {"received": event["event"], "acted": bool(targets)}
 
     return app
 
