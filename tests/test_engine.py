@@ -289,3 +289,37 @@ def test_graph_style_503_with_retry_after_is_a_rate_limit():
     limited = error_for(httpx.Response(503, headers={"Retry-After": "12"}), "GET /events")
     assert isinstance(limited, RateLimited) and limited.retry_after == 12
     assert type(error_for(httpx.Response(503), "GET /events")) is Transient
+
+
+async def test_two_runs_of_the_same_calendars_never_overlap(h):
+    """Two processes (or a webhook and a polling round) syncing the same user at once: the second run is
+    skipped while the first holds the calendars, so a new meeting gets exactly one calendar event."""
+    import asyncio
+
+    from zoomcal.service import build_pairs, close_pairs
+
+    await h.actor.zoom_create(h.zid, topic="Once only", type=2, start_time="2026-12-03T15:00:00Z", duration=30,
+                              timezone="UTC")
+    first, second = build_pairs(h.ctx), build_pairs(h.ctx)
+    listing = first[0].b.connector.changes
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_changes(*args, **kwargs):
+        entered.set()
+        await release.wait()
+        return await listing(*args, **kwargs)
+
+    first[0].b.connector.changes = slow_changes
+    try:
+        running = asyncio.create_task(h.engine.run(first[0]))
+        await entered.wait()
+        skipped = await h.engine.run(second[0])
+        release.set()
+        done = await running
+    finally:
+        await close_pairs(first + second)
+    assert skipped.status == "skipped" and "another run" in skipped.notes[0] and skipped.writes == 0
+    assert done.status == "ok" and done.writes == 1
+    titles = [e["summary"] for e in h.world.google.calendars[h.cal].events.values()]
+    assert titles.count("Once only") == 1
+    assert (await h.sync()).status == "ok"             # the lease went with the run that held it

@@ -31,7 +31,7 @@ def _seed(db):
 def test_migrations_create_every_table(any_db):
     names = set(sa.inspect(any_db.engine).get_table_names())
     assert {"tenants", "users", "accounts", "calendars", "events", "links", "remote_items", "cursors", "sync_runs",
-            "sync_log", "review_queue", "audit_log", "alembic_version"} <= names
+            "sync_log", "review_queue", "audit_log", "sync_leases", "alembic_version"} <= names
 
 
 def test_event_link_roundtrip_and_unique_remote_ids(any_db):
@@ -107,3 +107,33 @@ def test_vault_key_file_is_private(tmp_path):
     vault = Vault.from_file(tmp_path / "keys")
     assert (tmp_path / "keys").stat().st_mode & 0o077 == 0
     assert Vault.from_file(tmp_path / "keys").open(vault.seal({"a": 1})) == {"a": 1}
+
+
+def test_leases_one_holder_at_a_time(any_db):
+    """A calendar is held by one run: a second holder is refused, an expired or vanished holder is replaced,
+    and a refused attempt keeps nothing of what it took (all or none)."""
+    from datetime import timedelta
+
+    _tenant_id, _user_id, cal_id = _seed(any_db)
+    with any_db.transaction() as s:
+        other = Calendar(tenant_id=_tenant_id, user_id=_user_id, account_id=s.scalar(sa.select(Account.id)),
+                         remote_id="second")
+        s.add(other)
+        s.flush()
+        other_id = other.id
+    with any_db.transaction() as s:
+        repo.take_leases(s, [cal_id], "host:1:a", timedelta(minutes=5))
+    with pytest.raises(repo.LeaseHeld), any_db.transaction() as s:
+        repo.take_leases(s, [other_id, cal_id], "host:2:b", timedelta(minutes=5))
+    with any_db.transaction() as s:   # the refused attempt did not keep the free calendar either
+        repo.take_leases(s, [other_id], "host:3:c", timedelta(minutes=5))
+        repo.drop_leases(s, [other_id], "host:3:c")
+    with any_db.transaction() as s:   # a vanished holder (a crashed process) is replaced
+        repo.take_leases(s, [cal_id], "host:2:b", timedelta(minutes=5), gone=lambda h: h == "host:1:a")
+    with any_db.transaction() as s:   # an expired lease is free
+        repo.take_leases(s, [cal_id], "host:2:b", timedelta(seconds=-1))
+    with any_db.transaction() as s:
+        repo.take_leases(s, [cal_id], "host:4:d", timedelta(minutes=5))
+        repo.drop_leases(s, [cal_id], "host:2:b")          # not the holder: nothing happens
+    with pytest.raises(repo.LeaseHeld), any_db.transaction() as s:
+        repo.take_leases(s, [cal_id], "host:2:b", timedelta(minutes=5))

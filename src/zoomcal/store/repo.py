@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zoomcal.domain.content import content_hash
@@ -17,6 +19,7 @@ from zoomcal.store.models import (
     Event,
     Link,
     RemoteItem,
+    SyncLease,
     SyncLogEntry,
     Tenant,
     User,
@@ -99,6 +102,40 @@ def upsert_event(session: Session, tenant_id: int, user_id: int, event_id: str, 
         for key, value in values.items():
             setattr(row, key, value)
     return row
+
+
+class LeaseHeld(Exception):
+    """Another run holds one of the calendars (raised inside the transaction, so nothing of it is kept)."""
+
+
+def take_leases(session: Session, calendar_ids: Iterable[int], holder: str, ttl: timedelta,
+                gone: Callable[[str], bool] = lambda _holder: False) -> None:
+    """Hold every one of these calendars for `ttl`, or raise LeaseHeld: another holder's unexpired lease wins,
+    unless `gone(holder)` says that holder no longer exists (a crashed process)."""
+    now = now_utc()
+    for calendar_id in sorted(set(calendar_ids)):
+        renewed = session.execute(update(SyncLease).where(
+            SyncLease.calendar_id == calendar_id, (SyncLease.expires_at < now) | (SyncLease.holder == holder))
+            .values(holder=holder, expires_at=now + ttl))
+        if renewed.rowcount == 1:   # free again (expired) or ours
+            continue
+        lease = session.get(SyncLease, calendar_id, populate_existing=True)
+        if lease is not None:
+            if not gone(lease.holder) or session.execute(update(SyncLease).where(
+                    SyncLease.calendar_id == calendar_id, SyncLease.holder == lease.holder)
+                    .values(holder=holder, expires_at=now + ttl)).rowcount != 1:
+                raise LeaseHeld(calendar_id)
+            continue
+        try:
+            with session.begin_nested():
+                session.add(SyncLease(calendar_id=calendar_id, holder=holder, expires_at=now + ttl))
+        except IntegrityError as exc:   # taken between our look and our insert
+            raise LeaseHeld(calendar_id) from exc
+
+
+def drop_leases(session: Session, calendar_ids: Iterable[int], holder: str) -> None:
+    session.execute(delete(SyncLease).where(SyncLease.calendar_id.in_(list(calendar_ids)),
+                                            SyncLease.holder == holder))
 
 
 def log(session: Session, tenant_id: int, action: str, message: str, *, run_id: int | None = None,

@@ -10,11 +10,15 @@ create whose answer was lost is found, not repeated.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -42,6 +46,7 @@ from zoomcal.sync.retry import Retrier
 
 log = get_logger("zoomcal.sync")
 RECORD_BATCH = 2000
+LEASE = timedelta(minutes=30)   # a run holds its calendars at most this long (runs take seconds)
 
 
 @dataclass
@@ -160,6 +165,21 @@ def plan_rules(rules: MappingRules, confirm_deletes: bool = False) -> PlanRules:
                      confirm_deletes=confirm_deletes)
 
 
+def holder_gone(holder: str) -> bool:
+    """A lease holder ("host:pid:run") that was a process on this machine which no longer exists."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:   # alive, owned by someone else
+        return False
+    return False
+
+
 class SyncEngine:
     def __init__(self, db: Database, retrier: Retrier | None = None,
                  after_write: Callable[[str, Write], None] | None = None,
@@ -174,12 +194,20 @@ class SyncEngine:
                   confirm_deletes: bool = False) -> RunReport:
         started = time.monotonic()
         report = RunReport(run_id=None)
+        calendars = [side.calendar_id for side in (pair.a, pair.b) if side is not None]
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if not dry_run:
-            with self.db.transaction() as s:
-                run = SyncRun(tenant_id=pair.tenant_id, user_id=pair.user_id, trigger=trigger)
-                s.add(run)
-                s.flush()
-                report.run_id = run.id
+            try:
+                with self.db.transaction() as s:
+                    repo.take_leases(s, calendars, holder, LEASE, gone=holder_gone)
+                    run = SyncRun(tenant_id=pair.tenant_id, user_id=pair.user_id, trigger=trigger)
+                    s.add(run)
+                    s.flush()
+                    report.run_id = run.id
+            except repo.LeaseHeld:   # another process is syncing these calendars right now: never two at once
+                report.status = "skipped"
+                report.notes.append("another run is syncing these calendars; skipped")
+                return report
         try:
             await self._run(pair, report, dry_run, confirm_deletes)
         except AuthExpired as exc:
@@ -191,6 +219,10 @@ class SyncEngine:
         except ConnectorError as exc:
             report.status = "failed"
             report.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            if not dry_run:
+                with self.db.transaction() as s:
+                    repo.drop_leases(s, calendars, holder)
         report.duration_ms = int((time.monotonic() - started) * 1000)
         SYNC_RUNS.labels(status=report.status).inc()
         if not dry_run:
