@@ -10,11 +10,8 @@ import sys
 from datetime import timedelta
 
 import pytest
-from exchangelib import DELEGATE, Account, CalendarItem, Configuration, Credentials, EWSDateTime, EWSTimeZone
-from exchangelib.folders import Calendar, Root
+from exchangelib import CalendarItem, EWSDateTime
 from exchangelib.items import SEND_TO_NONE
-from exchangelib.properties import DistinguishedFolderId, Mailbox
-from exchangelib.version import EXCHANGE_2013_SP1, Version
 
 from conftest import link_sandbox_zoom, make_context, sync_first_pair
 from zoomcal.connectors.ews.connector import EwsConnector
@@ -35,29 +32,28 @@ def anyio_backend():
     return "asyncio"
 
 
-def outlook(url: str, email: str, password: str):
+def outlook(world, base: str, email: str):
     """Another Exchange client (as Outlook would be): exchangelib on the same mailbox, outside zoomcal."""
-    config = Configuration(service_endpoint=url, credentials=Credentials(email, password), auth_type="basic",
-                           version=Version(build=EXCHANGE_2013_SP1))
-    account = Account(email, config=config, autodiscover=False, access_type=DELEGATE,
-                      default_timezone=EWSTimeZone("UTC"))
-    box = Mailbox(email_address=email)
-    root = Root(account=account, _distinguished_id=DistinguishedFolderId(id="root", mailbox=box))
-    return account, Calendar(root=root, _distinguished_id=DistinguishedFolderId(id="calendar", mailbox=box))
+    return SandboxActor(world, base_url=base).ews_client(email)
 
 
-async def test_two_way_with_zoom(served_world, tmp_path):
+@pytest.fixture
+def eva(served_world, tmp_path):
+    """Eva: Zoom meetings and an Exchange calendar (basic auth) linked; (world, base, ctx, info, actor, engine)."""
     world, base = served_world
-    url = f"{base}/ews/EWS/Exchange.asmx"
     ctx = make_context(world, tmp_path)
     ctx.settings.allow_private_urls = True
     info = world.add_user("eva@example.com", "Eva", "Europe/Paris")
     add_user(ctx, "eva@example.com")
     link_sandbox_zoom(ctx, world, "eva@example.com", info)
-    add_account(ctx, "eva@example.com", "ews", {"url": url, "auth": "basic"},
+    add_account(ctx, "eva@example.com", "ews", {"url": f"{base}/ews/EWS/Exchange.asmx", "auth": "basic"},
                 {"username": "eva@example.com", "password": info["ews_password"]}, "eva@example.com", "Exchange")
-    actor = SandboxActor(world, transport=world.transport())
-    engine = SyncEngine(ctx.db)
+    yield world, base, ctx, info, SandboxActor(world, transport=world.transport()), SyncEngine(ctx.db)
+    ctx.db.dispose()
+
+
+async def test_two_way_with_zoom(eva):
+    world, base, ctx, info, actor, engine = eva
 
     async def sync(**kw):
         return await sync_first_pair(ctx, engine, **kw)
@@ -73,7 +69,7 @@ async def test_two_way_with_zoom(served_world, tmp_path):
     assert series["tz"] == "Romance Standard Time"      # written with the Windows name, as Outlook does
 
     # Outlook: rename the series, move the 2nd occurrence, cancel the 3rd, add an event marked for Zoom
-    account, folder = outlook(url, "eva@example.com", info["ews_password"])
+    account, folder = outlook(world, base, "eva@example.com")
     (master,) = account.fetch(ids=[(series["id"], None)], folder=folder)
     master.subject = "Weekly sync"
     master.save(update_fields=["subject"])
@@ -167,7 +163,7 @@ def test_cli_links_an_exchange_account_and_syncs(served_world, tmp_path):
     world, base = served_world
     url = f"{base}/ews/EWS/Exchange.asmx"
     info = world.add_user("zoe@example.com", "Zoe", "Europe/Paris")
-    account, folder = outlook(url, "zoe@example.com", info["ews_password"])
+    account, folder = outlook(world, base, "zoe@example.com")
     start = (now_utc() + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
     CalendarItem(account=account, folder=folder, subject="Dentist", start=EWSDateTime.from_datetime(start),
                  end=EWSDateTime.from_datetime(start + timedelta(minutes=45))).save()
@@ -316,28 +312,18 @@ async def test_throttling_is_a_rate_limit_with_the_servers_back_off(served_world
     await conn.aclose()
 
 
-async def test_a_create_whose_answer_was_lost_is_found_not_repeated(served_world, tmp_path):
+async def test_a_create_whose_answer_was_lost_is_found_not_repeated(eva):
     """Exchange carried out CreateItem but the answer never came back: the retried create finds the item by
     our extended property instead of making a second one."""
     from sqlalchemy import select
 
     from zoomcal.store.models import SyncLogEntry
 
-    world, base = served_world
-    url = f"{base}/ews/EWS/Exchange.asmx"
-    ctx = make_context(world, tmp_path)
-    ctx.settings.allow_private_urls = True
-    info = world.add_user("eva@example.com", "Eva", "Europe/Paris")
-    add_user(ctx, "eva@example.com")
-    link_sandbox_zoom(ctx, world, "eva@example.com", info)
-    add_account(ctx, "eva@example.com", "ews", {"url": url},
-                {"username": "eva@example.com", "password": info["ews_password"]}, "eva@example.com", "Exchange")
-    actor = SandboxActor(world, transport=world.transport())
+    world, base, ctx, info, actor, engine = eva
     start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
     await actor.zoom_create(info["zoom_user_id"], topic="Kickoff", type=2, start_time=fmt_instant(start),
                             duration=30, timezone="Europe/Paris")
     world.ews.lose["CreateItem"] = 1
-    engine = SyncEngine(ctx.db)
     report = await sync_first_pair(ctx, engine)
     assert report.status == "ok", report.errors
     assert [i["subject"] for i in world.ews.items["eva@example.com"].values()] == ["Kickoff"]

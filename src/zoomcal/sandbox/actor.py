@@ -105,7 +105,8 @@ class SandboxActor:
         await self.client.aclose()
 
     # Exchange (EWS): an Outlook-like client on the served sandbox, through exchangelib as a real one would
-    def _ews(self, email: str):
+    def ews_client(self, email: str):
+        """(exchangelib Account, calendar folder) signed in as `email` on the served sandbox."""
         from exchangelib import DELEGATE, Account, Configuration, Credentials, EWSTimeZone, Version
         from exchangelib.folders import Calendar, Root
         from exchangelib.properties import DistinguishedFolderId, Mailbox
@@ -131,7 +132,7 @@ class SandboxActor:
         from zoomcal.domain.timeutil import to_datetime
 
         def insert() -> str:
-            account, folder = self._ews(email)
+            account, folder = self.ews_client(email)
             all_day = len(start) == 10
             item = CalendarItem(account=account, folder=folder, subject=subject, body=body or None,
                                 location=location or None, legacy_free_busy_status=free_busy, is_all_day=all_day)
@@ -149,7 +150,7 @@ class SandboxActor:
         import asyncio
 
         def update() -> None:
-            account, folder = self._ews(email)
+            account, folder = self.ews_client(email)
             (item,) = account.fetch(ids=[(item_id, None)], folder=folder)
             for name, value in fields.items():
                 setattr(item, name, value)
@@ -162,7 +163,7 @@ class SandboxActor:
         import asyncio
 
         def cancel() -> None:
-            account, folder = self._ews(email)
+            account, folder = self.ews_client(email)
             (master,) = account.fetch(ids=[(item_id, None)], folder=folder)
             master.occurrence(index).delete()
 
