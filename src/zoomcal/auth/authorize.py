@@ -19,7 +19,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from zoomcal.errors import AuthExpired, ConfigError
 
-PAGE = ("<!doctype html><title>zoomcal</title><p>{}</p>")
+PAGE = "<!doctype html><title>zoomcal</title><p>{}</p>"
 
 
 @dataclass(frozen=True)

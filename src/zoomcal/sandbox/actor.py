@@ -108,18 +108,16 @@ class SandboxActor:
     def ews_client(self, email: str):
         """(exchangelib Account, calendar folder) signed in as `email` on the served sandbox."""
         from exchangelib import DELEGATE, Account, Configuration, Credentials, EWSTimeZone, Version
-        from exchangelib.folders import Calendar, Root
-        from exchangelib.properties import DistinguishedFolderId, Mailbox
         from exchangelib.version import EXCHANGE_2013_SP1
+
+        from zoomcal.connectors.ews.connector import mailbox_calendar
 
         url = str(self.client.base_url).rstrip("/") + "/ews/EWS/Exchange.asmx"
         config = Configuration(service_endpoint=url, credentials=Credentials(email, self.world.ews.passwords[email]),
                                auth_type="basic", version=Version(build=EXCHANGE_2013_SP1))
         account = Account(email, config=config, autodiscover=False, access_type=DELEGATE,
                           default_timezone=EWSTimeZone("UTC"))
-        box = Mailbox(email_address=email)
-        root = Root(account=account, _distinguished_id=DistinguishedFolderId(id="root", mailbox=box))
-        return account, Calendar(root=root, _distinguished_id=DistinguishedFolderId(id="calendar", mailbox=box))
+        return account, mailbox_calendar(account, email)
 
     async def ews_insert(self, email: str, subject: str, start: str, end: str, *, tz: str | None = None,
                          location: str = "", body: str = "", free_busy: str = "Busy") -> str:

@@ -101,6 +101,13 @@ class NoDtdAdapter(requests.adapters.HTTPAdapter):
 BaseProtocol.HTTP_ADAPTER_CLS = NoDtdAdapter
 
 
+def mailbox_calendar(account: Account, email: str) -> Calendar:
+    """The mailbox's calendar folder, addressed by its distinguished id (no folder walk, no request)."""
+    mailbox = Mailbox(email_address=email)
+    root = Root(account=account, _distinguished_id=DistinguishedFolderId(id="root", mailbox=mailbox))
+    return Calendar(root=root, _distinguished_id=DistinguishedFolderId(id="calendar", mailbox=mailbox))
+
+
 def _credentials(auth: str, username: str | None, secret: str | None):
     if auth == "oauth":
         from exchangelib import OAuth2AuthorizationCodeCredentials
@@ -153,9 +160,7 @@ class EwsConnector:
                                retry_policy=FailFast(), max_connections=2)
         self.account = Account(email, config=config, autodiscover=False, access_type=DELEGATE,
                                default_timezone=EWSTimeZone("UTC"))
-        mailbox = Mailbox(email_address=email)
-        root = Root(account=self.account, _distinguished_id=DistinguishedFolderId(id="root", mailbox=mailbox))
-        self.folder = Calendar(root=root, _distinguished_id=DistinguishedFolderId(id="calendar", mailbox=mailbox))
+        self.folder = mailbox_calendar(self.account, email)
 
     async def _run(self, fn: Callable[[], T], requests: int = 1) -> T:
         self.calls += requests
