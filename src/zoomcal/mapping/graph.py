@@ -21,13 +21,7 @@ from zoomcal.domain.recurrence import (
 )
 from zoomcal.domain.timeutil import UTC, check_zone, fmt_instant, is_date, to_datetime, windows_name, zone
 from zoomcal.errors import InvalidItem
-from zoomcal.mapping.joininfo import (
-    append_description,
-    parse_join_block,
-    referenced_meeting,
-    split_description,
-    wants_meeting,
-)
+from zoomcal.mapping.joininfo import append_description, join_in_body, split_description
 from zoomcal.mapping.rules import MappingRules
 
 DAYS = {"monday": "MO", "tuesday": "TU", "wednesday": "WE", "thursday": "TH", "friday": "FR", "saturday": "SA",
@@ -208,10 +202,9 @@ def event_item_parts(event: dict[str, Any], rules: MappingRules) -> tuple[dict[s
     content = event_to_content(event)
     body = str((event.get("body") or {}).get("content") or "")
     content["description"] = split_description(body, rules)
-    content["join"] = parse_join_block(body, rules)
     location = ((event.get("location") or {}).get("displayName")) or ""
-    peer_ref = referenced_meeting((content["join"] or {}).get("meeting_id"), location, body)
-    return content, peer_ref, wants_meeting(location, body, rules)
+    content["join"], peer_ref, wants_peer = join_in_body(body, location, rules)
+    return content, peer_ref, wants_peer
 
 
 def event_write_body(content: dict[str, Any], rules: MappingRules) -> tuple[dict[str, Any], list[str]]:

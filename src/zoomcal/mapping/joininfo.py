@@ -65,3 +65,11 @@ def parse_join_block(text: str | None, rules: MappingRules) -> dict[str, str] | 
         return None
     return {"meeting_id": fields["Meeting ID"], "join_url": fields.get("Join", ""),
             "passcode": fields.get("Passcode", "")}
+
+
+def join_in_body(body: str, location: str, rules: MappingRules) -> tuple[dict[str, str] | None, str | None, bool]:
+    """For a calendar that keeps join info only in the text: (join info from the join block, the Zoom meeting
+    the event points at, whether it asks for a meeting)."""
+    join = parse_join_block(body, rules)
+    return join, referenced_meeting((join or {}).get("meeting_id"), location, body), \
+        wants_meeting(location, body, rules)

@@ -150,8 +150,7 @@ class GoogleConnector:
     async def update(self, item_id: str, content: dict[str, Any], etag: str | None, key: str,
                      current: list[dict[str, Any]]) -> WriteResult:
         start_calls = self.api.calls
-        masters = [r for r in current if not r.get("recurringEventId")]
-        master = masters[0] if masters else (await self.get(item_id))[0]
+        master = await self._master(item_id, current)
         marker = private_props(master).get(PRIVATE_EVENT) or key
         body = content_to_event(content, self.rules, marker)
         patch = master_patch(master, body)
@@ -170,6 +169,11 @@ class GoogleConnector:
         exceptions = [r for r in current if r.get("recurringEventId")]
         raws = [master, *await self._write_exceptions(master, content, exceptions)]
         return self._result(raws, start_calls)
+
+    async def _master(self, item_id: str, current: list[dict[str, Any]]) -> dict[str, Any]:
+        """The series master among the raws we hold, else as the calendar has it now."""
+        masters = [r for r in current if not r.get("recurringEventId")]
+        return masters[0] if masters else (await self.get(item_id))[0]
 
     async def _write_exceptions(self, master: dict[str, Any], content: dict[str, Any],
                                 existing: list[dict[str, Any]]) -> list[dict[str, Any]]:

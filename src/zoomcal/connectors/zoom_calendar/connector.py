@@ -22,9 +22,8 @@ from zoomcal.connectors.base import Capabilities, Item, WriteResult
 from zoomcal.connectors.google.connector import GoogleConnector, master_patch
 from zoomcal.domain.timeutil import fmt_instant, to_datetime
 from zoomcal.errors import InvalidItem, NotFound
-from zoomcal.mapping.google import content_to_event, series_to_content, wants_zoom
-from zoomcal.mapping.joininfo import parse_join_block
-from zoomcal.mapping.joininfo import referenced_meeting as joininfo_reference
+from zoomcal.mapping.google import content_to_event, series_to_content
+from zoomcal.mapping.joininfo import join_in_body
 
 NO_OCCURRENCE_EDITS = ("Zoom Calendar's API does not say which occurrence an instance replaces, so moved or changed "
                        "occurrences are not written there: {}")
@@ -44,12 +43,9 @@ class ZoomCalendarConnector(GoogleConnector):
             return None
         master = masters[0]
         content = series_to_content(master, [], self.rules)
-        description = master.get("description") or ""
-        content["join"] = parse_join_block(description, self.rules)
-        peer_ref = joininfo_reference((content["join"] or {}).get("meeting_id"), master.get("location") or "",
-                                      description)
-        return Item(master["id"], content, etag=None, marker=None, peer_ref=peer_ref,
-                    wants_peer=wants_zoom(master, self.rules))
+        content["join"], peer_ref, wants_peer = join_in_body(master.get("description") or "",
+                                                             master.get("location") or "", self.rules)
+        return Item(master["id"], content, etag=None, marker=None, peer_ref=peer_ref, wants_peer=wants_peer)
 
     def _body(self, content: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         body = content_to_event(content, self.rules, None)
@@ -86,8 +82,7 @@ class ZoomCalendarConnector(GoogleConnector):
     async def update(self, item_id: str, content: dict[str, Any], etag: str | None, key: str,
                      current: list[dict[str, Any]]) -> WriteResult:
         start_calls = self.api.calls
-        masters = [r for r in current if not r.get("recurringEventId")]
-        master = masters[0] if masters else (await self.get(item_id))[0]
+        master = await self._master(item_id, current)
         body, notes = self._body(content)
         patch = master_patch(master, body)
         if master.get("status") == "cancelled":
