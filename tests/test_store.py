@@ -137,3 +137,15 @@ def test_leases_one_holder_at_a_time(any_db):
         repo.drop_leases(s, [cal_id], "host:2:b")          # not the holder: nothing happens
     with pytest.raises(repo.LeaseHeld), any_db.transaction() as s:
         repo.take_leases(s, [cal_id], "host:2:b", timedelta(minutes=5))
+
+
+def test_migrations_match_the_models(any_db):
+    """What the migrations build is what the models describe (a model change without its migration fails)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from zoomcal.store.models import Base
+
+    with any_db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata)
+    assert diff == []

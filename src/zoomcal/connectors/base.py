@@ -30,7 +30,8 @@ class Capabilities:
     incremental: bool = True       # has a change cursor (otherwise every listing is complete)
     push: bool = False
     max_page_size: int = 250
-    writes_per_day: int | None = None
+    writes_per_day: int | None = None   # provider cap on creates + updates per account and UTC day
+    writable: bool = True               # False: a read-only source (an ICS feed); never written
 
 
 @dataclass(frozen=True)

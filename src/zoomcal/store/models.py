@@ -62,6 +62,24 @@ class Account(Base):
     secret: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="ok")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # the current access token, sealed, shared by every process (refreshed by one of them at a time)
+    access_token: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    access_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # bumped whenever credentials or configuration change: connectors built from an older revision are rebuilt
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WriteQuota(Base):
+    """Writes made through one account on one UTC day, for providers that cap them (Zoom: 100 meeting
+    creates/updates per user per day)."""
+
+    __tablename__ = "write_quotas"
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Calendar(Base):

@@ -23,7 +23,7 @@ from zoomcal.net import Resolver, check_url, system_resolver
 
 class IcsConnector:
     name = "ics"
-    capabilities = Capabilities(recurrence=True, occurrence_edits=False, incremental=False)
+    capabilities = Capabilities(recurrence=True, occurrence_edits=False, incremental=False, writable=False)
 
     def __init__(self, source: str, rules: MappingRules, *, allow_private: bool = False,
                  transport: httpx.AsyncBaseTransport | None = None, resolve: Resolver = system_resolver,
