@@ -27,10 +27,9 @@ async def _api_calls() -> tuple[int, int, int]:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import link_sandbox_user, make_context
+    from conftest import build_pairs, close_pairs, link_sandbox_user, make_context
     from zoomcal.sandbox.actor import SandboxActor
     from zoomcal.sandbox.world import SandboxWorld
-    from zoomcal.service import build_pairs, close_pairs
     from zoomcal.sync.engine import SyncEngine
 
     world = SandboxWorld()
@@ -41,14 +40,14 @@ async def _api_calls() -> tuple[int, int, int]:
         for i in range(MEETINGS):
             await actor.zoom_create(user["zoom_user_id"], topic=f"M{i}", type=2,
                                     start_time=f"2026-05-{1 + i % 28:02d}T{8 + i % 9:02d}:00:00Z", duration=30)
-        engine = SyncEngine(ctx.db)
+        engine = SyncEngine(ctx.store)
 
         async def sync():
             pairs = build_pairs(ctx)
             try:
                 return await engine.run(pairs[0])
             finally:
-                await close_pairs(pairs)
+                await close_pairs(ctx)
 
         await sync()
         meetings = sorted(world.zoom.meetings)
@@ -65,7 +64,7 @@ async def _api_calls() -> tuple[int, int, int]:
         await sync()
         calls = world.api_calls() - before
         noop = await sync()
-        ctx.db.dispose()
+        ctx.store.dispose()
         await actor.aclose()
         return calls, noop.writes, 2 + EDITS * 2 + EDITS
 

@@ -47,7 +47,7 @@ async def _presence_writes() -> int:
         ctx = make_context(world, Path(tmp))
         link_sandbox_user(ctx, world, "p@example.com")
         now = now_utc()
-        with ctx.db.transaction() as s:
+        with ctx.store.transaction() as s:
             user = s.scalars(select(User)).one()
             content = make_content(title="change", start=fmt_instant(now - timedelta(minutes=5)),
                                    end=fmt_instant(now + timedelta(minutes=25)))
@@ -55,10 +55,10 @@ async def _presence_writes() -> int:
             s.flush()
             intervals.refresh_events(s, user.tenant_id, user.id, {"ev": content}, now - timedelta(days=1),
                                      now + timedelta(days=1))
-        service = PresenceService(ctx, BusyIndex.load(ctx.db))
+        service = PresenceService(ctx, BusyIndex.load(ctx.store))
         for i in range(5):
             await service.evaluate(user, now + timedelta(seconds=i))
-        ctx.db.dispose()
+        ctx.store.dispose()
         return world.zoom_calls.get("writes", 0)
 
 

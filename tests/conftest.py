@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from zoomcal.app import sync as app_sync
+from zoomcal.app import users
+from zoomcal.app.context import CLI, Actor, AppContext, open_services
 from zoomcal.auth.vault import new_key_spec
 from zoomcal.config import Settings
 from zoomcal.sandbox.world import SandboxWorld
-from zoomcal.service import Context, add_account, add_user
 from zoomcal.store.db import Database
+from zoomcal.store.models import Account, Calendar, Tenant, User
 
 PG_URL = os.environ.get("ZOOMCAL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SANDBOX = "http://sandbox"
@@ -57,14 +60,20 @@ def _fresh_pg(url: str) -> Database:
         for table in tables:
             conn.execute(sa.text(f'drop table if exists "{table}" cascade'))
     db.dispose()
-    return Database(url)
+    return _migrated(url)
+
+
+def _migrated(url: str) -> Database:
+    db = Database(url)
+    db.upgrade()
+    return db
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_db(request, tmp_path):
     """The store on both backends (PostgreSQL for real)."""
     if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path / 'store.db'}")
+        db = _migrated(f"sqlite:///{tmp_path / 'store.db'}")
     else:
         db = _fresh_pg(request.getfixturevalue("pg_schema_url"))
     yield db
@@ -73,25 +82,68 @@ def any_db(request, tmp_path):
 
 @pytest.fixture
 def sqlite_db(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'store.db'}")
+    db = _migrated(f"sqlite:///{tmp_path / 'store.db'}")
     yield db
     db.dispose()
 
 
-def make_context(world: SandboxWorld, data_dir: Path, database_url: str | None = None,
-                 rules_overrides: dict | None = None) -> Context:
+def make_context(world: SandboxWorld | None, data_dir: Path, database_url: str | None = None,
+                 rules_overrides: dict | None = None, tenant: str = "default", actor: Actor = CLI) -> AppContext:
+    """An application context on a fresh, migrated store (SQLite in `data_dir` unless a URL is given), talking to
+    the sandbox world in-process."""
     settings = Settings(data_dir=data_dir, database_url=database_url or f"sqlite:///{data_dir / 'zc.db'}",
                         vault_keys=new_key_spec("t1"))
-    ctx = Context.from_settings(settings, transport=world.transport())
-    if rules_overrides:
-        from zoomcal.store import repo
+    db = Database(settings.resolved_database_url())
+    db.upgrade()
+    with db.transaction() as s:
+        if s.scalar(sa.select(Tenant).where(Tenant.name == tenant)) is None:
+            s.add(Tenant(name=tenant, mapping_rules=rules_overrides or None))
+    db.dispose()
+    services = open_services(settings, transport=world.transport() if world is not None else None)
+    return services.context(tenant, actor)
 
-        with ctx.db.transaction() as s:
-            repo.get_or_create_tenant(s, "default").mapping_rules = rules_overrides
-    return ctx
+
+def add_user(ctx: AppContext, email: str, name: str = ""):
+    return users.add(ctx, email, name)
 
 
-def link_sandbox_zoom(ctx: Context, world: SandboxWorld, email: str, info: dict, zoom_mode: str = "account") -> None:
+def add_account(ctx: AppContext, email: str, provider: str, config: dict, secret: dict, calendar_id: str,
+                calendar_name: str = "", receives_meetings: bool | None = None) -> int:
+    """Store an account as a link would, without asking the provider first (tests that arrange state; linking as
+    a person does, checked with the provider, is `zoomcal.app.accounts.link`). Returns the account id."""
+    from zoomcal.app.accounts import set_meetings_calendar
+    from zoomcal.connectors import registry
+
+    role = registry.get(provider).role
+    with ctx.store.transaction() as s:
+        user = s.scalar(sa.select(User).where(User.email == email))
+        account = Account(tenant_id=ctx.tenant_id, user_id=user.id, provider=provider, external_id=calendar_id,
+                          config=config, secret=ctx.vault.seal(secret) if secret else None)
+        s.add(account)
+        s.flush()
+        mine = list(s.scalars(sa.select(Calendar).where(Calendar.user_id == user.id)))
+        calendar = Calendar(tenant_id=ctx.tenant_id, user_id=user.id, account_id=account.id, remote_id=calendar_id,
+                            name=calendar_name or calendar_id, role=role, receives_meetings=False)
+        s.add(calendar)
+        s.flush()
+        if receives_meetings is None:
+            receives_meetings = role == "calendar" and not any(c.receives_meetings for c in mine)
+        if receives_meetings:
+            set_meetings_calendar(s, user, calendar.id)
+        return account.id
+
+
+def build_pairs(ctx: AppContext, email: str | None = None):
+    return app_sync.pairs(ctx, email)
+
+
+async def close_pairs(ctx: AppContext) -> None:
+    """Close the connectors the context's services built (the next pairs get new ones)."""
+    await ctx.services.aclose()
+
+
+def link_sandbox_zoom(ctx: AppContext, world: SandboxWorld, email: str, info: dict,
+                      zoom_mode: str = "account") -> None:
     """The user's Zoom account on the sandbox (server-to-server, or user OAuth with a refresh token)."""
     zoom_secret = {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret}
     if zoom_mode == "account":
@@ -102,18 +154,16 @@ def link_sandbox_zoom(ctx: Context, world: SandboxWorld, email: str, info: dict,
                 zoom_secret, info["zoom_user_id"])
 
 
-async def sync_first_pair(ctx: Context, engine, **kwargs):
+async def sync_first_pair(ctx: AppContext, engine, **kwargs):
     """One run of the first sync pair, connectors closed afterwards."""
-    from zoomcal.service import build_pairs, close_pairs
-
     pairs = build_pairs(ctx)
     try:
         return await engine.run(pairs[0], **kwargs)
     finally:
-        await close_pairs(pairs)
+        await close_pairs(ctx)
 
 
-def link_sandbox_user(ctx: Context, world: SandboxWorld, email: str, name: str = "", tz: str = "UTC",
+def link_sandbox_user(ctx: AppContext, world: SandboxWorld, email: str, name: str = "", tz: str = "UTC",
                       zoom_mode: str = "account") -> dict:
     info = world.add_user(email, name, tz)
     add_user(ctx, email, name)

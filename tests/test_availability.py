@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from conftest import link_sandbox_user, make_context
+from conftest import build_pairs, close_pairs, link_sandbox_user, make_context
 from zoomcal.availability import intervals
 from zoomcal.availability.booking import book, inbound_conflicts
 from zoomcal.availability.index import BusyIndex, epoch, merge
@@ -17,7 +17,6 @@ from zoomcal.domain.content import make_content
 from zoomcal.domain.timeutil import UTC, now_utc
 from zoomcal.mapping.google import show_as
 from zoomcal.mapping.rules import DEFAULT_RULES
-from zoomcal.service import build_pairs, close_pairs
 from zoomcal.store import repo
 from zoomcal.store.models import AvailabilitySettings, BusyInterval, User
 from zoomcal.sync.engine import SyncEngine
@@ -108,7 +107,7 @@ def synced(world, tmp_path, request):
     ctx = make_context(world, tmp_path, database_url)
     user = link_sandbox_user(ctx, world, "b@example.com", "B", "UTC")
     yield ctx, user
-    ctx.db.dispose()
+    ctx.store.dispose()
 
 
 def _future(hours: int) -> datetime:
@@ -118,7 +117,7 @@ def _future(hours: int) -> datetime:
 @pytest.mark.parametrize("synced", ["sqlite", "postgresql"], indirect=True)
 def test_fifty_concurrent_overlapping_bookings_one_wins(synced):
     ctx, _user = synced
-    with ctx.db.session() as s:
+    with ctx.store.session() as s:
         user_id = s.scalar(select(User.id))
     results: list = []
     barrier = threading.Barrier(50)
@@ -126,7 +125,7 @@ def test_fifty_concurrent_overlapping_bookings_one_wins(synced):
     def attempt(i: int) -> None:
         barrier.wait()
         start = _future(10) + timedelta(minutes=i % 5)      # every attempt overlaps every other one
-        results.append(book(ctx.db, user_id, start, start + timedelta(minutes=30), f"race {i}", DEFAULT_RULES))
+        results.append(book(ctx.store, user_id, start, start + timedelta(minutes=30), f"race {i}", DEFAULT_RULES))
 
     threads = [threading.Thread(target=attempt, args=(i,)) for i in range(50)]
     for t in threads:
@@ -136,7 +135,7 @@ def test_fifty_concurrent_overlapping_bookings_one_wins(synced):
     winners = [r for r in results if r.booked]
     assert len(results) == 50 and len(winners) == 1
     assert all(r.conflict and r.conflict["event_id"] == winners[0].event_id for r in results if not r.booked)
-    with ctx.db.session() as s:
+    with ctx.store.session() as s:
         assert s.scalar(select(__import__("sqlalchemy").func.count()).select_from(BusyInterval)) == 1
 
 
@@ -144,22 +143,22 @@ def test_fifty_concurrent_overlapping_bookings_one_wins(synced):
 @pytest.mark.parametrize("synced", ["sqlite"], indirect=True)
 async def test_booking_fans_out_through_the_engine_and_blocks(synced, world):
     ctx, user = synced
-    with ctx.db.session() as s:
+    with ctx.store.session() as s:
         user_id = s.scalar(select(User.id))
     start = _future(9)
-    first = book(ctx.db, user_id, start, start + timedelta(hours=1), "Review", DEFAULT_RULES, zoom=True,
+    first = book(ctx.store, user_id, start, start + timedelta(hours=1), "Review", DEFAULT_RULES, zoom=True,
                  attendees=["x@example.com"])
     assert first.booked
-    clash = book(ctx.db, user_id, start + timedelta(minutes=30), start + timedelta(hours=2), "Other", DEFAULT_RULES)
+    clash = book(ctx.store, user_id, start + timedelta(minutes=30), start + timedelta(hours=2), "Other", DEFAULT_RULES)
     assert not clash.booked and clash.conflict["title"] == "Review"
     pairs = build_pairs(ctx)
-    report = await SyncEngine(ctx.db).run(pairs[0])
-    await close_pairs(pairs)
+    report = await SyncEngine(ctx.store).run(pairs[0])
+    await close_pairs(ctx)
     assert report.status == "ok" and report.writes == 2
     meeting = next(iter(world.zoom.meetings.values()))
     event = next(iter(world.google.calendars[user["google_calendar_id"]].events.values()))
     assert meeting["topic"] == "Review" and event["location"] == meeting["join_url"]
-    index = BusyIndex.load(ctx.db)
+    index = BusyIndex.load(ctx.store)
     assert index.state_at(user_id, epoch(start) + 60) == ("busy", first.event_id)
 
 
@@ -171,7 +170,7 @@ def anyio_backend():
 @pytest.mark.parametrize("synced", ["sqlite"], indirect=True)
 def test_inbound_conflicts_are_listed(synced):
     ctx, _ = synced
-    with ctx.db.transaction() as s:
+    with ctx.store.transaction() as s:
         user = s.scalars(select(User)).one()
         s.add(AvailabilitySettings(user_id=user.id, timezone="UTC"))
         for ev_id, start, end in [("e1", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z"),
@@ -183,7 +182,7 @@ def test_inbound_conflicts_are_listed(synced):
             intervals.refresh_events(s, user.tenant_id, user.id, {ev_id: content}, LO.replace(month=11),
                                      HI.replace(year=2027), "UTC")
         user_id = user.id
-    found = inbound_conflicts(ctx.db, user_id, datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))
+    found = inbound_conflicts(ctx.store, user_id, datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))
     pairs = [(c["first"]["event_id"], c["second"]["event_id"], c["overlap_minutes"]) for c in found]
     assert pairs == [("e1", "e2", 30)]
 
@@ -192,7 +191,7 @@ def test_inbound_conflicts_are_listed(synced):
 def test_the_window_rolls_forward_for_recurring_events(synced):
     ctx, _ = synced
     now = now_utc()
-    with ctx.db.transaction() as s:
+    with ctx.store.transaction() as s:
         user = s.scalars(select(User)).one()
         daily = make_content(title="daily", start="2026-01-05T08:00:00Z", end="2026-01-05T08:15:00Z",
                              rrule="FREQ=DAILY")

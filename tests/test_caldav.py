@@ -6,11 +6,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from conftest import link_sandbox_zoom, make_context, new_collection, sync_first_pair
+from conftest import add_account, add_user, link_sandbox_zoom, make_context, new_collection, sync_first_pair
 from zoomcal.connectors.caldav.connector import discover, parse_xml
 from zoomcal.errors import InvalidItem
 from zoomcal.sandbox.actor import SandboxActor
-from zoomcal.service import add_account, add_user
 from zoomcal.store.models import Cursor
 from zoomcal.sync.engine import SyncEngine
 
@@ -52,7 +51,7 @@ async def test_two_way_with_zoom(world, tmp_path, radicale):
     link_sandbox_zoom(ctx, world, "ada@example.com", info)
     add_account(ctx, "ada@example.com", "caldav", {}, {"username": "ada", "password": "x"}, collection, "Work")
     actor = SandboxActor(world, transport=world.transport())
-    engine = SyncEngine(ctx.db)
+    engine = SyncEngine(ctx.store)
 
     async def sync(**kw):
         return await sync_first_pair(ctx, engine, **kw)
@@ -87,7 +86,7 @@ async def test_two_way_with_zoom(world, tmp_path, radicale):
     assert planning["join_url"] in plan_ics and "UID:plan-1@other" in plan_ics    # join written back, UID kept
     assert (await sync()).writes == 0
     # an expired sync token: full listing, nothing duplicated
-    with ctx.db.transaction() as s:
+    with ctx.store.transaction() as s:
         for cursor in s.scalars(select(Cursor)):
             if cursor.value and cursor.value.startswith("http"):
                 cursor.value = "http://radicale.org/ns/sync/0000"
@@ -98,7 +97,7 @@ async def test_two_way_with_zoom(world, tmp_path, radicale):
     await sync()
     assert "Planning" not in [m["topic"] for m in world.zoom.meetings.values()]
     assert len(_resources(collection)) == 1
-    ctx.db.dispose()
+    ctx.store.dispose()
 
 
 async def test_server_without_sync_collection_gets_an_explicit_etag_listing():

@@ -157,6 +157,7 @@ def test_availability_slots_booking_and_presence_commands(env, tmp_path):
 
     from zoomcal.domain.timeutil import fmt_instant, now_utc
 
+    assert run("init").exit_code == 0
     assert run("user", "add", "ana@example.com").exit_code == 0
     assert run("user", "add", "bo@example.com").exit_code == 0
     shown = json.loads(run("settings", "--user", "ana@example.com", "--tz", "Europe/Berlin", "--hours",
@@ -217,6 +218,7 @@ def test_ics_feed_account_from_the_command_line(env, tmp_path):
         title="Team offsite", start=fmt_instant(start), end=fmt_instant(start.replace(hour=(start.hour + 1) % 24)
                                                                           if start.hour < 23 else start),
         timezone="Europe/Rome")}))
+    assert run("init").exit_code == 0
     assert run("user", "add", "ics@example.com").exit_code == 0
     assert run("account", "add", "ics", "--user", "ics@example.com").exit_code == 1        # --url is required
     assert run("account", "add", "ics", "--user", "ics@example.com", "--url", "http://127.0.0.1/x.ics").exit_code == 1
@@ -237,6 +239,7 @@ def test_sync_with_presence_follows_the_calendar(env, monkeypatch):
     server = BackgroundServer(world).start()
     try:
         info = world.add_user("pia@example.com", "Pia", "UTC")
+        run("init")
         run("user", "add", "pia@example.com")
         monkeypatch.setenv("ZC_Z", world.zoom.client_secret)
         monkeypatch.setenv("ZC_G", world.google.client_secret)

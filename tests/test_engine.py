@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from conftest import link_sandbox_user, make_context, sync_first_pair
+from conftest import build_pairs, link_sandbox_user, make_context, sync_first_pair
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.verify import compare_user
-from zoomcal.service import build_pairs
 from zoomcal.store.models import Account, Event, ReviewItem, SyncLogEntry
 from zoomcal.sync.engine import SimulatedCrash, SyncEngine
 from zoomcal.sync.retry import Retrier
@@ -40,7 +39,7 @@ class Harness:
                 self.crash_after = None
                 raise SimulatedCrash()
 
-        self.engine = SyncEngine(self.ctx.db, retrier=Retrier(max_retries=3, sleep=sleep, seed=3),
+        self.engine = SyncEngine(self.ctx.store, retrier=Retrier(max_retries=3, sleep=sleep, seed=3),
                                  after_write=after_write)
 
     async def sync(self, **kw):
@@ -50,7 +49,7 @@ class Harness:
         return compare_user(self.world, self.user["zoom_user_id"], self.user["google_calendar_id"])
 
     def log(self, level=None):
-        with self.ctx.db.session() as s:
+        with self.ctx.store.session() as s:
             q = select(SyncLogEntry.message)
             if level:
                 q = q.where(SyncLogEntry.level == level)
@@ -69,7 +68,7 @@ class Harness:
 def h(world, tmp_path):
     harness = Harness(world, tmp_path)
     yield harness
-    harness.ctx.db.dispose()
+    harness.ctx.store.dispose()
 
 
 async def test_two_way_sync_with_recurrence_and_join_write_back(h):
@@ -178,7 +177,7 @@ async def test_bad_items_are_rejected_with_a_reason_and_the_rest_syncs(h):
     assert "unknown time zone 'Atlantis/Capital'" in errors and "malformed" in errors
     assert "longer than" in errors and "RRULE" in errors
     assert [m["topic"] for m in h.world.zoom.meetings.values()] == ["Good"]
-    with h.ctx.db.session() as s:
+    with h.ctx.store.session() as s:
         titles = sorted(s.scalars(select(Event.title)))
     assert titles == ["Good"]
     assert h.actor.google_find(h.cal, "Good")["id"] == good["id"]
@@ -193,7 +192,7 @@ async def test_conflict_goes_to_review_queue_with_policy(h):
     await h.actor.google_patch(h.cal, event["id"], summary="Calendar says")
     await h.sync()
     assert h.world.zoom.meetings[meeting["id"]]["topic"] == "Calendar says"   # default policy: calendar wins
-    with h.ctx.db.session() as s:
+    with h.ctx.store.session() as s:
         review = s.scalars(select(ReviewItem)).one()
     assert (review.field, review.zoom_value, review.calendar_value, review.chosen) == \
         ("title", "Zoom says", "Calendar says", "calendar")
@@ -208,7 +207,7 @@ async def test_mass_delete_is_held_until_confirmed(h):
     report = await h.sync()
     assert report.plan.held_deletes == 6 and report.writes == 0
     assert h.agree().calendar_events == 6
-    with h.ctx.db.session() as s:
+    with h.ctx.store.session() as s:
         assert s.scalar(select(func.count()).select_from(ReviewItem).where(ReviewItem.kind == "mass_delete")) == 1
     report = await h.sync(confirm_deletes=True)
     assert report.writes == 6 and h.agree().calendar_events == 0
@@ -219,7 +218,7 @@ async def test_dry_run_writes_nothing(h):
     report = await h.sync(dry_run=True)
     assert report.counts["create_b"] == 1 and report.writes == 0 and report.run_id is None
     assert h.agree().calendar_events == 0
-    with h.ctx.db.session() as s:
+    with h.ctx.store.session() as s:
         assert s.scalar(select(func.count()).select_from(Event)) == 0
 
 
@@ -230,7 +229,7 @@ async def test_user_oauth_refresh_token_rotation_is_persisted(world, tmp_path):
     world.zoom.tokens.expire_all()             # access tokens expire; the stored (rotated) refresh token must work
     world.google.tokens.expire_all()
     assert (await harness.sync()).status == "ok"
-    with harness.ctx.db.session() as s:
+    with harness.ctx.store.session() as s:
         zoom_account = s.scalars(select(Account).where(Account.provider == "zoom")).one()
         secret = harness.ctx.vault.open(zoom_account.secret)
     assert secret["refresh_token"] != harness.user["zoom_refresh_token"]
@@ -242,7 +241,7 @@ async def test_revoked_credentials_mark_the_account_for_reauth(h):
     h.world.google.tokens.expire_all()
     report = await h.sync()
     assert report.status == "failed" and "linked again" in report.errors[0]
-    with h.ctx.db.session() as s:
+    with h.ctx.store.session() as s:
         assert s.scalars(select(Account.status).where(Account.provider == "google")).one() == "reauth"
     assert build_pairs(h.ctx) == []
 
@@ -258,7 +257,7 @@ async def test_sync_on_postgresql(world, tmp_path, pg_schema_url):
     assert (await harness.sync()).status == "ok"
     assert not harness.agree().mismatches and not harness.agree().duplicates
     assert (await harness.sync()).writes == 0
-    harness.ctx.db.dispose()
+    harness.ctx.store.dispose()
 
 
 async def test_inbound_overlaps_are_recorded_once(h):
@@ -274,7 +273,7 @@ async def test_inbound_overlaps_are_recorded_once(h):
     await h.actor.google_insert(h.cal, summary="Later", start={"dateTime": fmt_instant(day + timedelta(hours=5))},
                                 end={"dateTime": fmt_instant(day + timedelta(hours=6))})
     await h.sync()
-    with h.ctx.db.session() as s:
+    with h.ctx.store.session() as s:
         overlaps = list(s.scalars(select(ReviewItem).where(ReviewItem.kind == "overlap")))
     assert len(overlaps) == 1
     assert (overlaps[0].zoom_value["title"], overlaps[0].calendar_value["title"]) == ("Team", "Invite")
@@ -296,7 +295,7 @@ async def test_two_runs_of_the_same_calendars_never_overlap(h):
     skipped while the first holds the calendars, so a new meeting gets exactly one calendar event."""
     import asyncio
 
-    from zoomcal.service import build_pairs, close_pairs
+    from conftest import build_pairs, close_pairs
 
     await h.actor.zoom_create(h.zid, topic="Once only", type=2, start_time="2026-12-03T15:00:00Z", duration=30,
                               timezone="UTC")
@@ -317,7 +316,7 @@ async def test_two_runs_of_the_same_calendars_never_overlap(h):
         release.set()
         done = await running
     finally:
-        await close_pairs(first + second)
+        await close_pairs(h.ctx)
     assert skipped.status == "skipped" and "another run" in skipped.notes[0] and skipped.writes == 0
     assert done.status == "ok" and done.writes == 1
     titles = [e["summary"] for e in h.world.google.calendars[h.cal].events.values()]

@@ -13,13 +13,13 @@ import pytest
 from exchangelib import CalendarItem, EWSDateTime
 from exchangelib.items import SEND_TO_NONE
 
-from conftest import link_sandbox_zoom, make_context, sync_first_pair
+from conftest import add_account, add_user, link_sandbox_zoom, make_context, sync_first_pair
+from zoomcal.app.errors import InvalidError
 from zoomcal.connectors.ews.connector import EwsConnector
 from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.errors import AuthExpired, ConfigError, CursorInvalid
 from zoomcal.mapping.rules import DEFAULT_RULES
 from zoomcal.sandbox.actor import SandboxActor
-from zoomcal.service import add_account, add_user
 from zoomcal.store import repo
 from zoomcal.store.models import Event
 from zoomcal.sync.engine import SyncEngine
@@ -48,8 +48,8 @@ def eva(served_world, tmp_path):
     link_sandbox_zoom(ctx, world, "eva@example.com", info)
     add_account(ctx, "eva@example.com", "ews", {"url": f"{base}/ews/EWS/Exchange.asmx", "auth": "basic"},
                 {"username": "eva@example.com", "password": info["ews_password"]}, "eva@example.com", "Exchange")
-    yield world, base, ctx, info, SandboxActor(world, transport=world.transport()), SyncEngine(ctx.db)
-    ctx.db.dispose()
+    yield world, base, ctx, info, SandboxActor(world, transport=world.transport()), SyncEngine(ctx.store)
+    ctx.store.dispose()
 
 
 async def test_two_way_with_zoom(eva):
@@ -198,8 +198,8 @@ def test_cli_links_an_exchange_account_and_syncs(served_world, tmp_path):
 def test_which_calendar_receives_meetings_is_a_per_user_setting(world, tmp_path):
     """Linking Google then Exchange: Google takes the meetings, Exchange is read for availability; switching the
     setting swaps them (one receiving calendar per user)."""
-    from conftest import link_sandbox_user
-    from zoomcal.service import build_pairs, close_pairs, set_meetings_calendar
+    from conftest import build_pairs, close_pairs, link_sandbox_user
+    from zoomcal.app.accounts import set_meetings_calendar
     from zoomcal.store.models import User
 
     ctx = make_context(world, tmp_path)
@@ -210,16 +210,16 @@ def test_which_calendar_receives_meetings_is_a_per_user_setting(world, tmp_path)
 
     def shape():
         pairs = build_pairs(ctx)
-        asyncio.run(close_pairs(pairs))
+        asyncio.run(close_pairs(ctx))
         return sorted((p.a.label if p.a else "", p.b.label) for p in pairs)
 
     assert shape() == [("", "Exchange"), ("Zoom", "Google")]
-    with ctx.db.transaction() as s:
+    with ctx.store.transaction() as s:
         user = s.query(User).one()
         exchange = next(c for c in repo.user_calendars(s, user.id) if c.name == "Exchange")
         set_meetings_calendar(s, user, exchange.id)
     assert shape() == [("", "Google"), ("Zoom", "Exchange")]
-    with ctx.db.transaction() as s, pytest.raises(ConfigError):
+    with ctx.store.transaction() as s, pytest.raises(InvalidError):
         set_meetings_calendar(s, s.query(User).one(), 999)
 
 
@@ -256,15 +256,15 @@ async def test_hostile_xml_and_an_unreadable_item_are_refused_with_a_reason(serv
     add_user(ctx, "ivy@example.com")
     add_account(ctx, "ivy@example.com", "ews", {"url": url, "auth": "basic"},
                 {"username": "ivy@example.com", "password": ivy["ews_password"]}, "ivy@example.com", "Exchange")
-    from zoomcal.service import build_pairs, close_pairs
+    from conftest import build_pairs, close_pairs
 
     pairs = build_pairs(ctx)
     try:
-        report = await SyncEngine(ctx.db).run(pairs[0])
+        report = await SyncEngine(ctx.store).run(pairs[0])
     finally:
-        await close_pairs(pairs)
+        await close_pairs(ctx)
     assert report.rejected == 1 and report.status in ("ok", "partial"), report.errors
-    with ctx.db.session() as s:
+    with ctx.store.session() as s:
         titles = [e.content["title"] for e in s.query(Event).all()]
     assert titles == ["Good"]
 
@@ -328,7 +328,7 @@ async def test_a_create_whose_answer_was_lost_is_found_not_repeated(eva):
     assert report.status == "ok", report.errors
     assert [i["subject"] for i in world.ews.items["eva@example.com"].values()] == ["Kickoff"]
     assert world.ews.requests["CreateItem"] == 1 and world.ews.requests["FindItem"] == 1
-    with ctx.db.session() as s:
+    with ctx.store.session() as s:
         notes = list(s.scalars(select(SyncLogEntry.message).where(SyncLogEntry.action == "note")))
     assert any("found the item created earlier" in n for n in notes), notes
     assert (await sync_first_pair(ctx, engine)).writes == 0

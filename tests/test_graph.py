@@ -7,11 +7,10 @@ from datetime import UTC, timedelta
 import httpx
 import pytest
 
-from conftest import SANDBOX, link_sandbox_zoom, make_context, sync_first_pair
+from conftest import SANDBOX, add_account, add_user, link_sandbox_zoom, make_context, sync_first_pair
 from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.graph import expand
-from zoomcal.service import add_account, add_user
 from zoomcal.sync.engine import SyncEngine
 
 pytestmark = pytest.mark.anyio
@@ -32,7 +31,7 @@ async def test_two_way_with_zoom(world, tmp_path):
                 {"client_id": world.graph.client_id, "client_secret": world.graph.client_secret,
                  "refresh_token": info["graph_refresh_token"]}, info["graph_calendar_id"], "Outlook")
     actor = SandboxActor(world, transport=world.transport())
-    engine = SyncEngine(ctx.db)
+    engine = SyncEngine(ctx.store)
 
     async def sync(**kw):
         return await sync_first_pair(ctx, engine, **kw)
@@ -85,7 +84,7 @@ async def test_two_way_with_zoom(world, tmp_path):
     report = await sync()
     assert report.status == "ok" and meeting["id"] not in world.zoom.meetings
     await graph.aclose()
-    ctx.db.dispose()
+    ctx.store.dispose()
 
 
 async def test_instance_writes_go_in_one_batch(world):

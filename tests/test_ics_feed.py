@@ -7,14 +7,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from conftest import make_context
+from conftest import add_account, add_user, build_pairs, close_pairs, make_context
+from zoomcal.app import accounts
+from zoomcal.app.errors import InvalidError
 from zoomcal.availability.index import BusyIndex, epoch
 from zoomcal.domain.content import make_content
 from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.errors import ConfigError
 from zoomcal.mapping.ical import content_to_calendar
 from zoomcal.net import check_url
-from zoomcal.service import add_account, add_user, build_pairs, close_pairs
 from zoomcal.store.models import Event, SyncLogEntry, User
 from zoomcal.sync.engine import SyncEngine
 
@@ -68,12 +69,12 @@ def _feed(now):
 
 async def test_feed_ingests_rejects_bad_items_and_uses_conditional_get(world, tmp_path):
     ctx = make_context(world, tmp_path)
-    ctx.resolver = public
+    ctx.services.resolver = public
     now = now_utc()
     world.feeds["team"], day = _feed(now)
     add_user(ctx, "f@example.com")
     add_account(ctx, "f@example.com", "ics", {}, {}, "http://sandbox/feeds/team.ics", "Team feed")
-    engine = SyncEngine(ctx.db)
+    engine = SyncEngine(ctx.store)
 
     async def sync():
         pairs = build_pairs(ctx)
@@ -81,18 +82,18 @@ async def test_feed_ingests_rejects_bad_items_and_uses_conditional_get(world, tm
             assert len(pairs) == 1 and pairs[0].a is None
             return await engine.run(pairs[0])
         finally:
-            await close_pairs(pairs)
+            await close_pairs(ctx)
 
     report = await sync()
     assert report.status == "ok" and report.writes == 0 and report.rejected == 4
-    with ctx.db.session() as s:
+    with ctx.store.session() as s:
         titles = sorted(s.scalars(select(Event.title)))
         errors = "\n".join(s.scalars(select(SyncLogEntry.message).where(SyncLogEntry.level == "error")))
         user_id = s.scalar(select(User.id))
     assert titles == ["Lunch", "Standup"]
     assert "unknown time zone 'Atlantis/Capital'" in errors and "malformed DTSTART" in errors
     assert "without UID" in errors and "no master VEVENT" in errors
-    index = BusyIndex.load(ctx.db)
+    index = BusyIndex.load(ctx.store)
     assert index.state_at(user_id, epoch(day + timedelta(days=3, hours=9, minutes=5)))[0] == "busy"   # 4th daily
     assert index.state_at(user_id, epoch(day + timedelta(hours=12, minutes=5)))[0] == "free"          # transparent
     again = await sync()                                     # unchanged feed: 304, nothing to do
@@ -101,18 +102,19 @@ async def test_feed_ingests_rejects_bad_items_and_uses_conditional_get(world, tm
     world.feeds["team"] = world.feeds["team"].replace("UID:lunch@feed", "UID:lunch2@feed")
     changed = await sync()
     assert changed.status == "ok"
-    with ctx.db.session() as s:
+    with ctx.store.session() as s:
         assert sorted(s.scalars(select(Event.title))) == ["Daily standup", "Lunch"]
-    ctx.db.dispose()
+    ctx.store.dispose()
 
 
 async def test_feed_on_a_private_address_is_refused(world, tmp_path):
     ctx = make_context(world, tmp_path)
-    ctx.resolver = loopback
+    ctx.services.resolver = loopback
     add_user(ctx, "f@example.com")
-    with pytest.raises(ConfigError, match="ZOOMCAL_ALLOW_PRIVATE_URLS"):
-        add_account(ctx, "f@example.com", "ics", {}, {}, "http://intranet.local/feeds/x.ics")
-    ctx.db.dispose()
+    with pytest.raises(InvalidError, match="ZOOMCAL_ALLOW_PRIVATE_URLS"):
+        await accounts.link(ctx, "f@example.com", "ics", {"url": "http://intranet.local/feeds/x.ics"}, {})
+    assert accounts.list_accounts(ctx) == []
+    ctx.store.dispose()
 
 
 async def test_local_file_feed_and_oversize(world, tmp_path):
@@ -122,11 +124,11 @@ async def test_local_file_feed_and_oversize(world, tmp_path):
     add_user(ctx, "f@example.com")
     add_account(ctx, "f@example.com", "ics", {}, {}, str(path))
     pairs = build_pairs(ctx)
-    report = await SyncEngine(ctx.db).run(pairs[0])
+    report = await SyncEngine(ctx.store).run(pairs[0])
     assert report.status == "ok" and report.rejected == 4
     pairs[0].b.connector.max_bytes = 100
     path.write_text(path.read_text() + "\n")                 # changed, and now over the limit
-    report = await SyncEngine(ctx.db).run(pairs[0])
+    report = await SyncEngine(ctx.store).run(pairs[0])
     assert report.status == "failed" and "larger than 100 bytes" in report.errors[0]
-    await close_pairs(pairs)
-    ctx.db.dispose()
+    await close_pairs(ctx)
+    ctx.store.dispose()

@@ -110,7 +110,7 @@ def setup(world, tmp_path):
     world.zoom.clock = clock
     ctx = make_context(world, tmp_path)
     info = link_sandbox_user(ctx, world, "p@example.com", "P", "Europe/Berlin")
-    with ctx.db.transaction() as s:
+    with ctx.store.transaction() as s:
         user = s.scalars(select(User)).one()
         s.add(AvailabilitySettings(user_id=user.id, timezone="Europe/Berlin"))
         lo, hi = datetime(2026, 11, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
@@ -121,10 +121,10 @@ def setup(world, tmp_path):
             s.flush()
             intervals.refresh_events(s, user.tenant_id, user.id, {ev: content}, lo, hi, "Europe/Berlin")
         user_id = user.id
-    service = PresenceService(ctx, BusyIndex.load(ctx.db))
+    service = PresenceService(ctx, BusyIndex.load(ctx.store))
     zoom_user = world.zoom.users[info["zoom_user_id"]]
     yield service, zoom_user, clock, user_id
-    ctx.db.dispose()
+    ctx.store.dispose()
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def anyio_backend():
 
 
 def _user(service, user_id):
-    with service.ctx.db.session() as s:
+    with service.ctx.store.session() as s:
         return s.get(User, user_id)
 
 
@@ -159,8 +159,8 @@ async def test_driver_respects_zoom_rate_limit_and_sign_in(setup):
     user = _user(service, user_id)
     await service.evaluate(user, T0 + timedelta(minutes=1))
     # another writer used this user's one update a minute: zoomcal's PUT gets 429 and is scheduled, not lost
-    service.ctx.db.dispose()
-    with service.ctx.db.transaction() as s:
+    service.ctx.store.dispose()
+    with service.ctx.store.transaction() as s:
         from zoomcal.store.models import PresenceState
 
         s.get(PresenceState, user_id).last_written_at = None

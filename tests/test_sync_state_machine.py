@@ -17,13 +17,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from conftest import link_sandbox_user, make_context
+from conftest import build_pairs, link_sandbox_user, make_context
 from zoomcal.domain.timeutil import fmt_instant, parse_instant
 from zoomcal.mapping.google import PRIVATE_MEETING, private_props
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.verify import compare_user
 from zoomcal.sandbox.world import SandboxWorld
-from zoomcal.service import build_pairs
 from zoomcal.sync.engine import SimulatedCrash, SyncEngine
 from zoomcal.sync.retry import Retrier
 
@@ -50,7 +49,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.user = link_sandbox_user(self.ctx, self.world, "sm@example.com", "S M", "Europe/Berlin")
         self.actor = SandboxActor(self.world, transport=self.world.transport())
         self.crash_next = False
-        self.engine = SyncEngine(self.ctx.db, retrier=Retrier(max_retries=3, sleep=_no_sleep, seed=1),
+        self.engine = SyncEngine(self.ctx.store, retrier=Retrier(max_retries=3, sleep=_no_sleep, seed=1),
                                  after_write=self._after_write)
         self.pair = build_pairs(self.ctx)[0]
         self.counter = 0
@@ -67,7 +66,7 @@ class SyncMachine(RuleBasedStateMachine):
             self.loop.run_until_complete(self.pair.a.connector.aclose())
             self.loop.run_until_complete(self.pair.b.connector.aclose())
             self.loop.close()
-            self.ctx.db.dispose()
+            self.ctx.store.dispose()
             self.tmp.cleanup()
 
     def _after_write(self, _side, _write):
@@ -268,7 +267,7 @@ class SyncMachine(RuleBasedStateMachine):
 
         from zoomcal.store.models import Link
 
-        with self.ctx.db.session() as s:
+        with self.ctx.store.session() as s:
             dupes = s.execute(select(Link.calendar_id, Link.remote_id, func.count()).where(
                 Link.remote_id.is_not(None)).group_by(Link.calendar_id, Link.remote_id).having(func.count() > 1)).all()
         assert not dupes, dupes

@@ -13,9 +13,11 @@ import time
 import httpx
 import pytest
 
-from conftest import link_sandbox_zoom, make_context
-from zoomcal.service import add_account, add_user
-from zoomcal.webhooks import WebhookRejected, make_app, url_validation, users_for, verify_zoom, zoom_signature
+from conftest import add_account, add_user, link_sandbox_zoom, make_context
+from zoomcal.app.push import owners
+from zoomcal.connectors.spec import PushRefused, PushTarget
+from zoomcal.connectors.zoom.push import handshake, verify, zoom_signature
+from zoomcal.web.webhooks import make_app
 
 SECRET = "whsec-test"
 
@@ -36,7 +38,7 @@ def test_signature_is_zooms_hmac_of_version_timestamp_and_body():
     raw, headers = signed(EVENT, at=1_700_000_000)
     expected = hmac.new(SECRET.encode(), b"v0:1700000000:" + raw, hashlib.sha256).hexdigest()
     assert headers["x-zm-signature"] == "v0=" + expected
-    assert verify_zoom(SECRET, headers, raw, now=1_700_000_010)["event"] == "calendar.event_update"
+    assert verify(SECRET, headers, raw, now=1_700_000_010)["event"] == "calendar.event_update"
 
 
 @pytest.mark.parametrize("tamper, reason", [
@@ -48,41 +50,62 @@ def test_signature_is_zooms_hmac_of_version_timestamp_and_body():
 def test_tampered_or_stale_notifications_are_refused(tamper, reason):
     raw, headers = signed(EVENT)
     raw, headers = tamper(raw, headers)
-    with pytest.raises(WebhookRejected, match=reason):
-        verify_zoom(SECRET, headers, raw, now=time.time())
+    with pytest.raises(PushRefused, match=reason):
+        verify(SECRET, headers, raw, now=time.time())
     body, headers = b"not json", {}
     stamp = str(int(time.time()))
     headers = {"x-zm-request-timestamp": stamp, "x-zm-signature": zoom_signature(SECRET, stamp, body)}
-    with pytest.raises(WebhookRejected, match="not JSON"):
-        verify_zoom(SECRET, headers, body, now=time.time())
+    with pytest.raises(PushRefused, match="not JSON"):
+        verify(SECRET, headers, body, now=time.time())
 
 
 def test_url_validation_answer():
-    answer = url_validation(SECRET, {"event": "endpoint.url_validation", "payload": {"plainToken": "qgg8vlvZRS6"}})
+    answer = handshake(SECRET, {"event": "endpoint.url_validation", "payload": {"plainToken": "qgg8vlvZRS6"}})
     assert answer == {"plainToken": "qgg8vlvZRS6",
                       "encryptedToken": hmac.new(SECRET.encode(), b"qgg8vlvZRS6", hashlib.sha256).hexdigest()}
+    assert handshake(SECRET, EVENT) is None
+
+
+def _zoom_calendar(ctx, world, email: str) -> None:
+    add_account(ctx, email, "zoom-calendar", {"api_base": "http://sandbox/zoom/v2",
+                                              "token_url": "http://sandbox/zoom/oauth/token"},
+                {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
+                 "account_id": world.zoom.account_id}, email)
 
 
 @pytest.mark.anyio
-async def test_receiver_acts_on_good_notifications_and_logs_bad_ones():
-    changes, rejected = [], []
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(SECRET, changes.append, rejected.append)),
+async def test_receiver_marks_the_owners_sync_as_due_and_refuses_bad_ones(world, tmp_path):
+    ctx = make_context(world, tmp_path)
+    ctx.services.settings.zoom_webhook_secret = SECRET
+    info = world.add_user("ola@example.com", "Ola")
+    add_user(ctx, "ola@example.com")
+    link_sandbox_zoom(ctx, world, "ola@example.com", info)
+    _zoom_calendar(ctx, world, "ola@example.com")
+    answers = []
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services, lambda c, a: answers.append(a))),
                                base_url="http://zoomcal")
     raw, headers = signed(EVENT)
     assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is True
-    assert changes == [("calendar", "ola@example.com")]
-    meeting = {"event": "meeting.updated", "payload": {"object": {"id": 81234567890, "host_id": "zU1"}}}
+    jobs = ctx.services.jobs.pending()
+    assert [(j.name, j.args["user"]) for j in jobs] == [("sync", "ola@example.com")]
+    meeting = {"event": "meeting.updated", "payload": {"object": {"id": 81234567890, "host_id": info["zoom_user_id"]}}}
     raw, headers = signed(meeting)
-    await client.post("/webhooks/zoom", content=raw, headers=headers)
-    assert changes[-2:] == [("zoom_user", "zU1"), ("zoom_meeting", "81234567890")]
+    assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is True
+    assert len(ctx.services.jobs.pending()) == 1
+    stranger = {"event": "meeting.updated", "payload": {"object": {"id": 1, "host_id": "someone-else"}}}
+    raw, headers = signed(stranger)
+    assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is False
     raw, headers = signed({"event": "recording.completed", "payload": {}})
     assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is False
     raw, headers = signed(EVENT, secret="someone-else")
     answer = await client.post("/webhooks/zoom", content=raw, headers=headers)
     assert answer.status_code == 401 and "signature" in answer.json()["error"]
-    assert len(changes) == 3 and rejected and "signature" in rejected[0]
+    assert answers[-1].refused and not ctx.services.jobs.pending()
     raw, headers = signed({"event": "endpoint.url_validation", "payload": {"plainToken": "abc"}})
     assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["plainToken"] == "abc"
+    assert (await client.post("/webhooks/nowhere", content=raw, headers=headers)).status_code == 404
+    huge = await client.post("/webhooks/zoom", content=b"x" * (300 * 1024), headers=headers)
+    assert huge.status_code == 413
 
 
 @pytest.fixture
@@ -92,7 +115,7 @@ def anyio_backend():
 
 @pytest.mark.anyio
 async def test_a_notification_names_its_owner(world, tmp_path):
-    from conftest import SANDBOX, sync_first_pair
+    from conftest import sync_first_pair
     from zoomcal.sandbox.actor import SandboxActor
     from zoomcal.sync.engine import SyncEngine
 
@@ -100,18 +123,16 @@ async def test_a_notification_names_its_owner(world, tmp_path):
     info = world.add_user("ola@example.com", "Ola")
     add_user(ctx, "ola@example.com")
     link_sandbox_zoom(ctx, world, "ola@example.com", info)
-    add_account(ctx, "ola@example.com", "zoom-calendar", {"api_base": f"{SANDBOX}/zoom/v2",
-                                                          "token_url": f"{SANDBOX}/zoom/oauth/token"},
-                {"client_id": world.zoom.client_id, "client_secret": world.zoom.client_secret,
-                 "account_id": world.zoom.account_id}, "ola@example.com")
-    assert users_for(ctx, ("calendar", "ola@example.com")) == ["ola@example.com"]
-    assert users_for(ctx, ("zoom_user", info["zoom_user_id"])) == ["ola@example.com"]
-    assert users_for(ctx, ("calendar", "stranger@example.com")) == []
+    _zoom_calendar(ctx, world, "ola@example.com")
+    assert owners(ctx, PushTarget("zoom-calendar", calendar="ola@example.com")) == ["ola@example.com"]
+    assert owners(ctx, PushTarget("zoom", calendar=info["zoom_user_id"])) == ["ola@example.com"]
+    assert owners(ctx, PushTarget("zoom-calendar", calendar="stranger@example.com")) == []
+    assert owners(ctx, PushTarget("google", calendar="ola@example.com")) == []     # the provider matters
     meeting = await SandboxActor(world, transport=world.transport()).zoom_create(
         info["zoom_user_id"], topic="Sync", type=2, start_time="2026-12-01T10:00:00Z", duration=30)
-    assert users_for(ctx, ("zoom_meeting", str(meeting["id"]))) == []        # not synced yet
-    await sync_first_pair(ctx, SyncEngine(ctx.db))
-    assert users_for(ctx, ("zoom_meeting", str(meeting["id"]))) == ["ola@example.com"]
+    assert owners(ctx, PushTarget("zoom", item=str(meeting["id"]))) == []        # not synced yet
+    await sync_first_pair(ctx, SyncEngine(ctx.store))
+    assert owners(ctx, PushTarget("zoom", item=str(meeting["id"]))) == ["ola@example.com"]
 
 
 def test_sync_loop_runs_the_owner_within_seconds_of_a_webhook(served_world, tmp_path):
@@ -166,4 +187,4 @@ def test_sync_loop_runs_the_owner_within_seconds_of_a_webhook(served_world, tmp_
     events = json.loads(zc("events", "--user", "ola@example.com", "--json").stdout)
     assert [e["title"] for e in events] == ["Dentist"]
     log = " ".join(zc("log").stdout.split())
-    assert "Zoom webhook refused" in log and info["zoom_user_id"] not in log
+    assert "webhook refused on /webhooks/zoom" in log and info["zoom_user_id"] not in log

@@ -8,10 +8,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from conftest import SANDBOX, link_sandbox_zoom, make_context, sync_first_pair
+from conftest import SANDBOX, add_account, add_user, link_sandbox_zoom, make_context, sync_first_pair
 from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.sandbox.actor import SandboxActor
-from zoomcal.service import add_account, add_user
 from zoomcal.store.models import SyncLogEntry
 from zoomcal.sync.engine import SyncEngine
 
@@ -39,7 +38,7 @@ def linked(world, tmp_path):
     """Ola, with Zoom meetings and Zoom's calendar linked: (context, sandbox user, scripted person, engine)."""
     ctx = make_context(world, tmp_path)
     info = _link(ctx, world, "ola@example.com")
-    return ctx, info, SandboxActor(world, transport=world.transport()), SyncEngine(ctx.db)
+    return ctx, info, SandboxActor(world, transport=world.transport()), SyncEngine(ctx.store)
 
 
 def _zoom_calendar_client(world, email):
@@ -74,7 +73,7 @@ async def test_two_way_with_zoom_meetings(world, linked):
     (event,) = (await cal.get("/events")).json()["items"]
     cancelled = fmt_instant(start + timedelta(days=1)).replace("-", "").replace(":", "")
     assert any(line.startswith("EXDATE") and cancelled[:8] in line for line in event["recurrence"]), event
-    with ctx.db.session() as s:   # the moved occurrence could not be written there, and the log says why
+    with ctx.store.session() as s:   # the moved occurrence could not be written there, and the log says why
         notes = list(s.scalars(select(SyncLogEntry.message).where(SyncLogEntry.action == "note")))
     assert any("does not say which occurrence" in n for n in notes), notes
     assert (await sync_first_pair(ctx, engine)).writes == 0          # converged: nothing echoes back
@@ -92,15 +91,15 @@ async def test_a_create_whose_answer_was_lost_is_found_not_repeated(world, linke
         await sync_first_pair(ctx, engine)
     items = (await _zoom_calendar_client(world, "ola@example.com").get("/events")).json()["items"]
     assert [i["summary"] for i in items] == ["Review"]
-    with ctx.db.session() as s:
+    with ctx.store.session() as s:
         notes = list(s.scalars(select(SyncLogEntry.message).where(SyncLogEntry.action == "note")))
     assert any("found the event created earlier" in n for n in notes), notes
 
 
 async def test_free_busy_of_zoom_calendars(world, linked):
+    from conftest import build_pairs, close_pairs
     from zoomcal.connectors.zoom_calendar.connector import ZoomCalendarConnector
     from zoomcal.errors import NotFound
-    from zoomcal.service import build_pairs, close_pairs
 
     ctx, info, actor, engine = linked
     world.add_user("pia@example.com")
@@ -120,4 +119,4 @@ async def test_free_busy_of_zoom_calendars(world, linked):
         with pytest.raises(NotFound, match="nobody@example.com"):
             await conn.free_busy(["nobody@example.com"], start, start + timedelta(hours=1))
     finally:
-        await close_pairs(pairs)
+        await close_pairs(ctx)

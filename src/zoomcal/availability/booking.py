@@ -41,33 +41,31 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
     lo, hi = intervals.window(rules.availability.window_past_days, rules.availability.window_future_days)
     if start < now_utc() - timedelta(minutes=5) or end > hi:
         raise ConfigError(f"bookings must lie between now and {fmt_instant(hi)} (the availability window)")
-    with db.engine.connect() as raw:
-        conn = raw.execution_options(sqlite_begin="IMMEDIATE")
-        with Session(bind=conn) as s, s.begin():
-            user = s.execute(select(User).where(User.id == user_id).with_for_update()).scalar_one_or_none()
-            if user is None:
-                raise ConfigError(f"no user {user_id}")
-            clash = s.execute(
-                select(BusyInterval.start_at, BusyInterval.end_at, BusyInterval.kind, Event.id, Event.title)
-                .join(Event, Event.id == BusyInterval.event_id)
-                .where(BusyInterval.user_id == user_id, BusyInterval.start_at < end, BusyInterval.end_at > start)
-                .order_by(BusyInterval.start_at).limit(1)).first()
-            if clash is not None:
-                return Booking(False, conflict={"event_id": clash.id, "title": clash.title, "kind": clash.kind,
-                                                "start": fmt_instant(intervals.as_utc(clash.start_at)),
-                                                "end": fmt_instant(intervals.as_utc(clash.end_at))})
-            tz = timezone or intervals.user_timezone(s, user_id)
-            content = make_content(title=title, description=description, start=fmt_instant(start),
-                                   end=fmt_instant(end), timezone=tz, attendees=attendees or [])
-            event_id = "bk" + uuid.uuid4().hex[:22]
-            repo.upsert_event(s, user.tenant_id, user_id, event_id, content)
-            s.flush()
-            for cal in _targets(s, user_id, zoom):
-                s.add(Link(tenant_id=user.tenant_id, event_id=event_id, calendar_id=cal.id, pending="create"))
-            intervals.refresh_events(s, user.tenant_id, user_id, {event_id: content}, lo, hi, tz, new={event_id})
-            repo.audit(s, user.tenant_id, actor, "booking.create", event_id,
-                       {"title": title, "start": content["start"], "end": content["end"], "zoom": zoom})
-            return Booking(True, event_id=event_id)
+    with db.locked_transaction() as s:
+        user = s.execute(select(User).where(User.id == user_id).with_for_update()).scalar_one_or_none()
+        if user is None:
+            raise ConfigError(f"no user {user_id}")
+        clash = s.execute(
+            select(BusyInterval.start_at, BusyInterval.end_at, BusyInterval.kind, Event.id, Event.title)
+            .join(Event, Event.id == BusyInterval.event_id)
+            .where(BusyInterval.user_id == user_id, BusyInterval.start_at < end, BusyInterval.end_at > start)
+            .order_by(BusyInterval.start_at).limit(1)).first()
+        if clash is not None:
+            return Booking(False, conflict={"event_id": clash.id, "title": clash.title, "kind": clash.kind,
+                                            "start": fmt_instant(intervals.as_utc(clash.start_at)),
+                                            "end": fmt_instant(intervals.as_utc(clash.end_at))})
+        tz = timezone or intervals.user_timezone(s, user_id)
+        content = make_content(title=title, description=description, start=fmt_instant(start),
+                               end=fmt_instant(end), timezone=tz, attendees=attendees or [])
+        event_id = "bk" + uuid.uuid4().hex[:22]
+        repo.upsert_event(s, user.tenant_id, user_id, event_id, content)
+        s.flush()
+        for cal in _targets(s, user_id, zoom):
+            s.add(Link(tenant_id=user.tenant_id, event_id=event_id, calendar_id=cal.id, pending="create"))
+        intervals.refresh_events(s, user.tenant_id, user_id, {event_id: content}, lo, hi, tz, new={event_id})
+        repo.audit(s, user.tenant_id, actor, "booking.create", event_id,
+                   {"title": title, "start": content["start"], "end": content["end"], "zoom": zoom})
+        return Booking(True, event_id=event_id)
 
 
 def _targets(s: Session, user_id: int, zoom: bool) -> list[Calendar]:
@@ -76,7 +74,7 @@ def _targets(s: Session, user_id: int, zoom: bool) -> list[Calendar]:
     if zoom:
         meetings = [c for c in calendars if c.role == "meetings"]
         if not meetings:
-            raise ConfigError("--zoom needs a linked Zoom account")
+            raise ConfigError("a Zoom meeting needs a linked Zoom account")
         targets = meetings[:1] + targets
     return targets
 

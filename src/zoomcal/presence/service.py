@@ -9,19 +9,23 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from zoomcal.availability.index import BusyIndex, epoch
 from zoomcal.availability.intervals import as_utc, user_timezone
+from zoomcal.connectors import registry
+from zoomcal.connectors.spec import PRESENCE
 from zoomcal.domain.timeutil import UTC, now_utc, zone
 from zoomcal.errors import ConnectorError, InvalidItem, RateLimited
 from zoomcal.presence.engine import Decision, Memory, Situation, decide
 from zoomcal.presence.rules import PresenceRules, load_presence_rules
-from zoomcal.service import Context, make_connector
 from zoomcal.store import repo
 from zoomcal.store.models import Account, Calendar, Event, Link, PresenceState, Tenant, User
+
+if TYPE_CHECKING:
+    from zoomcal.app.context import AppContext
 
 
 @dataclass
@@ -43,7 +47,7 @@ class Outcome:
 
 @dataclass
 class PresenceService:
-    ctx: Context
+    ctx: AppContext
     index: BusyIndex
     rules_override: PresenceRules | None = None
     queue: list[tuple[float, int]] = field(default_factory=list)
@@ -53,7 +57,7 @@ class PresenceService:
     def rules_for(self, user: User) -> PresenceRules:
         if self.rules_override is not None:
             return self.rules_override
-        with self.ctx.db.session() as s:
+        with self.ctx.store.session() as s:
             tenant = s.get(Tenant, user.tenant_id)
             state = s.get(PresenceState, user.id)
         return load_presence_rules(self.ctx.settings.presence_rules, tenant.presence_rules,
@@ -62,7 +66,7 @@ class PresenceService:
     def situation(self, user: User, at: datetime) -> Situation:
         kind, event_id = self.index.state_at(user.id, epoch(at))
         title, is_zoom, calendars, end = None, False, (), None
-        with self.ctx.db.session() as s:
+        with self.ctx.store.session() as s:
             tz = user_timezone(s, user.id)
             if event_id:
                 event = s.get(Event, event_id)
@@ -75,7 +79,7 @@ class PresenceService:
         return Situation(kind, event_id, title, is_zoom, calendars, at.astimezone(zone(tz)), end)
 
     def memory(self, user_id: int) -> Memory:
-        with self.ctx.db.session() as s:
+        with self.ctx.store.session() as s:
             row = s.get(PresenceState, user_id)
         if row is None:
             return Memory()
@@ -84,15 +88,15 @@ class PresenceService:
                       row.state_key)
 
     def _zoom(self, user: User):
-        with self.ctx.db.session() as s:
+        """The connector of the user's account whose provider can read and set presence (their Zoom account)."""
+        presence = {spec.key for spec in registry.all_specs() if PRESENCE in spec.roles}
+        with self.ctx.store.session() as s:
             found = s.execute(select(Account, Calendar).join(Calendar, Calendar.account_id == Account.id).where(
-                Account.user_id == user.id, Account.provider == "zoom", Account.status == "ok")).first()
-            tenant = s.get(Tenant, user.tenant_id)
+                Account.user_id == user.id, Account.provider.in_(presence), Account.status == "ok")
+                .order_by(Account.id)).first()
         if found is None:
             return None
-        from zoomcal.service import tenant_rules
-
-        return make_connector(self.ctx, found[0], found[1], tenant_rules(self.ctx, tenant))
+        return self.ctx.services.connector(self.ctx, found[0], found[1], self.ctx.rules())
 
     # --- deciding and writing --------------------------------------------------------------------------
     async def evaluate(self, user: User, at: datetime | None = None, write: bool = True,
@@ -124,8 +128,6 @@ class PresenceService:
             except ConnectorError as exc:
                 decision.memory = memory
                 outcome.error = f"{type(exc).__name__}: {exc}"
-        if zoom is not None:
-            await zoom.aclose()
         if write:
             self._save(user, decision, outcome)
             self.schedule(user.id, at, decision.retry_at)
@@ -133,7 +135,7 @@ class PresenceService:
 
     def _save(self, user: User, decision: Decision, outcome: Outcome) -> None:
         m = decision.memory
-        with self.ctx.db.transaction() as s:
+        with self.ctx.store.transaction() as s:
             row = s.get(PresenceState, user.id)
             if row is None:
                 row = PresenceState(user_id=user.id)
@@ -156,7 +158,7 @@ class PresenceService:
         heapq.heappush(self.queue, (0, user_id))
 
     def users(self) -> list[User]:
-        with self.ctx.db.session() as s:
+        with self.ctx.store.session() as s:
             return list(s.scalars(select(User).order_by(User.id)))
 
     async def start(self, at: datetime | None = None) -> list[Outcome]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -382,6 +383,9 @@ def make_graph_app(state: GraphState) -> FastAPI:
         query = request.scope.get("query_string", b"").replace(b"%24", b"$").replace(b"$skiptoken", b"skiptoken") \
             .replace(b"$deltatoken", b"deltatoken")
         request.scope["query_string"] = query
+        # /users/{id}/calendar is the mailbox's default calendar (the first one, id "calendar" here)
+        request.scope["path"] = re.sub(r"(/v1\.0/users/[^/]+)/calendar(/|$)", r"\1/calendars/calendar\2",
+                                       request.scope.get("path", ""))
         return await call_next(request)
 
     return app

@@ -123,6 +123,32 @@ class SandboxWorld:
             "users": users,
         }
 
+    def link_requests(self, info: dict[str, Any], base_url: str, calendar: str) -> list[dict[str, Any]]:
+        """What an admin would type to link a sandbox user's Zoom account (server-to-server) and their calendar
+        (`calendar`: google, graph or ews): provider, options and secrets."""
+        zoom = {"provider": "zoom", "options": {"client_id": self.zoom.client_id, "account_id": self.zoom.account_id,
+                                                 "zoom_user": info["zoom_user_id"],
+                                                 "api_base": f"{base_url}{ZOOM_PREFIX}/v2",
+                                                 "token_url": f"{base_url}{ZOOM_PREFIX}/oauth/token"},
+                "secrets": {"client_secret": self.zoom.client_secret}}
+        mailbox, _, graph_calendar = info["graph_calendar_id"].partition("/")
+        calendars = {
+            "google": {"options": {"client_id": self.google.client_id, "calendar_id": info["google_calendar_id"],
+                                   "api_base": f"{base_url}{GOOGLE_PREFIX}/calendar/v3",
+                                   "token_url": f"{base_url}{GOOGLE_PREFIX}/token"},
+                       "secrets": {"client_secret": self.google.client_secret,
+                                   "refresh_token": info["google_refresh_token"]}},
+            "graph": {"options": {"client_id": self.graph.client_id, "mailbox": mailbox,
+                                  "calendar_id": graph_calendar, "api_base": f"{base_url}{GRAPH_PREFIX}/v1.0",
+                                  "token_url": f"{base_url}{GRAPH_PREFIX}/oauth2/v2.0/token"},
+                      "secrets": {"client_secret": self.graph.client_secret,
+                                  "refresh_token": info["graph_refresh_token"]}},
+            "ews": {"options": {"url": f"{base_url}{EWS_PREFIX}/EWS/Exchange.asmx", "username": info["email"],
+                                "auth": "basic"},
+                    "secrets": {"password": info["ews_password"]}},
+        }
+        return [zoom, {"provider": calendar, **calendars[calendar]}]
+
     def api_calls(self) -> int:
         """Calls to the data APIs (reads and writes, and EWS operations), not counting the OAuth token endpoints."""
         return sum(c.get(k, 0) for c in (self.zoom_calls, self.google_calls, self.graph_calls,

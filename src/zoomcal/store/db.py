@@ -1,4 +1,9 @@
-"""Engine, sessions and migrations. SQLite is the embedded default; PostgreSQL is the scale-out store."""
+"""Engine, sessions and migrations. SQLite is the embedded default; PostgreSQL is the scale-out store.
+
+Migrations run only on purpose (`zoomcal init`, `zoomcal db upgrade`, `Database.upgrade()`); everything else
+checks the schema version first and stops when the database is behind, so an upgrade is never a side effect
+of some other command.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import sessionmaker
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.orm import Session, sessionmaker, with_loader_criteria
+
+from zoomcal.errors import ZoomcalError
+from zoomcal.store.models import TenantOwned
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -61,13 +71,66 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+class SchemaError(ZoomcalError):
+    """The database's schema is not the one this zoomcal reads (missing, behind, or from a newer release)."""
+
+    def __init__(self, message: str, state: str, current: str | None, head: str):
+        super().__init__(message)
+        self.state, self.current, self.head = state, current, head
+
+
+def schema_state(engine: Engine) -> tuple[str, str | None, str]:
+    """("ok" | "missing" | "behind" | "ahead", the database's revision, the revision this code needs)."""
+    head = head_revision()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current is None:
+            return ("missing" if not inspect(conn).get_table_names() else "behind"), None, head
+    if current == head:
+        return "ok", current, head
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    known = {rev.revision for rev in script.walk_revisions()}
+    return ("behind" if current in known else "ahead"), current, head
+
+
 class Database:
-    def __init__(self, url: str, *, migrate: bool = True):
+    def __init__(self, url: str, *, migrate: bool = False):
         self.url = normalize_url(url)
         self.engine = make_engine(self.url)
         if migrate:
             upgrade(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def upgrade(self, revision: str = "head") -> None:
+        upgrade(self.engine, revision)
+
+    def check_schema(self) -> None:
+        """Raise SchemaError unless the database is at the revision this code needs."""
+        state, current, head = schema_state(self.engine)
+        if state == "missing":
+            raise SchemaError("the database has no zoomcal schema yet", state, current, head)
+        if state == "behind":
+            raise SchemaError(f"the database schema is at revision {current or 'none'}, this zoomcal needs "
+                              f"{head}", state, current, head)
+        if state == "ahead":
+            raise SchemaError(f"the database schema is at revision {current}, newer than this zoomcal ({head}); "
+                              "upgrade zoomcal", state, current, head)
+
+    def for_tenant(self, tenant_id: int) -> TenantStore:
+        return TenantStore(self, tenant_id)
+
+    @contextmanager
+    def locked_transaction(self, info: dict | None = None):
+        """A transaction that takes SQLite's write lock up front (BEGIN IMMEDIATE): check-then-write without a
+        race; on PostgreSQL the caller locks the rows it needs (SELECT ... FOR UPDATE)."""
+        with self.engine.connect() as raw:
+            conn = raw.execution_options(sqlite_begin="IMMEDIATE")
+            with Session(bind=conn, expire_on_commit=False, info=dict(info or {})) as s, s.begin():
+                yield s
 
     @property
     def is_sqlite(self) -> bool:
@@ -85,3 +148,63 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class TenantBreach(ZoomcalError):
+    """A write would have put a row into another tenant."""
+
+
+class TenantStore:
+    """The store seen from one tenant: every ORM query through its sessions is filtered to the tenant's rows,
+    and a flush that would write a row of another tenant fails. It offers what `Database` offers, so code that
+    takes a database (the sync engine, the conflict guard, the busy index) runs tenant-scoped unchanged."""
+
+    def __init__(self, db: Database, tenant_id: int):
+        self.db = db
+        self.tenant_id = tenant_id
+        self.engine = db.engine
+        self.url = db.url
+        self.sessions = sessionmaker(db.engine, expire_on_commit=False, info={"tenant_id": tenant_id})
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db.is_sqlite
+
+    @contextmanager
+    def session(self):
+        with self.sessions() as session:
+            yield session
+
+    @contextmanager
+    def transaction(self):
+        with self.sessions.begin() as session:
+            yield session
+
+    def locked_transaction(self):
+        return self.db.locked_transaction({"tenant_id": self.tenant_id})
+
+    def dispose(self) -> None:
+        self.db.dispose()
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _tenant_filter(state) -> None:
+    tenant_id = state.session.info.get("tenant_id")
+    if tenant_id is None or not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.execution_options.get("all_tenants"):
+        return
+    state.statement = state.statement.options(with_loader_criteria(
+        TenantOwned, lambda cls: cls.tenant_id == tenant_id, include_aliases=True))
+
+
+@event.listens_for(Session, "before_flush")
+def _tenant_writes(session, _context, _instances) -> None:
+    tenant_id = session.info.get("tenant_id")
+    if tenant_id is None:
+        return
+    for obj in list(session.new) + list(session.dirty):
+        if isinstance(obj, TenantOwned) and obj.tenant_id not in (None, tenant_id):
+            raise TenantBreach(f"{type(obj).__name__} of tenant {obj.tenant_id} written from tenant {tenant_id}")
+        if isinstance(obj, TenantOwned) and obj.tenant_id is None:
+            obj.tenant_id = tenant_id

@@ -26,6 +26,12 @@ class Base(DeclarativeBase):
     pass
 
 
+class TenantOwned:
+    """Rows that belong to one tenant (they have `tenant_id`): tenant-scoped sessions see only their own."""
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+
+
 def _now() -> datetime:
     return now_utc()
 
@@ -39,7 +45,7 @@ class Tenant(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class User(Base):
+class User(TenantOwned, Base):
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("tenant_id", "email"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -49,7 +55,7 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class Account(Base):
+class Account(TenantOwned, Base):
     """One linked provider identity; credentials are sealed by the token vault, never stored in clear."""
 
     __tablename__ = "accounts"
@@ -71,7 +77,7 @@ class Account(Base):
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-class WriteQuota(Base):
+class WriteQuota(TenantOwned, Base):
     """Writes made through one account on one UTC day, for providers that cap them (Zoom: 100 meeting
     creates/updates per user per day)."""
 
@@ -82,7 +88,7 @@ class WriteQuota(Base):
     used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
-class Calendar(Base):
+class Calendar(TenantOwned, Base):
     __tablename__ = "calendars"
     __table_args__ = (UniqueConstraint("account_id", "remote_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -95,7 +101,7 @@ class Calendar(Base):
     receives_meetings: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class Event(Base):
+class Event(TenantOwned, Base):
     """The canonical event: the merged base every side is compared against."""
 
     __tablename__ = "events"
@@ -111,7 +117,7 @@ class Event(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=_now)
 
 
-class Link(Base):
+class Link(TenantOwned, Base):
     """Ties one event to one item in one calendar: the status row for three-way decisions."""
 
     __tablename__ = "links"
@@ -157,7 +163,7 @@ class SyncLease(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class SyncRun(Base):
+class SyncRun(TenantOwned, Base):
     __tablename__ = "sync_runs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -172,7 +178,7 @@ class SyncRun(Base):
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
 
 
-class SyncLogEntry(Base):
+class SyncLogEntry(TenantOwned, Base):
     __tablename__ = "sync_log"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="CASCADE"), nullable=True,
@@ -186,7 +192,7 @@ class SyncLogEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class ReviewItem(Base):
+class ReviewItem(TenantOwned, Base):
     __tablename__ = "review_queue"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -201,7 +207,7 @@ class ReviewItem(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class AuditEntry(Base):
+class AuditEntry(TenantOwned, Base):
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -212,7 +218,7 @@ class AuditEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class BusyInterval(Base):
+class BusyInterval(TenantOwned, Base):
     """A derived busy span of one user: the availability truth (rebuilt per event as the event changes)."""
 
     __tablename__ = "busy_intervals"

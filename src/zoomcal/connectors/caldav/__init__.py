@@ -1,0 +1,3 @@
+from zoomcal.connectors.caldav.spec import SPEC
+
+__all__ = ["SPEC"]

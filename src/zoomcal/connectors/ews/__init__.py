@@ -1,0 +1,3 @@
+from zoomcal.connectors.ews.spec import SPEC
+
+__all__ = ["SPEC"]

@@ -1,0 +1,3 @@
+from zoomcal.connectors.google.spec import SPEC
+
+__all__ = ["SPEC"]

@@ -1,0 +1,3 @@
+from zoomcal.connectors.graph.spec import SPEC
+
+__all__ = ["SPEC"]

@@ -1,0 +1,3 @@
+from zoomcal.connectors.ics.spec import SPEC
+
+__all__ = ["SPEC"]

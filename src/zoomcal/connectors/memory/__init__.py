@@ -1,0 +1,3 @@
+from zoomcal.connectors.memory.spec import SPEC
+
+__all__ = ["SPEC"]

@@ -1,0 +1,308 @@
+"""Linked accounts: link (checked against the provider first), sign in, re-link, unlink (revoking the grant where the
+provider offers it), list, health. Secrets are sealed before they are stored and never returned."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from zoomcal.app import users
+from zoomcal.app.context import AppContext
+from zoomcal.app.errors import ConflictError, InvalidError, NeedsReauthError, NotFoundError
+from zoomcal.auth.authorize import Provider, authorize
+from zoomcal.connectors.spec import MEETINGS, LinkRequest, Option, ProviderSpec
+from zoomcal.errors import AuthExpired, ConfigError, ConnectorError
+from zoomcal.store.models import Account, Calendar, Event, Link, User
+
+
+@dataclass
+class AccountInfo:
+    id: int
+    user: str
+    provider: str
+    label: str
+    calendar: str
+    calendar_id: int | None
+    name: str
+    role: str
+    receives_meetings: bool
+    status: str
+    status_reason: str | None
+    checked_at: datetime | None
+    endpoint: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ProviderInfo:
+    key: str
+    label: str
+    roles: list[str]
+    linking: str
+    options: list[dict[str, Any]]
+    signs_in: bool
+    revocable: bool
+
+
+@dataclass
+class Unlinked:
+    account_id: int
+    provider: str
+    revoked: str
+
+
+def providers(ctx: AppContext) -> list[ProviderInfo]:
+    from zoomcal.connectors import registry
+
+    return [ProviderInfo(s.key, s.label, sorted(s.roles), s.linking,
+                         [{"name": o.name, "help": o.help, "required": o.required, "default": o.default}
+                          for o in s.options], s.sign_in is not None, s.revoke is not None)
+            for s in registry.all_specs()]
+
+
+def needed_secrets(ctx: AppContext, provider: str, options: dict[str, str]) -> list[Option]:
+    """The secrets a link with these options takes (a door asks for them: a prompt, a password field)."""
+    return list(ctx.spec(provider).secrets(options))
+
+
+def _check_inputs(spec: ProviderSpec, options: dict[str, str], secrets: dict[str, str]) -> None:
+    known = spec.option_names()
+    for name in options:
+        if name not in known:
+            raise InvalidError(f"{spec.label} does not take {name}", field=name)
+    for option in spec.options:
+        if option.required and not options.get(option.name):
+            raise InvalidError(f"{spec.label} needs {option.name} ({option.help})", field=option.name)
+    wanted = {o.name: o for o in spec.secrets(options)}
+    for name in secrets:
+        if name not in wanted:
+            raise InvalidError(f"{spec.label} does not take the secret {name}", field=name)
+    for name, option in wanted.items():
+        if option.required and not secrets.get(name):
+            raise InvalidError(f"{spec.label} needs {name} ({option.help})", field=name)
+
+
+def _provider_error(spec: ProviderSpec, exc: Exception) -> Exception:
+    """A provider's refusal, as an application error that names the provider and the reason."""
+    if isinstance(exc, AuthExpired):
+        return NeedsReauthError(f"{spec.label} refused the credentials: {exc}")
+    if isinstance(exc, ConfigError):
+        return InvalidError(f"{spec.label}: {exc}")
+    return InvalidError(f"{spec.label} could not be read with these settings: {type(exc).__name__}: {exc}")
+
+
+def _info(acc: Account, cal: Calendar | None, email: str, spec_label: str) -> AccountInfo:
+    cfg = acc.config or {}
+    return AccountInfo(acc.id, email, acc.provider, spec_label, cal.remote_id if cal else acc.external_id,
+                       cal.id if cal else None, cal.name if cal else "", cal.role if cal else "",
+                       bool(cal and cal.receives_meetings), acc.status, acc.status_reason, acc.checked_at,
+                       str(cfg.get("api_base") or cfg.get("url") or ""))
+
+
+def _label(provider: str) -> str:
+    from zoomcal.connectors import registry
+
+    try:
+        return registry.get(provider).label
+    except registry.UnknownProvider:
+        return provider
+
+
+def set_meetings_calendar(s, user: User, calendar_id: int) -> None:
+    """Make one of the user's calendars the one that receives Zoom meetings (the others are then only read)."""
+    calendars = list(s.scalars(select(Calendar).where(Calendar.user_id == user.id).order_by(Calendar.id)))
+    chosen = next((c for c in calendars if c.id == calendar_id), None)
+    if chosen is None or chosen.role != "calendar":
+        choices = ", ".join(str(c.id) for c in calendars if c.role == "calendar") or "none"
+        raise InvalidError(f"calendar {calendar_id} is not one of {user.email}'s calendars that can receive "
+                           f"meetings (those are: {choices})", field="meetings_calendar")
+    for cal in calendars:
+        cal.receives_meetings = cal.id == calendar_id
+
+
+async def link(ctx: AppContext, email: str, provider: str, options: dict[str, str], secrets: dict[str, str],
+               *, receives_meetings: bool | None = None) -> AccountInfo:
+    """Link an account to a user: the provider is asked first (a token and one real read), then the account is
+    stored with its secret sealed."""
+    ctx.require_manage(email)
+    spec = ctx.spec(provider)
+    options = {k: v for k, v in options.items() if v not in (None, "")}
+    secrets = {k: v for k, v in secrets.items() if v not in (None, "")}
+    _check_inputs(spec, options, secrets)
+    with ctx.store.session() as s:
+        user = users.find(s, ctx, email)
+    try:
+        linked = await spec.link(LinkRequest(user.email, options, secrets), ctx.services.env(ctx.rules()))
+    except (ConfigError, ConnectorError) as exc:
+        raise _provider_error(spec, exc) from exc
+    role = spec.role
+    with ctx.store.transaction() as s:
+        user = users.find(s, ctx, email)
+        mine = list(s.execute(select(Calendar, Account).join(Account, Calendar.account_id == Account.id)
+                              .where(Calendar.user_id == user.id)))
+        if any(a.provider == spec.key and c.remote_id == linked.remote_id for c, a in mine):
+            raise ConflictError(f"{user.email} already has this {spec.label} calendar linked", field="provider")
+        if role == MEETINGS and any(c.role == MEETINGS for c, _a in mine):
+            raise ConflictError(f"{user.email} already has a meetings account linked; unlink it first",
+                                field="provider")
+        account = Account(tenant_id=ctx.tenant_id, user_id=user.id, provider=spec.key, external_id=linked.remote_id,
+                          config=linked.config, secret=ctx.vault.seal(linked.secret) if linked.secret else None,
+                          status="ok", checked_at=ctx.now())
+        s.add(account)
+        s.flush()
+        calendar = Calendar(tenant_id=ctx.tenant_id, user_id=user.id, account_id=account.id,
+                            remote_id=linked.remote_id, name=linked.name or spec.default_label, role=role,
+                            receives_meetings=False)
+        s.add(calendar)
+        s.flush()
+        if receives_meetings is None:
+            receives_meetings = role == "calendar" and not any(c.receives_meetings for c, _a in mine)
+        if receives_meetings and role == "calendar":
+            set_meetings_calendar(s, user, calendar.id)
+        elif receives_meetings:
+            raise InvalidError(f"a {spec.label} account cannot receive meetings", field="receives_meetings")
+        ctx.audit(s, "account.link", f"{user.email}:{spec.key}", {"calendar": linked.remote_id})
+        return _info(account, calendar, user.email, spec.label)
+
+
+async def sign_in(ctx: AppContext, email: str, provider: str, options: dict[str, str], secrets: dict[str, str],
+                  show: Callable[[str], Awaitable[None] | None], *, timeout: float = 300.0,
+                  receives_meetings: bool | None = None) -> AccountInfo:
+    """Link by signing in: OAuth authorization code with PKCE over a loopback redirect; `show` gets the sign-in
+    address to open. Only the refresh token that comes back is kept (sealed)."""
+    ctx.require_manage(email)
+    spec = ctx.spec(provider)
+    if spec.sign_in is None:
+        raise InvalidError(f"{spec.label} is not linked by signing in", field="provider")
+    endpoints = spec.sign_in(options)
+    try:
+        token = await authorize(Provider(endpoints.authorize_url, endpoints.token_url, endpoints.scope),
+                                options.get("client_id", ""), secrets.get("client_secret"), email, show,
+                                timeout=timeout, transport=ctx.services.transport)
+    except AuthExpired as exc:
+        raise NeedsReauthError(f"{spec.label} sign-in failed: {exc}") from exc
+    except ConfigError as exc:
+        raise InvalidError(f"{spec.label} sign-in failed: {exc}") from exc
+    options = {**options, "token_url": endpoints.token_url}
+    options = {k: v for k, v in options.items() if k in spec.option_names() and k not in ("tenant", "login_base")}
+    return await link(ctx, email, provider, options, {**secrets, "refresh_token": token["refresh_token"]},
+                      receives_meetings=receives_meetings)
+
+
+def _owned(s, ctx: AppContext, account_id: int) -> tuple[Account, Calendar | None, User]:
+    account = s.get(Account, account_id)
+    if account is None:
+        raise NotFoundError(f"no account {account_id}", field="account")
+    user = s.get(User, account.user_id)
+    ctx.require_manage(user.email)
+    calendar = s.scalar(select(Calendar).where(Calendar.account_id == account.id).order_by(Calendar.id).limit(1))
+    return account, calendar, user
+
+
+async def relink(ctx: AppContext, account_id: int, options: dict[str, str], secrets: dict[str, str]
+                 ) -> AccountInfo:
+    """New credentials (or endpoints) for the same calendar: checked with the provider, then stored; connectors
+    built from the old ones are rebuilt and the account is healthy again."""
+    with ctx.store.session() as s:
+        account, calendar, user = _owned(s, ctx, account_id)
+        spec = ctx.spec(account.provider)
+        view = ctx.services.account_view(ctx, account, calendar)
+    for name in options:
+        if name not in spec.option_names():
+            raise InvalidError(f"{spec.label} does not take {name}", field=name)
+    view.config.update({k: v for k, v in options.items() if v})
+    view.secret.update({k: v for k, v in secrets.items() if v})
+    rotated: dict[str, str] = {}
+    view.on_rotate = lambda token: rotated.__setitem__("refresh_token", token)
+    try:
+        await spec.check(view, ctx.services.env(ctx.rules()))
+    except (ConfigError, ConnectorError) as exc:
+        raise _provider_error(spec, exc) from exc
+    view.secret.update(rotated)
+    with ctx.store.transaction() as s:
+        account, calendar, user = _owned(s, ctx, account_id)
+        account.config = view.config
+        account.secret = ctx.vault.seal(view.secret) if view.secret else None
+        account.access_token, account.access_expires_at = None, None
+        account.revision = (account.revision or 1) + 1
+        account.status, account.status_reason, account.checked_at = "ok", None, ctx.now()
+        ctx.audit(s, "account.relink", f"{user.email}:{account.provider}",
+                  {"options": sorted(options), "secrets": sorted(secrets)})
+        return _info(account, calendar, user.email, spec.label)
+
+
+async def unlink(ctx: AppContext, account_id: int) -> Unlinked:
+    """Revoke the grant where the provider offers it, then forget the account, its calendar and what was only
+    known through it."""
+    with ctx.store.session() as s:
+        account, calendar, user = _owned(s, ctx, account_id)
+        spec = ctx.spec(account.provider)
+        view = ctx.services.account_view(ctx, account, calendar) if calendar else None
+    revoked = "nothing to revoke"
+    if spec.revoke is not None and view is not None and view.secret:
+        try:
+            revoked = await spec.revoke(view, ctx.services.env(ctx.rules()))
+        except ConnectorError as exc:
+            revoked = f"could not revoke the grant ({exc}); revoke it at {spec.label}"
+    with ctx.store.transaction() as s:
+        account, calendar, user = _owned(s, ctx, account_id)
+        cal_ids = list(s.scalars(select(Calendar.id).where(Calendar.account_id == account.id)))
+        touched = list(s.scalars(select(Link.event_id).where(Link.calendar_id.in_(cal_ids))))
+        s.execute(delete(Link).where(Link.calendar_id.in_(cal_ids)))
+        s.delete(account)   # calendars, cursors, mirrors, leases and quotas go with it
+        s.flush()
+        orphans = [ev for ev in set(touched) if s.scalar(select(Link.id).where(Link.event_id == ev).limit(1)) is None]
+        if orphans:
+            s.execute(delete(Event).where(Event.id.in_(orphans)))
+        ctx.audit(s, "account.unlink", f"{user.email}:{account.provider}", {"revoked": revoked,
+                                                                           "events_forgotten": len(orphans)})
+    return Unlinked(account_id, spec.key, revoked)
+
+
+def list_accounts(ctx: AppContext, email: str | None = None) -> list[AccountInfo]:
+    with ctx.store.session() as s:
+        query = (select(Account, Calendar, User).join(User, Account.user_id == User.id)
+                 .outerjoin(Calendar, Calendar.account_id == Account.id).order_by(Account.id))
+        if email:
+            query = query.where(User.id == users.find(s, ctx, email).id)
+        rows = [(a, c, u) for a, c, u in s.execute(query) if ctx.actor.may_manage(u.email)]
+        return [_info(a, c, u.email, _label(a.provider)) for a, c, u in rows]
+
+
+async def health(ctx: AppContext, account_id: int | None = None) -> list[AccountInfo]:
+    """Ask every account's provider for the same read a link makes; a refused grant marks the account as needing
+    to be linked again, an unreachable provider as degraded, with the reason."""
+    with ctx.store.session() as s:
+        query = select(Account.id).order_by(Account.id)
+        if account_id is not None:
+            query = query.where(Account.id == account_id)
+        ids = list(s.scalars(query))
+        if account_id is not None and not ids:
+            raise NotFoundError(f"no account {account_id}", field="account")
+
+    async def one(aid: int) -> None:
+        with ctx.store.session() as s:
+            account, calendar, _user = _owned(s, ctx, aid)
+            spec = ctx.spec(account.provider)
+            view = ctx.services.account_view(ctx, account, calendar)
+        status, reason = "ok", None
+        try:
+            await spec.check(view, ctx.services.env(ctx.rules()))
+        except AuthExpired as exc:
+            status, reason = "reauth", f"{spec.label} refused the credentials: {exc}"
+        except (ConfigError, ConnectorError) as exc:
+            status, reason = "degraded", f"{spec.label}: {type(exc).__name__}: {exc}"
+        with ctx.store.transaction() as s:
+            account = s.get(Account, aid)
+            if account is not None:
+                account.status, account.status_reason, account.checked_at = status, reason, ctx.now()
+
+    await asyncio.gather(*(one(aid) for aid in ids))
+    return [a for a in list_accounts(ctx) if a.id in ids]

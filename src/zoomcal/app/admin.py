@@ -1,0 +1,87 @@
+"""Operating zoomcal: setting up, migrating the database on purpose, tenants, rotating the vault key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from zoomcal.app.context import SYSTEM, Services, open_vault
+from zoomcal.app.errors import ConflictError, InvalidError
+from zoomcal.config import Settings
+from zoomcal.store.db import Database, schema_state
+from zoomcal.store.models import Account, Tenant
+
+
+@dataclass
+class InitResult:
+    data_dir: Path
+    database: str
+    vault: str
+    tenant: str
+    revision_before: str | None
+    revision: str
+
+
+def init(settings: Settings, tenant: str = "default") -> InitResult:
+    """Create the data directory, the vault key (unless keys come from the environment) and the database schema,
+    and the first tenant. Running it again is harmless: it migrates what is behind and keeps what exists."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+    open_vault(settings, create=True)
+    db = Database(settings.resolved_database_url())
+    try:
+        _state, before, head = schema_state(db.engine)
+        db.upgrade()
+        with db.transaction() as s:
+            if s.scalar(select(Tenant).where(Tenant.name == tenant)) is None:
+                s.add(Tenant(name=tenant))
+        vault = "ZOOMCAL_VAULT_KEYS" if settings.vault_keys else str(settings.data_dir / "vault.keys")
+        return InitResult(settings.data_dir, db.engine.url.render_as_string(hide_password=True), vault, tenant,
+                          before, head)
+    finally:
+        db.dispose()
+
+
+def upgrade(settings: Settings, revision: str = "head") -> tuple[str | None, str | None]:
+    """Apply migrations; returns (revision before, revision after)."""
+    db = Database(settings.resolved_database_url())
+    try:
+        _state, before, _head = schema_state(db.engine)
+        db.upgrade(revision)
+        _state, after, _head = schema_state(db.engine)
+        return before, after
+    finally:
+        db.dispose()
+
+
+def add_tenant(services: Services, name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 200 or any(c.isspace() for c in name):
+        raise InvalidError(f"a tenant name is one word of up to 200 characters, not {name!r}", field="tenant")
+    with services.db.transaction() as s:
+        if s.scalar(select(Tenant).where(Tenant.name == name)) is not None:
+            raise ConflictError(f"tenant {name!r} already exists", field="tenant")
+        s.add(Tenant(name=name))
+    return name
+
+
+def vault_rotate(services: Services) -> int:
+    """Re-seal every stored secret (and cached access token) with the newest vault key, tenant by tenant."""
+    vault = services.vault
+    moved = 0
+    for _tenant_id, name in services.tenants():
+        ctx = services.context(name, SYSTEM)
+        with ctx.store.transaction() as s:
+            for account in s.scalars(select(Account)):
+                changed = False
+                for column in ("secret", "access_token"):
+                    sealed = getattr(account, column)
+                    if sealed and vault.reseal(sealed) != sealed:
+                        setattr(account, column, vault.reseal(sealed))
+                        changed = True
+                if changed:
+                    moved += 1
+                    ctx.audit(s, "vault.reseal", f"account:{account.id}", {"key": vault.current})
+    return moved

@@ -1,0 +1,64 @@
+"""Presence: why a person's Zoom status is what it is, what a rules change would do, and keeping it in line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from zoomcal.app import users
+from zoomcal.app.availability import index
+from zoomcal.app.context import AppContext
+from zoomcal.app.errors import InvalidError
+from zoomcal.errors import ConfigError
+from zoomcal.presence.rules import parse_presence_rules
+from zoomcal.presence.service import Outcome, PresenceService
+
+
+def driver(ctx: AppContext) -> PresenceService:
+    """The tenant's presence driver: the busy index, a due-time queue, at most one write per change."""
+    return PresenceService(ctx, index(ctx))
+
+
+async def explain(ctx: AppContext, email: str, at: datetime | None = None) -> Outcome:
+    """Which rule fires for a person (now or at a moment), and why every earlier rule did not. Writes nothing."""
+    ctx.require_manage(email)
+    with ctx.store.session() as s:
+        user = users.find(s, ctx, email)
+    return await driver(ctx).evaluate(user, at or ctx.now(), write=False)
+
+
+@dataclass
+class Preview:
+    user: str
+    state: str
+    zoom_status: str | None
+    now: dict[str, Any]
+    proposed: dict[str, Any]
+    changes: bool
+
+
+async def dry_run(ctx: AppContext, rules: dict[str, Any]) -> list[Preview]:
+    """What a rules change would do to everyone right now, against the rules in force. Writes nothing."""
+    ctx.require_admin()
+    try:
+        proposed = parse_presence_rules(rules)
+    except ConfigError as exc:
+        raise InvalidError(str(exc), field="rules") from exc
+    service = driver(ctx)
+    out = []
+    at = ctx.now()
+    for user in service.users():
+        now = await service.evaluate(user, at, write=False)
+        new = await service.evaluate(user, at, write=False, rules=proposed)
+        out.append(Preview(user.email, now.situation.kind, now.current,
+                           {"rule": now.decision.rule, "write": now.decision.status},
+                           {"rule": new.decision.rule, "write": new.decision.status, "reason": new.decision.reason},
+                           (now.decision.rule, now.decision.status) != (new.decision.rule, new.decision.status)))
+    return out
+
+
+async def run_once(ctx: AppContext) -> list[Outcome]:
+    """Evaluate everyone now and write where the rules say so (only on change)."""
+    ctx.require_admin()
+    return await driver(ctx).start(ctx.now())

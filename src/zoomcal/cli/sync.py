@@ -1,0 +1,220 @@
+"""`zoomcal sync`, `status`, `log`, `events`, `review`: running the sync and reading what it did."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from zoomcal.app import jobs as app_jobs
+from zoomcal.app import presence as app_presence
+from zoomcal.app import sync as app_sync
+from zoomcal.app.context import AppContext
+from zoomcal.app.push import PushAnswer
+from zoomcal.cli.common import as_dict, console, context, err, fail, handled, print_json, run_async
+from zoomcal.cli.presence import print_outcome
+
+review_app = typer.Typer(help="The review queue: conflicting edits, held mass deletions, overlaps.",
+                         invoke_without_command=True)
+
+
+def show_result(result: app_sync.PairResult, dry_run: bool) -> None:
+    if dry_run:
+        console.print(f"[bold]{result.user}[/] ({' + '.join(result.calendars)}) — planned: {result.counts}",
+                      highlight=False)
+        for line in result.planned:
+            console.print(f"  {line}", markup=False, highlight=False)
+    else:
+        console.print(f"{result.user}: {result.status}, {result.writes} writes, {result.api_calls} API calls, "
+                      f"{result.duration_ms} ms ({' + '.join(result.calendars)})"
+                      + (f", {result.rejected} item(s) rejected (see `zoomcal log`)" if result.rejected else ""),
+                      highlight=False, markup=False)
+    for line in result.notes:
+        console.print(f"  note: {line}", highlight=False, markup=False)
+    for line in result.errors:
+        err.print(f"  [red]{line}[/]", highlight=False)
+
+
+def _start_webhooks(ctx: AppContext, host: str, port: int) -> None:
+    """The notification receiver in a background thread: verified notifications mark syncs as due."""
+    import uvicorn
+
+    from zoomcal.web.webhooks import make_app
+
+    def answered(channel: str, answer: PushAnswer) -> None:
+        if answer.refused:
+            app_sync.note(ctx, "webhook", f"webhook refused on /webhooks/{channel}: {answer.refused}", level="error")
+
+    server = uvicorn.Server(uvicorn.Config(make_app(ctx.services, answered), host=host, port=port,
+                                           log_level="warning", lifespan="off"))
+    threading.Thread(target=server.run, daemon=True).start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.025)
+    if not server.started:
+        fail(f"could not listen on {host}:{port} (in use?)")
+    err.print(f"receiving webhooks at http://{host}:{port}/webhooks/{{channel}} (Zoom: /webhooks/zoom)")
+
+
+@handled
+def sync(
+    once: bool = typer.Option(False, "--once", help="One round, then exit."),
+    user: str | None = typer.Option(None, "--user", help="Only this user."),
+    calendar: int | None = typer.Option(None, "--calendar", help="Only the pair that holds this calendar id."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned actions; write nothing."),
+    confirm_deletes: bool = typer.Option(False, "--confirm-deletes", help="Carry out deletions held by the guard."),
+    interval: float = typer.Option(30.0, "--interval", help="Seconds between rounds when not --once."),
+    presence: bool = typer.Option(False, "--presence", help="Also keep Zoom presence in line after each round."),
+    webhooks_port: int = typer.Option(0, "--webhooks-port",
+                                      help="Also receive webhooks on this port (POST /webhooks/zoom, secret from "
+                                           "ZOOMCAL_ZOOM_WEBHOOK_SECRET): the owner of a change syncs at once."),
+    webhooks_host: str = typer.Option("127.0.0.1", "--webhooks-host", help="Address the webhook receiver binds."),
+) -> None:
+    """Sync every user's Zoom meetings with the calendar that receives them, and read their other calendars and
+    ICS feeds for availability (continuously unless --once or --dry-run; with --webhooks-port a notification syncs
+    its owner right away)."""
+    ctx = context()
+    if webhooks_port and not ctx.settings.zoom_webhook_secret:
+        fail("receiving webhooks needs the Zoom app's secret token", hint="set ZOOMCAL_ZOOM_WEBHOOK_SECRET")
+    driver = app_presence.driver(ctx) if presence and not dry_run else None
+    due: set[int] = set()
+    first = [True]
+
+    def follow(change: dict[str, Any]) -> None:
+        # the engine's change stream: the busy index takes the event, presence re-checks its owner
+        if driver is not None and change.get("event_id"):
+            driver.index.refresh_event(ctx.store, change["user_id"], change["event_id"])
+            due.add(change["user_id"])
+
+    async def after(results: list[app_sync.PairResult]) -> bool:
+        if driver is not None:
+            if first[0]:
+                outcomes = await driver.start(ctx.now())
+            else:
+                for user_id in due:
+                    driver.mark_due(user_id)
+                outcomes = await driver.run_due(ctx.now())
+            due.clear()
+            first[0] = False
+            for outcome in outcomes:
+                print_outcome(outcome, verbose=False)
+        for result in results:
+            show_result(result, dry_run)
+        return any(r.status == "failed" for r in results)
+
+    async def one_round() -> bool:
+        results = await app_sync.run(ctx, user, calendar_id=calendar, dry_run=dry_run,
+                                     confirm_deletes=confirm_deletes, trigger="cli", on_change=follow)
+        if not results:
+            err.print("nothing to sync: no user has a calendar linked")
+        return await after(results)
+
+    async def forever() -> bool:
+        if webhooks_port:
+            _start_webhooks(ctx, webhooks_host, webhooks_port)
+        while True:
+            await one_round()
+            deadline = time.monotonic() + interval
+            while (left := deadline - time.monotonic()) > 0:
+                # notified owners sync now, everyone else at the next round
+                taken = await asyncio.to_thread(ctx.services.jobs.take, left)
+                if not taken:
+                    break
+                await after(await app_jobs.run(ctx.services, taken, only=user.strip().lower() if user else None,
+                                               on_change=follow))
+
+    if once or dry_run:
+        raise typer.Exit(1 if run_async(ctx, one_round) else 0)
+    try:
+        run_async(ctx, forever)
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+@handled
+def status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Last sync run per user, open review items, accounts needing attention."""
+    rows = app_sync.status(context())
+    if as_json:
+        return print_json(as_dict(rows))
+    table = Table("user", "last run", "status", "writes", "errors", "review", "re-auth", "degraded")
+    for r in rows:
+        table.add_row(r.user, str(r.last_run or "-"), r.status, str(r.writes), str(r.errors), str(r.review_queue),
+                      str(r.accounts_needing_reauth), str(r.accounts_degraded))
+    console.print(table)
+
+
+@handled
+def show_log(
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new entries."),
+    limit: int = typer.Option(50, "--limit", help="How many recent entries to start with."),
+    user: str | None = typer.Option(None, "--user"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The sync log: every decision and every error, newest last."""
+    import json
+    import sys
+
+    ctx = context()
+    entries = app_sync.log(ctx, user, limit=limit)
+    last = 0
+    while True:
+        for e in entries:
+            last = max(last, e.id)
+            if as_json:
+                sys.stdout.write(json.dumps({"id": e.id, "at": str(e.at), "level": e.level, "action": e.action,
+                                             "event": e.event, "user": e.user, "message": e.message}) + "\n")
+            else:
+                color = {"error": "red", "warning": "yellow"}.get(e.level, "white")
+                console.print(f"{e.at:%Y-%m-%d %H:%M:%S} [{color}]{e.level:7}[/] {e.action:9} "
+                              f"{e.event or '-':28} {e.message}", highlight=False)
+        if not follow:
+            return
+        sys.stdout.flush()
+        time.sleep(1.0)
+        entries = app_sync.log(ctx, user, after=last)
+
+
+@handled
+def events(user: str | None = typer.Option(None, "--user"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Events in the central store (the canonical, merged view)."""
+    rows = app_sync.events(context(), user)
+    if as_json:
+        return print_json(as_dict(rows))
+    table = Table("user", "start", "end", "title", "zoom", "recurs")
+    for r in rows:
+        table.add_row(r.user, r.start or "-", r.end or "-", r.title, "yes" if r.is_meeting else "",
+                      r.content.get("rrule") or "")
+    console.print(table)
+
+
+@review_app.callback()
+@handled
+def review(typer_ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Open review items: conflicting edits, held mass deletions, overlaps (`review resolve ID CHOICE` closes one)."""
+    if typer_ctx.invoked_subcommand is not None:
+        return
+    rows = app_sync.reviews(context())
+    if as_json:
+        return print_json(as_dict(rows))
+    table = Table("id", "kind", "user", "event", "field", "zoom", "calendar", "applied", "choices")
+    for r in rows:
+        table.add_row(str(r.id), r.kind, r.user or "-", r.event or "-", r.field, str(r.zoom), str(r.calendar),
+                      r.applied, " | ".join(r.choices))
+    console.print(table)
+
+
+@review_app.command("resolve")
+@handled
+def review_resolve(item: int = typer.Argument(..., help="The review item's id."),
+                   choice: str = typer.Argument(..., help="conflict: zoom | calendar (whose value stays); held "
+                                                          "deletions: confirm | dismiss; overlap: dismiss.")) -> None:
+    """Close a review item with a choice."""
+    ctx = context()
+    done = run_async(ctx, lambda: app_sync.resolve(ctx, item, choice))
+    console.print(f"review item {done.id} ({done.kind}) resolved: {choice}")

@@ -1,0 +1,53 @@
+"""Google Calendar as a provider: user OAuth (client id and secret, refresh token); the link is checked by
+reading one event of the calendar, whose listing also names the calendar."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from zoomcal.auth.oauth import TokenSource
+from zoomcal.connectors import rest
+from zoomcal.connectors.google.connector import GoogleConnector
+from zoomcal.connectors.spec import CALENDAR, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec
+
+API = "https://www.googleapis.com/calendar/v3"
+TOKEN_URL = "https://oauth2.googleapis.com/token"
+SECRETS = ("client_id", "client_secret", "refresh_token")
+
+
+def grant(view: AccountView, _env: Env) -> TokenSource:
+    return rest.refresh_grant(view, TOKEN_URL, basic_auth=False)
+
+
+async def _page(view: AccountView, env: Env) -> dict:
+    return await rest.first_read(view, env, API, grant(view, env),
+                                 f"calendars/{quote(view.calendar, safe='@')}/events", {"maxResults": 1}) or {}
+
+
+async def check(view: AccountView, env: Env) -> None:
+    await _page(view, env)
+
+
+async def link(request: LinkRequest, env: Env) -> Linked:
+    view = rest.request_view(request, request.get("calendar_id", "primary"), ("api_base", "token_url"), SECRETS)
+    page = await _page(view, env)
+    return Linked(view.calendar, str(page.get("summary") or "Google Calendar"), view.config, view.secret)
+
+
+def connector(view: AccountView, env: Env) -> GoogleConnector:
+    return GoogleConnector(rest.api_client(view, env, API, env.share_tokens(grant(view, env))), view.calendar,
+                           env.rules)
+
+
+async def revoke(view: AccountView, env: Env) -> str:
+    return await rest.revoke(rest.revoke_url(view.option("token_url", TOKEN_URL)), view.secret["refresh_token"],
+                             env)
+
+
+SPEC = ProviderSpec(
+    key="google", label="Google", roles=frozenset({CALENDAR}),
+    linking="user OAuth: client id and secret, refresh token",
+    options=(rest.CLIENT_ID, Option("calendar_id", "the calendar id", default="primary"),
+             *rest.endpoint_options(API, TOKEN_URL)),
+    secrets=lambda _options: (rest.CLIENT_SECRET, rest.REFRESH_TOKEN), link=link, check=check, connector=connector,
+    grant=grant, revoke=revoke, capabilities=GoogleConnector.capabilities, default_label="Google Calendar")

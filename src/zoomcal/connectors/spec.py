@@ -1,0 +1,155 @@
+"""What a provider tells zoomcal about itself: the provider spec every `connectors/<provider>/` folder exports.
+
+A spec says what the provider is for (its roles), what linking it takes (options and secrets), how a link is
+checked (a token and one real read, so a wrong secret or an unreachable URL is refused when linking, not at the
+first sync), how its connector and token grant are built, how it pushes changes, whether its grant can be
+revoked, and what its connector can do. Everything outside the provider's folder asks the spec; nothing else
+branches on a provider's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from zoomcal.connectors.base import Capabilities, Connector
+from zoomcal.net import Resolver, system_resolver
+
+if TYPE_CHECKING:
+    from zoomcal.auth.oauth import TokenSource
+    from zoomcal.mapping.rules import MappingRules
+
+# What a provider's calendars are for.
+MEETINGS = "meetings"    # holds the user's Zoom meetings: the "a" side of the user's sync pair
+CALENDAR = "calendar"    # a calendar: may receive the meetings, is read for availability
+BUSY = "feed"            # a read-only busy source (an ICS feed): read for availability, never written
+PRESENCE = "presence"    # can read and set the person's presence status (its connector has get/set_presence)
+ROLES = (MEETINGS, CALENDAR, BUSY, PRESENCE)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One input a link takes. Secrets are never shown, logged or sent anywhere but to the provider."""
+
+    name: str
+    help: str
+    required: bool = False
+    secret: bool = False
+    default: str = ""
+
+
+@dataclass
+class LinkRequest:
+    user_email: str
+    options: dict[str, str]
+    secrets: dict[str, str]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.options.get(name) or self.secrets.get(name) or default
+
+
+@dataclass
+class Linked:
+    """What a checked link stores: the calendar's id and name, non-secret configuration, and the sealed secret."""
+
+    remote_id: str
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    secret: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AccountView:
+    """A stored account as a spec sees it: its configuration, its opened secret, its calendar."""
+
+    id: int
+    config: dict[str, Any]
+    secret: dict[str, Any]
+    calendar: str
+    user_email: str = ""
+    on_rotate: Callable[[str], Any] | None = None    # a grant that rotates refresh tokens hands each new one here
+
+    def option(self, name: str, default: str = "") -> str:
+        return str(self.config.get(name) or default)
+
+
+@dataclass
+class Env:
+    """What zoomcal lends a provider to talk to it: settings-derived limits, the HTTP seam and the URL guard."""
+
+    rules: MappingRules
+    transport: httpx.AsyncBaseTransport | None = None
+    resolver: Resolver = system_resolver
+    timeout: float = 20.0
+    allow_private: bool = False
+    # wraps a token grant into the token source connectors use (the store-backed, shared one at run time)
+    share_tokens: Callable[[TokenSource], TokenSource] = lambda grant: grant
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """OAuth authorization code + PKCE endpoints for linking by signing in."""
+
+    authorize_url: str
+    token_url: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """Whose data a notification names: a calendar by its id on a provider, or an item by its id there."""
+
+    provider: str
+    calendar: str | None = None
+    item: str | None = None
+
+
+@dataclass(frozen=True)
+class PushChannel:
+    """A signed notification endpoint (`/webhooks/{name}`) shared by the providers that list it."""
+
+    name: str
+    secret_setting: str
+    # (secret, headers, body, now) -> the verified notification; raises PushRefused(reason)
+    verify: Callable[[str, Mapping[str, str], bytes, float], dict[str, Any]]
+    # a verified notification that is a handshake -> the answer to send, else None
+    handshake: Callable[[str, dict[str, Any]], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    key: str
+    label: str
+    roles: frozenset[str]
+    linking: str                                    # how linking works, in words (shown to admins)
+    options: tuple[Option, ...]
+    link: Callable[[LinkRequest, Env], Awaitable[Linked]]        # check a new link (a token, one real read)
+    check: Callable[[AccountView, Env], Awaitable[None]]         # the same read for a stored account (health)
+    connector: Callable[[AccountView, Env], Connector]
+    capabilities: Capabilities
+    secrets: Callable[[Mapping[str, str]], tuple[Option, ...]] = lambda _options: ()
+    grant: Callable[[AccountView, Env], TokenSource] | None = None
+    revoke: Callable[[AccountView, Env], Awaitable[str]] | None = None
+    sign_in: Callable[[Mapping[str, str]], SignIn] | None = None
+    push: PushChannel | None = None
+    push_targets: Callable[[dict[str, Any]], list[PushTarget]] | None = None
+    default_label: str = ""                         # name of the calendar when the provider gives none
+
+    @property
+    def role(self) -> str:
+        """The role a linked calendar of this provider takes: meetings, calendar or busy source."""
+        for role in (MEETINGS, CALENDAR, BUSY):
+            if role in self.roles:
+                return role
+        raise ValueError(f"provider {self.key} has no calendar role")
+
+    def option_names(self) -> set[str]:
+        return {o.name for o in self.options}
+
+
+class PushRefused(Exception):
+    """A notification that failed verification (unsigned, wrong signature, too old, not JSON)."""

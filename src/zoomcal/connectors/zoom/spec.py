@@ -1,0 +1,68 @@
+"""Zoom meetings as a provider: server-to-server OAuth (an account id) or user OAuth with rotating refresh
+tokens; the link is checked by reading the Zoom user, whose id then names the meetings calendar."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from zoomcal.auth.oauth import TokenSource, ZoomAccountCredentials
+from zoomcal.connectors import rest
+from zoomcal.connectors.spec import MEETINGS, PRESENCE, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec
+from zoomcal.connectors.zoom.connector import ZoomConnector
+from zoomcal.connectors.zoom.push import CHANNEL, meeting_targets
+
+API = "https://api.zoom.us/v2"
+TOKEN_URL = "https://zoom.us/oauth/token"
+ACCOUNT_ID = Option("account_id", "server-to-server OAuth: the Zoom account id (then no refresh token is needed)")
+ZOOM_USER = Option("zoom_user", "the Zoom user id or e-mail (default: the user's e-mail)")
+OPTIONS = (rest.CLIENT_ID, ACCOUNT_ID, ZOOM_USER, *rest.endpoint_options(API, TOKEN_URL))
+SECRETS = ("client_id", "client_secret", "refresh_token", "account_id")
+
+
+def secrets(options: Mapping[str, str]) -> tuple[Option, ...]:
+    """Server-to-server apps need the client secret; user OAuth also a refresh token."""
+    return (rest.CLIENT_SECRET,) if options.get("account_id") else (rest.CLIENT_SECRET, rest.REFRESH_TOKEN)
+
+
+def grant(view: AccountView, _env: Env) -> TokenSource:
+    """Zoom's token endpoint takes the client in HTTP Basic auth; user refresh tokens rotate on every use."""
+    if view.secret.get("account_id"):
+        return ZoomAccountCredentials(view.option("token_url", TOKEN_URL), view.secret["account_id"],
+                                      view.secret["client_id"], view.secret["client_secret"])
+    return rest.refresh_grant(view, TOKEN_URL, basic_auth=True)
+
+
+async def _user(view: AccountView, env: Env) -> dict:
+    return await rest.first_read(view, env, API, grant(view, env), f"users/{quote(view.calendar, safe='@')}") or {}
+
+
+async def check(view: AccountView, env: Env) -> None:
+    await _user(view, env)
+
+
+async def link(request: LinkRequest, env: Env) -> Linked:
+    view = rest.request_view(request, request.get("zoom_user", request.user_email), ("api_base", "token_url"),
+                             SECRETS)
+    user = await _user(view, env)
+    return Linked(str(user.get("id") or view.calendar), "Zoom meetings", view.config, view.secret)
+
+
+def connector(view: AccountView, env: Env) -> ZoomConnector:
+    return ZoomConnector(rest.api_client(view, env, API, env.share_tokens(grant(view, env))), view.calendar,
+                         env.rules)
+
+
+async def revoke(view: AccountView, env: Env) -> str:
+    if not view.secret.get("refresh_token"):
+        return "server-to-server app: no per-user grant to revoke"
+    return await rest.revoke(rest.revoke_url(view.option("token_url", TOKEN_URL)), view.secret["refresh_token"],
+                             env, (view.secret["client_id"], view.secret["client_secret"]))
+
+
+SPEC = ProviderSpec(
+    key="zoom", label="Zoom", roles=frozenset({MEETINGS, PRESENCE}),
+    linking="server-to-server OAuth (account id) or user OAuth (refresh token); client secret",
+    options=OPTIONS, secrets=secrets, link=link, check=check, connector=connector, grant=grant, revoke=revoke,
+    capabilities=ZoomConnector.capabilities, push=CHANNEL, push_targets=meeting_targets("zoom"),
+    default_label="Zoom meetings")

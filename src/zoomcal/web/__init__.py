@@ -1,0 +1,1 @@
+"""The web door: FastAPI apps that translate HTTP into application operations (webhooks today)."""

@@ -1,0 +1,41 @@
+"""`POST /webhooks/{channel}`: provider notifications, verified on their channel and turned into due syncs.
+
+The receiver only translates: it reads the raw body (signatures cover the exact bytes), hands it to
+`zoomcal.app.push.receive`, and answers with what that says. Bodies larger than a notification can be are refused
+before anything is parsed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from zoomcal.app.context import Services
+from zoomcal.app.push import PushAnswer, receive
+
+MAX_BODY = 256 * 1024
+
+
+def make_app(services: Services, on_answer: Callable[[str, PushAnswer], None] | None = None,
+             clock: Callable[[], float] = time.time) -> FastAPI:
+    app = FastAPI(title="zoomcal webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.post("/webhooks/{channel}")
+    async def webhook(channel: str, request: Request):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return JSONResponse({"error": "body too large"}, status_code=413)
+        answer = receive(services, channel, request.headers, body, clock())
+        if on_answer is not None:
+            on_answer(channel, answer)
+        return JSONResponse(answer.body, status_code=answer.status)
+
+    return app
