@@ -2,6 +2,9 @@
 
 Refresh tokens may rotate (Zoom issues a new one on every refresh and the old one stops working), so the
 new token is handed to `on_rotate` - which persists it, sealed - before the access token is used.
+
+These sources keep the access token in this process only; `tokens.StoredTokens` shares it through the store
+and refreshes under a row lock, using the same grants (`fetch`) for the token request itself.
 """
 
 from __future__ import annotations
@@ -33,15 +36,20 @@ class TokenSource:
     async def token(self, client: httpx.AsyncClient) -> str:
         async with self._lock:
             if self._token is None or time.monotonic() > self._expires - 60:
-                data = await self._fetch(client)
+                data = await self.fetch(client)
                 self._token = data["access_token"]
                 self._expires = time.monotonic() + float(data.get("expires_in", 3600))
             return self._token
 
-    def invalidate(self) -> None:
-        self._token = None
+    def invalidate(self, failed: str | None = None) -> None:
+        """Forget the access token a request was refused with. Given the refused token, a token that has
+        replaced it meanwhile (another request already refreshed) is kept: one expiry, one refresh."""
+        if failed is None or failed == self._token:
+            self._token = None
 
-    async def _fetch(self, client: httpx.AsyncClient) -> dict:
+    async def fetch(self, client: httpx.AsyncClient) -> dict:
+        """One token request, nothing cached: the provider's answer (access_token, expires_in, and a
+        refresh_token when it rotates)."""
         raise NotImplementedError
 
     @staticmethod
@@ -71,7 +79,7 @@ class ZoomAccountCredentials(TokenSource):
         self.token_url, self.account_id = token_url, account_id
         self._auth = (client_id, client_secret)
 
-    async def _fetch(self, client: httpx.AsyncClient) -> dict:
+    async def fetch(self, client: httpx.AsyncClient) -> dict:
         return await self._post(client, self.token_url,
                                 {"grant_type": "account_credentials", "account_id": self.account_id},
                                 auth=self._auth)
@@ -90,7 +98,7 @@ class RefreshTokenSource(TokenSource):
         self._basic = basic_auth
         self._on_rotate = on_rotate
 
-    async def _fetch(self, client: httpx.AsyncClient) -> dict:
+    async def fetch(self, client: httpx.AsyncClient) -> dict:
         data = {"grant_type": "refresh_token", "refresh_token": self._refresh}
         auth = None
         if self._basic:

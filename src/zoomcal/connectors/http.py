@@ -76,7 +76,7 @@ class ApiClient:
             except httpx.TransportError as exc:
                 raise Transient(f"{method} failed: {type(exc).__name__}") from exc
             if response.status_code == 401 and attempt == 0:
-                self.tokens.invalidate()   # the access token expired early: refresh once
+                self.tokens.invalidate(token)   # expired early: refresh once (unless already done)
                 kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
                 continue
             break
