@@ -213,7 +213,7 @@ async def relink(ctx: AppContext, account_id: int, options: dict[str, str], secr
     with ctx.store.session() as s:
         account, calendar, user = _owned(s, ctx, account_id)
         spec = ctx.spec(account.provider)
-        view = ctx.services.account_view(ctx, account, calendar)
+        view = ctx.services.account_view(account, calendar)
     for name in options:
         if name not in spec.option_names():
             raise InvalidError(f"{spec.label} does not take {name}", field=name)
@@ -244,9 +244,9 @@ async def unlink(ctx: AppContext, account_id: int) -> Unlinked:
     with ctx.store.session() as s:
         account, calendar, user = _owned(s, ctx, account_id)
         spec = ctx.spec(account.provider)
-        view = ctx.services.account_view(ctx, account, calendar) if calendar else None
+        view = ctx.services.account_view(account, calendar)
     revoked = "nothing to revoke"
-    if spec.revoke is not None and view is not None and view.secret:
+    if spec.revoke is not None and view.secret:
         try:
             revoked = await spec.revoke(view, ctx.services.env(ctx.rules()))
         except ConnectorError as exc:
@@ -291,10 +291,10 @@ async def health(ctx: AppContext, account_id: int | None = None) -> list[Account
         with ctx.store.session() as s:
             account, calendar, _user = _owned(s, ctx, aid)
             spec = ctx.spec(account.provider)
-            view = ctx.services.account_view(ctx, account, calendar)
+            view, env = ctx.services.provider_env(ctx, account, calendar, ctx.rules())
         status, reason = "ok", None
         try:
-            await spec.check(view, ctx.services.env(ctx.rules()))
+            await spec.check(view, env)
         except AuthExpired as exc:
             status, reason = "reauth", f"{spec.label} refused the credentials: {exc}"
         except (ConfigError, ConnectorError) as exc:

@@ -73,8 +73,9 @@ def vault_rotate(services: Services) -> int:
     moved = 0
     for _tenant_id, name in services.tenants():
         ctx = services.context(name, SYSTEM)
-        with ctx.store.transaction() as s:
-            for account in s.scalars(select(Account)):
+        # the rows are locked: a token refresh committing in between would otherwise be overwritten
+        with ctx.store.locked_transaction() as s:
+            for account in s.scalars(select(Account).with_for_update()):
                 changed = False
                 for column in ("secret", "access_token"):
                     sealed = getattr(account, column)

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ import httpx
 from sqlalchemy import select
 
 from zoomcal.app.errors import ForbiddenError, NotFoundError, SchemaOutdated
+from zoomcal.auth.tokens import stored_tokens
 from zoomcal.auth.vault import Vault
 from zoomcal.config import Settings
 from zoomcal.connectors import registry
@@ -154,9 +155,8 @@ class Services:
             found = self._connectors.get(key)
         if found is not None:
             return found
-        spec = registry.get(account.provider)
-        view = self.account_view(ctx, account, calendar)
-        built = spec.connector(view, self.env(rules))
+        view, env = self.provider_env(ctx, account, calendar, rules)
+        built = registry.get(account.provider).connector(view, env)
         with self._lock:
             stale = [k for k in self._connectors if k[:3] == key[:3] and k != key and k[5] == loop]
             for k in stale:
@@ -164,23 +164,25 @@ class Services:
             self._connectors[key] = built
         return built
 
-    def account_view(self, ctx: AppContext, account: Account, calendar: Calendar) -> AccountView:
+    def account_view(self, account: Account, calendar: Calendar | None) -> AccountView:
         secret = self.vault.open(account.secret) if account.secret else {}
-        view = AccountView(account.id, dict(account.config or {}), secret, calendar.remote_id)
-        view.on_rotate = self._persist_refresh(ctx.store, account.id)
-        return view
+        return AccountView(account.id, dict(account.config or {}), secret, calendar.remote_id if calendar else "")
 
-    def _persist_refresh(self, store: TenantStore, account_id: int) -> Callable[[str], None]:
-        """A rotated refresh token is stored (sealed) before the access token that came with it is used."""
-        def persist(new_refresh: str) -> None:
-            with store.transaction() as s:
-                account = s.get(Account, account_id)
-                if account is None:
-                    return
-                secret = self.vault.open(account.secret)
-                secret["refresh_token"] = new_refresh
-                account.secret = self.vault.seal(secret)
-        return persist
+    def provider_env(self, ctx: AppContext, account: Account, calendar: Calendar | None, rules: MappingRules
+                     ) -> tuple[AccountView, Env]:
+        """A stored account as its provider sees it, and the environment to reach it with: its access token is
+        the one every process shares through the store (one refresh at a time, rotations stored under the lock)."""
+        spec = registry.get(account.provider)
+        view = self.account_view(account, calendar)
+        env = self.env(rules)
+        if spec.grant is not None:
+            grant = spec.grant
+
+            def shared(_grant: Any) -> Any:
+                return stored_tokens(ctx.store, self.vault, account.id,
+                                     lambda secret: grant(replace(view, secret=secret, on_rotate=None), env))
+            env.share_tokens = shared
+        return view, env
 
     async def aclose(self) -> None:
         with self._lock:
