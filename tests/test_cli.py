@@ -263,3 +263,47 @@ def test_sync_with_presence_follows_the_calendar(env, monkeypatch):
         assert "out of office" in result.output
     finally:
         server.stop()
+
+
+def test_only_init_and_db_upgrade_migrate_every_other_command_stops_when_behind(env):
+    from zoomcal.store.db import Database, head_revision, schema_state
+
+    data = env / "data"
+    missing = run("user", "list")
+    assert missing.exit_code == 1 and "no zoomcal schema" in missing.output and "zoomcal init" in missing.output
+    url = f"sqlite:///{data / 'zoomcal.db'}"
+    db = Database(url)
+    db.upgrade("0003")                                   # a database an older release left behind
+    assert run("init", "--help").exit_code == 0
+    for args in (("user", "list"), ("sync", "--once"), ("status",), ("account", "list")):
+        behind = run(*args)
+        assert behind.exit_code == 1 and "zoomcal db upgrade" in behind.output, (args, behind.output)
+    assert schema_state(db.engine)[1] == "0003"          # none of them migrated on the side
+    assert json.loads(run("db", "status", "--json").output)["state"] == "behind"
+    upgraded = run("db", "upgrade")
+    assert upgraded.exit_code == 0 and f"database at {head_revision()} (was 0003)" in upgraded.output
+    assert run("db", "upgrade").output.strip().endswith("(already there)")
+    assert run("init").exit_code == 0 and run("init").exit_code == 0      # init is safe to repeat
+    assert run("user", "list").exit_code == 0
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("update alembic_version set version_num = '9999'")
+    ahead = run("user", "list")
+    assert ahead.exit_code == 1 and "newer than this zoomcal" in ahead.output
+    db.dispose()
+
+
+def test_command_line_hints_name_the_flag_to_fix(env, tmp_path):
+    assert run("init").exit_code == 0 and run("user", "add", "ada@example.com").exit_code == 0
+    wrong = run("account", "add", "google", "--user", "ada@example.com", "--client-id", "x", "--mailbox", "m")
+    assert wrong.exit_code == 1 and "Google does not take mailbox" in wrong.output and "--mailbox" in wrong.output
+    nobody = run("account", "add", "ics", "--user", "bob@example.com", "--url", str(tmp_path))
+    assert nobody.exit_code == 1 and "no user bob@example.com" in nobody.output and "zoomcal user add" in nobody.output
+    unknown = run("account", "add", "gmail", "--user", "ada@example.com")
+    assert unknown.exit_code == 1 and "google" in unknown.output and "zoom-calendar" in unknown.output
+    providers = json.loads(run("account", "providers", "--json").output)
+    assert {p["key"] for p in providers} >= {"zoom", "google", "graph", "ews", "caldav", "ics", "zoom-calendar"}
+    other = run("--tenant", "globex", "user", "list")
+    assert other.exit_code == 1 and "zoomcal tenant add" in other.output
+    assert run("tenant", "add", "globex").exit_code == 0
+    assert json.loads(run("--tenant", "globex", "user", "list", "--json").output) == []
+    assert [u["email"] for u in json.loads(run("user", "list", "--json").output)] == ["ada@example.com"]

@@ -68,11 +68,14 @@ def providers(ctx: AppContext) -> list[ProviderInfo]:
 
 
 def needed_secrets(ctx: AppContext, provider: str, options: dict[str, str]) -> list[Option]:
-    """The secrets a link with these options takes (a door asks for them: a prompt, a password field)."""
-    return list(ctx.spec(provider).secrets(options))
+    """The secrets a link with these options takes (a door asks for them: a prompt, a password field), once the
+    options themselves are known to be right."""
+    spec = ctx.spec(provider)
+    _check_options(spec, options)
+    return list(spec.secrets(options))
 
 
-def _check_inputs(spec: ProviderSpec, options: dict[str, str], secrets: dict[str, str]) -> None:
+def _check_options(spec: ProviderSpec, options: dict[str, str]) -> None:
     known = spec.option_names()
     for name in options:
         if name not in known:
@@ -80,6 +83,10 @@ def _check_inputs(spec: ProviderSpec, options: dict[str, str], secrets: dict[str
     for option in spec.options:
         if option.required and not options.get(option.name):
             raise InvalidError(f"{spec.label} needs {option.name} ({option.help})", field=option.name)
+
+
+def _check_inputs(spec: ProviderSpec, options: dict[str, str], secrets: dict[str, str]) -> None:
+    _check_options(spec, options)
     wanted = {o.name: o for o in spec.secrets(options)}
     for name in secrets:
         if name not in wanted:
@@ -87,6 +94,14 @@ def _check_inputs(spec: ProviderSpec, options: dict[str, str], secrets: dict[str
     for name, option in wanted.items():
         if option.required and not secrets.get(name):
             raise InvalidError(f"{spec.label} needs {name} ({option.help})", field=name)
+
+
+def _one_meetings_account(s, user: User, spec: ProviderSpec) -> None:
+    """A person's meetings live in one account: a second one would split them."""
+    if spec.role == MEETINGS and s.scalar(select(Calendar.id).where(Calendar.user_id == user.id,
+                                                                     Calendar.role == MEETINGS)) is not None:
+        raise ConflictError(f"{user.email} already has a meetings account linked; unlink it first",
+                            field="provider")
 
 
 def _provider_error(spec: ProviderSpec, exc: Exception) -> Exception:
@@ -138,6 +153,7 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
     _check_inputs(spec, options, secrets)
     with ctx.store.session() as s:
         user = users.find(s, ctx, email)
+        _one_meetings_account(s, user, spec)
     try:
         linked = await spec.link(LinkRequest(user.email, options, secrets), ctx.services.env(ctx.rules()))
     except (ConfigError, ConnectorError) as exc:
@@ -149,9 +165,7 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
                               .where(Calendar.user_id == user.id)))
         if any(a.provider == spec.key and c.remote_id == linked.remote_id for c, a in mine):
             raise ConflictError(f"{user.email} already has this {spec.label} calendar linked", field="provider")
-        if role == MEETINGS and any(c.role == MEETINGS for c, _a in mine):
-            raise ConflictError(f"{user.email} already has a meetings account linked; unlink it first",
-                                field="provider")
+        _one_meetings_account(s, user, spec)
         account = Account(tenant_id=ctx.tenant_id, user_id=user.id, provider=spec.key, external_id=linked.remote_id,
                           config=linked.config, secret=ctx.vault.seal(linked.secret) if linked.secret else None,
                           status="ok", checked_at=ctx.now())
@@ -244,11 +258,11 @@ async def unlink(ctx: AppContext, account_id: int) -> Unlinked:
     with ctx.store.session() as s:
         account, calendar, user = _owned(s, ctx, account_id)
         spec = ctx.spec(account.provider)
-        view = ctx.services.account_view(account, calendar)
+        view, env = ctx.services.provider_env(ctx, account, calendar, ctx.rules())
     revoked = "nothing to revoke"
     if spec.revoke is not None and view.secret:
         try:
-            revoked = await spec.revoke(view, ctx.services.env(ctx.rules()))
+            revoked = await spec.revoke(view, env)
         except ConnectorError as exc:
             revoked = f"could not revoke the grant ({exc}); revoke it at {spec.label}"
     with ctx.store.transaction() as s:

@@ -56,6 +56,15 @@ def upgrade(settings: Settings, revision: str = "head") -> tuple[str | None, str
         db.dispose()
 
 
+def schema(settings: Settings) -> tuple[str, str | None, str]:
+    """("ok" | "missing" | "behind" | "ahead", the database's revision, the one this zoomcal needs)."""
+    db = Database(settings.resolved_database_url())
+    try:
+        return schema_state(db.engine)
+    finally:
+        db.dispose()
+
+
 def add_tenant(services: Services, name: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 200 or any(c.isspace() for c in name):

@@ -271,7 +271,7 @@ def _apply_choice(ctx: AppContext, s, item: ReviewItem, choice: str) -> None:
     event = s.get(Event, item.event_id)
     if event is None:
         raise ConflictError("the event of this review item no longer exists")
-    value = item.zoom_value if choice == "zoom" else item.calendar_value
+    value = {"zoom": item.zoom_value, "calendar": item.calendar_value}[choice]
     value = MISSING if value is None else (tuple(value) if isinstance(value, list) else value)
     content = apply_view(event.content, {item.field: value})
     repo.upsert_event(s, event.tenant_id, event.user_id, event.id, content)

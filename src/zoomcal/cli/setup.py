@@ -6,7 +6,6 @@ import typer
 
 from zoomcal.app import admin
 from zoomcal.cli.common import console, context, handled, print_json, services, settings
-from zoomcal.store.db import Database, schema_state
 
 db_app = typer.Typer(help="Database maintenance (migrations run only here and in init).", no_args_is_help=True)
 vault_app = typer.Typer(help="Token vault.", no_args_is_help=True)
@@ -38,11 +37,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision (def
 @handled
 def db_status(as_json: bool = typer.Option(False, "--json")) -> None:
     """The database's schema revision against the one this zoomcal needs."""
-    db = Database(settings().resolved_database_url())
-    try:
-        state, current, head = schema_state(db.engine)
-    finally:
-        db.dispose()
+    state, current, head = admin.schema(settings())
     if as_json:
         return print_json({"state": state, "current": current, "head": head})
     console.print(f"schema {current or 'none'}, this zoomcal needs {head}: {state}")

@@ -57,6 +57,15 @@ class TokenBook:
             return None
         return found[0]
 
+    def revoke(self, token: str) -> bool:
+        """Revoke a grant by one of its tokens (access or refresh): every token of that subject stops working."""
+        subject = self.refresh.get(token) or (self.access.get(token) or (None,))[0]
+        if subject is None:
+            return False
+        self.refresh = {t: s for t, s in self.refresh.items() if s != subject}
+        self.access = {t: v for t, v in self.access.items() if v[0] != subject}
+        return True
+
     def expire_all(self) -> None:
         self.access.clear()
 

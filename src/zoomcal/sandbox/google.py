@@ -158,6 +158,17 @@ def build_app(state: GoogleState) -> APIRouter:
             issued["scope"] = "https://www.googleapis.com/auth/calendar"
             return issued
 
+    @router.post("/revoke")
+    async def revoke(request: Request):
+        """Revoke the grant behind a token (oauth2.googleapis.com/revoke): 200, or 400 invalid_token."""
+        form = await request.form()
+        token = str(form.get("token") or request.query_params.get("token") or "")
+        with state.lock:
+            if not state.tokens.revoke(token):
+                return JSONResponse({"error": "invalid_token", "error_description": "Token expired or revoked"},
+                                    400)
+        return JSONResponse({})
+
     @router.get("/calendar/v3/calendars/{cal_id}/events")
     def list_events(cal_id: str, request: Request, syncToken: str = "", pageToken: str = "",
                     maxResults: int = 250, showDeleted: bool = False, singleEvents: bool = False):

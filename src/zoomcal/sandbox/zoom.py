@@ -170,6 +170,18 @@ def build_app(state: ZoomState) -> APIRouter:
                 return issued
         return JSONResponse({"reason": "Unsupported grant type", "error": "unsupported_grant_type"}, 400)
 
+    @router.post("/oauth/revoke")
+    async def revoke(request: Request):
+        """Revoke a user's authorization of the app by its access token (client in HTTP Basic auth)."""
+        if basic_credentials(request) != (state.client_id, state.client_secret):
+            return JSONResponse({"reason": "Invalid client_id or client_secret", "error": "invalid_client"}, 401)
+        form = await request.form()
+        token = str(form.get("token") or request.query_params.get("token") or "")
+        with state.lock:
+            if not state.tokens.revoke(token):
+                return JSONResponse({"reason": "Invalid Token!", "error": "invalid_request"}, 400)
+        return {"status": "success"}
+
     @router.get("/v2/users")
     def list_users(request: Request, page_size: int = 30):
         auth(request)

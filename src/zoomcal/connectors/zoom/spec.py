@@ -54,10 +54,16 @@ def connector(view: AccountView, env: Env) -> ZoomConnector:
 
 
 async def revoke(view: AccountView, env: Env) -> str:
+    """Zoom revokes a user's authorization of the app by one of its access tokens."""
     if not view.secret.get("refresh_token"):
         return "server-to-server app: no per-user grant to revoke"
-    return await rest.revoke(rest.revoke_url(view.option("token_url", TOKEN_URL)), view.secret["refresh_token"],
-                             env, (view.secret["client_id"], view.secret["client_secret"]))
+    api = rest.api_client(view, env, API, env.share_tokens(grant(view, env)))
+    try:
+        token = await api.tokens.token(api.client)
+    finally:
+        await api.aclose()
+    return await rest.revoke(rest.revoke_url(view.option("token_url", TOKEN_URL)), token, env,
+                             (view.secret["client_id"], view.secret["client_secret"]))
 
 
 SPEC = ProviderSpec(

@@ -1,0 +1,100 @@
+"""The layers keep their shape: the CLI holds no database access, provider names stay in their own folders, and the
+application layer's messages name no command-line syntax."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from zoomcal.connectors import registry
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "zoomcal"
+
+
+def _modules(folder: Path):
+    for path in sorted(folder.rglob("*.py")):
+        yield path, ast.parse(path.read_text("utf-8"), str(path))
+
+
+def test_the_cli_holds_no_database_access():
+    found = []
+    for path, tree in _modules(SRC / "cli"):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                found += [f"{path.name}: imports {n}" for n in names
+                          if n.startswith(("sqlalchemy", "zoomcal.store", "zoomcal.sync", "zoomcal.connectors"))]
+            if isinstance(node, ast.Attribute) and node.attr in ("session", "transaction", "locked_transaction",
+                                                                  "execute", "scalars", "scalar"):
+                found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+            if isinstance(node, ast.Name) and node.id in ("select", "Session"):
+                found.append(f"{path.name}:{node.lineno}: {node.id}")
+    assert found == []
+
+
+def _provider_folders() -> dict[str, Path]:
+    folders = {}
+    for spec in registry.all_specs():
+        module = spec.link.__module__
+        folders[spec.key] = SRC / Path(*module.split(".")[1:-1])
+    return folders
+
+
+def _named(node: ast.AST) -> list[str]:
+    """String constants a comparison tests against (`x == "a"`, `x in ("a", "b")`)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return [n for e in node.elts for n in _named(e)]
+    return []
+
+
+def test_provider_names_appear_only_in_their_own_folders():
+    """Nothing outside a provider's folder (and the registry's import list) branches on a provider's name: no
+    comparison with it, no case for it. The sandboxes are emulations of the vendors themselves and are exempt."""
+    folders = {**_provider_folders(), "memory": SRC / "connectors" / "memory"}
+    assert set(folders) >= {"zoom", "zoom-calendar", "google", "graph", "ews", "caldav", "ics", "memory"}
+    found = []
+    for path, tree in _modules(SRC):
+        if "sandbox" in path.parts or path == SRC / "connectors" / "registry.py":
+            continue
+        others = {key for key, folder in folders.items() if folder not in path.parents}
+        for node in ast.walk(tree):
+            tested = []
+            if isinstance(node, ast.Compare):
+                tested = [n for part in (node.left, *node.comparators) for n in _named(part)]
+            elif isinstance(node, ast.MatchValue):
+                tested = _named(node.value)
+            found += [f"{path.relative_to(SRC)}:{node.lineno}: {name!r}" for name in tested if name in others]
+    assert found == []
+
+
+def test_a_branch_on_a_provider_name_would_be_found(tmp_path):
+    """The check above can fail: the shapes of branch it looks for are found."""
+    tree = ast.parse('if account.provider == "google": pass\nif p in ("ics", "x"): pass\n'
+                     'match p:\n    case "graph": pass\n')
+    tested = [n for node in ast.walk(tree) if isinstance(node, ast.Compare)
+              for part in (node.left, *node.comparators) for n in _named(part)]
+    tested += [n for node in ast.walk(tree) if isinstance(node, ast.MatchValue) for n in _named(node.value)]
+    assert {"google", "ics", "graph"} <= set(tested)
+
+
+def test_every_built_in_provider_lives_in_one_folder_named_in_the_registry():
+    for name in registry.BUILT_IN:
+        folder = SRC / Path(*name.split(".")[1:])
+        assert (folder / "__init__.py").exists() and (folder / "spec.py").exists(), name
+    for key, folder in _provider_folders().items():
+        assert folder.parent == SRC / "connectors", key
+
+
+def test_application_messages_name_no_command_line_syntax():
+    """The portal shows the same errors: a message says what is wrong, a door adds how to fix it there."""
+    found = []
+    for folder in (SRC / "app", SRC / "connectors"):
+        for path, tree in _modules(folder):
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    text = node.value
+                    if "`zoomcal " in text or "zoomcal account" in text or " --" in text or text.startswith("--"):
+                        found.append(f"{path.relative_to(SRC)}:{node.lineno}: {text[:60]!r}")
+    assert found == []
