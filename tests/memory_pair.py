@@ -1,0 +1,40 @@
+"""A sync pair of in-memory calendars over a real store, with the rows a pair needs (tenant, user, accounts,
+calendars)."""
+
+from __future__ import annotations
+
+from zoomcal.mapping.rules import DEFAULT_RULES
+from zoomcal.store import repo
+from zoomcal.store.db import Database
+from zoomcal.store.models import Account, Calendar, User
+from zoomcal.sync.engine import SideSpec, SyncPair
+
+
+def memory_pair(db: Database, a, b, *, a_label: str = "Zoom", b_label: str = "Calendar",
+                email: str = "m@example.com") -> SyncPair:
+    """Side a (the meetings side, owning join info) and side b, each on its own account and calendar."""
+    with db.transaction() as s:
+        tenant = repo.get_or_create_tenant(s)
+        user = User(tenant_id=tenant.id, email=email)
+        s.add(user)
+        s.flush()
+        ids = []
+        for provider, remote, role in (("zoom", "a", "meetings"), ("google", "b", "calendar")):
+            account = Account(tenant_id=tenant.id, user_id=user.id, provider=provider)
+            s.add(account)
+            s.flush()
+            calendar = Calendar(tenant_id=tenant.id, user_id=user.id, account_id=account.id, remote_id=remote,
+                                role=role)
+            s.add(calendar)
+            s.flush()
+            ids.append((calendar.id, account.id))
+        tenant_id, user_id = tenant.id, user.id
+    side_a = SideSpec(ids[0][0], a, ids[0][1], owns=frozenset({"join"}), label=a_label) if a is not None else None
+    return SyncPair(tenant_id, user_id, side_a, SideSpec(ids[1][0], b, ids[1][1], label=b_label), DEFAULT_RULES,
+                    email)
+
+
+def meeting(title: str, day: int = 10, hour: int = 9, **extra) -> dict:
+    """Content fields of a one-hour event in March 2026."""
+    return {"title": title, "start": f"2026-03-{day:02d}T{hour:02d}:00:00Z",
+            "end": f"2026-03-{day:02d}T{hour + 1:02d}:00:00Z", **extra}
