@@ -1,13 +1,31 @@
-"""A sync pair of in-memory calendars over a real store, with the rows a pair needs (tenant, user, accounts,
-calendars)."""
+"""A sync pair of in-memory calendars over a real store: the rows a pair needs (tenant, user, accounts,
+calendars), and memory connectors that declare other capabilities (read-only)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from zoomcal.connectors.memory.connector import MemoryConnector
 from zoomcal.mapping.rules import DEFAULT_RULES
 from zoomcal.store import repo
 from zoomcal.store.db import Database
 from zoomcal.store.models import Account, Calendar, User
 from zoomcal.sync.engine import SideSpec, SyncPair
+
+
+class ReadOnlyMemory(MemoryConnector):
+    """A read-only source: any write is a bug, so it fails the test loudly."""
+
+    capabilities = replace(MemoryConnector.capabilities, writable=False)
+
+    async def create(self, *args, **kwargs):
+        raise AssertionError("a read-only side was written (create)")
+
+    async def update(self, *args, **kwargs):
+        raise AssertionError("a read-only side was written (update)")
+
+    async def delete(self, *args, **kwargs):
+        raise AssertionError("a read-only side was written (delete)")
 
 
 def memory_pair(db: Database, a, b, *, a_label: str = "Zoom", b_label: str = "Calendar",

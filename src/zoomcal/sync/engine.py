@@ -10,7 +10,9 @@ create whose answer was lost is found, not repeated.
 The engine is a shell around the pure planner: what it remembers goes through a `StatusStore`
 (`zoomcal.sync.status`; each call one durable step, run in a worker thread so the event loop never waits on
 the database), and what changed goes out on its change stream (`zoomcal.sync.changes`) to subscribers such as
-overlap detection, the in-memory busy index and presence."""
+overlap detection, the in-memory busy index and presence. It obeys what a side declares: a read-only side is
+never written.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -81,6 +83,15 @@ class SyncPair:
     def scope(self) -> PairScope:
         return PairScope(self.tenant_id, self.user_id, {s: self.side(s).calendar_id for s in self.sides},
                          {s: self.side(s).label for s in self.sides}, self.rules)
+
+    @property
+    def read_only(self) -> frozenset[str]:
+        """Sides never written: a read-only source, or no side at all."""
+        return frozenset(s for s in SIDES if s not in self.sides or not writable(self.side(s)))
+
+
+def writable(spec: SideSpec) -> bool:
+    return getattr(spec.connector, "capabilities", None) is None or spec.connector.capabilities.writable
 
 
 class _Mirror:
@@ -150,7 +161,7 @@ class SimulatedCrash(Exception):
     """Raised by a test hook between a remote write and its local commit."""
 
 
-def plan_rules(rules: MappingRules, confirm_deletes: bool = False) -> PlanRules:
+def plan_rules(rules: MappingRules, confirm_deletes: bool = False, read_only: Iterable[str] = ()) -> PlanRules:
     blocked: dict[str, set[str]] = {"a": set(), "b": set()}
     for fields in FIELD_GROUPS.values():
         for field_name in fields:
@@ -160,7 +171,7 @@ def plan_rules(rules: MappingRules, confirm_deletes: bool = False) -> PlanRules:
     return PlanRules(winner=rules.wins(), adopt_winner="a",
                      flows={s: frozenset(v) for s, v in blocked.items()},
                      max_delete_share=rules.deletes.max_share, min_delete_items=rules.deletes.min_items,
-                     confirm_deletes=confirm_deletes)
+                     confirm_deletes=confirm_deletes, read_only=frozenset(read_only))
 
 
 def holder_gone(holder: str) -> bool:
@@ -304,7 +315,7 @@ class SyncEngine:
         listing_a = await self._list(run, "a") if pair.a is not None else {}
         listing_b = await self._list(run, "b")
         records = await self._do(self.store.load_records, run.scope)
-        plan = plan_sync(listing_a, listing_b, records, plan_rules(pair.rules, confirm_deletes),
+        plan = plan_sync(listing_a, listing_b, records, plan_rules(pair.rules, confirm_deletes, pair.read_only),
                          pair.key)
         report.plan = plan
         report.counts = plan.counts()
@@ -347,6 +358,7 @@ class SyncEngine:
     # --- one event -----------------------------------------------------------------------------------
     async def _execute(self, run: _Run, plan: EventPlan) -> None:
         pair, report = run.pair, run.report
+        plan = await self._refuse_read_only(run, plan)
         planned = {w.side: pair.side(w.side).connector.planned_id(plan.event_id)
                    for w in plan.writes if w.op == "create"}
         new = await self._do(self.store.record_plan, run.scope, plan, planned, report.run_id)
@@ -374,6 +386,16 @@ class SyncEngine:
             base, done = await self._confirm(run, plan, write, result, base, queue)
             forgotten = forgotten or done.forgotten
         await self.changes.publish([self._change(run, plan.event_id, None if forgotten else base, plan.reason, new)])
+
+    async def _refuse_read_only(self, run: _Run, plan: EventPlan) -> EventPlan:
+        """The planner leaves read-only sides alone; should a write to one reach us anyway, it is not made."""
+        refused = [w for w in plan.writes if w.side in run.pair.read_only]
+        if not refused:
+            return plan
+        await self._log(run, [LogLine("refused", f"{w.op} on {run.scope.label(w.side)} refused: that side is "
+                                                 "read-only; nothing is written there", plan.event_id, "warning")
+                              for w in refused])
+        return replace(plan, writes=[w for w in plan.writes if w not in refused])
 
     async def _write(self, conn: Connector, write: Write, event_id: str, base: dict[str, Any],
                      remote_id: str | None, etag: str | None, mirror: _Mirror) -> WriteResult | None:
@@ -405,7 +427,7 @@ class SyncEngine:
                  if p.split("/", 1)[0] in run.pair.side(write.side).owns and v != MISSING}
         new_base = apply_paths(base, owned) if owned else None
         peer = other(write.side)
-        mark_peer = bool(owned) and not any(w.side == peer for w in queue)
+        mark_peer = bool(owned) and peer not in run.pair.read_only and not any(w.side == peer for w in queue)
         done = await self._do(self.store.confirm, run.scope, Confirmation(
             plan.event_id, write.side, write.op, result.id, result.etag, result.item.content, result.item.hash,
             base=new_base, mark_peer=mark_peer, log=lines), run.report.run_id)
