@@ -3,7 +3,8 @@ calendars), and memory connectors that declare other capabilities (read-only).""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from zoomcal.connectors.memory.connector import MemoryConnector
 from zoomcal.mapping.rules import DEFAULT_RULES
@@ -26,6 +27,14 @@ class ReadOnlyMemory(MemoryConnector):
 
     async def delete(self, *args, **kwargs):
         raise AssertionError("a read-only side was written (delete)")
+
+
+@dataclass
+class Clock:
+    now: datetime = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 def memory_pair(db: Database, a, b, *, a_label: str = "Zoom", b_label: str = "Calendar",

@@ -1,11 +1,15 @@
-"""Capabilities are obeyed: read-only sides are never written."""
+"""Capabilities are obeyed: read-only sides are never written; the Zoom sandbox refuses meeting writes past 100
+a day the way Zoom does."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import httpx
 import pytest
 from sqlalchemy import select
 
-from memory_pair import ReadOnlyMemory, meeting, memory_pair
+from memory_pair import Clock, ReadOnlyMemory, meeting, memory_pair
 from zoomcal.connectors.base import Item
 from zoomcal.connectors.ics.connector import IcsConnector
 from zoomcal.connectors.memory.connector import MemoryConnector
@@ -16,6 +20,7 @@ from zoomcal.store.models import SyncLogEntry
 from zoomcal.sync import engine as engine_module
 from zoomcal.sync.engine import SyncEngine
 from zoomcal.sync.planner import PlanRules, plan_sync
+from zoomcal.sync.retry import Retrier
 
 pytestmark = pytest.mark.anyio
 
@@ -123,3 +128,68 @@ async def test_an_ics_feed_is_never_written(sqlite_db, tmp_path, monkeypatch, pl
     with sqlite_db.session() as s:
         assert not list(s.scalars(select(SyncLogEntry.message).where(SyncLogEntry.level == "error")))
     assert (await SyncEngine(sqlite_db).run(pair)).writes == 0
+
+
+# --- the Zoom sandbox and its 100 a day ----------------------------------------------------------------------
+
+async def _app_token(client: httpx.AsyncClient, world) -> dict[str, str]:
+    issued = await client.post("/zoom/oauth/token", auth=(world.zoom.client_id, world.zoom.client_secret),
+                               data={"grant_type": "account_credentials", "account_id": world.zoom.account_id})
+    return {"Authorization": f"Bearer {issued.json()['access_token']}"}
+
+
+async def test_the_zoom_sandbox_refuses_the_101st_meeting_write_of_a_day_like_zoom(world):
+    clock = Clock()
+    world.zoom.wall_clock = clock
+    user = world.add_user("z@example.com", "Z", "UTC")
+    async with httpx.AsyncClient(base_url="http://sandbox", transport=world.transport()) as client:
+        headers = await _app_token(client, world)
+        path = f"/zoom/v2/users/{user['zoom_user_id']}/meetings"
+        body = {"topic": "T", "type": 2, "start_time": "2026-03-10T09:00:00Z", "duration": 30}
+        first = await client.post(path, json=body, headers=headers)
+        for _ in range(98):
+            assert (await client.post(path, json=body, headers=headers)).status_code == 201
+        meeting_id = first.json()["id"]
+        assert (await client.patch(f"/zoom/v2/meetings/{meeting_id}", json={"topic": "U"},
+                                   headers=headers)).status_code == 204       # the 100th: an update counts too
+        refused = await client.post(path, json=body, headers=headers)
+        assert refused.status_code == 429
+        assert refused.json() == {"code": 429, "message": (
+            "You have exceeded the daily rate limit (100) of Meeting Create/Update API requests permitted for this "
+            "particular user. You may resume these requests at GMT 00:00:00.")}
+        assert refused.headers["x-ratelimit-type"] == "Daily-limit" and refused.headers["x-ratelimit-remaining"] == "0"
+        assert refused.headers["retry-after"] == "2026-03-03T00:00:00Z"
+        assert (await client.patch(f"/zoom/v2/meetings/{meeting_id}", json={"topic": "V"},
+                                   headers=headers)).status_code == 429
+        assert (await client.delete(f"/zoom/v2/meetings/{meeting_id}", headers=headers)).status_code == 204
+        other = world.add_user("y@example.com", "Y", "UTC")           # the limit is per host user
+        assert (await client.post(f"/zoom/v2/users/{other['zoom_user_id']}/meetings", json=body,
+                                  headers=headers)).status_code == 201
+        clock.now += timedelta(days=1)                                 # 00:00 UTC resets it
+        assert (await client.post(path, json=body, headers=headers)).status_code == 201
+    assert len(world.zoom.meetings) == 100
+
+
+async def test_a_daily_limit_answer_is_its_own_error_and_is_not_waited_for():
+    from zoomcal.connectors.http import error_for
+    from zoomcal.errors import DailyLimitReached, RateLimited
+
+    message = ("You have exceeded the daily rate limit (100) of Meeting Create/Update API requests permitted for "
+               "this particular user. You may resume these requests at GMT 00:00:00.")
+    refused = httpx.Response(429, headers={"X-RateLimit-Type": "Daily-limit", "Retry-After": "2026-03-03T00:00:00Z"},
+                             json={"code": 429, "message": message})
+    error = error_for(refused, "POST users/u/meetings")
+    assert isinstance(error, DailyLimitReached) and error.resets_at == datetime(2026, 3, 3, tzinfo=UTC)
+    assert type(error_for(httpx.Response(429, headers={"Retry-After": "2"}), "GET x")) is RateLimited
+    calls, slept = [], []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    async def write(attempt):
+        calls.append(attempt)
+        raise error
+
+    with pytest.raises(DailyLimitReached):
+        await Retrier(max_retries=4, sleep=sleep).call(write)
+    assert calls == [0] and slept == []
