@@ -1,5 +1,5 @@
 """A sync pair of in-memory calendars over a real store: the rows a pair needs (tenant, user, accounts,
-calendars), and memory connectors that declare other capabilities (read-only)."""
+calendars), and memory connectors that declare other capabilities (a daily write cap, read-only)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,23 @@ from zoomcal.store import repo
 from zoomcal.store.db import Database
 from zoomcal.store.models import Account, Calendar, User
 from zoomcal.sync.engine import SideSpec, SyncPair
+
+
+class CappedMemory(MemoryConnector):
+    """A calendar whose provider allows `cap` creates + updates a day (as Zoom does with 100)."""
+
+    def __init__(self, cap: int, **kwargs):
+        super().__init__(**kwargs)
+        self.capabilities = replace(MemoryConnector.capabilities, writes_per_day=cap)
+        self.writes: list[str] = []
+
+    async def create(self, content, key, maybe_exists=False):
+        self.writes.append("create")
+        return await super().create(content, key, maybe_exists)
+
+    async def update(self, item_id, content, etag, key, current):
+        self.writes.append("update")
+        return await super().update(item_id, content, etag, key, current)
 
 
 class ReadOnlyMemory(MemoryConnector):

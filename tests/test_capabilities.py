@@ -1,22 +1,30 @@
-"""Capabilities are obeyed: read-only sides are never written; the Zoom sandbox refuses meeting writes past 100
-a day the way Zoom does."""
+"""Capabilities are obeyed: read-only sides are never written; a daily write cap (Zoom: 100 meeting
+creates/updates per user and UTC day) is counted in the store, and writes past it wait for the next day."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from memory_pair import Clock, ReadOnlyMemory, meeting, memory_pair
+from conftest import link_sandbox_user, make_context
+from memory_pair import CappedMemory, Clock, ReadOnlyMemory, meeting, memory_pair
 from zoomcal.connectors.base import Item
 from zoomcal.connectors.ics.connector import IcsConnector
 from zoomcal.connectors.memory.connector import MemoryConnector
 from zoomcal.domain.content import make_content
+from zoomcal.errors import Transient
 from zoomcal.mapping.ical import content_to_calendar
 from zoomcal.mapping.rules import DEFAULT_RULES
-from zoomcal.store.models import SyncLogEntry
+from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.sandbox.verify import compare_user
+from zoomcal.service import build_pairs, close_pairs
+from zoomcal.store.models import Account, SyncLogEntry, WriteQuota
+from zoomcal.store.status import SqlStatusStore
 from zoomcal.sync import engine as engine_module
 from zoomcal.sync.engine import SyncEngine
 from zoomcal.sync.planner import PlanRules, plan_sync
@@ -130,6 +138,92 @@ async def test_an_ics_feed_is_never_written(sqlite_db, tmp_path, monkeypatch, pl
     assert (await SyncEngine(sqlite_db).run(pair)).writes == 0
 
 
+# --- daily write caps ----------------------------------------------------------------------------------------
+
+def quota(db, account_id: int) -> dict[str, int]:
+    with db.session() as s:
+        return {q.day: q.used for q in s.scalars(select(WriteQuota).where(WriteQuota.account_id == account_id))}
+
+
+async def test_writes_past_the_daily_cap_are_deferred_to_the_next_day(sqlite_db):
+    clock = Clock(datetime(2026, 3, 1, 10, 0, tzinfo=UTC))
+    a, b = CappedMemory(cap=2), MemoryConnector()
+    pair = memory_pair(sqlite_db, a, b)
+    engine = SyncEngine(sqlite_db, clock=clock)
+    b.calendar.put(meeting("Gone tomorrow", day=20))
+    a.calendar.put(meeting("Edited tomorrow", day=21))
+    assert (await engine.run(pair)).writes == 2 and quota(sqlite_db, pair.a.account_id) == {"2026-03-01": 1}
+
+    clock.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    for i in range(4):
+        b.calendar.put(meeting(f"New {i}", day=10 + i))
+    b.calendar.remove(find(b, "Gone tomorrow")["id"])        # a delete on the capped side: not counted
+    edit(a, "Edited tomorrow", title="Edited today")          # an update on the other side: no cap there
+    report = await engine.run(pair)
+    assert report.status == "ok" and not report.errors and report.deferred == 2
+    assert a.writes == ["create", "create", "create"]        # one yesterday, two today
+    assert len(titles(a)) == 3 and "Edited today" in titles(a)   # two new ones made, and the delete happened
+    assert "Edited today" in titles(b)
+    assert quota(sqlite_db, pair.a.account_id)["2026-03-02"] == 2
+    deferred = log_lines(sqlite_db, "deferred")
+    assert len(deferred) == 2 and all(
+        line == "create on Zoom deferred: the provider's daily limit of 2 creates/updates for this account is "
+                "used up for 2026-03-02 (UTC); it stays owed and the first run after 2026-03-03 00:00 UTC makes it"
+        for line in deferred)
+    assert any("2 write(s) on Zoom deferred" in note for note in report.notes)
+
+    clock.now = datetime(2026, 3, 2, 23, 59, tzinfo=UTC)      # still the same day: still owed, nothing written
+    report = await engine.run(pair)
+    assert report.deferred == 2 and report.writes == 0 and len(a.writes) == 3
+
+    clock.now = datetime(2026, 3, 3, 0, 1, tzinfo=UTC)        # a new UTC day: the owed creates are made
+    report = await engine.run(pair)
+    assert report.status == "ok" and report.deferred == 0 and report.writes == 2
+    assert titles(a) == ["Edited today", "New 0", "New 1", "New 2", "New 3"]
+    assert quota(sqlite_db, pair.a.account_id)["2026-03-03"] == 2
+    assert (await engine.run(pair)).writes == 0
+
+
+async def test_the_count_is_taken_before_the_call_so_a_failed_write_still_counts(sqlite_db):
+    class Failing(CappedMemory):
+        async def create(self, content, key, maybe_exists=False):
+            raise Transient("the answer was lost")
+
+    a, b = Failing(cap=5), MemoryConnector()
+    pair = memory_pair(sqlite_db, a, b)
+    b.calendar.put(meeting("Call"))
+    clock = Clock()
+    report = await SyncEngine(sqlite_db, retrier=Retrier(max_retries=0), clock=clock).run(pair)
+    assert report.status == "partial"
+    assert quota(sqlite_db, pair.a.account_id) == {clock.now.date().isoformat(): 1}   # over-counted, never under
+
+
+def test_reservations_from_many_workers_never_pass_the_cap(any_db):
+    pair = memory_pair(any_db, MemoryConnector(), MemoryConnector())
+    ids = pair.tenant_id, pair.a.account_id
+    store = SqlStatusStore(any_db)
+    granted: list[bool] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(6):
+            ok = store.reserve_write(ids[0], ids[1], "2026-03-02", 10)
+            with lock:
+                granted.append(ok)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert granted.count(True) == 10 and len(granted) == 24
+    with any_db.session() as s:
+        assert s.get(WriteQuota, (ids[1], "2026-03-02")).used == 10
+    assert store.reserve_write(ids[0], ids[1], "2026-03-03", 10)     # a new day starts from zero
+    store.exhaust_quota(ids[0], ids[1], "2026-03-03", 10)
+    assert not store.reserve_write(ids[0], ids[1], "2026-03-03", 10)
+
+
 # --- the Zoom sandbox and its 100 a day ----------------------------------------------------------------------
 
 async def _app_token(client: httpx.AsyncClient, world) -> dict[str, str]:
@@ -193,3 +287,91 @@ async def test_a_daily_limit_answer_is_its_own_error_and_is_not_waited_for():
     with pytest.raises(DailyLimitReached):
         await Retrier(max_retries=4, sleep=sleep).call(write)
     assert calls == [0] and slept == []
+
+
+class ZoomHarness:
+    def __init__(self, world, tmp_path, clock: Clock):
+        self.world, self.clock = world, clock
+        world.zoom.wall_clock = clock
+        self.ctx = make_context(world, tmp_path)
+        self.user = link_sandbox_user(self.ctx, world, "cap@example.com", "Cap", "UTC")
+        self.actor = SandboxActor(world, transport=world.transport())
+        self.slept: list[float] = []
+
+        async def sleep(seconds):
+            self.slept.append(seconds)
+
+        self.engine = SyncEngine(self.ctx.db, retrier=Retrier(max_retries=3, sleep=sleep, seed=1), clock=clock)
+
+    async def sync(self, declare_cap: bool = True):
+        pairs = build_pairs(self.ctx)
+        if not declare_cap:   # an engine that ignored Zoom's limit would meet the sandbox's 429
+            zoom = pairs[0].a.connector
+            zoom.capabilities = replace(zoom.capabilities, writes_per_day=None)
+        try:
+            return await self.engine.run(pairs[0])
+        finally:
+            await close_pairs(pairs)
+
+    async def add_calendar_meetings(self, count: int) -> None:
+        cal = self.user["google_calendar_id"]
+        for i in range(count):
+            start = datetime(2026, 4, 1, 8, tzinfo=UTC) + timedelta(hours=i)
+            await self.actor.google_insert(cal, summary=f"Meeting {i}", description="#zoom",
+                                           start={"dateTime": start.isoformat()},
+                                           end={"dateTime": (start + timedelta(minutes=30)).isoformat()})
+
+    def zoom_account(self) -> int:
+        with self.ctx.db.session() as s:
+            return s.scalars(select(Account.id).where(Account.provider == "zoom")).one()
+
+    def agree(self):
+        return compare_user(self.world, self.user["zoom_user_id"], self.user["google_calendar_id"])
+
+
+@pytest.fixture
+def zh(world, tmp_path):
+    harness = ZoomHarness(world, tmp_path, Clock(datetime(2026, 3, 2, 15, 0, tzinfo=UTC)))
+    yield harness
+    harness.ctx.db.dispose()
+
+
+async def test_zoom_meetings_past_100_a_day_wait_for_the_next_utc_day(zh):
+    await zh.add_calendar_meetings(105)
+    report = await zh.sync()
+    assert report.status == "ok" and not report.errors and report.deferred == 5
+    assert len(zh.world.zoom.meetings) == 100 and quota(zh.ctx.db, zh.zoom_account()) == {"2026-03-02": 100}
+    assert zh.world.zoom.meeting_writes == {(zh.user["zoom_user_id"], "2026-03-02"): 100}   # never refused
+    deferred = log_lines(zh.ctx.db, "deferred")
+    assert len(deferred) == 5 and "daily limit of 100 creates/updates" in deferred[0]
+    assert "first run after 2026-03-03 00:00 UTC" in deferred[0]
+    again = await zh.sync()
+    assert again.deferred == 5 and again.writes == 0 and len(zh.world.zoom.meetings) == 100
+    zh.clock.now = datetime(2026, 3, 3, 0, 0, 30, tzinfo=UTC)
+    report = await zh.sync()
+    assert report.status == "ok" and report.deferred == 0
+    agreement = zh.agree()
+    assert agreement.zoom_meetings == 105 and not agreement.mismatches and not agreement.duplicates
+    assert zh.slept == []
+    assert (await zh.sync()).writes == 0
+
+
+@pytest.mark.parametrize("declare_cap", [True, False])
+async def test_zooms_own_daily_limit_answer_defers_instead_of_failing_or_sleeping(zh, declare_cap):
+    """Zoom counts what we cannot see (other apps, occurrence edits): its 429 defers the rest of the day's writes
+    without waiting, whether or not the count in the store knew."""
+    zh.world.zoom.meeting_writes[(zh.user["zoom_user_id"], "2026-03-02")] = 98
+    await zh.add_calendar_meetings(5)
+    report = await zh.sync(declare_cap=declare_cap)
+    assert report.status == "ok" and not report.errors and report.deferred == 3
+    assert len(zh.world.zoom.meetings) == 2 and zh.slept == []
+    deferred = log_lines(zh.ctx.db, "deferred")
+    assert len(deferred) == 3 and all("Zoom answered that its daily limit is reached" in line for line in deferred)
+    assert "first run after 2026-03-03 00:00 UTC" in deferred[0]
+    if declare_cap:   # the store now knows the day is used up, for every process
+        assert quota(zh.ctx.db, zh.zoom_account()) == {"2026-03-02": 100}
+    zh.clock.now = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
+    report = await zh.sync(declare_cap=declare_cap)
+    assert report.deferred == 0 and not report.errors
+    agreement = zh.agree()
+    assert agreement.zoom_meetings == 5 and not agreement.mismatches and not agreement.duplicates

@@ -8,18 +8,21 @@ run-start maintenance in the transaction that opens a run (moving the availabili
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from zoomcal.domain.timeutil import now_utc
 from zoomcal.store import repo
 from zoomcal.store.db import Database
-from zoomcal.store.models import Account, Event, Link, ReviewItem, SyncLogEntry, SyncRun
+from zoomcal.store.models import Account, Event, Link, ReviewItem, SyncLogEntry, SyncRun, WriteQuota
 from zoomcal.sync.planner import EventPlan, EventRecord, SideLink, other
 from zoomcal.sync.status import Confirmation, Confirmed, LogLine, PairScope, RunSummary, SideState
+
+QUOTA_DAYS_KEPT = 7
 
 
 class StoreHook(Protocol):
@@ -290,3 +293,45 @@ class SqlStatusStore:
                 if account is not None:
                     account.status = "reauth"
 
+    # --- per-day write caps --------------------------------------------------------------------------
+    def reserve_write(self, tenant_id: int, account_id: int, day: str, cap: int) -> bool:
+        """One conditional UPDATE counts the write (PostgreSQL re-checks `used < cap` on the row it locked, SQLite
+        writes one transaction at a time), so processes sharing the store never count past the cap together.
+        Committed before the remote call: a crash after it over-counts, never under-counts."""
+        if cap <= 0:
+            return False
+        for _ in range(3):
+            with self.db.transaction() as s:
+                counted = s.execute(update(WriteQuota).where(
+                    WriteQuota.account_id == account_id, WriteQuota.day == day, WriteQuota.used < cap)
+                    .values(used=WriteQuota.used + 1)).rowcount
+                if counted == 1:
+                    return True
+                if s.get(WriteQuota, (account_id, day)) is not None:
+                    return False   # the day's writes are used up
+                try:
+                    with s.begin_nested():
+                        s.add(WriteQuota(account_id=account_id, day=day, tenant_id=tenant_id, used=1))
+                except IntegrityError:
+                    continue   # another process opened the day first: count against its row
+                s.execute(delete(WriteQuota).where(WriteQuota.account_id == account_id,
+                                                   WriteQuota.day < _days_before(day, QUOTA_DAYS_KEPT)))
+                return True
+        return False
+
+    def exhaust_quota(self, tenant_id: int, account_id: int, day: str, cap: int) -> None:
+        with self.db.transaction() as s:
+            row = s.get(WriteQuota, (account_id, day), with_for_update=True)
+            if row is None:
+                try:
+                    with s.begin_nested():
+                        s.add(WriteQuota(account_id=account_id, day=day, tenant_id=tenant_id, used=cap))
+                    return
+                except IntegrityError:
+                    row = s.get(WriteQuota, (account_id, day), with_for_update=True, populate_existing=True)
+            if row is not None and row.used < cap:
+                row.used = cap
+
+
+def _days_before(day: str, days: int) -> str:
+    return (date.fromisoformat(day) - timedelta(days=days)).isoformat()

@@ -11,7 +11,8 @@ The engine is a shell around the pure planner: what it remembers goes through a 
 (`zoomcal.sync.status`; each call one durable step, run in a worker thread so the event loop never waits on
 the database), and what changed goes out on its change stream (`zoomcal.sync.changes`) to subscribers such as
 overlap detection, the in-memory busy index and presence. It obeys what a side declares: a read-only side is
-never written.
+never written, and a side with a daily write cap has each create/update counted in the store before the call;
+when the cap is reached the write is deferred (its `pending` mark stays) to the first run of the next UTC day.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from zoomcal.connectors.base import Connector, Item, WriteResult
 from zoomcal.domain.content import MISSING, apply_paths, diff_paths
-from zoomcal.errors import AuthExpired, ConnectorError, CursorInvalid, InvalidItem, NotFound
+from zoomcal.domain.timeutil import now_utc
+from zoomcal.errors import AuthExpired, ConnectorError, CursorInvalid, DailyLimitReached, InvalidItem, NotFound
 from zoomcal.logging import get_logger
 from zoomcal.mapping.rules import FIELD_GROUPS, MappingRules
 from zoomcal.metrics import SYNC_ERRORS, SYNC_RUNS, SYNC_WRITES
@@ -149,6 +151,7 @@ class RunReport:
     api_calls: int = 0
     writes: int = 0
     rejected: int = 0
+    deferred: int = 0          # creates/updates left owed for a later run (a daily write cap was reached)
     duration_ms: int = 0
 
 
@@ -198,16 +201,19 @@ class _Run:
     report: RunReport
     mirrors: dict[str, _Mirror] = field(default_factory=dict)
     cursors: dict[str, str | None] = field(default_factory=dict)
+    limited: dict[str, tuple[datetime, str]] = field(default_factory=dict)   # side -> (lifts at, why)
+    deferred: dict[str, int] = field(default_factory=dict)                   # side -> writes deferred
 
 
 class SyncEngine:
     def __init__(self, store: StatusStore | Any, retrier: Retrier | None = None,
                  after_write: Callable[[str, Write], None] | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None, *,
+                 clock: Callable[[], datetime] = now_utc,
                  offload: Callable[..., Awaitable[Any]] = asyncio.to_thread):
         """`store`: a StatusStore, or a `Database` (the SQL store with availability wired in). `on_event` gets
-        each change as a dict (use `subscribe` for typed changes); `offload` runs each blocking store call (a
-        worker thread)."""
+        each change as a dict (use `subscribe` for typed changes); `clock` says which UTC day write caps count
+        in; `offload` runs each blocking store call (a worker thread)."""
         self.changes = ChangeStream()
         if isinstance(store, StatusStore):
             self.db, self.store = None, store
@@ -221,6 +227,7 @@ class SyncEngine:
         self.on_event = on_event
         if on_event is not None:
             self.changes.subscribe(legacy(on_event))
+        self.clock = clock
         self.offload = offload
 
     def subscribe(self, subscriber: Subscriber, only: type[Change] | tuple[type[Change], ...] | None = None):
@@ -265,7 +272,8 @@ class SyncEngine:
         report.duration_ms = int((time.monotonic() - started) * 1000)
         SYNC_RUNS.labels(status=report.status).inc()
         if not dry_run:
-            counts = {**report.counts, "writes": report.writes, "rejected": report.rejected}
+            counts = {**report.counts, "writes": report.writes, "rejected": report.rejected,
+                      "deferred": report.deferred}
             await self._do(self.store.finish_run, report.run_id, run.scope,
                            RunSummary(report.status, counts, report.api_calls, report.errors, report.duration_ms))
             await self.changes.publish([RunFinished(run.scope, report)])
@@ -341,6 +349,10 @@ class SyncEngine:
         await self._do(self.store.save_listings, [
             (pair.side(side).calendar_id, run.mirrors[side].upserts, run.mirrors[side].deletes, run.cursors[side])
             for side in pair.sides])
+        for side, count in run.deferred.items():
+            lifts, why = run.limited.get(side) or self._deferral(run, side)
+            report.notes.append(f"{count} write(s) on {run.scope.label(side)} deferred to the first run after "
+                                f"{lifts:%Y-%m-%d %H:%M} UTC: {why}")
         if report.errors and report.status == "ok":
             report.status = "partial"
 
@@ -368,12 +380,17 @@ class SyncEngine:
         while queue and base is not None:
             write = queue.pop(0)
             spec = pair.side(write.side)
+            if write.op != "delete" and not await self._within_cap(run, plan, write):
+                continue
             target = await self._do(self.store.link_target, plan.event_id, spec.calendar_id)
             remote_id = (target[0] if target else None) or write.remote_id
             etag = target[1] if target and target[0] else write.etag
             try:
                 result = await self._write(spec.connector, write, plan.event_id, base, remote_id, etag,
                                            run.mirrors[write.side])
+            except DailyLimitReached as exc:   # the provider counts too (and counts more than we can see)
+                await self._defer(run, plan, write, exc)
+                continue
             except ConnectorError as exc:
                 if isinstance(exc, AuthExpired):
                     raise
@@ -450,6 +467,51 @@ class SyncEngine:
                        LogLine("error", message, plan.event_id, "error"), run.report.run_id)
         run.report.errors.append(message)
         log.warning("write_failed", event_id=plan.event_id, op=write.op, side=write.side, error=type(exc).__name__)
+
+    # --- daily write caps ------------------------------------------------------------------------------
+    def _today(self) -> tuple[str, datetime]:
+        """The UTC day writes count in, and the midnight that ends it."""
+        now = self.clock().astimezone(UTC)
+        return now.date().isoformat(), datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+
+    def _deferral(self, run: _Run, side: str) -> tuple[datetime, str]:
+        day, midnight = self._today()
+        cap = run.pair.side(side).connector.capabilities.writes_per_day
+        return midnight, (f"the provider's daily limit of {cap} creates/updates for this account is used up for "
+                          f"{day} (UTC)")
+
+    async def _within_cap(self, run: _Run, plan: EventPlan, write: Write) -> bool:
+        """Count a create/update against its side's daily cap before making it (in the store: every process
+        shares the count); at the cap, defer it."""
+        spec = run.pair.side(write.side)
+        cap = spec.connector.capabilities.writes_per_day
+        if write.side not in run.limited:
+            if cap is None or spec.account_id is None:
+                return True
+            day, _ = self._today()
+            if await self._do(self.store.reserve_write, run.scope.tenant_id, spec.account_id, day, cap):
+                return True
+        await self._defer(run, plan, write)
+        return False
+
+    async def _defer(self, run: _Run, plan: EventPlan, write: Write, exc: DailyLimitReached | None = None) -> None:
+        """Leave the write owed (its `pending` mark stays): a run after the limit lifts carries it out."""
+        side = write.side
+        if exc is not None and side not in run.limited:
+            day, midnight = self._today()
+            lifts = exc.resets_at if exc.resets_at and exc.resets_at > self.clock() else midnight
+            run.limited[side] = (lifts, f"{run.scope.label(side)} answered that its daily limit is reached ({exc})")
+            spec = run.pair.side(side)
+            cap = spec.connector.capabilities.writes_per_day
+            if cap is not None and spec.account_id is not None:
+                await self._do(self.store.exhaust_quota, run.scope.tenant_id, spec.account_id, day, cap)
+        lifts, why = run.limited.get(side) or self._deferral(run, side)
+        run.deferred[side] = run.deferred.get(side, 0) + 1
+        run.report.deferred += 1
+        await self._log(run, [LogLine("deferred", f"{write.op} on {run.scope.label(side)} deferred: {why}; it stays "
+                                                  f"owed and the first run after {lifts:%Y-%m-%d %H:%M} UTC makes it",
+                                      plan.event_id, "warning")])
+        log.info("write_deferred", event_id=plan.event_id, op=write.op, side=side, until=lifts.isoformat())
 
     # --- bookkeeping ---------------------------------------------------------------------------------
     async def _log(self, run: _Run, lines: list[LogLine]) -> None:

@@ -145,3 +145,11 @@ class StatusStore(Protocol):
 
     def mark_reauth(self, account_ids: Sequence[int]) -> None: ...
 
+    # per-day write caps (shared by every process using the store)
+    def reserve_write(self, tenant_id: int, account_id: int, day: str, cap: int) -> bool:
+        """Count one create/update for the account on that UTC day, unless `cap` are counted already."""
+        ...
+
+    def exhaust_quota(self, tenant_id: int, account_id: int, day: str, cap: int) -> None:
+        """The provider says the day's writes are used up: count them as such."""
+        ...
