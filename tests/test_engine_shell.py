@@ -6,14 +6,17 @@ from __future__ import annotations
 import ast
 import asyncio
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from memory_pair import meeting, memory_pair
-from zoomcal.availability.subscribers import BusyIntervals
+from zoomcal.availability.index import BusyIndex, epoch
+from zoomcal.availability.subscribers import BusyIntervals, IndexFollower
 from zoomcal.connectors.memory.connector import MemoryConnector
+from zoomcal.domain.timeutil import fmt_instant
 from zoomcal.store.models import Event, Link
 from zoomcal.store.status import SqlStatusStore
 from zoomcal.sync.changes import EventChanged, RunFinished
@@ -83,6 +86,22 @@ async def test_changes_reach_typed_subscribers_and_on_event_callbacks(sqlite_db)
     await engine.run(pair)
     kinds = {c.content["title"] if c.content else None: c.kind for c in typed if isinstance(c, EventChanged)}
     assert kinds == {"Call (moved)": "changed", None: "forgotten"}
+
+
+async def test_the_in_memory_busy_index_follows_the_change_stream(sqlite_db):
+    b = MemoryConnector()
+    pair = memory_pair(sqlite_db, None, b)
+    index = BusyIndex.load(sqlite_db)
+    engine = SyncEngine(sqlite_db)
+    engine.subscribe(IndexFollower(index, sqlite_db), only=EventChanged)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    item = b.calendar.put({"title": "Focus", "start": fmt_instant(start),
+                           "end": fmt_instant(start + timedelta(hours=1))}, wants_peer=False)
+    await engine.run(pair)
+    assert index.state_at(pair.user_id, epoch(start + timedelta(minutes=5)))[0] == "busy"
+    b.calendar.remove(item["id"])
+    await engine.run(pair)
+    assert index.state_at(pair.user_id, epoch(start + timedelta(minutes=5))) == ("free", None)
 
 
 async def test_busy_intervals_are_written_in_the_same_transaction_as_the_event(sqlite_db):

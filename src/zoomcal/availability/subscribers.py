@@ -5,6 +5,7 @@
   behind the events. When a run opens it also moves the window forward for recurring events (once a day).
 * `OverlapRecorder` subscribes to the engine's change stream: when a run that handled events finishes, the
   user's overlapping events (an invitation on top of a meeting) are put on the review queue, once each.
+* `IndexFollower` keeps an in-memory `BusyIndex` current from the change stream, one event at a time.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from zoomcal.availability import intervals
 from zoomcal.availability.booking import inbound_conflicts
+from zoomcal.availability.index import BusyIndex
 from zoomcal.store.db import Database
 from zoomcal.store.models import ReviewItem
-from zoomcal.sync.changes import Change, RunFinished
+from zoomcal.sync.changes import Change, EventChanged, RunFinished
 from zoomcal.sync.status import PairScope
 
 
@@ -76,3 +78,19 @@ class OverlapRecorder:
                                      kind="overlap", field=key, zoom_value=c["first"], calendar_value=c["second"],
                                      chosen="both kept"))
         return added
+
+
+class IndexFollower:
+    """Subscribe with `engine.subscribe(IndexFollower(index, db), only=EventChanged)`."""
+
+    def __init__(self, index: BusyIndex, db: Database):
+        self.index = index
+        self.db = db
+
+    def __call__(self, change: Change) -> None:
+        if not isinstance(change, EventChanged):
+            return
+        if change.content is None:
+            self.index.set_event(change.user_id, change.event_id, [])
+        else:
+            self.index.refresh_event(self.db, change.user_id, change.event_id)
