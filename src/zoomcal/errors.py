@@ -5,6 +5,8 @@ The executor decides retry / resync / skip from the type alone, never from a pro
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class ZoomcalError(Exception):
     """Base class for every error zoomcal raises on purpose."""
@@ -32,6 +34,18 @@ class RateLimited(ConnectorError):
     def __init__(self, message: str = "rate limited", retry_after: float = 1.0):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DailyLimitReached(RateLimited):
+    """A per-day write limit is used up (Zoom: 100 meeting creates/updates per user and UTC day). Not worth a
+    wait inside a run: the write is deferred until `resets_at` (None: the next 00:00 UTC)."""
+
+    retryable = False
+
+    def __init__(self, message: str = "daily limit reached", resets_at: datetime | None = None,
+                 retry_after: float = 0.0):
+        super().__init__(message, retry_after)
+        self.resets_at = resets_at
 
 
 class AuthExpired(ConnectorError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -11,6 +13,7 @@ from zoomcal.errors import (
     AuthExpired,
     Conflict,
     ConnectorError,
+    DailyLimitReached,
     InvalidItem,
     NotFound,
     PreconditionFailed,
@@ -48,11 +51,34 @@ def error_for(response: httpx.Response, what: str, gone_is: type[ConnectorError]
         return gone_is(message)
     if status == 412:
         return PreconditionFailed(message)
+    if status == 429 and (response.headers.get("x-ratelimit-type", "").lower() == "daily-limit"
+                          or "daily rate limit" in message.lower()):
+        return _daily_limit(message, response.headers.get("retry-after", ""))   # Zoom: 100 meeting writes/day
     if status == 429 or (status == 503 and "retry-after" in response.headers):
         return RateLimited(message, retry_after_seconds(response))   # Graph throttles with 503 + Retry-After too
     if status >= 500:
         return Transient(message)
     return InvalidItem(message)
+
+
+def _daily_limit(message: str, retry_after: str) -> DailyLimitReached:
+    """Retry-After of a daily limit: an instant (Zoom documents `2020-05-31T00:00:00Z`), an HTTP date, seconds."""
+    now = datetime.now(UTC)
+    resets_at = None
+    try:
+        resets_at = datetime.fromisoformat(retry_after.strip().replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            resets_at = parsedate_to_datetime(retry_after)
+        except (TypeError, ValueError):
+            try:
+                resets_at = now + timedelta(seconds=float(retry_after))
+            except ValueError:
+                resets_at = None
+    if resets_at is not None and resets_at.tzinfo is None:
+        resets_at = resets_at.replace(tzinfo=UTC)
+    wait = max(0.0, (resets_at - now).total_seconds()) if resets_at else 0.0
+    return DailyLimitReached(message, resets_at=resets_at, retry_after=wait)
 
 
 class ApiClient:

@@ -2,6 +2,11 @@
 
 Shapes follow ../shared/specs/zoom (meetings-api.json, users-api.json); tests validate responses against
 those schemas. Base path `/zoom/v2`, token endpoint `/zoom/oauth/token`.
+
+Like Zoom, it allows 100 meeting creates/updates (POST /users/{userId}/meetings, PATCH /meetings/{meetingId},
+occurrences included) per host user and UTC day through the API; the next one is refused with 429, Zoom's
+message and `X-RateLimit-Type: Daily-limit` / `Retry-After: <next 00:00 UTC>`; deletes do not count. Only apps
+count (tokens from the token endpoint): the sandbox actor stands for a person in Zoom's own apps.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from zoomcal.domain.timeutil import fmt_instant, now_utc, parse_instant
+from zoomcal.domain.timeutil import UTC, fmt_instant, now_utc, parse_instant
 from zoomcal.errors import InvalidItem
 from zoomcal.mapping.zoom import expand_occurrences
 from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response, basic_credentials
@@ -28,6 +34,7 @@ PRESENCE_VALUES = ("Away", "Available", "In_Calendar_Event", "Presenting", "In_A
                    "Out_of_Office", "Busy", "Do_No_Disturb", "Do_Not_Disturb")
 LIST_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone", "agenda",
                "created_at", "join_url", "pmi")
+MEETING_WRITES_PER_DAY = 100
 SETTINGS_KEPT = ("meeting_invitees", "custom_keys", "join_before_host", "waiting_room", "mute_upon_entry")
 
 
@@ -45,6 +52,27 @@ class ZoomState:
     presence_min_interval: float = 60.0          # Zoom allows about one presence update per user per minute
     clock: Any = field(default=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    meeting_writes_per_day: int | None = MEETING_WRITES_PER_DAY   # per host user and UTC day (None: no limit)
+    wall_clock: Any = field(default=now_utc)                       # which UTC day it is
+    app_tokens: set[str] = field(default_factory=set)              # issued by the token endpoint (to apps)
+    meeting_writes: dict[tuple[str, str], int] = field(default_factory=dict)   # (host id, day) -> writes
+
+    def count_meeting_write(self, request: Request, host_id: str) -> None:
+        """Count an app's meeting create/update against the host's day, or refuse it as Zoom does (429)."""
+        auth = request.headers.get("authorization", "")
+        if self.meeting_writes_per_day is None or auth[7:].strip() not in self.app_tokens:
+            return
+        now = self.wall_clock().astimezone(UTC)
+        key = (host_id, now.date().isoformat())
+        if self.meeting_writes.get(key, 0) >= self.meeting_writes_per_day:
+            midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+            raise _error(429, 429, f"You have exceeded the daily rate limit ({self.meeting_writes_per_day}) of "
+                         "Meeting Create/Update API requests permitted for this particular user. You may resume "
+                         "these requests at GMT 00:00:00.",
+                         {"X-RateLimit-Category": "Light", "X-RateLimit-Type": "Daily-limit",
+                          "X-RateLimit-Limit": str(self.meeting_writes_per_day), "X-RateLimit-Remaining": "0",
+                          "Retry-After": fmt_instant(midnight)})
+        self.meeting_writes[key] = self.meeting_writes.get(key, 0) + 1
 
     def add_user(self, email: str, first_name: str = "", last_name: str = "", timezone: str = "UTC") -> dict:
         user_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")[:22]
@@ -158,6 +186,7 @@ def build_app(state: ZoomState) -> APIRouter:
                 if form.get("account_id") != state.account_id:
                     return JSONResponse({"reason": "Invalid account_id", "error": "invalid_request"}, 400)
                 issued = state.tokens.issue("account:" + state.account_id)
+                state.app_tokens.add(issued["access_token"])
                 issued["scope"] = "meeting:read:admin meeting:write:admin user:read:admin"
                 issued["api_url"] = str(request.base_url).rstrip("/")
                 return issued
@@ -166,6 +195,7 @@ def build_app(state: ZoomState) -> APIRouter:
                 if subject is None:
                     return JSONResponse({"reason": "Invalid Token!", "error": "invalid_grant"}, 401)
                 issued = state.tokens.issue(subject, with_refresh=True)
+                state.app_tokens.add(issued["access_token"])
                 issued["scope"] = "meeting:read meeting:write user:read"
                 return issued
         return JSONResponse({"reason": "Unsupported grant type", "error": "unsupported_grant_type"}, 400)
@@ -233,6 +263,7 @@ def build_app(state: ZoomState) -> APIRouter:
         with state.lock:
             user = user_or_404(user_id, subject)
             fields = _validate_body(body, creating=True)
+            state.count_meeting_write(request, user["id"])
             meeting_id = next(state.ids)
             password = secrets.token_urlsafe(6)[:8]
             meeting = {
@@ -296,6 +327,7 @@ def build_app(state: ZoomState) -> APIRouter:
         with state.lock:
             key = meeting_or_404(meeting_id)
             fields = _validate_body(body, creating=False)
+            state.count_meeting_write(request, state.meetings[key]["host_id"])
             if occurrence_id:
                 occ = occurrence_or_404(key, occurrence_id)
                 if occ["status"] == "deleted":

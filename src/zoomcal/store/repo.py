@@ -24,6 +24,7 @@ from zoomcal.store.models import (
     Tenant,
     User,
 )
+from zoomcal.sync.status import LeaseHeld  # raised inside the transaction, so nothing of it is kept
 
 
 def get_or_create_tenant(session: Session, name: str = "default") -> Tenant:
@@ -102,10 +103,6 @@ def upsert_event(session: Session, tenant_id: int, user_id: int, event_id: str, 
         for key, value in values.items():
             setattr(row, key, value)
     return row
-
-
-class LeaseHeld(Exception):
-    """Another run holds one of the calendars (raised inside the transaction, so nothing of it is kept)."""
 
 
 def take_leases(session: Session, calendar_ids: Iterable[int], holder: str, ttl: timedelta,

@@ -6,47 +6,45 @@ Order of durability, which is what makes a crash at any point repairable by the 
 3. only when every planned event was handled are the stored raw listing and the cursors advanced.
 A retried create carries the same idempotency key (Google: client-chosen id; Zoom: our marker), so a
 create whose answer was lost is found, not repeated.
+
+The engine is a shell around the pure planner: what it remembers goes through a `StatusStore`
+(`zoomcal.sync.status`; each call one durable step, run in a worker thread so the event loop never waits on
+the database), and what changed goes out on its change stream (`zoomcal.sync.changes`) to subscribers such as
+overlap detection, the in-memory busy index and presence. It obeys what a side declares: a read-only side is
+never written, and a side with a daily write cap has each create/update counted in the store before the call;
+when the cap is reached the write is deferred (its `pending` mark stays) to the first run of the next UTC day.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import re
 import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, insert, select, update
-
-from zoomcal.availability import intervals
 from zoomcal.connectors.base import Connector, Item, WriteResult
 from zoomcal.domain.content import MISSING, apply_paths, diff_paths
 from zoomcal.domain.timeutil import now_utc
-from zoomcal.errors import (
-    AuthExpired,
-    ConnectorError,
-    CursorInvalid,
-    InvalidItem,
-    NotFound,
-    PreconditionFailed,
-)
+from zoomcal.errors import AuthExpired, ConnectorError, CursorInvalid, DailyLimitReached, InvalidItem, NotFound
 from zoomcal.logging import get_logger
 from zoomcal.mapping.rules import FIELD_GROUPS, MappingRules
 from zoomcal.metrics import SYNC_ERRORS, SYNC_RUNS, SYNC_WRITES
-from zoomcal.store import repo
-from zoomcal.store.db import Database
-from zoomcal.store.models import Account, Event, Link, ReviewItem, SyncLogEntry, SyncRun
-from zoomcal.sync.planner import SIDES, EventPlan, EventRecord, Plan, PlanRules, SideLink, Write, other, plan_sync
+from zoomcal.sync.changes import Change, ChangeStream, EventChanged, RunFinished, Subscriber, legacy
+from zoomcal.sync.planner import SIDES, EventPlan, Plan, PlanRules, Write, other, plan_sync
 from zoomcal.sync.retry import Retrier
+from zoomcal.sync.status import Confirmation, Confirmed, LeaseHeld, LogLine, PairScope, RunSummary, StatusStore
+from zoomcal.sync.wiring import standard
 
 log = get_logger("zoomcal.sync")
 RECORD_BATCH = 2000
 LEASE = timedelta(minutes=30)   # a run holds its calendars at most this long (runs take seconds)
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,6 +80,20 @@ class SyncPair:
     @property
     def sides(self) -> tuple[str, ...]:
         return ("a", "b") if self.a is not None else ("b",)
+
+    @property
+    def scope(self) -> PairScope:
+        return PairScope(self.tenant_id, self.user_id, {s: self.side(s).calendar_id for s in self.sides},
+                         {s: self.side(s).label for s in self.sides}, self.rules)
+
+    @property
+    def read_only(self) -> frozenset[str]:
+        """Sides never written: a read-only source, or no side at all."""
+        return frozenset(s for s in SIDES if s not in self.sides or not writable(self.side(s)))
+
+
+def writable(spec: SideSpec) -> bool:
+    return getattr(spec.connector, "capabilities", None) is None or spec.connector.capabilities.writable
 
 
 class _Mirror:
@@ -139,20 +151,20 @@ class RunReport:
     api_calls: int = 0
     writes: int = 0
     rejected: int = 0
+    deferred: int = 0          # creates/updates left owed for a later run (a daily write cap was reached)
     duration_ms: int = 0
 
 
 def describe(reason: str, pair: SyncPair) -> str:
     """A planner reason with the sides' names ("new on A -> create on B" -> "new on Zoom -> create on Google")."""
-    labels = {"A": (pair.a.label if pair.a else "") or "A", "B": pair.b.label or "B"}
-    return re.sub(r"\b[AB]\b", lambda m: labels[m.group(0)], reason)
+    return pair.scope.describe(reason)
 
 
 class SimulatedCrash(Exception):
     """Raised by a test hook between a remote write and its local commit."""
 
 
-def plan_rules(rules: MappingRules, confirm_deletes: bool = False) -> PlanRules:
+def plan_rules(rules: MappingRules, confirm_deletes: bool = False, read_only: Iterable[str] = ()) -> PlanRules:
     blocked: dict[str, set[str]] = {"a": set(), "b": set()}
     for fields in FIELD_GROUPS.values():
         for field_name in fields:
@@ -162,7 +174,7 @@ def plan_rules(rules: MappingRules, confirm_deletes: bool = False) -> PlanRules:
     return PlanRules(winner=rules.wins(), adopt_winner="a",
                      flows={s: frozenset(v) for s, v in blocked.items()},
                      max_delete_share=rules.deletes.max_share, min_delete_items=rules.deletes.min_items,
-                     confirm_deletes=confirm_deletes)
+                     confirm_deletes=confirm_deletes, read_only=frozenset(read_only))
 
 
 def holder_gone(holder: str) -> bool:
@@ -180,40 +192,75 @@ def holder_gone(holder: str) -> bool:
     return False
 
 
+@dataclass
+class _Run:
+    """One run's working state."""
+
+    pair: SyncPair
+    scope: PairScope
+    report: RunReport
+    mirrors: dict[str, _Mirror] = field(default_factory=dict)
+    cursors: dict[str, str | None] = field(default_factory=dict)
+    limited: dict[str, tuple[datetime, str]] = field(default_factory=dict)   # side -> (lifts at, why)
+    deferred: dict[str, int] = field(default_factory=dict)                   # side -> writes deferred
+
+
 class SyncEngine:
-    def __init__(self, db: Database, retrier: Retrier | None = None,
+    def __init__(self, store: StatusStore | Any, retrier: Retrier | None = None,
                  after_write: Callable[[str, Write], None] | None = None,
-                 on_event: Callable[[dict[str, Any]], None] | None = None):
-        self.db = db
+                 on_event: Callable[[dict[str, Any]], None] | None = None, *,
+                 clock: Callable[[], datetime] = now_utc,
+                 offload: Callable[..., Awaitable[Any]] = asyncio.to_thread):
+        """`store`: a StatusStore, or a `Database` (the SQL store with availability wired in). `on_event` gets
+        each change as a dict (use `subscribe` for typed changes); `clock` says which UTC day write caps count
+        in; `offload` runs each blocking store call (a worker thread)."""
+        self.changes = ChangeStream()
+        if isinstance(store, StatusStore):
+            self.db, self.store = None, store
+        else:
+            self.db = store
+            self.store, subscribers = standard(store)
+            for subscriber, only in subscribers:
+                self.changes.subscribe(subscriber, only=only)
         self.retrier = retrier or Retrier()
         self.after_write = after_write     # test hook: may raise SimulatedCrash
-        self.on_event = on_event           # live view / SSE hook
+        self.on_event = on_event
+        if on_event is not None:
+            self.changes.subscribe(legacy(on_event))
+        self.clock = clock
+        self.offload = offload
+
+    def subscribe(self, subscriber: Subscriber, only: type[Change] | tuple[type[Change], ...] | None = None):
+        """Receive the engine's changes (EventChanged, RunFinished); returns a function that unsubscribes."""
+        return self.changes.subscribe(subscriber, only=only)
+
+    async def _do(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.offload(fn, *args)
 
     # --- one run -------------------------------------------------------------------------------------
     async def run(self, pair: SyncPair, *, trigger: str = "manual", dry_run: bool = False,
                   confirm_deletes: bool = False) -> RunReport:
         started = time.monotonic()
         report = RunReport(run_id=None)
-        calendars = [side.calendar_id for side in (pair.a, pair.b) if side is not None]
+        run = _Run(pair, pair.scope, report)
+        calendars = list(run.scope.calendars.values())
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if not dry_run:
             try:
-                with self.db.transaction() as s:
-                    repo.take_leases(s, calendars, holder, LEASE, gone=holder_gone)
-                    run = SyncRun(tenant_id=pair.tenant_id, user_id=pair.user_id, trigger=trigger)
-                    s.add(run)
-                    s.flush()
-                    report.run_id = run.id
-            except repo.LeaseHeld:   # another process is syncing these calendars right now: never two at once
+                report.run_id, notes = await self._do(self.store.begin_run, run.scope, trigger, holder, LEASE,
+                                                      holder_gone)
+            except LeaseHeld:   # another process is syncing these calendars right now: never two at once
                 report.status = "skipped"
                 report.notes.append("another run is syncing these calendars; skipped")
                 return report
+            report.notes.extend(notes)
         try:
-            await self._run(pair, report, dry_run, confirm_deletes)
+            await self._run(run, dry_run, confirm_deletes)
         except AuthExpired as exc:
             report.status = "failed"
             report.errors.append(f"account needs to be linked again: {exc}")
-            self._mark_reauth(pair, exc)
+            accounts = [pair.side(s).account_id for s in pair.sides if pair.side(s).account_id is not None]
+            await self._do(self.store.mark_reauth, accounts)
         except SimulatedCrash:
             raise
         except ConnectorError as exc:
@@ -221,30 +268,30 @@ class SyncEngine:
             report.errors.append(f"{type(exc).__name__}: {exc}")
         finally:
             if not dry_run:
-                with self.db.transaction() as s:
-                    repo.drop_leases(s, calendars, holder)
+                await self._do(self.store.end_run, calendars, holder)
         report.duration_ms = int((time.monotonic() - started) * 1000)
         SYNC_RUNS.labels(status=report.status).inc()
         if not dry_run:
-            self._finish(pair, report)
+            counts = {**report.counts, "writes": report.writes, "rejected": report.rejected,
+                      "deferred": report.deferred}
+            await self._do(self.store.finish_run, report.run_id, run.scope,
+                           RunSummary(report.status, counts, report.api_calls, report.errors, report.duration_ms))
+            await self.changes.publish([RunFinished(run.scope, report)])
         return report
 
-    async def _list(self, pair: SyncPair, side: str, report: RunReport, mirrors: dict[str, _Mirror],
-                    cursors: dict[str, str | None]) -> dict[str, Item | None]:
-        spec = pair.side(side)
+    async def _list(self, run: _Run, side: str) -> dict[str, Item | None]:
+        spec = run.pair.side(side)
         conn = spec.connector
-        with self.db.session() as s:
-            cursor = repo.load_cursor(s, spec.calendar_id)
-            mirror = _Mirror(conn, repo.load_mirror(s, spec.calendar_id))
-            linked = {rid for rid, pending in s.execute(select(Link.remote_id, Link.pending).where(
-                Link.calendar_id == spec.calendar_id, Link.remote_id.is_not(None))) if pending != "create"}
+        label = spec.label or side
+        state = await self._do(self.store.load_side, spec.calendar_id)
+        mirror = _Mirror(conn, state.raws)
         try:
-            changes = await self.retrier.call(lambda _attempt: conn.changes(cursor, mirror.raws))
+            changes = await self.retrier.call(lambda _attempt: conn.changes(state.cursor, mirror.raws))
         except CursorInvalid:
-            report.notes.append(f"{spec.label or side}: change cursor expired -> full resync")
-            self._log(pair, report, "resync", f"{spec.label or side}: change cursor expired, listing everything")
+            run.report.notes.append(f"{label}: change cursor expired -> full resync")
+            await self._log(run, [LogLine("resync", f"{label}: change cursor expired, listing everything")])
             changes = await self.retrier.call(lambda _attempt: conn.changes(None, mirror.raws))
-        report.api_calls += changes.api_calls
+        run.report.api_calls += changes.api_calls
         affected: set[str] = set()
         for raw in changes.changed:
             affected.add(mirror.put(raw))
@@ -254,213 +301,118 @@ class SyncEngine:
         for rid in removed:
             affected.add(mirror.remove(rid) or rid)
         listing: dict[str, Item | None] = {}
+        rejected = []
         for series in affected:
             try:
                 listing[series] = conn.normalize(mirror.of(series))
             except InvalidItem as exc:
-                report.rejected += 1
-                self._log(pair, report, "rejected", f"{spec.label or side} item {series}: {exc}", level="error")
+                run.report.rejected += 1
+                rejected.append(LogLine("rejected", f"{label} item {series}: {exc}", level="error"))
+        await self._log(run, rejected)
         if changes.present is not None:
             # links name series; a complete listing names raw items: compare series with series
             present_series = {conn.series_key(raw) for rid, raw in mirror.raws.items() if rid in changes.present}
-            for rid in linked - present_series:
+            for rid in state.linked - present_series:
                 listing.setdefault(rid, None)
-        mirrors[side] = mirror
-        cursors[side] = changes.cursor
+        run.mirrors[side] = mirror
+        run.cursors[side] = changes.cursor
         return listing
 
-    def _records(self, pair: SyncPair) -> list[EventRecord]:
-        cal = {pair.side(side).calendar_id: side for side in pair.sides}
-        with self.db.session() as s:
-            links: dict[str, dict[str, SideLink]] = defaultdict(dict)
-            for link in s.scalars(select(Link).where(Link.calendar_id.in_(list(cal)))):
-                links[link.event_id][cal[link.calendar_id]] = SideLink(
-                    link.remote_id, link.etag, link.state_hash, link.state, link.pending)
-            out = []
-            for ev_id, content in s.execute(select(Event.id, Event.content).where(Event.user_id == pair.user_id)):
-                sides = links.get(ev_id)
-                if sides:
-                    out.append(EventRecord(ev_id, content, sides.get("a"), sides.get("b")))
-            return out
-
-    async def _run(self, pair: SyncPair, report: RunReport, dry_run: bool, confirm_deletes: bool) -> None:
-        if not dry_run:
-            with self.db.transaction() as s:
-                avail = pair.rules.availability
-                lo, hi = intervals.window(avail.window_past_days, avail.window_future_days)
-                if intervals.roll_window(s, pair.tenant_id, pair.user_id, lo, hi):
-                    report.notes.append("availability window moved forward for recurring events")
-        mirrors: dict[str, _Mirror] = {}
-        cursors: dict[str, str | None] = {}
-        listing_a = await self._list(pair, "a", report, mirrors, cursors) if pair.a is not None else {}
-        listing_b = await self._list(pair, "b", report, mirrors, cursors)
-        plan = plan_sync(listing_a, listing_b, self._records(pair), plan_rules(pair.rules, confirm_deletes), pair.key)
+    async def _run(self, run: _Run, dry_run: bool, confirm_deletes: bool) -> None:
+        pair, report = run.pair, run.report
+        listing_a = await self._list(run, "a") if pair.a is not None else {}
+        listing_b = await self._list(run, "b")
+        records = await self._do(self.store.load_records, run.scope)
+        plan = plan_sync(listing_a, listing_b, records, plan_rules(pair.rules, confirm_deletes, pair.read_only),
+                         pair.key)
         report.plan = plan
         report.counts = plan.counts()
         if dry_run:
             return
         if plan.held_deletes:
-            self._hold(pair, report, plan)
+            message = (f"{plan.held_deletes} deletions held: more than {int(pair.rules.deletes.max_share * 100)}% "
+                       "of the calendar; confirm with `zoomcal sync --confirm-deletes`")
+            report.notes.append(message)
+            await self._do(self.store.hold_deletes, run.scope, message, report.run_id)
         # plans that only record what was seen (new plain events, etag moves) need no write-ahead: batch them
         quiet = [p for p in plan.events if not p.held and not p.writes and not p.reviews and p.base is not None]
         for start in range(0, len(quiet), RECORD_BATCH):
-            self.record_many(pair, quiet[start:start + RECORD_BATCH], report.run_id)
-        for quiet_plan in quiet:
-            self._emit({"event_id": quiet_plan.event_id, "reason": quiet_plan.reason, "user_id": pair.user_id})
+            batch = quiet[start:start + RECORD_BATCH]
+            new = await self._do(self.store.record_quiet, run.scope, batch, report.run_id)
+            await self.changes.publish([self._change(run, p.event_id, p.base, p.reason, p.event_id in new)
+                                        for p in batch])
         quiet_ids = {id(p) for p in quiet}
         for event_plan in plan.events:
             if event_plan.held or id(event_plan) in quiet_ids:
                 continue
-            await self._execute(pair, report, event_plan, mirrors)
-        with self.db.transaction() as s:
-            for side in pair.sides:
-                spec = pair.side(side)
-                repo.save_mirror(s, spec.calendar_id, mirrors[side].upserts, mirrors[side].deletes)
-                repo.save_cursor(s, spec.calendar_id, cursors[side])
-        if plan.events:
-            self._record_overlaps(pair)
+            await self._execute(run, event_plan)
+        await self._do(self.store.save_listings, [
+            (pair.side(side).calendar_id, run.mirrors[side].upserts, run.mirrors[side].deletes, run.cursors[side])
+            for side in pair.sides])
+        for side, count in run.deferred.items():
+            lifts, why = run.limited.get(side) or self._deferral(run, side)
+            report.notes.append(f"{count} write(s) on {run.scope.label(side)} deferred to the first run after "
+                                f"{lifts:%Y-%m-%d %H:%M} UTC: {why}")
         if report.errors and report.status == "ok":
             report.status = "partial"
 
     # --- many quiet events at once --------------------------------------------------------------------
-    def record_many(self, pair: SyncPair, plans: list[EventPlan], run_id: int | None = None) -> None:
-        """Store plans that write nothing remote, in one transaction with executemany-sized statements."""
-        if not plans:
-            return
-        ids = [p.event_id for p in plans]
-        cal_of = {side: pair.side(side).calendar_id for side in pair.sides}
-        with self.db.transaction() as s:
-            existing = set(s.scalars(select(Event.id).where(Event.id.in_(ids))))
-            links = {(ev, cal): (lid, rid) for lid, ev, cal, rid in s.execute(
-                select(Link.id, Link.event_id, Link.calendar_id, Link.remote_id).where(Link.event_id.in_(ids)))}
-            new_events, changed_events = [], []
-            new_links, changed_links, dropped_links = [], [], []
-            now = now_utc()
-            for p in plans:
-                row = repo.event_row(pair.tenant_id, pair.user_id, p.event_id, p.base)
-                (changed_events if p.event_id in existing else new_events).append(row)
-                for side, item in p.seen.items():
-                    key = (p.event_id, cal_of[side])
-                    if item is None:
-                        if key in links:
-                            dropped_links.append(links[key][0])
-                        continue
-                    values = {"remote_id": item.id, "etag": item.etag, "state": item.content,
-                              "state_hash": item.hash, "pending": None, "last_seen": now}
-                    if key in links:
-                        changed_links.append({"id": links[key][0], **values})
-                    else:
-                        new_links.append({"tenant_id": pair.tenant_id, "event_id": p.event_id,
-                                          "calendar_id": cal_of[side], **values})
-            # Core statements (plain executemany); the ORM's bulk path costs more than the database here
-            if new_events:
-                s.execute(insert(Event.__table__), new_events)
-            if changed_events:
-                s.execute(update(Event), changed_events)
-            if dropped_links:
-                s.execute(delete(Link).where(Link.id.in_(dropped_links)))
-            if changed_links:
-                s.execute(update(Link), changed_links)
-            if new_links:
-                s.execute(insert(Link.__table__), new_links)
-            self._refresh_intervals(s, pair, {p.event_id: p.base for p in plans}, new=set(ids) - existing)
-            entries = [{"run_id": run_id, "tenant_id": pair.tenant_id, "user_id": pair.user_id, "event_id": p.event_id,
-                        "level": "info", "action": "plan", "message": describe(p.reason, pair)}
-                       for p in plans if p.reason != "unchanged"]
-            if entries:
-                s.execute(insert(SyncLogEntry.__table__), entries)
+    def record_many(self, pair: SyncPair, plans: list[EventPlan], run_id: int | None = None) -> set[str]:
+        """Store plans that write nothing remote, in one transaction (a blocking call: not for the event loop)."""
+        return self.store.record_quiet(pair.scope, plans, run_id)
 
-    @staticmethod
-    def _refresh_intervals(s, pair: SyncPair, contents: dict[str, dict[str, Any] | None],
-                           new: set[str] | frozenset = frozenset()) -> None:
-        """Busy intervals follow the event in the same transaction: availability is never behind the store."""
-        avail = pair.rules.availability
-        lo, hi = intervals.window(avail.window_past_days, avail.window_future_days)
-        intervals.refresh_events(s, pair.tenant_id, pair.user_id, contents, lo, hi,
-                                 intervals.user_timezone(s, pair.user_id), new)
+    def _change(self, run: _Run, event_id: str, content: dict[str, Any] | None, reason: str,
+                new: bool) -> EventChanged:
+        kind = "forgotten" if content is None else "recorded" if new else "changed"
+        return EventChanged(kind, run.scope.tenant_id, run.scope.user_id, event_id, content,
+                            run.scope.describe(reason), run.report.run_id)
 
     # --- one event -----------------------------------------------------------------------------------
-    def _record(self, pair: SyncPair, report: RunReport, plan: EventPlan) -> None:
-        with self.db.transaction() as s:
-            if plan.base is None:
-                s.execute(delete(Link).where(Link.event_id == plan.event_id))
-                s.execute(delete(Event).where(Event.id == plan.event_id))
-                repo.log(s, pair.tenant_id, "forget", describe(plan.reason, pair), run_id=report.run_id,
-                         user_id=pair.user_id, event_id=plan.event_id)
-                return
-            repo.upsert_event(s, pair.tenant_id, pair.user_id, plan.event_id, plan.base)
-            s.flush()
-            self._refresh_intervals(s, pair, {plan.event_id: plan.base})
-            for side, item in plan.seen.items():
-                cal_id = pair.side(side).calendar_id
-                link = repo.get_link(s, plan.event_id, cal_id)
-                if item is None:
-                    if link is not None:
-                        s.delete(link)
-                        s.flush()
-                    continue
-                if link is None:
-                    link = Link(tenant_id=pair.tenant_id, event_id=plan.event_id, calendar_id=cal_id)
-                    s.add(link)
-                link.remote_id, link.etag, link.state, link.state_hash = item.id, item.etag, item.content, item.hash
-                if link.pending == "create":
-                    link.pending = None   # the twin of our create turned up: adopted
-            s.flush()
-            # after this, `pending` says exactly which writes are still owed: the ones this plan makes
-            for side in pair.sides:
-                cal_id = pair.side(side).calendar_id
-                link = repo.get_link(s, plan.event_id, cal_id)
-                write = next((w for w in plan.writes if w.side == side), None)
-                if write is None:
-                    if link is not None and link.remote_id is not None:
-                        link.pending = None
-                    continue
-                if link is None:
-                    link = Link(tenant_id=pair.tenant_id, event_id=plan.event_id, calendar_id=cal_id)
-                    s.add(link)
-                link.pending = write.op
-                if write.op == "create" and link.remote_id is None:
-                    # where the provider takes our id, record it before the write: a later listing then tells
-                    # whether the create happened (and whether somebody deleted it since)
-                    link.remote_id = pair.side(side).connector.planned_id(plan.event_id)
-            for review in plan.reviews:
-                exists = s.scalar(select(ReviewItem.id).where(
-                    ReviewItem.event_id == plan.event_id, ReviewItem.field == review.path,
-                    ReviewItem.status == "open"))
-                if exists is None:
-                    s.add(ReviewItem(tenant_id=pair.tenant_id, user_id=pair.user_id, event_id=plan.event_id,
-                                     kind="conflict", field=review.path, zoom_value=review.a_value,
-                                     calendar_value=review.b_value,
-                                     chosen="calendar" if review.chosen == "b" else "zoom"))
-            if plan.reason != "unchanged" or plan.writes:
-                repo.log(s, pair.tenant_id, "plan", describe(plan.reason, pair), run_id=report.run_id,
-                         user_id=pair.user_id, event_id=plan.event_id)
-
-    async def _execute(self, pair: SyncPair, report: RunReport, plan: EventPlan, mirrors: dict[str, _Mirror]):
-        self._record(pair, report, plan)
+    async def _execute(self, run: _Run, plan: EventPlan) -> None:
+        pair, report = run.pair, run.report
+        plan = await self._refuse_read_only(run, plan)
+        planned = {w.side: pair.side(w.side).connector.planned_id(plan.event_id)
+                   for w in plan.writes if w.op == "create"}
+        new = await self._do(self.store.record_plan, run.scope, plan, planned, report.run_id)
         base = plan.base
+        forgotten = base is None
         queue = list(plan.writes)
         while queue and base is not None:
             write = queue.pop(0)
             spec = pair.side(write.side)
-            conn = spec.connector
-            with self.db.session() as s:
-                link = repo.get_link(s, plan.event_id, spec.calendar_id)
-                remote_id = (link.remote_id if link else None) or write.remote_id
-                etag = link.etag if link and link.remote_id else write.etag
+            if write.op != "delete" and not await self._within_cap(run, plan, write):
+                continue
+            target = await self._do(self.store.link_target, plan.event_id, spec.calendar_id)
+            remote_id = (target[0] if target else None) or write.remote_id
+            etag = target[1] if target and target[0] else write.etag
             try:
-                result = await self._write(conn, write, plan.event_id, base, remote_id, etag, mirrors[write.side])
-            except (InvalidItem, PreconditionFailed, NotFound, ConnectorError) as exc:
+                result = await self._write(spec.connector, write, plan.event_id, base, remote_id, etag,
+                                           run.mirrors[write.side])
+            except DailyLimitReached as exc:   # the provider counts too (and counts more than we can see)
+                await self._defer(run, plan, write, exc)
+                continue
+            except ConnectorError as exc:
                 if isinstance(exc, AuthExpired):
                     raise
-                self._write_failed(pair, report, plan, write, exc)
+                await self._write_failed(run, plan, write, exc)
                 continue
             if self.after_write is not None:
                 self.after_write(write.side, write)
             report.writes += 1
             SYNC_WRITES.labels(op=write.op, side=spec.label or write.side).inc()
-            base = self._confirm(pair, report, plan, write, result, base, queue, mirrors)
-        self._emit({"event_id": plan.event_id, "reason": plan.reason, "user_id": pair.user_id})
+            base, done = await self._confirm(run, plan, write, result, base, queue)
+            forgotten = forgotten or done.forgotten
+        await self.changes.publish([self._change(run, plan.event_id, None if forgotten else base, plan.reason, new)])
+
+    async def _refuse_read_only(self, run: _Run, plan: EventPlan) -> EventPlan:
+        """The planner leaves read-only sides alone; should a write to one reach us anyway, it is not made."""
+        refused = [w for w in plan.writes if w.side in run.pair.read_only]
+        if not refused:
+            return plan
+        await self._log(run, [LogLine("refused", f"{w.op} on {run.scope.label(w.side)} refused: that side is "
+                                                 "read-only; nothing is written there", plan.event_id, "warning")
+                              for w in refused])
+        return replace(plan, writes=[w for w in plan.writes if w not in refused])
 
     async def _write(self, conn: Connector, write: Write, event_id: str, base: dict[str, Any],
                      remote_id: str | None, etag: str | None, mirror: _Mirror) -> WriteResult | None:
@@ -473,136 +425,95 @@ class SyncEngine:
         await self.retrier.call(lambda _a: conn.delete(remote_id, etag))
         return None
 
-    def _confirm(self, pair: SyncPair, report: RunReport, plan: EventPlan, write: Write,
-                 result: WriteResult | None, base: dict[str, Any], queue: list[Write],
-                 mirrors: dict[str, _Mirror]) -> dict[str, Any]:
-        spec = pair.side(write.side)
-        mirror = mirrors[write.side]
-        with self.db.transaction() as s:
-            link = repo.get_link(s, plan.event_id, spec.calendar_id)
-            if result is None:   # delete done
-                if link is not None:
-                    mirror.remove_series(link.remote_id or "")
-                    s.delete(link)
-                    s.flush()
-                if s.scalar(select(Link.id).where(Link.event_id == plan.event_id)) is None:
-                    row = s.get(Event, plan.event_id)
-                    if row is not None:
-                        s.delete(row)
-                repo.log(s, pair.tenant_id, "delete", f"deleted on {spec.label or write.side}", run_id=report.run_id,
-                         user_id=pair.user_id, event_id=plan.event_id)
-                return base
-            report.api_calls += result.api_calls
-            if link is None:
-                link = Link(tenant_id=pair.tenant_id, event_id=plan.event_id, calendar_id=spec.calendar_id)
-                s.add(link)
-            link.remote_id, link.etag = result.id, result.etag
-            link.state, link.state_hash, link.pending = result.item.content, result.item.hash, None
-            mirror.replace_series(result.id, result.raws)
-            for note in result.notes:
-                repo.log(s, pair.tenant_id, "note", f"{spec.label or write.side}: {note}", run_id=report.run_id,
-                         user_id=pair.user_id, event_id=plan.event_id, level="warning")
-            repo.log(s, pair.tenant_id, write.op, f"{write.op}d on {spec.label or write.side} ({result.id})",
-                     run_id=report.run_id, user_id=pair.user_id, event_id=plan.event_id)
-            # fields only this side originates (the meeting's join info) flow into the base, then to the peer
-            owned = {p: v for p, v in diff_paths(base, result.item.content).items()
-                     if p.split("/", 1)[0] in spec.owns and v != MISSING}
-            if owned:
-                base = apply_paths(base, owned)
-                repo.upsert_event(s, pair.tenant_id, pair.user_id, plan.event_id, base)
-                peer = other(write.side)
-                peer_link = repo.get_link(s, plan.event_id, pair.side(peer).calendar_id)
-                if peer_link is not None and peer_link.remote_id and not any(w.side == peer for w in queue):
-                    peer_link.pending = "update"
-                    queue.append(Write(peer, "update", peer_link.remote_id, peer_link.etag))
-        return base
+    async def _confirm(self, run: _Run, plan: EventPlan, write: Write, result: WriteResult | None,
+                       base: dict[str, Any], queue: list[Write]) -> tuple[dict[str, Any], Confirmed]:
+        label = run.scope.label(write.side)
+        mirror = run.mirrors[write.side]
+        if result is None:   # delete done
+            done = await self._do(self.store.confirm, run.scope, Confirmation(
+                plan.event_id, write.side, "delete", log=[LogLine("delete", f"deleted on {label}", plan.event_id)]),
+                run.report.run_id)
+            mirror.remove_series(done.removed or "")
+            return base, done
+        run.report.api_calls += result.api_calls
+        mirror.replace_series(result.id, result.raws)
+        lines = [LogLine("note", f"{label}: {note}", plan.event_id, "warning") for note in result.notes]
+        lines.append(LogLine(write.op, f"{write.op}d on {label} ({result.id})", plan.event_id))
+        # fields only this side originates (the meeting's join info) flow into the base, then to the peer
+        owned = {p: v for p, v in diff_paths(base, result.item.content).items()
+                 if p.split("/", 1)[0] in run.pair.side(write.side).owns and v != MISSING}
+        new_base = apply_paths(base, owned) if owned else None
+        peer = other(write.side)
+        mark_peer = bool(owned) and peer not in run.pair.read_only and not any(w.side == peer for w in queue)
+        done = await self._do(self.store.confirm, run.scope, Confirmation(
+            plan.event_id, write.side, write.op, result.id, result.etag, result.item.content, result.item.hash,
+            base=new_base, mark_peer=mark_peer, log=lines), run.report.run_id)
+        if done.peer is not None:
+            queue.append(Write(peer, "update", *done.peer))
+        return new_base or base, done
 
-    def _write_failed(self, pair: SyncPair, report: RunReport, plan: EventPlan, write: Write,
-                      exc: ConnectorError) -> None:
-        spec = pair.side(write.side)
+    async def _write_failed(self, run: _Run, plan: EventPlan, write: Write, exc: ConnectorError) -> None:
         SYNC_ERRORS.labels(kind=type(exc).__name__).inc()
-        message = f"{write.op} on {spec.label or write.side} failed: {type(exc).__name__}: {exc}"
-        with self.db.transaction() as s:
-            link = repo.get_link(s, plan.event_id, spec.calendar_id)
-            if isinstance(exc, InvalidItem) and link is not None:
-                # the provider refuses this item: tell the user, stop retrying until it changes again
-                if link.pending == "create":
-                    s.delete(link)
-                else:
-                    link.pending = None
-                report.rejected += 1
-                message += " (rejected; it will be tried again when the item changes)"
-            elif isinstance(exc, NotFound) and write.op == "update" and link is not None:
-                link.pending = None   # gone meanwhile: the next listing reports the deletion
-            repo.log(s, pair.tenant_id, "error", message, run_id=report.run_id, user_id=pair.user_id,
-                     event_id=plan.event_id, level="error")
-        report.errors.append(message)
+        message = f"{write.op} on {run.scope.label(write.side)} failed: {type(exc).__name__}: {exc}"
+        outcome = None
+        if isinstance(exc, InvalidItem):
+            # the provider refuses this item: tell the user, stop retrying until it changes again
+            outcome = "rejected"
+            run.report.rejected += 1
+            message += " (rejected; it will be tried again when the item changes)"
+        elif isinstance(exc, NotFound) and write.op == "update":
+            outcome = "gone"
+        await self._do(self.store.write_failed, run.scope, plan.event_id, write.side, outcome,
+                       LogLine("error", message, plan.event_id, "error"), run.report.run_id)
+        run.report.errors.append(message)
         log.warning("write_failed", event_id=plan.event_id, op=write.op, side=write.side, error=type(exc).__name__)
 
-    def _record_overlaps(self, pair: SyncPair) -> None:
-        """Events that overlap (an invitation on top of a meeting) cannot be prevented: record them once."""
-        from zoomcal.availability.booking import inbound_conflicts
+    # --- daily write caps ------------------------------------------------------------------------------
+    def _today(self) -> tuple[str, datetime]:
+        """The UTC day writes count in, and the midnight that ends it."""
+        now = self.clock().astimezone(UTC)
+        return now.date().isoformat(), datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
 
-        lo, hi = intervals.window(0, pair.rules.availability.window_future_days)
-        found = inbound_conflicts(self.db, pair.user_id, lo, hi)
-        if not found:
-            return
-        with self.db.transaction() as s:
-            known = set(s.scalars(select(ReviewItem.field).where(ReviewItem.user_id == pair.user_id,
-                                                                  ReviewItem.kind == "overlap")))
-            for c in found:
-                key = f"{c['first']['event_id']}|{c['second']['event_id']}"
-                if key not in known:
-                    known.add(key)
-                    s.add(ReviewItem(tenant_id=pair.tenant_id, user_id=pair.user_id, event_id=c["second"]["event_id"],
-                                     kind="overlap", field=key, zoom_value=c["first"], calendar_value=c["second"],
-                                     chosen="both kept"))
+    def _deferral(self, run: _Run, side: str) -> tuple[datetime, str]:
+        day, midnight = self._today()
+        cap = run.pair.side(side).connector.capabilities.writes_per_day
+        return midnight, (f"the provider's daily limit of {cap} creates/updates for this account is used up for "
+                          f"{day} (UTC)")
+
+    async def _within_cap(self, run: _Run, plan: EventPlan, write: Write) -> bool:
+        """Count a create/update against its side's daily cap before making it (in the store: every process
+        shares the count); at the cap, defer it."""
+        spec = run.pair.side(write.side)
+        cap = spec.connector.capabilities.writes_per_day
+        if write.side not in run.limited:
+            if cap is None or spec.account_id is None:
+                return True
+            day, _ = self._today()
+            if await self._do(self.store.reserve_write, run.scope.tenant_id, spec.account_id, day, cap):
+                return True
+        await self._defer(run, plan, write)
+        return False
+
+    async def _defer(self, run: _Run, plan: EventPlan, write: Write, exc: DailyLimitReached | None = None) -> None:
+        """Leave the write owed (its `pending` mark stays): a run after the limit lifts carries it out."""
+        side = write.side
+        if exc is not None and side not in run.limited:
+            day, midnight = self._today()
+            lifts = exc.resets_at if exc.resets_at and exc.resets_at > self.clock() else midnight
+            run.limited[side] = (lifts, f"{run.scope.label(side)} answered that its daily limit is reached ({exc})")
+            spec = run.pair.side(side)
+            cap = spec.connector.capabilities.writes_per_day
+            if cap is not None and spec.account_id is not None:
+                await self._do(self.store.exhaust_quota, run.scope.tenant_id, spec.account_id, day, cap)
+        lifts, why = run.limited.get(side) or self._deferral(run, side)
+        run.deferred[side] = run.deferred.get(side, 0) + 1
+        run.report.deferred += 1
+        await self._log(run, [LogLine("deferred", f"{write.op} on {run.scope.label(side)} deferred: {why}; it stays "
+                                                  f"owed and the first run after {lifts:%Y-%m-%d %H:%M} UTC makes it",
+                                      plan.event_id, "warning")])
+        log.info("write_deferred", event_id=plan.event_id, op=write.op, side=side, until=lifts.isoformat())
 
     # --- bookkeeping ---------------------------------------------------------------------------------
-    def _hold(self, pair: SyncPair, report: RunReport, plan: Plan) -> None:
-        message = (f"{plan.held_deletes} deletions held: more than {int(pair.rules.deletes.max_share * 100)}% "
-                   "of the calendar; confirm with `zoomcal sync --confirm-deletes`")
-        report.notes.append(message)
-        with self.db.transaction() as s:
-            exists = s.scalar(select(ReviewItem.id).where(ReviewItem.user_id == pair.user_id,
-                                                          ReviewItem.kind == "mass_delete",
-                                                          ReviewItem.status == "open"))
-            if exists is None:
-                s.add(ReviewItem(tenant_id=pair.tenant_id, user_id=pair.user_id, kind="mass_delete",
-                                 field="", calendar_value=message, chosen="hold"))
-            repo.log(s, pair.tenant_id, "held", message, run_id=report.run_id, user_id=pair.user_id,
-                     level="warning")
-
-    def _log(self, pair: SyncPair, report: RunReport, action: str, message: str, level: str = "info") -> None:
-        with self.db.transaction() as s:
-            repo.log(s, pair.tenant_id, action, message, run_id=report.run_id, user_id=pair.user_id, level=level)
-
-    def _mark_reauth(self, pair: SyncPair, exc: Exception) -> None:
-        with self.db.transaction() as s:
-            for side in pair.sides:
-                account_id = pair.side(side).account_id
-                if account_id is not None:
-                    account = s.get(Account, account_id)
-                    if account is not None:
-                        account.status = "reauth"
-
-    def _finish(self, pair: SyncPair, report: RunReport) -> None:
-        with self.db.transaction() as s:
-            run = s.get(SyncRun, report.run_id)
-            if run is None:
-                return
-            run.status = report.status
-            run.counts = {**report.counts, "writes": report.writes, "rejected": report.rejected}
-            run.api_calls = report.api_calls
-            run.errors = len(report.errors)
-            run.duration_ms = report.duration_ms
-            run.finished_at = now_utc()
-            for err in report.errors:
-                if not err.startswith(("create", "update", "delete")):
-                    repo.log(s, pair.tenant_id, "error", err, run_id=report.run_id, user_id=pair.user_id,
-                             level="error")
-        self._emit({"run_id": report.run_id, "status": report.status, "user_id": pair.user_id})
-
-    def _emit(self, payload: dict[str, Any]) -> None:
-        if self.on_event is not None:
-            self.on_event(payload)
+    async def _log(self, run: _Run, lines: list[LogLine]) -> None:
+        if lines:
+            await self._do(self.store.log, run.scope, lines, run.report.run_id)

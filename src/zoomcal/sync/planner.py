@@ -90,6 +90,7 @@ class PlanRules:
     max_delete_share: float = 0.5
     min_delete_items: int = 5
     confirm_deletes: bool = False
+    read_only: frozenset[str] = frozenset()            # sides never written (an ICS feed): record, do not write
 
     def blocked(self, side: str, path: str) -> bool:
         return path.split("/", 1)[0] in self.flows.get(side, frozenset())
@@ -228,6 +229,7 @@ def plan_sync(
         ev = records[event_id]
         plans.append(_plan_event(ev, seen["a"].get(event_id, UNSEEN), seen["b"].get(event_id, UNSEEN), rules))
 
+    _spare_read_only(plans, rules)
     held = _guard_mass_delete(plans, {s: len(by_remote[s]) for s in SIDES}, rules)
     return Plan([p for p in plans if not p.is_noop], held_deletes=held)
 
@@ -383,6 +385,15 @@ def _merge(event_id: str, base: dict[str, Any], a_changes: dict[str, Any], b_cha
 
 def _show(value: Any) -> Any:
     return None if value == MISSING else (list(value) if isinstance(value, tuple) else value)
+
+
+def _spare_read_only(plans: list[EventPlan], rules: PlanRules) -> None:
+    for p in plans:
+        refused = sorted({w.side.upper() for w in p.writes if w.side in rules.read_only})
+        if refused:
+            # a write to a read-only side -> record what was seen, write nothing there
+            p.writes = [w for w in p.writes if w.side not in rules.read_only]
+            p.reason += f"; {' and '.join(refused)} read-only -> not written"
 
 
 def _guard_mass_delete(plans: list[EventPlan], linked: dict[str, int], rules: PlanRules) -> int:

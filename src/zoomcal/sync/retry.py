@@ -1,4 +1,7 @@
-"""Bounded retries: 429 waits for Retry-After, transient faults back off exponentially with jitter."""
+"""Bounded retries: 429 waits for Retry-After, transient faults back off exponentially with jitter.
+
+A daily limit is not waited for (it lifts at midnight, not in seconds): it goes straight back to the engine,
+which defers the write to a later run."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from zoomcal.errors import RateLimited, Transient
+from zoomcal.errors import DailyLimitReached, RateLimited, Transient
 
 T = TypeVar("T")
 
@@ -28,6 +31,8 @@ class Retrier:
         while True:
             try:
                 return await fn(attempt)
+            except DailyLimitReached:
+                raise
             except RateLimited as exc:
                 delay = min(max(exc.retry_after, 0.0), self.max_delay)
                 if attempt >= self.max_retries:

@@ -1,0 +1,20 @@
+"""The standard wiring of the engine over a database: the SQL status store with busy intervals kept in its
+transactions, and overlap detection on the change stream. The application layer may wire its own."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zoomcal.store.db import Database
+    from zoomcal.sync.changes import Subscriber
+    from zoomcal.sync.status import StatusStore
+
+
+def standard(db: Database) -> tuple[StatusStore, list[tuple[Subscriber, type | None]]]:
+    """-> (the store, [(subscriber, the change type it wants)])."""
+    from zoomcal.availability.subscribers import BusyIntervals, OverlapRecorder
+    from zoomcal.store.status import SqlStatusStore
+    from zoomcal.sync.changes import RunFinished
+
+    return SqlStatusStore(db, hooks=[BusyIntervals()]), [(OverlapRecorder(db), RunFinished)]
