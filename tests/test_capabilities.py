@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from conftest import link_sandbox_user, make_context
+from conftest import build_pairs, close_pairs, link_sandbox_user, make_context
 from memory_pair import CappedMemory, Clock, ReadOnlyMemory, meeting, memory_pair
 from zoomcal.connectors.base import Item
 from zoomcal.connectors.ics.connector import IcsConnector
@@ -22,7 +22,6 @@ from zoomcal.mapping.ical import content_to_calendar
 from zoomcal.mapping.rules import DEFAULT_RULES
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.verify import compare_user
-from zoomcal.service import build_pairs, close_pairs
 from zoomcal.store.models import Account, SyncLogEntry, WriteQuota
 from zoomcal.store.status import SqlStatusStore
 from zoomcal.sync import engine as engine_module
@@ -301,7 +300,7 @@ class ZoomHarness:
         async def sleep(seconds):
             self.slept.append(seconds)
 
-        self.engine = SyncEngine(self.ctx.db, retrier=Retrier(max_retries=3, sleep=sleep, seed=1), clock=clock)
+        self.engine = SyncEngine(self.ctx.store, retrier=Retrier(max_retries=3, sleep=sleep, seed=1), clock=clock)
 
     async def sync(self, declare_cap: bool = True):
         pairs = build_pairs(self.ctx)
@@ -311,7 +310,7 @@ class ZoomHarness:
         try:
             return await self.engine.run(pairs[0])
         finally:
-            await close_pairs(pairs)
+            await close_pairs(self.ctx)
 
     async def add_calendar_meetings(self, count: int) -> None:
         cal = self.user["google_calendar_id"]
@@ -322,7 +321,7 @@ class ZoomHarness:
                                            end={"dateTime": (start + timedelta(minutes=30)).isoformat()})
 
     def zoom_account(self) -> int:
-        with self.ctx.db.session() as s:
+        with self.ctx.store.session() as s:
             return s.scalars(select(Account.id).where(Account.provider == "zoom")).one()
 
     def agree(self):
@@ -333,16 +332,16 @@ class ZoomHarness:
 def zh(world, tmp_path):
     harness = ZoomHarness(world, tmp_path, Clock(datetime(2026, 3, 2, 15, 0, tzinfo=UTC)))
     yield harness
-    harness.ctx.db.dispose()
+    harness.ctx.store.dispose()
 
 
 async def test_zoom_meetings_past_100_a_day_wait_for_the_next_utc_day(zh):
     await zh.add_calendar_meetings(105)
     report = await zh.sync()
     assert report.status == "ok" and not report.errors and report.deferred == 5
-    assert len(zh.world.zoom.meetings) == 100 and quota(zh.ctx.db, zh.zoom_account()) == {"2026-03-02": 100}
+    assert len(zh.world.zoom.meetings) == 100 and quota(zh.ctx.store, zh.zoom_account()) == {"2026-03-02": 100}
     assert zh.world.zoom.meeting_writes == {(zh.user["zoom_user_id"], "2026-03-02"): 100}   # never refused
-    deferred = log_lines(zh.ctx.db, "deferred")
+    deferred = log_lines(zh.ctx.store, "deferred")
     assert len(deferred) == 5 and "daily limit of 100 creates/updates" in deferred[0]
     assert "first run after 2026-03-03 00:00 UTC" in deferred[0]
     again = await zh.sync()
@@ -365,11 +364,11 @@ async def test_zooms_own_daily_limit_answer_defers_instead_of_failing_or_sleepin
     report = await zh.sync(declare_cap=declare_cap)
     assert report.status == "ok" and not report.errors and report.deferred == 3
     assert len(zh.world.zoom.meetings) == 2 and zh.slept == []
-    deferred = log_lines(zh.ctx.db, "deferred")
+    deferred = log_lines(zh.ctx.store, "deferred")
     assert len(deferred) == 3 and all("Zoom answered that its daily limit is reached" in line for line in deferred)
     assert "first run after 2026-03-03 00:00 UTC" in deferred[0]
     if declare_cap:   # the store now knows the day is used up, for every process
-        assert quota(zh.ctx.db, zh.zoom_account()) == {"2026-03-02": 100}
+        assert quota(zh.ctx.store, zh.zoom_account()) == {"2026-03-02": 100}
     zh.clock.now = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
     report = await zh.sync(declare_cap=declare_cap)
     assert report.deferred == 0 and not report.errors
