@@ -242,3 +242,19 @@ async def test_people_are_renamed_and_removed_with_their_accounts(ctx, world):
     assert [u.email for u in users.list_users(ctx)] == ["bo@example.com"]
     with ctx.store.session() as s:
         assert s.scalars(select(Event)).all() == []
+
+
+async def test_connectors_and_tokens_are_built_once_per_account_and_reused_across_rounds(ctx, world):
+    info = await person(ctx, world)
+    await accounts.link(ctx, "ada@example.com", "zoom", *zoom_user_link(world, info))
+    google = await accounts.link(ctx, "ada@example.com", "google", *google_link(world, info))
+    first = sync.pairs(ctx)[0]
+    await sync.run(ctx)
+    tokens_before = world.google_calls.get("token", 0) + len(world.google.tokens.access)
+    await sync.run(ctx)
+    second = sync.pairs(ctx)[0]
+    assert second.b.connector is first.b.connector and second.a.connector is first.a.connector
+    assert len(world.google.tokens.access) + world.google_calls.get("token", 0) == tokens_before   # no new token
+    fresh = world.google.tokens.grant_refresh(info["email"])
+    await accounts.relink(ctx, google.id, {}, {"refresh_token": fresh})
+    assert sync.pairs(ctx)[0].b.connector is not first.b.connector      # new credentials, new connector

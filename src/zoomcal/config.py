@@ -20,12 +20,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Base64 keys for the token vault: "kid1:base64key,kid2:base64key"; the first one encrypts.
     vault_keys: str | None = None
-    zoom_api_base: str = "https://api.zoom.us/v2"
-    zoom_token_url: str = "https://zoom.us/oauth/token"
-    google_api_base: str = "https://www.googleapis.com/calendar/v3"
-    google_token_url: str = "https://oauth2.googleapis.com/token"
-    graph_api_base: str = "https://graph.microsoft.com/v1.0"
-    graph_token_url: str = "https://login.microsoftonline.com/common/oauth2/v2.0/token"
+    # the tenant commands act in (the CLI's --tenant)
+    tenant: str = "default"
     mapping_rules: Path | None = None
     presence_rules: Path | None = None
     http_timeout: float = 20.0
@@ -34,7 +30,7 @@ class Settings(BaseSettings):
     mass_delete_min: int = 5
     # on-premises servers (Exchange, Nextcloud, an intranet feed) live on private addresses: allow them here
     allow_private_urls: bool = False
-    # the Zoom app's webhook secret token (verifies x-zm-signature) for `zoomcal sync --webhooks-port`
+    # the Zoom app's webhook secret token (verifies x-zm-signature on /webhooks/zoom)
     zoom_webhook_secret: str | None = None
 
     def resolved_database_url(self) -> str:

@@ -41,7 +41,7 @@ def settings() -> Settings:
 
 
 def tenant() -> str:
-    return state.get("tenant") or os.environ.get("ZOOMCAL_TENANT") or "default"
+    return state.get("tenant") or settings().tenant
 
 
 def fail(message: str, code: int = 1, hint: str | None = None):
