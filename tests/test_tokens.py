@@ -16,7 +16,7 @@ import httpx
 import pytest
 import structlog
 
-from zoomcal.auth.tokens import StoredTokens, oauth_grant, stored_tokens
+from zoomcal.auth.tokens import StoredTokens, stored_tokens
 from zoomcal.auth.vault import Vault, new_key_spec
 from zoomcal.connectors.http import ApiClient
 from zoomcal.errors import AuthExpired, Transient
@@ -37,7 +37,10 @@ CHILD = r"""
 import asyncio, hashlib, json, sys
 
 from zoomcal.auth.oauth import RefreshTokenSource
-from zoomcal.auth.tokens import oauth_grant, stored_tokens
+from zoomcal.auth.tokens import stored_tokens
+from zoomcal.connectors import registry
+from zoomcal.connectors.spec import AccountView, Env
+from zoomcal.mapping.rules import DEFAULT_RULES
 from zoomcal.auth.vault import Vault
 from zoomcal.connectors.http import ApiClient
 from zoomcal.errors import AuthExpired
@@ -69,7 +72,9 @@ async def main():
         requests += request.url.path.endswith("/oauth/token")
 
     if mode == "stored":
-        tokens = stored_tokens(db, vault, args["account"], oauth_grant(args["token_url"], basic_auth=True))
+        zoom = registry.get("zoom")
+        tokens = stored_tokens(db, vault, args["account"], lambda secret: zoom.grant(
+            AccountView(0, {"token_url": args["token_url"]}, secret, ""), Env(DEFAULT_RULES)))
     else:
         tokens = memory_source()
     api = ApiClient(args["api_base"], tokens)
@@ -96,6 +101,16 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def grant_of(provider: str, token_url: str):
+    """The provider's own grant (from its spec) for an opened secret, at this token URL."""
+    from zoomcal.connectors import registry
+    from zoomcal.connectors.spec import AccountView, Env
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    spec = registry.get(provider)
+    return lambda secret: spec.grant(AccountView(0, {"token_url": token_url}, secret, ""), Env(DEFAULT_RULES))
 
 
 @pytest.fixture
@@ -200,7 +215,7 @@ async def test_two_processes_refreshing_one_account_never_hit_invalid_grant(any_
     stored = account_row(any_db, account_id)
     assert list(world.zoom.tokens.refresh) == [vault.open(stored.secret)["refresh_token"]]
     assert stored.status == "ok"
-    tokens = StoredTokens(any_db, vault, account_id, oauth_grant(f"{url}/zoom/oauth/token", basic_auth=True))
+    tokens = StoredTokens(any_db, vault, account_id, grant_of("zoom", f"{url}/zoom/oauth/token"))
     api = ApiClient(f"{url}/zoom/v2", tokens)
     tokens.invalidate(await tokens.token(api.client))
     assert (await api.json("GET", "users/me"))["email"] == "ada@example.com"
@@ -238,7 +253,7 @@ async def test_a_cached_token_is_reused_by_another_process(sqlite_db, served_wor
 
 
 def zoom_tokens(world, db, vault, account_id: int, **kwargs) -> tuple[StoredTokens, ApiClient]:
-    tokens = StoredTokens(db, vault, account_id, oauth_grant(ZOOM_TOKEN_URL, basic_auth=True), **kwargs)
+    tokens = StoredTokens(db, vault, account_id, grant_of("zoom", ZOOM_TOKEN_URL), **kwargs)
     return tokens, ApiClient(f"{SANDBOX}/zoom/v2", tokens, world.transport())
 
 
@@ -305,7 +320,7 @@ async def test_form_client_grants_store_their_tokens(world, sqlite_db, provider)
         state, token_url = world.graph, f"{SANDBOX}/graph/oauth2/v2.0/token"
         secret = {"client_id": state.client_id, "refresh_token": info["graph_refresh_token"]}
     account_id = store_account(sqlite_db, vault, secret, provider=provider.partition("-")[0])
-    tokens = stored_tokens(sqlite_db, vault, account_id, oauth_grant(token_url, basic_auth=False))
+    tokens = stored_tokens(sqlite_db, vault, account_id, grant_of(provider.partition("-")[0], token_url))
     async with httpx.AsyncClient(transport=world.transport()) as client:
         for _ in range(3):
             token = await tokens.token(client)
@@ -352,7 +367,7 @@ async def test_a_failed_token_request_leaves_the_account_as_it_was(sqlite_db):
     answers = [httpx.Response(503), httpx.Response(200, json={"access_token": "at-2", "expires_in": 3600,
                                                               "refresh_token": "rt-2"})]
     transport = httpx.MockTransport(lambda request: answers.pop(0))
-    tokens = StoredTokens(sqlite_db, vault, account_id, oauth_grant("http://idp/token", basic_auth=False))
+    tokens = StoredTokens(sqlite_db, vault, account_id, grant_of("google", "http://idp/token"))
     async with httpx.AsyncClient(transport=transport) as client:
         with pytest.raises(Transient):
             await tokens.token(client)

@@ -27,7 +27,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from zoomcal.auth.oauth import RefreshTokenSource, TokenSource, ZoomAccountCredentials
+from zoomcal.auth.oauth import TokenSource
 from zoomcal.auth.vault import Vault
 from zoomcal.errors import AuthExpired, ConfigError, Transient
 from zoomcal.logging import get_logger
@@ -38,22 +38,6 @@ log = get_logger("zoomcal.auth")
 
 GrantFactory = Callable[[dict[str, Any]], TokenSource]
 """An account's opened secret -> the grant whose `fetch` asks the provider for a token."""
-
-
-def oauth_grant(token_url: str, *, basic_auth: bool) -> GrantFactory:
-    """The grant for a secret, chosen by what it holds: an `account_id` is Zoom server-to-server (account
-    credentials, no refresh token, but its access token is shared all the same); otherwise the refresh-token
-    grant, with the client in an HTTP Basic header (`basic_auth`: Zoom user OAuth) or in the form (Google;
-    Graph, whose public clients signed in with PKCE have no secret)."""
-
-    def grant(secret: dict[str, Any]) -> TokenSource:
-        if secret.get("account_id"):
-            return ZoomAccountCredentials(token_url, secret["account_id"], secret["client_id"],
-                                          secret["client_secret"])
-        return RefreshTokenSource(token_url, secret["client_id"], secret.get("client_secret") or "",
-                                  secret["refresh_token"], basic_auth=basic_auth)
-
-    return grant
 
 
 @dataclass(frozen=True)
@@ -182,6 +166,6 @@ class StoredTokens(TokenSource):
 
 def stored_tokens(db: Database, vault: Vault, account_id: int, grant_factory: GrantFactory, *,
                   margin: float = 60.0) -> TokenSource:
-    """The token source for an account's ApiClient, shared through the store; for example
-    `stored_tokens(ctx.db, ctx.vault, account.id, oauth_grant(token_url, basic_auth=True))` for Zoom."""
+    """The token source for an account's ApiClient, shared through the store; `grant_factory` makes the provider's
+    grant from the account's opened secret (the application layer passes the provider spec's `grant`)."""
     return StoredTokens(db, vault, account_id, grant_factory, margin=margin)

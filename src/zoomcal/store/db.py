@@ -97,7 +97,28 @@ def schema_state(engine: Engine) -> tuple[str, str | None, str]:
     return ("behind" if current in known else "ahead"), current, head
 
 
-class Database:
+class _Sessions:
+    """Sessions and transactions over an engine (the whole database, or one tenant's view of it)."""
+
+    engine: Engine
+    sessions: sessionmaker
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self):
+        with self.sessions() as session:
+            yield session
+
+    @contextmanager
+    def transaction(self):
+        with self.sessions.begin() as session:
+            yield session
+
+
+class Database(_Sessions):
     def __init__(self, url: str, *, migrate: bool = False):
         self.url = normalize_url(url)
         self.engine = make_engine(self.url)
@@ -132,20 +153,6 @@ class Database:
             with Session(bind=conn, expire_on_commit=False, info=dict(info or {})) as s, s.begin():
                 yield s
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
-
-    @contextmanager
-    def session(self):
-        with self.sessions() as session:
-            yield session
-
-    @contextmanager
-    def transaction(self):
-        with self.sessions.begin() as session:
-            yield session
-
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -154,7 +161,7 @@ class TenantBreach(ZoomcalError):
     """A write would have put a row into another tenant."""
 
 
-class TenantStore:
+class TenantStore(_Sessions):
     """The store seen from one tenant: every ORM query through its sessions is filtered to the tenant's rows,
     and a flush that would write a row of another tenant fails. It offers what `Database` offers, so code that
     takes a database (the sync engine, the conflict guard, the busy index) runs tenant-scoped unchanged."""
@@ -165,20 +172,6 @@ class TenantStore:
         self.engine = db.engine
         self.url = db.url
         self.sessions = sessionmaker(db.engine, expire_on_commit=False, info={"tenant_id": tenant_id})
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.db.is_sqlite
-
-    @contextmanager
-    def session(self):
-        with self.sessions() as session:
-            yield session
-
-    @contextmanager
-    def transaction(self):
-        with self.sessions.begin() as session:
-            yield session
 
     def locked_transaction(self):
         return self.db.locked_transaction({"tenant_id": self.tenant_id})
