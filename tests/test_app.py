@@ -258,3 +258,24 @@ async def test_connectors_and_tokens_are_built_once_per_account_and_reused_acros
     fresh = world.google.tokens.grant_refresh(info["email"])
     await accounts.relink(ctx, google.id, {}, {"refresh_token": fresh})
     assert sync.pairs(ctx)[0].b.connector is not first.b.connector      # new credentials, new connector
+
+
+async def test_held_deletions_are_carried_out_when_confirmed_in_the_review_queue(ctx, world):
+    from conftest import link_sandbox_user
+
+    info = link_sandbox_user(ctx, world, "ada@example.com", "Ada")
+    actor = SandboxActor(world, transport=world.transport())
+    for day in range(10, 16):
+        await actor.zoom_create(info["zoom_user_id"], topic=f"Meeting {day}", type=2,
+                                start_time=f"2026-12-{day}T09:00:00Z", duration=30)
+    await sync.run(ctx)
+    assert len(world.google.calendars[info["google_calendar_id"]].events) == 6
+    world.zoom.meetings.clear()                       # someone cleared the Zoom account
+    (held,) = await sync.run(ctx)
+    assert "deletions held" in held.notes[0] and held.writes == 0
+    (item,) = sync.reviews(ctx)
+    assert item.kind == "mass_delete" and item.choices == ["confirm", "dismiss"]
+    await sync.resolve(ctx, item.id, "confirm")
+    live = [e for e in world.google.calendars[info["google_calendar_id"]].events.values()
+            if e.get("status") != "cancelled"]
+    assert live == [] and sync.events(ctx) == []

@@ -47,7 +47,7 @@ class Vault:
     def from_file(cls, path: Path, create: bool = True) -> Vault:
         if not path.exists():
             if not create:
-                raise ConfigError(f"no vault key file at {path}; run `zoomcal init`")
+                raise ConfigError(f"no vault key file at {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
             spec = new_key_spec()
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

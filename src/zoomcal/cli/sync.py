@@ -35,6 +35,9 @@ def show_result(result: app_sync.PairResult, dry_run: bool) -> None:
                       highlight=False, markup=False)
     for line in result.notes:
         console.print(f"  note: {line}", highlight=False, markup=False)
+        if "deletions held" in line:
+            console.print("    hint: `zoomcal review` shows them; `zoomcal review resolve ID confirm` or "
+                          "`zoomcal sync --confirm-deletes` carries them out", highlight=False, markup=False)
     for line in result.errors:
         err.print(f"  [red]{line}[/]", highlight=False)
 

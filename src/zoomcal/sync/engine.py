@@ -331,7 +331,7 @@ class SyncEngine:
             return
         if plan.held_deletes:
             message = (f"{plan.held_deletes} deletions held: more than {int(pair.rules.deletes.max_share * 100)}% "
-                       "of the calendar; confirm with `zoomcal sync --confirm-deletes`")
+                       "of the calendar; they wait in the review queue until confirmed")
             report.notes.append(message)
             await self._do(self.store.hold_deletes, run.scope, message, report.run_id)
         # plans that only record what was seen (new plain events, etag moves) need no write-ahead: batch them
