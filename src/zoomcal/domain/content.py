@@ -159,10 +159,10 @@ def attendee_path(email: str, detail: str | None = None) -> str:
 
 def attendee_detail(path: str) -> tuple[str, str] | None:
     """(e-mail, detail) when `path` is an attendee's detail, else None."""
-    parts = path.split("/")
-    if parts[0] != "attendees" or len(parts) != 3:
+    if not path.startswith("attendees/"):
         return None
-    return _path_email(parts[1]), parts[2]
+    parts = path.split("/")
+    return (_path_email(parts[1]), parts[2]) if len(parts) == 3 else None
 
 
 def flatten(content: dict[str, Any]) -> dict[str, Any]:
@@ -373,7 +373,7 @@ DOWNGRADES = {2: _down_to_1}   # version N -> content of N - 1
 
 
 def content_version(content: dict[str, Any]) -> int:
-    return int(content.get("version") or 1)
+    return content.get("version") or 1
 
 
 def upgraded(content: dict[str, Any]) -> dict[str, Any]:
@@ -409,7 +409,7 @@ def side_holds(held: dict[str, Any] | None, path: str) -> bool:
     No side is written a read-only field; an attendee detail goes only to a side whose entry for that attendee
     carries the detail (Zoom's invitees carry none). An attendee the side lacks is taken, details and all.
     """
-    if path.split("/", 1)[0] in READ_ONLY:
+    if path.partition("/")[0] in READ_ONLY:
         return False
     detail = attendee_detail(path)
     if held is None or detail is None:

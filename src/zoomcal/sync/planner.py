@@ -12,12 +12,13 @@ does not mention is unchanged.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from zoomcal.connectors.base import Item
 from zoomcal.domain.content import (
+    CONTENT_VERSION,
     MISSING,
     READ_ONLY,
     absorb,
@@ -291,16 +292,19 @@ def _absorb_upgrades(base: dict[str, Any], links: dict[str, SideLink | None], no
     into the base as no change on either side: an upgrade writes nothing remote. The winner's side first."""
     for side in (rules.winner, other(rules.winner)):
         link, item = links[side], now[side]
-        if link is not None and link.state is not None and item not in (None, UNSEEN) \
-                and content_version(link.state) < content_version(item.content):
-            base = absorb(base, item.content, content_version(link.state))
+        if link is None or link.state is None or item is None or item is UNSEEN:
+            continue
+        stored = content_version(link.state)
+        if stored < CONTENT_VERSION and stored < content_version(item.content):
+            base = absorb(base, item.content, stored)
     return base
 
 
 def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> EventPlan:
     now = {"a": a_now, "b": b_now}
     links = {"a": ev.a, "b": ev.b}
-    ev_base = upgraded(ev.base)   # an event stored by an older release, in the current shape
+    # an event stored by an older release, in the current shape
+    ev_base = ev.base if content_version(ev.base) == CONTENT_VERSION else upgraded(ev.base)
     seen = {s: now[s] for s in SIDES if now[s] is not UNSEEN}
     present = {s: links[s] is not None and links[s].remote_id is not None for s in SIDES}
     gone = {s: present[s] and now[s] is None for s in SIDES}
@@ -351,8 +355,12 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
             return EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart existed -> forget",
                              base=None, seen=seen)
 
-    held = {s: now[s].content if now[s] not in (None, UNSEEN) else (links[s].state if links[s] else None)
-            for s in SIDES}
+    def held(side: str) -> dict[str, Any] | None:
+        """What the side holds now: its item, else what we last knew of it."""
+        if now[side] not in (None, UNSEEN):
+            return now[side].content
+        return links[side].state if links[side] else None
+
     base, reviews, to_side = _merge(ev.event_id, ev_base, changes["a"], changes["b"], rules, held)
     base = _absorb_upgrades(base, links, now, rules)
     plan = EventPlan(ev.event_id, "", base=base, seen=seen, reviews=reviews)
@@ -397,11 +405,11 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
 
 
 def _merge(event_id: str, base: dict[str, Any], a_changes: dict[str, Any], b_changes: dict[str, Any],
-           rules: PlanRules, held: dict[str, dict[str, Any] | None] | None = None,
+           rules: PlanRules, held: Callable[[str], dict[str, Any] | None] | None = None,
            ) -> tuple[dict[str, Any], list[Review], dict[str, bool]]:
     """Field-level three-way merge against the base; same path changed differently -> policy + review.
 
-    `held` is what each side holds now: a change goes to a side only if that side can hold it (an attendee's
+    `held(side)` is what that side holds now: a change goes to a side only if the side can hold it (an attendee's
     answer never calls for a Zoom write; the organizer is never written)."""
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -420,10 +428,16 @@ def _merge(event_id: str, base: dict[str, Any], a_changes: dict[str, Any], b_cha
             merged[path], origin[path] = value, "b"
     result = _apply(base, merged)
     attendees = result.get("attendees") or {}
-    # an attendee removed on one side is removed entirely: the other side's edits of it go nowhere
-    live = {p: o for p, o in origin.items() if (d := attendee_detail(p)) is None or d[0] in attendees}
-    held = held or {}
-    to_side = {s: any(o == other(s) and side_holds(held.get(s), p) for p, o in live.items()) for s in SIDES}
+    to_side = {"a": False, "b": False}
+    for path, source in origin.items():
+        target = other(source) if source in SIDES else None
+        if target is None or to_side[target]:
+            continue
+        detail = attendee_detail(path)
+        if detail is not None and detail[0] not in attendees:
+            continue   # an attendee removed on one side is removed entirely: the other side's edits of it go nowhere
+        if side_holds(held(target) if held else None, path):
+            to_side[target] = True
     return result, reviews, to_side
 
 
