@@ -33,6 +33,8 @@ PRIVATE_JOIN_URL = "zoomcal_join_url"
 PRIVATE_PASSCODE = "zoomcal_passcode"
 MAX_TEXT = 8192
 RESPONSES = {"needsAction": "needs_action", "accepted": "accepted", "tentative": "tentative", "declined": "declined"}
+# what an attendee entry may carry in a write (`self`, `organizer` and the profile `id` are the calendar's to say)
+ATTENDEE_WRITABLE = ("email", "displayName", "optional", "responseStatus", "comment", "additionalGuests", "resource")
 B32HEX = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "abcdefghijklmnopqrstuv0123456789")
 
 
@@ -170,7 +172,7 @@ def write_attendees(content: dict[str, Any], held: list[dict[str, Any]] | None =
     have = {(a.get("email") or "").lower(): a for a in held or [] if isinstance(a, dict)}
     out = []
     for email, details in (content.get("attendees") or {}).items():
-        entry = dict(have.get(email) or {"email": email})
+        entry = {k: v for k, v in (have.get(email) or {"email": email}).items() if k in ATTENDEE_WRITABLE}
         if details.get("name"):
             entry["displayName"] = details["name"]
         if "optional" in details:
