@@ -158,6 +158,8 @@ async def test_booking_fans_out_through_the_engine_and_blocks(synced, world):
     meeting = next(iter(world.zoom.meetings.values()))
     event = next(iter(world.google.calendars[user["google_calendar_id"]].events.values()))
     assert meeting["topic"] == "Review" and event["location"] == meeting["join_url"]
+    assert meeting["settings"]["meeting_invitees"] == [{"email": "x@example.com"}]     # the booked attendee, both
+    assert [a["email"] for a in event["attendees"]] == ["x@example.com"]
     index = BusyIndex.load(ctx.store)
     assert index.state_at(user_id, epoch(start) + 60) == ("busy", first.event_id)
 

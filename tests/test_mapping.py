@@ -138,7 +138,7 @@ def test_zoom_meeting_to_content_basics_and_bad_zone():
                "password": "x", "settings": {"meeting_invitees": [{"email": "B@x.org"}]}}
     c = meeting_to_content(meeting)
     assert c["title"] == "Plan" and c["description"] == "a\nb" and c["end"] == "2026-03-02T10:45:00Z"
-    assert c["attendees"] == ["b@x.org"] and c["join"]["meeting_id"] == "99"
+    assert c["attendees"] == {"b@x.org": {}} and c["join"]["meeting_id"] == "99"
     with pytest.raises(InvalidItem, match="unknown time zone"):
         meeting_to_content({**meeting, "timezone": "Mars/Olympus"})
     with pytest.raises(InvalidItem):

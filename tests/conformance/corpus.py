@@ -38,7 +38,11 @@ CASES = {
         title="Board", description="Agenda: numbers", start="2026-05-04T13:00:00Z", end="2026-05-04T14:00:00Z",
         timezone="Europe/Paris", join={"meeting_id": "81234567890", "join_url": "https://zoom.us/j/81234567890",
                                        "passcode": "s3cr"}),
+    # every calendar holds an attendee's name and role; the answer is the attendee's (see test_attendees.py)
     "transparent and attendees": make_content(title="Lunch", start="2026-05-01T11:00:00Z",
                                               end="2026-05-01T12:00:00Z", timezone="UTC", show_as="free",
-                                              attendees=["a@example.com", "b@example.com"]),
+                                              attendees={"a@example.com": {"name": "Ann Example", "optional": False,
+                                                                           "status": "needs_action"},
+                                                         "b@example.com": {"name": "", "optional": True,
+                                                                           "status": "needs_action"}}),
 }

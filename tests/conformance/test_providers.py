@@ -54,6 +54,7 @@ def test_zoom(name):
         return
     assert not notes
     assert {k: back[k] for k in ZOOM_KEEPS} == {k: content[k] for k in ZOOM_KEEPS}
+    assert back["attendees"] == {e: {} for e in content["attendees"]}   # invitees: e-mails, nothing more
     assert {k: (v["start"], v["end"]) for k, v in back["overrides"].items()} == \
         {k: (v["start"], v["end"]) for k, v in content["overrides"].items()}
     assert occurrence_starts(back) == occurrence_starts(content)

@@ -10,12 +10,27 @@ Content is a plain JSON-able dict (fast to hash, diff and store). Keys:
     exdates                     sorted list of cancelled occurrences (their original start)
     rdates                      sorted list of extra occurrence starts
     overrides                   {original start: {"start", "end", optional "title", "description"}}
-    attendees                   sorted list of lower-case e-mail addresses
+    attendees                   {lower-case e-mail: details}, details being any of
+                                  "name" (display name, "" when none), "status" (one of RESPONSES),
+                                  "optional" (bool; False = required)
+    organizer                   {"email", "name"} or None; read from providers, never written
     show_as                     how the event counts for availability: busy, tentative, free, ooo, focus
     join                        {"meeting_id", "join_url", "passcode"} for a Zoom meeting, else None
+    version                     the version of this shape (CONTENT_VERSION); content stored without one is 1
 
 A side that cannot hold a field simply leaves it out of what it reports; the merge works per flattened
-path, so a field one side never shows is never "changed" by that side.
+path, so a field one side never shows is never "changed" by that side. An attendee detail works the same
+way: Zoom reports its invitees as {e-mail: {}}, a calendar reports every detail it holds. A change that a
+side cannot hold (an attendee's answer, for Zoom) therefore never calls for a write to it (`side_holds`).
+
+Versions: content stored by an older release (an event's content, a link's state) keeps the shape it was
+written in. `as_version` shows current content the way an older version would have held it and `upgraded`
+brings old content to the current shape (what the old one did not know is empty), so stored hashes keep
+their meaning: the planner compares a new listing with an old link state in the old shape, and takes what
+the old shape could not see into the base without calling it a change (`absorb`).
+
+Version 1: attendees were a sorted list of lower-case e-mails; there was no organizer and no version key.
+Version 2: attendees as above, organizer, version.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ from typing import Any
 
 from zoomcal.domain.timeutil import fmt_instant, is_date, parse_date, to_datetime
 
+CONTENT_VERSION = 2
 FIELDS = (
     "title",
     "description",
@@ -39,11 +55,17 @@ FIELDS = (
     "rdates",
     "overrides",
     "attendees",
+    "organizer",
     "show_as",
     "join",
+    "version",
 )
 # Containers whose keys are merged one by one instead of as a whole value.
-NESTED = ("overrides", "join")
+NESTED = ("overrides", "join", "attendees")
+# Fields read from providers and never written: their changes call for no write anywhere.
+READ_ONLY = ("organizer",)
+RESPONSES = ("needs_action", "accepted", "tentative", "declined")
+ATTENDEE_DETAILS = ("name", "status", "optional")
 MISSING = "\x00missing"
 UTC_NAMES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Z", "Zulu", "Universal", "Etc/Universal", "Etc/Zulu"})
 
@@ -60,9 +82,11 @@ def empty_content() -> dict[str, Any]:
         "exdates": [],
         "rdates": [],
         "overrides": {},
-        "attendees": [],
+        "attendees": {},
+        "organizer": None,
         "show_as": "busy",
         "join": None,
+        "version": CONTENT_VERSION,
     }
 
 
@@ -76,9 +100,69 @@ def make_content(**fields: Any) -> dict[str, Any]:
         content["timezone"] = None   # one spelling for UTC, whatever the provider wrote
     content["exdates"] = sorted(set(content["exdates"] or []))
     content["rdates"] = sorted(set(content["rdates"] or []))
-    content["attendees"] = sorted({a.strip().lower() for a in content["attendees"] or [] if a and a.strip()})
+    content["attendees"] = make_attendees(content["attendees"])
+    content["organizer"] = make_organizer(content["organizer"])
     content["overrides"] = dict(sorted((content["overrides"] or {}).items()))
+    content["version"] = CONTENT_VERSION
     return content
+
+
+def make_attendees(value: Any) -> dict[str, dict[str, Any]]:
+    """{e-mail: details} from that map, from a list of e-mails (booking) or from a list of
+    {"email", details...}; e-mails lower-case, details limited to ATTENDEE_DETAILS, the first spelling wins."""
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = [(a, {}) if isinstance(a, str) else (a.get("email"), a) for a in value or [] if a]
+    out: dict[str, dict[str, Any]] = {}
+    for email, details in pairs:
+        key = (email or "").strip().lower()
+        if not key:
+            continue
+        entry = out.setdefault(key, {})
+        for name in ATTENDEE_DETAILS:
+            if name in (details or {}) and name not in entry:
+                entry[name] = _detail(name, details[name])
+    return dict(sorted(out.items()))
+
+
+def _detail(name: str, value: Any) -> Any:
+    if name == "status":
+        return value if value in RESPONSES else "needs_action"
+    if name == "optional":
+        return bool(value)
+    return str(value or "").strip()
+
+
+def make_organizer(value: Any) -> dict[str, str] | None:
+    if isinstance(value, str):
+        value = {"email": value}
+    email = ((value or {}).get("email") or "").strip().lower()
+    return {"email": email, "name": str(value.get("name") or "").strip()} if email else None
+
+
+# --- flattened paths ---------------------------------------------------------------------------------------------
+# An attendee is "attendees/<e-mail>" (its presence) plus "attendees/<e-mail>/<detail>" per detail it has. An
+# e-mail may hold "/" (RFC 5321 allows it before the "@"), so it is escaped in paths.
+
+def _path_key(email: str) -> str:
+    return email.replace("%", "%25").replace("/", "%2F")
+
+
+def _path_email(key: str) -> str:
+    return key.replace("%2F", "/").replace("%25", "%")
+
+
+def attendee_path(email: str, detail: str | None = None) -> str:
+    return f"attendees/{_path_key(email)}" + (f"/{detail}" if detail else "")
+
+
+def attendee_detail(path: str) -> tuple[str, str] | None:
+    """(e-mail, detail) when `path` is an attendee's detail, else None."""
+    if not path.startswith("attendees/"):
+        return None
+    parts = path.split("/")
+    return (_path_email(parts[1]), parts[2]) if len(parts) == 3 else None
 
 
 def flatten(content: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +176,11 @@ def flatten(content: dict[str, Any]) -> dict[str, Any]:
                 for rid, ov in value.items():
                     for sub, leaf in ov.items():
                         flat[f"overrides/{rid}/{sub}"] = leaf
+            elif key == "attendees":
+                for email, details in value.items():
+                    flat[attendee_path(email)] = True
+                    for sub, leaf in details.items():
+                        flat[attendee_path(email, sub)] = leaf
             else:
                 for sub, leaf in value.items():
                     flat[f"{key}/{sub}"] = leaf
@@ -104,17 +193,27 @@ def flatten(content: dict[str, Any]) -> dict[str, Any]:
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     content: dict[str, Any] = {}
+    present: set[str] = set()
     for path, leaf in flat.items():
         parts = path.split("/")
         if parts[0] == "overrides":
             content.setdefault("overrides", {}).setdefault(parts[1], {})[parts[2]] = leaf
+        elif parts[0] == "attendees":
+            entry = content.setdefault("attendees", {}).setdefault(_path_email(parts[1]), {})
+            if len(parts) == 3:
+                entry[parts[2]] = leaf
+            else:
+                present.add(_path_email(parts[1]))
         elif len(parts) == 2:
             content.setdefault(parts[0], {})[parts[1]] = leaf
         else:
             content[path] = list(leaf) if isinstance(leaf, tuple) else leaf
     for key in NESTED:
-        content.setdefault(key, {} if key == "overrides" else None)
+        content.setdefault(key, {} if key in ("overrides", "attendees") else None)
     content["overrides"] = dict(sorted(content["overrides"].items()))
+    # an attendee is there only with its presence path: details left without it (removed on one side while
+    # the other changed an answer) go with it, so a removed attendee is removed entirely
+    content["attendees"] = {e: d for e, d in sorted(content["attendees"].items()) if e in present}
     return content
 
 
@@ -248,3 +347,72 @@ def apply_view(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
         if duration is not None:
             out["end"] = add_length(out["start"], duration)
     return out
+
+
+# --- content versions ---------------------------------------------------------------------------------------------
+# One step per version: how content of version N becomes version N + 1 (what N did not know is empty), and how
+# content of version N + 1 looks to version N (exactly as a release of version N stored it).
+
+def _up_from_1(content: dict[str, Any]) -> dict[str, Any]:
+    out = dict(content)
+    attendees = content.get("attendees") or []
+    out["attendees"] = make_attendees(attendees) if isinstance(attendees, list) else attendees
+    out["organizer"] = None
+    out["version"] = 2
+    return out
+
+
+def _down_to_1(content: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in content.items() if k not in ("organizer", "version")}
+    out["attendees"] = sorted(content.get("attendees") or {})
+    return out
+
+
+UPGRADES = {1: _up_from_1}     # version N -> content of N + 1
+DOWNGRADES = {2: _down_to_1}   # version N -> content of N - 1
+
+
+def content_version(content: dict[str, Any]) -> int:
+    return content.get("version") or 1
+
+
+def upgraded(content: dict[str, Any]) -> dict[str, Any]:
+    """Content of any version in the current shape."""
+    version = content_version(content)
+    while version < CONTENT_VERSION:
+        content = UPGRADES[version](content)
+        version += 1
+    return content
+
+
+def as_version(content: dict[str, Any], version: int) -> dict[str, Any]:
+    """Current content as a release of `version` would have held it (and hashed it)."""
+    current = content_version(content)
+    while current > version:
+        content = DOWNGRADES[current](content)
+        current -= 1
+    return content
+
+
+def absorb(base: dict[str, Any], content: dict[str, Any], version: int) -> dict[str, Any]:
+    """The base with what `content` holds beyond `version`'s shape filled in where the base has nothing yet
+    (details of attendees the base has, the organizer). Details of attendees the base lacks are left out."""
+    unseen = diff_paths(upgraded(as_version(content, version)), content)
+    known = flatten(base)
+    fill = {p: v for p, v in unseen.items() if v != MISSING and known.get(p) is None}
+    return apply_paths(base, fill) if fill else base
+
+
+def side_holds(held: dict[str, Any] | None, path: str) -> bool:
+    """Can a side that holds `held` (what it reported last; None: unknown) take a change of `path`?
+
+    No side is written a read-only field; an attendee detail goes only to a side whose entry for that attendee
+    carries the detail (Zoom's invitees carry none). An attendee the side lacks is taken, details and all.
+    """
+    if path.partition("/")[0] in READ_ONLY:
+        return False
+    detail = attendee_detail(path)
+    if held is None or detail is None:
+        return True
+    entry = (upgraded(held).get("attendees") or {}).get(detail[0])
+    return entry is None or detail[1] in entry

@@ -32,6 +32,9 @@ PRIVATE_MEETING = "zoomcal_meeting_id"
 PRIVATE_JOIN_URL = "zoomcal_join_url"
 PRIVATE_PASSCODE = "zoomcal_passcode"
 MAX_TEXT = 8192
+RESPONSES = {"needsAction": "needs_action", "accepted": "accepted", "tentative": "tentative", "declined": "declined"}
+# what an attendee entry may carry in a write (`self`, `organizer` and the profile `id` are the calendar's to say)
+ATTENDEE_WRITABLE = ("email", "displayName", "optional", "responseStatus", "comment", "additionalGuests", "resource")
 B32HEX = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "abcdefghijklmnopqrstuv0123456789")
 
 
@@ -143,10 +146,45 @@ def series_to_content(master: dict[str, Any], exceptions: list[dict[str, Any]], 
         exdates=exdates,
         rdates=rdates,
         overrides={rid: ov for rid, ov in overrides.items() if rid not in set(exdates)},
-        attendees=[a.get("email", "") for a in master.get("attendees") or [] if isinstance(a, dict)],
+        attendees=read_attendees(master),
+        organizer=read_organizer(master),
         show_as=show_as(master, rules),
         join=join,
     )
+
+
+def read_attendees(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """attendees[] (Google's and Zoom Calendar's shape) with every detail the calendar holds."""
+    return [{"email": a.get("email", ""), "name": a.get("displayName") or "", "optional": bool(a.get("optional")),
+             "status": RESPONSES.get(a.get("responseStatus") or "", "needs_action")}
+            for a in event.get("attendees") or [] if isinstance(a, dict)]
+
+
+def read_organizer(event: dict[str, Any]) -> dict[str, str] | None:
+    organizer = event.get("organizer") or {}
+    return {"email": organizer.get("email") or "", "name": organizer.get("displayName") or ""} if organizer else None
+
+
+def write_attendees(content: dict[str, Any], held: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """attendees[] to write. An attendee the event already has is sent back as the calendar holds it (its answer
+    included: zoomcal never sets someone else's responseStatus) with the name and optional flag the content
+    knows; a new one gets its e-mail and what the content knows, and Google's default answer (needsAction)."""
+    have = {(a.get("email") or "").lower(): a for a in held or [] if isinstance(a, dict)}
+    out = []
+    for email, details in (content.get("attendees") or {}).items():
+        entry = {k: v for k, v in (have.get(email) or {"email": email}).items() if k in ATTENDEE_WRITABLE}
+        if details.get("name"):
+            entry["displayName"] = details["name"]
+        if "optional" in details:
+            entry["optional"] = bool(details["optional"])
+        out.append(entry)
+    return out
+
+
+def attendees_key(attendees: list[dict[str, Any]] | None) -> list[tuple[str, str, bool]]:
+    """What zoomcal writes of attendees[], to tell whether a PATCH must send them."""
+    return sorted(((a.get("email") or "").lower(), a.get("displayName") or "", bool(a.get("optional")))
+                  for a in attendees or [] if isinstance(a, dict))
 
 
 def show_as(event: dict[str, Any], rules: MappingRules) -> str:
@@ -192,8 +230,10 @@ def _stamp(value: str, tz: str | None) -> str:
     return to_datetime(value).strftime("%Y%m%dT%H%M%SZ")
 
 
-def content_to_event(content: dict[str, Any], rules: MappingRules, event_key: str | None) -> dict[str, Any]:
-    """Body for events.insert / events.patch of the master (exceptions are written separately)."""
+def content_to_event(content: dict[str, Any], rules: MappingRules, event_key: str | None,
+                     held: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Body for events.insert / events.patch of the master (exceptions are written separately); `held` is the
+    master as the calendar has it now. The organizer is never written (Google: read-only except on import)."""
     tz = content.get("timezone")
     join = content.get("join")
     description = append_description(content.get("description") or "", join, rules)
@@ -202,7 +242,7 @@ def content_to_event(content: dict[str, Any], rules: MappingRules, event_key: st
         "description": description,
         "start": _when_out(content["start"], tz),
         "end": _when_out(content["end"], tz),
-        "attendees": [{"email": e} for e in content.get("attendees") or []],
+        "attendees": write_attendees(content, (held or {}).get("attendees")),
         "transparency": "transparent" if content.get("show_as") == "free" else "opaque",
     }
     private: dict[str, str] = {}

@@ -32,6 +32,9 @@ INDEX_NAMES = {v: k for k, v in INDEX.items()}
 SHOW_AS = {"free": "free", "tentative": "tentative", "busy": "busy", "oof": "ooo", "workingElsewhere": "free",
            "unknown": "busy"}
 SHOW_AS_OUT = {"free": "free", "tentative": "tentative", "busy": "busy", "ooo": "oof", "focus": "busy"}
+# responseStatus.response; "organizer" is the organizer's own entry, "none" / "notResponded" no answer yet
+RESPONSES = {"none": "needs_action", "notResponded": "needs_action", "organizer": "accepted", "accepted": "accepted",
+             "tentativelyAccepted": "tentative", "declined": "declined"}
 
 
 def recurrence_to_rrule(rec: dict[str, Any]) -> str:
@@ -157,13 +160,47 @@ def event_to_content(event: dict[str, Any]) -> dict[str, Any]:
         description=str(body.get("content") or "").replace("\r\n", "\n").rstrip()
         if (body.get("contentType") or "text") == "text" else "",
         start=start, end=end, timezone=None if all_day else tz, all_day=all_day, rrule=rrule,
-        attendees=[((a.get("emailAddress") or {}).get("address") or "") for a in event.get("attendees") or []],
+        attendees=read_attendees(event),
+        organizer=read_organizer(event),
         show_as=SHOW_AS.get(event.get("showAs") or "busy", "busy"),
     )
 
 
-def content_to_event(content: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Body for POST/PATCH /events, and what Graph could not keep."""
+def read_attendees(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """attendees[]: required, optional and resource entries (a resource is not optional), with their answers."""
+    return [{"email": (a.get("emailAddress") or {}).get("address") or "",
+             "name": (a.get("emailAddress") or {}).get("name") or "",
+             "status": RESPONSES.get((a.get("status") or {}).get("response") or "none", "needs_action"),
+             "optional": a.get("type") == "optional"}
+            for a in event.get("attendees") or [] if isinstance(a, dict)]
+
+
+def read_organizer(event: dict[str, Any]) -> dict[str, str] | None:
+    address = (event.get("organizer") or {}).get("emailAddress") or {}
+    return {"email": address.get("address") or "", "name": address.get("name") or ""} if address else None
+
+
+def write_attendees(content: dict[str, Any], held: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """attendees[] to write: address, name and type. The answer (`status`) is never sent: only the attendee
+    sets it. What the content does not know of an attendee the event already has (`held`: the event as Graph
+    has it now) is kept as it is there, a resource stays a resource."""
+    have = {((a.get("emailAddress") or {}).get("address") or "").lower(): a
+            for a in (held or {}).get("attendees") or [] if isinstance(a, dict)}
+    out = []
+    for email, details in (content.get("attendees") or {}).items():
+        known = have.get(email) or {}
+        name = details.get("name") or (known.get("emailAddress") or {}).get("name") or ""
+        kind = known.get("type") or "required"
+        if "optional" in details:
+            kind = "optional" if details["optional"] else ("resource" if kind == "resource" else "required")
+        address = {"address": email, "name": name} if name else {"address": email}
+        out.append({"emailAddress": address, "type": kind})
+    return out
+
+
+def content_to_event(content: dict[str, Any], held: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Body for POST/PATCH /events, and what Graph could not keep; `held` is the event as Graph has it now. The
+    organizer is never written (Graph sets it)."""
     notes: list[str] = []
     tz = content.get("timezone") or "UTC"
     graph_tz = windows_name(tz) or tz
@@ -179,7 +216,7 @@ def content_to_event(content: dict[str, Any]) -> tuple[dict[str, Any], list[str]
         "body": {"contentType": "text", "content": content.get("description") or ""},
         "start": when(content["start"]), "end": when(content["end"]), "isAllDay": bool(content.get("all_day")),
         "showAs": SHOW_AS_OUT.get(content.get("show_as") or "busy", "busy"),
-        "attendees": [{"emailAddress": {"address": a}, "type": "required"} for a in content.get("attendees") or []],
+        "attendees": write_attendees(content, held),
     }
     if content.get("show_as") == "focus":
         notes.append("focus time is shown as busy in Microsoft 365")
@@ -207,9 +244,10 @@ def event_item_parts(event: dict[str, Any], rules: MappingRules) -> tuple[dict[s
     return content, peer_ref, wants_peer
 
 
-def event_write_body(content: dict[str, Any], rules: MappingRules) -> tuple[dict[str, Any], list[str]]:
+def event_write_body(content: dict[str, Any], rules: MappingRules,
+                     held: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """The Graph-shaped event to write for content, join block in the body and join URL as the location."""
-    event, notes = content_to_event(content)
+    event, notes = content_to_event(content, held)
     event["body"]["content"] = append_description(content.get("description") or "", content.get("join"), rules)
     if content.get("join"):
         event["location"] = {"displayName": content["join"].get("join_url", "")}

@@ -25,6 +25,11 @@ JOIN_PROPS = {"meeting_id": "X-ZOOMCAL-MEETING-ID", "join_url": "X-ZOOMCAL-JOIN-
 BLOCK = re.compile(r"^BEGIN:VEVENT\r?$.*?^END:VEVENT\r?$", re.S | re.M | re.I)
 UID_LINE = re.compile(r"^UID[;:](.*)$", re.M | re.I)
 RID_LINE = re.compile(r"^RECURRENCE-ID[;:].*$", re.M | re.I)
+PARTSTAT = {"NEEDS-ACTION": "needs_action", "ACCEPTED": "accepted", "TENTATIVE": "tentative", "DECLINED": "declined",
+            "DELEGATED": "declined"}   # delegated: this attendee passed the invitation on and will not come
+PARTSTAT_OUT = {"needs_action": "NEEDS-ACTION", "accepted": "ACCEPTED", "tentative": "TENTATIVE",
+                "declined": "DECLINED"}
+OPTIONAL_ROLES = ("OPT-PARTICIPANT", "NON-PARTICIPANT")
 
 
 def unfold(text: str) -> str:
@@ -180,16 +185,58 @@ def series_to_content(blocks: list[dict[str, str]], rules: MappingRules, default
         if comp.get("DESCRIPTION") is not None and o_description != description:
             override["description"] = o_description
         overrides[rid] = override
-    attendees = master.get("ATTENDEE") or []
-    attendees = attendees if isinstance(attendees, list) else [attendees]
     return make_content(
         title=title, description=description, start=start, end=end, timezone=None if is_date(start) else tz,
         all_day=is_date(start), rrule=rrule, exdates=exdates, rdates=rdates,
         overrides={k: v for k, v in overrides.items() if k not in set(exdates)},
-        attendees=[str(a).split(":", 1)[-1] for a in attendees if str(a).lower().startswith("mailto:")],
+        attendees=[a for a in map(_address, _attendee_props(master)) if a],
+        organizer=_address(master.get("ORGANIZER")),
         show_as=_show_as(master, rules),
         join=join,
     )
+
+
+def _attendee_props(comp: icalendar.Event) -> list[Any]:
+    props = comp.get("ATTENDEE") or []
+    return props if isinstance(props, list) else [props]
+
+
+def _email(prop: Any) -> str:
+    value = str(prop)
+    return value.split(":", 1)[-1].strip().lower() if value.lower().startswith("mailto:") else ""
+
+
+def _address(prop: Any) -> dict[str, Any] | None:
+    """An ATTENDEE (e-mail, CN, PARTSTAT, ROLE) or ORGANIZER (e-mail, CN) with a mailto: address, else None."""
+    email = _email(prop) if prop is not None else ""
+    if not email:
+        return None
+    params = getattr(prop, "params", {})
+    return {"email": email, "name": str(params.get("CN") or ""),
+            "status": PARTSTAT.get(str(params.get("PARTSTAT") or "NEEDS-ACTION").upper(), "needs_action"),
+            "optional": str(params.get("ROLE") or "").upper() in OPTIONAL_ROLES}
+
+
+def _write_attendee(email: str, details: dict[str, Any], held: Any) -> icalendar.vCalAddress:
+    """ATTENDEE for one attendee: the parameters the event already has for it (CUTYPE, RSVP, a DELEGATED answer...)
+    are kept; a name, answer or role the content knows replaces what means something else."""
+    prop = icalendar.vCalAddress(f"mailto:{email}")
+    if held is not None:
+        prop.params.update(held.params)
+    was = _address(held) or {}
+    if details.get("name") and details["name"] != was.get("name"):
+        prop.params["CN"] = details["name"]
+    if "status" in details and details["status"] != was.get("status", "needs_action"):
+        prop.params["PARTSTAT"] = PARTSTAT_OUT[details["status"]]
+    if "optional" in details and details["optional"] != was.get("optional", False):
+        prop.params["ROLE"] = "OPT-PARTICIPANT" if details["optional"] else "REQ-PARTICIPANT"
+    return prop
+
+
+def held_master(ics: str) -> icalendar.Event | None:
+    """The master VEVENT of a resource as the server has it now (what a rewrite keeps of it)."""
+    masters = [b for b in split_events(ics)[0] if not b["rid"]]
+    return _component(masters[0]["ics"]) if masters else None
 
 
 def master_meta(blocks: list[dict[str, str]]) -> dict[str, str | None]:
@@ -224,9 +271,10 @@ def _set_when(comp: icalendar.Event, name: str, value: str, tz: str | None) -> N
 
 
 def content_to_calendar(items: dict[str, dict[str, Any]], marker: bool = True,
-                        rules: MappingRules = DEFAULT_RULES) -> bytes:
+                        rules: MappingRules = DEFAULT_RULES, held: dict[str, icalendar.Event] | None = None) -> bytes:
     """A VCALENDAR with every item (uid -> content), its overrides as RECURRENCE-ID instances, and a
-    VTIMEZONE for each zone used."""
+    VTIMEZONE for each zone used. `held` (uid -> the master VEVENT the server has now) keeps what the content
+    does not say of attendees, and the ORGANIZER: zoomcal never writes one of its own."""
     cal = icalendar.Calendar()
     cal.add("PRODID", "-//zoomcal//EN")
     cal.add("VERSION", "2.0")
@@ -235,7 +283,7 @@ def content_to_calendar(items: dict[str, dict[str, Any]], marker: bool = True,
         tz = content.get("timezone") if not content.get("all_day") else None
         if tz:
             zones.add(tz)
-        for comp in _components(uid, content, tz, marker, rules):
+        for comp in _components(uid, content, tz, marker, rules, (held or {}).get(uid)):
             cal.add_component(comp)
     for tz in sorted(zones):
         try:
@@ -246,7 +294,7 @@ def content_to_calendar(items: dict[str, dict[str, Any]], marker: bool = True,
 
 
 def _components(uid: str, content: dict[str, Any], tz: str | None, marker: bool,
-                rules: MappingRules) -> list[icalendar.Event]:
+                rules: MappingRules, held: icalendar.Event | None = None) -> list[icalendar.Event]:
     join = content.get("join")
     master = icalendar.Event()
     master.add("UID", uid)
@@ -270,8 +318,11 @@ def _components(uid: str, content: dict[str, Any], tz: str | None, marker: bool,
             prop = date.fromisoformat(value) if is_date(value) else (
                 to_datetime(value).astimezone(zone(tz)) if tz else to_datetime(value))
             master.add(name, prop)
-    for email in content.get("attendees") or []:
-        master.add("ATTENDEE", f"mailto:{email}")
+    if held is not None and held.get("ORGANIZER") is not None:
+        master.add("ORGANIZER", held["ORGANIZER"])
+    have = {_email(a): a for a in _attendee_props(held)} if held is not None else {}
+    for email, details in (content.get("attendees") or {}).items():
+        master.add("ATTENDEE", _write_attendee(email, details, have.get(email)))
     if marker:
         master.add(MARKER, uid)
     out = [master]

@@ -181,12 +181,12 @@ def meeting_to_content(meeting: dict[str, Any]) -> dict[str, Any]:
         "join_url": meeting.get("join_url") or "",
         "passcode": meeting.get("password") or "",
     }
-    invitees = (meeting.get("settings") or {}).get("meeting_invitees") or []
     fields: dict[str, Any] = {
         "title": (meeting.get("topic") or "").strip(),
         "description": _clean_text(meeting.get("agenda")),
         "timezone": tz,
-        "attendees": [i.get("email", "") for i in invitees if isinstance(i, dict)],
+        "attendees": invitee_emails(meeting),   # e-mails only: Zoom has no names, answers or optional invitees
+        "organizer": meeting.get("host_email") or None,   # GET /meetings/{id} names the host; the list does not
         "join": join,
     }
     if kind == 3 or not meeting.get("start_time"):
@@ -210,6 +210,11 @@ def meeting_to_content(meeting: dict[str, Any]) -> dict[str, Any]:
                 overrides[rid] = {"start": occ_start, "end": occ_end}
         fields["exdates"], fields["overrides"] = exdates, overrides
     return make_content(**fields)
+
+
+def invitee_emails(meeting: dict[str, Any]) -> list[str]:
+    invitees = (meeting.get("settings") or {}).get("meeting_invitees") or []
+    return sorted({(i.get("email") or "").strip().lower() for i in invitees if isinstance(i, dict)} - {""})
 
 
 def _duration(value: Any) -> int:
@@ -237,7 +242,7 @@ def content_to_meeting(
         "topic": (content["title"] or "(no title)")[: rules.zoom.topic_max],
         "agenda": (content["description"] or "")[: rules.zoom.agenda_max],
         "timezone": content.get("timezone") or "UTC",
-        "settings": {"meeting_invitees": [{"email": e} for e in content.get("attendees") or []]},
+        "settings": {"meeting_invitees": [{"email": e} for e in content.get("attendees") or {}]},
     }
     if len(content["title"] or "") > rules.zoom.topic_max:
         notes.append(f"title cut to Zoom's {rules.zoom.topic_max} characters")

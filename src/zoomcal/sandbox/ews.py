@@ -138,10 +138,29 @@ def _apply_fields(item: dict[str, Any], elem: Element) -> None:
             item["deleted"], item["exceptions"] = set(), {}
         elif name == "RequiredAttendees":
             item["attendees"] = c
+        elif name == "OptionalAttendees":
+            item["optional_attendees"] = c
         elif name == "ExtendedProperty":
             uri = _child(c, "ExtendedFieldURI")
             if uri is not None:
                 item["ext"][_prop_key(uri)] = _text(c, "Value")
+
+
+def _keep_answers(item: dict[str, Any], target: dict[str, Any]) -> None:
+    """An answer is the attendee's: rewritten attendee lists without a ResponseType keep the answer each attendee
+    who stays invited gave (as Exchange does)."""
+    answers: dict[str, Element] = {}
+    for key in ("attendees", "optional_attendees"):
+        for attendee in item.get(key) if item.get(key) is not None else []:
+            mailbox, answer = _child(attendee, "Mailbox"), _child(attendee, "ResponseType")
+            if mailbox is not None and answer is not None:
+                answers[_text(mailbox, "EmailAddress").lower()] = answer
+    for key in ("attendees", "optional_attendees"):
+        for attendee in target.get(key) if target.get(key) is not None else []:
+            mailbox = _child(attendee, "Mailbox")
+            known = answers.get(_text(mailbox, "EmailAddress").lower()) if mailbox is not None else None
+            if known is not None and _child(attendee, "ResponseType") is None:
+                attendee.append(known)
 
 
 def _prop_key(uri: Element) -> str:
@@ -218,8 +237,12 @@ def render_item(item: dict[str, Any], occurrence: int | None = None) -> str:
         parts.append(f'<t:Location>{escape(item["location"])}</t:Location>')
     kind = "RecurringMaster" if item.get("recurrence") is not None else "Single"
     parts.append(f"<t:CalendarItemType>{kind}</t:CalendarItemType>")
-    if item.get("attendees") is not None:
-        parts.append(tostring(item["attendees"], encoding="unicode"))
+    if item.get("organizer"):   # the mailbox that made the item (read-only in EWS)
+        parts.append(f"<t:Organizer><t:Mailbox><t:EmailAddress>{escape(item['organizer'])}</t:EmailAddress>"
+                     "</t:Mailbox></t:Organizer>")
+    for key in ("attendees", "optional_attendees"):   # RequiredAttendees before OptionalAttendees (schema order)
+        if item.get(key) is not None:
+            parts.append(tostring(item[key], encoding="unicode"))
     if kind == "RecurringMaster":
         parts.append(tostring(item["recurrence"], encoding="unicode"))
         series = _series(item)
@@ -294,7 +317,7 @@ class Mailbox:
     def create(self, elem: Element) -> dict[str, Any]:
         item: dict[str, Any] = {"id": "AAMkAD" + secrets.token_hex(12), "subject": "", "body": "", "all_day": False,
                                 "fb": "Busy", "location": "", "tz": "UTC", "recurrence": None, "attendees": None,
-                                "ext": {}, "deleted": set(), "exceptions": {}}
+                                "organizer": self.email, "ext": {}, "deleted": set(), "exceptions": {}}
         _apply_fields(item, elem)
         if "start" not in item or "end" not in item:
             raise EwsFault("ErrorMissingInformation", "Start and End are required")
@@ -320,7 +343,8 @@ class Mailbox:
             field_name = uri.get("FieldURI") if uri is not None else ""
             if _local(op.tag) == "DeleteItemField":
                 target[{"calendar:Recurrence": "recurrence", "calendar:Location": "location", "item:Body": "body",
-                        "calendar:RequiredAttendees": "attendees"}.get(field_name or "", "_ignored")] = None
+                        "calendar:RequiredAttendees": "attendees",
+                        "calendar:OptionalAttendees": "optional_attendees"}.get(field_name or "", "_ignored")] = None
             else:
                 value = next((c for c in op if _local(c.tag) == "CalendarItem"), None)
                 if value is not None:
@@ -338,6 +362,7 @@ class Mailbox:
         target.pop("_ignored", None)
         if "recurrence" in target:
             item["deleted"], item["exceptions"] = set(), {}
+        _keep_answers(item, target)
         item.update({k: ("" if v is None and k in ("location", "body") else v) for k, v in target.items()})
         if item["end"] < item["start"]:
             raise EwsFault("ErrorCalendarEndDateIsEarlierThanStartDate")

@@ -70,6 +70,10 @@ def _utc(value: str) -> dict[str, str]:
     return {"dateTime": parse_instant(value).strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"}
 
 
+def _address(attendee: dict[str, Any]) -> str:
+    return ((attendee.get("emailAddress") or {}).get("address") or "").lower()
+
+
 def _public(event: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event.items() if not k.startswith("_")}
 
@@ -132,9 +136,14 @@ def build_router(state: GraphState) -> APIRouter:
         return event
 
     def stored(body: dict[str, Any], into: dict[str, Any]) -> dict[str, Any]:
+        answers = {_address(a): a.get("status") for a in into.get("attendees") or []}
         for key, value in body.items():
             if key in WRITABLE:
                 into[key] = value
+        if "attendees" in body:
+            # an answer is the attendee's: Graph keeps it for whoever stays invited and ignores one sent in
+            into["attendees"] = [{**a, "status": answers.get(_address(a)) or {"response": "none"}}
+                                 for a in body["attendees"] or []]
         for key, original in (("start", "originalStartTimeZone"), ("end", "originalEndTimeZone")):
             when = body.get(key)
             if isinstance(when, dict) and when.get("timeZone"):

@@ -12,12 +12,27 @@ does not mention is unchanged.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from zoomcal.connectors.base import Item
-from zoomcal.domain.content import MISSING, apply_paths, apply_view, diff_paths, diff_view
+from zoomcal.domain.content import (
+    CONTENT_VERSION,
+    MISSING,
+    READ_ONLY,
+    absorb,
+    apply_paths,
+    apply_view,
+    as_version,
+    attendee_detail,
+    content_hash,
+    content_version,
+    diff_paths,
+    diff_view,
+    side_holds,
+    upgraded,
+)
 
 SIDES = ("a", "b")
 
@@ -242,7 +257,7 @@ def _adopt_pair(event_id: str, a_item: Item, b_item: Item, rules: PlanRules) -> 
     base = apply_paths(lose.content, {p: v for p, v in diff_paths(lose.content, win.content).items()
                                       if v != MISSING})
     plan = EventPlan(event_id, "existing pair adopted (matched by meeting id)", base=base, seen=dict(items))
-    if diff_paths(lose.content, base):
+    if any(side_holds(lose.content, p) for p in diff_paths(lose.content, base)):
         plan.writes.append(Write(loser, "update", lose.id, lose.etag))
     return plan
 
@@ -261,12 +276,37 @@ def _changes(link: SideLink | None, now: Any, side: str, rules: PlanRules) -> di
         return {}
     if now.hash == link.hash:
         return {}   # content unchanged (an etag-only change writes nothing)
-    return {p: v for p, v in _view_diff(link.state, now.content).items() if not rules.blocked(side, p)}
+    before, after = link.state, now.content
+    version = content_version(before)
+    if version < content_version(after):
+        # stored by an older release: compare what that release would have seen; what it could not see is no
+        # change on this side (it is absorbed into the base instead)
+        seen_then = as_version(after, version)
+        if content_hash(seen_then) == link.hash:
+            return {}
+        before, after = upgraded(before), upgraded(seen_then)
+    return {p: v for p, v in _view_diff(before, after).items() if not rules.blocked(side, p)}
+
+
+def _absorb_upgrades(base: dict[str, Any], links: dict[str, SideLink | None], now: dict[str, Any],
+                     rules: PlanRules) -> dict[str, Any]:
+    """What a side shows beyond the shape its link was stored in (details an older release did not read) goes
+    into the base as no change on either side: an upgrade writes nothing remote. The winner's side first."""
+    for side in (rules.winner, other(rules.winner)):
+        link, item = links[side], now[side]
+        if link is None or link.state is None or item is None or item is UNSEEN:
+            continue
+        stored = content_version(link.state)
+        if stored < CONTENT_VERSION and stored < content_version(item.content):
+            base = absorb(base, item.content, stored)
+    return base
 
 
 def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> EventPlan:
     now = {"a": a_now, "b": b_now}
     links = {"a": ev.a, "b": ev.b}
+    # an event stored by an older release, in the current shape
+    ev_base = ev.base if content_version(ev.base) == CONTENT_VERSION else upgraded(ev.base)
     seen = {s: now[s] for s in SIDES if now[s] is not UNSEEN}
     present = {s: links[s] is not None and links[s].remote_id is not None for s in SIDES}
     gone = {s: present[s] and now[s] is None for s in SIDES}
@@ -279,7 +319,7 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
         if adopted[s]:
             # the twin holds what we wrote (the base) plus whatever happened to it since: edits and, for the
             # side that originates them, fields such as join info. What it cannot hold is not a change.
-            changes[s] = {p: v for p, v in _view_diff(ev.base, now[s].content).items()
+            changes[s] = {p: v for p, v in _view_diff(ev_base, now[s].content).items()
                           if v != MISSING and not rules.blocked(s, p)}
 
     def item_or_link(side: str):
@@ -296,14 +336,14 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
         if gone[side] and (present[peer] or adopted[peer]) and not gone[peer]:
             if changes[peer]:
                 # deleted on one side but modified on the other -> modification wins: recreate
-                base = _apply(ev.base, changes[peer])
+                base = _absorb_upgrades(_apply(ev_base, changes[peer]), links, now, rules)
                 return EventPlan(ev.event_id, f"deleted on {side.upper()} but modified on {peer.upper()} "
                                  f"-> recreate on {side.upper()}", base=base, seen=seen,
                                  writes=[Write(side, "create", maybe_exists=True)])
             # deleted on one side, unchanged on the other -> delete there too
             remote_id, etag = item_or_link(peer)
             return EventPlan(ev.event_id, f"deleted on {side.upper()} -> delete on {peer.upper()}",
-                             base=ev.base, seen=seen, writes=[Write(peer, "delete", remote_id, etag)])
+                             base=ev_base, seen=seen, writes=[Write(peer, "delete", remote_id, etag)])
         if gone[side] and links[peer] is None:
             # a tracked item (no counterpart) went away -> forget it
             return EventPlan(ev.event_id, f"deleted on {side.upper()} -> forget", base=None, seen=seen)
@@ -311,13 +351,20 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
             if links[peer].remote_id is not None:
                 # gone before its counterpart was confirmed -> delete the counterpart we may have made
                 return EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart was confirmed "
-                                 f"-> delete on {peer.upper()}", base=ev.base, seen=seen,
+                                 f"-> delete on {peer.upper()}", base=ev_base, seen=seen,
                                  writes=[Write(peer, "delete", links[peer].remote_id, None)])
             # gone before its counterpart was created -> forget it (the create is abandoned)
             return EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart existed -> forget",
                              base=None, seen=seen)
 
-    base, reviews, to_side = _merge(ev.event_id, ev.base, changes["a"], changes["b"], rules)
+    def held(side: str) -> dict[str, Any] | None:
+        """What the side holds now: its item, else what we last knew of it."""
+        if now[side] not in (None, UNSEEN):
+            return now[side].content
+        return links[side].state if links[side] else None
+
+    base, reviews, to_side = _merge(ev.event_id, ev_base, changes["a"], changes["b"], rules, held)
+    base = _absorb_upgrades(base, links, now, rules)
     plan = EventPlan(ev.event_id, "", base=base, seen=seen, reviews=reviews)
     reasons = []
     for side in SIDES:
@@ -360,8 +407,12 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
 
 
 def _merge(event_id: str, base: dict[str, Any], a_changes: dict[str, Any], b_changes: dict[str, Any],
-           rules: PlanRules) -> tuple[dict[str, Any], list[Review], dict[str, bool]]:
-    """Field-level three-way merge against the base; same path changed differently -> policy + review."""
+           rules: PlanRules, held: Callable[[str], dict[str, Any] | None] | None = None,
+           ) -> tuple[dict[str, Any], list[Review], dict[str, bool]]:
+    """Field-level three-way merge against the base; same path changed differently -> policy + review.
+
+    `held(side)` is what that side holds now: a change goes to a side only if the side can hold it (an attendee's
+    answer never calls for a Zoom write; the organizer is never written)."""
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     reviews: list[Review] = []
@@ -369,18 +420,27 @@ def _merge(event_id: str, base: dict[str, Any], a_changes: dict[str, Any], b_cha
         merged[path], origin[path] = value, "a"
     for path, value in b_changes.items():
         if path in merged and merged[path] != value:
-            reviews.append(Review(event_id, path, _show(merged[path]), _show(value), rules.winner))
+            if path.split("/", 1)[0] not in READ_ONLY:   # nobody can act on a read-only field: no review
+                reviews.append(Review(event_id, path, _show(merged[path]), _show(value), rules.winner))
             if rules.winner == "b":
                 merged[path], origin[path] = value, "b"
         elif path in merged:
             origin[path] = "both"
         else:
             merged[path], origin[path] = value, "b"
-    to_side = {
-        "a": any(o == "b" for o in origin.values()),
-        "b": any(o == "a" for o in origin.values()),
-    }
-    return _apply(base, merged), reviews, to_side
+    result = _apply(base, merged)
+    attendees = result.get("attendees") or {}
+    to_side = {"a": False, "b": False}
+    for path, source in origin.items():
+        target = other(source) if source in SIDES else None
+        if target is None or to_side[target]:
+            continue
+        detail = attendee_detail(path)
+        if detail is not None and detail[0] not in attendees:
+            continue   # an attendee removed on one side is removed entirely: the other side's edits of it go nowhere
+        if side_holds(held(target) if held else None, path):
+            to_side[target] = True
+    return result, reviews, to_side
 
 
 def _show(value: Any) -> Any:

@@ -20,7 +20,7 @@ from defusedxml.common import DefusedXmlException
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
 from zoomcal.connectors.http import error_for
 from zoomcal.errors import Conflict, CursorInvalid, InvalidItem, NotFound, PreconditionFailed, Transient
-from zoomcal.mapping.ical import content_to_calendar, master_meta, series_to_content, split_events
+from zoomcal.mapping.ical import content_to_calendar, held_master, master_meta, series_to_content, split_events
 from zoomcal.mapping.joininfo import referenced_meeting, wants_meeting
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.net import Resolver, check_url, system_resolver
@@ -174,9 +174,12 @@ class CalDavConnector:
         return [{"href": item_id, "etag": response.headers.get("etag"), "ics": response.text}]
 
     # --- writing -------------------------------------------------------------------------------------
-    async def _put(self, href: str, uid: str, content: dict[str, Any], headers: dict[str, str]) -> WriteResult:
+    async def _put(self, href: str, uid: str, content: dict[str, Any], headers: dict[str, str],
+                   held: str | None = None) -> WriteResult:
         start_calls = self.calls
-        body = content_to_calendar({uid: content}, rules=self.rules)
+        master = held_master(held) if held else None   # the resource is rewritten: keep its organizer and
+        body = content_to_calendar({uid: content}, rules=self.rules,   # what we do not know of its attendees
+                                   held={uid: master} if master is not None else None)
         response = await self._request("PUT", self._abs(href), ok=(200, 201, 204),
                                        headers={**headers, "Content-Type": "text/calendar; charset=utf-8"},
                                        content=body)
@@ -204,7 +207,7 @@ class CalDavConnector:
         raws = current or await self.get(item_id)
         blocks, _ = split_events(raws[0]["ics"])
         uid = blocks[0]["uid"] if blocks else key          # the resource keeps its own UID
-        return await self._put(item_id, uid, content, {"If-Match": etag} if etag else {})
+        return await self._put(item_id, uid, content, {"If-Match": etag} if etag else {}, raws[0]["ics"])
 
     async def delete(self, item_id: str, etag: str | None) -> int:
         start_calls = self.calls

@@ -12,7 +12,7 @@ the occurrence in the series).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ from exchangelib import (
 from exchangelib import errors as ews_errors
 from exchangelib.folders import Calendar, Root
 from exchangelib.items import AUTO_RESOLVE, NEVER_OVERWRITE, SEND_TO_NONE
-from exchangelib.properties import Attendee, DistinguishedFolderId, Mailbox, OccurrenceItemId
+from exchangelib.properties import Attendee, DistinguishedFolderId, Fields, Mailbox, OccurrenceItemId
 from exchangelib.protocol import BaseProtocol, FailFast
 from exchangelib.util import ParseError
 from exchangelib.version import EXCHANGE_2013_SP1
@@ -71,8 +71,11 @@ T = TypeVar("T")
 AUTH_TYPES = {"auto": None, "basic": BASIC, "ntlm": NTLM, "oauth": OAUTH2}   # auto: as the server's 401 offers
 PAGE = 512   # SyncFolderItems' largest page
 READ_FIELDS = ["subject", "text_body", "start", "end", "is_all_day", "legacy_free_busy_status", "location", "type",
-               "recurrence", "modified_occurrences", "deleted_occurrences", "required_attendees", "_start_timezone",
-               "zoomcal_id"]
+               "recurrence", "modified_occurrences", "deleted_occurrences", "required_attendees", "optional_attendees",
+               "organizer", "_start_timezone", "zoomcal_id"]
+# EWS ResponseType as Graph's responseStatus.response (the Graph mapping reads the rest)
+RESPONSE_TYPES = {"Unknown": "none", "NoResponseReceived": "notResponded", "Organizer": "organizer",
+                  "Accept": "accepted", "Tentative": "tentativelyAccepted", "Decline": "declined"}
 
 
 class ZoomcalId(ExtendedProperty):
@@ -143,6 +146,30 @@ def _translate(exc: Exception) -> Exception:
     return ConnectorError(f"Exchange: {type(exc).__name__}: {exc}")
 
 
+def _recipient(mailbox: Mailbox | None) -> dict[str, Any] | None:
+    if mailbox is None or not mailbox.email_address:
+        return None
+    return {"emailAddress": {"address": mailbox.email_address, "name": mailbox.name or ""}}
+
+
+def _attendees(attendees: list[Attendee] | None, kind: str) -> list[dict[str, Any]]:
+    """Required or optional attendees as Graph's attendees[] (address, name, type, answer)."""
+    return [{**recipient, "type": kind, "status": {"response": RESPONSE_TYPES.get(a.response_type or "", "none")}}
+            for a in attendees or [] if (recipient := _recipient(a.mailbox))]
+
+
+class Invitee(Attendee):
+    """An attendee as zoomcal writes it: without ResponseType (exchangelib would send "Unknown"); only the
+    attendee answers, and Exchange keeps the answer."""
+
+    FIELDS = Fields(*(f for f in Attendee.FIELDS if f.name != "response_type"))
+
+
+def _write_attendees(attendees: Iterable[dict[str, Any]]) -> list[Attendee] | None:
+    return [Invitee(mailbox=Mailbox(email_address=a["emailAddress"]["address"],
+                                    name=a["emailAddress"].get("name") or None)) for a in attendees] or None
+
+
 class EwsConnector:
     name = "ews"
     capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=100)
@@ -186,8 +213,9 @@ class EwsConnector:
             "originalStartTimeZone": zone_of(item),
             "showAs": FREE_BUSY_IN.get(item.legacy_free_busy_status or "Busy", "busy"),
             "location": {"displayName": item.location or ""},
-            "attendees": [{"emailAddress": {"address": a.mailbox.email_address}}
-                          for a in item.required_attendees or [] if a.mailbox and a.mailbox.email_address],
+            "attendees": [*_attendees(item.required_attendees, "required"),
+                          *_attendees(item.optional_attendees, "optional")],
+            "organizer": _recipient(item.organizer),
             "recurrence": recurrence_to_graph(item.recurrence) if master and item.recurrence else None,
             "transactionId": item.zoomcal_id,
             "modified": modified,
@@ -290,9 +318,11 @@ class EwsConnector:
         return raws
 
     # --- writing -------------------------------------------------------------------------------------
-    def _fill(self, item: CalendarItem, content: dict[str, Any]) -> tuple[list[str], list[str]]:
-        """Set the item's fields from content: (fields set, what Exchange could not keep)."""
-        event, notes = event_write_body(content, self.rules)
+    def _fill(self, item: CalendarItem, content: dict[str, Any],
+              held: dict[str, Any] | None = None) -> tuple[list[str], list[str]]:
+        """Set the item's fields from content: (fields set, what Exchange could not keep); `held` is the item as
+        it is now (Graph-shaped), for what the content does not know of an attendee."""
+        event, notes = event_write_body(content, self.rules, held)
         all_day = bool(event["isAllDay"])
         item.subject = event["subject"]
         item.body = event["body"]["content"]
@@ -301,15 +331,15 @@ class EwsConnector:
         item.end = ews_time(event["end"], all_day)
         item.legacy_free_busy_status = FREE_BUSY_OUT.get(event["showAs"], "Busy")
         item.location = (event.get("location") or {}).get("displayName") or None
-        item.required_attendees = [Attendee(mailbox=Mailbox(email_address=a["emailAddress"]["address"]),
-                                            response_type="Unknown") for a in event["attendees"]] or None
+        item.required_attendees = _write_attendees(a for a in event["attendees"] if a["type"] != "optional")
+        item.optional_attendees = _write_attendees(a for a in event["attendees"] if a["type"] == "optional")
         item.recurrence = None
         if event.get("recurrence"):
             item.recurrence, why = graph_to_recurrence(event["recurrence"])
             if item.recurrence is None:
                 notes.append(f"recurrence not kept in Exchange ({why}): only the first occurrence is written")
         fields = ["subject", "body", "is_all_day", "start", "end", "legacy_free_busy_status", "location",
-                  "required_attendees", "recurrence"]
+                  "required_attendees", "optional_attendees", "recurrence"]
         return fields, notes
 
     async def create(self, content: dict[str, Any], key: str, maybe_exists: bool = False) -> WriteResult:
@@ -332,7 +362,7 @@ class EwsConnector:
         start_calls = self.calls
         changekey = etag or (current[0]["changeKey"] if current else (await self.get(item_id))[0]["changeKey"])
         item = CalendarItem(account=self.account, folder=self.folder, id=item_id, changekey=changekey)
-        fields, notes = self._fill(item, content)
+        fields, notes = self._fill(item, content, current[0] if current else None)
         if current and current[0].get("recurrence") == (recurrence_to_graph(item.recurrence) if item.recurrence
                                                         else None):
             fields.remove("recurrence")   # a rewritten rule drops the series' exceptions in Exchange

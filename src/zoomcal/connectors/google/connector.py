@@ -17,6 +17,7 @@ from zoomcal.domain.timeutil import fmt_instant, to_datetime
 from zoomcal.errors import Conflict, CursorInvalid, InvalidItem, NotFound
 from zoomcal.mapping.google import (
     PRIVATE_EVENT,
+    attendees_key,
     content_to_event,
     event_id_for,
     instance_id,
@@ -42,10 +43,6 @@ def _same_when(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
         return False
 
 
-def _emails(event: dict[str, Any]) -> list[str]:
-    return sorted((a.get("email") or "").lower() for a in event.get("attendees") or [])
-
-
 def master_patch(master: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """The fields of `body` that differ from what the master holds (what a PATCH must send)."""
     patch: dict[str, Any] = {}
@@ -60,7 +57,7 @@ def master_patch(master: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]
                 patch[name] = body[name]
         elif (master.get(name) or ([] if name == "recurrence" else "")) != body[name]:
             patch[name] = body[name]
-    if _emails(master) != sorted(a["email"] for a in body["attendees"]):
+    if attendees_key(master.get("attendees")) != attendees_key(body["attendees"]):
         patch["attendees"] = body["attendees"]
     return patch
 
@@ -152,7 +149,7 @@ class GoogleConnector:
         start_calls = self.api.calls
         master = await self._master(item_id, current)
         marker = private_props(master).get(PRIVATE_EVENT) or key
-        body = content_to_event(content, self.rules, marker)
+        body = content_to_event(content, self.rules, marker, held=master)
         patch = master_patch(master, body)
         private = dict(private_props(master))
         wanted_private = {**private, **body["extendedProperties"]["private"]}

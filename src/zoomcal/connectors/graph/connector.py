@@ -114,7 +114,8 @@ class GraphConnector:
                      current: list[dict[str, Any]]) -> WriteResult:
         start_calls = self.api.calls
         headers = {"If-Match": etag} if etag else {}
-        body, notes = event_write_body(content, self.rules)
+        masters = [r for r in current if not r.get("seriesMasterId")]
+        body, notes = event_write_body(content, self.rules, masters[0] if masters else None)
         event = await self.api.json("PATCH", f"{self.base}/events/{item_id}", json=body, headers=headers)
         return await self._finish(event, content, notes, start_calls)
 

@@ -19,6 +19,7 @@ from zoomcal.mapping.rules import MappingRules
 from zoomcal.mapping.zoom import (
     content_to_meeting,
     expand_occurrences,
+    invitee_emails,
     meeting_marker,
     meeting_to_content,
     occurrence_edits,
@@ -128,6 +129,9 @@ class ZoomConnector:
             patch.pop("start_time", None)
         settings = meeting.get("settings") or {}
         wanted_settings = {k: v for k, v in body["settings"].items() if settings.get(k) != v}
+        if invitee_emails(meeting) == invitee_emails(body):
+            # the same people (Zoom answers with more per invitee, e.g. internal_user): no write for them
+            wanted_settings.pop("meeting_invitees", None)
         if wanted_settings:
             patch["settings"] = wanted_settings
         if patch:

@@ -47,8 +47,8 @@ class ZoomCalendarConnector(GoogleConnector):
                                                              master.get("location") or "", self.rules)
         return Item(master["id"], content, etag=None, marker=None, peer_ref=peer_ref, wants_peer=wants_peer)
 
-    def _body(self, content: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        body = content_to_event(content, self.rules, None)
+    def _body(self, content: dict[str, Any], held: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+        body = content_to_event(content, self.rules, None, held)
         body.pop("extendedProperties")
         notes = [NO_OCCURRENCE_EDITS.format(", ".join(content["overrides"]))] if content.get("overrides") else []
         return body, notes
@@ -83,7 +83,7 @@ class ZoomCalendarConnector(GoogleConnector):
                      current: list[dict[str, Any]]) -> WriteResult:
         start_calls = self.api.calls
         master = await self._master(item_id, current)
-        body, notes = self._body(content)
+        body, notes = self._body(content, master)
         patch = master_patch(master, body)
         if master.get("status") == "cancelled":
             patch["status"] = "confirmed"
