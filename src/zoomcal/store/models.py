@@ -53,6 +53,9 @@ class User(TenantOwned, Base):
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # bumped in the transaction that changes the person's busy intervals: a process holding them in memory
+    # compares it before answering, so it never answers from a view older than another process's commit
+    busy_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Account(TenantOwned, Base):
@@ -161,6 +164,9 @@ class SyncLease(Base):
     calendar_id: Mapped[int] = mapped_column(ForeignKey("calendars.id", ondelete="CASCADE"), primary_key=True)
     holder: Mapped[str] = mapped_column(String(120))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # the fencing token: raised by every take-over; a status write carries the holder's and is refused when it
+    # is no longer the lease's (the lease was lost while the holder was paused or slow)
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SyncRun(TenantOwned, Base):
@@ -255,3 +261,53 @@ class PresenceState(Base):
     manual_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     state_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     rules: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class SyncDue(TenantOwned, Base):
+    """A person whose sync is due, marked durably by a notification, a timer or an operation. Marks coalesce
+    (one row per person); the run that started after the latest mark clears it, so a crash keeps it."""
+
+    __tablename__ = "sync_due"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    marks: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    first_marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # the earliest provider-side change time the marks carried (a webhook's timestamp), for propagation latency
+    changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class PushSubscription(TenantOwned, Base):
+    """A provider's push channel for one calendar (Google `events.watch`, a Graph subscription): what to verify a
+    notification against, and when to renew it."""
+
+    __tablename__ = "push_subscriptions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    calendar_id: Mapped[int | None] = mapped_column(ForeignKey("calendars.id", ondelete="CASCADE"), nullable=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    channel_id: Mapped[str] = mapped_column(String(300), unique=True)
+    resource_id: Mapped[str] = mapped_column(String(1000), default="")
+    token: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)     # sealed by the vault
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    renewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PropagationSample(TenantOwned, Base):
+    """How long one change took to reach the other side: a provider's change time to zoomcal's confirmed write
+    (kind "sync"), or a calendar change to the Zoom presence PUT (kind "presence")."""
+
+    __tablename__ = "propagation"
+    __table_args__ = (Index("ix_propagation_kind_at", "kind", "written_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    provider: Mapped[str] = mapped_column(String(20), default="")
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ms: Mapped[int] = mapped_column(Integer)
