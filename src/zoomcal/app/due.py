@@ -1,0 +1,118 @@
+"""Due syncs, marked durably.
+
+A notification, a timer or an operation never syncs by itself: it marks a person's sync as due (a row in the
+store, written before anything is acknowledged) and wakes the job queue. The job that syncs the person clears the
+mark only when its run started after the latest mark, so a mark that arrives during a run, or a run that dies, keeps
+it; the queue's sweep finds marks nobody took and queues them again. Marks coalesce: a burst of notifications about
+one person is one row and one run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from zoomcal.app.context import AppContext
+from zoomcal.domain.timeutil import now_utc
+from zoomcal.store.models import Calendar, SyncDue, User
+
+
+@dataclass(frozen=True)
+class Due:
+    tenant_id: int
+    user_id: int
+    email: str
+    reason: str
+    marks: int
+    first_marked_at: datetime
+    marked_at: datetime
+    changed_at: datetime | None
+    attempts: int
+
+
+def _upsert(s: Session, tenant_id: int, user_id: int, reason: str, at: datetime, changed_at: datetime | None) -> None:
+    dialect = s.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(SyncDue).values(tenant_id=tenant_id, user_id=user_id, reason=reason[:200], marks=1,
+                                  first_marked_at=at, marked_at=at, changed_at=changed_at, attempts=0)
+    earliest = func.coalesce(func.min(SyncDue.changed_at, stmt.excluded.changed_at) if dialect == "sqlite"
+                             else func.least(SyncDue.changed_at, stmt.excluded.changed_at),
+                             SyncDue.changed_at, stmt.excluded.changed_at)
+    s.execute(stmt.on_conflict_do_update(index_elements=[SyncDue.user_id], set_={
+        "reason": stmt.excluded.reason, "marks": SyncDue.marks + 1, "marked_at": stmt.excluded.marked_at,
+        "changed_at": earliest}))
+
+
+def mark_ids(s: Session, tenant_id: int, user_ids: list[int], reason: str, changed_at: datetime | None = None,
+             at: datetime | None = None) -> None:
+    """Mark these people (ids of the tenant's users) due, in the caller's transaction."""
+    at = at or now_utc()
+    for user_id in sorted(set(user_ids)):
+        _upsert(s, tenant_id, user_id, reason, at, changed_at)
+
+
+def mark(ctx: AppContext, emails: list[str] | str, reason: str, changed_at: datetime | None = None) -> list[str]:
+    """Mark these people's sync due and wake the queue -> the e-mails that were marked (unknown ones are skipped)."""
+    wanted = [emails] if isinstance(emails, str) else list(emails)
+    wanted = sorted({e.strip().lower() for e in wanted if e})
+    if not wanted:
+        return []
+    with ctx.store.transaction() as s:
+        users = list(s.execute(select(User.id, User.email).where(User.tenant_id == ctx.tenant_id,
+                                                                 User.email.in_(wanted))))
+        mark_ids(s, ctx.tenant_id, [u.id for u in users], reason, changed_at)
+    for user in users:
+        ctx.jobs.defer("sync", tenant=ctx.tenant_name, user=user.email, reason=reason)
+    return sorted(u.email for u in users)
+
+
+def mark_all(ctx: AppContext, reason: str) -> list[str]:
+    """Everyone with a linked calendar (the reconciliation round)."""
+    with ctx.store.session() as s:
+        emails = list(s.scalars(select(User.email).join(Calendar, Calendar.user_id == User.id)
+                                .where(User.tenant_id == ctx.tenant_id).distinct()))
+    return mark(ctx, emails, reason)
+
+
+def pending(ctx: AppContext, older_than: timedelta | None = None) -> list[Due]:
+    """The tenant's due marks, oldest first (only those marked before `older_than` ago, when given)."""
+    query = (select(SyncDue, User.email).join(User, User.id == SyncDue.user_id)
+             .where(SyncDue.tenant_id == ctx.tenant_id).order_by(SyncDue.marked_at))
+    if older_than is not None:
+        query = query.where(SyncDue.marked_at <= now_utc() - older_than)
+    with ctx.store.session() as s:
+        return [_due(row, email) for row, email in s.execute(query)]
+
+
+def get(ctx: AppContext, user_id: int) -> Due | None:
+    with ctx.store.session() as s:
+        row = s.execute(select(SyncDue, User.email).join(User, User.id == SyncDue.user_id)
+                        .where(SyncDue.user_id == user_id, SyncDue.tenant_id == ctx.tenant_id)).first()
+    return _due(*row) if row else None
+
+
+def started(ctx: AppContext, user_id: int) -> None:
+    """A run for this person begins: count the attempt (a mark that keeps failing shows it)."""
+    with ctx.store.transaction() as s:
+        row = s.get(SyncDue, user_id)
+        if row is not None:
+            row.attempts += 1
+
+
+def clear(ctx: AppContext, user_id: int, run_started: datetime) -> bool:
+    """The run that started at `run_started` served every mark made before it -> whether the mark is gone (False:
+    a newer mark arrived during the run and stays due)."""
+    with ctx.store.transaction() as s:
+        done = s.execute(delete(SyncDue).where(SyncDue.user_id == user_id, SyncDue.tenant_id == ctx.tenant_id,
+                                               SyncDue.marked_at <= run_started))
+        return done.rowcount == 1
+
+
+def _due(row: SyncDue, email: str) -> Due:
+    return Due(row.tenant_id, row.user_id, email, row.reason, row.marks, row.first_marked_at, row.marked_at,
+               row.changed_at, row.attempts)
