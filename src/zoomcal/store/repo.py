@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -106,33 +106,62 @@ def upsert_event(session: Session, tenant_id: int, user_id: int, event_id: str, 
 
 
 def take_leases(session: Session, calendar_ids: Iterable[int], holder: str, ttl: timedelta,
-                gone: Callable[[str], bool] = lambda _holder: False) -> None:
-    """Hold every one of these calendars for `ttl`, or raise LeaseHeld: another holder's unexpired lease wins,
-    unless `gone(holder)` says that holder no longer exists (a crashed process)."""
+                gone: Callable[[str], bool] = lambda _holder: False) -> dict[int, int]:
+    """Hold every one of these calendars for `ttl` -> each calendar's fencing token; or raise LeaseHeld: another
+    holder's unexpired lease wins, unless `gone(holder)` says that holder no longer exists. Taking a calendar over
+    from another holder raises its token, so the former holder's writes are refused from then on."""
     now = now_utc()
+    fences: dict[int, int] = {}
     for calendar_id in sorted(set(calendar_ids)):
         renewed = session.execute(update(SyncLease).where(
             SyncLease.calendar_id == calendar_id, (SyncLease.expires_at < now) | (SyncLease.holder == holder))
-            .values(holder=holder, expires_at=now + ttl))
-        if renewed.rowcount == 1:   # free again (expired) or ours
-            continue
-        lease = session.get(SyncLease, calendar_id, populate_existing=True)
-        if lease is not None:
-            if not gone(lease.holder) or session.execute(update(SyncLease).where(
-                    SyncLease.calendar_id == calendar_id, SyncLease.holder == lease.holder)
-                    .values(holder=holder, expires_at=now + ttl)).rowcount != 1:
-                raise LeaseHeld(calendar_id)
-            continue
-        try:
-            with session.begin_nested():
-                session.add(SyncLease(calendar_id=calendar_id, holder=holder, expires_at=now + ttl))
-        except IntegrityError as exc:   # taken between our look and our insert
-            raise LeaseHeld(calendar_id) from exc
+            .values(holder=holder, expires_at=now + ttl,
+                    fence=case((SyncLease.holder == holder, SyncLease.fence), else_=SyncLease.fence + 1)))
+        if renewed.rowcount != 1:   # not free (expired) nor ours
+            lease = session.get(SyncLease, calendar_id, populate_existing=True)
+            if lease is not None:
+                if not gone(lease.holder) or session.execute(update(SyncLease).where(
+                        SyncLease.calendar_id == calendar_id, SyncLease.holder == lease.holder)
+                        .values(holder=holder, expires_at=now + ttl, fence=SyncLease.fence + 1)).rowcount != 1:
+                    raise LeaseHeld(calendar_id)
+            else:
+                try:
+                    with session.begin_nested():
+                        session.add(SyncLease(calendar_id=calendar_id, holder=holder, expires_at=now + ttl, fence=1))
+                except IntegrityError as exc:   # taken between our look and our insert
+                    raise LeaseHeld(calendar_id) from exc
+        fences[calendar_id] = session.scalar(select(SyncLease.fence).where(SyncLease.calendar_id == calendar_id)
+                                             .execution_options(populate_existing=True))
+    return fences
+
+
+def renew_leases(session: Session, holder: str, fences: dict[int, int] | Any, ttl: timedelta) -> bool:
+    """Extend a holder's leases (a heartbeat) -> False when any of them was taken over."""
+    now = now_utc()
+    held = 0
+    for calendar_id, fence in fences.items():
+        held += session.execute(update(SyncLease).where(
+            SyncLease.calendar_id == calendar_id, SyncLease.holder == holder, SyncLease.fence == fence)
+            .values(expires_at=now + ttl)).rowcount
+    return held == len(fences)
+
+
+def check_leases(session: Session, holder: str, fences: dict[int, int] | Any) -> bool:
+    """Whether the holder still holds these leases with these tokens; the rows stay locked (PostgreSQL) until the
+    caller's transaction ends, so no take-over can slip between this check and the caller's writes."""
+    if not fences:
+        return True
+    rows = session.execute(select(SyncLease.calendar_id, SyncLease.holder, SyncLease.fence)
+                           .where(SyncLease.calendar_id.in_(list(fences))).with_for_update()
+                           .execution_options(populate_existing=True)).all()
+    found = {cal: (h, f) for cal, h, f in rows}
+    return all(found.get(cal) == (holder, fence) for cal, fence in fences.items())
 
 
 def drop_leases(session: Session, calendar_ids: Iterable[int], holder: str) -> None:
-    session.execute(delete(SyncLease).where(SyncLease.calendar_id.in_(list(calendar_ids)),
-                                            SyncLease.holder == holder))
+    """Give leases back. The row stays (expired), so the calendar's fencing token only ever grows."""
+    session.execute(update(SyncLease).where(SyncLease.calendar_id.in_(list(calendar_ids)), SyncLease.holder == holder)
+                    .values(expires_at=now_utc() - timedelta(seconds=1)))
 
 
 def log(session: Session, tenant_id: int, action: str, message: str, *, run_id: int | None = None,

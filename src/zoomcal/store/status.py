@@ -7,7 +7,8 @@ run-start maintenance in the transaction that opens a run (moving the availabili
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date, timedelta
 from typing import Any, Protocol
 
@@ -20,7 +21,16 @@ from zoomcal.store import repo
 from zoomcal.store.db import Database
 from zoomcal.store.models import Account, Event, Link, ReviewItem, SyncLogEntry, SyncRun, WriteQuota
 from zoomcal.sync.planner import EventPlan, EventRecord, SideLink, other
-from zoomcal.sync.status import Confirmation, Confirmed, LogLine, PairScope, RunSummary, SideState
+from zoomcal.sync.status import (
+    Confirmation,
+    Confirmed,
+    Lease,
+    LeaseLost,
+    LogLine,
+    PairScope,
+    RunSummary,
+    SideState,
+)
 
 QUOTA_DAYS_KEPT = 7
 
@@ -56,15 +66,28 @@ class SqlStatusStore:
                      event_id=line.event_id, level=line.level)
 
     # --- runs ----------------------------------------------------------------------------------------
-    def begin_run(self, scope: PairScope, trigger: str, holder: str, ttl: timedelta,
-                  gone: Callable[[str], bool]) -> tuple[int, list[str]]:
+    def begin_run(self, scope: PairScope, trigger: str, holder: str, ttl: timedelta
+                  ) -> tuple[int, list[str], Lease]:
         with self.db.transaction() as s:
-            repo.take_leases(s, scope.calendars.values(), holder, ttl, gone=gone)
+            fences = repo.take_leases(s, scope.calendars.values(), holder, ttl)
             run = SyncRun(tenant_id=scope.tenant_id, user_id=scope.user_id, trigger=trigger)
             s.add(run)
             s.flush()
             notes = [note for hook in self.hooks for note in hook.run_started(s, scope)]
-            return run.id, notes
+            return run.id, notes, Lease(holder, fences)
+
+    def renew_lease(self, lease: Lease, ttl: timedelta) -> bool:
+        with self.db.transaction() as s:
+            return repo.renew_leases(s, lease.holder, dict(lease.fences), ttl)
+
+    @contextmanager
+    def _fenced(self, lease: Lease | None):
+        """A write transaction that first checks the run still holds its calendars (LeaseLost when not); the
+        checked lease rows stay locked until the writes commit."""
+        with self.db.transaction() as s:
+            if lease is not None and not repo.check_leases(s, lease.holder, dict(lease.fences)):
+                raise LeaseLost(f"the lease of {lease.holder} was taken over")
+            yield s
 
     def end_run(self, calendar_ids: Sequence[int], holder: str) -> None:
         with self.db.transaction() as s:
@@ -116,7 +139,7 @@ class SqlStatusStore:
         if not plans:
             return set()
         ids = [p.event_id for p in plans]
-        with self.db.transaction() as s:
+        with self._fenced(scope.lease) as s:
             existing = set(s.scalars(select(Event.id).where(Event.id.in_(ids))))
             links = {(ev, cal): lid for lid, ev, cal in s.execute(
                 select(Link.id, Link.event_id, Link.calendar_id).where(Link.event_id.in_(ids)))}
@@ -161,7 +184,7 @@ class SqlStatusStore:
 
     def record_plan(self, scope: PairScope, plan: EventPlan, planned_ids: Mapping[str, str | None],
                     run_id: int | None) -> bool:
-        with self.db.transaction() as s:
+        with self._fenced(scope.lease) as s:
             if plan.base is None:
                 s.execute(delete(Link).where(Link.event_id == plan.event_id))
                 self._changed(s, scope, {plan.event_id: None})
@@ -217,7 +240,7 @@ class SqlStatusStore:
 
     # --- after a remote write ------------------------------------------------------------------------
     def confirm(self, scope: PairScope, c: Confirmation, run_id: int | None) -> Confirmed:
-        with self.db.transaction() as s:
+        with self._fenced(scope.lease) as s:
             link = repo.get_link(s, c.event_id, scope.calendars[c.side])
             self._log(s, scope, c.log, run_id)
             if c.op == "delete":
@@ -252,7 +275,7 @@ class SqlStatusStore:
 
     def write_failed(self, scope: PairScope, event_id: str, side: str, outcome: str | None, log: LogLine,
                      run_id: int | None) -> None:
-        with self.db.transaction() as s:
+        with self._fenced(scope.lease) as s:
             link = repo.get_link(s, event_id, scope.calendars[side])
             if outcome == "rejected" and link is not None:
                 # the provider refuses this item: stop retrying until it changes again
@@ -266,8 +289,8 @@ class SqlStatusStore:
 
     # --- the end of a run ----------------------------------------------------------------------------
     def save_listings(self, listings: Sequence[tuple[int, Mapping[str, tuple[str, dict[str, Any]]],
-                                                     set[str], str | None]]) -> None:
-        with self.db.transaction() as s:
+                                                     set[str], str | None]], lease: Lease | None = None) -> None:
+        with self._fenced(lease) as s:
             for calendar_id, upserts, deletes, cursor in listings:
                 repo.save_mirror(s, calendar_id, dict(upserts), deletes)
                 repo.save_cursor(s, calendar_id, cursor)

@@ -38,12 +38,24 @@ from zoomcal.metrics import SYNC_ERRORS, SYNC_RUNS, SYNC_WRITES
 from zoomcal.sync.changes import Change, ChangeStream, EventChanged, RunFinished, Subscriber, legacy
 from zoomcal.sync.planner import SIDES, EventPlan, Plan, PlanRules, Write, other, plan_sync
 from zoomcal.sync.retry import Retrier
-from zoomcal.sync.status import Confirmation, Confirmed, LeaseHeld, LogLine, PairScope, RunSummary, StatusStore
+from zoomcal.sync.status import (
+    Confirmation,
+    Confirmed,
+    Lease,
+    LeaseHeld,
+    LeaseLost,
+    LogLine,
+    PairScope,
+    RunSummary,
+    StatusStore,
+)
 from zoomcal.sync.wiring import standard
 
 log = get_logger("zoomcal.sync")
 RECORD_BATCH = 2000
-LEASE = timedelta(minutes=30)   # a run holds its calendars at most this long (runs take seconds)
+# a run holds its calendars this long past its last heartbeat (every third of it): a process that died, on any
+# machine, frees them within this time; one that was paused past it finds its writes refused (the fencing token)
+LEASE = timedelta(seconds=45)
 T = TypeVar("T")
 
 
@@ -177,21 +189,6 @@ def plan_rules(rules: MappingRules, confirm_deletes: bool = False, read_only: It
                      confirm_deletes=confirm_deletes, read_only=frozenset(read_only))
 
 
-def holder_gone(holder: str) -> bool:
-    """A lease holder ("host:pid:run") that was a process on this machine which no longer exists."""
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:   # alive, owned by someone else
-        return False
-    return False
-
-
 @dataclass
 class _Run:
     """One run's working state."""
@@ -210,7 +207,7 @@ class SyncEngine:
                  after_write: Callable[[str, Write], None] | None = None,
                  on_event: Callable[[dict[str, Any]], None] | None = None, *,
                  clock: Callable[[], datetime] = now_utc,
-                 offload: Callable[..., Awaitable[Any]] = asyncio.to_thread):
+                 offload: Callable[..., Awaitable[Any]] = asyncio.to_thread, lease_ttl: timedelta = LEASE):
         """`store`: a StatusStore, or a `Database` (the SQL store with availability wired in). `on_event` gets
         each change as a dict (use `subscribe` for typed changes); `clock` says which UTC day write caps count
         in; `offload` runs each blocking store call (a worker thread)."""
@@ -228,6 +225,7 @@ class SyncEngine:
         if on_event is not None:
             self.changes.subscribe(legacy(on_event))
         self.clock = clock
+        self.lease_ttl = lease_ttl
         self.offload = offload
 
     def subscribe(self, subscriber: Subscriber, only: type[Change] | tuple[type[Change], ...] | None = None):
@@ -237,6 +235,16 @@ class SyncEngine:
     async def _do(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.offload(fn, *args)
 
+    async def _heartbeat(self, lease: Lease) -> None:
+        """Renew the run's lease every third of its time; a lost lease is found by the next fenced write."""
+        while True:
+            await asyncio.sleep(self.lease_ttl.total_seconds() / 3)
+            try:
+                if not await self._do(self.store.renew_lease, lease, self.lease_ttl):
+                    return
+            except Exception:   # noqa: BLE001 — a missed beat is retried; the fencing token keeps writes safe
+                continue
+
     # --- one run -------------------------------------------------------------------------------------
     async def run(self, pair: SyncPair, *, trigger: str = "manual", dry_run: bool = False,
                   confirm_deletes: bool = False) -> RunReport:
@@ -244,18 +252,25 @@ class SyncEngine:
         report = RunReport(run_id=None)
         run = _Run(pair, pair.scope, report)
         calendars = list(run.scope.calendars.values())
-        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        heartbeat: asyncio.Task | None = None
         if not dry_run:
             try:
-                report.run_id, notes = await self._do(self.store.begin_run, run.scope, trigger, holder, LEASE,
-                                                      holder_gone)
+                report.run_id, notes, lease = await self._do(self.store.begin_run, run.scope, trigger, holder,
+                                                             self.lease_ttl)
             except LeaseHeld:   # another process is syncing these calendars right now: never two at once
                 report.status = "skipped"
                 report.notes.append("another run is syncing these calendars; skipped")
                 return report
             report.notes.extend(notes)
+            run.scope = replace(run.scope, lease=lease)
+            heartbeat = asyncio.create_task(self._heartbeat(lease))
         try:
             await self._run(run, dry_run, confirm_deletes)
+        except LeaseLost:
+            report.status = "failed"
+            report.errors.append("stopped: another run took these calendars over (this run's lease lapsed); "
+                                 "what it had not confirmed is finished by the next run")
         except AuthExpired as exc:
             report.status = "failed"
             report.errors.append(f"account needs to be linked again: {exc}")
@@ -267,6 +282,8 @@ class SyncEngine:
             report.status = "failed"
             report.errors.append(f"{type(exc).__name__}: {exc}")
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
             if not dry_run:
                 await self._do(self.store.end_run, calendars, holder)
         report.duration_ms = int((time.monotonic() - started) * 1000)
@@ -348,7 +365,7 @@ class SyncEngine:
             await self._execute(run, event_plan)
         await self._do(self.store.save_listings, [
             (pair.side(side).calendar_id, run.mirrors[side].upserts, run.mirrors[side].deletes, run.cursors[side])
-            for side in pair.sides])
+            for side in pair.sides], run.scope.lease)
         for side, count in run.deferred.items():
             lifts, why = run.limited.get(side) or self._deferral(run, side)
             report.notes.append(f"{count} write(s) on {run.scope.label(side)} deferred to the first run after "

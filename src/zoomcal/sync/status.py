@@ -10,7 +10,7 @@ the engine runs them off the event loop (`asyncio.to_thread`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +20,20 @@ from zoomcal.sync.planner import EventPlan, EventRecord
 
 class LeaseHeld(Exception):
     """Another run holds one of the calendars (raised before anything of this run is kept)."""
+
+
+class LeaseLost(Exception):
+    """The run's lease on its calendars was taken over (it expired while the run was paused or cut off): the run
+    must stop writing; the store refuses its writes from here on."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A run's hold on its calendars: the holder's name and, per calendar, the fencing token it was given. Every
+    status write carries it, and is refused once another holder has taken a calendar over."""
+
+    holder: str
+    fences: Mapping[int, int]
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class PairScope:
     calendars: Mapping[str, int]                 # side ("a" / "b") -> calendar id
     labels: Mapping[str, str] = field(default_factory=dict)
     rules: Any = None
+    lease: Lease | None = None                   # set by the run that holds the calendars: writes are fenced
 
     def label(self, side: str) -> str:
         return self.labels.get(side) or side
@@ -94,9 +109,14 @@ class RunSummary:
 @runtime_checkable
 class StatusStore(Protocol):
     # runs
-    def begin_run(self, scope: PairScope, trigger: str, holder: str, ttl: timedelta,
-                  gone: Callable[[str], bool]) -> tuple[int, list[str]]:
-        """Lease the scope's calendars and open a sync run -> (run id, notes); raises LeaseHeld."""
+    def begin_run(self, scope: PairScope, trigger: str, holder: str, ttl: timedelta
+                  ) -> tuple[int, list[str], Lease]:
+        """Lease the scope's calendars and open a sync run -> (run id, notes, lease); raises LeaseHeld. Writes
+        for a scope that carries the lease raise LeaseLost once another holder took a calendar over."""
+        ...
+
+    def renew_lease(self, lease: Lease, ttl: timedelta) -> bool:
+        """The run is alive: hold its calendars `ttl` longer -> False when the lease was lost meanwhile."""
         ...
 
     def end_run(self, calendar_ids: Sequence[int], holder: str) -> None:
@@ -133,7 +153,7 @@ class StatusStore(Protocol):
         ...
 
     def save_listings(self, listings: Sequence[tuple[int, Mapping[str, tuple[str, dict[str, Any]]],
-                                                     set[str], str | None]]) -> None:
+                                                     set[str], str | None]], lease: Lease | None = None) -> None:
         """(calendar id, mirror upserts, mirror deletes, cursor) of every side, in one step."""
         ...
 
