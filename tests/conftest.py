@@ -54,11 +54,10 @@ def pg_schema_url():
 
 def _fresh_pg(url: str) -> Database:
     db = Database(url, migrate=False)
-    with db.engine.begin() as conn:
-        tables = [r[0] for r in conn.execute(sa.text(
-            "select tablename from pg_tables where schemaname = current_schema()"))]
-        for table in tables:
-            conn.execute(sa.text(f'drop table if exists "{table}" cascade'))
+    with db.engine.begin() as conn:   # everything in the schema: tables, and the job queue's types and functions
+        schema = conn.execute(sa.text("select current_schema()")).scalar()
+        conn.execute(sa.text(f'drop schema "{schema}" cascade'))
+        conn.execute(sa.text(f'create schema "{schema}"'))
     db.dispose()
     return _migrated(url)
 

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     # the Zoom app's webhook secret token (verifies x-zm-signature on /webhooks/zoom)
     zoom_webhook_secret: str | None = None
+    # who runs the jobs: "embedded" (inside `zoomcal sync` / `zoomcal serve`), "procrastinate" (`zoomcal worker`
+    # processes), or "auto": procrastinate with PostgreSQL, embedded with SQLite
+    jobs: str = "auto"
+    # minutes between reconciliation rounds (everyone synced in full, whatever notifications said)
+    reconcile_minutes: int = 15
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -70,7 +70,9 @@ class Job:
 
 
 class JobQueue(Protocol):
-    def defer(self, name: str, **args: Any) -> None: ...
+    def defer(self, name: str, **args: Any) -> None:
+        """Wake whoever runs `name` jobs (the work itself is marked durably before: see app/due.py)."""
+        ...
 
 
 class LocalJobs:
@@ -196,6 +198,9 @@ class Services:
                 pass
 
     def close(self) -> None:
+        closing = getattr(self.jobs, "close", None)
+        if closing is not None:
+            closing()
         self.db.dispose()
 
 
@@ -222,7 +227,12 @@ def open_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
     except ConfigError as exc:
         db.dispose()
         raise SchemaOutdated(str(exc), details={"state": "no_vault"}) from exc
-    return Services(settings, db, vault, transport=transport, resolver=resolver)
+    services = Services(settings, db, vault, transport=transport, resolver=resolver)
+    from zoomcal.app.runner import WorkerJobs, uses_workers
+
+    if uses_workers(settings):
+        services.jobs = WorkerJobs(services)
+    return services
 
 
 @dataclass

@@ -10,7 +10,7 @@ one person is one row and one run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -18,7 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from zoomcal.app.context import AppContext
-from zoomcal.domain.timeutil import now_utc
+from zoomcal.availability.intervals import as_utc
 from zoomcal.store.models import Calendar, SyncDue, User
 
 
@@ -33,6 +33,7 @@ class Due:
     marked_at: datetime
     changed_at: datetime | None
     attempts: int
+    raw_marked_at: datetime | None = None     # as the store holds it (what `clear` compares against)
 
 
 def _upsert(s: Session, tenant_id: int, user_id: int, reason: str, at: datetime, changed_at: datetime | None) -> None:
@@ -51,7 +52,7 @@ def _upsert(s: Session, tenant_id: int, user_id: int, reason: str, at: datetime,
 def mark_ids(s: Session, tenant_id: int, user_ids: list[int], reason: str, changed_at: datetime | None = None,
              at: datetime | None = None) -> None:
     """Mark these people (ids of the tenant's users) due, in the caller's transaction."""
-    at = at or now_utc()
+    at = at or datetime.now(UTC)      # to the microsecond: marks in one second stay apart
     for user_id in sorted(set(user_ids)):
         _upsert(s, tenant_id, user_id, reason, at, changed_at)
 
@@ -84,7 +85,7 @@ def pending(ctx: AppContext, older_than: timedelta | None = None) -> list[Due]:
     query = (select(SyncDue, User.email).join(User, User.id == SyncDue.user_id)
              .where(SyncDue.tenant_id == ctx.tenant_id).order_by(SyncDue.marked_at))
     if older_than is not None:
-        query = query.where(SyncDue.marked_at <= now_utc() - older_than)
+        query = query.where(SyncDue.marked_at <= datetime.now(UTC) - older_than)
     with ctx.store.session() as s:
         return [_due(row, email) for row, email in s.execute(query)]
 
@@ -104,15 +105,18 @@ def started(ctx: AppContext, user_id: int) -> None:
             row.attempts += 1
 
 
-def clear(ctx: AppContext, user_id: int, run_started: datetime) -> bool:
-    """The run that started at `run_started` served every mark made before it -> whether the mark is gone (False:
-    a newer mark arrived during the run and stays due)."""
+def clear(ctx: AppContext, served: Due) -> bool:
+    """A run that started after `served` was read has served it -> whether the mark is gone (False: a newer mark
+    arrived meanwhile and stays due). Compare-and-delete on the mark's count and time as read, so no clock (and
+    no clock skew between machines) decides."""
     with ctx.store.transaction() as s:
-        done = s.execute(delete(SyncDue).where(SyncDue.user_id == user_id, SyncDue.tenant_id == ctx.tenant_id,
-                                               SyncDue.marked_at <= run_started))
+        done = s.execute(delete(SyncDue).where(
+            SyncDue.user_id == served.user_id, SyncDue.tenant_id == ctx.tenant_id, SyncDue.marks == served.marks,
+            SyncDue.marked_at == served.raw_marked_at))
         return done.rowcount == 1
 
 
 def _due(row: SyncDue, email: str) -> Due:
-    return Due(row.tenant_id, row.user_id, email, row.reason, row.marks, row.first_marked_at, row.marked_at,
-               row.changed_at, row.attempts)
+    changed = as_utc(row.changed_at) if row.changed_at is not None else None
+    return Due(row.tenant_id, row.user_id, email, row.reason, row.marks, as_utc(row.first_marked_at),
+               as_utc(row.marked_at), changed, row.attempts, row.marked_at)

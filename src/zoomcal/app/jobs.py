@@ -1,28 +1,194 @@
-"""Running the jobs a process has been given (in this process: the in-process queue; workers on several machines
-take the same jobs from a durable queue)."""
+"""The jobs a process carries out: syncing a person whose sync is due, and the periodic work.
+
+Every job is a plain async function over the process's `Services`; the runners (`zoomcal.app.runner`: in-process
+for the embedded default, procrastinate workers on PostgreSQL) only decide when and where they run. A job never
+trusts that it runs once: a sync job clears its person's due mark only when its run started after the latest mark
+and every pair ran, so a repeated, late or interrupted job costs a listing, never a lost change.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from zoomcal.app import sync
-from zoomcal.app.context import SYSTEM, Job, Services
+import httpx
+from sqlalchemy import select
+
+from zoomcal.app import due, sync
+from zoomcal.app.context import SYSTEM, AppContext, Services
+from zoomcal.auth.tokens import stored_tokens
+from zoomcal.connectors import registry
+from zoomcal.domain.timeutil import now_utc
+from zoomcal.errors import AuthExpired, ConnectorError
+from zoomcal.logging import get_logger
+from zoomcal.metrics import TOKEN_REFRESH_FAILURES
+from zoomcal.store.models import Account, BusyInterval, User
+
+log = get_logger("zoomcal.jobs")
 
 
-async def run(services: Services, jobs: list[Job], *, on_pair: Callable[[sync.PairResult], None] | None = None,
-              on_change: Callable[[dict[str, Any]], None] | None = None,
-              only: str | None = None) -> list[sync.PairResult]:
-    """Carry out jobs; several "sync" jobs for one person become one run."""
-    due: dict[tuple[str, str], list[str]] = {}
-    for job in jobs:
-        if job.name == "sync":
-            due.setdefault((job.args["tenant"], job.args["user"]), []).append(job.args.get("reason", ""))
-    results: list[sync.PairResult] = []
-    for (tenant, user), reasons in sorted(due.items()):
-        if only is not None and user != only:
-            continue
+class RetryLater(Exception):
+    """The job could not finish now (a pair failed, or another run held the calendars): run it again later."""
+
+    def __init__(self, message: str, delay: float = 5.0):
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass
+class SyncOutcome:
+    tenant: str
+    user: str
+    results: list[sync.PairResult] = field(default_factory=list)
+    cleared: bool = False
+    changed: bool = False
+
+
+def _changed_event(results: list[sync.PairResult]) -> bool:
+    return any(r.writes or any(v for k, v in r.counts.items() if k not in ("unchanged",)) for r in results)
+
+
+async def sync_person(services: Services, tenant: str, email: str, *,
+                      on_pair: Callable[[sync.PairResult], None] | None = None,
+                      on_change: Callable[[dict[str, Any]], None] | None = None,
+                      presence: bool = True) -> SyncOutcome:
+    """Sync one person's pairs because their sync is due; then keep their Zoom presence in line."""
+    ctx = services.context(tenant, SYSTEM)
+    outcome = SyncOutcome(tenant, email)
+    with ctx.store.session() as s:
+        user_id = s.scalar(select(User.id).where(User.tenant_id == ctx.tenant_id, User.email == email))
+    if user_id is None:
+        return outcome      # removed meanwhile: nothing is due any more
+    mark = due.get(ctx, user_id)
+    due.started(ctx, user_id)
+    trigger = (mark.reason if mark else "job")[:40]
+    outcome.results = await sync.run(ctx, email, trigger=trigger, on_pair=on_pair, on_change=on_change)
+    unfinished = [r for r in outcome.results if r.status in ("failed", "skipped")]
+    outcome.changed = _changed_event(outcome.results)
+    if mark is not None and mark.changed_at is not None:
+        _record_propagation(ctx, outcome.results, mark.changed_at)
+    if presence:
+        await _presence_after_sync(ctx, user_id, mark)
+    if unfinished:
+        skipped = all(r.status == "skipped" for r in unfinished)
+        raise RetryLater(f"{email}: " + "; ".join(f"{'+'.join(r.calendars)} {r.status}" for r in unfinished),
+                         delay=2.0 if skipped else 30.0)
+    outcome.cleared = mark is not None and due.clear(ctx, mark)
+    return outcome
+
+
+def _record_propagation(ctx: AppContext, results: list[sync.PairResult], changed_at: datetime) -> None:
+    try:
+        from zoomcal.app import propagation
+    except ImportError:     # pragma: no cover - propagation samples are kept where the module exists
+        return
+    written = now_utc()
+    for result in results:
+        if result.writes and result.status in ("ok", "partial"):
+            provider = getattr(result, "provider", None) or result.calendars[-1]
+            propagation.record(ctx, "sync", provider, changed_at, written)
+
+
+async def _presence_after_sync(ctx: AppContext, user_id: int, mark: due.Due | None) -> None:
+    """A person's events moved: their presence is decided again now (a write only when it changes)."""
+    from zoomcal.app.presence import driver
+
+    service = driver(ctx)
+    with ctx.store.session() as s:
+        user = s.get(User, user_id)
+    if user is None or service._zoom(user) is None:
+        return
+    outcome = await service.evaluate(user, ctx.now())
+    if outcome.written and mark is not None and mark.changed_at is not None:
+        try:
+            from zoomcal.app import propagation
+        except ImportError:     # pragma: no cover
+            return
+        propagation.record(ctx, "presence", "", mark.changed_at, now_utc())
+
+
+# --- periodic work --------------------------------------------------------------------------------------------
+
+def overdue(services: Services, older_than: timedelta) -> list[due.Due]:
+    """Due marks nobody served for `older_than` (a job lost with its worker, a defer lost with its process)."""
+    found: list[due.Due] = []
+    for _tid, tenant in services.tenants():
+        found += due.pending(services.context(tenant, SYSTEM), older_than)
+    return found
+
+
+async def refresh_tokens(services: Services, ahead: timedelta = timedelta(minutes=10)) -> dict[str, int]:
+    """Refresh the shared access tokens that expire within `ahead`, before a sync needs them (one refresh at a
+    time per account, under its row lock, whichever process does it)."""
+    counts = {"refreshed": 0, "failed": 0}
+    limit = now_utc() + ahead
+    for _tid, tenant in services.tenants():
         ctx = services.context(tenant, SYSTEM)
-        trigger = ", ".join(sorted(set(filter(None, reasons))))[:40] or "job"
-        results += await sync.run(ctx, user, trigger=trigger, on_pair=on_pair, on_change=on_change)
-    return results
+        with ctx.store.session() as s:
+            accounts = list(s.scalars(select(Account).where(Account.status == "ok",
+                                                            Account.access_expires_at.is_not(None),
+                                                            Account.access_expires_at <= limit)))
+        for account in accounts:
+            spec = registry.get(account.provider) if account.provider in registry.keys() else None
+            if spec is None or spec.grant is None:
+                continue
+            view, env = services.provider_env(ctx, account, None, ctx.rules())
+            grant = spec.grant
+            source = stored_tokens(ctx.store, services.vault, account.id,
+                                   lambda secret, v=view, e=env, g=grant: g(replace(v, secret=secret, on_rotate=None),
+                                                                            e),
+                                   margin=ahead.total_seconds())
+            try:
+                async with httpx.AsyncClient(transport=services.transport, timeout=services.settings.http_timeout) as c:
+                    await source.token(c)
+                counts["refreshed"] += 1
+            except AuthExpired as exc:
+                counts["failed"] += 1
+                TOKEN_REFRESH_FAILURES.labels(provider=account.provider, reason="refused").inc()
+                with ctx.store.transaction() as s:
+                    row = s.get(Account, account.id)
+                    if row is not None:
+                        row.status, row.status_reason = "reauth", f"token refresh refused: {exc}"[:500]
+            except (ConnectorError, httpx.HTTPError) as exc:
+                counts["failed"] += 1
+                TOKEN_REFRESH_FAILURES.labels(provider=account.provider, reason="unreachable").inc()
+                log.warning("token_refresh_failed", account=account.id, error=type(exc).__name__)
+    return counts
+
+
+async def renew_channels(services: Services, ahead: timedelta = timedelta(hours=2)) -> dict[str, int]:
+    """Renew push channels that expire within `ahead` (and create the ones a calendar lacks)."""
+    try:
+        from zoomcal.app import channels
+    except ImportError:     # pragma: no cover - push channels live where the module exists
+        return {}
+    totals: dict[str, int] = {}
+    for _tid, tenant in services.tenants():
+        for key, value in (channels.renew_due(services.context(tenant, SYSTEM), ahead) or {}).items():
+            totals[key] = totals.get(key, 0) + int(value)
+    return totals
+
+
+async def presence_tick(services: Services, since: datetime, until: datetime) -> int:
+    """People whose busy time starts or ends in (since, until]: their presence is decided again now (the due
+    times come from the store, so any worker can serve them and none is lost with a process)."""
+    from zoomcal.app.presence import driver
+
+    evaluated = 0
+    for _tid, tenant in services.tenants():
+        ctx = services.context(tenant, SYSTEM)
+        with ctx.store.session() as s:
+            ids = set(s.scalars(select(BusyInterval.user_id).where(
+                ((BusyInterval.start_at > since) & (BusyInterval.start_at <= until))
+                | ((BusyInterval.end_at > since) & (BusyInterval.end_at <= until))).distinct()))
+            users = list(s.scalars(select(User).where(User.id.in_(ids)))) if ids else []
+        if not users:
+            continue
+        service = driver(ctx)
+        for user in users:
+            if service._zoom(user) is not None:
+                await service.evaluate(user, until)
+                evaluated += 1
+    return evaluated

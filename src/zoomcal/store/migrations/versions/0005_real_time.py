@@ -69,6 +69,14 @@ def upgrade() -> None:
     )
     op.create_index('ix_propagation_tenant_id', 'propagation', ['tenant_id'])
     op.create_index('ix_propagation_kind_at', 'propagation', ['kind', 'written_at'])
+    bind = op.get_bind()
+    if bind.dialect.name == 'postgresql':
+        # the durable job queue of `zoomcal worker` (procrastinate's tables, in the store's own schema)
+        from procrastinate.schema import SchemaManager
+
+        exists = bind.exec_driver_sql("select to_regclass('procrastinate_jobs')").scalar()
+        if exists is None:
+            bind.connection.dbapi_connection.cursor().execute(SchemaManager.get_schema())
 
 
 def downgrade() -> None:

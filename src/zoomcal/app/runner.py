@@ -1,0 +1,375 @@
+"""Where and when jobs run.
+
+Two runners serve the same durable work (the due marks in the store, `zoomcal.app.due`) with the same jobs
+(`zoomcal.app.jobs`):
+
+- **Embedded** (the default with SQLite; nothing to install): a loop inside `zoomcal sync` or `zoomcal serve`. It
+  wakes at once on its own process's marks, looks at the store every second for marks other processes made (a CLI
+  command, another process's webhook), retries failed people with back-off, and runs the periodic work on its
+  intervals.
+- **procrastinate** (PostgreSQL): `zoomcal worker` processes on any number of machines. A due mark defers a job
+  with a queueing lock and a lock per person, so at most one job per person waits and one runs at a time; failed
+  jobs retry with exponential back-off; periodic jobs (reconciliation, the sweep that re-queues marks a lost job
+  left behind and retries jobs of dead workers, token refresh, push channel renewal, presence due times) are
+  deferred once per period whichever worker sees it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from zoomcal.app import jobs
+from zoomcal.app.context import Services
+from zoomcal.domain.timeutil import now_utc
+from zoomcal.logging import get_logger
+from zoomcal.metrics import JOBS, JOBS_RUNNING
+
+log = get_logger("zoomcal.runner")
+
+SWEEP_AFTER = timedelta(seconds=30)          # a due mark no job took for this long is queued again
+
+
+@dataclass
+class Intervals:
+    """Seconds between periodic jobs."""
+
+    reconcile: float = 900.0
+    tokens: float = 300.0
+    channels: float = 600.0
+    presence: float = 30.0
+    poll: float = 1.0                         # embedded: how often the store is looked at for others' marks
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Intervals:
+        return cls(reconcile=max(10.0, float(getattr(settings, "reconcile_minutes", 15)) * 60))
+
+
+# --- embedded ----------------------------------------------------------------------------------------------
+
+@dataclass
+class EmbeddedRunner:
+    services: Services
+    intervals: Intervals = field(default_factory=Intervals)
+    only: str | None = None                                   # serve this one person only (`zoomcal sync --user`)
+    presence: bool = True
+    on_outcome: Callable[[jobs.SyncOutcome], None] | None = None
+    on_error: Callable[[str, Exception], None] | None = None
+    on_pair: Callable[[Any], None] | None = None
+    on_change: Callable[[dict[str, Any]], None] | None = None
+    _next: dict[str, float] = field(default_factory=dict)
+    _backoff: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    _presence_since: datetime | None = None
+
+    def _due_now(self, name: str, now: float, every: float) -> bool:
+        if self._next.get(name, 0.0) > now:
+            return False
+        self._next[name] = now + every
+        return True
+
+    async def step(self) -> list[jobs.SyncOutcome]:
+        """Run whatever periodic work is due (it may mark people), then serve every due mark whose back-off
+        passed."""
+        now = time.monotonic()
+        await self._periodic(now)
+        outcomes = []
+        for mark in await asyncio.to_thread(jobs.overdue, self.services, timedelta(0)):
+            tenant = self._tenant_name(mark.tenant_id)
+            if tenant is None or (self.only and mark.email != self.only):
+                continue
+            key = (tenant, mark.email)
+            if self._backoff.get(key, (0.0, 0))[0] > now:
+                continue
+            outcome = await self._sync(tenant, mark.email)
+            if outcome is not None:
+                outcomes.append(outcome)
+        return outcomes
+
+    def _tenant_name(self, tenant_id: int) -> str | None:
+        return dict(self.services.tenants()).get(tenant_id)
+
+    async def _sync(self, tenant: str, email: str) -> jobs.SyncOutcome | None:
+        key = (tenant, email)
+        JOBS.labels(task="sync", outcome="started").inc()
+        JOBS_RUNNING.labels(task="sync").inc()
+        try:
+            outcome = await jobs.sync_person(self.services, tenant, email, presence=self.presence,
+                                             on_pair=self.on_pair, on_change=self.on_change)
+        except jobs.RetryLater as exc:
+            attempts = self._backoff.get(key, (0.0, 0))[1] + 1
+            self._backoff[key] = (time.monotonic() + min(300.0, exc.delay * 2 ** (attempts - 1)), attempts)
+            JOBS.labels(task="sync", outcome="retried").inc()
+            return None
+        except Exception as exc:    # noqa: BLE001 — one person's failure never stops the loop
+            attempts = self._backoff.get(key, (0.0, 0))[1] + 1
+            self._backoff[key] = (time.monotonic() + min(300.0, 5.0 * 2 ** (attempts - 1)), attempts)
+            JOBS.labels(task="sync", outcome="failed").inc()
+            log.error("sync_job_failed", tenant=tenant, error=f"{type(exc).__name__}: {exc}")
+            if self.on_error is not None:
+                self.on_error(email, exc)
+            return None
+        finally:
+            JOBS_RUNNING.labels(task="sync").dec()
+        self._backoff.pop(key, None)
+        JOBS.labels(task="sync", outcome="succeeded").inc()
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
+
+    async def _periodic(self, now: float) -> None:
+        work: list[tuple[str, float, Callable[[], Any]]] = [
+            ("reconcile", self.intervals.reconcile, lambda: asyncio.to_thread(_mark_everyone, self.services)),
+            ("tokens", self.intervals.tokens, lambda: jobs.refresh_tokens(self.services)),
+            ("channels", self.intervals.channels, lambda: jobs.renew_channels(self.services)),
+        ]
+        if self.presence:
+            work.append(("presence", self.intervals.presence, self._presence_tick))
+        for name, every, run in work:
+            if name not in self._next:          # the first round starts the clocks (reconcile: the first
+                self._next[name] = now + (0.0 if name == "reconcile" else every)   # round syncs everyone)
+            if self._due_now(name, now, every):
+                try:
+                    await run()
+                    JOBS.labels(task=name, outcome="succeeded").inc()
+                except Exception as exc:    # noqa: BLE001 — periodic work is retried at its next period
+                    JOBS.labels(task=name, outcome="failed").inc()
+                    log.error("periodic_job_failed", task=name, error=f"{type(exc).__name__}: {exc}")
+
+    async def _presence_tick(self) -> None:
+        until = now_utc()
+        since = self._presence_since or until - timedelta(seconds=self.intervals.presence)
+        self._presence_since = until
+        await jobs.presence_tick(self.services, since, until)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until `stop` is set: a mark made by this process wakes the loop at once, others' within a poll."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            await self.step()
+            take = getattr(self.services.jobs, "take", None)
+            if take is not None:
+                await asyncio.to_thread(take, self.intervals.poll, 0.05)
+            else:
+                await asyncio.sleep(self.intervals.poll)
+
+
+def _mark_everyone(services: Services) -> int:
+    from zoomcal.app import due
+    from zoomcal.app.context import SYSTEM
+
+    return sum(len(due.mark_all(services.context(t, SYSTEM), "reconcile")) for _id, t in services.tenants())
+
+
+@contextlib.contextmanager
+def embedded_in_background(services: Services, **kwargs: Any):
+    """The embedded runner on its own thread and event loop (for `zoomcal serve` with SQLite)."""
+    runner = EmbeddedRunner(services, **kwargs)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.run(stop))
+
+    thread = threading.Thread(target=main, name="zoomcal-jobs", daemon=True)
+    thread.start()
+    try:
+        yield runner
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+
+
+# --- procrastinate (PostgreSQL) ----------------------------------------------------------------------------
+
+def libpq_url(database_url: str) -> str:
+    """The SQLAlchemy URL of the store as libpq takes it."""
+    url = make_url(database_url)
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def uses_workers(settings: Any) -> bool:
+    """Whether due marks go to procrastinate workers (PostgreSQL, unless told to run embedded)."""
+    choice = getattr(settings, "jobs", "auto")
+    if choice == "embedded":
+        return False
+    url = settings.resolved_database_url()
+    return choice == "procrastinate" or url.startswith("postgresql")
+
+
+def lock_key(tenant: str, user: str) -> str:
+    return f"zoomcal.sync:{tenant}:{user}"
+
+
+def build_app(services: Services, *, periodic: bool = True):
+    """The procrastinate app over the store's PostgreSQL database, with zoomcal's tasks bound to `services`
+    (without the periodic schedule when `periodic` is false: the tasks can still be deferred by hand)."""
+    import procrastinate
+
+    connector = procrastinate.PsycopgConnector(conninfo=libpq_url(services.settings.resolved_database_url()))
+    app = procrastinate.App(connector=connector)
+    intervals = Intervals.from_settings(services.settings)
+    retry = procrastinate.RetryStrategy(max_attempts=12, exponential_wait=2)
+
+    @app.task(name="zoomcal.sync", retry=retry)
+    async def sync_task(tenant: str, user: str) -> None:
+        JOBS.labels(task="sync", outcome="started").inc()
+        JOBS_RUNNING.labels(task="sync").inc()
+        try:
+            await jobs.sync_person(services, tenant, user)
+        except Exception:
+            JOBS.labels(task="sync", outcome="retried").inc()
+            raise
+        finally:
+            JOBS_RUNNING.labels(task="sync").dec()
+        JOBS.labels(task="sync", outcome="succeeded").inc()
+
+    minutes = max(1, int(intervals.reconcile // 60))
+
+    def every(cron: str, name: str):
+        return app.periodic(cron=cron, periodic_id=name) if periodic else (lambda task: task)
+
+    @every(f"*/{minutes} * * * *", "reconcile")
+    @app.task(name="zoomcal.reconcile", queueing_lock="zoomcal.reconcile")
+    async def reconcile_task(timestamp: int) -> None:
+        await asyncio.to_thread(_mark_everyone, services)
+
+    @every("* * * * * */10", "sweep")
+    @app.task(name="zoomcal.sweep", queueing_lock="zoomcal.sweep")
+    async def sweep_task(timestamp: int) -> None:
+        await sweep(app, services)
+
+    @every("*/5 * * * *", "tokens")
+    @app.task(name="zoomcal.refresh_tokens", queueing_lock="zoomcal.refresh_tokens")
+    async def tokens_task(timestamp: int) -> None:
+        await jobs.refresh_tokens(services)
+
+    @every("*/10 * * * *", "channels")
+    @app.task(name="zoomcal.renew_channels", queueing_lock="zoomcal.renew_channels")
+    async def channels_task(timestamp: int) -> None:
+        await jobs.renew_channels(services)
+
+    @every("* * * * * */30", "presence")
+    @app.task(name="zoomcal.presence", queueing_lock="zoomcal.presence")
+    async def presence_task(timestamp: int) -> None:
+        until = datetime.fromtimestamp(timestamp, now_utc().tzinfo)
+        await jobs.presence_tick(services, until - timedelta(seconds=30), until)
+
+    return app
+
+
+async def sweep(app: Any, services: Services, after: timedelta = SWEEP_AFTER) -> dict[str, int]:
+    """Jobs of workers that stopped beating (killed) are retried; marks no job served for `after` (a defer lost
+    with its process, a job given up after its retries) are queued again."""
+    retried = 0
+    for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=30):
+        await app.job_manager.retry_job(job)
+        retried += 1
+    queued = 0
+    tenants = dict(services.tenants())
+    for mark in await asyncio.to_thread(jobs.overdue, services, after):
+        tenant = tenants.get(mark.tenant_id)
+        if tenant is not None and await defer_sync_async(app, tenant, mark.email):
+            queued += 1
+    return {"retried": retried, "queued": queued}
+
+
+async def defer_sync_async(app: Any, tenant: str, user: str) -> bool:
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    key = lock_key(tenant, user)
+    try:
+        await app.configure_task("zoomcal.sync", lock=key, queueing_lock=key).defer_async(tenant=tenant, user=user)
+        JOBS.labels(task="sync", outcome="queued").inc()
+        return True
+    except AlreadyEnqueued:     # one is waiting already: it will see this mark
+        return False
+
+
+class WorkerJobs:
+    """The job queue of a process whose jobs run on procrastinate workers: a sync job per person, deferred with
+    its queueing lock (a job already waiting for that person takes the new mark too)."""
+
+    def __init__(self, services: Services):
+        self.services = services
+        self._app = None
+        self._lock = threading.Lock()
+
+    def app(self):
+        with self._lock:
+            if self._app is None:
+                app = build_app(self.services)
+                app.open()
+                self._app = app
+            return self._app
+
+    def defer(self, name: str, **args: Any) -> None:
+        if name != "sync":
+            return
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        key = lock_key(args["tenant"], args["user"])
+        try:
+            self.app().configure_task("zoomcal.sync", lock=key, queueing_lock=key).defer(
+                tenant=args["tenant"], user=args["user"])
+            JOBS.labels(task="sync", outcome="queued").inc()
+        except AlreadyEnqueued:
+            pass
+        except Exception as exc:    # noqa: BLE001 — the mark is durable: the sweep queues it again
+            log.warning("defer_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._app is not None:
+                self._app.close()
+                self._app = None
+
+
+def apply_schema(services: Services) -> bool:
+    """Create procrastinate's tables in the store's database when they are missing -> whether it did."""
+    from sqlalchemy import inspect
+
+    if not services.db.engine.dialect.name == "postgresql":
+        return False
+    if "procrastinate_jobs" in inspect(services.db.engine).get_table_names():
+        return False
+    app = build_app(services)
+    with app.open():
+        app.schema_manager.apply_schema()
+    return True
+
+
+def has_schema(services: Services) -> bool:
+    from sqlalchemy import inspect
+
+    return "procrastinate_jobs" in inspect(services.db.engine).get_table_names()
+
+
+async def run_worker(services: Services, *, concurrency: int = 4, wait: bool = True, name: str | None = None,
+                     install_signal_handlers: bool = True, periodic: bool = True) -> None:
+    """A procrastinate worker serving zoomcal's jobs until stopped (or, with wait=False, until the queue is
+    empty)."""
+    app = build_app(services, periodic=periodic)
+    with app.open():      # the synchronous side: jobs that mark people due defer through it
+        services.jobs = _OpenWorkerJobs(services, app)
+        async with app.open_async():
+            await app.run_worker_async(concurrency=concurrency, wait=wait, name=name,
+                                       install_signal_handlers=install_signal_handlers,
+                                       update_heartbeat_interval=5.0, stalled_worker_timeout=30.0)
+
+
+class _OpenWorkerJobs(WorkerJobs):
+    def __init__(self, services: Services, app: Any):
+        super().__init__(services)
+        self._app = app
+
+    def close(self) -> None:    # the worker closes its own app
+        pass

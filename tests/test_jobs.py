@@ -1,0 +1,188 @@
+"""Durable work: a notification or a timer only marks a person's sync due; a job syncs them. The embedded runner
+(SQLite, nothing to install) and procrastinate workers (PostgreSQL) serve the same marks; a mark is cleared only
+by a run that started after it, so nothing marked is lost with a run or a process."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text, update
+
+from conftest import link_sandbox_user, make_context
+from zoomcal.app import due, jobs, runner
+from zoomcal.app import sync as app_sync
+from zoomcal.domain.timeutil import now_utc
+from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.store import repo
+from zoomcal.store.models import Calendar, SyncDue
+
+pytestmark = pytest.mark.anyio
+ADA = "ada@example.com"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def _linked(ctx, world):
+    info = link_sandbox_user(ctx, world, ADA, "Ada")
+    await app_sync.run(ctx)
+    return info
+
+
+async def _meeting(world, info, topic):
+    actor = SandboxActor(world, transport=world.transport())
+    try:
+        return await actor.zoom_create(info["zoom_user_id"], topic=topic, type=2, start_time="2026-12-10T09:00:00Z",
+                                       duration=30)
+    finally:
+        await actor.aclose()
+
+
+def _google_titles(world, info):
+    return {e.get("summary") for e in world.google.calendars[info["google_calendar_id"]].events.values()
+            if e.get("status") != "cancelled"}
+
+
+async def test_a_due_mark_is_served_by_the_embedded_runner_and_cleared(world, tmp_path):
+    ctx = make_context(world, tmp_path)
+    try:
+        info = await _linked(ctx, world)
+        await _meeting(world, info, "Kickoff")
+        changed = now_utc() - timedelta(seconds=2)
+        assert due.mark(ctx, [ADA, "nobody@example.com"], "zoom:meeting.created", changed_at=changed) == [ADA]
+        due.mark(ctx, ADA, "zoom:meeting.updated", changed_at=changed + timedelta(seconds=1))
+        (mark,) = due.pending(ctx)
+        assert mark.marks == 2 and mark.changed_at == changed      # coalesced; the earliest change time kept
+        outcomes = await runner.EmbeddedRunner(ctx.services, presence=False).step()
+        assert [o.user for o in outcomes] == [ADA] and outcomes[0].cleared
+        assert "Kickoff" in _google_titles(world, info)
+        assert due.pending(ctx) == []
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()
+
+
+async def test_a_mark_made_during_the_run_stays_due(world, tmp_path):
+    ctx = make_context(world, tmp_path)
+    try:
+        await _linked(ctx, world)
+        due.mark(ctx, ADA, "first")
+        again = []
+
+        def during(_result):     # a notification arrives while the run works
+            if not again:
+                again.append(due.mark(ctx, ADA, "second"))
+
+        outcome = await jobs.sync_person(ctx.services, "default", ADA, on_pair=during, presence=False)
+        assert again and not outcome.cleared
+        assert [m.reason for m in due.pending(ctx)] == ["second"]
+        assert (await jobs.sync_person(ctx.services, "default", ADA, presence=False)).cleared
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()
+
+
+async def test_a_person_whose_calendars_are_held_elsewhere_is_retried_not_dropped(world, tmp_path):
+    ctx = make_context(world, tmp_path)
+    try:
+        await _linked(ctx, world)
+        with ctx.store.session() as s:
+            cals = list(s.scalars(select(Calendar.id)))
+        with ctx.services.db.transaction() as s:
+            repo.take_leases(s, cals, "other-machine:run", timedelta(minutes=5))
+        due.mark(ctx, ADA, "zoom:meeting.updated")
+        with pytest.raises(jobs.RetryLater, match="skipped"):
+            await jobs.sync_person(ctx.services, "default", ADA, presence=False)
+        assert len(due.pending(ctx)) == 1 and due.pending(ctx)[0].attempts == 1
+        embedded = runner.EmbeddedRunner(ctx.services, presence=False)
+        assert await embedded.step() == []            # retried later, with back-off: not in a tight loop
+        assert await embedded.step() == [] and due.pending(ctx)[0].attempts == 2
+        with ctx.services.db.transaction() as s:
+            repo.drop_leases(s, cals, "other-machine:run")
+        embedded._backoff.clear()
+        assert [o.cleared for o in await embedded.step()] == [True]
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()
+
+
+@pytest.mark.pg
+async def test_procrastinate_workers_serve_marks_one_job_per_person(world, tmp_path, pg_schema_url):
+    ctx = make_context(world, tmp_path, database_url=pg_schema_url)
+    services = ctx.services
+    try:
+        assert isinstance(services.jobs, runner.WorkerJobs)
+        info = await _linked(ctx, world)
+        await _meeting(world, info, "Planning")
+        for reason in ("zoom:meeting.created", "zoom:meeting.updated", "google:exists"):
+            due.mark(ctx, ADA, reason)
+        with services.db.session() as s:
+            queued = s.execute(text("select count(*) from procrastinate_jobs where status = 'todo'")).scalar()
+        assert queued == 1                       # the queueing lock: one waiting job per person
+        await runner.run_worker(services, wait=False, install_signal_handlers=False, concurrency=2, periodic=False)
+        assert "Planning" in _google_titles(world, info)
+        assert due.pending(ctx) == []
+        with services.db.session() as s:
+            states = s.execute(text("select status from procrastinate_jobs where task_name = 'zoomcal.sync'"))
+            assert [r[0] for r in states] == ["succeeded"]
+
+        # a mark whose job was lost (its process died between the mark and the defer) is queued by the sweep
+        with services.db.transaction() as s:
+            due.mark_ids(s, ctx.tenant_id, [due.pending(ctx) and 0 or _user_id(s)], "lost",
+                         at=now_utc() - timedelta(minutes=5))
+        await _meeting(world, info, "Retro")
+        app = runner.build_app(services)
+        async with app.open_async():
+            assert (await runner.sweep(app, services))["queued"] == 1
+        await runner.run_worker(services, wait=False, install_signal_handlers=False, periodic=False)
+        assert "Retro" in _google_titles(world, info) and due.pending(ctx) == []
+    finally:
+        await services.aclose()
+        services.close()
+
+
+def _user_id(s):
+    from zoomcal.store.models import User
+
+    return s.scalar(select(User.id).where(User.email == ADA))
+
+
+async def test_the_embedded_loop_stops_when_told_and_survives_a_failing_person(world, tmp_path, monkeypatch):
+    ctx = make_context(world, tmp_path)
+    try:
+        await _linked(ctx, world)
+        errors = []
+
+        async def broken(*_args, **_kwargs):
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(jobs, "sync_person", broken)
+        due.mark(ctx, ADA, "x")
+        loop_runner = runner.EmbeddedRunner(ctx.services, presence=False, on_error=lambda u, e: errors.append(u),
+                                            intervals=runner.Intervals(poll=0.05, reconcile=3600))
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop_runner.run(stop))
+        for _ in range(100):
+            if errors:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert errors[:1] == [ADA] and len(due.pending(ctx)) == 1      # kept: the next attempt serves it
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()
+
+
+def test_marks_without_a_person_are_not_kept(any_db):
+    with any_db.transaction() as s:
+        tenant = repo.get_or_create_tenant(s)
+        s.flush()
+        due.mark_ids(s, tenant.id, [], "nothing")
+        assert s.scalar(select(SyncDue.user_id)) is None
+    with any_db.transaction() as s:
+        s.execute(update(SyncDue).values(reason="x"))
