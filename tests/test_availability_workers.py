@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from conftest import link_sandbox_user, make_context
-from zoomcal.app import availability, users
+from zoomcal.app import accounts, availability, users
 from zoomcal.app import sync as app_sync
 from zoomcal.app.context import open_services
 from zoomcal.app.errors import ConflictError
@@ -20,7 +20,7 @@ from zoomcal.domain.timeutil import UTC, now_utc
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.store import repo
 from zoomcal.store.db import Database
-from zoomcal.store.models import Tenant, User
+from zoomcal.store.models import Account, Tenant, User
 
 pytestmark = pytest.mark.anyio
 
@@ -84,6 +84,13 @@ async def test_an_answer_in_one_process_sees_what_another_process_synced(process
     with pytest.raises(ConflictError) as refused:
         availability.book(a, "ada@example.com", start + timedelta(minutes=30), start + timedelta(hours=2), "Call")
     assert refused.value.details["conflict"]["title"] == "Dentist"
+
+    # B unlinks the calendar: the events only it knew go, their intervals with them, and A sees that too
+    with b.store.session() as s:
+        google = s.scalar(select(Account.id).where(Account.provider == "google"))
+    await accounts.unlink(b, google)
+    await b.services.aclose()
+    assert availability.busy(a, "ada@example.com", day_lo, day_hi).busy == []
 
 
 async def test_a_booking_in_one_process_makes_the_same_slot_a_conflict_in_another(processes):
