@@ -15,6 +15,7 @@ from zoomcal.app import users
 from zoomcal.app.context import AppContext
 from zoomcal.app.errors import ConflictError, InvalidError, NeedsReauthError, NotFoundError
 from zoomcal.auth.authorize import Provider, authorize
+from zoomcal.availability import intervals
 from zoomcal.connectors.spec import MEETINGS, LinkRequest, Option, ProviderSpec
 from zoomcal.errors import AuthExpired, ConfigError, ConnectorError
 from zoomcal.store.models import Account, Calendar, Event, Link, User
@@ -274,7 +275,8 @@ async def unlink(ctx: AppContext, account_id: int) -> Unlinked:
         s.flush()
         orphans = [ev for ev in set(touched) if s.scalar(select(Link.id).where(Link.event_id == ev).limit(1)) is None]
         if orphans:
-            s.execute(delete(Event).where(Event.id.in_(orphans)))
+            s.execute(delete(Event).where(Event.id.in_(orphans)))   # their busy intervals go with them
+            intervals.bump_revision(s, user.id)
         ctx.audit(s, "account.unlink", f"{user.email}:{account.provider}", {"revoked": revoked,
                                                                            "events_forgotten": len(orphans)})
     return Unlinked(account_id, spec.key, revoked)

@@ -20,8 +20,14 @@ from zoomcal.store.models import Event
 
 
 def index(ctx: AppContext) -> BusyIndex:
-    """The tenant's busy index, read from the store now."""
-    return BusyIndex.load(ctx.store)
+    """The process's busy index (every tenant it serves; people are read the first time they are asked about)."""
+    return ctx.services.busy_index
+
+
+def current(ctx: AppContext, user_ids: list[int]) -> BusyIndex:
+    """These people's busy intervals as of the last commit of any process: one query for their revisions, and a
+    reread of those another process (or this one) changed since. Only the tenant's people can be found."""
+    return index(ctx).current(ctx.store, user_ids)
 
 
 def user_zone(ctx: AppContext, email: str) -> str:
@@ -61,7 +67,8 @@ def busy(ctx: AppContext, email: str, start: datetime, end: datetime) -> Busy:
         settings = query.load(s, user.id)
         titles = dict(s.execute(select(Event.id, Event.title).where(Event.user_id == user.id)).all())
     lo, hi = _span(start, end, settings.timezone)
-    return Busy(user.email, settings.timezone, query.describe_busy(index(ctx), settings, lo, hi, titles))
+    return Busy(user.email, settings.timezone,
+                query.describe_busy(current(ctx, [user.id]), settings, lo, hi, titles))
 
 
 @dataclass
@@ -87,7 +94,7 @@ def slots(ctx: AppContext, emails: list[str], duration_s: int, start: datetime, 
         people = [query.load(s, users.find(s, ctx, e).id) for e in emails]
     tz = people[0].timezone
     lo, hi = _span(start, end, tz)
-    free = query.common_free(index(ctx), people, lo, hi, duration_s)
+    free = query.common_free(current(ctx, [p.user_id for p in people]), people, lo, hi, duration_s)
     found = query.slots(free, duration_s, step_s)
     return Slots(tz, duration_s // 60,
                  [{"start": query.fmt_local(a, tz), "end": query.fmt_local(b, tz)} for a, b in free],

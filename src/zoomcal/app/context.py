@@ -1,9 +1,10 @@
 """The context every application operation runs in, and the per-process services behind it.
 
-`Services` is one per process: settings, the database, the token vault, the HTTP seam, the job queue, and the
-connectors built so far (one per calendar and account revision, reused across rounds, so token sources and
-HTTP connections live as long as the process). `AppContext` is one per request or job: the services seen from one
-tenant (a tenant-scoped store: no query of it can reach another tenant's rows), who is acting, and the clock.
+`Services` is one per process: settings, the database, the token vault, the HTTP seam, the job queue, the busy
+index (filled lazily with the people asked about), and the connectors built so far (one per calendar and account
+revision, reused across rounds, so token sources and HTTP connections live as long as the process). `AppContext`
+is one per request or job: the services seen from one tenant (a tenant-scoped store: no query of it can reach
+another tenant's rows), who is acting, and the clock.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy import select
 from zoomcal.app.errors import ForbiddenError, NotFoundError, SchemaOutdated
 from zoomcal.auth.tokens import stored_tokens
 from zoomcal.auth.vault import Vault
+from zoomcal.availability.index import BusyIndex
 from zoomcal.config import Settings
 from zoomcal.connectors import registry
 from zoomcal.connectors.base import Connector
@@ -120,6 +122,8 @@ class Services:
         self.resolver = resolver
         self.jobs = jobs or LocalJobs()
         self.retrier: Callable[[], Retrier] = lambda: Retrier(max_retries=settings.max_retries)
+        # busy intervals of the people this process was asked about, reread when another process changed them
+        self.busy_index = BusyIndex()
         self._connectors: dict[tuple, Connector] = {}
         self._retired: list[Connector] = []     # replaced by a newer revision; closed with the services
         self._lock = threading.Lock()

@@ -1,12 +1,19 @@
-"""The in-memory busy-interval index: per user, sorted numpy arrays; no database round trip per query.
+"""The in-memory busy-interval index: per user, sorted numpy arrays; no database round trip per interval query.
 
-Built from the store on start, then kept current from the same change stream the engine emits (one event at a
-time: the event's intervals are reread and that user's arrays rebuilt).
+One index per process (`Services.busy_index`), filled lazily: a user's intervals are read the first time somebody
+asks about them, so a process holds only the tenants and people it serves. Every process writes intervals through
+the store, and the transaction that changes a person's intervals also bumps `users.busy_revision`. Before an
+answer, `current()` reads the revisions of the people asked about in one query and rereads only those whose
+revision moved since this process loaded them: an answer is never older than the last commit of any process.
+
+`load()` (every user at once) and `set_event()` / `refresh_event()` (one event from the change stream) remain for
+an index that lives outside a process's services.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,7 +22,7 @@ from sqlalchemy import select
 
 from zoomcal.availability.intervals import STRENGTH, as_utc
 from zoomcal.store.db import Database
-from zoomcal.store.models import BusyInterval
+from zoomcal.store.models import BusyInterval, User
 
 KIND_CODES = {kind: code for code, kind in enumerate(("free", "tentative", "busy", "focus", "ooo"))}
 CODE_KINDS = {code: kind for kind, code in KIND_CODES.items()}
@@ -50,10 +57,51 @@ class UserIntervals:
         return window[self.ends[first:last] > lo]
 
 
+CHUNK = 900   # ids per IN (...) list: under every backend's bound-parameter limit
+
+
 class BusyIndex:
     def __init__(self) -> None:
         self.users: dict[int, UserIntervals] = {}
+        self.revisions: dict[int, int] = {}     # user -> the busy_revision their intervals were read at
+        self.tenant_of: dict[int, int] = {}     # user -> tenant, for the users read through `current()`
         self.lock = threading.RLock()
+
+    def loaded_tenants(self) -> set[int]:
+        """The tenants some of whose people this index holds (read through `current()`)."""
+        with self.lock:
+            return set(self.tenant_of.values())
+
+    def current(self, db: Database, user_ids: Iterable[int]) -> BusyIndex:
+        """These people's intervals as of the last commit of any process, as an index holding only them.
+
+        One query reads their revisions; one more rereads the intervals of those whose revision moved since this
+        process read them (or who were never read). The revisions are read first, so what is kept is at least as
+        new as the revision recorded with it. Asked through a tenant's store, people of other tenants are not
+        found and answer as having nothing.
+        """
+        ids = sorted(set(user_ids))
+        view = BusyIndex()
+        if not ids:
+            return view
+        with db.session() as s:
+            found: dict[int, tuple[int, int]] = {}
+            for part in range(0, len(ids), CHUNK):
+                found.update((uid, (tenant, rev)) for uid, tenant, rev in s.execute(
+                    select(User.id, User.tenant_id, User.busy_revision).where(User.id.in_(ids[part:part + CHUNK]))))
+            with self.lock:
+                stale = [uid for uid, (_t, rev) in found.items() if self.revisions.get(uid) != rev]
+            fresh = _read_users(s, stale) if stale else {}
+        with self.lock:
+            for uid in stale:
+                tenant, rev = found[uid]
+                known = self.revisions.get(uid)
+                if known is None or known <= rev:    # another thread may have read a newer one meanwhile
+                    self.users[uid] = fresh[uid]
+                    self.revisions[uid] = rev
+                    self.tenant_of[uid] = tenant
+            view.users = {uid: self.users[uid] for uid in found if uid in self.users}
+        return view
 
     @classmethod
     def load(cls, db: Database) -> BusyIndex:
@@ -78,12 +126,14 @@ class BusyIndex:
 
     def set_event(self, user_id: int, event_id: str, spans: list[tuple[int, int, int]]) -> None:
         with self.lock:
-            user = self.users.setdefault(user_id, UserIntervals())
+            # a new object rather than a change in place: an index handed out by `current()` may be reading the old
+            user = UserIntervals(dict(self.users[user_id].by_event) if user_id in self.users else {})
             if spans:
                 user.by_event[event_id] = spans
             else:
                 user.by_event.pop(event_id, None)
             user.compile()
+            self.users[user_id] = user
 
     def busy(self, user_id: int, lo: int, hi: int) -> list[tuple[int, int, str, str]]:
         """(start, end, kind, event id) of every blocking interval overlapping [lo, hi), by start."""
@@ -119,6 +169,19 @@ class BusyIndex:
             return None
         later = np.concatenate([user.starts[user.starts > after], user.ends[user.ends > after]])
         return int(later.min()) if len(later) else None
+
+
+def _read_users(s, user_ids: list[int]) -> dict[int, UserIntervals]:
+    out = {uid: UserIntervals() for uid in user_ids}
+    for part in range(0, len(user_ids), CHUNK):
+        rows = s.execute(select(BusyInterval.user_id, BusyInterval.event_id, BusyInterval.start_at,
+                                BusyInterval.end_at, BusyInterval.kind)
+                         .where(BusyInterval.user_id.in_(user_ids[part:part + CHUNK])))
+        for user_id, event_id, start, end, kind in rows:
+            out[user_id].by_event.setdefault(event_id, []).append((epoch(start), epoch(end), KIND_CODES[kind]))
+    for user in out.values():
+        user.compile()
+    return out
 
 
 def merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

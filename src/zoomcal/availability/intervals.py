@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from zoomcal.domain.recurrence import occurrences
 from zoomcal.domain.timeutil import UTC, now_utc, to_datetime
 from zoomcal.errors import InvalidItem
-from zoomcal.store.models import AvailabilitySettings, BusyInterval, Event, Link
+from zoomcal.store.models import AvailabilitySettings, BusyInterval, Event, Link, User
 
 KINDS = ("busy", "tentative", "ooo", "focus", "free")
 BLOCKING = ("busy", "tentative", "ooo", "focus")
@@ -62,7 +62,8 @@ def refresh_events(session: Session, tenant_id: int, user_id: int, contents: dic
                    ) -> int:
     """Replace the stored intervals of these events (None: the event is gone). Returns rows written.
 
-    `new` names events stored for the first time in this transaction: they have no intervals to remove.
+    `new` names events stored for the first time in this transaction: they have no intervals to remove. When
+    any interval was removed or added, the person's `busy_revision` moves in the same transaction.
     """
     ids = [event_id for event_id in contents if event_id not in new]
     excluded = set(excluded_calendars(session, user_id))
@@ -74,8 +75,10 @@ def refresh_events(session: Session, tenant_id: int, user_id: int, contents: dic
             calendars.setdefault(event_id, set()).add(cal_id)
         contents = {ev: (None if calendars.get(ev) and calendars[ev] <= excluded else c)
                     for ev, c in contents.items()}
+    removed = 0
     for start in range(0, len(ids), 500):
-        session.execute(delete(BusyInterval).where(BusyInterval.event_id.in_(ids[start:start + 500])))
+        removed += session.execute(
+            delete(BusyInterval).where(BusyInterval.event_id.in_(ids[start:start + 500]))).rowcount or 0
     rows = []
     for event_id, content in contents.items():
         if content is None:
@@ -88,7 +91,17 @@ def refresh_events(session: Session, tenant_id: int, user_id: int, contents: dic
                      "end_at": e, "kind": k} for s, e, k in spans)
     if rows:
         session.execute(insert(BusyInterval.__table__), rows)
+    if removed or rows:
+        bump_revision(session, user_id)
     return len(rows)
+
+
+def bump_revision(session: Session, user_id: int) -> None:
+    """The person's busy intervals changed in this transaction: every process holding them in memory rereads
+    them before its next answer about this person (see availability/index.py). Atomic, so concurrent writers
+    never lose a bump."""
+    session.execute(update(User).where(User.id == user_id).values(busy_revision=User.busy_revision + 1)
+                    .execution_options(synchronize_session=False))
 
 
 def rebuild_user(session: Session, tenant_id: int, user_id: int, lo: datetime, hi: datetime) -> int:

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from zoomcal.app import presence, settings
-from zoomcal.app.availability import index
 from zoomcal.cli.common import as_dict, console, context, err, fail, handled, print_json, run_async, when
 
 presence_app = typer.Typer(help="Zoom presence from availability, by rules.", no_args_is_help=True)
@@ -100,7 +99,6 @@ def presence_run(
             for outcome in outcomes:
                 print_outcome(outcome, verbose=False)
             await asyncio.sleep(5)
-            driver.index = index(ctx)
             outcomes = await driver.run_due(ctx.now())
         return outcomes
 

@@ -63,8 +63,13 @@ class PresenceService:
         return load_presence_rules(self.ctx.settings.presence_rules, tenant.presence_rules,
                                    state.rules if state else None)
 
-    def situation(self, user: User, at: datetime) -> Situation:
-        kind, event_id = self.index.state_at(user.id, epoch(at))
+    def busy(self, user: User) -> BusyIndex:
+        """The person's busy intervals as of the last commit of any process (reread only when they moved)."""
+        return self.index.current(self.ctx.store, [user.id])
+
+    def situation(self, user: User, at: datetime, busy: BusyIndex | None = None) -> Situation:
+        busy = busy or self.busy(user)
+        kind, event_id = busy.state_at(user.id, epoch(at))
         title, is_zoom, calendars, end = None, False, (), None
         with self.ctx.store.session() as s:
             tz = user_timezone(s, user.id)
@@ -73,7 +78,7 @@ class PresenceService:
                 title, is_zoom = (event.title, bool(event.is_meeting)) if event else (None, False)
                 calendars = tuple(name for (name,) in s.execute(
                     select(Calendar.name).join(Link, Link.calendar_id == Calendar.id).where(Link.event_id == event_id)))
-        boundary = self.index.next_boundary(user.id, epoch(at))
+        boundary = busy.next_boundary(user.id, epoch(at))
         if boundary is not None:
             end = datetime.fromtimestamp(boundary, UTC)
         return Situation(kind, event_id, title, is_zoom, calendars, at.astimezone(zone(tz)), end)
@@ -102,7 +107,8 @@ class PresenceService:
     async def evaluate(self, user: User, at: datetime | None = None, write: bool = True,
                        rules: PresenceRules | None = None) -> Outcome:
         at = at or now_utc()
-        situation = self.situation(user, at)
+        busy = self.busy(user)
+        situation = self.situation(user, at, busy)
         memory = self.memory(user.id)
         zoom = self._zoom(user)
         current, error = memory.last_written, None
@@ -130,7 +136,7 @@ class PresenceService:
                 outcome.error = f"{type(exc).__name__}: {exc}"
         if write:
             self._save(user, decision, outcome)
-            self.schedule(user.id, at, decision.retry_at)
+            self.schedule(user.id, at, decision.retry_at, busy)
         return outcome
 
     def _save(self, user: User, decision: Decision, outcome: Outcome) -> None:
@@ -147,8 +153,9 @@ class PresenceService:
                          event_id=outcome.situation.event_id, level="warning" if outcome.error else "info")
 
     # --- scheduling ------------------------------------------------------------------------------------
-    def schedule(self, user_id: int, after: datetime, retry_at: datetime | None = None) -> None:
-        boundary = self.index.next_boundary(user_id, epoch(after))
+    def schedule(self, user_id: int, after: datetime, retry_at: datetime | None = None,
+                 busy: BusyIndex | None = None) -> None:
+        boundary = (busy or self.index).next_boundary(user_id, epoch(after))
         due = [t for t in (boundary, epoch(retry_at) if retry_at else None) if t is not None]
         if due:
             heapq.heappush(self.queue, (min(due), user_id))
