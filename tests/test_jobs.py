@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text, update
 
-from conftest import link_sandbox_user, make_context
+from conftest import _fresh_pg, link_sandbox_user, make_context
 from zoomcal.app import due, jobs, runner
 from zoomcal.app import sync as app_sync
 from zoomcal.domain.timeutil import now_utc
@@ -112,6 +112,7 @@ async def test_a_person_whose_calendars_are_held_elsewhere_is_retried_not_droppe
 
 @pytest.mark.pg
 async def test_procrastinate_workers_serve_marks_one_job_per_person(world, tmp_path, pg_schema_url):
+    _fresh_pg(pg_schema_url).dispose()
     ctx = make_context(world, tmp_path, database_url=pg_schema_url)
     services = ctx.services
     try:
