@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from zoomcal.app import users
+from zoomcal.app import due, users
 from zoomcal.app.context import AppContext
 from zoomcal.app.errors import ConflictError, InvalidError
 from zoomcal.availability import booking, query
@@ -132,7 +132,7 @@ def book(ctx: AppContext, email: str, start: datetime, end: datetime, title: str
         c = result.conflict or {}
         raise ConflictError(f"{user.email} is not free then: {c.get('title')!r} ({c.get('kind')}, {c.get('start')} - "
                             f"{c.get('end')})", details={"conflict": c})
-    ctx.jobs.defer("sync", tenant=ctx.tenant_name, user=user.email, reason="booking")
+    due.mark(ctx, user.email, "booking")     # the booked event goes out to the person's calendars
     row = localize(start, tz), localize(end, tz)
     return Booked(result.event_id or "", user.email, row[0].isoformat(), row[1].isoformat(), zoom)
 

@@ -111,21 +111,28 @@ async def _presence_after_sync(ctx: AppContext, user_id: int, mark: due.Due | No
 
 # --- periodic work --------------------------------------------------------------------------------------------
 
-def overdue(services: Services, older_than: timedelta) -> list[due.Due]:
-    """Due marks nobody served for `older_than` (a job lost with its worker, a defer lost with its process)."""
+def _tenants(services: Services, only: str | None) -> list[tuple[int, str]]:
+    return [(tid, name) for tid, name in services.tenants() if only in (None, name)]
+
+
+def overdue(services: Services, older_than: timedelta, tenant: str | None = None) -> list[due.Due]:
+    """Due marks nobody served for `older_than` (a job lost with its worker, a defer lost with its process), of
+    every tenant or of one."""
     found: list[due.Due] = []
-    for _tid, tenant in services.tenants():
-        found += due.pending(services.context(tenant, SYSTEM), older_than)
+    for _tid, name in services.tenants():
+        if tenant in (None, name):
+            found += due.pending(services.context(name, SYSTEM), older_than)
     return found
 
 
-async def refresh_tokens(services: Services, ahead: timedelta = timedelta(minutes=10)) -> dict[str, int]:
+async def refresh_tokens(services: Services, ahead: timedelta = timedelta(minutes=10), *,
+                         tenant: str | None = None) -> dict[str, int]:
     """Refresh the shared access tokens that expire within `ahead`, before a sync needs them (one refresh at a
     time per account, under its row lock, whichever process does it)."""
     counts = {"refreshed": 0, "failed": 0}
     limit = now_utc() + ahead
-    for _tid, tenant in services.tenants():
-        ctx = services.context(tenant, SYSTEM)
+    for _tid, name in _tenants(services, tenant):
+        ctx = services.context(name, SYSTEM)
         with ctx.store.session() as s:
             accounts = list(s.scalars(select(Account).where(Account.status == "ok",
                                                             Account.access_expires_at.is_not(None),
@@ -158,27 +165,28 @@ async def refresh_tokens(services: Services, ahead: timedelta = timedelta(minute
     return counts
 
 
-async def renew_channels(services: Services, ahead: timedelta = timedelta(hours=2)) -> dict[str, int]:
+async def renew_channels(services: Services, ahead: timedelta = timedelta(hours=2), *,
+                         tenant: str | None = None) -> dict[str, int]:
     """Renew push channels that expire within `ahead` (and create the ones a calendar lacks)."""
     try:
         from zoomcal.app import channels
     except ImportError:     # pragma: no cover - push channels live where the module exists
         return {}
     totals: dict[str, int] = {}
-    for _tid, tenant in services.tenants():
-        for key, value in (channels.renew_due(services.context(tenant, SYSTEM), ahead) or {}).items():
+    for _tid, name in _tenants(services, tenant):
+        for key, value in (channels.renew_due(services.context(name, SYSTEM), ahead) or {}).items():
             totals[key] = totals.get(key, 0) + int(value)
     return totals
 
 
-async def presence_tick(services: Services, since: datetime, until: datetime) -> int:
+async def presence_tick(services: Services, since: datetime, until: datetime, *, tenant: str | None = None) -> int:
     """People whose busy time starts or ends in (since, until]: their presence is decided again now (the due
     times come from the store, so any worker can serve them and none is lost with a process)."""
     from zoomcal.app.presence import driver
 
     evaluated = 0
-    for _tid, tenant in services.tenants():
-        ctx = services.context(tenant, SYSTEM)
+    for _tid, name in _tenants(services, tenant):
+        ctx = services.context(name, SYSTEM)
         with ctx.store.session() as s:
             ids = set(s.scalars(select(BusyInterval.user_id).where(
                 ((BusyInterval.start_at > since) & (BusyInterval.start_at <= until))

@@ -59,6 +59,7 @@ class Intervals:
 class EmbeddedRunner:
     services: Services
     intervals: Intervals = field(default_factory=Intervals)
+    tenant: str | None = None                                 # serve this tenant only (default: every tenant)
     only: str | None = None                                   # serve this one person only (`zoomcal sync --user`)
     presence: bool = True
     on_outcome: Callable[[jobs.SyncOutcome], None] | None = None
@@ -81,7 +82,7 @@ class EmbeddedRunner:
         now = time.monotonic()
         await self._periodic(now)
         outcomes = []
-        for mark in await asyncio.to_thread(jobs.overdue, self.services, timedelta(0)):
+        for mark in await asyncio.to_thread(jobs.overdue, self.services, timedelta(0), self.tenant):
             tenant = self._tenant_name(mark.tenant_id)
             if tenant is None or (self.only and mark.email != self.only):
                 continue
@@ -126,9 +127,10 @@ class EmbeddedRunner:
 
     async def _periodic(self, now: float) -> None:
         work: list[tuple[str, float, Callable[[], Any]]] = [
-            ("reconcile", self.intervals.reconcile, lambda: asyncio.to_thread(_mark_everyone, self.services)),
-            ("tokens", self.intervals.tokens, lambda: jobs.refresh_tokens(self.services)),
-            ("channels", self.intervals.channels, lambda: jobs.renew_channels(self.services)),
+            ("reconcile", self.intervals.reconcile,
+             lambda: asyncio.to_thread(_mark_everyone, self.services, self.tenant)),
+            ("tokens", self.intervals.tokens, lambda: jobs.refresh_tokens(self.services, tenant=self.tenant)),
+            ("channels", self.intervals.channels, lambda: jobs.renew_channels(self.services, tenant=self.tenant)),
         ]
         if self.presence:
             work.append(("presence", self.intervals.presence, self._presence_tick))
@@ -147,7 +149,7 @@ class EmbeddedRunner:
         until = now_utc()
         since = self._presence_since or until - timedelta(seconds=self.intervals.presence)
         self._presence_since = until
-        await jobs.presence_tick(self.services, since, until)
+        await jobs.presence_tick(self.services, since, until, tenant=self.tenant)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until `stop` is set: a mark made by this process wakes the loop at once, others' within a poll."""
@@ -161,11 +163,12 @@ class EmbeddedRunner:
                 await asyncio.sleep(self.intervals.poll)
 
 
-def _mark_everyone(services: Services) -> int:
+def _mark_everyone(services: Services, tenant: str | None = None) -> int:
     from zoomcal.app import due
     from zoomcal.app.context import SYSTEM
 
-    return sum(len(due.mark_all(services.context(t, SYSTEM), "reconcile")) for _id, t in services.tenants())
+    return sum(len(due.mark_all(services.context(t, SYSTEM), "reconcile")) for _id, t in services.tenants()
+               if tenant in (None, t))
 
 
 @contextlib.contextmanager
@@ -351,6 +354,17 @@ def has_schema(services: Services) -> bool:
     from sqlalchemy import inspect
 
     return "procrastinate_jobs" in inspect(services.db.engine).get_table_names()
+
+
+def worker_problem(services: Services) -> tuple[str, str] | None:
+    """Why this process cannot be a worker -> (the problem, what to do), or None."""
+    if services.db.engine.dialect.name != "postgresql":
+        return ("workers share a PostgreSQL database; this one is SQLite",
+                "set ZOOMCAL_DATABASE_URL=postgresql+psycopg://...; with SQLite, `zoomcal sync` and `zoomcal serve` "
+                "run the jobs themselves")
+    if not has_schema(services):
+        return ("the database has no job queue yet", "run `zoomcal db upgrade`")
+    return None
 
 
 async def run_worker(services: Services, *, concurrency: int = 4, wait: bool = True, name: str | None = None,

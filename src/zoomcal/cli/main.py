@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from zoomcal.cli import availability, common, demo, setup, sync
+from zoomcal.cli import availability, common, demo, setup, sync, worker
 from zoomcal.cli.accounts import account_app
 from zoomcal.cli.mapping import mapping_app
 from zoomcal.cli.presence import presence_app
@@ -31,6 +31,7 @@ app.add_typer(setup.vault_app, name="vault")
 app.add_typer(user_app, name="user")
 app.add_typer(account_app, name="account")
 app.command()(sync.sync)
+app.command()(worker.worker)
 app.command()(sync.status)
 app.command("log")(sync.show_log)
 app.command()(sync.events)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from typing import Any
 
 import typer
 from rich.table import Table
 
-from zoomcal.app import jobs as app_jobs
 from zoomcal.app import presence as app_presence
 from zoomcal.app import sync as app_sync
 from zoomcal.app.context import AppContext
 from zoomcal.app.push import PushAnswer
+from zoomcal.app.runner import EmbeddedRunner, Intervals
 from zoomcal.cli.common import as_dict, console, context, err, fail, handled, print_json, run_async
 from zoomcal.cli.presence import print_outcome
 
@@ -68,71 +66,60 @@ def _start_webhooks(ctx: AppContext, host: str, port: int) -> None:
 def sync(
     once: bool = typer.Option(False, "--once", help="One round, then exit."),
     user: str | None = typer.Option(None, "--user", help="Only this user."),
-    calendar: int | None = typer.Option(None, "--calendar", help="Only the pair that holds this calendar id."),
+    calendar: int | None = typer.Option(None, "--calendar", help="Only the pair that holds this calendar id "
+                                                                 "(with --once or --dry-run)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned actions; write nothing."),
     confirm_deletes: bool = typer.Option(False, "--confirm-deletes", help="Carry out deletions held by the guard."),
-    interval: float = typer.Option(30.0, "--interval", help="Seconds between rounds when not --once."),
-    presence: bool = typer.Option(False, "--presence", help="Also keep Zoom presence in line after each round."),
+    interval: float = typer.Option(900.0, "--interval", min=5.0,
+                                   help="Seconds between reconciliation rounds (everyone synced whatever "
+                                        "notifications said) when not --once."),
+    presence: bool = typer.Option(False, "--presence", help="Also keep Zoom presence in line (after each person's "
+                                                            "sync and at the start and end of busy times)."),
     webhooks_port: int = typer.Option(0, "--webhooks-port",
-                                      help="Also receive webhooks on this port (POST /webhooks/zoom, secret from "
-                                           "ZOOMCAL_ZOOM_WEBHOOK_SECRET): the owner of a change syncs at once."),
+                                      help="Also receive webhooks on this port (POST /webhooks/{channel}): the owner "
+                                           "of a change syncs at once."),
     webhooks_host: str = typer.Option("127.0.0.1", "--webhooks-host", help="Address the webhook receiver binds."),
 ) -> None:
     """Sync every user's Zoom meetings with the calendar that receives them, and read their other calendars and
-    ICS feeds for availability (continuously unless --once or --dry-run; with --webhooks-port a notification syncs
-    its owner right away)."""
+    ICS feeds for availability. Without --once it keeps running: people whose sync is due (a notification, a
+    booking, a command in another process) sync at once, everyone at each reconciliation round."""
     ctx = context()
     if webhooks_port and not ctx.settings.zoom_webhook_secret:
         fail("receiving webhooks needs the Zoom app's secret token", hint="set ZOOMCAL_ZOOM_WEBHOOK_SECRET")
-    driver = app_presence.driver(ctx) if presence and not dry_run else None
-    due: set[int] = set()
-    first = [True]
+    if once or dry_run:
+        driver = app_presence.driver(ctx) if presence and not dry_run else None
 
-    def follow(change: dict[str, Any]) -> None:
-        # the engine's change stream: the busy index takes the event, presence re-checks its owner
-        if driver is not None and change.get("event_id"):
-            driver.index.refresh_event(ctx.store, change["user_id"], change["event_id"])
-            due.add(change["user_id"])
+        async def one_round() -> bool:
+            results = await app_sync.run(ctx, user, calendar_id=calendar, dry_run=dry_run,
+                                         confirm_deletes=confirm_deletes, trigger="cli")
+            if not results:
+                err.print("nothing to sync: no user has a calendar linked")
+            if driver is not None:
+                for outcome in await driver.start(ctx.now()):
+                    print_outcome(outcome, verbose=False)
+            for result in results:
+                show_result(result, dry_run)
+            return any(r.status == "failed" for r in results)
 
-    async def after(results: list[app_sync.PairResult]) -> bool:
-        if driver is not None:
-            if first[0]:
-                outcomes = await driver.start(ctx.now())
-            else:
-                for user_id in due:
-                    driver.mark_due(user_id)
-                outcomes = await driver.run_due(ctx.now())
-            due.clear()
-            first[0] = False
-            for outcome in outcomes:
-                print_outcome(outcome, verbose=False)
-        for result in results:
-            show_result(result, dry_run)
-        return any(r.status == "failed" for r in results)
+        raise typer.Exit(1 if run_async(ctx, one_round) else 0)
+    if calendar is not None:
+        fail("--calendar picks one pair for a single round", hint="add --once (or --dry-run)")
+    if confirm_deletes:
+        fail("--confirm-deletes carries out held deletions in a single round", hint="add --once")
+    only = user.strip().lower() if user else None
+    if only:
+        app_sync.pairs(ctx, only)    # an unknown person is refused now, not silently never synced
 
-    async def one_round() -> bool:
-        results = await app_sync.run(ctx, user, calendar_id=calendar, dry_run=dry_run,
-                                     confirm_deletes=confirm_deletes, trigger="cli", on_change=follow)
-        if not results:
-            err.print("nothing to sync: no user has a calendar linked")
-        return await after(results)
-
-    async def forever() -> bool:
+    async def forever() -> None:
         if webhooks_port:
             _start_webhooks(ctx, webhooks_host, webhooks_port)
-        while True:
-            await one_round()
-            deadline = time.monotonic() + interval
-            while (left := deadline - time.monotonic()) > 0:
-                # notified owners sync now, everyone else at the next round
-                taken = await asyncio.to_thread(ctx.services.jobs.take, left)
-                if not taken:
-                    break
-                await after(await app_jobs.run(ctx.services, taken, only=user.strip().lower() if user else None,
-                                               on_change=follow))
+        loop = EmbeddedRunner(ctx.services, intervals=Intervals(reconcile=interval), tenant=ctx.tenant_name, only=only,
+                              presence=presence,
+                              on_pair=lambda r: show_result(r, False),
+                              on_error=lambda who, exc: err.print(f"  [red]{who}: {type(exc).__name__}: {exc}[/]",
+                                                                  highlight=False))
+        await loop.run()
 
-    if once or dry_run:
-        raise typer.Exit(1 if run_async(ctx, one_round) else 0)
     try:
         run_async(ctx, forever)
     except KeyboardInterrupt:
