@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from zoomcal.app import sync
+from zoomcal.app import channels, sync
 from zoomcal.app.context import SYSTEM, Job, Services
 
 
@@ -15,6 +15,9 @@ async def run(services: Services, jobs: list[Job], *, on_pair: Callable[[sync.Pa
               only: str | None = None) -> list[sync.PairResult]:
     """Carry out jobs; several "sync" jobs for one person become one run."""
     due: dict[tuple[str, str], list[str]] = {}
+    renewals = sorted({job.args["tenant"] for job in jobs if job.name == "channels"})
+    for tenant in renewals:      # a provider asked for a channel to be renewed or created again
+        await channels.renew_due(services.context(tenant, SYSTEM))
     for job in jobs:
         if job.name == "sync":
             due.setdefault((job.args["tenant"], job.args["user"]), []).append(job.args.get("reason", ""))
