@@ -157,7 +157,12 @@ class PresenceService:
                                    and status == canonical_status(memory.last_written)
                                    and (memory.manual_since is None)):
             return False
-        key = self.situation(user, at).key
+        situation = self.situation(user, at)
+        wanted = next((rule.status for rule in self.rules_for(user).rule if rule.when.matches(situation)[0]), None)
+        if status == canonical_status(wanted):
+            # what the rules want now (zoomcal's own write, told back before it was recorded): not a choice
+            return False
+        key = situation.key
         with self.ctx.store.transaction() as s:
             row = s.get(PresenceState, user.id)
             if row is None:
