@@ -131,12 +131,13 @@ def _subscribed(services: Services, channel: PushChannel, headers: Mapping[str, 
         notices = channel.notices(headers, query, body)
     except PushRefused as exc:
         return _refused(name, str(exc))
-    acted, refused, marked = 0, [], []
+    acted, passed, refused, marked = 0, 0, [], []
     for notice in notices:
         found = _find(services, notice.channel_id)
         if found is None:
             if notice.action == NOTHING:
-                continue             # Google's `sync` may come before the channel is stored: nothing to do anyway
+                passed += 1          # Google's `sync` may come before the channel is stored: nothing to do anyway
+                continue
             refused.append(f"unknown channel {notice.channel_id[:60]!r}")
             continue
         tenant, row = found
@@ -149,9 +150,10 @@ def _subscribed(services: Services, channel: PushChannel, headers: Mapping[str, 
             refused.append(str(exc))
             continue
         WEBHOOKS.labels(name, "verified").inc()
+        passed += 1
         marked += [(tenant, e) for e in _act(ctx, channel, notice, row)]
         acted += notice.action != NOTHING
-    if refused and not acted and not any(n.action == NOTHING for n in notices):
+    if refused and not passed:
         return _refused(name, "; ".join(sorted(set(refused))))
     if refused:
         WEBHOOKS.labels(name, "rejected").inc(len(refused))
