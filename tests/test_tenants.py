@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import SANDBOX, _fresh_pg, make_context
-from zoomcal.app import accounts, admin, availability, presence, push, settings, sync, users
+from zoomcal.app import accounts, admin, availability, due, presence, push, settings, sync, users
 from zoomcal.app.context import CLI
 from zoomcal.app.errors import ConflictError
 from zoomcal.connectors.spec import PushTarget
@@ -135,6 +135,8 @@ async def test_no_operation_crosses_tenants(world, tmp_path, database_url):
                                               "x-zm-signature": zoom_signature("s", stamp, body.encode())},
                           body.encode(), time.time())
     assert answer.marked == [("globex", "ada@example.com")]
+    [mark] = due.pending(globex)            # the notification named globex's Ada: her sync, and only hers, is due
+    assert mark.email == "ada@example.com" and due.clear(globex, mark.user_id, mark.marked_at)
     services.jobs.pending()
     for account in accounts.list_accounts(acme):
         seen.append(await accounts.unlink(acme, account.id))

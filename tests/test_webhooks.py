@@ -188,3 +188,88 @@ def test_sync_loop_runs_the_owner_within_seconds_of_a_webhook(served_world, tmp_
     assert [e["title"] for e in events] == ["Dentist"]
     log = " ".join(zc("log").stdout.split())
     assert "webhook refused on /webhooks/zoom" in log and info["zoom_user_id"] not in log
+
+
+def test_during_a_rotation_every_secret_verifies_and_the_first_answers_the_challenge():
+    setting = "whsec-new, whsec-old"
+    for secret in ("whsec-new", "whsec-old"):
+        raw, headers = signed(EVENT, secret=secret)
+        assert verify(setting, headers, raw, now=time.time())["event"] == "calendar.event_update"
+    raw, headers = signed(EVENT, secret="whsec-retired")
+    with pytest.raises(PushRefused, match="signature"):
+        verify(setting, headers, raw, now=time.time())
+    answer = handshake(setting, {"event": "endpoint.url_validation", "payload": {"plainToken": "p"}})
+    assert answer["encryptedToken"] == hmac.new(b"whsec-new", b"p", hashlib.sha256).hexdigest()
+
+
+@pytest.mark.anyio
+async def test_sandbox_webhooks_verify_and_presence_set_by_hand_is_respected(world, tmp_path):
+    """The Zoom sandbox signs its webhooks with the app's secret token; zoomcal verifies them (here during a
+    rotation), marks the host's sync due with Zoom's event time, and a status the person sets by hand is left
+    alone by the presence driver until their calendar state changes."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from zoomcal.app import due
+    from zoomcal.app.presence import driver
+    from zoomcal.availability import intervals
+    from zoomcal.domain.content import make_content
+    from zoomcal.domain.timeutil import fmt_instant
+    from zoomcal.sandbox.actor import SandboxActor
+    from zoomcal.store import repo
+    from zoomcal.store.models import PresenceState, User
+
+    ctx = make_context(world, tmp_path)
+    world.zoom.presence_min_interval = 0
+    ctx.services.settings.zoom_webhook_secret = f"whsec-next,{world.zoom.webhook_secret}"
+    receiver = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services)), base_url="https://zoomcal")
+
+    async def deliver(url, headers, body):
+        return await receiver.post(url, headers=headers, content=body)
+
+    world.zoom.webhook_url, world.zoom.outbox.deliver = "https://zoomcal/webhooks/zoom", deliver
+    info = world.add_user("ola@example.com", "Ola")
+    add_user(ctx, "ola@example.com")
+    link_sandbox_zoom(ctx, world, "ola@example.com", info)
+
+    await SandboxActor(world, transport=world.transport()).zoom_create(
+        info["zoom_user_id"], topic="Sync", type=2, start_time="2026-12-01T10:00:00Z", duration=30)
+    sent = world.zoom.outbox.sent[-1]
+    assert b'"meeting.created"' in sent.body and sent.status == 200 and '"acted":true' in sent.answer
+    [mark] = due.pending(ctx)
+    assert mark.email == "ola@example.com" and mark.changed_at is not None
+    assert abs((mark.changed_at.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()) < 60
+
+    # the person is in a calendar event now
+    now = datetime.now(UTC).replace(microsecond=0)
+    with ctx.store.transaction() as s:
+        user = s.scalars(select(User)).one()
+        content = make_content(title="Review", start=fmt_instant(now - timedelta(minutes=10)),
+                               end=fmt_instant(now + timedelta(minutes=30)), show_as="busy")
+        repo.upsert_event(s, user.tenant_id, user.id, "review", content)
+        s.flush()
+        intervals.refresh_events(s, user.tenant_id, user.id, {"review": content}, now - timedelta(days=1),
+                                 now + timedelta(days=1), "UTC")
+        s.expunge(user)
+    zoom_user = world.zoom.users[info["zoom_user_id"]]
+    first = await driver(ctx).evaluate(user, now)
+    assert first.written and zoom_user["_presence"] == "In_Calendar_Event"
+    # zoomcal's own write came back as a notification: not taken for a choice
+    assert b"presence_status_updated" in world.zoom.outbox.sent[-1].body
+    with ctx.store.session() as s:
+        assert s.get(PresenceState, user.id).manual_since is None
+
+    async with httpx.AsyncClient(transport=world.transport(), base_url="http://sandbox") as person:
+        assert (await person.post(f"/zoom/sandbox/users/{info['zoom_user_id']}/presence",
+                                  json={"status": "Away"})).status_code == 204
+    assert world.zoom.outbox.sent[-1].status == 200
+    with ctx.store.session() as s:
+        state = s.get(PresenceState, user.id)
+        assert state.manual_since is not None and state.restore_to is None
+    # a fresh driver (nothing in memory but the store) leaves the status the person chose
+    later = await driver(ctx).evaluate(user, now + timedelta(minutes=1))
+    assert not later.written and "by hand" in later.decision.reason and zoom_user["_presence"] == "Away"
+    # once the event is over the rules apply again, and there is nothing of before to put back over it
+    after = await driver(ctx).evaluate(user, now + timedelta(minutes=31))
+    assert not after.written and zoom_user["_presence"] == "Away"

@@ -30,13 +30,17 @@ class Settings(BaseSettings):
     mass_delete_min: int = 5
     # on-premises servers (Exchange, Nextcloud, an intranet feed) live on private addresses: allow them here
     allow_private_urls: bool = False
-    # the Zoom app's webhook secret token (verifies x-zm-signature on /webhooks/zoom)
+    # the Zoom app's webhook secret token (verifies x-zm-signature on /webhooks/zoom); during a rotation several,
+    # comma-separated: the first answers Zoom's URL validation, any of them verifies a notification
     zoom_webhook_secret: str | None = None
     # who runs the jobs: "embedded" (inside `zoomcal sync` / `zoomcal serve`), "procrastinate" (`zoomcal worker`
     # processes), or "auto": procrastinate with PostgreSQL, embedded with SQLite
     jobs: str = "auto"
     # minutes between reconciliation rounds (everyone synced in full, whatever notifications said)
     reconcile_minutes: int = 15
+    # where providers reach this zoomcal (https://zoomcal.example.org): Google and Graph push channels are
+    # created to {public_url}/webhooks/{channel}; without it none are created and changes are found by polling
+    public_url: str | None = None
 
     def resolved_database_url(self) -> str:
         if self.database_url:

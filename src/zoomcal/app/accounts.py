@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
 
-from zoomcal.app import users
+from zoomcal.app import channels, users
 from zoomcal.app.context import AppContext
 from zoomcal.app.errors import ConflictError, InvalidError, NeedsReauthError, NotFoundError
 from zoomcal.auth.authorize import Provider, authorize
@@ -36,6 +36,7 @@ class AccountInfo:
     status_reason: str | None
     checked_at: datetime | None
     endpoint: str
+    push: str = ""                # after a link: whether a push channel was created, and if not why
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +58,7 @@ class Unlinked:
     account_id: int
     provider: str
     revoked: str
+    push: list[str] = field(default_factory=list)       # what happened to its push channels
 
 
 def providers(ctx: AppContext) -> list[ProviderInfo]:
@@ -184,7 +186,10 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
         elif receives_meetings:
             raise InvalidError(f"a {spec.label} account cannot receive meetings", field="receives_meetings")
         ctx.audit(s, "account.link", f"{user.email}:{spec.key}", {"calendar": linked.remote_id})
-        return _info(account, calendar, user.email, spec.label)
+        info = _info(account, calendar, user.email, spec.label)
+    if spec.push is not None and spec.push.subscribable:
+        info.push = await channels.subscribe(ctx, info.id)
+    return info
 
 
 async def sign_in(ctx: AppContext, email: str, provider: str, options: dict[str, str], secrets: dict[str, str],
@@ -260,6 +265,7 @@ async def unlink(ctx: AppContext, account_id: int) -> Unlinked:
         account, calendar, user = _owned(s, ctx, account_id)
         spec = ctx.spec(account.provider)
         view, env = ctx.services.provider_env(ctx, account, calendar, ctx.rules())
+    push = await channels.stop(ctx, account_id)
     revoked = "nothing to revoke"
     if spec.revoke is not None and view.secret:
         try:
@@ -279,7 +285,7 @@ async def unlink(ctx: AppContext, account_id: int) -> Unlinked:
             intervals.bump_revision(s, user.id)
         ctx.audit(s, "account.unlink", f"{user.email}:{account.provider}", {"revoked": revoked,
                                                                            "events_forgotten": len(orphans)})
-    return Unlinked(account_id, spec.key, revoked)
+    return Unlinked(account_id, spec.key, revoked, push)
 
 
 def list_accounts(ctx: AppContext, email: str | None = None) -> list[AccountInfo]:

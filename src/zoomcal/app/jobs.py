@@ -165,17 +165,17 @@ async def refresh_tokens(services: Services, ahead: timedelta = timedelta(minute
     return counts
 
 
-async def renew_channels(services: Services, ahead: timedelta = timedelta(hours=2), *,
+async def renew_channels(services: Services, ahead: timedelta | None = None, *,
                          tenant: str | None = None) -> dict[str, int]:
-    """Renew push channels that expire within `ahead` (and create the ones a calendar lacks)."""
-    try:
-        from zoomcal.app import channels
-    except ImportError:     # pragma: no cover - push channels live where the module exists
-        return {}
-    totals: dict[str, int] = {}
+    """Renew push channels that expire soon (each channel's own margin unless `ahead`), or that their provider
+    asked to renew or dropped, and create the ones a calendar lacks."""
+    from zoomcal.app import channels
+
+    totals: dict[str, int] = {"created": 0, "renewed": 0, "failed": 0}
     for _tid, name in _tenants(services, tenant):
-        for key, value in (channels.renew_due(services.context(name, SYSTEM), ahead) or {}).items():
-            totals[key] = totals.get(key, 0) + int(value)
+        done = await channels.renew_due(services.context(name, SYSTEM), ahead)
+        for key in totals:
+            totals[key] += int(getattr(done, key, 0))
     return totals
 
 

@@ -62,3 +62,13 @@ async def run_once(ctx: AppContext) -> list[Outcome]:
     """Evaluate everyone now and write where the rules say so (only on change)."""
     ctx.require_admin()
     return await driver(ctx).start(ctx.now())
+
+
+def set_by_hand(ctx: AppContext, email: str, status: str, at: datetime) -> bool:
+    """The person set their Zoom status themselves (Zoom's notification says so): it is respected from now until
+    their calendar state changes -> whether it was recorded (not for Zoom's live states or zoomcal's own write)."""
+    ctx.require_manage(email)
+    with ctx.store.session() as s:
+        user = users.find(s, ctx, email)
+        s.expunge(user)
+    return driver(ctx).set_by_hand(user, status, at)

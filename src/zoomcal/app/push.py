@@ -1,20 +1,37 @@
 """Notifications from providers: verify them on their channel, find whose calendars they name (in every tenant),
 and mark those people's sync as due. A notification never carries data that is trusted: the sync re-reads the
-provider, so a forged or repeated one can cost a listing, never a wrong write."""
+provider, so a forged or repeated one can cost a listing, never a wrong write.
+
+Two kinds of channel: signed with a configured secret (Zoom), or backed by a subscription zoomcal created for one
+calendar (Google, Graph), where each notice names its subscription and is checked against the stored token."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
+from zoomcal.app import due
 from zoomcal.app.context import Actor, AppContext, Services
 from zoomcal.connectors import registry
-from zoomcal.connectors.spec import PushChannel, PushRefused, PushTarget
+from zoomcal.connectors.spec import (
+    CHANGED,
+    NOTHING,
+    PRESENCE,
+    RECREATE,
+    RENEW,
+    RESYNC,
+    Notice,
+    PushChannel,
+    PushRefused,
+    PushTarget,
+)
 from zoomcal.logging import get_logger
-from zoomcal.store.models import Account, Calendar, Link, User
+from zoomcal.metrics import WEBHOOKS
+from zoomcal.store.models import Account, Calendar, Link, PushSubscription, Tenant, User
 
 log = get_logger("zoomcal.push")
 WEBHOOK = Actor("webhook", "system")
@@ -26,6 +43,8 @@ class PushAnswer:
     body: dict[str, Any]
     refused: str | None = None
     marked: list[tuple[str, str]] = field(default_factory=list)    # (tenant, user) whose sync is now due
+    text: str | None = None                                         # answered as text/plain instead of the body
+    presence: list[tuple[str, str]] = field(default_factory=list)  # (tenant, user) whose status was set by hand
 
 
 def channels() -> dict[str, PushChannel]:
@@ -44,28 +63,134 @@ def owners(ctx: AppContext, target: PushTarget) -> list[str]:
         return sorted(set(s.scalars(query)))
 
 
-def receive(services: Services, channel_name: str, headers: Mapping[str, str], body: bytes, now: float
-            ) -> PushAnswer:
+def _refused(channel_name: str, reason: str) -> PushAnswer:
+    log.warning("push_refused", channel=channel_name, reason=reason)
+    WEBHOOKS.labels(channel_name, "rejected").inc()
+    return PushAnswer(401, {"error": reason}, refused=reason)
+
+
+def receive(services: Services, channel_name: str, headers: Mapping[str, str], body: bytes, now: float,
+            query: Mapping[str, str] | None = None) -> PushAnswer:
     channel = channels().get(channel_name)
     if channel is None:
         return PushAnswer(404, {"error": f"no notification channel {channel_name!r}"})
-    secret = getattr(services.settings, channel.secret_setting, None)
-    if not secret:
+    WEBHOOKS.labels(channel_name, "received").inc()
+    if channel.notices is not None:
+        return _subscribed(services, channel, headers, query or {}, body)
+    setting = getattr(services.settings, channel.secret_setting, None) if channel.secret_setting else None
+    if not setting or channel.verify is None:
         return PushAnswer(503, {"error": f"the {channel_name} channel has no secret configured"})
     try:
-        event = channel.verify(secret, headers, body, now)
-        answer = channel.handshake(secret, event)
+        event = channel.verify(setting, headers, body, now)
+        answer = channel.handshake(setting, event) if channel.handshake is not None else None
     except PushRefused as exc:
-        log.warning("push_refused", channel=channel_name, reason=str(exc))
-        return PushAnswer(401, {"error": str(exc)}, refused=str(exc))
+        return _refused(channel_name, str(exc))
+    WEBHOOKS.labels(channel_name, "verified").inc()
     if answer is not None:
+        WEBHOOKS.labels(channel_name, "handshake").inc()
         return PushAnswer(200, answer)
     targets = [t for spec in registry.all_specs() if spec.push is channel and spec.push_targets
                for t in spec.push_targets(event)]
+    presence_providers = {spec.key for spec in registry.all_specs() if PRESENCE in spec.roles}
     marked: list[tuple[str, str]] = []
+    by_hand: list[tuple[str, str]] = []
+    reason = f"{channel_name}:{event.get('event', '')}"
     for _tenant_id, tenant in services.tenants():
         ctx = services.context(tenant, WEBHOOK)
-        for email in sorted({e for t in targets for e in owners(ctx, t)}):
-            ctx.jobs.defer("sync", tenant=tenant, user=email, reason=f"{channel_name}:{event.get('event', '')}")
-            marked.append((tenant, email))
-    return PushAnswer(200, {"received": event.get("event"), "acted": bool(marked)}, marked=marked)
+        changes = [t for t in targets if t.presence is None]
+        emails = sorted({e for t in changes for e in owners(ctx, t)})
+        changed_at = min((t.changed_at for t in changes if t.changed_at is not None), default=None)
+        marked += [(tenant, email) for email in due.mark(ctx, emails, reason, changed_at=changed_at)]
+        for target in targets:
+            if target.presence is None or target.provider not in presence_providers:
+                continue
+            for email in owners(ctx, target):
+                if _set_by_hand(ctx, email, target.presence, target.changed_at):
+                    by_hand.append((tenant, email))
+    if marked or by_hand:
+        WEBHOOKS.labels(channel_name, "acted").inc()
+    return PushAnswer(200, {"received": event.get("event"), "acted": bool(marked or by_hand)}, marked=marked,
+                      presence=by_hand)
+
+
+def _set_by_hand(ctx: AppContext, email: str, status: str, at: datetime | None) -> bool:
+    from zoomcal.app import presence
+
+    return presence.set_by_hand(ctx, email, status, at or ctx.now())
+
+
+def _subscribed(services: Services, channel: PushChannel, headers: Mapping[str, str], query: Mapping[str, str],
+                body: bytes) -> PushAnswer:
+    """A notification on a subscription-backed channel: a validation request is echoed; every notice must name a
+    stored subscription and carry its token. Those that do act; the others are refused."""
+    name = channel.name
+    if channel.challenge is not None and (token := channel.challenge(query)) is not None:
+        WEBHOOKS.labels(name, "handshake").inc()
+        return PushAnswer(200, {}, text=token)
+    try:
+        notices = channel.notices(headers, query, body)
+    except PushRefused as exc:
+        return _refused(name, str(exc))
+    acted, passed, refused, marked = 0, 0, [], []
+    for notice in notices:
+        found = _find(services, notice.channel_id)
+        if found is None:
+            if notice.action == NOTHING:
+                passed += 1          # Google's `sync` may come before the channel is stored: nothing to do anyway
+                continue
+            refused.append(f"unknown channel {notice.channel_id[:60]!r}")
+            continue
+        tenant, row = found
+        ctx = services.context(tenant, WEBHOOK)
+        from zoomcal.app import channels as app_channels
+
+        try:
+            channel.check(notice, app_channels.stored(ctx, row))
+        except PushRefused as exc:
+            refused.append(str(exc))
+            continue
+        WEBHOOKS.labels(name, "verified").inc()
+        passed += 1
+        marked += [(tenant, e) for e in _act(ctx, channel, notice, row)]
+        acted += notice.action != NOTHING
+    if refused and not passed:
+        return _refused(name, "; ".join(sorted(set(refused))))
+    if refused:
+        WEBHOOKS.labels(name, "rejected").inc(len(refused))
+        log.warning("push_refused", channel=name, reason="; ".join(sorted(set(refused))))
+    if acted:
+        WEBHOOKS.labels(name, "acted").inc()
+    return PushAnswer(channel.answer_status, {"received": len(notices), "acted": bool(acted),
+                                              "refused": len(refused)}, marked=marked)
+
+
+def _find(services: Services, channel_id: str) -> tuple[str, PushSubscription] | None:
+    """The stored subscription a notice names (channel ids are unique across tenants) and its tenant."""
+    with services.db.session() as s:
+        row = s.execute(select(PushSubscription, Tenant.name).join(Tenant, Tenant.id == PushSubscription.tenant_id)
+                        .where(PushSubscription.channel_id == channel_id)).first()
+        if row is None:
+            return None
+        s.expunge(row[0])
+        return row[1], row[0]
+
+
+def _act(ctx: AppContext, channel: PushChannel, notice: Notice, row: PushSubscription) -> list[str]:
+    from zoomcal.app import channels as app_channels
+
+    if notice.action == NOTHING:
+        return []
+    if notice.action == RENEW:
+        app_channels.flag(ctx, row.channel_id, app_channels.RENEW_NOW)
+        ctx.jobs.defer("channels", tenant=ctx.tenant_name, reason=f"{channel.name}:{notice.action}")
+        return []
+    if notice.action == RECREATE:
+        app_channels.flag(ctx, row.channel_id, app_channels.REMOVED)
+        ctx.jobs.defer("channels", tenant=ctx.tenant_name, reason=f"{channel.name}:{notice.action}")
+    if notice.action in (CHANGED, RECREATE, RESYNC):
+        with ctx.store.session() as s:
+            email = s.scalar(select(User.email).join(Calendar, Calendar.user_id == User.id)
+                             .where(Calendar.id == row.calendar_id))
+        return due.mark(ctx, [email] if email else [], f"{channel.name}:{notice.action}",
+                        changed_at=notice.changed_at)
+    return []

@@ -157,10 +157,16 @@ class EmbeddedRunner:
         while not stop.is_set():
             await self.step()
             take = getattr(self.services.jobs, "take", None)
-            if take is not None:
-                await asyncio.to_thread(take, self.intervals.poll, 0.05)
-            else:
+            if take is None:
                 await asyncio.sleep(self.intervals.poll)
+                continue
+            for tenant in sorted({j.args.get("tenant") for j in await asyncio.to_thread(take, self.intervals.poll, 0.05)
+                                  if j.name == "channels"}):
+                if self.tenant in (None, tenant):     # a provider asked for a channel to be renewed or recreated
+                    try:
+                        await jobs.renew_channels(self.services, tenant=tenant)
+                    except Exception as exc:    # noqa: BLE001 — the periodic renewal tries again
+                        log.error("channel_renewal_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _mark_everyone(services: Services, tenant: str | None = None) -> int:
@@ -315,12 +321,16 @@ class WorkerJobs:
             return self._app
 
     def defer(self, name: str, **args: Any) -> None:
-        if name != "sync":
-            return
         from procrastinate.exceptions import AlreadyEnqueued
 
-        key = lock_key(args["tenant"], args["user"])
         try:
+            if name == "channels":      # a provider asked for a channel to be renewed: the renewal job, now
+                self.app().configure_task("zoomcal.renew_channels", queueing_lock="zoomcal.renew_channels").defer(
+                    timestamp=int(time.time()))
+                return
+            if name != "sync":
+                return
+            key = lock_key(args["tenant"], args["user"])
             self.app().configure_task("zoomcal.sync", lock=key, queueing_lock=key).defer(
                 tenant=args["tenant"], user=args["user"])
             JOBS.labels(task="sync", outcome="queued").inc()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -101,23 +102,81 @@ class SignIn:
 
 @dataclass(frozen=True)
 class PushTarget:
-    """Whose data a notification names: a calendar by its id on a provider, or an item by its id there."""
+    """Whose data a notification names: a calendar by its id on a provider, or an item by its id there. A
+    notification that a person set their presence status by hand carries that status in `presence`."""
 
     provider: str
     calendar: str | None = None
     item: str | None = None
+    changed_at: datetime | None = None       # when the provider says the change happened
+    presence: str | None = None              # a presence status the person set themselves
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A provider-side push channel for one calendar: its id, the resource it watches, the random token every
+    notification on it must carry back (stored sealed), and when the provider ends it."""
+
+    channel_id: str
+    resource_id: str
+    token: str
+    expires_at: datetime
+
+
+# what a verified notice asks for
+NOTHING = "nothing"        # e.g. Google's `sync` message: the channel works, nothing changed
+CHANGED = "changed"        # the calendar changed: its owner's sync is due
+RENEW = "renew"            # the provider wants the channel renewed (re-authorized) now
+RECREATE = "recreate"      # the provider dropped the channel: create a new one, and sync (changes may be lost)
+RESYNC = "resync"          # the provider missed notifications: sync
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notification about one stored channel, as parsed (not yet verified): `proof` is what it carries to
+    prove itself (the channel's token), checked against the stored subscription by the channel's `check`."""
+
+    channel_id: str
+    action: str
+    proof: str = ""
+    resource_id: str | None = None
+    changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class PushChannel:
-    """A signed notification endpoint (`/webhooks/{name}`) shared by the providers that list it."""
+    """A notification endpoint (`/webhooks/{name}`) shared by the providers that list it.
+
+    Either signed with a configured secret (`secret_setting`, `verify`, `handshake`: Zoom), or backed by
+    subscriptions zoomcal creates per calendar (`subscribe`, `renew`, `stop`, `notices`, `check`: Google
+    `events.watch`, Graph subscriptions), whose notifications are verified against the stored subscription they
+    name."""
 
     name: str
-    secret_setting: str
+    secret_setting: str = ""
     # (secret, headers, body, now) -> the verified notification; raises PushRefused(reason)
-    verify: Callable[[str, Mapping[str, str], bytes, float], dict[str, Any]]
+    verify: Callable[[str, Mapping[str, str], bytes, float], dict[str, Any]] | None = None
     # a verified notification that is a handshake -> the answer to send, else None
-    handshake: Callable[[str, dict[str, Any]], dict[str, Any] | None]
+    handshake: Callable[[str, dict[str, Any]], dict[str, Any] | None] | None = None
+    # --- subscription-backed channels ---
+    # (view, env, callback URL) -> a new subscription for the view's calendar
+    subscribe: Callable[[AccountView, Env, str], Awaitable[Subscription]] | None = None
+    # (view, env, current, callback URL) -> the subscription that replaces it (the same id with a later expiry,
+    # or a new channel: then the old one is already stopped)
+    renew: Callable[[AccountView, Env, Subscription, str], Awaitable[Subscription]] | None = None
+    stop: Callable[[AccountView, Env, Subscription], Awaitable[None]] | None = None
+    # (query) -> the plain-text answer to a validation request (sent before any subscription exists), else None
+    challenge: Callable[[Mapping[str, str]], str | None] | None = None
+    # (headers, query, body) -> the notices a request holds; raises PushRefused when it is not one
+    notices: Callable[[Mapping[str, str], Mapping[str, str], bytes], list[Notice]] | None = None
+    # (notice, the stored subscription it names, with its token opened) -> None; raises PushRefused
+    check: Callable[[Notice, Subscription], None] | None = None
+    renew_ahead: timedelta = timedelta(hours=24)     # renew this long before the provider ends a subscription
+    answer_status: int = 200                         # what a received notification is answered with
+
+    @property
+    def subscribable(self) -> bool:
+        return self.subscribe is not None
 
 
 @dataclass(frozen=True)
@@ -153,3 +212,10 @@ class ProviderSpec:
 
 class PushRefused(Exception):
     """A notification that failed verification (unsigned, wrong signature, too old, not JSON)."""
+
+
+def tokens_match(given: str, stored: str) -> bool:
+    """A notification's token against the stored one, in constant time (an empty one never matches)."""
+    import hmac
+
+    return bool(given) and bool(stored) and hmac.compare_digest(given.encode(), stored.encode())

@@ -76,6 +76,13 @@ def decide(situation: Situation, current: str | None, memory: Memory, rules: Pre
         return Decision(None, None, chosen.name, f"Zoom shows {current}: zoomcal never overrides it", mem,
                         checked=checked)
     ours = memory.last_written is not None and current == canonical_status(memory.last_written)
+    if memory.manual_since is not None and not new_state:
+        # the user set their status by hand during this state (Zoom told us, or we saw it): it stays until the
+        # state changes
+        return Decision(None, None, chosen.name, f"the user set {current} by hand at "
+                        f"{memory.manual_since:%H:%M}; left alone until the state changes", mem, checked=checked)
+    if new_state:
+        mem = replace(mem, manual_since=None)
     if memory.last_written is not None and not ours and not new_state:
         # the user changed the status by hand after our last write: leave it for the rest of this state
         mem = replace(mem, manual_since=memory.manual_since or now)

@@ -19,7 +19,7 @@ from zoomcal.connectors import registry
 from zoomcal.connectors.spec import PRESENCE
 from zoomcal.domain.timeutil import UTC, now_utc, zone
 from zoomcal.errors import ConnectorError, InvalidItem, RateLimited
-from zoomcal.presence.engine import Decision, Memory, Situation, decide
+from zoomcal.presence.engine import PROTECTED, Decision, Memory, Situation, canonical_status, decide
 from zoomcal.presence.rules import PresenceRules, load_presence_rules
 from zoomcal.store import repo
 from zoomcal.store.models import Account, Calendar, Event, Link, PresenceState, Tenant, User
@@ -151,6 +151,33 @@ class PresenceService:
             if outcome.written or outcome.error:
                 repo.log(s, user.tenant_id, "presence", outcome.error or decision.reason, user_id=user.id,
                          event_id=outcome.situation.event_id, level="warning" if outcome.error else "info")
+
+    def set_by_hand(self, user: User, status: str, at: datetime) -> bool:
+        """Zoom says the person set `status` themselves: respect it at once. It is remembered as set by hand in the
+        state they are in now, so no decision overwrites it until that state changes, and what was shown before is
+        no longer put back (the person's own choice is newer). Zoom's live states and the echo of zoomcal's own
+        write are not a choice -> whether it was recorded as one."""
+        status = canonical_status(status) or ""
+        memory = self.memory(user.id)
+        if status in PROTECTED or (memory.last_written is not None
+                                   and status == canonical_status(memory.last_written)
+                                   and (memory.manual_since is None)):
+            return False
+        situation = self.situation(user, at)
+        wanted = next((rule.status for rule in self.rules_for(user).rule if rule.when.matches(situation)[0]), None)
+        if status == canonical_status(wanted):
+            # what the rules want now (zoomcal's own write, told back before it was recorded): not a choice
+            return False
+        key = situation.key
+        with self.ctx.store.transaction() as s:
+            row = s.get(PresenceState, user.id)
+            if row is None:
+                row = PresenceState(user_id=user.id)
+                s.add(row)
+            row.manual_since, row.state_key, row.restore_to = at, key, None
+            repo.log(s, user.tenant_id, "presence", f"{status} set by hand: left alone until the state changes",
+                     user_id=user.id)
+        return True
 
     # --- scheduling ------------------------------------------------------------------------------------
     def schedule(self, user_id: int, after: datetime, retry_at: datetime | None = None,

@@ -4,6 +4,12 @@ Shapes follow ../shared/specs/google/calendar.v3.json; behaviour follows the doc
 incremental listing (deleted items reported as `status: cancelled`), HTTP 410 when a sync token expired,
 etags with `If-Match` -> 412, client-chosen ids with 409 on duplicates, exceptions of recurring events
 addressed as `{masterId}_{originalStart}`. Base path `/google/calendar/v3`, token endpoint `/google/token`.
+
+Push: `events.watch` opens a channel (client-chosen id and token, an https `address`, `params.ttl` in seconds;
+the answer adds the `resourceId` of the watched collection and `expiration` in milliseconds). Right after, a
+`sync` message is posted; each change of the calendar's events posts an `exists` message. Messages have an empty
+body and X-Goog-Channel-ID, X-Goog-Channel-Token, X-Goog-Channel-Expiration, X-Goog-Resource-ID,
+X-Goog-Resource-URI, X-Goog-Resource-State and X-Goog-Message-Number headers. `channels.stop` ends a channel.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import json
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.utils import formatdate
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -26,6 +34,7 @@ from zoomcal.errors import InvalidItem
 from zoomcal.mapping.google import instance_id, series_to_content
 from zoomcal.mapping.rules import DEFAULT_RULES
 from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response
+from zoomcal.sandbox.push import Outbox
 
 ID_PATTERN = re.compile(r"^[a-v0-9]{5,1024}$")
 WRITABLE = ("summary", "description", "location", "start", "end", "recurrence", "attendees", "status",
@@ -41,6 +50,7 @@ class GoogleCalendar:
     owner: str
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     epoch: int = 0            # bumped when sync tokens are invalidated
+    resource_id: str = field(default_factory=lambda: secrets.token_urlsafe(20))   # of the events collection
 
 
 @dataclass
@@ -51,6 +61,25 @@ class GoogleState:
     tokens: TokenBook = field(default_factory=TokenBook)
     seq: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)    # channel id -> channel
+    outbox: Outbox = field(default_factory=Outbox)
+    max_ttl: int = 30 * 24 * 3600
+
+    def notify(self, cal_id: str, resource_state: str, only: str | None = None) -> None:
+        """Queue a message on every live channel watching this calendar (or on one channel)."""
+        now_ms = int(time.time() * 1000)
+        for channel in self.channels.values():
+            if channel["_calendar"] != cal_id or (only and channel["id"] != only) \
+                    or int(channel["expiration"]) < now_ms:
+                continue
+            channel["_messages"] += 1
+            headers = {"X-Goog-Channel-ID": channel["id"], "X-Goog-Resource-ID": channel["resourceId"],
+                       "X-Goog-Resource-URI": channel["resourceUri"], "X-Goog-Resource-State": resource_state,
+                       "X-Goog-Message-Number": str(channel["_messages"]),
+                       "X-Goog-Channel-Expiration": formatdate(int(channel["expiration"]) / 1000, usegmt=True)}
+            if channel.get("token"):
+                headers["X-Goog-Channel-Token"] = channel["token"]
+            self.outbox.queue(channel["address"], headers, b"")
 
     def add_calendar(self, owner: str, time_zone: str = "UTC", summary: str | None = None,
                      cal_id: str | None = None) -> GoogleCalendar:
@@ -134,6 +163,7 @@ def build_app(state: GoogleState) -> APIRouter:
         event["updated"] = _stamp(seq)
         event["sequence"] = event.get("sequence", 0)
         cal.events[event["id"]] = event
+        state.notify(cal.id, "exists")
         return event
 
     def check_etag(request: Request, event: dict[str, Any]) -> None:
@@ -326,6 +356,44 @@ def build_app(state: GoogleState) -> APIRouter:
                     "accessRole": "owner", "defaultReminders": [], "items": items[:maxResults],
                     "etag": master["etag"], "updated": master["updated"]}
 
+    @router.post("/calendar/v3/calendars/{cal_id}/events/watch")
+    async def watch(cal_id: str, request: Request):
+        subject = auth(request)
+        body = await _json(request)
+        with state.lock:
+            cal = calendar(cal_id, subject)
+            channel_id, address = str(body.get("id") or ""), str(body.get("address") or "")
+            if not channel_id or body.get("type") not in ("web_hook", "webhook"):
+                raise _error(400, "required", "Channel id and type web_hook are required.")
+            if not address.startswith("https://"):
+                raise _error(400, "push.webhookUrlNotHttps", "WebHook callback must be HTTPS: " + address)
+            if channel_id in state.channels:
+                raise _error(400, "channelIdNotUnique", f"Channel id {channel_id} not unique")
+            try:
+                ttl = int((body.get("params") or {}).get("ttl") or 604800)
+            except ValueError as exc:
+                raise _error(400, "invalid", "Invalid ttl.") from exc
+            expiration = int(time.time() * 1000) + min(max(ttl, 1), state.max_ttl) * 1000
+            channel = {"kind": "api#channel", "id": channel_id, "resourceId": cal.resource_id,
+                       "resourceUri": f"https://www.googleapis.com/calendar/v3/calendars/{cal.id}/events"
+                                      "?alt=json", "expiration": str(expiration)}
+            if body.get("token"):
+                channel["token"] = str(body["token"])
+            state.channels[channel_id] = {**channel, "address": address, "_calendar": cal.id, "_messages": 0}
+            state.notify(cal.id, "sync", only=channel_id)
+            return channel
+
+    @router.post("/calendar/v3/channels/stop", status_code=204)
+    async def stop_channel(request: Request):
+        auth(request)
+        body = await _json(request)
+        with state.lock:
+            channel = state.channels.get(str(body.get("id") or ""))
+            if channel is None or channel["resourceId"] != body.get("resourceId"):
+                raise _error(404, "notFound", f"Channel '{body.get('id')}' not found for project")
+            del state.channels[channel["id"]]
+            return Response(status_code=204)
+
     @router.post("/calendar/v3/freeBusy")
     async def free_busy(request: Request):
         subject = auth(request)
@@ -398,4 +466,11 @@ def make_google_app(state: GoogleState) -> FastAPI:
     app = FastAPI(title="Google Calendar API sandbox")
     app.add_exception_handler(ApiError, api_error_response)
     app.include_router(build_app(state))
+
+    @app.middleware("http")
+    async def send_notifications(request: Request, call_next):
+        response = await call_next(request)
+        await state.outbox.flush()      # messages about what the request changed go out once it is answered
+        return response
+
     return app

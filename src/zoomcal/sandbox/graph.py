@@ -7,6 +7,14 @@ master), removed ones as `{"id", "@removed"}`; a deleted occurrence simply vanis
 `transactionId` makes a retried create return the first one; `If-Match` on a stale etag → 412. Base path
 `/graph/v1.0`, sign-in `/graph/oauth2/v2.0/authorize` (authorization code with S256 PKCE), token endpoint
 `/graph/oauth2/v2.0/token`.
+
+Change notifications: `POST /subscriptions` (resource `users/{id}/calendars/{id}/events`, `users/{id}/calendar/events`
+or `users/{id}/events`; changeType among created, updated, deleted; https notificationUrl; expirationDateTime at most
+10080 minutes ahead for events; clientState up to 128 characters) first validates each URL: a POST with a
+`validationToken` query parameter that must be answered 200 with the token as text/plain within 10 seconds, else
+400. Event changes then post `{"value": [...]}` batches carrying the clientState; `lifecycle()` posts
+`reauthorizationRequired`, `subscriptionRemoved` (the subscription is gone) or `missed` to the lifecycle URL.
+`PATCH /subscriptions/{id}` extends one, `DELETE` ends it.
 """
 
 from __future__ import annotations
@@ -17,10 +25,11 @@ import json
 import re
 import secrets
 import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -30,6 +39,7 @@ from zoomcal.domain.timeutil import UTC, fmt_instant, parse_instant
 from zoomcal.errors import InvalidItem
 from zoomcal.mapping.graph import event_to_content
 from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response
+from zoomcal.sandbox.push import Delivery, Outbox
 
 WRITABLE = ("subject", "body", "start", "end", "isAllDay", "showAs", "attendees", "location", "recurrence",
             "transactionId", "categories", "sensitivity")
@@ -47,6 +57,39 @@ class GraphState:
     seq: int = 0
     epoch: int = 0                  # bumped to invalidate every delta token (-> 410 SyncStateNotFound)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    tenant_id: str = "00000000-0000-0000-0000-00000000sand"
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)    # id -> subscription
+    outbox: Outbox = field(default_factory=Outbox)
+    max_minutes: int = 10080            # the longest an event subscription may last
+
+    def notify_change(self, key: str, event: dict[str, Any], change: str) -> None:
+        """Queue a change notification on every live subscription to this calendar's events that wants it."""
+        user = self.owners.get(key, "")
+        now = datetime.now(UTC)
+        for sub in self.subscriptions.values():
+            if sub["_calendar"] != key or change not in sub["changeType"].split(",") or sub["_expires"] < now:
+                continue
+            path = f"Users/{user}/Events/{event['id']}"
+            item = {"subscriptionId": sub["id"], "subscriptionExpirationDateTime": sub["expirationDateTime"],
+                    "changeType": change, "resource": path, "tenantId": self.tenant_id,
+                    "clientState": sub.get("clientState"),
+                    "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "@odata.id": path,
+                                     "@odata.etag": event.get("@odata.etag", ""), "id": event["id"]}}
+            self.outbox.queue(sub["notificationUrl"], {"content-type": "application/json"},
+                              json.dumps({"value": [item]}).encode())
+
+    async def lifecycle(self, subscription_id: str, event: str) -> Delivery:
+        """Post a lifecycle notification (reauthorizationRequired, subscriptionRemoved, missed) for a subscription;
+        a removed subscription is gone afterwards."""
+        with self.lock:
+            sub = self.subscriptions[subscription_id]
+            if event == "subscriptionRemoved":
+                del self.subscriptions[subscription_id]
+        item = {"subscriptionId": sub["id"], "subscriptionExpirationDateTime": sub["expirationDateTime"],
+                "tenantId": self.tenant_id, "clientState": sub.get("clientState"), "lifecycleEvent": event}
+        return await self.outbox.send(Delivery(sub.get("lifecycleNotificationUrl") or sub["notificationUrl"],
+                                               {"content-type": "application/json"},
+                                               json.dumps({"value": [item]}).encode()))
 
     def expire_delta_tokens(self) -> None:
         self.epoch += 1
@@ -238,6 +281,7 @@ def build_router(state: GraphState) -> APIRouter:
                      "_exceptions": {}, "_cancelled": set()}
             touch(stored(body, event))
             events[event["id"]] = event
+            state.notify_change(f"{user}/{cal}", event, "created")
             return JSONResponse(_public(event), status_code=201)
 
     @router.get("/v1.0/users/{user}/calendars/{cal}/events/{event_id}")
@@ -266,7 +310,9 @@ def build_router(state: GraphState) -> APIRouter:
                     updated["_exceptions"], updated["_cancelled"] = {}, set()   # a new rule drops its exceptions
                 master.clear()
                 master.update(updated)
-                return _public(touch(master))
+                touch(master)
+                state.notify_change(f"{user}/{cal}", master, "updated")
+                return _public(master)
             series = event_to_content(master)
             length = parse_instant(series["end"]) - parse_instant(series["start"])
             override = master["_exceptions"].setdefault(rid, {"start": rid,
@@ -277,6 +323,7 @@ def build_router(state: GraphState) -> APIRouter:
             if "subject" in body:
                 override["subject"] = body["subject"]
             touch(master)
+            state.notify_change(f"{user}/{cal}", {**master, "id": event_id}, "updated")
             return get(user, cal, event_id, request)
 
     @router.delete("/v1.0/users/{user}/calendars/{cal}/events/{event_id}", status_code=204)
@@ -292,11 +339,13 @@ def build_router(state: GraphState) -> APIRouter:
                 for inst in expand(master, *far):
                     state.removed.append((state.seq, f"{user}/{cal}", inst["id"]))
                 del events[event_id]
+                state.notify_change(f"{user}/{cal}", master, "deleted")
             else:
                 master["_cancelled"].add(rid)
                 master["_exceptions"].pop(rid, None)
                 touch(master)
                 state.removed.append((state.seq, f"{user}/{cal}", event_id))
+                state.notify_change(f"{user}/{cal}", {**master, "id": event_id}, "deleted")
             return Response(status_code=204)
 
     @router.get("/v1.0/users/{user}/calendars/{cal}/events/{event_id}/instances")
@@ -347,6 +396,92 @@ def build_router(state: GraphState) -> APIRouter:
                 out["@odata.deltaLink"] = f"{base}?$deltatoken=" + _encode({**link, "since": upto, "offset": 0})
             return out
 
+    def expiry(body: dict[str, Any]) -> datetime:
+        try:
+            at = parse_instant(str(body.get("expirationDateTime") or "")[:19] + "Z")
+        except InvalidItem as exc:
+            raise _error(400, "InvalidRequest", "expirationDateTime is required.") from exc
+        now = datetime.now(UTC)
+        if at <= now:
+            raise _error(400, "InvalidRequest", "Subscription expiration must be in the future.")
+        if at > now + timedelta(minutes=state.max_minutes):
+            raise _error(400, "InvalidRequest", f"Subscription expiration can only be {state.max_minutes} minutes "
+                         "in the future.")
+        return at
+
+    def subscription(sub_id: str, subject: str) -> dict[str, Any]:
+        sub = state.subscriptions.get(sub_id)
+        if sub is None or sub["_owner"] != subject:
+            raise _error(404, "ResourceNotFound", f"The object was not found. Subscription '{sub_id}'")
+        return sub
+
+    @router.post("/v1.0/subscriptions", status_code=201)
+    async def create_subscription(request: Request):
+        subject = auth(request)
+        body = await request.json()
+        found = re.fullmatch(r"/?users/([^/]+)/(?:calendars/([^/]+)/|calendar/)?events", str(body.get("resource")
+                                                                                         or ""), re.I)
+        if found is None:
+            raise _error(400, "InvalidRequest", "The resource is not supported for change notifications.")
+        key = f"{unquote(found.group(1))}/{unquote(found.group(2) or 'calendar')}"
+        with state.lock:
+            if key not in state.events:
+                raise _error(404, "ResourceNotFound", "The specified object was not found in the store.")
+            if state.owners[key] != subject:
+                raise _error(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden]")
+        changes = str(body.get("changeType") or "").split(",")
+        if not changes or any(c not in ("created", "updated", "deleted") for c in changes):
+            raise _error(400, "InvalidRequest", "changeType must be created, updated and/or deleted.")
+        urls = [u for u in (body.get("notificationUrl"), body.get("lifecycleNotificationUrl")) if u]
+        if not body.get("notificationUrl") or any(not str(u).startswith("https://") for u in urls):
+            raise _error(400, "InvalidRequest", "The notification URL must use HTTPS.")
+        if len(str(body.get("clientState") or "")) > 128:
+            raise _error(400, "InvalidRequest", "clientState is longer than 128 characters.")
+        at = expiry(body)
+        for url in urls:          # Graph validates the endpoints before the subscription exists
+            token = secrets.token_urlsafe(24)
+            sep = "&" if "?" in url else "?"
+            answer = await state.outbox.send(Delivery(f"{url}{sep}{urlencode({'validationToken': token})}",
+                                                      {"content-type": "text/plain; charset=utf-8"}, b""))
+            if answer.status != 200 or answer.answer != token or \
+                    not answer.content_type.startswith("text/plain"):
+                raise _error(400, "InvalidRequest", "Subscription validation request failed. Notification "
+                             "endpoint must respond with 200 OK to validation request.")
+        sub = {"id": str(uuid.uuid4()), "resource": str(body["resource"]), "applicationId": state.client_id,
+               "changeType": ",".join(changes), "clientState": body.get("clientState"),
+               "notificationUrl": body["notificationUrl"],
+               "lifecycleNotificationUrl": body.get("lifecycleNotificationUrl"),
+               "expirationDateTime": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "creatorId": subject,
+               "latestSupportedTlsVersion": "v1_2", "includeResourceData": False}
+        with state.lock:
+            state.subscriptions[sub["id"]] = {**sub, "_calendar": key, "_owner": subject, "_expires": at}
+        return JSONResponse({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
+                             **sub}, status_code=201)
+
+    @router.get("/v1.0/subscriptions/{sub_id}")
+    def get_subscription(sub_id: str, request: Request):
+        subject = auth(request)
+        with state.lock:
+            return _public(subscription(sub_id, subject))
+
+    @router.patch("/v1.0/subscriptions/{sub_id}")
+    async def renew_subscription(sub_id: str, request: Request):
+        subject = auth(request)
+        body = await request.json()
+        at = expiry(body)
+        with state.lock:
+            sub = subscription(sub_id, subject)
+            sub["_expires"], sub["expirationDateTime"] = at, at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            return _public(sub)
+
+    @router.delete("/v1.0/subscriptions/{sub_id}", status_code=204)
+    def delete_subscription(sub_id: str, request: Request):
+        subject = auth(request)
+        with state.lock:
+            subscription(sub_id, subject)
+            del state.subscriptions[sub_id]
+            return Response(status_code=204)
+
     return router
 
 
@@ -385,6 +520,12 @@ def make_graph_app(state: GraphState) -> FastAPI:
                 responses.append({"id": sub.get("id"), "status": answer.status_code,
                                   "body": answer.json() if answer.content else None})
         return {"responses": responses}
+
+    @app.middleware("http")
+    async def send_notifications(request: Request, call_next):
+        response = await call_next(request)
+        await state.outbox.flush()      # notifications about what the request changed go out once it is answered
+        return response
 
     @app.middleware("http")
     async def odata_params(request: Request, call_next):

@@ -7,11 +7,19 @@ Like Zoom, it allows 100 meeting creates/updates (POST /users/{userId}/meetings,
 occurrences included) per host user and UTC day through the API; the next one is refused with 429, Zoom's
 message and `X-RateLimit-Type: Daily-limit` / `Retry-After: <next 00:00 UTC>`; deletes do not count. Only apps
 count (tokens from the token endpoint): the sandbox actor stands for a person in Zoom's own apps.
+
+Webhooks: with `webhook_url` and `webhook_secret` set, meeting changes (`meeting.created`, `meeting.updated`,
+`meeting.deleted`) and presence changes (`user.presence_status_updated`, also when an app set the status) are
+POSTed there once the request that made them is answered, signed as Zoom signs them: `x-zm-request-timestamp`
+(seconds) and `x-zm-signature` = `v0=` + hex HMAC-SHA256(secret token, `v0:{timestamp}:{body}`).
+`POST /zoom/sandbox/users/{userId}/presence` stands for the person choosing a status in the Zoom client.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import itertools
 import json
 import secrets
@@ -29,6 +37,7 @@ from zoomcal.domain.timeutil import UTC, fmt_instant, now_utc, parse_instant
 from zoomcal.errors import InvalidItem
 from zoomcal.mapping.zoom import expand_occurrences
 from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response, basic_credentials
+from zoomcal.sandbox.push import Outbox
 
 PRESENCE_VALUES = ("Away", "Available", "In_Calendar_Event", "Presenting", "In_A_Zoom_Meeting", "On_A_Call",
                    "Out_of_Office", "Busy", "Do_No_Disturb", "Do_Not_Disturb")
@@ -56,6 +65,30 @@ class ZoomState:
     wall_clock: Any = field(default=now_utc)                       # which UTC day it is
     app_tokens: set[str] = field(default_factory=set)              # issued by the token endpoint (to apps)
     meeting_writes: dict[tuple[str, str], int] = field(default_factory=dict)   # (host id, day) -> writes
+    webhook_url: str | None = None                 # the app's event notification endpoint
+    webhook_secret: str = "zoom-sandbox-webhook-secret"    # the app's secret token
+    outbox: Outbox = field(default_factory=Outbox)
+
+    def notify(self, event: str, obj: dict[str, Any]) -> None:
+        """Queue a signed webhook for the app's endpoint (sent once the current request is answered)."""
+        if not self.webhook_url:
+            return
+        now = time.time()
+        body = json.dumps({"event": event, "event_ts": int(now * 1000),
+                           "payload": {"account_id": self.account_id, "object": obj}}).encode()
+        stamp = str(int(now))
+        mac = hmac.new(self.webhook_secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256)
+        self.outbox.queue(self.webhook_url, {"content-type": "application/json", "x-zm-request-timestamp": stamp,
+                                             "x-zm-signature": "v0=" + mac.hexdigest()}, body)
+
+    def notify_meeting(self, event: str, meeting: dict[str, Any]) -> None:
+        self.notify(event, {k: meeting[k] for k in ("id", "uuid", "host_id", "topic", "type", "start_time",
+                                                    "duration", "timezone") if k in meeting})
+
+    def notify_presence(self, user: dict[str, Any]) -> None:
+        self.notify("user.presence_status_updated", {
+            "date_time": fmt_instant(now_utc()), "email": user["email"], "id": user["id"],
+            "presence_status": user["_presence"]})
 
     def count_meeting_write(self, request: Request, host_id: str) -> None:
         """Count an app's meeting create/update against the host's day, or refuse it as Zoom does (429)."""
@@ -289,6 +322,7 @@ def build_app(state: ZoomState) -> APIRouter:
             if fields["type"] == 8:
                 meeting["recurrence"] = fields["recurrence"]
             state.meetings[meeting_id] = meeting
+            state.notify_meeting("meeting.created", meeting)
             return JSONResponse(state.full_meeting(meeting_id), status_code=201)
 
     def meeting_or_404(meeting_id: str) -> int:
@@ -337,6 +371,7 @@ def build_app(state: ZoomState) -> APIRouter:
                     edit["start_time"] = fields["start_time"]
                 if "duration" in fields:
                     edit["duration"] = fields["duration"]
+                state.notify_meeting("meeting.updated", state.meetings[key])
                 return Response(status_code=204)
             meeting = state.meetings[key]
             old_rule = (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone"))
@@ -357,6 +392,7 @@ def build_app(state: ZoomState) -> APIRouter:
                 meeting.setdefault("duration", 60)
             if (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone")) != old_rule:
                 state.edits.pop(key, None)   # a new series: occurrence edits no longer apply
+            state.notify_meeting("meeting.updated", meeting)
             return Response(status_code=204)
 
     @router.delete("/v2/meetings/{meeting_id}", status_code=204)
@@ -369,7 +405,9 @@ def build_app(state: ZoomState) -> APIRouter:
                 if occ["status"] == "deleted":
                     raise _error(400, 3000, "Occurrence has been deleted.")
                 state.edits.setdefault(key, {})[occurrence_id] = {"status": "deleted"}
+                state.notify_meeting("meeting.updated", state.meetings[key])
                 return Response(status_code=204)
+            state.notify_meeting("meeting.deleted", state.meetings[key])
             del state.meetings[key]
             state.edits.pop(key, None)
             return Response(status_code=204)
@@ -404,6 +442,22 @@ def build_app(state: ZoomState) -> APIRouter:
                              {"Retry-After": str(retry)})
             user["_presence"], user["_presence_at"] = status, now
             user["_presence_writes"] += 1
+            state.notify_presence(user)
+            return Response(status_code=204)
+
+    @router.post("/sandbox/users/{user_id}/presence", status_code=204)
+    async def set_by_hand(user_id: str, request: Request):
+        """The person picks a status in the Zoom client (no app, no rate limit): Zoom tells the app."""
+        body = await request.json()
+        with state.lock:
+            user = state.find_user(user_id)
+            if user is None:
+                raise _error(404, 1001, f"User does not exist: {user_id}.")
+            status = body.get("status") if isinstance(body, dict) else None
+            if status not in PRESENCE_VALUES:
+                raise _error(400, 300, f"Invalid presence status {status!r}.")
+            user["_presence"] = "Do_Not_Disturb" if status == "Do_No_Disturb" else status
+            state.notify_presence(user)
             return Response(status_code=204)
 
     return router
@@ -413,4 +467,11 @@ def make_zoom_app(state: ZoomState) -> FastAPI:
     app = FastAPI(title="Zoom API sandbox")
     app.add_exception_handler(ApiError, api_error_response)
     app.include_router(build_app(state))
+
+    @app.middleware("http")
+    async def send_webhooks(request: Request, call_next):
+        response = await call_next(request)
+        await state.outbox.flush()      # what the request changed is notified once it is answered
+        return response
+
     return app

@@ -1,7 +1,8 @@
 """`POST /webhooks/{channel}`: provider notifications, verified on their channel and turned into due syncs.
 
 The receiver only translates: it reads the raw body (signatures cover the exact bytes), hands it to
-`zoomcal.app.push.receive`, and answers with what that says. Bodies larger than a notification can be are refused
+`zoomcal.app.push.receive` with the query parameters, and answers with what that says (JSON, or plain text where a
+provider's validation wants its token echoed). Bodies larger than a notification can be are refused
 before anything is parsed.
 """
 
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from zoomcal.app.context import Services
 from zoomcal.app.push import PushAnswer, receive
@@ -33,9 +34,11 @@ def make_app(services: Services, on_answer: Callable[[str, PushAnswer], None] | 
             body += chunk
             if len(body) > MAX_BODY:
                 return JSONResponse({"error": "body too large"}, status_code=413)
-        answer = receive(services, channel, request.headers, body, clock())
+        answer = receive(services, channel, request.headers, body, clock(), dict(request.query_params))
         if on_answer is not None:
             on_answer(channel, answer)
+        if answer.text is not None:
+            return PlainTextResponse(answer.text, status_code=answer.status)
         return JSONResponse(answer.body, status_code=answer.status)
 
     return app

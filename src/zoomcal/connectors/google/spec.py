@@ -8,6 +8,7 @@ from urllib.parse import quote
 from zoomcal.auth.oauth import TokenSource
 from zoomcal.connectors import rest
 from zoomcal.connectors.google.connector import GoogleConnector
+from zoomcal.connectors.google.push import CHANNEL
 from zoomcal.connectors.spec import CALENDAR, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec
 
 API = "https://www.googleapis.com/calendar/v3"
@@ -50,4 +51,5 @@ SPEC = ProviderSpec(
     options=(rest.CLIENT_ID, Option("calendar_id", "the calendar id", default="primary"),
              *rest.endpoint_options(API, TOKEN_URL)),
     secrets=lambda _options: (rest.CLIENT_SECRET, rest.REFRESH_TOKEN), link=link, check=check, connector=connector,
-    grant=grant, revoke=revoke, capabilities=GoogleConnector.capabilities, default_label="Google Calendar")
+    grant=grant, revoke=revoke, capabilities=GoogleConnector.capabilities, push=CHANNEL,
+    default_label="Google Calendar")

@@ -10,6 +10,7 @@ from zoomcal.auth.oauth import TokenSource
 from zoomcal.availability.intervals import window
 from zoomcal.connectors import rest
 from zoomcal.connectors.graph.connector import GraphConnector
+from zoomcal.connectors.graph.push import CHANNEL
 from zoomcal.connectors.spec import CALENDAR, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec, SignIn
 from zoomcal.domain.timeutil import fmt_instant
 
@@ -76,4 +77,4 @@ SPEC = ProviderSpec(
     key="graph", label="Microsoft 365", roles=frozenset({CALENDAR}),
     linking="user OAuth: sign in (authorization code + PKCE) or a refresh token; a client secret unless public",
     options=OPTIONS, secrets=secrets, link=link, check=check, connector=connector, grant=grant, sign_in=sign_in,
-    capabilities=GraphConnector.capabilities, default_label="Outlook")
+    capabilities=GraphConnector.capabilities, push=CHANNEL, default_label="Outlook")

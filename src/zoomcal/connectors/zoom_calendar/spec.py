@@ -9,7 +9,7 @@ from urllib.parse import quote
 from zoomcal.connectors import rest
 from zoomcal.connectors.spec import CALENDAR, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec, PushTarget
 from zoomcal.connectors.zoom import spec as zoom
-from zoomcal.connectors.zoom.push import CHANNEL, payload_object
+from zoomcal.connectors.zoom.push import CHANNEL, event_time, payload_object
 from zoomcal.connectors.zoom_calendar.connector import ZoomCalendarConnector
 
 KEY = "zoom-calendar"
@@ -46,7 +46,7 @@ def targets(event: dict[str, Any]) -> list[PushTarget]:
     """`calendar.event_*` names the calendar by its resource id."""
     obj = payload_object(event)
     if str(event.get("event") or "").startswith("calendar.event_") and obj.get("resource_id"):
-        return [PushTarget(KEY, calendar=str(obj["resource_id"]))]
+        return [PushTarget(KEY, calendar=str(obj["resource_id"]), changed_at=event_time(event))]
     return []
 
 
