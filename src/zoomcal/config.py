@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     # the Zoom app's webhook secret token (verifies x-zm-signature on /webhooks/zoom)
     zoom_webhook_secret: str | None = None
+    # a bearer token for `zoomcal serve`'s read endpoints (/events); unset: served on a loopback bind only
+    api_token: str | None = None
 
     def resolved_database_url(self) -> str:
         if self.database_url:

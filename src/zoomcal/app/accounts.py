@@ -155,7 +155,8 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
         user = users.find(s, ctx, email)
         _one_meetings_account(s, user, spec)
     try:
-        linked = await spec.link(LinkRequest(user.email, options, secrets), ctx.services.env(ctx.rules()))
+        linked = await spec.link(LinkRequest(user.email, options, secrets),
+                                 ctx.services.env(ctx.rules(), provider=spec.key))
     except (ConfigError, ConnectorError) as exc:
         raise _provider_error(spec, exc) from exc
     role = spec.role
@@ -236,7 +237,7 @@ async def relink(ctx: AppContext, account_id: int, options: dict[str, str], secr
     rotated: dict[str, str] = {}
     view.on_rotate = lambda token: rotated.__setitem__("refresh_token", token)
     try:
-        await spec.check(view, ctx.services.env(ctx.rules()))
+        await spec.check(view, ctx.services.env(ctx.rules(), provider=spec.key))
     except (ConfigError, ConnectorError) as exc:
         raise _provider_error(spec, exc) from exc
     view.secret.update(rotated)
