@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from zoomcal.app.context import Services
@@ -22,8 +22,16 @@ MAX_BODY = 256 * 1024
 def make_app(services: Services, on_answer: Callable[[str, PushAnswer], None] | None = None,
              clock: Callable[[], float] = time.time) -> FastAPI:
     app = FastAPI(title="zoomcal webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(router(services, on_answer, clock))
+    return app
 
-    @app.post("/webhooks/{channel}")
+
+def router(services: Services, on_answer: Callable[[str, PushAnswer], None] | None = None,
+           clock: Callable[[], float] = time.time) -> APIRouter:
+    """The receiver's routes, for an app that serves more than webhooks (`zoomcal.web.app`)."""
+    routes = APIRouter()
+
+    @routes.post("/webhooks/{channel}")
     async def webhook(channel: str, request: Request):
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY:
@@ -38,4 +46,4 @@ def make_app(services: Services, on_answer: Callable[[str, PushAnswer], None] | 
             on_answer(channel, answer)
         return JSONResponse(answer.body, status_code=answer.status)
 
-    return app
+    return routes
