@@ -44,7 +44,7 @@ def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     app = make_app(services, on_shutdown=[services.aclose])
     err.print(f"serving on http://{host}:{bound_port}: /webhooks/{{channel}}, /metrics, /healthz, /readyz, /events",
-              highlight=False, markup=False)
+              highlight=False, markup=False, soft_wrap=True)
     if not services.settings.api_token and not is_loopback(bound_host):
         err.print("note: /events is refused on this address until ZOOMCAL_API_TOKEN is set", highlight=False,
                   markup=False)
