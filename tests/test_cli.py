@@ -33,7 +33,8 @@ def run(*args, input=None):
 
 def test_help_lists_the_commands():
     out = run("--help").output
-    for name in ("init", "db", "demo", "sync", "status", "log", "events", "user", "account", "mapping", "sandbox"):
+    for name in ("init", "db", "demo", "sync", "status", "log", "events", "user", "account", "mapping", "sandbox",
+                 "serve"):
         assert name in out
 
 
@@ -78,7 +79,8 @@ def test_setup_link_sync_and_inspect_against_a_served_sandbox(env, monkeypatch):
         events = json.loads(run("events", "--user", "ada@example.com", "--json").output)
         assert [e["title"] for e in events] == ["Kickoff"] and events[0]["is_meeting"]
         status = json.loads(run("status", "--json").output)
-        assert status[0]["status"] == "ok" and status[0]["review_queue"] == 0
+        assert status["users"][0]["status"] == "ok" and status["users"][0]["review_queue"] == 0
+        assert status["propagation"] == {}
         log = run("log", "--json").output.splitlines()
         assert any("create" in json.loads(line)["action"] for line in log)
         assert world.zoom.client_secret not in run("log").output

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # where providers reach this zoomcal (https://zoomcal.example.org): Google and Graph push channels are
     # created to {public_url}/webhooks/{channel}; without it none are created and changes are found by polling
     public_url: str | None = None
+    # a bearer token for `zoomcal serve`'s read endpoints (/events); unset: served on a loopback bind only
+    api_token: str | None = None
 
     def resolved_database_url(self) -> str:
         if self.database_url:

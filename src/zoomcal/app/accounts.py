@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from zoomcal.app import channels, users
+from zoomcal.app import channels, feed, users
 from zoomcal.app.context import AppContext
 from zoomcal.app.errors import ConflictError, InvalidError, NeedsReauthError, NotFoundError
 from zoomcal.auth.authorize import Provider, authorize
@@ -158,7 +158,8 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
         user = users.find(s, ctx, email)
         _one_meetings_account(s, user, spec)
     try:
-        linked = await spec.link(LinkRequest(user.email, options, secrets), ctx.services.env(ctx.rules()))
+        linked = await spec.link(LinkRequest(user.email, options, secrets),
+                                 ctx.services.env(ctx.rules(), provider=spec.key))
     except (ConfigError, ConnectorError) as exc:
         raise _provider_error(spec, exc) from exc
     role = spec.role
@@ -242,7 +243,7 @@ async def relink(ctx: AppContext, account_id: int, options: dict[str, str], secr
     rotated: dict[str, str] = {}
     view.on_rotate = lambda token: rotated.__setitem__("refresh_token", token)
     try:
-        await spec.check(view, ctx.services.env(ctx.rules()))
+        await spec.check(view, ctx.services.env(ctx.rules(), provider=spec.key))
     except (ConfigError, ConnectorError) as exc:
         raise _provider_error(spec, exc) from exc
     view.secret.update(rotated)
@@ -252,6 +253,8 @@ async def relink(ctx: AppContext, account_id: int, options: dict[str, str], secr
         account.secret = ctx.vault.seal(view.secret) if view.secret else None
         account.access_token, account.access_expires_at = None, None
         account.revision = (account.revision or 1) + 1
+        if account.status != "ok":
+            feed.account_health(s, ctx.tenant_id, account.user_id, account.id, spec.label, "ok", None)
         account.status, account.status_reason, account.checked_at = "ok", None, ctx.now()
         ctx.audit(s, "account.relink", f"{user.email}:{account.provider}",
                   {"options": sorted(options), "secrets": sorted(secrets)})
@@ -324,6 +327,8 @@ async def health(ctx: AppContext, account_id: int | None = None) -> list[Account
         with ctx.store.transaction() as s:
             account = s.get(Account, aid)
             if account is not None:
+                if account.status != status:
+                    feed.account_health(s, ctx.tenant_id, account.user_id, aid, spec.label, status, reason)
                 account.status, account.status_reason, account.checked_at = status, reason, ctx.now()
 
     await asyncio.gather(*(one(aid) for aid in ids))

@@ -142,9 +142,9 @@ class Services:
             return [(t.id, t.name) for t in s.scalars(select(Tenant).order_by(Tenant.id))]
 
     # --- connectors ----------------------------------------------------------------------------------------
-    def env(self, rules: MappingRules, share: Callable[[Any], Any] | None = None) -> Env:
+    def env(self, rules: MappingRules, share: Callable[[Any], Any] | None = None, provider: str = "") -> Env:
         env = Env(rules=rules, transport=self.transport, resolver=self.resolver, timeout=self.settings.http_timeout,
-                  allow_private=self.settings.allow_private_urls)
+                  allow_private=self.settings.allow_private_urls, provider=provider)
         if share is not None:
             env.share_tokens = share
         return env
@@ -180,7 +180,7 @@ class Services:
         the one every process shares through the store (one refresh at a time, rotations stored under the lock)."""
         spec = registry.get(account.provider)
         view = self.account_view(account, calendar)
-        env = self.env(rules)
+        env = self.env(rules, provider=spec.key)
         if spec.grant is not None:
             grant = spec.grant
 

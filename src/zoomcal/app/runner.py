@@ -17,7 +17,6 @@ Two runners serve the same durable work (the due marks in the store, `zoomcal.ap
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -177,24 +176,40 @@ def _mark_everyone(services: Services, tenant: str | None = None) -> int:
                if tenant in (None, t))
 
 
-@contextlib.contextmanager
-def embedded_in_background(services: Services, **kwargs: Any):
-    """The embedded runner on its own thread and event loop (for `zoomcal serve` with SQLite)."""
-    runner = EmbeddedRunner(services, **kwargs)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
+class Background:
+    """The embedded runner on its own thread and event loop, started and stopped by a host (`zoomcal serve` with
+    SQLite): the web app's loop only answers requests."""
 
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.run(stop))
+    def __init__(self, services: Services, **kwargs: Any):
+        self.runner = EmbeddedRunner(services, **kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
 
-    thread = threading.Thread(target=main, name="zoomcal-jobs", daemon=True)
-    thread.start()
-    try:
-        yield runner
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
+    def start(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(loop)
+            self._stop = asyncio.Event()
+            ready.set()
+            try:
+                loop.run_until_complete(self.runner.run(self._stop))
+            finally:
+                loop.run_until_complete(self.runner.services.aclose())
+                loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=main, name="zoomcal-jobs", daemon=True)
+        self._thread.start()
+        ready.wait(5)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
 
 # --- procrastinate (PostgreSQL) ----------------------------------------------------------------------------

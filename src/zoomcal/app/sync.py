@@ -10,12 +10,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from zoomcal.app import users
+from zoomcal.app import feed, users
+from zoomcal.app import propagation as app_propagation
 from zoomcal.app.context import AppContext
 from zoomcal.app.errors import ConflictError, InvalidError, NotFoundError
 from zoomcal.availability import intervals
 from zoomcal.connectors.spec import CALENDAR, MEETINGS
 from zoomcal.domain.content import MISSING, apply_view
+from zoomcal.metrics import SYNC_DURATION
 from zoomcal.store import repo
 from zoomcal.store.models import Account, Calendar, Event, Link, ReviewItem, SyncLogEntry, SyncRun, User
 from zoomcal.sync.engine import RunReport, SideSpec, SyncEngine, SyncPair, describe
@@ -111,12 +113,41 @@ async def run(ctx: AppContext, email: str | None = None, *, calendar_id: int | N
     sync_engine = engine(ctx, on_change)
     results = []
     for pair in pairs(ctx, email, calendar_id):
+        accounts = [pair.side(s).account_id for s in pair.sides if pair.side(s).account_id is not None]
+        before = _account_health(ctx, accounts)
         report = await sync_engine.run(pair, trigger=trigger, dry_run=dry_run, confirm_deletes=confirm_deletes)
         result = _result(pair, report, dry_run)
+        if not dry_run:
+            _after_run(ctx, pair, report, before)
         results.append(result)
         if on_pair is not None:
             on_pair(result)
     return results
+
+
+def _account_health(ctx: AppContext, account_ids: list[int]) -> dict[int, tuple[str, str, str | None, int]]:
+    """account id -> (provider key, status, reason, user id)."""
+    if not account_ids:
+        return {}
+    with ctx.store.session() as s:
+        return {a.id: (a.provider, a.status, a.status_reason, a.user_id)
+                for a in s.scalars(select(Account).where(Account.id.in_(account_ids)))}
+
+
+def _after_run(ctx: AppContext, pair: SyncPair, report: RunReport, before: dict) -> None:
+    """What a finished run leaves for the feed and the metrics: a line saying it finished, a line per account whose
+    health the run changed (a refused token refresh), the run's duration by the receiving calendar's provider."""
+    after = _account_health(ctx, list(before))
+    receiving = pair.b.account_id
+    if receiving in after and report.status != "skipped":
+        SYNC_DURATION.labels(provider=after[receiving][0]).observe(report.duration_ms / 1000)
+    with ctx.store.transaction() as s:
+        if report.run_id is not None:
+            feed.run_finished(s, ctx.tenant_id, pair.user_id, report.run_id, report.status, report.writes,
+                              report.api_calls, report.duration_ms)
+        for account_id, (provider, status, reason, user_id) in sorted(after.items()):
+            if before.get(account_id, (None, status))[1] != status:
+                feed.account_health(s, ctx.tenant_id, user_id, account_id, ctx.spec(provider).label, status, reason)
 
 
 # --- what happened ------------------------------------------------------------------------------------------
@@ -147,6 +178,21 @@ def status(ctx: AppContext) -> list[UserStatus]:
                                    (run.counts or {}).get("writes", 0) if run else 0, run.errors if run else 0,
                                    reviews, statuses.count("reauth"), statuses.count("degraded")))
     return rows
+
+
+@dataclass
+class Overview:
+    """The status page: every person's last run, and how long changes took to propagate (the last day)."""
+
+    users: list[UserStatus]
+    propagation: dict[str, dict[str, dict[str, Any]]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"users": [asdict(u) for u in self.users], "propagation": self.propagation}
+
+
+def overview(ctx: AppContext) -> Overview:
+    return Overview(status(ctx), app_propagation.summary(ctx))
 
 
 @dataclass

@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session
 
 from zoomcal.auth.oauth import TokenSource
 from zoomcal.auth.vault import Vault
-from zoomcal.errors import AuthExpired, ConfigError, Transient
+from zoomcal.errors import AuthExpired, ConfigError, RateLimited, Transient
 from zoomcal.logging import get_logger
+from zoomcal.metrics import TOKEN_REFRESH_FAILURES
 from zoomcal.store.db import Database
 from zoomcal.store.models import Account
 
@@ -130,8 +131,12 @@ class StoredTokens(TokenSource):
                 if access is not None:   # another process refreshed while this one waited for the lock
                     return access
                 secret = self.vault.open(account.secret)
+                provider = account.provider
                 try:
                     issued = self._on_loop(loop, self._grant(secret).fetch(client))
+                except (Transient, RateLimited) as exc:   # rolled back; the next call tries again
+                    TOKEN_REFRESH_FAILURES.labels(provider=provider, reason=_reason(exc)).inc()
+                    raise
                 except AuthExpired as exc:
                     account.status, account.status_reason = "reauth", f"token refresh refused: {exc}"[:500]
                     account.checked_at = datetime.now(UTC)
@@ -139,6 +144,7 @@ class StoredTokens(TokenSource):
                 else:
                     refused, access = None, self._store(account, secret, issued)
         if refused is not None:   # committed: the account now waits for a person to link it again
+            TOKEN_REFRESH_FAILURES.labels(provider=provider, reason="refused").inc()
             log.warning("token.refused", account_id=self.account_id, reason=str(refused))
             raise refused
         log.info("token.refreshed", account_id=self.account_id)
@@ -162,6 +168,10 @@ class StoredTokens(TokenSource):
         account.access_expires_at = datetime.fromtimestamp(expires, UTC)
         account.checked_at = datetime.now(UTC)
         return _Access(issued["access_token"], expires)
+
+
+def _reason(exc: Exception) -> str:
+    return "rate_limited" if isinstance(exc, RateLimited) else "unavailable"
 
 
 def stored_tokens(db: Database, vault: Vault, account_id: int, grant_factory: GrantFactory, *,

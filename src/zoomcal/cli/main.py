@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from zoomcal.cli import availability, common, demo, setup, sync, worker
+from zoomcal.cli import availability, common, demo, serve, setup, sync, worker
 from zoomcal.cli.accounts import account_app
 from zoomcal.cli.mapping import mapping_app
 from zoomcal.cli.presence import presence_app
@@ -45,6 +45,7 @@ app.add_typer(presence_app, name="presence")
 app.add_typer(mapping_app, name="mapping")
 app.command()(demo.demo)
 app.command()(demo.sandbox)
+app.command()(serve.serve)
 
 
 def run() -> None:  # pragma: no cover

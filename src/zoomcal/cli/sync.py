@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import typer
 from rich.table import Table
 
+from zoomcal.app import feed as app_feed
 from zoomcal.app import presence as app_presence
 from zoomcal.app import sync as app_sync
 from zoomcal.app.context import AppContext
@@ -128,15 +130,26 @@ def sync(
 
 @handled
 def status(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Last sync run per user, open review items, accounts needing attention."""
-    rows = app_sync.status(context())
+    """Last sync run per user, open review items, accounts needing attention; how long changes took to reach the
+    other side over the last day (propagation percentiles)."""
+    overview = app_sync.overview(context())
     if as_json:
-        return print_json(as_dict(rows))
+        return print_json(overview.as_dict())
     table = Table("user", "last run", "status", "writes", "errors", "review", "re-auth", "degraded")
-    for r in rows:
+    for r in overview.users:
         table.add_row(r.user, str(r.last_run or "-"), r.status, str(r.writes), str(r.errors), str(r.review_queue),
                       str(r.accounts_needing_reauth), str(r.accounts_degraded))
     console.print(table)
+    if overview.propagation:
+        spread = Table("propagation", "provider", "changes", "p50", "p95", "p99", title="last 24 hours")
+        for kind, providers in overview.propagation.items():
+            for provider, p in providers.items():
+                spread.add_row(kind, provider, str(p["count"]), _ms(p["p50"]), _ms(p["p95"]), _ms(p["p99"]))
+        console.print(spread)
+
+
+def _ms(value: int) -> str:
+    return f"{value} ms" if value < 1000 else f"{value / 1000:.1f} s"
 
 
 @handled
@@ -151,23 +164,35 @@ def show_log(
     import sys
 
     ctx = context()
+    start = app_feed.latest_id(ctx) if follow else 0
     entries = app_sync.log(ctx, user, limit=limit)
-    last = 0
-    while True:
-        for e in entries:
-            last = max(last, e.id)
-            if as_json:
-                sys.stdout.write(json.dumps({"id": e.id, "at": str(e.at), "level": e.level, "action": e.action,
-                                             "event": e.event, "user": e.user, "message": e.message}) + "\n")
-            else:
-                color = {"error": "red", "warning": "yellow"}.get(e.level, "white")
-                console.print(f"{e.at:%Y-%m-%d %H:%M:%S} [{color}]{e.level:7}[/] {e.action:9} "
-                              f"{e.event or '-':28} {e.message}", highlight=False)
-        if not follow:
-            return
+
+    def show(id_: int, at, level: str, action: str, event: str | None, who: str | None, message: str) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps({"id": id_, "at": str(at), "level": level, "action": action,
+                                         "event": event, "user": who, "message": message}) + "\n")
+        else:
+            color = {"error": "red", "warning": "yellow"}.get(level, "white")
+            console.print(f"{at:%Y-%m-%d %H:%M:%S} [{color}]{level:7}[/] {action:9} "
+                          f"{event or '-':28} {message}", highlight=False)
         sys.stdout.flush()
-        time.sleep(1.0)
-        entries = app_sync.log(ctx, user, after=last)
+
+    for e in entries:
+        show(e.id, e.at, e.level, e.action, e.event, e.user, e.message)
+    if not follow:
+        return
+
+    async def tail() -> None:
+        # the same feed the web's /events serves: new lines from every process sharing the store
+        async for item in app_feed.follow(ctx, max([start] + [e.id for e in entries]), user=user):
+            if item is not None:
+                d = item.data
+                show(item.id, item.at, d["level"], d["action"], d["event"], d["user"], d["message"])
+
+    try:
+        asyncio.run(tail())
+    except KeyboardInterrupt:
+        pass
 
 
 @handled

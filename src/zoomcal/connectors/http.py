@@ -1,4 +1,5 @@
-"""A thin async HTTP client shared by the REST connectors: bearer auth, typed errors, call counting."""
+"""A thin async HTTP client shared by the REST connectors: bearer auth, typed errors, call counting; and the
+metering every provider's HTTP answers go through (`count_call`, or `metered` for a connector's own client)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from zoomcal.errors import (
     RateLimited,
     Transient,
 )
+from zoomcal.metrics import API_CALLS, RATE_LIMITED
 
 
 def _message(response: httpx.Response) -> str:
@@ -81,12 +83,32 @@ def _daily_limit(message: str, retry_after: str) -> DailyLimitReached:
     return DailyLimitReached(message, resets_at=resets_at, retry_after=wait)
 
 
+def count_call(provider: str, status: int | str, rate_limited: bool | None = None) -> None:
+    """Count one provider API call: its HTTP status (or "error" when no answer came), and a throttling answer.
+    `provider` is the registry key the caller was built for (never a name chosen here)."""
+    label = provider or "unknown"
+    API_CALLS.labels(provider=label, status=str(status)).inc()
+    if rate_limited is None:
+        rate_limited = status == 429
+    if rate_limited:
+        RATE_LIMITED.labels(provider=label).inc()
+
+
+def metered(provider: str) -> dict[str, list]:
+    """httpx event hooks counting every answer of a connector's own client (CalDAV, ICS) under `provider`."""
+    async def on_response(response: httpx.Response) -> None:
+        status = response.status_code
+        count_call(provider, status, status == 429 or (status == 503 and "retry-after" in response.headers))
+    return {"response": [on_response]}
+
+
 class ApiClient:
     def __init__(self, base_url: str, tokens: TokenSource, transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: float = 20.0):
+                 timeout: float = 20.0, provider: str = ""):
         self.client = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", transport=transport,
                                         timeout=httpx.Timeout(timeout))
         self.tokens = tokens
+        self.provider = provider
         self.calls = 0
 
     async def request(self, method: str, path: str, *, gone_is: type[ConnectorError] = NotFound,
@@ -98,17 +120,23 @@ class ApiClient:
             try:
                 response = await self.client.request(method, path.lstrip("/"), headers=headers, **kwargs)
             except httpx.TimeoutException as exc:
+                count_call(self.provider, "error")
                 raise Transient(f"{method} timed out") from exc
             except httpx.TransportError as exc:
+                count_call(self.provider, "error")
                 raise Transient(f"{method} failed: {type(exc).__name__}") from exc
             if response.status_code == 401 and attempt == 0:
+                count_call(self.provider, 401, False)
                 self.tokens.invalidate(token)   # expired early: refresh once (unless already done)
                 kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
                 continue
             break
         if response.status_code < 400:
+            count_call(self.provider, response.status_code, False)
             return response
-        raise error_for(response, f"{method} {path}", gone_is)
+        error = error_for(response, f"{method} {path}", gone_is)
+        count_call(self.provider, response.status_code, isinstance(error, RateLimited))
+        raise error
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.request(method, path, **kwargs)

@@ -28,7 +28,7 @@ def refresh_grant(view: AccountView, default_token_url: str, *, basic_auth: bool
 
 
 def api_client(view: AccountView, env: Env, default_base: str, tokens: TokenSource) -> ApiClient:
-    return ApiClient(view.option("api_base", default_base), tokens, env.transport, env.timeout)
+    return ApiClient(view.option("api_base", default_base), tokens, env.transport, env.timeout, provider=env.provider)
 
 
 def request_view(request: LinkRequest, calendar: str, config_keys: tuple[str, ...],

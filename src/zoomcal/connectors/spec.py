@@ -89,6 +89,8 @@ class Env:
     allow_private: bool = False
     # wraps a token grant into the token source connectors use (the store-backed, shared one at run time)
     share_tokens: Callable[[TokenSource], TokenSource] = lambda grant: grant
+    # the registry key of the provider this environment was made for: the label of its API call metrics
+    provider: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from zoomcal.connectors import registry
 from zoomcal.connectors.spec import PRESENCE
 from zoomcal.domain.timeutil import UTC, now_utc, zone
 from zoomcal.errors import ConnectorError, InvalidItem, RateLimited
+from zoomcal.metrics import PRESENCE_WRITES
 from zoomcal.presence.engine import PROTECTED, Decision, Memory, Situation, canonical_status, decide
 from zoomcal.presence.rules import PresenceRules, load_presence_rules
 from zoomcal.store import repo
@@ -124,14 +125,18 @@ class PresenceService:
                 await zoom.set_presence(decision.status, decision.dnd_minutes)
                 outcome.written = True
                 self.writes += 1
+                PRESENCE_WRITES.labels(status="ok").inc()
             except RateLimited as exc:
+                PRESENCE_WRITES.labels(status="rate_limited").inc()
                 decision.retry_at = at + timedelta(seconds=exc.retry_after)
                 decision.memory = memory
                 outcome.error = f"Zoom rate limit: retry at {decision.retry_at:%H:%M:%S}"
             except InvalidItem as exc:      # e.g. the user is not signed in to Zoom: try at the next change
+                PRESENCE_WRITES.labels(status="refused").inc()
                 decision.memory = memory
                 outcome.error = str(exc)
             except ConnectorError as exc:
+                PRESENCE_WRITES.labels(status="error").inc()
                 decision.memory = memory
                 outcome.error = f"{type(exc).__name__}: {exc}"
         if write:

@@ -8,10 +8,11 @@ before anything is parsed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from zoomcal.app.context import Services
@@ -23,8 +24,16 @@ MAX_BODY = 256 * 1024
 def make_app(services: Services, on_answer: Callable[[str, PushAnswer], None] | None = None,
              clock: Callable[[], float] = time.time) -> FastAPI:
     app = FastAPI(title="zoomcal webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(router(services, on_answer, clock))
+    return app
 
-    @app.post("/webhooks/{channel}")
+
+def router(services: Services, on_answer: Callable[[str, PushAnswer], None] | None = None,
+           clock: Callable[[], float] = time.time) -> APIRouter:
+    """The receiver's routes, for an app that serves more than webhooks (`zoomcal.web.app`)."""
+    routes = APIRouter()
+
+    @routes.post("/webhooks/{channel}")
     async def webhook(channel: str, request: Request):
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY:
@@ -34,11 +43,13 @@ def make_app(services: Services, on_answer: Callable[[str, PushAnswer], None] | 
             body += chunk
             if len(body) > MAX_BODY:
                 return JSONResponse({"error": "body too large"}, status_code=413)
-        answer = receive(services, channel, request.headers, body, clock(), dict(request.query_params))
+        # verifying and marking touch the store: off the event loop, so a slow disk never holds other requests
+        answer = await asyncio.to_thread(receive, services, channel, dict(request.headers), body, clock(),
+                                         dict(request.query_params))
         if on_answer is not None:
             on_answer(channel, answer)
         if answer.text is not None:
             return PlainTextResponse(answer.text, status_code=answer.status)
         return JSONResponse(answer.body, status_code=answer.status)
 
-    return app
+    return routes

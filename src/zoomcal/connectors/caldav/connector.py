@@ -18,7 +18,7 @@ from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
-from zoomcal.connectors.http import error_for
+from zoomcal.connectors.http import error_for, metered
 from zoomcal.errors import Conflict, CursorInvalid, InvalidItem, NotFound, PreconditionFailed, Transient
 from zoomcal.mapping.ical import content_to_calendar, held_master, master_meta, series_to_content, split_events
 from zoomcal.mapping.joininfo import referenced_meeting, wants_meeting
@@ -56,14 +56,16 @@ class CalDavConnector:
 
     def __init__(self, collection_url: str, rules: MappingRules, *, username: str | None = None,
                  password: str | None = None, transport: httpx.AsyncBaseTransport | None = None,
-                 allow_private: bool = False, resolve: Resolver = system_resolver, timeout: float = 20.0):
+                 allow_private: bool = False, resolve: Resolver = system_resolver, timeout: float = 20.0,
+                 provider: str = ""):
         self.url = collection_url if collection_url.endswith("/") else collection_url + "/"
         self.path = urlsplit(self.url).path
         self.rules = rules
         self.allow_private = allow_private
         self.resolve = resolve
         auth = httpx.BasicAuth(username, password or "") if username else None
-        self.client = httpx.AsyncClient(auth=auth, transport=transport, timeout=timeout)
+        self.client = httpx.AsyncClient(auth=auth, transport=transport, timeout=timeout,
+                                        event_hooks=metered(provider))
         self.calls = 0
 
     async def _request(self, method: str, url: str, ok: tuple[int, ...] = (200, 201, 204, 207),

@@ -38,7 +38,7 @@ async def check(view: AccountView, env: Env) -> None:
 def connector(view: AccountView, env: Env) -> CalDavConnector:
     return CalDavConnector(view.calendar, env.rules, username=view.secret.get("username"),
                            password=view.secret.get("password"), allow_private=env.allow_private,
-                           resolve=env.resolver, timeout=env.timeout)
+                           resolve=env.resolver, timeout=env.timeout, provider=env.provider)
 
 
 SPEC = ProviderSpec(

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.http import metered
 from zoomcal.errors import InvalidItem, NotFound, Transient
 from zoomcal.mapping.ical import marker_of, series_to_content, split_events
 from zoomcal.mapping.rules import MappingRules
@@ -28,7 +29,7 @@ class IcsConnector:
     def __init__(self, source: str, rules: MappingRules, *, allow_private: bool = False,
                  transport: httpx.AsyncBaseTransport | None = None, resolve: Resolver = system_resolver,
                  max_bytes: int = 10 * 1024 * 1024, max_items: int = 50_000, timeout: float = 20.0,
-                 default_tz: str | None = None):
+                 default_tz: str | None = None, provider: str = ""):
         self.source = source
         self.rules = rules
         self.allow_private = allow_private
@@ -37,7 +38,8 @@ class IcsConnector:
         self.max_items = max_items
         self.default_tz = default_tz
         self.is_url = source.startswith(("http://", "https://")) or "://" in source
-        self.client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False) \
+        self.client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False,
+                                        event_hooks=metered(provider)) \
             if self.is_url else None
         self.calls = 0
 

@@ -16,7 +16,8 @@ OPTIONS = (Option("url", "the feed's http(s) URL or a local file path", required
 
 def connector(view: AccountView, env: Env) -> IcsConnector:
     return IcsConnector(view.calendar, env.rules, allow_private=env.allow_private, transport=env.transport,
-                        resolve=env.resolver, timeout=env.timeout, default_tz=view.config.get("timezone"))
+                        resolve=env.resolver, timeout=env.timeout, default_tz=view.config.get("timezone"),
+                        provider=env.provider)
 
 
 async def link(request: LinkRequest, env: Env) -> Linked:
