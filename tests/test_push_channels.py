@@ -59,7 +59,7 @@ def due_emails(ctx) -> list[str]:
 
 def clear_due(ctx) -> None:
     for d in due.pending(ctx):
-        due.clear(ctx, d.user_id, d.marked_at)
+        due.clear(ctx, d)
 
 
 # --- Google ------------------------------------------------------------------------------------------------------

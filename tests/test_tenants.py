@@ -92,6 +92,8 @@ async def test_no_operation_crosses_tenants(world, tmp_path, database_url):
     admin.add_tenant(services, "globex")
     globex = services.context("globex", CLI)
     theirs = await arrange(globex, world, "ada.globex@sandbox.test", "Ada GLOBEX", "GLOBEX-ONLY")
+    for mark in due.pending(globex):     # globex's own booking marked its Ada due: served, as a job would
+        assert due.clear(globex, mark)
     before = snapshot(services.db, globex.tenant_id)
     with globex.store.session() as s:
         their_ids = [str(i) for i in s.scalars(sa.select(Event.id))]
@@ -136,8 +138,7 @@ async def test_no_operation_crosses_tenants(world, tmp_path, database_url):
                           body.encode(), time.time())
     assert answer.marked == [("globex", "ada@example.com")]
     [mark] = due.pending(globex)            # the notification named globex's Ada: her sync, and only hers, is due
-    assert mark.email == "ada@example.com" and due.clear(globex, mark.user_id, mark.marked_at)
-    services.jobs.pending()
+    assert mark.email == "ada@example.com" and due.clear(globex, mark)
     for account in accounts.list_accounts(acme):
         seen.append(await accounts.unlink(acme, account.id))
     seen.append(await users.remove(acme, "bo@example.com"))

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from zoomcal.app import due, sync
+from zoomcal.app import due, propagation, sync
 from zoomcal.app.context import SYSTEM, AppContext, Services
 from zoomcal.auth.tokens import stored_tokens
 from zoomcal.connectors import registry
@@ -80,15 +80,10 @@ async def sync_person(services: Services, tenant: str, email: str, *,
 
 
 def _record_propagation(ctx: AppContext, results: list[sync.PairResult], changed_at: datetime) -> None:
-    try:
-        from zoomcal.app import propagation
-    except ImportError:     # pragma: no cover - propagation samples are kept where the module exists
-        return
     written = now_utc()
     for result in results:
         if result.writes and result.status in ("ok", "partial"):
-            provider = getattr(result, "provider", None) or result.calendars[-1]
-            propagation.record(ctx, "sync", provider, changed_at, written)
+            propagation.record(ctx, "sync", "+".join(result.providers), changed_at, written)
 
 
 async def _presence_after_sync(ctx: AppContext, user_id: int, mark: due.Due | None) -> None:
@@ -102,10 +97,6 @@ async def _presence_after_sync(ctx: AppContext, user_id: int, mark: due.Due | No
         return
     outcome = await service.evaluate(user, ctx.now())
     if outcome.written and mark is not None and mark.changed_at is not None:
-        try:
-            from zoomcal.app import propagation
-        except ImportError:     # pragma: no cover
-            return
         propagation.record(ctx, "presence", "", mark.changed_at, now_utc())
 
 

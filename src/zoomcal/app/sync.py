@@ -37,6 +37,7 @@ class PairResult:
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)    # dry run: what would happen, one line per event
+    providers: list[str] = field(default_factory=list)  # the sides' provider keys, in the order of `calendars`
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +118,7 @@ async def run(ctx: AppContext, email: str | None = None, *, calendar_id: int | N
         before = _account_health(ctx, accounts)
         report = await sync_engine.run(pair, trigger=trigger, dry_run=dry_run, confirm_deletes=confirm_deletes)
         result = _result(pair, report, dry_run)
+        result.providers = [before[a][0] for a in accounts if a in before]
         if not dry_run:
             _after_run(ctx, pair, report, before)
         results.append(result)
