@@ -13,13 +13,15 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from zoomcal.app import accounts, admin, sync, users
+from zoomcal.app import accounts, admin, due, propagation, sync, users
 from zoomcal.app.availability import index
 from zoomcal.app.context import Actor, AppContext, Services, open_services
+from zoomcal.app.runner import EmbeddedRunner, Intervals
 from zoomcal.auth.vault import new_key_spec
 from zoomcal.config import Settings
 from zoomcal.presence.service import PresenceService
@@ -28,14 +30,27 @@ from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.server import BackgroundServer
 from zoomcal.sandbox.world import DEMO_USERS, SandboxWorld
 from zoomcal.sync.retry import Retrier
+from zoomcal.web.app import make_app
 
 DEMO = Actor("demo", "admin")
+
+
+PUBLIC_URL = "https://zoomcal.demo"     # where the sandboxes send notifications; delivered to the local web app
+
+
+def _deliver_to(local: str):
+    """Notifications for PUBLIC_URL go to the web app on loopback (what an HTTPS proxy in front of it would do)."""
+    async def deliver(url: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            return await client.post(url.replace(PUBLIC_URL, local, 1), headers=headers, content=body)
+    return deliver
 
 
 @dataclass
 class DemoSetup:
     world: SandboxWorld
     server: BackgroundServer
+    web: BackgroundServer
     services: Services
     ctx: AppContext
     users: list[dict[str, Any]]
@@ -59,10 +74,18 @@ async def setup(settings: Settings, user_count: int = len(DEMO_USERS)) -> DemoSe
     server = BackgroundServer(world).start()
     demo_settings = settings.model_copy(update={
         "data_dir": demo_dir, "database_url": f"sqlite:///{demo_dir / 'demo.db'}", "vault_keys": new_key_spec("demo"),
-        "allow_private_urls": True})   # the Exchange sandbox is on loopback
+        "allow_private_urls": True,    # the Exchange sandbox is on loopback
+        "jobs": "embedded", "public_url": PUBLIC_URL, "zoom_webhook_secret": world.zoom.webhook_secret})
     admin.init(demo_settings)
     services = open_services(demo_settings)
     services.retrier = lambda: Retrier(max_retries=4, base_delay=0.05, max_delay=2.0)
+    # zoomcal's web app receives the sandboxes' notifications: Zoom's signed webhooks, Google's channel messages,
+    # Graph's change notifications (and its subscription handshake)
+    web = BackgroundServer(app=make_app(services)).start()
+    deliver = _deliver_to(web.url)
+    world.zoom.webhook_url = f"{PUBLIC_URL}/webhooks/zoom"
+    for state in (world.zoom, world.google, world.graph):
+        state.outbox.deliver = deliver
     ctx = services.context("default", DEMO)
     people = []
     for email, name, tz, calendar in DEMO_USERS[:user_count]:
@@ -72,7 +95,7 @@ async def setup(settings: Settings, user_count: int = len(DEMO_USERS)) -> DemoSe
         for link in world.link_requests(info, server.url, calendar):
             await accounts.link(ctx, email, link["provider"], link["options"], link["secrets"])
     actor = SandboxActor(world, base_url=server.url)
-    return DemoSetup(world, server, services, ctx, people, actor, PresenceService(ctx, index(ctx)))
+    return DemoSetup(world, server, web, services, ctx, people, actor, PresenceService(ctx, index(ctx)))
 
 
 async def sync_all(demo: DemoSetup, trigger: str) -> list[sync.PairResult]:
@@ -122,8 +145,40 @@ def summary(demo: DemoSetup, extra: dict[str, Any] | None = None) -> dict[str, A
 async def close(demo: DemoSetup) -> None:
     await demo.actor.aclose()
     await demo.services.aclose()
+    demo.web.stop()
     demo.server.stop()
     demo.services.close()
+
+
+async def serve_pushed(demo: DemoSetup, wait: float = 20.0) -> dict[str, Any]:
+    """Sync whoever the sandboxes' notifications marked due, as the job runner does, until nobody is due (or
+    `wait` seconds passed): no polling round is involved."""
+    runner = EmbeddedRunner(demo.services, presence=False, intervals=Intervals(reconcile=1e9, tokens=1e9,
+                                                                              channels=1e9, presence=1e9))
+    calls_before = demo.world.api_calls()
+    served: list[str] = []
+    deadline = asyncio.get_running_loop().time() + wait
+    quiet = 0
+    while asyncio.get_running_loop().time() < deadline:
+        outcomes = await runner.step()
+        for outcome in outcomes:
+            served.append(outcome.user)
+            demo.results.extend(outcome.results)
+        if not outcomes and not due.pending(demo.ctx):
+            quiet += 1
+            if quiet >= 3:      # notifications about the last syncs' own writes have arrived and been served
+                break
+        else:
+            quiet = 0
+        await asyncio.sleep(0.2)
+    demo.sync_api_calls += demo.world.api_calls() - calls_before
+    samples = propagation.summary(demo.ctx).get("sync", {})
+    latencies = [v for v in samples.values() if v.get("count")]
+    return {"people_synced": len(served), "notifications": sum(len(s.outbox.sent) for s in
+                                                               (demo.world.zoom, demo.world.google, demo.world.graph)),
+            "still_due": len(due.pending(demo.ctx)),
+            "propagation_ms": {k: {"p50": v["p50"], "p99": v["p99"], "count": v["count"]} for k, v in samples.items()
+                               if v.get("count")} if latencies else {}}
 
 
 async def run_once(settings: Settings, console: Console, quiet: bool = False) -> dict[str, Any]:
@@ -139,8 +194,13 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         say(f"round 1: {sum(r.writes for r in results)} writes, status {sorted({r.status for r in results})}")
         for step in await person.scenario(demo.actor, demo.users):
             say(f"  • {step}")
+        pushed = await serve_pushed(demo)
+        say(f"pushed: {pushed['notifications']} notifications -> {pushed['people_synced']} people synced, no polling"
+            + "".join(f"; {k}: edit -> other side p50 {v['p50']} ms, p99 {v['p99']} ms"
+                      for k, v in pushed["propagation_ms"].items()))
         results = await sync_all(demo, "demo:round-2")
-        say(f"round 2: {sum(r.writes for r in results)} writes, status {sorted({r.status for r in results})}")
+        say(f"reconciliation round: {sum(r.writes for r in results)} writes (what push left, and what the "
+            f"injected faults broke), status {sorted({r.status for r in results})}")
         demo.world.clear_faults()
         calls_before = demo.sync_api_calls
         results = await sync_all(demo, "demo:verify")
@@ -150,7 +210,7 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         for outcome in outcomes:
             say(f"presence {outcome.user}: {outcome.decision.reason}")
         return summary(demo, {"resync_writes": resync_writes, "presence": person.presence_of(demo.actor, demo.users),
-                              "presence_writes": demo.presence.writes})
+                              "presence_writes": demo.presence.writes, "push": pushed})
     finally:
         await close(demo)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -191,6 +191,7 @@ def _act(ctx: AppContext, channel: PushChannel, notice: Notice, row: PushSubscri
         with ctx.store.session() as s:
             email = s.scalar(select(User.email).join(Calendar, Calendar.user_id == User.id)
                              .where(Calendar.id == row.calendar_id))
+        # without a change time in the notification, its arrival is the earliest moment zoomcal knows of the change
         return due.mark(ctx, [email] if email else [], f"{channel.name}:{notice.action}",
-                        changed_at=notice.changed_at)
+                        changed_at=notice.changed_at or datetime.now(UTC))
     return []

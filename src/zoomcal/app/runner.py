@@ -3,11 +3,11 @@
 Two runners serve the same durable work (the due marks in the store, `zoomcal.app.due`) with the same jobs
 (`zoomcal.app.jobs`):
 
-- **Embedded** (the default with SQLite; nothing to install): a loop inside `zoomcal sync` or `zoomcal serve`. It
+- **Embedded** (the default with SQLite; nothing to install): a loop inside the sync or web process. It
   wakes at once on its own process's marks, looks at the store every second for marks other processes made (a CLI
   command, another process's webhook), retries failed people with back-off, and runs the periodic work on its
   intervals.
-- **procrastinate** (PostgreSQL): `zoomcal worker` processes on any number of machines. A due mark defers a job
+- **procrastinate** (PostgreSQL): worker processes on any number of machines. A due mark defers a job
   with a queueing lock and a lock per person, so at most one job per person waits and one runs at a time; failed
   jobs retry with exponential back-off; periodic jobs (reconciliation, the sweep that re-queues marks a lost job
   left behind and retries jobs of dead workers, token refresh, push channel renewal, presence due times) are
@@ -59,7 +59,7 @@ class EmbeddedRunner:
     services: Services
     intervals: Intervals = field(default_factory=Intervals)
     tenant: str | None = None                                 # serve this tenant only (default: every tenant)
-    only: str | None = None                                   # serve this one person only (`zoomcal sync --user`)
+    only: str | None = None                                   # serve this one person only
     presence: bool = True
     on_outcome: Callable[[jobs.SyncOutcome], None] | None = None
     on_error: Callable[[str, Exception], None] | None = None
@@ -177,7 +177,7 @@ def _mark_everyone(services: Services, tenant: str | None = None) -> int:
 
 
 class Background:
-    """The embedded runner on its own thread and event loop, started and stopped by a host (`zoomcal serve` with
+    """The embedded runner on its own thread and event loop, started and stopped by a host (the web process with
     SQLite): the web app's loop only answers requests."""
 
     def __init__(self, services: Services, **kwargs: Any):
@@ -381,14 +381,13 @@ def has_schema(services: Services) -> bool:
     return "procrastinate_jobs" in inspect(services.db.engine).get_table_names()
 
 
-def worker_problem(services: Services) -> tuple[str, str] | None:
-    """Why this process cannot be a worker -> (the problem, what to do), or None."""
+def worker_problem(services: Services) -> str | None:
+    """Why this process cannot be a worker ("sqlite": workers share a PostgreSQL database; "no_queue": the
+    database has no job queue yet), or None."""
     if services.db.engine.dialect.name != "postgresql":
-        return ("workers share a PostgreSQL database; this one is SQLite",
-                "set ZOOMCAL_DATABASE_URL=postgresql+psycopg://...; with SQLite, `zoomcal sync` and `zoomcal serve` "
-                "run the jobs themselves")
+        return "sqlite"
     if not has_schema(services):
-        return ("the database has no job queue yet", "run `zoomcal db upgrade`")
+        return "no_queue"
     return None
 
 

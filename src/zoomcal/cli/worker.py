@@ -22,8 +22,12 @@ def worker(
     one job per person runs at a time across all workers, and a killed worker's jobs are retried by the others."""
     ctx = context()
     problem = runner.worker_problem(ctx.services)
-    if problem is not None:
-        fail(problem[0], hint=problem[1])
+    if problem == "sqlite":
+        fail("workers share a PostgreSQL database; this one is SQLite",
+             hint="set ZOOMCAL_DATABASE_URL=postgresql+psycopg://...; with SQLite, `zoomcal sync` and `zoomcal serve` "
+                  "run the jobs themselves")
+    if problem == "no_queue":
+        fail("the database has no job queue yet", hint="run `zoomcal db upgrade`")
     if metrics_port:
         from prometheus_client import start_http_server
 

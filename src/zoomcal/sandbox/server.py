@@ -18,12 +18,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class BackgroundServer:
-    def __init__(self, world: SandboxWorld, host: str = "127.0.0.1", port: int | None = None):
+    """A world's sandboxes (or any ASGI app: the demo serves zoomcal's own web app the same way) on loopback."""
+
+    def __init__(self, world: SandboxWorld | None = None, host: str = "127.0.0.1", port: int | None = None, *,
+                 app=None):
         self.host = host
         self.port = port or free_port(host)
         # injected hang-ups make uvicorn log errors by design; keep them out of the demo's output
-        config = uvicorn.Config(world.app(over_network=True), host=host, port=self.port, log_level="critical",
-                                lifespan="off")
+        served = app if app is not None else world.app(over_network=True)
+        config = uvicorn.Config(served, host=host, port=self.port, log_level="critical", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
