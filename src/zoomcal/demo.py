@@ -150,35 +150,53 @@ async def close(demo: DemoSetup) -> None:
     demo.services.close()
 
 
-async def serve_pushed(demo: DemoSetup, wait: float = 20.0) -> dict[str, Any]:
-    """Sync whoever the sandboxes' notifications marked due, as the job runner does, until nobody is due (or
-    `wait` seconds passed): no polling round is involved."""
-    runner = EmbeddedRunner(demo.services, presence=False, intervals=Intervals(reconcile=1e9, tokens=1e9,
-                                                                              channels=1e9, presence=1e9))
-    calls_before = demo.world.api_calls()
-    served: list[str] = []
-    deadline = asyncio.get_running_loop().time() + wait
-    quiet = 0
-    while asyncio.get_running_loop().time() < deadline:
-        outcomes = await runner.step()
-        for outcome in outcomes:
-            served.append(outcome.user)
-            demo.results.extend(outcome.results)
-        if not outcomes and not due.pending(demo.ctx):
-            quiet += 1
-            if quiet >= 3:      # notifications about the last syncs' own writes have arrived and been served
-                break
-        else:
-            quiet = 0
-        await asyncio.sleep(0.2)
-    demo.sync_api_calls += demo.world.api_calls() - calls_before
-    samples = propagation.summary(demo.ctx).get("sync", {})
-    latencies = [v for v in samples.values() if v.get("count")]
-    return {"people_synced": len(served), "notifications": sum(len(s.outbox.sent) for s in
-                                                               (demo.world.zoom, demo.world.google, demo.world.graph)),
-            "still_due": len(due.pending(demo.ctx)),
-            "propagation_ms": {k: {"p50": v["p50"], "p99": v["p99"], "count": v["count"]} for k, v in samples.items()
-                               if v.get("count")} if latencies else {}}
+class PushServer:
+    """Syncs whoever the sandboxes' notifications mark due, as the job runner does, while the scripted person edits:
+    no polling round is involved."""
+
+    def __init__(self, demo: DemoSetup):
+        self.demo = demo
+        self.runner = EmbeddedRunner(demo.services, presence=False, intervals=Intervals(
+            reconcile=1e9, tokens=1e9, channels=1e9, presence=1e9))
+        self.served: list[str] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._calls_before = 0
+
+    async def __aenter__(self) -> PushServer:
+        self._calls_before = self.demo.world.api_calls()
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            for outcome in await self.runner.step():
+                self.served.append(outcome.user)
+                self.demo.results.extend(outcome.results)
+            await asyncio.sleep(0.05)
+
+    async def settle(self, wait: float = 20.0) -> None:
+        """Until nobody has been due for a moment (notifications about the syncs' own writes included)."""
+        loop = asyncio.get_running_loop()
+        deadline, quiet = loop.time() + wait, 0
+        while loop.time() < deadline and quiet < 5:
+            quiet = quiet + 1 if not due.pending(self.demo.ctx) else 0
+            await asyncio.sleep(0.2)
+
+    async def __aexit__(self, *_exc: Any) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        self.demo.sync_api_calls += self.demo.world.api_calls() - self._calls_before
+
+    def report(self) -> dict[str, Any]:
+        world = self.demo.world
+        samples = propagation.summary(self.demo.ctx).get("sync", {})
+        return {"people_synced": len(self.served),
+                "notifications": sum(len(s.outbox.sent) for s in (world.zoom, world.google, world.graph)),
+                "still_due": len(due.pending(self.demo.ctx)),
+                "propagation_ms": {k: {"p50": v["p50"], "p99": v["p99"], "count": v["count"]}
+                                   for k, v in samples.items() if v.get("count")}}
 
 
 async def run_once(settings: Settings, console: Console, quiet: bool = False) -> dict[str, Any]:
@@ -192,9 +210,11 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         await person.seed(demo.actor, demo.users)
         results = await sync_all(demo, "demo:round-1")
         say(f"round 1: {sum(r.writes for r in results)} writes, status {sorted({r.status for r in results})}")
-        for step in await person.scenario(demo.actor, demo.users):
-            say(f"  • {step}")
-        pushed = await serve_pushed(demo)
+        async with PushServer(demo) as push:
+            for step in await person.scenario(demo.actor, demo.users):
+                say(f"  • {step}")
+            await push.settle()
+        pushed = push.report()
         say(f"pushed: {pushed['notifications']} notifications -> {pushed['people_synced']} people synced, no polling"
             + "".join(f"; {k}: edit -> other side p50 {v['p50']} ms, p99 {v['p99']} ms"
                       for k, v in pushed["propagation_ms"].items()))

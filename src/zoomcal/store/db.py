@@ -114,8 +114,16 @@ class _Sessions:
 
     @contextmanager
     def transaction(self):
-        with self.sessions.begin() as session:
-            yield session
+        """A write transaction. On SQLite it takes the write lock when it begins (BEGIN IMMEDIATE): a transaction
+        that read first and wrote later could otherwise find another process's commit in between and fail at once
+        with "database is locked" instead of waiting its turn."""
+        if self.engine.dialect.name != "sqlite":
+            with self.sessions.begin() as session:
+                yield session
+            return
+        with self.engine.connect() as raw:
+            with self.sessions(bind=raw.execution_options(sqlite_begin="IMMEDIATE")) as session, session.begin():
+                yield session
 
 
 class Database(_Sessions):
