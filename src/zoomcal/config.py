@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     jobs: str = "auto"
     # minutes between reconciliation rounds (everyone synced in full, whatever notifications said)
     reconcile_minutes: int = 15
+    # seconds a silent sync run (or worker) keeps its calendars (and its jobs) before another process takes over
+    lease_seconds: float = 45.0
     # where providers reach this zoomcal (https://zoomcal.example.org): Google and Graph push channels are
     # created to {public_url}/webhooks/{channel}; without it none are created and changes are found by polling
     public_url: str | None = None

@@ -294,8 +294,15 @@ async def sweep(app: Any, services: Services, after: timedelta = SWEEP_AFTER) ->
     """Jobs of workers that stopped beating (killed) are retried; marks no job served for `after` (a defer lost
     with its process, a job given up after its retries) are queued again."""
     retried = 0
-    for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=30):
-        await app.job_manager.retry_job(job)
+    silent = max(5.0, float(getattr(services.settings, "lease_seconds", 45.0)))
+    for job in await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=silent):
+        try:
+            await app.job_manager.retry_job(job)
+        except Exception:   # noqa: BLE001 — a newer job for the same person already waits (its queueing lock):
+            # end the dead one instead, so its lock no longer holds the waiting one back; the mark it served stays
+            from procrastinate.jobs import Status
+
+            await app.job_manager.finish_job_by_id_async(job.id, Status.FAILED, delete_job=False)
         retried += 1
     queued = 0
     tenants = dict(services.tenants())
@@ -396,12 +403,13 @@ async def run_worker(services: Services, *, concurrency: int = 4, wait: bool = T
     """A procrastinate worker serving zoomcal's jobs until stopped (or, with wait=False, until the queue is
     empty)."""
     app = build_app(services, periodic=periodic)
+    lease = max(5.0, float(services.settings.lease_seconds))
     with app.open():      # the synchronous side: jobs that mark people due defer through it
         services.jobs = _OpenWorkerJobs(services, app)
         async with app.open_async():
             await app.run_worker_async(concurrency=concurrency, wait=wait, name=name,
                                        install_signal_handlers=install_signal_handlers,
-                                       update_heartbeat_interval=5.0, stalled_worker_timeout=30.0)
+                                       update_heartbeat_interval=max(1.0, lease / 6), stalled_worker_timeout=lease)
 
 
 class _OpenWorkerJobs(WorkerJobs):

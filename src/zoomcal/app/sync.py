@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -87,7 +87,8 @@ def _side(ctx: AppContext, account: Account, calendar: Calendar, rules, owns: fr
 
 
 def engine(ctx: AppContext, on_change: Callable[[dict[str, Any]], None] | None = None) -> SyncEngine:
-    return SyncEngine(ctx.store, retrier=ctx.services.retrier(), on_event=on_change)
+    return SyncEngine(ctx.store, retrier=ctx.services.retrier(), on_event=on_change,
+                      lease_ttl=timedelta(seconds=max(1.0, ctx.settings.lease_seconds)))
 
 
 def _result(pair: SyncPair, report: RunReport, dry_run: bool) -> PairResult:
