@@ -184,3 +184,21 @@ async def test_driver_never_overrides_a_live_zoom_meeting(setup):
     zoom_user["_presence"] = "In_A_Zoom_Meeting"
     outcome = await service.evaluate(_user(service, user_id), T0 + timedelta(minutes=1))
     assert not outcome.written and zoom_user["_presence"] == "In_A_Zoom_Meeting"
+
+
+@pytest.mark.anyio
+async def test_presence_due_times_come_from_the_store_so_any_worker_serves_them(setup):
+    """The periodic presence job asks the store whose busy time starts or ends in the window it covers: a process
+    that never saw the events (another machine's worker) still turns the status on and back off."""
+    from zoomcal.app import jobs
+
+    service, zoom_user, clock, user_id = setup
+    services = service.ctx.services
+    zoom_user["_presence"] = "Available"
+    assert await jobs.presence_tick(services, T0 - timedelta(minutes=5), T0 - timedelta(minutes=1)) == 0
+    assert zoom_user["_presence"] == "Available"             # nothing starts or ends then: nobody evaluated
+    assert await jobs.presence_tick(services, T0 - timedelta(seconds=30), T0) == 1
+    assert zoom_user["_presence"] == "In_Calendar_Event"     # the meeting at T0 began
+    clock.t += 3600
+    assert await jobs.presence_tick(services, T0 + timedelta(minutes=29), T0 + timedelta(minutes=30)) == 1
+    assert zoom_user["_presence"] == "Available"             # and ended: what was shown before is back

@@ -30,7 +30,7 @@ from zoomcal.sandbox.server import free_port
 pytestmark = [pytest.mark.pg, pytest.mark.anyio]
 PUBLIC = "https://zoomcal.scale.test"
 EDITS = 200
-PEOPLE = [("p%d@example.com" % i, f"Person {i}", "Europe/Berlin", "graph" if i % 4 == 3 else "google")
+PEOPLE = [(f"p{i}@example.com", f"Person {i}", "Europe/Berlin", "graph" if i % 4 == 3 else "google")
           for i in range(8)]
 
 

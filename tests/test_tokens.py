@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import structlog
+from sqlalchemy import select
 
 from zoomcal.auth.tokens import StoredTokens, stored_tokens
 from zoomcal.auth.vault import Vault, new_key_spec
@@ -376,3 +377,35 @@ async def test_a_failed_token_request_leaves_the_account_as_it_was(sqlite_db):
         assert vault.open(stored.secret) == secret
         assert await tokens.token(client) == "at-2"   # the lock was released: the next refresh goes through
     assert vault.open(account_row(sqlite_db, account_id).secret)["refresh_token"] == "rt-2"
+
+
+async def test_the_periodic_refresh_renews_tokens_before_they_expire(world, tmp_path):
+    """Tokens that end within the window are refreshed ahead (under the account's lock, one refresh), fresh ones
+    are left alone, and a refused refresh marks the account as needing to be linked again."""
+    from conftest import link_sandbox_user, make_context
+    from zoomcal.app import jobs
+    from zoomcal.app import sync as app_sync
+
+    ctx = make_context(world, tmp_path)
+    try:
+        link_sandbox_user(ctx, world, "ada@example.com", "Ada", zoom_mode="user")
+        await app_sync.run(ctx)           # both accounts now hold a shared access token
+        with ctx.store.session() as s:
+            rows = {a.provider: (a.id, a.access_token) for a in s.scalars(select(Account))}
+        assert all(token for _id, token in rows.values())
+        assert await jobs.refresh_tokens(ctx.services) == {"refreshed": 0, "failed": 0}   # an hour left
+        zoom_id = rows["zoom"][0]
+        with ctx.store.transaction() as s:
+            s.get(Account, zoom_id).access_expires_at = datetime.now(UTC) + timedelta(minutes=5)
+        assert await jobs.refresh_tokens(ctx.services) == {"refreshed": 1, "failed": 0}
+        stored = account_row(ctx.services.db, zoom_id)
+        assert stored.access_token != rows["zoom"][1] and stored.status == "ok"
+        assert stored.access_expires_at.replace(tzinfo=UTC) > datetime.now(UTC) + timedelta(minutes=50)
+        with ctx.store.transaction() as s:
+            s.get(Account, zoom_id).access_expires_at = datetime.now(UTC) + timedelta(minutes=5)
+        world.zoom.tokens.refresh.clear()          # the provider forgot every refresh token: the grant is gone
+        assert await jobs.refresh_tokens(ctx.services) == {"refreshed": 0, "failed": 1}
+        assert account_row(ctx.services.db, zoom_id).status == "reauth"
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()
