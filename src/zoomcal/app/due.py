@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -36,25 +37,30 @@ class Due:
     raw_marked_at: datetime | None = None     # as the store holds it (what `clear` compares against)
 
 
-def _upsert(s: Session, tenant_id: int, user_id: int, reason: str, at: datetime, changed_at: datetime | None) -> None:
-    dialect = s.get_bind().dialect.name
+@cache
+def _upsert(dialect: str):
+    """INSERT ... ON CONFLICT for one dialect, built once (a webhook marks on every call): a new mark, or one more
+    mark on the person's row keeping the earliest change time."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(SyncDue).values(tenant_id=tenant_id, user_id=user_id, reason=reason[:200], marks=1,
-                                  first_marked_at=at, marked_at=at, changed_at=changed_at, attempts=0)
+    stmt = insert(SyncDue).values(tenant_id=bindparam("tenant_id"), user_id=bindparam("user_id"),
+                                  reason=bindparam("reason"), marks=1, first_marked_at=bindparam("at"),
+                                  marked_at=bindparam("at"), changed_at=bindparam("changed_at"), attempts=0)
     earliest = func.coalesce(func.min(SyncDue.changed_at, stmt.excluded.changed_at) if dialect == "sqlite"
                              else func.least(SyncDue.changed_at, stmt.excluded.changed_at),
                              SyncDue.changed_at, stmt.excluded.changed_at)
-    s.execute(stmt.on_conflict_do_update(index_elements=[SyncDue.user_id], set_={
+    return stmt.on_conflict_do_update(index_elements=[SyncDue.user_id], set_={
         "reason": stmt.excluded.reason, "marks": SyncDue.marks + 1, "marked_at": stmt.excluded.marked_at,
-        "changed_at": earliest}))
+        "changed_at": earliest})
 
 
 def mark_ids(s: Session, tenant_id: int, user_ids: list[int], reason: str, changed_at: datetime | None = None,
              at: datetime | None = None) -> None:
     """Mark these people (ids of the tenant's users) due, in the caller's transaction."""
     at = at or datetime.now(UTC)      # to the microsecond: marks in one second stay apart
-    for user_id in sorted(set(user_ids)):
-        _upsert(s, tenant_id, user_id, reason, at, changed_at)
+    rows = [{"tenant_id": tenant_id, "user_id": user_id, "reason": reason[:200], "at": at, "changed_at": changed_at}
+            for user_id in sorted(set(user_ids))]
+    if rows:
+        s.connection().execute(_upsert(s.get_bind().dialect.name), rows)     # Core: no ORM bookkeeping
 
 
 def mark(ctx: AppContext, emails: list[str] | str, reason: str, changed_at: datetime | None = None) -> list[str]:

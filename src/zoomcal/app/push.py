@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select
+from sqlalchemy.orm import Session
 
 from zoomcal.app import due
 from zoomcal.app.context import Actor, AppContext, Services
@@ -51,16 +53,63 @@ def channels() -> dict[str, PushChannel]:
     return {spec.push.name: spec.push for spec in registry.all_specs() if spec.push is not None}
 
 
+def verifies_offline(channel_name: str) -> bool:
+    """Whether `verify` reads no store for this channel (signed with a configured secret), so it may run on an
+    event loop; a subscription-backed channel looks its subscriptions up."""
+    channel = channels().get(channel_name)
+    return channel is None or channel.notices is None
+
+
 def owners(ctx: AppContext, target: PushTarget) -> list[str]:
     """E-mails of the tenant's users a target belongs to: the owner of the calendar, or of the item."""
-    with ctx.store.session() as s:
-        query = (select(User.email).join(Calendar, Calendar.user_id == User.id)
-                 .join(Account, Account.id == Calendar.account_id).where(Account.provider == target.provider))
-        if target.item is not None:
-            query = query.join(Link, Link.calendar_id == Calendar.id).where(Link.remote_id == target.item)
-        else:
-            query = query.where(Calendar.remote_id == target.calendar)
-        return sorted(set(s.scalars(query)))
+    return sorted({email for tenant_id, _tenant, _user_id, email in _owners_everywhere(ctx.services, [target])
+                   if tenant_id == ctx.tenant_id})
+
+
+@cache
+def _owner_query():
+    """The people, in every tenant, whose calendar at a provider is one of some calendar ids or holds one of some
+    items: one statement, built once (every signed notification asks it)."""
+    in_items = select(Link.calendar_id).where(Link.remote_id.in_(bindparam("items", expanding=True)))
+    return (select(User.tenant_id, Tenant.name, User.id, User.email)
+            .join(Tenant, Tenant.id == User.tenant_id).join(Calendar, Calendar.user_id == User.id)
+            .join(Account, Account.id == Calendar.account_id)
+            .where(Account.provider == bindparam("provider"),
+                   or_(Calendar.remote_id.in_(bindparam("calendars", expanding=True)), Calendar.id.in_(in_items)))
+            .distinct())
+
+
+def _owners_everywhere(services: Services, targets: list[PushTarget], s: Session | None = None) -> list[tuple]:
+    """(tenant id, tenant name, user id, e-mail) of everyone the targets name, across tenants."""
+    found: set[tuple] = set()
+    for provider in sorted({t.provider for t in targets}):
+        params = {"provider": provider,
+                  "calendars": [t.calendar for t in targets if t.provider == provider and t.item is None],
+                  "items": [t.item for t in targets if t.provider == provider and t.item is not None]}
+        if s is not None:
+            found.update(tuple(row) for row in s.connection().execute(_owner_query(), params))
+            continue
+        with services.db.session() as own:
+            found.update(tuple(row) for row in own.connection().execute(_owner_query(), params))
+    return sorted(found)
+
+
+def _mark_owners(services: Services, batch: list[tuple[list[PushTarget], str]]) -> list[list[tuple[str, str]]]:
+    """Mark the sync of everyone each notification's targets name due — the whole batch in one transaction, in
+    every tenant — then wake the queue -> per notification, the (tenant, e-mail) marked."""
+    found: list[list[tuple]] = []
+    with services.db.transaction() as s:
+        at = datetime.now(UTC)
+        for targets, reason in batch:
+            people = _owners_everywhere(services, targets, s) if targets else []
+            changed_at = min((t.changed_at for t in targets if t.changed_at is not None), default=None)
+            for tenant_id in sorted({p[0] for p in people}):
+                due.mark_ids(s, tenant_id, [p[2] for p in people if p[0] == tenant_id], reason, changed_at, at)
+            found.append(people)
+    for people, (_targets, reason) in zip(found, batch, strict=True):
+        for _tenant_id, tenant, _user_id, email in people:
+            services.jobs.defer("sync", tenant=tenant, user=email, reason=reason)
+    return [[(tenant, email) for _tenant_id, tenant, _user_id, email in people] for people in found]
 
 
 def _refused(channel_name: str, reason: str) -> PushAnswer:
@@ -69,8 +118,30 @@ def _refused(channel_name: str, reason: str) -> PushAnswer:
     return PushAnswer(401, {"error": reason}, refused=reason)
 
 
+@dataclass
+class Verified:
+    """A signed notification that checked out, waiting to be recorded (`record`)."""
+    channel: str
+    event: dict[str, Any]
+    targets: list[PushTarget]
+
+    @property
+    def reason(self) -> str:
+        return f"{self.channel}:{self.event.get('event', '')}"
+
+
 def receive(services: Services, channel_name: str, headers: Mapping[str, str], body: bytes, now: float,
             query: Mapping[str, str] | None = None) -> PushAnswer:
+    """Verify a notification and record what it says (due marks, a status set by hand) -> the answer to give."""
+    checked = verify(services, channel_name, headers, body, now, query)
+    return checked if isinstance(checked, PushAnswer) else record(services, [checked])[0]
+
+
+def verify(services: Services, channel_name: str, headers: Mapping[str, str], body: bytes, now: float,
+           query: Mapping[str, str] | None = None) -> PushAnswer | Verified:
+    """The first half of `receive`. For a signed channel it reads no store: the answer when there is nothing to
+    record (refused, a handshake), else what to record. A subscription-backed channel is answered whole here (its
+    notices name stored subscriptions)."""
     channel = channels().get(channel_name)
     if channel is None:
         return PushAnswer(404, {"error": f"no notification channel {channel_name!r}"})
@@ -91,26 +162,28 @@ def receive(services: Services, channel_name: str, headers: Mapping[str, str], b
         return PushAnswer(200, answer)
     targets = [t for spec in registry.all_specs() if spec.push is channel and spec.push_targets
                for t in spec.push_targets(event)]
+    return Verified(channel_name, event, targets)
+
+
+def record(services: Services, batch: list[Verified]) -> list[PushAnswer]:
+    """The second half of `receive`, for any number of verified notifications at once: their due marks in one
+    transaction (a burst costs one commit), then statuses set by hand -> an answer per notification."""
+    marks = _mark_owners(services, [([t for t in v.targets if t.presence is None], v.reason) for v in batch])
     presence_providers = {spec.key for spec in registry.all_specs() if PRESENCE in spec.roles}
-    marked: list[tuple[str, str]] = []
-    by_hand: list[tuple[str, str]] = []
-    reason = f"{channel_name}:{event.get('event', '')}"
-    for _tenant_id, tenant in services.tenants():
-        ctx = services.context(tenant, WEBHOOK)
-        changes = [t for t in targets if t.presence is None]
-        emails = sorted({e for t in changes for e in owners(ctx, t)})
-        changed_at = min((t.changed_at for t in changes if t.changed_at is not None), default=None)
-        marked += [(tenant, email) for email in due.mark(ctx, emails, reason, changed_at=changed_at)]
-        for target in targets:
+    answers = []
+    for verified, marked in zip(batch, marks, strict=True):
+        by_hand: list[tuple[str, str]] = []
+        for target in verified.targets:
             if target.presence is None or target.provider not in presence_providers:
                 continue
-            for email in owners(ctx, target):
-                if _set_by_hand(ctx, email, target.presence, target.changed_at):
+            for _tenant_id, tenant, _user_id, email in _owners_everywhere(services, [target]):
+                if _set_by_hand(services.context(tenant, WEBHOOK), email, target.presence, target.changed_at):
                     by_hand.append((tenant, email))
-    if marked or by_hand:
-        WEBHOOKS.labels(channel_name, "acted").inc()
-    return PushAnswer(200, {"received": event.get("event"), "acted": bool(marked or by_hand)}, marked=marked,
-                      presence=by_hand)
+        if marked or by_hand:
+            WEBHOOKS.labels(verified.channel, "acted").inc()
+        answers.append(PushAnswer(200, {"received": verified.event.get("event"), "acted": bool(marked or by_hand)},
+                                  marked=marked, presence=by_hand))
+    return answers
 
 
 def _set_by_hand(ctx: AppContext, email: str, status: str, at: datetime | None) -> bool:

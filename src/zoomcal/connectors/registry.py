@@ -25,6 +25,7 @@ BUILT_IN = (
 
 _specs: dict[str, ProviderSpec] = {}
 _loaded: set[str] = set()
+_scanned_for: str | None = None      # the ZOOMCAL_EXTRA_PROVIDERS value the last full scan saw
 
 
 class UnknownProvider(KeyError):
@@ -49,13 +50,20 @@ def load_module(name: str) -> None:
 
 
 def _load() -> None:
+    """Import every provider once per process (entry points are costly to read: webhooks ask on every call); a
+    changed ZOOMCAL_EXTRA_PROVIDERS is picked up at the next call."""
+    global _scanned_for
+    extra = os.environ.get("ZOOMCAL_EXTRA_PROVIDERS", "")
+    if _scanned_for == extra:
+        return
     for name in BUILT_IN:
         load_module(name)
-    for name in filter(None, (n.strip() for n in os.environ.get("ZOOMCAL_EXTRA_PROVIDERS", "").split(","))):
+    for name in filter(None, (n.strip() for n in extra.split(","))):
         load_module(name)
     for entry in entry_points(group="zoomcal.providers"):
         if entry.module not in _loaded:
             load_module(entry.module)
+    _scanned_for = extra
 
 
 def all_specs() -> list[ProviderSpec]:

@@ -7,6 +7,8 @@ of some other command.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,6 +99,15 @@ def schema_state(engine: Engine) -> tuple[str, str | None, str]:
     return ("behind" if current in known else "ahead"), current, head
 
 
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _write_lock(engine: Engine) -> threading.RLock:
+    with _LOCKS_LOCK:
+        return _WRITE_LOCKS.setdefault(engine, threading.RLock())
+
+
 class _Sessions:
     """Sessions and transactions over an engine (the whole database, or one tenant's view of it)."""
 
@@ -121,7 +132,9 @@ class _Sessions:
             with self.sessions.begin() as session:
                 yield session
             return
-        with self.engine.connect() as raw:
+        # threads of this process queue here rather than in SQLite's busy handler, which sleeps in steps of
+        # milliseconds: many short writes at once (webhooks) would otherwise spend more time asleep than writing
+        with _write_lock(self.engine), self.engine.connect() as raw:
             with self.sessions(bind=raw.execution_options(sqlite_begin="IMMEDIATE")) as session, session.begin():
                 yield session
 
