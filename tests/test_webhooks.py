@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -106,6 +107,50 @@ async def test_receiver_marks_the_owners_sync_as_due_and_refuses_bad_ones(world,
     assert (await client.post("/webhooks/nowhere", content=raw, headers=headers)).status_code == 404
     huge = await client.post("/webhooks/zoom", content=b"x" * (300 * 1024), headers=headers)
     assert huge.status_code == 413
+
+
+@pytest.mark.anyio
+async def test_a_burst_is_recorded_in_few_transactions_and_one_bad_notification_fails_alone(world, tmp_path,
+                                                                                          monkeypatch):
+    """Notifications that arrive while a batch is written share the next transaction; when a batch fails, each of
+    its notifications is tried alone, so only the one that fails is answered with an error (the sender retries it)
+    and every other one is marked and acknowledged."""
+    from sqlalchemy import select
+
+    from zoomcal.app import push
+    from zoomcal.store.models import SyncDue, User
+
+    ctx = make_context(world, tmp_path)
+    ctx.services.settings.zoom_webhook_secret = SECRET
+    hosts = {}
+    for n in range(12):
+        email = f"p{n}@example.com"
+        info = world.add_user(email, f"P{n}")
+        add_user(ctx, email)
+        link_sandbox_zoom(ctx, world, email, info)
+        hosts[email] = info["zoom_user_id"]
+    batches, real_record = [], push.record
+
+    def record(services, batch):
+        batches.append(len(batch))
+        if any(v.event["payload"]["object"]["id"] == 13 for v in batch):
+            raise RuntimeError("the store refused this one")
+        return real_record(services, batch)
+
+    monkeypatch.setattr(push, "record", record)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services), raise_app_exceptions=False),
+                               base_url="http://zoomcal")
+
+    async def send(n: int, host: str) -> int:
+        raw, headers = signed({"event": "meeting.updated", "payload": {"object": {"id": n, "host_id": host}}})
+        return (await client.post("/webhooks/zoom", content=raw, headers=headers)).status_code
+
+    statuses = await asyncio.gather(*(send(n, host) for n, host in enumerate(hosts.values(), start=10)))
+    assert statuses.count(500) == 1 and statuses[3] == 500 and statuses.count(200) == 11
+    assert max(batches) > 1 and len(batches) < 12 + 12        # batched, then the failing batch one by one
+    with ctx.store.session() as s:
+        due = set(s.scalars(select(User.email).join(SyncDue, SyncDue.user_id == User.id)))
+    assert due == set(hosts) - {"p3@example.com"}
 
 
 @pytest.fixture
