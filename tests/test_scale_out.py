@@ -111,6 +111,7 @@ async def test_serve_and_three_workers_agree_after_workers_are_killed(served_wor
         assert kills >= 3
 
         # quiet: let the workers (and their lease take-overs) finish, with one reconciliation round at the end
+        edits_done = time.monotonic()
         due.mark_all(ctx, "final check")
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
@@ -120,6 +121,7 @@ async def test_serve_and_three_workers_agree_after_workers_are_killed(served_wor
             if not busy and not due.pending(ctx) and all(not person.agreement(actor, p).mismatches for p in people):
                 break
             await asyncio.sleep(1)
+        settled = time.monotonic()
         with services.db.session() as s:
             jobs = s.execute(text("select task_name, status, count(*) from procrastinate_jobs group by 1, 2")).all()
         for p in people:
@@ -147,6 +149,9 @@ async def test_serve_and_three_workers_agree_after_workers_are_killed(served_wor
         assert len(sent) > EDITS / 2
         assert [d for d in sent if d.error or not (200 <= (d.status or 0) < 300)] == []
         assert serve.poll() is None
+        from zoomcal.app import propagation
+        print(f"\nscale-out: {EDITS} edits, {kills} workers killed, {len(sent)} notifications, settled "
+              f"{settled - edits_done:.1f} s after the last edit; propagation {propagation.summary(ctx)}")
     finally:
         for proc in workers + [serve]:
             if proc.poll() is None:
