@@ -202,3 +202,26 @@ async def test_presence_due_times_come_from_the_store_so_any_worker_serves_them(
     clock.t += 3600
     assert await jobs.presence_tick(services, T0 + timedelta(minutes=29), T0 + timedelta(minutes=30)) == 1
     assert zoom_user["_presence"] == "Available"             # and ended: what was shown before is back
+
+
+@pytest.mark.anyio
+async def test_a_presence_write_after_a_notified_change_counts_its_latency_under_the_reporting_channel(setup):
+    """Presence decided after a due sync keeps a propagation sample from the change time the notification gave,
+    labelled with the channel that reported it (what `zoomcal status` shows per provider)."""
+    from zoomcal.app import due, jobs, propagation
+    from zoomcal.domain.timeutil import now_utc
+
+    service, zoom_user, _clock, user_id = setup
+
+    class AtTheMeeting:
+        def now(self):
+            return T0 + timedelta(minutes=1)
+
+    ctx = service.ctx.services.context("default", clock=AtTheMeeting())
+    zoom_user["_presence"] = "Available"
+    due.mark(ctx, "p@example.com", "google:changed", changed_at=now_utc() - timedelta(seconds=2))
+    await jobs._presence_after_sync(ctx, user_id, due.get(ctx, user_id))
+    assert zoom_user["_presence"] == "In_Calendar_Event"
+    (sample,) = propagation.summary(ctx)["presence"].items()
+    assert sample[0] == "google" and sample[1]["count"] == 1 and 2000 <= sample[1]["p50"] < 60_000
+    assert jobs._source("booking") == "" and jobs._source("graph:missed") == "graph"   # a named channel only

@@ -97,7 +97,13 @@ async def _presence_after_sync(ctx: AppContext, user_id: int, mark: due.Due | No
         return
     outcome = await service.evaluate(user, ctx.now())
     if outcome.written and mark is not None and mark.changed_at is not None:
-        propagation.record(ctx, "presence", "", mark.changed_at, now_utc())
+        propagation.record(ctx, "presence", _source(mark.reason), mark.changed_at, now_utc())
+
+
+def _source(reason: str) -> str:
+    """The channel that reported the change a mark stands for ("zoom:meeting.updated" -> "zoom"), or ""."""
+    channel = reason.partition(":")[0]
+    return channel if channel in {s.push.name for s in registry.all_specs() if s.push is not None} else ""
 
 
 # --- periodic work --------------------------------------------------------------------------------------------
