@@ -318,3 +318,39 @@ async def test_sandbox_webhooks_verify_and_presence_set_by_hand_is_respected(wor
     # once the event is over the rules apply again, and there is nothing of before to put back over it
     after = await driver(ctx).evaluate(user, now + timedelta(minutes=31))
     assert not after.written and zoom_user["_presence"] == "Away"
+
+
+@pytest.mark.anyio
+async def test_zooms_calendar_notifies_its_event_changes_and_their_owner_becomes_due(world, tmp_path):
+    """The Zoom calendar sandbox signs `calendar.event_create` / `_update` / `_delete` for every change of an
+    event, naming the calendar as the resource; zoomcal marks the calendar's owner due on each."""
+    from zoomcal.app import due
+
+    ctx = make_context(world, tmp_path)
+    ctx.services.settings.zoom_webhook_secret = world.zoom.webhook_secret
+    receiver = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services)), base_url="https://zoomcal")
+
+    async def deliver(url, headers, body):
+        return await receiver.post(url, headers=headers, content=body)
+
+    world.zoom.webhook_url, world.zoom.outbox.deliver = "https://zoomcal/webhooks/zoom", deliver
+    info = world.add_user("ola@example.com", "Ola")
+    add_user(ctx, "ola@example.com")
+    link_sandbox_zoom(ctx, world, "ola@example.com", info)
+    _zoom_calendar(ctx, world, "ola@example.com")
+    token = world.zoom.tokens.issue("account:" + world.zoom.account_id)["access_token"]
+    async with httpx.AsyncClient(transport=world.transport(), base_url="http://sandbox/zoom/v2/calendars",
+                                 headers={"Authorization": f"Bearer {token}"}) as zoom:
+        created = (await zoom.post("/ola@example.com/events", json={
+            "summary": "Dentist", "start": {"dateTime": "2026-12-01T10:00:00Z"},
+            "end": {"dateTime": "2026-12-01T11:00:00Z"}})).json()
+        await zoom.patch(f"/ola@example.com/events/{created['id']}", json={"summary": "Dentist (moved)"})
+        await zoom.delete(f"/ola@example.com/events/{created['id']}")
+        assert (await zoom.get("/ola@example.com/events")).status_code == 200     # a read notifies nothing
+    sent = [json.loads(d.body) for d in world.zoom.outbox.sent]
+    assert [(e["event"], e["payload"]["object"]) for e in sent] == [
+        (name, {"resource_id": "ola@example.com", "event_id": created["id"]})
+        for name in ("calendar.event_create", "calendar.event_update", "calendar.event_delete")]
+    assert all(d.status == 200 and '"acted":true' in d.answer for d in world.zoom.outbox.sent)
+    [mark] = due.pending(ctx)
+    assert mark.email == "ola@example.com" and mark.marks == 3

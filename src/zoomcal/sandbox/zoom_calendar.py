@@ -5,7 +5,9 @@ Zoom's OAuth tokens (an account token may read any user's calendar, a user token
 what calendar-api.json describes: the server chooses event ids, unknown request fields (`id`,
 `extendedProperties`, ...) are ignored, a listing carries no etags and no exception instances (no
 `recurringEventId` / `originalStartTime`), and `recurrence` holds the RRULE / EXDATE / RDATE lines.
-`POST /calendars/freeBusy` answers with a list of calendars.
+`POST /calendars/freeBusy` answers with a list of calendars. Every change of an event is notified to the Zoom
+app's webhook URL (signed as all Zoom webhooks: `calendar.event_create` / `_update` / `_delete`, naming the
+calendar as `resource_id` and the event), as calendar-webhooks.json describes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ WRITABLE = {"start", "end", "attendees", "colorId", "description", "guestsCanInv
 LISTED = WRITABLE | {"id", "created", "creator", "organizer", "kind", "updated"}
 FETCHED = LISTED | {"etag", "eventType", "iCalUID", "sequence"}
 ADMIN = "admin:zoom"
+NOTIFIED = {"POST": "calendar.event_create", "PATCH": "calendar.event_update", "DELETE": "calendar.event_delete"}
 
 
 @dataclass
@@ -39,6 +42,12 @@ class ZoomCalendarState:
 
 def make_zoom_calendar_app(zoom: ZoomState, state: ZoomCalendarState) -> FastAPI:
     app = FastAPI(title="Zoom calendar sandbox")
+
+    @app.middleware("http")
+    async def send_webhooks(request: Request, call_next):
+        response = await call_next(request)
+        await zoom.outbox.flush()       # the app's calendar.event_* notifications go out once a change is answered
+        return response
     inner = httpx.AsyncClient(transport=httpx.ASGITransport(app=make_google_app(state.store)),
                               base_url="http://inner/calendar/v3")
 
@@ -81,9 +90,14 @@ def make_zoom_calendar_app(zoom: ZoomState, state: ZoomCalendarState) -> FastAPI
             body = {k: v for k, v in sent.items() if k in WRITABLE} if isinstance(sent, dict) else sent
         answer = await inner.request(request.method, "/calendars/" + path, params=dict(request.query_params), json=body,
                                      headers=as_admin())
-        if not answer.content or answer.status_code >= 400:
+        if answer.status_code >= 400:
             return Response(answer.content, status_code=answer.status_code,
                             media_type=answer.headers.get("content-type"))
+        if request.method in NOTIFIED and len(parts) in (2, 3):
+            event_id = parts[2] if len(parts) == 3 else str(answer.json().get("id", ""))
+            zoom.notify(NOTIFIED[request.method], {"resource_id": parts[0], "event_id": event_id})
+        if not answer.content:
+            return Response(status_code=answer.status_code)
         data = answer.json()
         if isinstance(data.get("items"), list):
             listing = len(parts) == 2   # the events listing shows series and single events, never instances
