@@ -182,7 +182,8 @@ async def test_a_notification_names_its_owner(world, tmp_path):
 
 def test_sync_loop_runs_the_owner_within_seconds_of_a_webhook(served_world, tmp_path):
     """`zoomcal sync --webhooks-port`: with a 10-minute interval, a signed calendar.event_update makes the owner's
-    calendar sync at once; a forged one is refused and written to the sync log."""
+    calendar sync at once; a forged one is refused, with a security line on stderr and nothing written to the
+    store."""
     from zoomcal.sandbox.server import free_port
 
     world, base = served_world
@@ -229,10 +230,11 @@ def test_sync_loop_runs_the_owner_within_seconds_of_a_webhook(served_world, tmp_
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    assert "push_refused" in proc.stderr.read()
     events = json.loads(zc("events", "--user", "ola@example.com", "--json").stdout)
     assert [e["title"] for e in events] == ["Dentist"]
     log = " ".join(zc("log").stdout.split())
-    assert "webhook refused on /webhooks/zoom" in log and info["zoom_user_id"] not in log
+    assert "refused" not in log and info["zoom_user_id"] not in log
 
 
 def test_during_a_rotation_every_secret_verifies_and_the_first_answers_the_challenge():
@@ -354,3 +356,34 @@ async def test_zooms_calendar_notifies_its_event_changes_and_their_owner_becomes
     assert all(d.status == 200 and '"acted":true' in d.answer for d in world.zoom.outbox.sent)
     [mark] = due.pending(ctx)
     assert mark.email == "ola@example.com" and mark.marks == 3
+
+
+@pytest.mark.anyio
+async def test_a_flood_of_forged_notifications_writes_nothing_and_logs_a_few_lines(world, tmp_path):
+    from prometheus_client import REGISTRY
+    from sqlalchemy import func, select
+    from structlog.testing import capture_logs
+
+    from zoomcal.store.models import SyncDue, SyncLogEntry
+
+    ctx = make_context(world, tmp_path)
+    ctx.services.settings.zoom_webhook_secret = SECRET
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services)), base_url="http://zoomcal")
+
+    def rejected() -> float:
+        return REGISTRY.get_sample_value("zoomcal_webhooks_total", {"channel": "zoom", "outcome": "rejected"}) or 0
+
+    from zoomcal.app import push
+
+    push.SECURITY.last.clear()          # earlier tests' refusals do not quiet this one's first line
+    before = rejected()
+    raw, headers = signed(EVENT, secret="forged")
+    with capture_logs() as logs:
+        answers = await asyncio.gather(*(client.post("/webhooks/zoom", content=raw, headers=headers)
+                                         for _ in range(60)))
+    assert {a.status_code for a in answers} == {401}
+    assert rejected() - before == 60
+    assert 1 <= len([entry for entry in logs if entry["event"] == "push_refused"]) <= 2
+    with ctx.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(SyncLogEntry)) == 0
+        assert s.scalar(select(func.count()).select_from(SyncDue)) == 0

@@ -7,6 +7,8 @@ calendar (Google, Graph), where each notice names its subscription and is checke
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,9 +114,33 @@ def _mark_owners(services: Services, batch: list[tuple[list[PushTarget], str]]) 
     return [[(tenant, email) for _tenant_id, tenant, _user_id, email in people] for people in found]
 
 
+class _SecurityLog:
+    """Refused notifications write nothing to the store (a flood of forged requests must cost no writes): a
+    metric counts each, and a log line names the first of each channel and reason, then at most one line per
+    `every` seconds saying how many more were refused."""
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self.lock = threading.Lock()
+        self.last: dict[tuple[str, str], float] = {}
+        self.quiet: dict[tuple[str, str], int] = {}
+
+    def refused(self, channel: str, reason: str, count: int = 1) -> None:
+        WEBHOOKS.labels(channel, "rejected").inc(count)
+        key, now = (channel, reason[:120]), time.monotonic()
+        with self.lock:
+            if now - self.last.get(key, -self.every) < self.every:
+                self.quiet[key] = self.quiet.get(key, 0) + count
+                return
+            self.last[key], more = now, self.quiet.pop(key, 0)
+        log.error("push_refused", channel=channel, reason=reason, refused_since_last_line=more)   # security
+
+
+SECURITY = _SecurityLog()
+
+
 def _refused(channel_name: str, reason: str) -> PushAnswer:
-    log.warning("push_refused", channel=channel_name, reason=reason)
-    WEBHOOKS.labels(channel_name, "rejected").inc()
+    SECURITY.refused(channel_name, reason)
     return PushAnswer(401, {"error": reason}, refused=reason)
 
 
@@ -229,8 +255,7 @@ def _subscribed(services: Services, channel: PushChannel, headers: Mapping[str, 
     if refused and not passed:
         return _refused(name, "; ".join(sorted(set(refused))))
     if refused:
-        WEBHOOKS.labels(name, "rejected").inc(len(refused))
-        log.warning("push_refused", channel=name, reason="; ".join(sorted(set(refused))))
+        SECURITY.refused(name, "; ".join(sorted(set(refused))), len(refused))
     if acted:
         WEBHOOKS.labels(name, "acted").inc()
     return PushAnswer(channel.answer_status, {"received": len(notices), "acted": bool(acted),

@@ -13,7 +13,6 @@ from zoomcal.app import feed as app_feed
 from zoomcal.app import presence as app_presence
 from zoomcal.app import sync as app_sync
 from zoomcal.app.context import AppContext
-from zoomcal.app.push import PushAnswer
 from zoomcal.app.runner import EmbeddedRunner, Intervals
 from zoomcal.cli.common import as_dict, console, context, err, fail, handled, print_json, run_async
 from zoomcal.cli.presence import print_outcome
@@ -48,11 +47,7 @@ def _start_webhooks(ctx: AppContext, host: str, port: int) -> None:
 
     from zoomcal.web.webhooks import make_app
 
-    def answered(channel: str, answer: PushAnswer) -> None:
-        if answer.refused:
-            app_sync.note(ctx, "webhook", f"webhook refused on /webhooks/{channel}: {answer.refused}", level="error")
-
-    server = uvicorn.Server(uvicorn.Config(make_app(ctx.services, answered), host=host, port=port,
+    server = uvicorn.Server(uvicorn.Config(make_app(ctx.services), host=host, port=port,
                                            log_level="warning", lifespan="off"))
     threading.Thread(target=server.run, daemon=True).start()
     for _ in range(200):
