@@ -387,3 +387,31 @@ async def test_a_flood_of_forged_notifications_writes_nothing_and_logs_a_few_lin
     with ctx.store.session() as s:
         assert s.scalar(select(func.count()).select_from(SyncLogEntry)) == 0
         assert s.scalar(select(func.count()).select_from(SyncDue)) == 0
+
+
+@pytest.mark.anyio
+async def test_a_notification_sent_again_is_not_acted_on_twice_unless_the_first_failed(world, tmp_path, monkeypatch):
+    from zoomcal.app import due, push
+
+    ctx = make_context(world, tmp_path)
+    ctx.services.settings.zoom_webhook_secret = SECRET
+    info = world.add_user("ola@example.com", "Ola")
+    add_user(ctx, "ola@example.com")
+    link_sandbox_zoom(ctx, world, "ola@example.com", info)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services), raise_app_exceptions=False),
+                               base_url="http://zoomcal")
+    raw, headers = signed({"event": "meeting.updated", "event_ts": int(time.time() * 1000),
+                           "payload": {"object": {"id": 5, "host_id": info["zoom_user_id"]}}})
+    first = (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()
+    again = (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()
+    assert first["acted"] is True and again == {"received": "meeting.updated", "acted": False, "repeated": True}
+    assert [m.marks for m in due.pending(ctx)] == [1]
+
+    real = push._mark_owners
+    monkeypatch.setattr(push, "_mark_owners", lambda *a: (_ for _ in ()).throw(RuntimeError("store down")))
+    raw, headers = signed({"event": "meeting.updated", "event_ts": int(time.time() * 1000) + 1,
+                           "payload": {"object": {"id": 6, "host_id": info["zoom_user_id"]}}})
+    assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).status_code == 500
+    monkeypatch.setattr(push, "_mark_owners", real)
+    assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is True   # the retry
+    assert [m.marks for m in due.pending(ctx)] == [2]

@@ -7,6 +7,7 @@ calendar (Google, Graph), where each notice names its subscription and is checke
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Mapping
@@ -139,6 +140,35 @@ class _SecurityLog:
 SECURITY = _SecurityLog()
 
 
+class _Recorded:
+    """Signed notifications this process recorded lately, by a digest of their exact bytes: one sent again within
+    the signature's time window (a replay, or a retry of one already answered) is answered without acting. Kept
+    twice the window; a notification is remembered only once its marks are committed, so a retry of one that
+    failed is still acted on."""
+
+    def __init__(self, keep: float = 600.0, most: int = 100_000):
+        self.keep, self.most = keep, most
+        self.lock = threading.Lock()
+        self.until: dict[str, float] = {}
+
+    def __contains__(self, key: str) -> bool:
+        with self.lock:
+            return self.until.get(key, 0.0) > time.monotonic()
+
+    def add(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if len(self.until) + len(keys) > self.most:
+                self.until = {k: t for k, t in self.until.items() if t > now}
+                while len(self.until) + len(keys) > self.most:      # still full of live ones: forget the oldest
+                    self.until.pop(next(iter(self.until)))
+            for key in keys:
+                self.until[key] = now + self.keep
+
+
+RECORDED = _Recorded()
+
+
 def _refused(channel_name: str, reason: str) -> PushAnswer:
     SECURITY.refused(channel_name, reason)
     return PushAnswer(401, {"error": reason}, refused=reason)
@@ -150,6 +180,7 @@ class Verified:
     channel: str
     event: dict[str, Any]
     targets: list[PushTarget]
+    digest: str = ""
 
     @property
     def reason(self) -> str:
@@ -186,9 +217,13 @@ def verify(services: Services, channel_name: str, headers: Mapping[str, str], bo
     if answer is not None:
         WEBHOOKS.labels(channel_name, "handshake").inc()
         return PushAnswer(200, answer)
+    digest = hashlib.sha256(channel_name.encode() + b"\0" + body).hexdigest()
+    if digest in RECORDED:
+        WEBHOOKS.labels(channel_name, "repeated").inc()
+        return PushAnswer(200, {"received": event.get("event"), "acted": False, "repeated": True})
     targets = [t for spec in registry.all_specs() if spec.push is channel and spec.push_targets
                for t in spec.push_targets(event)]
-    return Verified(channel_name, event, targets)
+    return Verified(channel_name, event, targets, digest)
 
 
 def record(services: Services, batch: list[Verified]) -> list[PushAnswer]:
@@ -209,6 +244,7 @@ def record(services: Services, batch: list[Verified]) -> list[PushAnswer]:
             WEBHOOKS.labels(verified.channel, "acted").inc()
         answers.append(PushAnswer(200, {"received": verified.event.get("event"), "acted": bool(marked or by_hand)},
                                   marked=marked, presence=by_hand))
+    RECORDED.add([v.digest for v in batch if v.digest])
     return answers
 
 
