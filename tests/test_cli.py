@@ -309,3 +309,21 @@ def test_command_line_hints_name_the_flag_to_fix(env, tmp_path):
     assert run("tenant", "add", "globex").exit_code == 0
     assert json.loads(run("--tenant", "globex", "user", "list", "--json").output) == []
     assert [u["email"] for u in json.loads(run("user", "list", "--json").output)] == ["ada@example.com"]
+
+
+def test_the_data_is_the_owners_only_and_a_lost_key_is_never_silently_replaced(env):
+    ics = env / "team.ics"
+    ics.write_text("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\nBEGIN:VEVENT\r\nUID:a\r\n"
+                   "DTSTART:20261201T100000Z\r\nDTEND:20261201T110000Z\r\nSUMMARY:x\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+    data = env / "data"
+    assert run("init").exit_code == 0
+    assert {p.name: p.stat().st_mode & 0o777 for p in (data, data / "zoomcal.db", data / "vault.keys")} == {
+        "data": 0o700, "zoomcal.db": 0o600, "vault.keys": 0o600}
+    assert run("user", "add", "ada@example.com").exit_code == 0
+    linked = run("account", "add", "ics", "--user", "ada@example.com", "--url", str(ics))
+    assert linked.exit_code == 0, linked.output
+    (data / "vault.keys").unlink()
+    again = run("init")
+    assert again.exit_code != 0 and "vault key file" in again.output and "restore" in again.output
+    assert not (data / "vault.keys").exists()
+    assert run("account", "list").exit_code != 0          # and nothing else pretends all is well

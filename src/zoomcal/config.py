@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.data_dir.exists():
+            self.data_dir.mkdir(parents=True, mode=0o700)   # the owner only: the database and the key file live here
         return f"sqlite:///{self.data_dir / 'zoomcal.db'}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from zoomcal.app.context import SYSTEM, Services, open_vault
 from zoomcal.app.errors import ConflictError, InvalidError
@@ -29,11 +29,14 @@ def init(settings: Settings, tenant: str = "default") -> InitResult:
     and the first tenant. Running it again is harmless: it migrates what is behind and keeps what exists."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o700)
-    open_vault(settings, create=True)
     db = Database(settings.resolved_database_url())
     try:
         _state, before, head = schema_state(db.engine)
+        _refuse_a_new_key_over_sealed_secrets(settings, db, before)
+        open_vault(settings, create=True)
         db.upgrade()
+        if db.engine.dialect.name == "sqlite" and db.engine.url.database not in (None, "", ":memory:"):
+            Path(db.engine.url.database).chmod(0o600)       # the owner only: it holds sealed secrets and e-mails
         with db.transaction() as s:
             if s.scalar(select(Tenant).where(Tenant.name == tenant)) is None:
                 s.add(Tenant(name=tenant))
@@ -42,6 +45,20 @@ def init(settings: Settings, tenant: str = "default") -> InitResult:
                           before, head)
     finally:
         db.dispose()
+
+
+def _refuse_a_new_key_over_sealed_secrets(settings: Settings, db: Database, revision: str | None) -> None:
+    """A lost key file must not be replaced silently: every sealed secret would then fail to open."""
+    key_file = settings.data_dir / "vault.keys"
+    if settings.vault_keys or key_file.exists() or revision is None:
+        return
+    with db.session() as s:
+        sealed = s.scalar(select(func.count()).select_from(Account))
+    if sealed:
+        raise InvalidError(f"the vault key file {key_file} is missing, but {sealed} linked account(s) hold secrets "
+                           "sealed with it; restore the file from a backup (or give the keys in "
+                           "ZOOMCAL_VAULT_KEYS). A new key would leave every one of them unreadable.",
+                           field="vault")
 
 
 def upgrade(settings: Settings, revision: str = "head") -> tuple[str | None, str | None]:
