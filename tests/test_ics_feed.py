@@ -42,6 +42,12 @@ def test_ssrf_guard():
         with pytest.raises(ConfigError, match="private"):
             check_url(url, resolve=resolver)
     assert check_url("http://intranet/x.ics", allow_private=True, resolve=loopback)
+    # IPv6 addresses that carry an IPv4 one lead to that host: IPv4-mapped, 6to4, Teredo's client, NAT64
+    for carried in ("::ffff:10.0.0.1", "2002:7f00:1::", "2001:0:4136:e378:8000:63bf:f5ff:fffa", "64:ff9b::a9fe:a9fe"):
+        with pytest.raises(ConfigError, match="private"):
+            check_url("http://tricky/x.ics", resolve=lambda h, a=carried: [a])
+    for fine in ("2002:5db8:d822::", "64:ff9b::5db8:d822", "2606:4700::1111"):    # public hosts, however reached
+        assert check_url("http://fine/x.ics", resolve=lambda h, a=fine: [a])
     for bad in ("ftp://x/y.ics", "file:///etc/passwd", "https://user:pw@x/y.ics", "http:///nohost"):
         with pytest.raises(ConfigError):
             check_url(bad, resolve=public)

@@ -36,8 +36,31 @@ def check_url(url: str, allow_private: bool = False, resolve: Resolver = system_
         return url
     for address in resolve(parts.hostname):
         ip = ipaddress.ip_address(address.split("%")[0])
-        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                or ip.is_unspecified or (ip.version == 6 and ip.ipv4_mapped and not ip.ipv4_mapped.is_global)):
+        if any(_internal(inner) for inner in _unwrapped(ip)):
             raise ConfigError(f"{parts.hostname} resolves to {ip}, a loopback/private address; set "
                               "ZOOMCAL_ALLOW_PRIVATE_URLS=true to allow on-premises servers")
     return url
+
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _unwrapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
+    """The address and every IPv4 address it carries: IPv4-mapped, 6to4 (2002::/16), Teredo (the client's
+    address) and NAT64 (64:ff9b::/96) all lead to an IPv4 host that must pass the same check."""
+    if ip.version == 6 and ip in NAT64:        # an IPv6-only network's way to a public IPv4 host: judge that host
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    found = [ip]
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            found.append(ip.ipv4_mapped)
+        if ip.sixtofour:
+            found.append(ip.sixtofour)
+        if ip.teredo:
+            found.extend(ip.teredo)        # (server, client)
+    return found
+
+
+def _internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+            or ip.is_unspecified)
