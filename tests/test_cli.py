@@ -327,3 +327,22 @@ def test_the_data_is_the_owners_only_and_a_lost_key_is_never_silently_replaced(e
     assert again.exit_code != 0 and "vault key file" in again.output and "restore" in again.output
     assert not (data / "vault.keys").exists()
     assert run("account", "list").exit_code != 0          # and nothing else pretends all is well
+
+
+@pytest.mark.parametrize("url, says", [
+    ("mysql://someone@localhost/db", "SQLite or PostgreSQL, not 'mysql'"),
+    ("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", "cannot reach the database"),
+    ("not a url at all", "cannot read the database URL"),
+])
+def test_a_database_url_that_cannot_be_used_is_one_line(env, monkeypatch, url, says):
+    monkeypatch.setenv("ZOOMCAL_DATABASE_URL", url)
+    for command in (["init"], ["user", "list"]):
+        result = run(*command)
+        assert result.exit_code == 1 and says in " ".join(result.output.split())
+        assert "Traceback" not in result.output and len(result.output.splitlines()) <= 4
+
+
+def test_version():
+    from zoomcal import __version__
+
+    assert run("--version").output.strip() == f"zoomcal {__version__}"

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from zoomcal.app.context import Services
 from zoomcal.domain.timeutil import now_utc
 from zoomcal.metrics import DUE_DEPTH, DUE_OLDEST
-from zoomcal.store.db import SchemaError
+from zoomcal.store.db import DatabaseUnavailable, SchemaError
 from zoomcal.store.models import SyncDue
 
 
@@ -52,6 +52,8 @@ def readiness(services: Services) -> Readiness:
         services.db.check_schema()
     except SchemaError as exc:
         return Readiness(False, f"schema {exc.state}: {exc}")
+    except DatabaseUnavailable:
+        return Readiness(False, "database unreachable")
     except (SQLAlchemyError, OSError) as exc:
         return Readiness(False, f"database unreachable: {type(exc).__name__}")
     return Readiness(True)

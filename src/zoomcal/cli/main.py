@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from zoomcal import __version__
 from zoomcal.cli import availability, common, demo, serve, setup, sync, worker
 from zoomcal.cli.accounts import account_app
 from zoomcal.cli.mapping import mapping_app
@@ -16,10 +17,18 @@ app = typer.Typer(help="zoomcal: keep Zoom meetings and calendars in two-way syn
                   no_args_is_help=True, add_completion=False)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"zoomcal {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log structured events to stderr."),
           tenant: str | None = typer.Option(None, "--tenant", envvar="ZOOMCAL_TENANT",
-                                            help="The tenant (organisation) to act in (default: default).")) -> None:
+                                            help="The tenant (organisation) to act in (default: default)."),
+          _version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                        help="Print zoomcal's version and exit.")) -> None:
     configure("INFO" if verbose else "ERROR")
     common.state["tenant"] = tenant
 

@@ -16,7 +16,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker, with_loader_criteria
 
 from zoomcal.errors import ZoomcalError
@@ -33,8 +34,26 @@ def normalize_url(url: str) -> str:
     return url
 
 
+SUPPORTED = ("sqlite", "postgresql")
+
+
+class DatabaseUnavailable(ZoomcalError):
+    """The database URL cannot be used: unreadable, a database zoomcal does not support, or no answer."""
+
+
+def _checked(url: str) -> str:
+    try:
+        parsed = make_url(url)
+    except Exception as exc:   # noqa: BLE001 — any parse failure is the same mistake to the admin
+        raise DatabaseUnavailable(f"cannot read the database URL {url[:80]!r}: {exc}") from None
+    if parsed.get_backend_name() not in SUPPORTED:
+        raise DatabaseUnavailable(f"zoomcal keeps its data in SQLite or PostgreSQL, not {parsed.get_backend_name()!r} "
+                                  "(ZOOMCAL_DATABASE_URL=postgresql://user@host/db, or unset for SQLite)")
+    return url
+
+
 def make_engine(url: str, **kwargs) -> Engine:
-    url = normalize_url(url)
+    url = _checked(normalize_url(url))
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
 
@@ -88,10 +107,15 @@ class SchemaError(ZoomcalError):
 def schema_state(engine: Engine) -> tuple[str, str | None, str]:
     """("ok" | "missing" | "behind" | "ahead", the database's revision, the revision this code needs)."""
     head = head_revision()
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-        if current is None:
-            return ("missing" if not inspect(conn).get_table_names() else "behind"), None, head
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is None:
+                return ("missing" if not inspect(conn).get_table_names() else "behind"), None, head
+    except (OperationalError, InterfaceError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise DatabaseUnavailable(f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: "
+                                  f"{reason}") from None
     if current == head:
         return "ok", current, head
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
