@@ -346,3 +346,11 @@ def test_version():
     from zoomcal import __version__
 
     assert run("--version").output.strip() == f"zoomcal {__version__}"
+
+
+def test_a_refused_window_names_the_commands_own_flag(env):
+    assert run("init").exit_code == 0 and run("user", "add", "a@example.com").exit_code == 0
+    for command in (["slots", "--users", "a@example.com", "--duration", "30m"],
+                    ["availability", "--user", "a@example.com"]):
+        result = run(*command, "--from", "2026-12-10T18:00", "--to", "2026-12-10T08:00")
+        assert result.exit_code == 1 and "check --to" in result.output and "--end" not in result.output

@@ -12,8 +12,10 @@ from zoomcal.availability.query import parse_duration
 from zoomcal.cli.common import as_dict, console, context, err, fail, handled, print_json, run_async, when
 from zoomcal.errors import ConfigError
 
+WINDOW = {"start": "--from", "end": "--to"}
 
-@handled
+
+@handled(flags=WINDOW)
 def availability(
     user: str = typer.Option(..., "--user"),
     start: str = typer.Option(..., "--from", help="Start (ISO date-time; without offset: the user's zone)."),
@@ -37,7 +39,7 @@ def _duration(text: str) -> int:
         fail(str(exc))
 
 
-@handled
+@handled(flags=WINDOW)
 def slots(
     users: str = typer.Option(..., "--users", help="Comma-separated e-mails."),
     duration: str = typer.Option("30m", "--duration", help="e.g. 30m, 1h, 1h30m"),

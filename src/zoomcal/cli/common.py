@@ -51,7 +51,7 @@ def fail(message: str, code: int = 1, hint: str | None = None):
     raise typer.Exit(code)
 
 
-def hint_for(exc: AppError) -> str | None:
+def hint_for(exc: AppError, flags: dict[str, str] | None = None) -> str | None:
     if isinstance(exc, SchemaOutdated):
         return SCHEMA_HINTS.get(exc.details.get("state", ""))
     if isinstance(exc, NotFoundError) and exc.field == "user":
@@ -61,23 +61,26 @@ def hint_for(exc: AppError) -> str | None:
     if isinstance(exc, NeedsReauthError):
         return "link the account again with `zoomcal account relink ID` and new credentials"
     if exc.field:
-        flag = FLAGS.get(exc.field) or f"--{exc.field.replace('_', '-')}"
+        flag = (flags or {}).get(exc.field) or FLAGS.get(exc.field) or f"--{exc.field.replace('_', '-')}"
         return f"check {flag}"
     return None
 
 
-def handled(fn: Callable[..., T]) -> Callable[..., T]:
-    """Application errors become one readable line (and a hint); conflicts exit 3, other refusals 1."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except AppError as exc:
-            fail(exc.message, 3 if isinstance(exc, ConflictError) and exc.details.get("conflict") else 1,
-                 hint_for(exc))
-        except ZoomcalError as exc:
-            fail(str(exc))
-    return wrapper
+def handled(fn: Callable[..., T] | None = None, *, flags: dict[str, str] | None = None):
+    """Application errors become one readable line (and a hint naming the command's own flag, `flags` mapping a
+    field to it where the command spells it differently); conflicts exit 3, other refusals 1."""
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            try:
+                return fn(*args, **kwargs)
+            except AppError as exc:
+                fail(exc.message, 3 if isinstance(exc, ConflictError) and exc.details.get("conflict") else 1,
+                     hint_for(exc, flags))
+            except ZoomcalError as exc:
+                fail(str(exc))
+        return wrapper
+    return decorate(fn) if fn is not None else decorate
 
 
 def services(**kwargs: Any) -> Services:
