@@ -23,6 +23,14 @@ PG_URL = os.environ.get("ZOOMCAL_TEST_PG_URL", "postgresql+psycopg://postgres@12
 SANDBOX = "http://sandbox"
 
 
+def pytest_collection_modifyitems(items):
+    """`-m pg` selects every test that reaches PostgreSQL (`-m "not pg"` runs without a server)."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if "pg_schema_url" in item.fixturenames or (spec is not None and "postgresql" in spec.params.values()):
+            item.add_marker(pytest.mark.pg)
+
+
 def _pg_available() -> bool:
     try:
         engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
