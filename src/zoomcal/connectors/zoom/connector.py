@@ -29,6 +29,15 @@ LIST_COMPARED = ("topic", "type", "start_time", "duration", "timezone")
 SERIES_FIELDS = ("topic", "agenda", "type", "start_time", "duration", "timezone", "recurrence")
 
 
+# what Zoom answers that zoomcal never uses and must not keep: the host's start link is a credential that starts the
+# meeting as its host; the other passwords are the dial-in and room-system forms of the passcode
+HOST_SECRETS = ("start_url", "h323_password", "pstn_password", "encrypted_password")
+
+
+def _kept(meeting: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meeting.items() if k not in HOST_SECRETS}
+
+
 def _needs_fetch(listed: dict[str, Any], known: dict[str, Any] | None) -> bool:
     if known is None or listed.get("type") == 8:
         return True
@@ -94,7 +103,7 @@ class ZoomConnector:
                     wants_peer=content["start"] is not None or marker is not None)
 
     async def get(self, item_id: str) -> list[dict[str, Any]]:
-        return [await self.api.json("GET", f"meetings/{item_id}")]
+        return [_kept(await self.api.json("GET", f"meetings/{item_id}"))]
 
     # --- writing ---------------------------------------------------------------------------------------
     async def _find_marker(self, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -115,7 +124,7 @@ class ZoomConnector:
             result.notes = ["adopted a meeting created earlier (found by marker)", *result.notes]
             result.api_calls = self.api.calls - start_calls
             return result
-        created = await self.api.json("POST", f"users/{self.user_id}/meetings", json=body)
+        created = _kept(await self.api.json("POST", f"users/{self.user_id}/meetings", json=body))
         final = await self._apply_occurrences(created, content, dict(created))
         return self._result(final, notes, start_calls)
 
