@@ -70,3 +70,79 @@ def test_an_upgrade_forgets_host_links_stored_before(any_db):
         command.upgrade(cfg, "head")
     with any_db.session() as s:
         assert s.scalars(select(RemoteItem.raw)).one() == {"id": 1, "join_url": "j", "password": "p"}
+
+
+HOSTILE = {
+    "bad-duration": "DTSTART:20261201T100000Z\r\nDURATION:P1X\r\n",
+    "long-tzid": "DTSTART;TZID=" + "A" * 300 + ":20261201T100000\r\nDTEND:20261201T110000Z\r\n",
+    "negative-interval": "DTSTART:20261201T100000Z\r\nDTEND:20261201T110000Z\r\nRRULE:FREQ=DAILY;INTERVAL=-1\r\n",
+    "every-second": "DTSTART:19700101T100000Z\r\nDTEND:19700101T100001Z\r\nRRULE:FREQ=SECONDLY\r\n",
+}
+
+
+def _ics(events: dict[str, str]) -> str:
+    body = "".join(f"BEGIN:VEVENT\r\nUID:{uid}\r\n{lines}SUMMARY:{uid}\r\nEND:VEVENT\r\n"
+                   for uid, lines in events.items())
+    return f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\n{body}END:VCALENDAR\r\n"
+
+
+def test_a_hostile_feed_costs_its_own_items_only(tmp_path, monkeypatch):
+    """One person's feed holds events that do not parse, a zone name that breaks the zone lookup, a rule that
+    cannot be walked and one that repeats every second since 1970: each is rejected with its reason, the feed's
+    good event is kept, the other person syncs, and `sync --once` ends in bounded time, non-zero, naming them."""
+    from typer.testing import CliRunner
+
+    from zoomcal.cli.main import app
+
+    monkeypatch.setenv("ZOOMCAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("ZOOMCAL_DATABASE_URL", raising=False)
+    monkeypatch.delenv("ZOOMCAL_VAULT_KEYS", raising=False)
+    good = "DTSTART:20261203T100000Z\r\nDTEND:20261203T110000Z\r\n"
+    (tmp_path / "bob.ics").write_text(_ics({**HOSTILE, "fine": good}))
+    (tmp_path / "ada.ics").write_text(_ics({"ada-fine": good}))
+
+    def run(*args):
+        return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+    assert run("init").exit_code == 0
+    for who in ("ada", "bob"):
+        assert run("user", "add", f"{who}@example.com").exit_code == 0
+        assert run("account", "add", "ics", "--user", f"{who}@example.com", "--url",
+                   str(tmp_path / f"{who}.ics")).exit_code == 0
+    synced = run("sync", "--once")
+    out = " ".join(synced.output.split())
+    assert synced.exit_code == 1, out
+    assert "ada@example.com: ok" in out and "needs attention: bob@example.com" in out and "4 item(s) rejected" in out
+    log = " ".join(run("log").output.split())
+    for reason in ("malformed DURATION", "names no time zone", "INTERVAL must be a positive", "every second"):
+        assert reason in log, reason
+    titles = {e["title"] for who in ("ada", "bob")
+              for e in json.loads(run("events", "--user", f"{who}@example.com", "--json").output)}
+    assert {"fine", "ada-fine"} <= titles and not titles & set(HOSTILE)
+
+
+@pytest.mark.parametrize("rule", ["FREQ=HOURLY;COUNT=20000", "FREQ=HOURLY;INTERVAL=7", "FREQ=HOURLY;COUNT=15000",
+                                  "FREQ=DAILY;INTERVAL=3;COUNT=400", "FREQ=WEEKLY;COUNT=200"])
+def test_a_window_far_from_a_series_start_is_reached_without_walking_there(rule):
+    """Rules of a fixed period jump to the window (a counted one keeps its count), and give exactly what walking
+    every occurrence from the start gives."""
+    from datetime import UTC, datetime
+
+    from zoomcal.domain.recurrence import occurrence_starts
+
+    content = {"start": "2025-01-01T00:30:00Z", "end": "2025-01-01T00:45:00Z", "timezone": "Europe/Berlin",
+               "rrule": rule}
+    lo, hi = datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
+    assert occurrence_starts(content, lo, hi) == occurrence_starts(content, lo, hi, fast=False)
+
+
+def test_a_rule_too_dense_to_walk_is_refused_with_its_reason():
+    from datetime import UTC, datetime
+
+    from zoomcal.domain import recurrence
+    from zoomcal.errors import InvalidItem
+
+    content = {"start": "2000-01-01T00:00:00Z", "end": "2000-01-01T00:10:00Z", "timezone": "UTC",
+               "rrule": "FREQ=HOURLY;BYMINUTE=0,30"}          # not a fixed period: walked from 2000
+    with pytest.raises(InvalidItem, match="needs more than"):
+        recurrence.occurrence_starts(content, datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))

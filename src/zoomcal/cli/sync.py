@@ -96,7 +96,13 @@ def sync(
                     print_outcome(outcome, verbose=False)
             for result in results:
                 show_result(result, dry_run)
-            return any(r.status == "failed" for r in results)
+            troubled = [r for r in results if r.status == "failed" or r.rejected]
+            if troubled and not dry_run:
+                err.print("needs attention: " + "; ".join(
+                    f"{r.user} ({' + '.join(r.calendars)}): {r.status}"
+                    + (f", {r.rejected} item(s) rejected" if r.rejected else "") for r in troubled)
+                    + " — `zoomcal log` says why", highlight=False, markup=False)
+            return bool(troubled)
 
         raise typer.Exit(1 if run_async(ctx, one_round) else 0)
     if calendar is not None:

@@ -12,6 +12,7 @@ from zoomcal.domain.timeutil import UTC, fmt_instant, is_date, parse_date, to_da
 from zoomcal.errors import InvalidItem
 
 MAX_EXPANSION = 5000
+MAX_STEPS = 200_000        # occurrences a rule may walk (before and in a window) before it is refused as too dense
 
 
 def parse_rrule_parts(value: str) -> dict[str, str]:
@@ -64,6 +65,13 @@ def normalize_rrule(value: str | None) -> str | None:
     if text.upper().startswith("RRULE:"):
         text = text[6:]
     parts = parse_rrule_parts(text)
+    for key in ("INTERVAL", "COUNT"):
+        if key in parts and not (parts[key].isdigit() and 0 < int(parts[key]) <= 1_000_000_000):
+            raise InvalidItem(f"invalid RRULE {value[:200]!r}: {key} must be a positive whole number")
+    if parts.get("FREQ", "").upper() in ("SECONDLY", "MINUTELY"):
+        # no calendar zoomcal writes to can hold one, and as busy time it would be a wall of occurrences
+        raise InvalidItem(f"a rule repeating every {'second' if parts['FREQ'].upper() == 'SECONDLY' else 'minute'} "
+                          f"is not a calendar series: {value[:120]!r}")
     if parts.get("INTERVAL") == "1":
         del parts["INTERVAL"]
     if "BYDAY" in parts:
@@ -93,19 +101,29 @@ def _compiled(rrule: str, dtstart: datetime) -> du.rrule:
 
 
 FAST_FORWARD_KEYS = {"FREQ", "INTERVAL", "BYDAY", "WKST", "UNTIL"}
+FIXED_PERIODS = {"SECONDLY": timedelta(seconds=1), "MINUTELY": timedelta(minutes=1), "HOURLY": timedelta(hours=1),
+                 "DAILY": timedelta(days=1), "WEEKLY": timedelta(weeks=1)}
 
 
 def _fast_forward(parts: dict[str, str], local_start: datetime, lo: datetime | None) -> datetime:
     """A later series start on the same phase, so a window far from the first occurrence is reached without
-    walking every occurrence before it. Only for rules whose phase is a whole number of days or weeks and
-    that do not count occurrences (COUNT needs every one from the start)."""
-    if lo is None or parts["FREQ"] not in ("DAILY", "WEEKLY") or set(parts) - FAST_FORWARD_KEYS:
+    walking every occurrence before it. For rules whose phase is a fixed length (seconds to weeks, local wall
+    time), with BYDAY for daily and weekly ones. A rule that counts its occurrences moves forward only when each
+    period holds exactly one (no BYDAY), and its COUNT is lowered by the occurrences skipped (`parts` changes)."""
+    freq = parts["FREQ"]
+    if lo is None or freq not in FIXED_PERIODS:
         return local_start
-    period = timedelta(days=int(parts.get("INTERVAL", "1")) * (1 if parts["FREQ"] == "DAILY" else 7))
+    simple = set(parts) <= {"FREQ", "INTERVAL", "WKST", "UNTIL", "COUNT"}
+    if not (simple or (freq in ("DAILY", "WEEKLY") and set(parts) <= FAST_FORWARD_KEYS)):
+        return local_start
+    period = FIXED_PERIODS[freq] * int(parts.get("INTERVAL", "1"))
     gap = lo - local_start
     if gap <= 2 * period:
         return local_start
-    return local_start + (gap // period - 1) * period
+    steps = gap // period - 1
+    if "COUNT" in parts:
+        parts["COUNT"] = str(max(0, int(parts["COUNT"]) - steps))
+    return local_start + steps * period
 
 
 def occurrence_starts(
@@ -141,18 +159,26 @@ def occurrence_starts(
     out: list[str] = []
     lo = window_start.astimezone(tz).replace(tzinfo=None) - timedelta(days=1) if window_start else None
     hi = window_end.astimezone(tz).replace(tzinfo=None) + timedelta(days=1) if window_end else None
-    rule = _compiled(join_rrule_parts(parts), _fast_forward(parts, local_start, lo) if fast else local_start)
-    for local in rule:
-        if hi is not None and local > hi:
-            break
-        if lo is not None and local < lo:
-            continue
-        if all_day:
-            out.append(local.date().isoformat())
-        else:
-            out.append(fmt_instant(local.replace(tzinfo=tz).astimezone(UTC)))
-        if len(out) >= limit:
-            break
+    first = _fast_forward(parts, local_start, lo) if fast else local_start
+    if parts.get("COUNT") == "0":
+        return sorted(r for r in rdates if _in_window(r, window_start, window_end))
+    try:
+        for steps, local in enumerate(_compiled(join_rrule_parts(parts), first)):
+            if hi is not None and local > hi:
+                break
+            if steps >= MAX_STEPS:
+                raise InvalidItem(f"recurrence {content['rrule'][:120]!r} needs more than {MAX_STEPS} occurrences "
+                                  "to reach the time asked about; not expanded")
+            if lo is not None and local < lo:
+                continue
+            if all_day:
+                out.append(local.date().isoformat())
+            else:
+                out.append(fmt_instant(local.replace(tzinfo=tz).astimezone(UTC)))
+            if len(out) >= limit:
+                break
+    except (ValueError, TypeError, OverflowError) as exc:       # what dateutil raises on a rule it cannot walk
+        raise InvalidItem(f"recurrence {content['rrule'][:120]!r} cannot be expanded: {exc}") from exc
     if rdates:
         out = sorted(set(out) | {r for r in rdates if _in_window(r, window_start, window_end)})
     return out

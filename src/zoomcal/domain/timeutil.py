@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from zoomcal.errors import InvalidItem
@@ -12,10 +13,27 @@ UTC = UTC
 
 def iana_name(name: str) -> str:
     """An IANA zone name for `name`, which may be a Windows zone name (CLDR's windowsZones mapping, as Outlook,
-    Exchange and Graph write them)."""
+    Exchange and Graph write them), or a globally unique TZID (RFC 5545: a leading "/", as in "/Europe/Stockholm",
+    or a publisher's prefix before the IANA name, as in "/mozilla.org/20050126_1/Europe/Berlin")."""
     from tzlocal.windows_tz import win_tz
 
-    return win_tz.get(name, name)
+    if name in win_tz:
+        return win_tz[name]
+    if name.startswith("/"):
+        parts = name.strip("/").split("/")
+        for start in range(len(parts)):
+            candidate = "/".join(parts[start:])
+            if candidate in _iana_names():
+                return candidate
+        return name.lstrip("/")
+    return name
+
+
+@cache
+def _iana_names() -> frozenset[str]:
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones())
 
 
 def windows_name(iana: str) -> str | None:
@@ -27,10 +45,12 @@ def windows_name(iana: str) -> str | None:
 def zone(name: str | None) -> ZoneInfo:
     if not name:
         return ZoneInfo("UTC")
+    if not isinstance(name, str) or len(name) > 200:
+        raise InvalidItem(f"unknown time zone {str(name)[:60]!r}...")
     try:
         return ZoneInfo(iana_name(name))
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise InvalidItem(f"unknown time zone {name!r}") from exc
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as exc:
+        raise InvalidItem(f"unknown time zone {name[:80]!r}") from exc
 
 
 def check_zone(name: str | None) -> str | None:

@@ -55,8 +55,9 @@ def split_events(data: str) -> tuple[list[dict[str, str]], str | None]:
 def _component(block: str) -> icalendar.Event:
     try:
         event = icalendar.Event.from_ical(block.replace("\n", "\r\n"))
-    except ValueError as exc:
-        raise InvalidItem(f"malformed VEVENT: {exc}") from exc
+    except Exception as exc:   # noqa: BLE001 — whatever the parser trips on (a zone lookup's OSError...) is this item's
+        reason = "a TZID that names no time zone" if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        raise InvalidItem(f"malformed VEVENT: {reason[:200]}") from exc
     if not isinstance(event, icalendar.Event) or event.name != "VEVENT":
         raise InvalidItem("malformed VEVENT")
     return event
@@ -122,8 +123,10 @@ def _span(comp: icalendar.Event, default_tz: str | None) -> tuple[str, str, str 
     elif comp.get("DURATION") is not None:
         try:
             length = comp.decoded("DURATION")
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise InvalidItem("malformed DURATION") from exc
+        if not isinstance(length, timedelta) or length < timedelta(0):
+            raise InvalidItem(f"malformed DURATION {str(comp.get('DURATION'))[:60]!r}")
         if is_date(begin):
             finish = (date.fromisoformat(begin) + timedelta(days=max(1, length.days))).isoformat()
         else:

@@ -280,7 +280,11 @@ class SyncEngine:
             raise
         except ConnectorError as exc:
             report.status = "failed"
-            report.errors.append(f"{type(exc).__name__}: {exc}")
+            report.errors.append(f"{type(exc).__name__}: {exc} ({self._where(run)})")
+        except Exception as exc:   # noqa: BLE001 — one pair's surprise fails that pair; the others still run
+            report.status = "failed"
+            report.errors.append(f"unexpected {type(exc).__name__}: {str(exc)[:300]} ({self._where(run)})")
+            log.exception("run_failed_unexpectedly", calendars=self._where(run))
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -310,21 +314,31 @@ class SyncEngine:
             changes = await self.retrier.call(lambda _attempt: conn.changes(None, mirror.raws))
         run.report.api_calls += changes.api_calls
         affected: set[str] = set()
+        rejected = []
         for raw in changes.changed:
-            affected.add(mirror.put(raw))
+            try:
+                affected.add(mirror.put(raw))
+            except Exception as exc:   # noqa: BLE001 — an item without the fields every item has: this item only
+                run.report.rejected += 1
+                rejected.append(LogLine("rejected", f"{label}: an item that cannot be read: {type(exc).__name__}: "
+                                        f"{str(exc)[:200]}", level="error"))
         removed = set(changes.removed)
         if changes.present is not None:
             removed |= set(mirror.raws) - changes.present
         for rid in removed:
             affected.add(mirror.remove(rid) or rid)
         listing: dict[str, Item | None] = {}
-        rejected = []
         for series in affected:
             try:
                 listing[series] = conn.normalize(mirror.of(series))
             except InvalidItem as exc:
                 run.report.rejected += 1
                 rejected.append(LogLine("rejected", f"{label} item {series}: {exc}", level="error"))
+            except Exception as exc:   # noqa: BLE001 — whatever one item trips on rejects that item alone
+                run.report.rejected += 1
+                rejected.append(LogLine("rejected", f"{label} item {series}: unexpected {type(exc).__name__}: "
+                                        f"{str(exc)[:200]}", level="error"))
+                log.exception("normalize_failed", calendar=label, item=series)
         await self._log(run, rejected)
         if changes.present is not None:
             # links name series; a complete listing names raw items: compare series with series
@@ -468,6 +482,10 @@ class SyncEngine:
         if done.peer is not None:
             queue.append(Write(peer, "update", *done.peer))
         return new_base or base, done
+
+    @staticmethod
+    def _where(run: _Run) -> str:
+        return ", ".join(run.scope.label(side) for side in run.pair.sides)
 
     async def _write_failed(self, run: _Run, plan: EventPlan, write: Write, exc: ConnectorError) -> None:
         SYNC_ERRORS.labels(kind=type(exc).__name__).inc()
