@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -137,4 +138,30 @@ async def test_local_file_feed_and_oversize(world, tmp_path):
     report = await SyncEngine(ctx.store).run(pairs[0])
     assert report.status == "failed" and "larger than 100 bytes" in report.errors[0]
     await close_pairs(ctx)
+    ctx.store.dispose()
+
+
+async def test_a_feed_url_is_kept_sealed_and_shown_masked(world, tmp_path):
+    """A secret address (the kind Google and Outlook hand out for a private calendar) is the account's sealed
+    secret: the calendar is known by a digest, listings show host and last segment only, and the sync reads it."""
+    from zoomcal.app import accounts
+    from zoomcal.app import sync as app_sync
+    from zoomcal.store.models import Account, Calendar
+
+    ctx = make_context(world, tmp_path)
+    ctx.services.resolver = public
+    world.feeds["private-0a1b2c3d4e5f-secret"], _day = _feed(now_utc())
+    url = "http://sandbox/feeds/private-0a1b2c3d4e5f-secret.ics"
+    add_user(ctx, "f@example.com")
+    linked = await accounts.link(ctx, "f@example.com", "ics", {"url": url}, {})
+    shown = json.dumps([vars(a) for a in accounts.list_accounts(ctx)], default=str)
+    assert "0a1b2c3d4e5f" not in shown and linked.name == "ICS feed http://sandbox/….ics"
+    with ctx.store.session() as s:
+        stored = json.dumps([[c.remote_id, c.name, a.config] for c, a in s.execute(
+            select(Calendar, Account).join(Account, Account.id == Calendar.account_id))])
+    assert "0a1b2c3d4e5f" not in stored
+    (result,) = await app_sync.run(ctx)
+    assert result.status == "ok" and result.rejected == 4
+    with pytest.raises(Exception, match="already has this"):
+        await accounts.link(ctx, "f@example.com", "ics", {"url": url}, {})
     ctx.store.dispose()

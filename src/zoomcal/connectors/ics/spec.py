@@ -1,9 +1,15 @@
 """ICS feeds (an http(s) URL or a local file) as a read-only busy source; the link fetches the feed once and
-refuses anything that is not an iCalendar file."""
+refuses anything that is not an iCalendar file.
+
+A feed's URL is often a capability (Google's and Outlook's "secret address" lets anyone read the calendar), so it
+is kept as the account's sealed secret; the calendar is known by a digest of it and shown with the middle of the
+path masked. A local file is known by its absolute path."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from zoomcal.connectors.ics.connector import IcsConnector
 from zoomcal.connectors.spec import BUSY, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec
@@ -14,19 +20,34 @@ OPTIONS = (Option("url", "the feed's http(s) URL or a local file path", required
            Option("timezone", "zone for floating times when the feed names none"))
 
 
+def masked(url: str) -> str:
+    """What may be shown of a feed URL: scheme, host, and the file's extension (a secret may sit anywhere in the
+    path or the query)."""
+    parts = urlsplit(url)
+    last = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    extension = "." + last.rsplit(".", 1)[1][:8] if "." in last else ""
+    return f"{parts.scheme}://{parts.hostname or ''}/…{extension}"
+
+
+def source_of(view: AccountView) -> str:
+    return str(view.secret.get("url") or view.calendar)      # feeds linked before URLs were sealed: the calendar
+
+
 def connector(view: AccountView, env: Env) -> IcsConnector:
-    return IcsConnector(view.calendar, env.rules, allow_private=env.allow_private, transport=env.transport,
+    return IcsConnector(source_of(view), env.rules, allow_private=env.allow_private, transport=env.transport,
                         resolve=env.resolver, timeout=env.timeout, default_tz=view.config.get("timezone"),
                         provider=env.provider)
 
 
 async def link(request: LinkRequest, env: Env) -> Linked:
     source = request.get("url")
+    config = {"timezone": request.get("timezone")} if request.get("timezone") else {}
     if "://" in source:
         check_url(source, env.allow_private, env.resolver)
-    else:
-        source = str(Path(source).expanduser().resolve())   # the sync may run from another directory
-    config = {"timezone": request.get("timezone")} if request.get("timezone") else {}
+        digest = "ics-" + hashlib.sha256(source.encode()).hexdigest()[:24]
+        await check(AccountView(0, config, {"url": source}, digest), env)
+        return Linked(digest, f"ICS feed {masked(source)}"[:200], config, {"url": source})
+    source = str(Path(source).expanduser().resolve())   # the sync may run from another directory
     await check(AccountView(0, config, {}, source), env)
     return Linked(source, "ICS feed", config, {})
 
@@ -39,7 +60,9 @@ async def check(view: AccountView, env: Env) -> None:
     finally:
         await feed.aclose()
     if "BEGIN:VCALENDAR" not in (text or "")[:4096].upper():
-        raise ConfigError(f"{view.calendar} is not an iCalendar file (no BEGIN:VCALENDAR)")
+        source = source_of(view)
+        shown = masked(source) if "://" in source else source
+        raise ConfigError(f"{shown} is not an iCalendar file (no BEGIN:VCALENDAR)")
 
 
 SPEC = ProviderSpec(
