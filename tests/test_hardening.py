@@ -146,3 +146,53 @@ def test_a_rule_too_dense_to_walk_is_refused_with_its_reason():
                "rrule": "FREQ=HOURLY;BYMINUTE=0,30"}          # not a fixed period: walked from 2000
     with pytest.raises(InvalidItem, match="needs more than"):
         recurrence.occurrence_starts(content, datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))
+
+
+def test_a_booking_a_year_ahead_is_checked_against_recurring_events_and_bookings(sqlite_db):
+    from datetime import UTC, datetime, timedelta
+
+    from zoomcal.availability import intervals
+    from zoomcal.availability.booking import book
+    from zoomcal.domain.content import make_content
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+    from zoomcal.mapping.rules import DEFAULT_RULES
+    from zoomcal.store import repo
+    from zoomcal.store.models import BusyInterval, Tenant, User
+
+    monday = (now_utc() - timedelta(days=now_utc().weekday())).replace(hour=9, minute=0, second=0, microsecond=0)
+    with sqlite_db.transaction() as s:
+        tenant = Tenant(name="t")
+        s.add(tenant)
+        s.flush()
+        user = User(tenant_id=tenant.id, email="a@example.com", name="A")
+        s.add(user)
+        s.flush()
+        weekly = make_content(title="Weekly review", start=fmt_instant(monday),
+                              end=fmt_instant(monday + timedelta(hours=1)), timezone="UTC", rrule="FREQ=WEEKLY")
+        repo.upsert_event(s, tenant.id, user.id, "weekly", weekly)
+        s.flush()
+        lo, hi = intervals.window(7, 180)
+        intervals.refresh_events(s, tenant.id, user.id, {"weekly": weekly}, lo, hi, "UTC", new={"weekly"})
+        user_id = user.id
+    far_monday = monday + timedelta(weeks=52)
+    clash = book(sqlite_db, user_id, far_monday + timedelta(minutes=30), far_monday + timedelta(hours=2), "x",
+                 DEFAULT_RULES)
+    assert not clash.booked and clash.conflict["title"] == "Weekly review"
+    assert clash.conflict["start"] == fmt_instant(far_monday)
+    made = book(sqlite_db, user_id, far_monday + timedelta(hours=2), far_monday + timedelta(hours=3), "Far away",
+                DEFAULT_RULES)
+    assert made.booked
+    again = book(sqlite_db, user_id, far_monday + timedelta(hours=2, minutes=30),
+                 far_monday + timedelta(hours=4), "Overlap", DEFAULT_RULES)
+    assert not again.booked and again.conflict["title"] == "Far away"
+    too_far = datetime.now(UTC) + timedelta(days=6 * 366)
+    with pytest.raises(Exception, match="between now and"):
+        book(sqlite_db, user_id, too_far, too_far + timedelta(hours=1), "x", DEFAULT_RULES)
+
+    # once the window reaches the far booking, its busy time is stored like any other event's
+    with sqlite_db.transaction() as s:
+        assert s.scalar(select(BusyInterval.id).where(BusyInterval.event_id == made.event_id)) is None
+        later = now_utc() + timedelta(weeks=30)
+        lo, hi = intervals.window(7, 180, now=later)
+        assert intervals.roll_window(s, 1, user_id, lo, hi, now=later)
+        assert s.scalar(select(BusyInterval.id).where(BusyInterval.event_id == made.event_id)) is not None

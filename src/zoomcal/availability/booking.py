@@ -19,11 +19,13 @@ from sqlalchemy.orm import Session
 from zoomcal.availability import intervals
 from zoomcal.domain.content import make_content
 from zoomcal.domain.timeutil import fmt_instant, now_utc
-from zoomcal.errors import ConfigError
+from zoomcal.errors import ConfigError, InvalidItem
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.store import repo
 from zoomcal.store.db import Database
 from zoomcal.store.models import BusyInterval, Calendar, Event, Link, User
+
+HORIZON = timedelta(days=5 * 366)      # how far ahead a booking may be made
 
 
 @dataclass
@@ -39,8 +41,9 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
     if end <= start:
         raise ConfigError("a booking must end after it starts")
     lo, hi = intervals.window(rules.availability.window_past_days, rules.availability.window_future_days)
-    if start < now_utc() - timedelta(minutes=5) or end > hi:
-        raise ConfigError(f"bookings must lie between now and {fmt_instant(hi)} (the availability window)")
+    horizon = now_utc() + HORIZON
+    if start < now_utc() - timedelta(minutes=5) or end > horizon:
+        raise ConfigError(f"bookings must lie between now and {fmt_instant(horizon)}")
     with db.locked_transaction() as s:
         user = s.execute(select(User).where(User.id == user_id).with_for_update()).scalar_one_or_none()
         if user is None:
@@ -55,6 +58,8 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
                                             "start": fmt_instant(intervals.as_utc(clash.start_at)),
                                             "end": fmt_instant(intervals.as_utc(clash.end_at))})
         tz = timezone or intervals.user_timezone(s, user_id)
+        if end > hi and (beyond := _beyond_the_window(s, user_id, max(start, hi), end, tz)) is not None:
+            return Booking(False, conflict=beyond)
         content = make_content(title=title, description=description, start=fmt_instant(start),
                                end=fmt_instant(end), timezone=tz, attendees=attendees or [])
         event_id = "bk" + uuid.uuid4().hex[:22]
@@ -66,6 +71,21 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
         repo.audit(s, user.tenant_id, actor, "booking.create", event_id,
                    {"title": title, "start": content["start"], "end": content["end"], "zoom": zoom})
         return Booking(True, event_id=event_id)
+
+
+def _beyond_the_window(s: Session, user_id: int, start: datetime, end: datetime, tz: str) -> dict | None:
+    """Past the precomputed window nothing is stored: expand the person's events over the asked span now."""
+    for event_id, title, content in s.execute(select(Event.id, Event.title, Event.content)
+                                              .where(Event.user_id == user_id).order_by(Event.id)):
+        try:      # a day either side, so the event's own start and end are named, not the asked span's
+            spans = intervals.event_intervals(content, start - timedelta(days=1), end + timedelta(days=1), tz)
+        except InvalidItem:
+            continue     # as in the stored intervals: an unexpandable rule blocks nothing
+        for first, last, kind in spans:
+            if first < end and last > start:
+                return {"event_id": event_id, "title": title, "kind": kind, "start": fmt_instant(first),
+                        "end": fmt_instant(last)}
+    return None
 
 
 def _targets(s: Session, user_id: int, zoom: bool) -> list[Calendar]:

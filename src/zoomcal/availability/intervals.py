@@ -113,7 +113,8 @@ def rebuild_user(session: Session, tenant_id: int, user_id: int, lo: datetime, h
 
 def roll_window(session: Session, tenant_id: int, user_id: int, lo: datetime, hi: datetime,
                 now: datetime | None = None, every: timedelta = timedelta(days=1)) -> bool:
-    """Move the window forward for recurring events (single events do not change with time); once a day."""
+    """Move the window forward, once a day: recurring events get the occurrences that entered it, and single
+    events that lay beyond the window's end when their intervals were last computed get theirs."""
     now = now or now_utc()
     settings = session.get(AvailabilitySettings, user_id)
     if settings is None:
@@ -125,11 +126,26 @@ def roll_window(session: Session, tenant_id: int, user_id: int, lo: datetime, hi
     rolled = settings.rolled_at
     if rolled is not None and now - as_utc(rolled) < every:
         return False
+    # the last window ended `now - rolled` earlier than this one (a day's margin); never rolled: every event
+    previous_end = hi - (now - as_utc(rolled)) - timedelta(days=1) if rolled is not None else None
     rows = session.execute(select(Event.id, Event.content).where(Event.user_id == user_id))
-    recurring = {ev_id: content for ev_id, content in rows if content.get("rrule") or content.get("rdates")}
-    refresh_events(session, tenant_id, user_id, recurring, lo, hi, settings.timezone)
+    due = {ev_id: content for ev_id, content in rows
+           if content.get("rrule") or content.get("rdates") or _ends_after(content, previous_end)}
+    refresh_events(session, tenant_id, user_id, due, lo, hi, settings.timezone)
     settings.rolled_at = now
     return True
+
+
+def _ends_after(content: dict[str, Any], moment: datetime | None) -> bool:
+    end = content.get("end")
+    if not end:
+        return False
+    if moment is None:
+        return True
+    try:
+        return to_datetime(end, "UTC") > moment
+    except InvalidItem:
+        return False
 
 
 def as_utc(value: datetime) -> datetime:
