@@ -196,3 +196,60 @@ def test_a_booking_a_year_ahead_is_checked_against_recurring_events_and_bookings
         lo, hi = intervals.window(7, 180, now=later)
         assert intervals.roll_window(s, 1, user_id, lo, hi, now=later)
         assert s.scalar(select(BusyInterval.id).where(BusyInterval.event_id == made.event_id)) is not None
+
+
+async def test_a_zoom_listing_survives_failing_requests_and_keeps_what_it_learned(world, tmp_path, monkeypatch):
+    """Zoom lists meetings without their details, so a listing is one GET per changed meeting: each GET retries
+    on its own, and a meeting that still does not answer keeps its stored copy while the others sync."""
+    from zoomcal.connectors.zoom.connector import ZoomConnector
+
+    monkeypatch.setattr(ZoomConnector, "backoff", 0.001)
+    ctx = make_context(world, tmp_path)
+    try:
+        info = link_sandbox_user(ctx, world, "ada@example.com", "Ada")
+        actor = SandboxActor(world, transport=world.transport())
+        made = [await actor.zoom_create(info["zoom_user_id"], topic=f"M{i}", type=2,
+                                        start_time=f"2026-12-{1 + i % 28:02d}T09:00:00Z", duration=30)
+                for i in range(40)]
+        world.zoom_faults.random_rate, world.zoom_faults.random_kinds = 0.08, ("500",)
+        stubborn = made[0]["id"]
+        world.zoom_faults.add("500", "GET", rf"/meetings/{stubborn}$", times=1000)
+        (result,) = await app_sync.run(ctx)
+        (note,) = [n for n in result.notes if "could not be read" in n]
+        unread = int(note.split("Zoom: ", 1)[1].split(" ", 1)[0])
+        assert str(stubborn) in note and 1 <= unread <= 3                # the stubborn one, rarely a second
+        assert result.status == "ok" and result.writes == 40 - unread, result.errors
+        assert world.zoom_faults.fired.get("500", 0) > 5
+        world.zoom_faults.clear()
+        (again,) = await app_sync.run(ctx)
+        assert again.status == "ok" and again.writes == unread
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()
+
+
+async def test_a_side_that_stops_answering_mid_run_is_left_for_the_next_run(world, tmp_path):
+    """Writes to a provider that keeps failing after their retries: after three in a row the run stops writing
+    there (no back-off for every remaining write), says how many are owed, and the next run makes them."""
+    from zoomcal.sync.retry import Retrier
+
+    ctx = make_context(world, tmp_path)
+    ctx.services.retrier = lambda: Retrier(max_retries=1, base_delay=0.001)
+    try:
+        info = link_sandbox_user(ctx, world, "ada@example.com", "Ada")
+        actor = SandboxActor(world, transport=world.transport())
+        for i in range(20):
+            await actor.zoom_create(info["zoom_user_id"], topic=f"M{i}", type=2,
+                                    start_time=f"2026-12-{1 + i:02d}T09:00:00Z", duration=30)
+        world.google_faults.add("503", "POST", "/events", times=10_000)
+        (down,) = await app_sync.run(ctx)
+        assert down.status == "partial" and down.writes == 0
+        assert world.google_faults.fired["503"] == 3 * 2                  # three writes, each tried twice
+        assert any("stopped answering" in e and "17 more write(s)" in e for e in down.errors), down.errors
+        world.google_faults.clear()
+        (back,) = await app_sync.run(ctx)
+        assert back.status == "ok" and back.writes == 20
+        assert len(world.google.calendars[info["google_calendar_id"]].events) == 20
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()

@@ -58,6 +58,7 @@ class ChangeSet:
     cursor: str | None                        # the cursor to store once the run's outcome is recorded
     present: set[str] | None = None           # complete listing: every raw id that exists now
     api_calls: int = 0
+    notes: list[str] = field(default_factory=list)   # what the listing could not finish (said in the sync log)
 
 
 @dataclass

@@ -31,7 +31,16 @@ from typing import Any, TypeVar
 from zoomcal.connectors.base import Connector, Item, WriteResult
 from zoomcal.domain.content import MISSING, apply_paths, diff_paths
 from zoomcal.domain.timeutil import now_utc
-from zoomcal.errors import AuthExpired, ConnectorError, CursorInvalid, DailyLimitReached, InvalidItem, NotFound
+from zoomcal.errors import (
+    AuthExpired,
+    ConnectorError,
+    CursorInvalid,
+    DailyLimitReached,
+    InvalidItem,
+    NotFound,
+    RateLimited,
+    Transient,
+)
 from zoomcal.logging import get_logger
 from zoomcal.mapping.rules import FIELD_GROUPS, MappingRules
 from zoomcal.metrics import SYNC_ERRORS, SYNC_RUNS, SYNC_WRITES
@@ -53,6 +62,7 @@ from zoomcal.sync.wiring import standard
 
 log = get_logger("zoomcal.sync")
 RECORD_BATCH = 2000
+DOWN_AFTER = 3          # writes to one side failing in a row (after their retries) before the run stops writing there
 # a run holds its calendars this long past its last heartbeat (every third of it): a process that died, on any
 # machine, frees them within this time; one that was paused past it finds its writes refused (the fencing token)
 LEASE = timedelta(seconds=45)
@@ -200,6 +210,8 @@ class _Run:
     cursors: dict[str, str | None] = field(default_factory=dict)
     limited: dict[str, tuple[datetime, str]] = field(default_factory=dict)   # side -> (lifts at, why)
     deferred: dict[str, int] = field(default_factory=dict)                   # side -> writes deferred
+    failing: dict[str, int] = field(default_factory=dict)     # side -> writes failed in a row (transport, 429)
+    left: dict[str, int] = field(default_factory=dict)        # side -> writes not tried once it stopped answering
 
 
 class SyncEngine:
@@ -313,6 +325,9 @@ class SyncEngine:
             await self._log(run, [LogLine("resync", f"{label}: change cursor expired, listing everything")])
             changes = await self.retrier.call(lambda _attempt: conn.changes(None, mirror.raws))
         run.report.api_calls += changes.api_calls
+        if changes.notes:
+            run.report.notes.extend(f"{label}: {note}" for note in changes.notes)
+            await self._log(run, [LogLine("listing", f"{label}: {note}", level="warning") for note in changes.notes])
         affected: set[str] = set()
         rejected = []
         for raw in changes.changed:
@@ -384,6 +399,9 @@ class SyncEngine:
             lifts, why = run.limited.get(side) or self._deferral(run, side)
             report.notes.append(f"{count} write(s) on {run.scope.label(side)} deferred to the first run after "
                                 f"{lifts:%Y-%m-%d %H:%M} UTC: {why}")
+        for side, count in run.left.items():
+            report.errors.append(f"{run.scope.label(side)} stopped answering ({DOWN_AFTER} writes failed in a row "
+                                 f"after their retries): {count} more write(s) left for the next run")
         if report.errors and report.status == "ok":
             report.status = "partial"
 
@@ -413,6 +431,9 @@ class SyncEngine:
             spec = pair.side(write.side)
             if write.op != "delete" and not await self._within_cap(run, plan, write):
                 continue
+            if run.failing.get(write.side, 0) >= DOWN_AFTER:
+                run.left[write.side] = run.left.get(write.side, 0) + 1     # still owed: its pending mark stays
+                continue
             target = await self._do(self.store.link_target, plan.event_id, spec.calendar_id)
             remote_id = (target[0] if target else None) or write.remote_id
             etag = target[1] if target and target[0] else write.etag
@@ -425,8 +446,11 @@ class SyncEngine:
             except ConnectorError as exc:
                 if isinstance(exc, AuthExpired):
                     raise
+                transport = isinstance(exc, Transient | RateLimited)
+                run.failing[write.side] = run.failing.get(write.side, 0) + 1 if transport else 0
                 await self._write_failed(run, plan, write, exc)
                 continue
+            run.failing[write.side] = 0
             if self.after_write is not None:
                 self.after_write(write.side, write)
             report.writes += 1

@@ -9,12 +9,13 @@ and a create that may already have happened looks for that marker first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
 from zoomcal.connectors.http import ApiClient
-from zoomcal.errors import NotFound
+from zoomcal.errors import NotFound, RateLimited, Transient
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.mapping.zoom import (
     content_to_meeting,
@@ -25,6 +26,9 @@ from zoomcal.mapping.zoom import (
     occurrence_edits,
 )
 
+T = TypeVar("T")
+GET_ATTEMPTS = 3
+MAX_WAIT_S = 10.0
 LIST_COMPARED = ("topic", "type", "start_time", "duration", "timezone")
 SERIES_FIELDS = ("topic", "agenda", "type", "start_time", "duration", "timezone", "recurrence")
 
@@ -51,6 +55,8 @@ class ZoomConnector:
     name = "zoom"
     capabilities = Capabilities(incremental=False, max_page_size=300, writes_per_day=100)
 
+    backoff = 0.2      # seconds before a failed GET inside a listing is tried again (doubling)
+
     def __init__(self, api: ApiClient, user_id: str, rules: MappingRules):
         self.api = api
         self.user_id = user_id
@@ -73,16 +79,39 @@ class ZoomConnector:
         start_calls = self.api.calls
         present: set[str] = set()
         changed: list[dict[str, Any]] = []
+        unread: list[str] = []
         for listed in await self._list():
             rid = str(listed["id"])
             present.add(rid)
             if _needs_fetch(listed, mirror.get(rid)):
                 try:
-                    changed.extend(await self.get(rid))
+                    changed.extend(await self._patiently(lambda rid=rid: self.get(rid)))
                 except NotFound:
                     present.discard(rid)   # deleted between the list and the fetch
+                except (Transient, RateLimited) as exc:
+                    # one meeting that will not answer keeps its stored copy; the rest of the listing goes on
+                    unread.append(f"{rid} ({type(exc).__name__})")
         removed = [rid for rid in mirror if rid not in present]
-        return ChangeSet(changed, removed, cursor=None, present=present, api_calls=self.api.calls - start_calls)
+        notes = [f"{len(unread)} meeting(s) could not be read this time and keep what was stored: "
+                 f"{', '.join(unread[:10])}{' …' if len(unread) > 10 else ''}"] if unread else []
+        return ChangeSet(changed, removed, cursor=None, present=present, api_calls=self.api.calls - start_calls,
+                         notes=notes)
+
+    async def _patiently(self, call: Callable[[], Awaitable[T]], attempts: int = GET_ATTEMPTS) -> T:
+        """One request inside a listing, retried on its own (a listing of hundreds of meetings would otherwise
+        fail as a whole on any one failure): short back-off for a failure, the asked wait for a rate limit."""
+        for attempt in range(attempts):
+            try:
+                return await call()
+            except RateLimited as exc:
+                if attempt == attempts - 1 or exc.retry_after > MAX_WAIT_S:
+                    raise
+                await asyncio.sleep(max(exc.retry_after, 0.0))
+            except Transient:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(self.backoff * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     def raw_id(self, raw: dict[str, Any]) -> str:
         return str(raw["id"])
