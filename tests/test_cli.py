@@ -84,6 +84,14 @@ def test_setup_link_sync_and_inspect_against_a_served_sandbox(env, monkeypatch):
         log = run("log", "--json").output.splitlines()
         assert any("create" in json.loads(line)["action"] for line in log)
         assert world.zoom.client_secret not in run("log").output
+        world.google_faults.add("503", "POST", "/events", times=1000)         # the calendar is down for now
+        booked = run("book", "--user", "ada@example.com", "--start", "2027-01-05T09:00:00Z", "--end",
+                     "2027-01-05T10:00:00Z", "--title", "Review", "--json")
+        assert booked.exit_code == 4 and "not yet written everywhere" in booked.output, booked.output
+        assert json.loads(booked.output[booked.output.index("{"):booked.output.rindex("}") + 1])["booked"]["event_id"]
+        world.google_faults.clear()
+        assert run("sync", "--once").exit_code == 0
+        assert "Review" in {e["summary"] for e in world.google.calendars[info["google_calendar_id"]].events.values()}
         assert run("vault", "rotate").exit_code == 0
     finally:
         server.stop()
@@ -98,6 +106,8 @@ def test_mapping_check(env, tmp_path):
     result = run("mapping", "check", str(bad))
     assert result.exit_code == 1
     assert "conflict.policy" in result.output and "zoom.topic_max" in result.output
+    checked = json.loads(run("mapping", "check", str(good), "--json").output)
+    assert checked["ok"] and checked["rules"]["conflict"]["policy"] == "zoom"
     (tmp_path / "v9.toml").write_text("version = 9\n")
     assert "unsupported rules version" in run("mapping", "check", str(tmp_path / "v9.toml")).output
     (tmp_path / "broken.toml").write_text("version = \n")
@@ -163,7 +173,9 @@ def test_availability_slots_booking_and_presence_commands(env, tmp_path):
     assert run("user", "add", "ana@example.com").exit_code == 0
     assert run("user", "add", "bo@example.com").exit_code == 0
     shown = json.loads(run("settings", "--user", "ana@example.com", "--tz", "Europe/Berlin", "--hours",
-                           "mon-sun 00:00-23:59", "--buffer-after", "10").output)
+                           "mon-sun 00:00-23:59", "--buffer-after", "10", "--json").output)
+    table = " ".join(run("settings", "--user", "ana@example.com").output.split())
+    assert "timezone │ Europe/Berlin" in table and "buffer after min │ 10" in table
     assert shown["timezone"] == "Europe/Berlin" and shown["buffer_after_min"] == 10
     assert run("settings", "--user", "ana@example.com", "--tz", "Mars/Base").exit_code == 1
     assert run("settings", "--user", "bo@example.com", "--hours", "mon-sun 00:00-23:59").exit_code == 0
@@ -175,6 +187,10 @@ def test_availability_slots_booking_and_presence_commands(env, tmp_path):
     clash = run("book", "--user", "ana@example.com", "--start", fmt_instant(day + timedelta(minutes=30)),
                 "--end", fmt_instant(day + timedelta(hours=2)), "--title", "Other", "--no-sync")
     assert clash.exit_code == 3 and "Design" in clash.output
+    inside_buffer = run("book", "--user", "ana@example.com", "--start", fmt_instant(day + timedelta(minutes=65)),
+                        "--end", fmt_instant(day + timedelta(minutes=90)), "--title", "Too close", "--no-sync",
+                        "--json")
+    assert inside_buffer.exit_code == 3 and "Design" in inside_buffer.output    # Ana's 10 minutes after it
     busy = json.loads(run("availability", "--user", "ana@example.com", "--from", fmt_instant(day - timedelta(hours=1)),
                           "--to", fmt_instant(day + timedelta(hours=3)), "--json").output)
     assert [(b["title"], b["kind"]) for b in busy["busy"]] == [("Design", "busy")]

@@ -253,3 +253,36 @@ async def test_a_side_that_stops_answering_mid_run_is_left_for_the_next_run(worl
     finally:
         await ctx.services.aclose()
         ctx.services.close()
+
+
+def test_a_booking_keeps_the_persons_buffers_as_slots_do(sqlite_db):
+    from datetime import timedelta
+
+    from zoomcal.availability import intervals
+    from zoomcal.availability.booking import book
+    from zoomcal.domain.content import make_content
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+    from zoomcal.mapping.rules import DEFAULT_RULES
+    from zoomcal.store import repo
+    from zoomcal.store.models import AvailabilitySettings, Tenant, User
+
+    at = (now_utc() + timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)
+    with sqlite_db.transaction() as s:
+        tenant = Tenant(name="t")
+        s.add(tenant)
+        s.flush()
+        user = User(tenant_id=tenant.id, email="a@example.com", name="A")
+        s.add(user)
+        s.flush()
+        s.add(AvailabilitySettings(user_id=user.id, timezone="UTC", buffer_before_min=15, buffer_after_min=10))
+        meeting = make_content(title="Standing", start=fmt_instant(at), end=fmt_instant(at + timedelta(hours=1)))
+        repo.upsert_event(s, tenant.id, user.id, "m", meeting)
+        s.flush()
+        lo, hi = intervals.window(7, 180)
+        intervals.refresh_events(s, tenant.id, user.id, {"m": meeting}, lo, hi, "UTC", new={"m"})
+        user_id = user.id
+    hour = timedelta(hours=1)
+    assert not book(sqlite_db, user_id, at - hour, at - timedelta(minutes=5), "ends 5 min before", DEFAULT_RULES).booked
+    assert not book(sqlite_db, user_id, at + timedelta(minutes=65), at + 2 * hour, "5 min after", DEFAULT_RULES).booked
+    assert book(sqlite_db, user_id, at - hour, at - timedelta(minutes=15), "15 min before", DEFAULT_RULES).booked
+    assert book(sqlite_db, user_id, at + timedelta(minutes=70), at + 2 * hour, "10 min after", DEFAULT_RULES).booked

@@ -23,7 +23,7 @@ from zoomcal.errors import ConfigError, InvalidItem
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.store import repo
 from zoomcal.store.db import Database
-from zoomcal.store.models import BusyInterval, Calendar, Event, Link, User
+from zoomcal.store.models import AvailabilitySettings, BusyInterval, Calendar, Event, Link, User
 
 HORIZON = timedelta(days=5 * 366)      # how far ahead a booking may be made
 
@@ -48,17 +48,23 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
         user = s.execute(select(User).where(User.id == user_id).with_for_update()).scalar_one_or_none()
         if user is None:
             raise ConfigError(f"no user {user_id}")
+        # the person's buffers keep time free around what they have, as `slots` keeps it: one rule for both
+        settings = s.get(AvailabilitySettings, user_id)
+        before = timedelta(minutes=settings.buffer_before_min if settings else 0)
+        after = timedelta(minutes=settings.buffer_after_min if settings else 0)
         clash = s.execute(
             select(BusyInterval.start_at, BusyInterval.end_at, BusyInterval.kind, Event.id, Event.title)
             .join(Event, Event.id == BusyInterval.event_id)
-            .where(BusyInterval.user_id == user_id, BusyInterval.start_at < end, BusyInterval.end_at > start)
+            .where(BusyInterval.user_id == user_id, BusyInterval.start_at < end + before,
+                   BusyInterval.end_at > start - after)
             .order_by(BusyInterval.start_at).limit(1)).first()
         if clash is not None:
             return Booking(False, conflict={"event_id": clash.id, "title": clash.title, "kind": clash.kind,
                                             "start": fmt_instant(intervals.as_utc(clash.start_at)),
                                             "end": fmt_instant(intervals.as_utc(clash.end_at))})
         tz = timezone or intervals.user_timezone(s, user_id)
-        if end > hi and (beyond := _beyond_the_window(s, user_id, max(start, hi), end, tz)) is not None:
+        if end + before > hi and (beyond := _beyond_the_window(s, user_id, max(start - after, hi), end + before,
+                                                               tz)) is not None:
             return Booking(False, conflict=beyond)
         content = make_content(title=title, description=description, start=fmt_instant(start),
                                end=fmt_instant(end), timezone=tz, attendees=attendees or [])

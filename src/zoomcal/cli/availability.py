@@ -70,6 +70,7 @@ def settings(
     meetings_calendar: int | None = typer.Option(None, "--meetings-calendar",
                                                  help="Calendar id (see `user list --json`) that receives Zoom "
                                                       "meetings."),
+    as_json: bool = typer.Option(False, "--json", help="Print the settings as JSON."),
 ) -> None:
     """Show or change a user's settings: zone, working hours, buffers, counted calendars, and which calendar
     receives Zoom meetings."""
@@ -82,7 +83,22 @@ def settings(
     shown = app_settings.update(context(), user, timezone=timezone, working_hours=hours, buffer_before_min=before,
                                 buffer_after_min=after, excluded_calendars=excluded,
                                 meetings_calendar=meetings_calendar)
-    print_json(shown.as_dict())
+    if as_json:
+        return print_json(shown.as_dict())
+    table = Table(title=f"settings of {user}", show_header=False)
+    for key, value in shown.as_dict().items():
+        table.add_row(key.replace("_", " "), _shown(value))
+    console.print(table)
+
+
+def _shown(value: object) -> str:
+    """A setting as one line: working hours as `mon 09:00-17:00; tue ...`, lists comma-separated."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_shown(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        parts = ["-".join(map(str, v)) if isinstance(v, list | tuple) else str(v) for v in value]
+        return ", ".join(parts) or "-"
+    return "-" if value is None else str(value)
 
 
 @handled
@@ -94,17 +110,27 @@ def book(
     attendees: str = typer.Option("", "--attendees", help="Comma-separated e-mails."),
     zoom: bool = typer.Option(False, "--zoom", help="Also create a Zoom meeting."),
     sync_now: bool = typer.Option(True, "--sync/--no-sync", help="Fan out to Zoom and the calendar right away."),
+    as_json: bool = typer.Option(False, "--json", help="Print the booking and its fan-out as JSON."),
 ) -> None:
-    """Book a time for a user unless it collides with anything (exit 3 naming the conflicting item)."""
+    """Book a time for a user unless it collides with anything or the person's buffers around it (exit 3 naming
+    the conflicting item). Exit 4: booked, but writing it to a calendar failed (the next sync tries again)."""
     ctx = context()
     guests = [a.strip() for a in attendees.split(",") if a.strip()]
     booked = app_availability.book(ctx, user, when(start), when(end), title, attendees=guests, zoom=zoom)
-    console.print(f"booked {booked.event_id}")
-    if sync_now:
-        for result in run_async(ctx, lambda: app_sync.run(ctx, booked.user, trigger="booking")):
+    results = run_async(ctx, lambda: app_sync.run(ctx, booked.user, trigger="booking")) if sync_now else []
+    failed = [r for r in results if r.status not in ("ok", "skipped") or r.errors]
+    if as_json:
+        print_json({"booked": as_dict(booked), "fan_out": [r.as_dict() for r in results]})
+    else:
+        console.print(f"booked {booked.event_id}")
+        for result in results:
             console.print(f"fan-out to {' + '.join(result.calendars)}: {result.status}, {result.writes} writes")
             for line in result.errors:
                 err.print(f"  [red]{line}[/]", highlight=False)
+    if failed:
+        err.print("booked, but not yet written everywhere: the next `zoomcal sync` (or the running service) "
+                  "writes it", highlight=False, markup=False)
+        raise typer.Exit(4)
 
 
 @handled
