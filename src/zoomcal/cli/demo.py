@@ -7,6 +7,7 @@ import json
 import sys
 
 import typer
+from rich.table import Table
 
 from zoomcal.cli.common import console, err, handled, print_json, settings
 
@@ -28,7 +29,7 @@ def demo(
         if as_json:
             print_json(result)
         else:
-            console.print({k: v for k, v in result.items() if not k.endswith("_details")})
+            console.print(_summary(result))
             for line in result["mismatch_details"] + result["duplicate_details"]:
                 err.print(f"[red]{line}[/]")
         ok = result["mismatches"] == 0 and result["duplicates"] == 0
@@ -37,6 +38,28 @@ def demo(
         asyncio.run(run_live(settings(), console, interval, rounds))
     except KeyboardInterrupt:
         console.print("stopped")
+
+
+def _summary(result: dict) -> Table:
+    """The scenario's outcome as a table (the same facts as --json)."""
+    table = Table(title="zoomcal demo — outcome", show_header=False)
+    agreed = result["mismatches"] == 0 and result["duplicates"] == 0
+    table.add_row("Zoom and calendars agree", "yes" if agreed else
+                  f"no: {result['mismatches']} mismatch(es), {result['duplicates']} duplicate(s)")
+    table.add_row("Zoom meetings / calendar events", f"{result['zoom_meetings']} / {result['calendar_events']}")
+    table.add_row("writes on a final resync", str(result.get("resync_writes", "-")))
+    table.add_row("provider API calls", str(result["api_calls"]))
+    table.add_row("faults injected", ", ".join(f"{k} x{v}" for k, v in result.get("faults_fired", {}).items()) or "-")
+    table.add_row("review queue", f"{result['review_queue']} item(s) (the same field changed on both sides)")
+    table.add_row("calendars", ", ".join(f"{u}: {c}" for u, c in result.get("calendars", {}).items()))
+    table.add_row("presence", ", ".join(f"{u}: {p}" for u, p in result.get("presence", {}).items()))
+    push = result.get("push") or {}
+    if push:
+        table.add_row("push", f"{push.get('notifications', 0)} notifications, {push.get('people_synced', 0)} "
+                              f"people synced by them")
+        for pair, figures in (push.get("propagation_ms") or {}).items():
+            table.add_row(f"edit -> other side ({pair})", f"p50 {figures['p50']} ms, p99 {figures['p99']} ms")
+    return table
 
 
 def sandbox(
