@@ -72,10 +72,15 @@ def test_setup_link_sync_and_inspect_against_a_served_sandbox(env, monkeypatch):
         asyncio.run(actor.zoom_create(info["zoom_user_id"], topic="Kickoff", type=2,
                                       start_time="2026-06-01T09:00:00Z", duration=30))
         dry = run("sync", "--dry-run")
-        assert dry.exit_code == 0 and "new on Zoom -> create on Google (create Google)" in dry.output
+        said = " ".join(dry.output.split())
+        assert dry.exit_code == 0 and "new on Zoom -> create on Google (create Google)" in said
+        assert "'Kickoff'" in said and "planned: 1 to create on Google" in said
+        (planned,) = json.loads(run("sync", "--dry-run", "--json").output)
+        assert planned["counts"]["create_b"] == 1 and planned["writes"] == 0
+        assert run("sync", "--json").exit_code == 1                      # one round only
         assert not world.google.calendars[info["google_calendar_id"]].events
-        done = run("sync", "--once")
-        assert done.exit_code == 0 and "ok" in done.output
+        (done,) = json.loads(run("sync", "--once", "--json").output)
+        assert done["status"] == "ok" and done["writes"] == 1
         events = json.loads(run("events", "--user", "ada@example.com", "--json").output)
         assert [e["title"] for e in events] == ["Kickoff"] and events[0]["is_meeting"]
         status = json.loads(run("status", "--json").output)

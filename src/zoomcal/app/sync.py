@@ -97,7 +97,9 @@ def _result(pair: SyncPair, report: RunReport, dry_run: bool) -> PairResult:
     if dry_run and report.plan:
         for p in report.plan.events:
             writes = ", ".join(f"{w.op} {pair.side(w.side).label}" for w in p.writes) or "record only"
-            planned.append(f"{p.event_id}: {describe(p.reason, pair)} ({writes})")
+            title = (p.base or {}).get("title") or next(
+                (item.content.get("title") for item in p.seen.values() if item is not None), "") or "(untitled)"
+            planned.append(f"{title!r} [{p.event_id}]: {describe(p.reason, pair)} ({writes})")
     return PairResult(pair.user_email, labels, report.status, report.writes, report.api_calls, report.rejected,
                       report.duration_ms, report.run_id, dict(report.counts), list(report.notes),
                       list(report.errors), planned)

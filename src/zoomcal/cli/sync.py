@@ -21,9 +21,23 @@ review_app = typer.Typer(help="The review queue: conflicting edits, held mass de
                          invoke_without_command=True)
 
 
+def _counts(result: app_sync.PairResult) -> str:
+    """The plan's counts in words: `create_b: 2` reads "2 to create on Google"."""
+    names = dict(zip(("a", "b"), result.calendars if len(result.calendars) == 2 else ["", *result.calendars],
+                     strict=False))
+    words = []
+    for key, count in sorted(result.counts.items()):
+        if not count:
+            continue
+        op, _, side = key.rpartition("_")
+        words.append(f"{count} to {op.replace('_', ' ')} on {names[side]}" if side in names and op
+                     else f"{count} {key.replace('_', ' ')}")
+    return ", ".join(words) or "nothing to do"
+
+
 def show_result(result: app_sync.PairResult, dry_run: bool) -> None:
     if dry_run:
-        console.print(f"[bold]{result.user}[/] ({' + '.join(result.calendars)}) — planned: {result.counts}",
+        console.print(f"[bold]{result.user}[/] ({' + '.join(result.calendars)}) — planned: {_counts(result)}",
                       highlight=False)
         for line in result.planned:
             console.print(f"  {line}", markup=False, highlight=False)
@@ -75,6 +89,8 @@ def sync(
     webhooks_port: int = typer.Option(0, "--webhooks-port",
                                       help="Also receive webhooks on this port (POST /webhooks/{channel}): the owner "
                                            "of a change syncs at once."),
+    as_json: bool = typer.Option(False, "--json", help="With --once or --dry-run: print each pair's result as "
+                                                        "JSON (a list)."),
     webhooks_host: str = typer.Option("127.0.0.1", "--webhooks-host", help="Address the webhook receiver binds."),
 ) -> None:
     """Sync every user's Zoom meetings with the calendar that receives them, and read their other calendars and
@@ -93,8 +109,11 @@ def sync(
                 err.print("nothing to sync: no user has a calendar linked")
             if driver is not None:
                 for outcome in await driver.start(ctx.now()):
-                    print_outcome(outcome, verbose=False)
-            for result in results:
+                    if not as_json:
+                        print_outcome(outcome, verbose=False)
+            if as_json:
+                print_json([r.as_dict() for r in results])
+            for result in [] if as_json else results:
                 show_result(result, dry_run)
             troubled = [r for r in results if r.status == "failed" or r.rejected]
             if troubled and not dry_run:
@@ -109,6 +128,8 @@ def sync(
         fail("--calendar picks one pair for a single round", hint="add --once (or --dry-run)")
     if confirm_deletes:
         fail("--confirm-deletes carries out held deletions in a single round", hint="add --once")
+    if as_json:
+        fail("--json prints the results of one round", hint="add --once (or --dry-run)")
     only = user.strip().lower() if user else None
     if only:
         app_sync.pairs(ctx, only)    # an unknown person is refused now, not silently never synced
