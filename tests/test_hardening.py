@@ -286,3 +286,58 @@ def test_a_booking_keeps_the_persons_buffers_as_slots_do(sqlite_db):
     assert not book(sqlite_db, user_id, at + timedelta(minutes=65), at + 2 * hour, "5 min after", DEFAULT_RULES).booked
     assert book(sqlite_db, user_id, at - hour, at - timedelta(minutes=15), "15 min before", DEFAULT_RULES).booked
     assert book(sqlite_db, user_id, at + timedelta(minutes=70), at + 2 * hour, "10 min after", DEFAULT_RULES).booked
+
+
+OUTLOOK_ZONE = """BEGIN:VTIMEZONE
+TZID:(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna
+BEGIN:STANDARD
+DTSTART:16010101T030000
+TZOFFSETFROM:+0200
+TZOFFSETTO:+0100
+RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10
+END:STANDARD
+BEGIN:DAYLIGHT
+DTSTART:16010101T020000
+TZOFFSETFROM:+0100
+TZOFFSETTO:+0200
+RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=3
+END:DAYLIGHT
+END:VTIMEZONE
+"""
+NEW_YORK_ZONE = """BEGIN:VTIMEZONE
+TZID:custom_America/New_York
+BEGIN:STANDARD
+DTSTART:20071104T020000
+TZOFFSETFROM:-0400
+TZOFFSETTO:-0500
+RRULE:FREQ=YEARLY;BYMONTH=11;BYDAY=1SU
+END:STANDARD
+BEGIN:DAYLIGHT
+DTSTART:20070311T020000
+TZOFFSETFROM:-0500
+TZOFFSETTO:-0400
+RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=2SU
+END:DAYLIGHT
+END:VTIMEZONE
+"""
+
+
+@pytest.mark.parametrize("definition, tzid, zone, utc", [
+    (OUTLOOK_ZONE, '"(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm, Vienna"', "Europe/Amsterdam",
+     ("2026-07-01T07:00:00Z", "2026-12-01T08:00:00Z")),
+    (NEW_YORK_ZONE, "custom_America/New_York", "America/New_York", ("2026-07-01T13:00:00Z", "2026-12-01T14:00:00Z")),
+])
+def test_a_zone_the_file_defines_under_its_own_name_is_honoured(definition, tzid, zone, utc):
+    """Outlook and other exporters name zones their own way and define them in the file: the events keep their
+    times, and the series its wall-clock time across daylight saving, under the IANA zone with the same clock."""
+    from zoomcal.domain.recurrence import occurrence_starts
+    from zoomcal.mapping.ical import series_to_content, split_events
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    ics = ("BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//t//t//EN\n" + definition +
+           f"BEGIN:VEVENT\nUID:s\nDTSTART;TZID={tzid}:20260701T090000\nDTEND;TZID={tzid}:20260701T100000\n"
+           "RRULE:FREQ=MONTHLY;COUNT=6\nSUMMARY:Monthly\nEND:VEVENT\nEND:VCALENDAR\n").replace("\n", "\r\n")
+    blocks, _tz = split_events(ics)
+    content = series_to_content(blocks, DEFAULT_RULES)
+    assert content["timezone"] == zone and content["start"] == utc[0]
+    assert utc[1] in occurrence_starts(content)          # 09:00 local in winter too

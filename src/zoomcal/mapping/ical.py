@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import icalendar
 
 from zoomcal.domain.content import make_content
 from zoomcal.domain.recurrence import join_rrule_parts, normalize_rrule, parse_rrule_parts
-from zoomcal.domain.timeutil import UTC, check_zone, fmt_instant, is_date, parse_ical_stamp, to_datetime, zone
+from zoomcal.domain.timeutil import (
+    UTC,
+    check_zone,
+    fmt_instant,
+    iana_equivalent,
+    is_date,
+    parse_ical_stamp,
+    to_datetime,
+    zone,
+)
 from zoomcal.errors import InvalidItem
 from zoomcal.mapping.joininfo import append_description, split_description
 from zoomcal.mapping.rules import DEFAULT_RULES, MappingRules
@@ -37,10 +47,15 @@ def unfold(text: str) -> str:
 
 
 def split_events(data: str) -> tuple[list[dict[str, str]], str | None]:
-    """Raw VEVENT blocks: [{"uid", "rid", "ics"}], and the calendar's X-WR-TIMEZONE if any."""
+    """Raw VEVENT blocks: [{"uid", "rid", "ics"}], and the calendar's X-WR-TIMEZONE if any. A TZID that names a
+    zone only the file defines (a VTIMEZONE under an exporter's own name) is replaced in the blocks by the IANA
+    zone that keeps the same clock, since each block is read without the file's definitions."""
     text = unfold(data)
     if "BEGIN:VCALENDAR" not in text.upper():
         raise InvalidItem("not an iCalendar file (no BEGIN:VCALENDAR)")
+    for custom, iana in _custom_zones(text).items():
+        text = re.sub(rf"(;TZID=)\"?{re.escape(custom)}\"?([;:])", lambda m, iana=iana: m.group(1) + iana + m.group(2),
+                      text, flags=re.I)
     found = re.search(r"^X-WR-TIMEZONE:(.+?)\r?$", text, re.M | re.I)
     blocks = []
     for n, match in enumerate(BLOCK.finditer(text)):
@@ -50,6 +65,38 @@ def split_events(data: str) -> tuple[list[dict[str, str]], str | None]:
         blocks.append({"uid": uid.group(1).split(":", 1)[-1].strip() if uid else f"(no UID #{n})",
                        "rid": rid.group(0).strip() if rid else "", "ics": block})
     return blocks, found.group(1).strip() if found else None
+
+
+VTIMEZONE = re.compile(r"^BEGIN:VTIMEZONE\r?$.*?^END:VTIMEZONE\r?$", re.S | re.M | re.I)
+TZID_LINE = re.compile(r"^TZID(?:;[^:\r\n]*)?:(.*?)\r?$", re.M | re.I)
+
+
+def _custom_zones(text: str) -> dict[str, str]:
+    """TZIDs the file defines that are neither IANA nor Windows names -> the IANA zone with the same clock."""
+    found = {}
+    for match in VTIMEZONE.finditer(text):
+        tzid_line = TZID_LINE.search(match.group(0))
+        tzid = tzid_line.group(1).strip() if tzid_line else ""
+        if not tzid or len(tzid) > 200:
+            continue
+        try:
+            check_zone(tzid)
+            continue                                    # a name zoomcal knows already
+        except InvalidItem:
+            pass
+        equivalent = _equivalent(match.group(0), tzid)
+        if equivalent:
+            found[tzid] = equivalent
+    return found
+
+
+@lru_cache(maxsize=256)
+def _equivalent(definition: str, tzid: str) -> str | None:
+    try:
+        vtz = icalendar.Timezone.from_ical(definition.replace("\r\n", "\n").replace("\n", "\r\n")).to_tz()
+    except Exception:   # noqa: BLE001 — a definition that does not parse defines nothing
+        return None
+    return iana_equivalent(lambda at: at.astimezone(vtz).utcoffset(), tzid.replace("\\,", ","))
 
 
 def _component(block: str) -> icalendar.Event:
