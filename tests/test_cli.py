@@ -375,3 +375,18 @@ def test_a_refused_window_names_the_commands_own_flag(env):
                     ["availability", "--user", "a@example.com"]):
         result = run(*command, "--from", "2026-12-10T18:00", "--to", "2026-12-10T08:00")
         assert result.exit_code == 1 and "check --to" in result.output and "--end" not in result.output
+
+
+def test_every_option_says_what_it_does():
+    import typer.main
+
+    def commands(group, path=()):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from commands(command, (*path, name))
+            else:
+                yield (*path, name), command
+
+    missing = [(" ".join(path), opt.opts[0]) for path, command in commands(typer.main.get_command(app))
+               for opt in command.params if getattr(opt, "help", None) in (None, "") and opt.opts[0].startswith("--")]
+    assert missing == []

@@ -182,7 +182,7 @@ def account_unlink(account: int = typer.Argument(..., help="The account id (see 
 
 @account_app.command("list")
 @handled
-def account_list(as_json: bool = typer.Option(False, "--json"),
+def account_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
                  user: str | None = typer.Option(None, "--user", help="Only this user's accounts.")) -> None:
     """List linked accounts (never their secrets)."""
     rows = accounts.list_accounts(context(), user)
@@ -204,7 +204,7 @@ def _show(rows: list[accounts.AccountInfo], as_json: bool) -> None:
 @account_app.command("check")
 @handled
 def account_check(account: int | None = typer.Argument(None, help="One account (default: all)."),
-                  as_json: bool = typer.Option(False, "--json")) -> None:
+                  as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
     """Ask each account's provider for the read a link makes: refused credentials mark the account as needing to
     be linked again, an unreachable provider as degraded."""
     ctx = context()
@@ -216,7 +216,7 @@ def account_check(account: int | None = typer.Argument(None, help="One account (
 
 @account_app.command("providers")
 @handled
-def account_providers(as_json: bool = typer.Option(False, "--json")) -> None:
+def account_providers(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
     """The providers this zoomcal knows, what they are for and the options each takes."""
     rows = accounts.providers(context())
     if as_json:

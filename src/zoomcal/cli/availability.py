@@ -17,10 +17,10 @@ WINDOW = {"start": "--from", "end": "--to"}
 
 @handled(flags=WINDOW)
 def availability(
-    user: str = typer.Option(..., "--user"),
+    user: str = typer.Option(..., "--user", help="The person's e-mail address."),
     start: str = typer.Option(..., "--from", help="Start (ISO date-time; without offset: the user's zone)."),
     end: str = typer.Option(..., "--to", help="End."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """A user's busy intervals (every linked calendar and Zoom, recurrences expanded) between two times."""
     found = app_availability.busy(context(), user, when(start), when(end))
@@ -43,10 +43,10 @@ def _duration(text: str) -> int:
 def slots(
     users: str = typer.Option(..., "--users", help="Comma-separated e-mails."),
     duration: str = typer.Option("30m", "--duration", help="e.g. 30m, 1h, 1h30m"),
-    start: str = typer.Option(..., "--from"),
-    end: str = typer.Option(..., "--to"),
+    start: str = typer.Option(..., "--from", help="Start: ISO 8601; without an offset, in the person's zone."),
+    end: str = typer.Option(..., "--to", help="End: ISO 8601; without an offset, in the person's zone."),
     step: str = typer.Option("15m", "--step", help="Slot starts are aligned to this."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Common free slots of several people, inside everyone's working hours and buffers (first person's zone)."""
     emails = [e.strip() for e in users.split(",") if e.strip()]
@@ -60,7 +60,7 @@ def slots(
 
 @handled
 def settings(
-    user: str = typer.Option(..., "--user"),
+    user: str = typer.Option(..., "--user", help="The person's e-mail address."),
     timezone: str | None = typer.Option(None, "--tz", help="IANA zone, e.g. Europe/Berlin."),
     hours: str | None = typer.Option(None, "--hours", help="e.g. 'mon-fri 09:00-17:00; sat 10:00-12:00'"),
     before: int | None = typer.Option(None, "--buffer-before", help="Minutes kept free before meetings."),
@@ -103,10 +103,10 @@ def _shown(value: object) -> str:
 
 @handled
 def book(
-    user: str = typer.Option(..., "--user"),
-    start: str = typer.Option(..., "--start"),
-    end: str = typer.Option(..., "--end"),
-    title: str = typer.Option(..., "--title"),
+    user: str = typer.Option(..., "--user", help="The person's e-mail address."),
+    start: str = typer.Option(..., "--start", help="Start: ISO 8601; without an offset, in the person's zone."),
+    end: str = typer.Option(..., "--end", help="End: ISO 8601; without an offset, in the person's zone."),
+    title: str = typer.Option(..., "--title", help="The booking's title."),
     attendees: str = typer.Option("", "--attendees", help="Comma-separated e-mails."),
     zoom: bool = typer.Option(False, "--zoom", help="Also create a Zoom meeting."),
     sync_now: bool = typer.Option(True, "--sync/--no-sync", help="Fan out to Zoom and the calendar right away."),
@@ -135,10 +135,10 @@ def book(
 
 @handled
 def conflicts(
-    user: str = typer.Option(..., "--user"),
-    start: str | None = typer.Option(None, "--from"),
-    end: str | None = typer.Option(None, "--to"),
-    as_json: bool = typer.Option(False, "--json"),
+    user: str = typer.Option(..., "--user", help="The person's e-mail address."),
+    start: str | None = typer.Option(None, "--from", help="Start: ISO 8601; without an offset, in the person's zone."),
+    end: str | None = typer.Option(None, "--to", help="End: ISO 8601; without an offset, in the person's zone."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Overlapping events in a user's calendars (they came from outside and could not be prevented)."""
     found = app_availability.conflicts(context(), user, when(start) if start else None, when(end) if end else None)

@@ -63,8 +63,8 @@ def _summary(result: dict) -> Table:
 
 
 def sandbox(
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8765, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8765, "--port", help="Port to bind."),
     users: int = typer.Option(4, "--users", help="How many demo users to create."),
 ) -> None:
     """Serve the Zoom (meetings and calendar), Google Calendar, Microsoft Graph and Exchange (EWS) sandboxes; the

@@ -40,9 +40,9 @@ def _rules_file(path: Path) -> dict:
 @presence_app.command("explain")
 @handled
 def presence_explain(
-    user: str = typer.Option(..., "--user"),
+    user: str = typer.Option(..., "--user", help="The person's e-mail address."),
     at: str | None = typer.Option(None, "--at", help="A moment to explain (default: now)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Which rule fires for a user (now or --at), and why every earlier rule did not. Writes nothing."""
     ctx = context()
@@ -57,7 +57,7 @@ def presence_explain(
 @handled
 def presence_dry_run(
     rules: Path = typer.Option(..., "--rules", help="A presence rules file to try."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """What a rules change would do to everyone right now (compared with the rules in force). Writes nothing."""
     ctx = context()
@@ -87,7 +87,7 @@ def presence_rules(
 @handled
 def presence_run(
     once: bool = typer.Option(False, "--once", help="Evaluate everyone once, then exit."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Keep every user's Zoom presence in line with their calendars (writes only on change)."""
     ctx = context()

@@ -35,7 +35,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision (def
 
 @db_app.command("status")
 @handled
-def db_status(as_json: bool = typer.Option(False, "--json")) -> None:
+def db_status(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
     """The database's schema revision against the one this zoomcal needs."""
     state, current, head = admin.schema(settings())
     if as_json:
@@ -61,7 +61,7 @@ def tenant_add(name: str) -> None:
 
 @tenant_app.command("list")
 @handled
-def tenant_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def tenant_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
     """List tenants."""
     names = [name for _id, name in context().services.tenants()]
     if as_json:

@@ -151,7 +151,7 @@ def sync(
 
 
 @handled
-def status(as_json: bool = typer.Option(False, "--json")) -> None:
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
     """Last sync run per user, open review items, accounts needing attention; how long changes took to reach the
     other side over the last day (propagation percentiles)."""
     overview = app_sync.overview(context())
@@ -178,8 +178,8 @@ def _ms(value: int) -> str:
 def show_log(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new entries."),
     limit: int = typer.Option(50, "--limit", help="How many recent entries to start with."),
-    user: str | None = typer.Option(None, "--user"),
-    as_json: bool = typer.Option(False, "--json"),
+    user: str | None = typer.Option(None, "--user", help="The person's e-mail address."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """The sync log: every decision and every error, newest last."""
     import json
@@ -218,7 +218,8 @@ def show_log(
 
 
 @handled
-def events(user: str | None = typer.Option(None, "--user"), as_json: bool = typer.Option(False, "--json")) -> None:
+def events(user: str | None = typer.Option(None, "--user", help="The person's e-mail address."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
     """Events in the central store (the canonical, merged view)."""
     rows = app_sync.events(context(), user)
     if as_json:
@@ -232,7 +233,8 @@ def events(user: str | None = typer.Option(None, "--user"), as_json: bool = type
 
 @review_app.callback()
 @handled
-def review(typer_ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def review(typer_ctx: typer.Context,
+           as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
     """Open review items: conflicting edits, held mass deletions, overlaps (`review resolve ID CHOICE` closes one)."""
     if typer_ctx.invoked_subcommand is not None:
         return

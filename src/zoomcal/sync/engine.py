@@ -509,7 +509,9 @@ class SyncEngine:
 
     @staticmethod
     def _where(run: _Run) -> str:
-        return ", ".join(run.scope.label(side) for side in run.pair.sides)
+        """The pair's sides as an operator looks them up (`zoomcal account list`)."""
+        return "; ".join(f"{run.scope.label(side)}: account {run.pair.side(side).account_id}, calendar "
+                         f"{run.pair.side(side).calendar_id}" for side in run.pair.sides)
 
     async def _write_failed(self, run: _Run, plan: EventPlan, write: Write, exc: ConnectorError) -> None:
         SYNC_ERRORS.labels(kind=type(exc).__name__).inc()
