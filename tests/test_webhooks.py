@@ -415,3 +415,25 @@ async def test_a_notification_sent_again_is_not_acted_on_twice_unless_the_first_
     monkeypatch.setattr(push, "_mark_owners", real)
     assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is True   # the retry
     assert [m.marks for m in due.pending(ctx)] == [2]
+
+
+@pytest.mark.anyio
+async def test_a_zoom_account_linked_by_e_mail_is_found_by_its_zoom_user_id(world, tmp_path):
+    """Linking by e-mail (the README's way) stores the Zoom user id the provider answers with, so a notification
+    naming the host by id marks the right person; one naming nobody zoomcal knows acts on nothing."""
+    from zoomcal.app import accounts, due
+
+    ctx = make_context(world, tmp_path)
+    ctx.services.settings.zoom_webhook_secret = SECRET
+    info = world.add_user("ola@example.com", "Ola")
+    add_user(ctx, "ola@example.com")
+    await accounts.link(ctx, "ola@example.com", "zoom",
+                        {"api_base": "http://sandbox/zoom/v2", "token_url": "http://sandbox/zoom/oauth/token",
+                         "client_id": world.zoom.client_id, "account_id": world.zoom.account_id},
+                        {"client_secret": world.zoom.client_secret})
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services)), base_url="http://zoomcal")
+    for host, acted in ((info["zoom_user_id"], True), ("someone-else", False)):
+        raw, headers = signed({"event": "meeting.created", "event_ts": int(time.time() * 1000),
+                               "payload": {"object": {"id": 99, "host_id": host}}})
+        assert (await client.post("/webhooks/zoom", content=raw, headers=headers)).json()["acted"] is acted
+    assert [m.email for m in due.pending(ctx)] == ["ola@example.com"]
