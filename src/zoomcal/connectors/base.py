@@ -15,11 +15,13 @@ links, events or the other side. Quirks stay in its own folder.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from zoomcal.domain.content import content_hash
+from zoomcal.errors import InvalidItem
 
 
 @dataclass(frozen=True)
@@ -98,3 +100,20 @@ class Connector(Protocol):
     async def get(self, item_id: str) -> list[dict[str, Any]]: ...
 
     async def aclose(self) -> None: ...
+
+
+# what a parser or a lookup raises on an item that is not shaped as its vendor documents it
+UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, UnicodeError,
+              RecursionError, OSError, ArithmeticError)
+
+
+def typed_items(normalize: Callable[[Any, list[dict[str, Any]]], Item | None]):
+    """For a connector's `normalize`: an item that trips the mapping (a field of the wrong type, a value no
+    parser takes) is an InvalidItem naming what went wrong, rejected alone like any other bad item."""
+    @functools.wraps(normalize)
+    def wrapper(self: Any, raws: list[dict[str, Any]]) -> Item | None:
+        try:
+            return normalize(self, raws)
+        except UNREADABLE as exc:
+            raise InvalidItem(f"unreadable item ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return wrapper

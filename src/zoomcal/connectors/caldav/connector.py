@@ -17,7 +17,7 @@ import httpx
 from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
-from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.http import error_for, metered
 from zoomcal.errors import Conflict, CursorInvalid, InvalidItem, NotFound, PreconditionFailed, Transient
 from zoomcal.mapping.ical import content_to_calendar, held_master, master_meta, series_to_content, split_events
@@ -154,6 +154,7 @@ class CalDavConnector:
     def planned_id(self, key: str) -> str | None:
         return self.path + quote(key) + ".ics"
 
+    @typed_items
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         if not raws:
             return None

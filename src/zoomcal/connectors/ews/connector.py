@@ -39,7 +39,7 @@ from exchangelib.protocol import BaseProtocol, FailFast
 from exchangelib.util import ParseError
 from exchangelib.version import EXCHANGE_2013_SP1
 
-from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.ews.mapping import (
     FREE_BUSY_IN,
     FREE_BUSY_OUT,
@@ -292,6 +292,7 @@ class EwsConnector:
     def planned_id(self, key: str) -> str | None:
         return None   # Exchange assigns ids; our extended property makes a retried create find the first one
 
+    @typed_items
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         if not raws:
             return None

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.http import ApiClient
 from zoomcal.domain.recurrence import occurrence_starts, plain_end
 from zoomcal.domain.timeutil import fmt_instant, to_datetime
@@ -109,6 +109,7 @@ class GoogleConnector:
     def planned_id(self, key: str) -> str | None:
         return event_id_for(key)
 
+    @typed_items
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         masters = [r for r in raws if not r.get("recurringEventId")]
         if not masters or masters[0].get("status") == "cancelled":

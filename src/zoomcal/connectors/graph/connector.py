@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.http import ApiClient, error_for
 from zoomcal.domain.recurrence import occurrence_starts
 from zoomcal.domain.timeutil import fmt_instant, to_datetime
@@ -77,6 +77,7 @@ class GraphConnector:
     def planned_id(self, key: str) -> str | None:
         return None   # Graph assigns ids; transactionId makes the create idempotent instead
 
+    @typed_items
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         masters = [r for r in raws if r.get("type") in ("seriesMaster", "singleInstance") or
                    (not r.get("seriesMasterId") and not r.get("type"))]

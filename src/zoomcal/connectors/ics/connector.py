@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.http import metered
 from zoomcal.errors import InvalidItem, NotFound, Transient
 from zoomcal.mapping.ical import marker_of, series_to_content, split_events
@@ -110,6 +110,7 @@ class IcsConnector:
     def planned_id(self, key: str) -> str | None:
         return None
 
+    @typed_items
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         if not raws:
             return None

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.domain.content import make_content
 from zoomcal.errors import Conflict, CursorInvalid, NotFound, PreconditionFailed
 
@@ -71,6 +71,7 @@ class MemoryConnector:
     def planned_id(self, key: str) -> str | None:
         return "k-" + key
 
+    @typed_items
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         if not raws:
             return None

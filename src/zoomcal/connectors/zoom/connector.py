@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult
+from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.http import ApiClient
 from zoomcal.errors import NotFound, RateLimited, Transient
 from zoomcal.mapping.rules import MappingRules
@@ -122,6 +122,7 @@ class ZoomConnector:
     def planned_id(self, key: str) -> str | None:
         return None   # Zoom assigns meeting ids; our marker in custom_keys finds a create's twin instead
 
+    @typed_items
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         if not raws:
             return None

@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from zoomcal.connectors.base import Capabilities, Item, WriteResult
+from zoomcal.connectors.base import Capabilities, Item, WriteResult, typed_items
 from zoomcal.connectors.google.connector import GoogleConnector, master_patch
 from zoomcal.domain.timeutil import fmt_instant, to_datetime
 from zoomcal.errors import InvalidItem, NotFound
@@ -37,6 +37,7 @@ class ZoomCalendarConnector(GoogleConnector):
     def planned_id(self, key: str) -> str | None:
         return None   # Zoom chooses event ids
 
+    @typed_items
     def normalize(self, raws: list[dict[str, Any]]) -> Item | None:
         masters = [r for r in raws if not r.get("recurringEventId")]
         if not masters or masters[0].get("status") == "cancelled":
