@@ -341,3 +341,43 @@ def test_a_zone_the_file_defines_under_its_own_name_is_honoured(definition, tzid
     content = series_to_content(blocks, DEFAULT_RULES)
     assert content["timezone"] == zone and content["start"] == utc[0]
     assert utc[1] in occurrence_starts(content)          # 09:00 local in winter too
+
+
+def test_busy_and_slots_a_year_ahead_include_recurring_events(world, tmp_path):
+    """Past the precomputed window the people's events are expanded for the question: a weekly meeting is busy
+    time a year from now, and slots go around it."""
+    from datetime import timedelta
+
+    from conftest import add_user
+    from zoomcal.app import availability
+    from zoomcal.availability import intervals
+    from zoomcal.domain.content import make_content
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+    from zoomcal.store import repo
+    from zoomcal.store.models import User
+
+    ctx = make_context(world, tmp_path)
+    add_user(ctx, "a@example.com")
+    monday = (now_utc() - timedelta(days=now_utc().weekday())).replace(hour=9, minute=0, second=0, microsecond=0)
+    with ctx.store.transaction() as s:
+        user = s.scalars(select(User)).one()
+        weekly = make_content(title="Weekly review", start=fmt_instant(monday),
+                              end=fmt_instant(monday + timedelta(hours=1)), timezone="UTC", rrule="FREQ=WEEKLY")
+        repo.upsert_event(s, user.tenant_id, user.id, "weekly", weekly)
+        s.flush()
+        lo, hi = intervals.window(7, 180)
+        intervals.refresh_events(s, user.tenant_id, user.id, {"weekly": weekly}, lo, hi, "UTC", new={"weekly"})
+    far = monday + timedelta(weeks=52)
+    busy = availability.busy(ctx, "a@example.com", far - timedelta(days=1), far + timedelta(days=1)).busy
+    assert [(b["title"], b["start"][:16]) for b in busy] == [("Weekly review", f"{far:%Y-%m-%dT%H:%M}")]
+    near = availability.busy(ctx, "a@example.com", monday + timedelta(weeks=2) - timedelta(days=1),
+                             monday + timedelta(weeks=2) + timedelta(days=1)).busy
+    assert len(near) == 1                       # inside the window, from the stored intervals as before
+    found = availability.slots(ctx, ["a@example.com"], 3600, far, far + timedelta(hours=3)).slots
+    assert found and found[0]["start"][:16] == f"{far + timedelta(hours=1):%Y-%m-%dT%H:%M}"
+    end = now_utc() + timedelta(days=180)         # across the window's end: every Monday once
+    across = availability.busy(ctx, "a@example.com", end - timedelta(days=10), end + timedelta(days=10)).busy
+    mondays = [monday + timedelta(weeks=w) for w in range(60)]
+    assert [b["start"][:10] for b in across] == [f"{m:%Y-%m-%d}" for m in mondays
+                                                 if end - timedelta(days=10) <= m < end + timedelta(days=10)]
+    ctx.services.close()

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from zoomcal.app import due, users
 from zoomcal.app.context import AppContext
 from zoomcal.app.errors import ConflictError, InvalidError
-from zoomcal.availability import booking, query
-from zoomcal.availability.index import BusyIndex, epoch
+from zoomcal.availability import booking, intervals, query
+from zoomcal.availability.index import KIND_CODES, BusyIndex, UserIntervals, epoch
 from zoomcal.availability.intervals import user_timezone
 from zoomcal.domain.timeutil import zone
-from zoomcal.errors import ConfigError
+from zoomcal.errors import ConfigError, InvalidItem
 from zoomcal.store.models import Event
 
 
@@ -24,10 +24,40 @@ def index(ctx: AppContext) -> BusyIndex:
     return ctx.services.busy_index
 
 
-def current(ctx: AppContext, user_ids: list[int]) -> BusyIndex:
+def current(ctx: AppContext, user_ids: list[int], until: int | None = None) -> BusyIndex:
     """These people's busy intervals as of the last commit of any process: one query for their revisions, and a
-    reread of those another process (or this one) changed since. Only the tenant's people can be found."""
-    return index(ctx).current(ctx.store, user_ids)
+    reread of those another process (or this one) changed since. Only the tenant's people can be found. Asked
+    past the end of the precomputed window (`until`, epoch seconds), their events are expanded up to it now."""
+    view = index(ctx).current(ctx.store, user_ids)
+    avail = ctx.rules().availability
+    _lo, window_end = intervals.window(avail.window_past_days, avail.window_future_days)
+    # the stored intervals end where the window ended at its last daily roll: expand from a little before that
+    cut = window_end - timedelta(days=2)
+    if until is None or until <= epoch(cut):
+        return view
+    return _beyond(ctx, view, user_ids, cut, datetime.fromtimestamp(until, window_end.tzinfo))
+
+
+def _beyond(ctx: AppContext, view: BusyIndex, user_ids: list[int], start: datetime, end: datetime) -> BusyIndex:
+    """A copy of `view` with what lies between the window's end and `end` added, expanded from the events."""
+    out = BusyIndex()
+    with ctx.store.session() as s:
+        for user_id in user_ids:
+            tz = user_timezone(s, user_id)
+            known = view.users.get(user_id)
+            cut = epoch(start)
+            spans = {ev: [(a, min(b, cut), k) for a, b, k in found if a < cut]
+                     for ev, found in (known.by_event if known else {}).items()}
+            for event_id, content in s.execute(select(Event.id, Event.content).where(Event.user_id == user_id)):
+                try:
+                    later = intervals.event_intervals(content, start, end, tz)
+                except InvalidItem:
+                    continue                # as in the stored intervals: an unexpandable rule blocks nothing
+                spans.setdefault(event_id, []).extend((epoch(a), epoch(b), KIND_CODES[k]) for a, b, k in later)
+            user = UserIntervals({ev: found for ev, found in spans.items() if found})
+            user.compile()
+            out.users[user_id] = user
+    return out
 
 
 def user_zone(ctx: AppContext, email: str) -> str:
@@ -68,7 +98,7 @@ def busy(ctx: AppContext, email: str, start: datetime, end: datetime) -> Busy:
         titles = dict(s.execute(select(Event.id, Event.title).where(Event.user_id == user.id)).all())
     lo, hi = _span(start, end, settings.timezone)
     return Busy(user.email, settings.timezone,
-                query.describe_busy(current(ctx, [user.id]), settings, lo, hi, titles))
+                query.describe_busy(current(ctx, [user.id], until=hi), settings, lo, hi, titles))
 
 
 @dataclass
@@ -94,7 +124,7 @@ def slots(ctx: AppContext, emails: list[str], duration_s: int, start: datetime, 
         people = [query.load(s, users.find(s, ctx, e).id) for e in emails]
     tz = people[0].timezone
     lo, hi = _span(start, end, tz)
-    free = query.common_free(current(ctx, [p.user_id for p in people]), people, lo, hi, duration_s)
+    free = query.common_free(current(ctx, [p.user_id for p in people], until=hi), people, lo, hi, duration_s)
     found = query.slots(free, duration_s, step_s)
     return Slots(tz, duration_s // 60,
                  [{"start": query.fmt_local(a, tz), "end": query.fmt_local(b, tz)} for a, b in free],
