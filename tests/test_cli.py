@@ -89,6 +89,8 @@ def test_setup_link_sync_and_inspect_against_a_served_sandbox(env, monkeypatch):
         log = run("log", "--json").output.splitlines()
         assert any("create" in json.loads(line)["action"] for line in log)
         assert world.zoom.client_secret not in run("log").output
+        assert "'Kickoff'" in run("log").output                     # events are named by title, not only by id
+        assert any(json.loads(line)["title"] == "Kickoff" for line in run("log", "--json").output.splitlines())
         world.google_faults.add("503", "POST", "/events", times=1000)         # the calendar is down for now
         booked = run("book", "--user", "ada@example.com", "--start", "2027-01-05T09:00:00Z", "--end",
                      "2027-01-05T10:00:00Z", "--title", "Review", "--json")

@@ -209,6 +209,7 @@ class LogEntry:
     event: str | None
     user: str | None
     message: str
+    title: str | None = None          # the event's title now, when the line names an event zoomcal still has
 
 
 def log(ctx: AppContext, email: str | None = None, *, after: int = 0, limit: int = 50) -> list[LogEntry]:
@@ -225,8 +226,10 @@ def log(ctx: AppContext, email: str | None = None, *, after: int = 0, limit: int
             entries = list(s.scalars(query.where(SyncLogEntry.id > after).order_by(SyncLogEntry.id).limit(10_000)))
         else:
             entries = list(reversed(list(s.scalars(query.order_by(SyncLogEntry.id.desc()).limit(max(1, limit))))))
-        return [LogEntry(e.id, e.created_at, e.level, e.action, e.event_id, emails.get(e.user_id), e.message)
-                for e in entries]
+        named = sorted({e.event_id for e in entries if e.event_id})
+        titles = dict(s.execute(select(Event.id, Event.title).where(Event.id.in_(named))).tuples().all())
+        return [LogEntry(e.id, e.created_at, e.level, e.action, e.event_id, emails.get(e.user_id), e.message,
+                         titles.get(e.event_id)) for e in entries]
 
 
 @dataclass

@@ -7,6 +7,7 @@ import threading
 import time
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from zoomcal.app import feed as app_feed
@@ -189,18 +190,20 @@ def show_log(
     start = app_feed.latest_id(ctx) if follow else 0
     entries = app_sync.log(ctx, user, limit=limit)
 
-    def show(id_: int, at, level: str, action: str, event: str | None, who: str | None, message: str) -> None:
+    def show(id_: int, at, level: str, action: str, event: str | None, who: str | None, message: str,
+             title: str | None = None) -> None:
         if as_json:
             sys.stdout.write(json.dumps({"id": id_, "at": str(at), "level": level, "action": action,
-                                         "event": event, "user": who, "message": message}) + "\n")
+                                         "event": event, "title": title, "user": who, "message": message}) + "\n")
         else:
             color = {"error": "red", "warning": "yellow"}.get(level, "white")
-            console.print(f"{at:%Y-%m-%d %H:%M:%S} [{color}]{level:7}[/] {action:9} "
-                          f"{event or '-':28} {message}", highlight=False)
+            named = repr(title[:26]) if title else (event or "-")     # titles and messages are text, not markup
+            console.print(f"{at:%Y-%m-%d %H:%M:%S} [{color}]{level:7}[/] {action:9} {escape(f'{named:28}')} "
+                          f"{escape(message)}", highlight=False)
         sys.stdout.flush()
 
     for e in entries:
-        show(e.id, e.at, e.level, e.action, e.event, e.user, e.message)
+        show(e.id, e.at, e.level, e.action, e.event, e.user, e.message, e.title)
     if not follow:
         return
 
