@@ -27,6 +27,7 @@ from zoomcal.config import Settings
 from zoomcal.presence.service import PresenceService
 from zoomcal.sandbox import person
 from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.sandbox.push import http_post
 from zoomcal.sandbox.server import BackgroundServer
 from zoomcal.sandbox.world import DEMO_USERS, SandboxWorld
 from zoomcal.sync.retry import Retrier
@@ -41,8 +42,7 @@ PUBLIC_URL = "https://zoomcal.demo"     # where the sandboxes send notifications
 def _deliver_to(local: str):
     """Notifications for PUBLIC_URL go to the web app on loopback (what an HTTPS proxy in front of it would do)."""
     async def deliver(url: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            return await client.post(url.replace(PUBLIC_URL, local, 1), headers=headers, content=body)
+        return await http_post(url.replace(PUBLIC_URL, local, 1), headers, body)
     return deliver
 
 
