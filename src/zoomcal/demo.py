@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,8 @@ class DemoSetup:
             self.presence.index.refresh_event(self.ctx.store, change["user_id"], change["event_id"])
 
 
-async def setup(settings: Settings, user_count: int = len(DEMO_USERS)) -> DemoSetup:
+async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] = DEMO_USERS) -> DemoSetup:
+    """Sandboxes, zoomcal's web app and services, and `people` (e-mail, name, zone, calendar) added and linked."""
     demo_dir = settings.data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     demo_dir.mkdir(parents=True)
@@ -87,15 +89,15 @@ async def setup(settings: Settings, user_count: int = len(DEMO_USERS)) -> DemoSe
     for state in (world.zoom, world.google, world.graph):
         state.outbox.deliver = deliver
     ctx = services.context("default", DEMO)
-    people = []
-    for email, name, tz, calendar in DEMO_USERS[:user_count]:
+    linked = []
+    for email, name, tz, calendar in people:
         info = {**world.add_user(email, name, tz), "provider": calendar}
-        people.append(info)
+        linked.append(info)
         users.add(ctx, email, name)
         for link in world.link_requests(info, server.url, calendar):
             await accounts.link(ctx, email, link["provider"], link["options"], link["secrets"])
     actor = SandboxActor(world, base_url=server.url)
-    return DemoSetup(world, server, web, services, ctx, people, actor, PresenceService(ctx, index(ctx)))
+    return DemoSetup(world, server, web, services, ctx, linked, actor, PresenceService(ctx, index(ctx)))
 
 
 async def sync_all(demo: DemoSetup, trigger: str) -> list[sync.PairResult]:
