@@ -13,11 +13,12 @@ from benchmarks import (
     b4_availability,
     b4_expansion,
     b5_freebusy,
+    b6_presence_push,
     b9_propagation,
 )
 
 SUITES = {"B1": [b1_incremental_sync], "B2": [b2_ingest], "B3": [b3_ics], "B4": [b4_availability, b4_expansion],
-          "B5": [b5_freebusy], "B9": [b9_propagation]}
+          "B5": [b5_freebusy], "B6": [b6_presence_push], "B9": [b9_propagation]}
 
 
 def main(argv: list[str] | None = None) -> int:
