@@ -80,8 +80,8 @@ def poll_quantile(q: float, synced: list[float], interval: float) -> float:
     return hi
 
 
-async def measure() -> dict[str, list[float] | int]:
-    people = [(f"b9-{i}@example.com", f"Person {i}", "UTC", "google") for i in range(PEOPLE)]
+async def measure(count: int = PEOPLE, per_person: int = MEETINGS) -> dict[str, list[float] | int]:
+    people = [(f"b9-{i}@example.com", f"Person {i}", "UTC", "google") for i in range(count)]
     with tempfile.TemporaryDirectory() as tmp:
         setup = await demo.setup(Settings(data_dir=Path(tmp)), people)
         try:
@@ -89,7 +89,7 @@ async def measure() -> dict[str, list[float] | int]:
             meetings = [(await setup.actor.zoom_create(
                 u["zoom_user_id"], topic=f"Meeting {i}", type=2, duration=30,
                 start_time=fmt_instant(day + timedelta(days=1 + i, hours=n))))["id"]
-                for n, u in enumerate(setup.users) for i in range(MEETINGS)]
+                for n, u in enumerate(setup.users) for i in range(per_person)]
             await demo.sync_all(setup, "b9:seed")
             random.Random(9).shuffle(meetings)
             async with demo.PushServer(setup) as push:
