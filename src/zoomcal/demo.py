@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from zoomcal.app import accounts, admin, due, propagation, sync, users
+from zoomcal.app import accounts, admin, due, jobs, propagation, sync, users
 from zoomcal.app.availability import index
 from zoomcal.app.context import Actor, AppContext, Services, open_services
 from zoomcal.app.runner import EmbeddedRunner, Intervals
@@ -153,12 +153,12 @@ async def close(demo: DemoSetup) -> None:
 
 
 class PushServer:
-    """Syncs whoever the sandboxes' notifications mark due, as the job runner does, while the scripted person edits:
-    no polling round is involved."""
+    """Syncs whoever the sandboxes' notifications mark due while the scripted person edits: the job runner's own
+    loop, woken by the marks; no polling round is involved."""
 
     def __init__(self, demo: DemoSetup):
         self.demo = demo
-        self.runner = EmbeddedRunner(demo.services, presence=False, intervals=Intervals(
+        self.runner = EmbeddedRunner(demo.services, presence=False, on_outcome=self._served, intervals=Intervals(
             reconcile=1e9, tokens=1e9, channels=1e9, presence=1e9))
         self.served: list[str] = []
         self._stop = asyncio.Event()
@@ -167,15 +167,12 @@ class PushServer:
 
     async def __aenter__(self) -> PushServer:
         self._calls_before = self.demo.world.api_calls()
-        self._task = asyncio.create_task(self._loop())
+        self._task = asyncio.create_task(self.runner.run(self._stop))
         return self
 
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            for outcome in await self.runner.step():
-                self.served.append(outcome.user)
-                self.demo.results.extend(outcome.results)
-            await asyncio.sleep(0.05)
+    def _served(self, outcome: jobs.SyncOutcome) -> None:
+        self.served.append(outcome.user)
+        self.demo.results.extend(outcome.results)
 
     async def settle(self, wait: float = 20.0) -> None:
         """Until nobody has been due for a moment (notifications about the syncs' own writes included)."""
