@@ -13,11 +13,14 @@ from benchmarks import (
     b4_availability,
     b4_expansion,
     b5_freebusy,
+    b6_presence_push,
     b7_webhook_ingest,
+    b9_propagation,
 )
+from zoomcal.logging import configure
 
 SUITES = {"B1": [b1_incremental_sync], "B2": [b2_ingest], "B3": [b3_ics], "B4": [b4_availability, b4_expansion],
-          "B5": [b5_freebusy], "B7": [b7_webhook_ingest]}
+          "B5": [b5_freebusy], "B6": [b6_presence_push], "B7": [b7_webhook_ingest], "B9": [b9_propagation]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated names, e.g. B1,B2")
     parser.add_argument("--json", action="store_true", help="print a JSON list of results")
     args = parser.parse_args(argv)
+    configure()     # zoomcal's own log lines: warnings and worse, on standard error (stdout carries the results)
     chosen = [n.strip().upper() for n in args.only.split(",") if n.strip()] or list(SUITES)
     unknown = [n for n in chosen if n not in SUITES]
     if unknown:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from zoomcal.app import accounts, admin, due, propagation, sync, users
+from zoomcal.app import accounts, admin, due, jobs, propagation, sync, users
 from zoomcal.app.availability import index
 from zoomcal.app.context import Actor, AppContext, Services, open_services
 from zoomcal.app.runner import EmbeddedRunner, Intervals
@@ -27,6 +28,7 @@ from zoomcal.config import Settings
 from zoomcal.presence.service import PresenceService
 from zoomcal.sandbox import person
 from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.sandbox.push import http_post
 from zoomcal.sandbox.server import BackgroundServer
 from zoomcal.sandbox.world import DEMO_USERS, SandboxWorld
 from zoomcal.sync.retry import Retrier
@@ -41,8 +43,7 @@ PUBLIC_URL = "https://zoomcal.demo"     # where the sandboxes send notifications
 def _deliver_to(local: str):
     """Notifications for PUBLIC_URL go to the web app on loopback (what an HTTPS proxy in front of it would do)."""
     async def deliver(url: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            return await client.post(url.replace(PUBLIC_URL, local, 1), headers=headers, content=body)
+        return await http_post(url.replace(PUBLIC_URL, local, 1), headers, body)
     return deliver
 
 
@@ -66,7 +67,8 @@ class DemoSetup:
             self.presence.index.refresh_event(self.ctx.store, change["user_id"], change["event_id"])
 
 
-async def setup(settings: Settings, user_count: int = len(DEMO_USERS)) -> DemoSetup:
+async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] = DEMO_USERS) -> DemoSetup:
+    """Sandboxes, zoomcal's web app and services, and `people` (e-mail, name, zone, calendar) added and linked."""
     demo_dir = settings.data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     demo_dir.mkdir(parents=True)
@@ -87,15 +89,15 @@ async def setup(settings: Settings, user_count: int = len(DEMO_USERS)) -> DemoSe
     for state in (world.zoom, world.google, world.graph):
         state.outbox.deliver = deliver
     ctx = services.context("default", DEMO)
-    people = []
-    for email, name, tz, calendar in DEMO_USERS[:user_count]:
+    linked = []
+    for email, name, tz, calendar in people:
         info = {**world.add_user(email, name, tz), "provider": calendar}
-        people.append(info)
+        linked.append(info)
         users.add(ctx, email, name)
         for link in world.link_requests(info, server.url, calendar):
             await accounts.link(ctx, email, link["provider"], link["options"], link["secrets"])
     actor = SandboxActor(world, base_url=server.url)
-    return DemoSetup(world, server, web, services, ctx, people, actor, PresenceService(ctx, index(ctx)))
+    return DemoSetup(world, server, web, services, ctx, linked, actor, PresenceService(ctx, index(ctx)))
 
 
 async def sync_all(demo: DemoSetup, trigger: str) -> list[sync.PairResult]:
@@ -151,12 +153,12 @@ async def close(demo: DemoSetup) -> None:
 
 
 class PushServer:
-    """Syncs whoever the sandboxes' notifications mark due, as the job runner does, while the scripted person edits:
-    no polling round is involved."""
+    """Syncs whoever the sandboxes' notifications mark due while the scripted person edits: the job runner's own
+    loop, woken by the marks; no polling round is involved."""
 
     def __init__(self, demo: DemoSetup):
         self.demo = demo
-        self.runner = EmbeddedRunner(demo.services, presence=False, intervals=Intervals(
+        self.runner = EmbeddedRunner(demo.services, presence=False, on_outcome=self._served, intervals=Intervals(
             reconcile=1e9, tokens=1e9, channels=1e9, presence=1e9))
         self.served: list[str] = []
         self._stop = asyncio.Event()
@@ -165,15 +167,12 @@ class PushServer:
 
     async def __aenter__(self) -> PushServer:
         self._calls_before = self.demo.world.api_calls()
-        self._task = asyncio.create_task(self._loop())
+        self._task = asyncio.create_task(self.runner.run(self._stop))
         return self
 
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            for outcome in await self.runner.step():
-                self.served.append(outcome.user)
-                self.demo.results.extend(outcome.results)
-            await asyncio.sleep(0.05)
+    def _served(self, outcome: jobs.SyncOutcome) -> None:
+        self.served.append(outcome.user)
+        self.demo.results.extend(outcome.results)
 
     async def settle(self, wait: float = 20.0) -> None:
         """Until nobody has been due for a moment (notifications about the syncs' own writes included)."""

@@ -87,19 +87,18 @@ class LocalJobs:
         self.queue.put(Job(name, args))
 
     def take(self, timeout: float, gather: float = 0.5) -> list[Job]:
-        """Jobs that arrive within `timeout` seconds (none: an empty list), gathered for a moment so a burst of
-        notifications becomes one run."""
+        """Jobs that arrive within `timeout` seconds (none: an empty list): the first, every one queued behind it,
+        and those that arrive for `gather` seconds more (0: none are waited for)."""
         try:
             first = self.queue.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return []
         jobs, deadline = [first], time.monotonic() + gather
-        while (left := deadline - time.monotonic()) > 0:
+        while True:
             try:
-                jobs.append(self.queue.get(timeout=left))
+                jobs.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
-                break
-        return jobs
+                return jobs
 
     def pending(self) -> list[Job]:
         return self.take(0, gather=0)

@@ -93,10 +93,10 @@ async def _presence_after_sync(ctx: AppContext, user_id: int, mark: due.Due | No
     service = driver(ctx)
     with ctx.store.session() as s:
         user = s.get(User, user_id)
-    if user is None or service._zoom(user) is None:
+    if user is None:
         return
-    outcome = await service.evaluate(user, ctx.now())
-    if outcome.written and mark is not None and mark.changed_at is not None:
+    outcome = await service.keep_in_line(user, ctx.now())
+    if outcome is not None and outcome.written and mark is not None and mark.changed_at is not None:
         propagation.record(ctx, "presence", _source(mark.reason), mark.changed_at, now_utc())
 
 
@@ -193,7 +193,6 @@ async def presence_tick(services: Services, since: datetime, until: datetime, *,
             continue
         service = driver(ctx)
         for user in users:
-            if service._zoom(user) is not None:
-                await service.evaluate(user, until)
+            if await service.keep_in_line(user, until) is not None:
                 evaluated += 1
     return evaluated

@@ -159,8 +159,10 @@ class EmbeddedRunner:
             if take is None:
                 await asyncio.sleep(self.intervals.poll)
                 continue
-            for tenant in sorted({j.args.get("tenant") for j in await asyncio.to_thread(take, self.intervals.poll, 0.05)
-                                  if j.name == "channels"}):
+            # a mark wakes the loop at once (nothing is waited for: a burst that arrives during the run that follows
+            # is one more run, as the marks coalesce in the store)
+            woken = await asyncio.to_thread(take, self.intervals.poll, 0.0)
+            for tenant in sorted({j.args.get("tenant") for j in woken if j.name == "channels"}):
                 if self.tenant in (None, tenant):     # a provider asked for a channel to be renewed or recreated
                     try:
                         await jobs.renew_channels(self.services, tenant=tenant)

@@ -107,11 +107,18 @@ class PresenceService:
     # --- deciding and writing --------------------------------------------------------------------------
     async def evaluate(self, user: User, at: datetime | None = None, write: bool = True,
                        rules: PresenceRules | None = None) -> Outcome:
-        at = at or now_utc()
+        return await self._evaluate(user, at or now_utc(), write, rules, self._zoom(user))
+
+    async def keep_in_line(self, user: User, at: datetime) -> Outcome | None:
+        """Evaluate and write for a person whose Zoom account is linked (None for the others: nothing to do)."""
+        zoom = self._zoom(user)
+        return None if zoom is None else await self._evaluate(user, at, True, None, zoom)
+
+    async def _evaluate(self, user: User, at: datetime, write: bool, rules: PresenceRules | None,
+                        zoom: Any) -> Outcome:
         busy = self.busy(user)
         situation = self.situation(user, at, busy)
         memory = self.memory(user.id)
-        zoom = self._zoom(user)
         current, error = memory.last_written, None
         try:
             if zoom is not None:

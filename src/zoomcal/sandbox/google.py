@@ -161,6 +161,7 @@ def build_app(state: GoogleState) -> APIRouter:
         event["_seq"] = seq
         event["etag"] = f'"{seq}"'
         event["updated"] = _stamp(seq)
+        event["_stored_at"] = time.time()     # when this version was stored (wall clock; never served)
         event["sequence"] = event.get("sequence", 0)
         cal.events[event["id"]] = event
         state.notify(cal.id, "exists")

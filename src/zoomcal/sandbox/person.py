@@ -4,12 +4,15 @@ Exchange — through the sandboxes' public APIs (the demo's scripted person)."""
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.verify import Agreement, compare_user
+from zoomcal.sandbox.world import SandboxWorld
 
 PROVIDER_NAMES = {"google": "Google", "graph": "Microsoft 365", "ews": "Exchange"}
 
@@ -115,8 +118,31 @@ async def seed(actor: SandboxActor, users: list[dict[str, Any]]) -> None:
                          tz=tz, location="zoom", description="Agenda: v2")
 
 
+@asynccontextmanager
+async def together(world: SandboxWorld) -> AsyncIterator[None]:
+    """Edits made inside land at the same moment: the vendors' notifications of them go out when the block ends
+    (so a push-driven sync cannot come between them)."""
+    boxes = (world.zoom.outbox, world.google.outbox, world.graph.outbox)
+    for box in boxes:
+        box.hold = True
+    try:
+        yield
+    finally:
+        for box in boxes:
+            box.hold = False
+        for box in boxes:
+            await box.flush()
+
+
 async def scenario(actor: SandboxActor, users: list[dict[str, Any]]) -> list[str]:
-    """Edits on both sides, a recurring-occurrence edit, a cancellation, a conflict, and injected faults."""
+    """Edits on both sides, a recurring-occurrence edit, a cancellation, a conflict, and injected faults. The
+    edits land together: the vendors' notifications go out once the faults are armed, so whatever zoomcal's speed,
+    its push-driven syncs meet the conflict and the faults."""
+    async with together(actor.world):
+        return await _edits(actor, users)
+
+
+async def _edits(actor: SandboxActor, users: list[dict[str, Any]]) -> list[str]:
     steps = []
     a = actor
     u0, u1 = users[0], users[1 % len(users)]

@@ -10,6 +10,8 @@ notification never reaches a receiver that is itself waiting on the sandbox). Ev
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,8 +21,14 @@ import httpx
 Deliver = Callable[[str, dict[str, str], bytes], Awaitable[httpx.Response]]
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every delivery: building one per client costs more than a loopback delivery."""
+    return ssl.create_default_context()
+
+
 async def http_post(url: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    async with httpx.AsyncClient(timeout=10.0, verify=_tls()) as client:
         return await client.post(url, headers=headers, content=body)
 
 
