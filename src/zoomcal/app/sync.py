@@ -227,7 +227,8 @@ def log(ctx: AppContext, email: str | None = None, *, after: int = 0, limit: int
         else:
             entries = list(reversed(list(s.scalars(query.order_by(SyncLogEntry.id.desc()).limit(max(1, limit))))))
         named = sorted({e.event_id for e in entries if e.event_id})
-        titles = dict(s.execute(select(Event.id, Event.title).where(Event.id.in_(named))).tuples().all())
+        titles = {event_id: title for event_id, title in
+                  s.execute(select(Event.id, Event.title).where(Event.id.in_(named)))}
         return [LogEntry(e.id, e.created_at, e.level, e.action, e.event_id, emails.get(e.user_id), e.message,
                          titles.get(e.event_id)) for e in entries]
 

@@ -45,7 +45,7 @@ class Recorder:
     async def _drain(self) -> None:
         while self.waiting:
             batch, self.waiting = self.waiting[:self.limit], self.waiting[self.limit:]
-            if not await self._write(batch, settle_errors=len(batch) == 1):
+            if not await self._write(batch, settle_errors=len(batch) == 1) and len(batch) > 1:
                 for item in batch:                  # one of them is bad: find it, record the others
                     await self._write([item], settle_errors=True)
 
