@@ -392,3 +392,12 @@ def test_every_option_says_what_it_does():
     missing = [(" ".join(path), opt.opts[0]) for path, command in commands(typer.main.get_command(app))
                for opt in command.params if getattr(opt, "help", None) in (None, "") and opt.opts[0].startswith("--")]
     assert missing == []
+
+
+def test_the_live_demo_prints_a_line_per_round_when_its_output_is_not_a_terminal(env):
+    proc = subprocess.run([sys.executable, "-m", "zoomcal", "demo", "--rounds", "2", "--interval", "0.2"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ZOOMCAL_DATA_DIR": str(env / "live")})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("round ")]
+    assert proc.returncode == 0 and len(lines) == 2, proc.stdout + proc.stderr
+    assert "4/4 people in sync, 0 duplicates" in lines[0]

@@ -8,6 +8,7 @@ person (`zoomcal.sandbox.person`) edits the sandboxes through their public APIs,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shutil
 from collections.abc import Sequence
@@ -251,22 +252,35 @@ def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
     return table
 
 
+def _line(demo: DemoSetup, round_no: int, last_edit: str, results: list[sync.PairResult]) -> str:
+    agreements = [person.agreement(demo.actor, user) for user in demo.users]
+    in_sync = sum(1 for a in agreements if not a.mismatches and not a.duplicates)
+    return (f"round {round_no}: {sum(r.writes for r in results)} writes, {in_sync}/{len(agreements)} people in sync, "
+            f"{sum(len(a.duplicates) for a in agreements)} duplicates; last edit: {last_edit}")
+
+
 async def run_live(settings: Settings, console: Console, interval: float = 3.0, rounds: int | None = None) -> None:
     demo = await setup(settings)
     rng = random.Random(42)
     try:
         await person.seed(demo.actor, demo.users)
         last_edit = "seeded demo data"
-        with Live(console=console, refresh_per_second=4) as live:
+        # a terminal gets a table redrawn in place; a pipe or a log file gets one plain line per round
+        live = Live(console=console, refresh_per_second=4) if console.is_terminal else None
+        with live if live is not None else contextlib.nullcontext():
             round_no = 0
             while rounds is None or round_no < rounds:
                 round_no += 1
-                await sync_all(demo, f"demo:live-{round_no}")
+                results = await sync_all(demo, f"demo:live-{round_no}")
                 if round_no == 1:
                     await demo.presence.start(demo.ctx.now())
                 else:
                     await demo.presence.run_due(demo.ctx.now())
-                live.update(_table(demo, round_no, last_edit))
+                if live is not None:
+                    live.update(_table(demo, round_no, last_edit))
+                else:
+                    console.print(_line(demo, round_no, last_edit, results), markup=False, highlight=False,
+                                  soft_wrap=True)
                 await asyncio.sleep(interval)
                 last_edit = await person.random_edit(demo.actor, demo.users, rng)
     finally:
