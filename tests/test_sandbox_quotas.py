@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from conftest import build_pairs, close_pairs, link_sandbox_user, make_context
 from zoomcal.auth.oauth import RefreshTokenSource, ZoomAccountCredentials
 from zoomcal.connectors.http import ApiClient
 from zoomcal.errors import RateLimited
 from zoomcal.sandbox import zoom as zoom_sandbox
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.world import SandboxWorld
+from zoomcal.sync.engine import SyncEngine
 from zoomcal.sync.retry import Retrier
 
 pytestmark = pytest.mark.anyio
@@ -243,3 +245,56 @@ async def test_zoomcals_client_waits_as_long_as_it_is_told_and_then_succeeds(dri
     assert refused.value.retry_after == 1.0
     for api in (zoom, graph, google):
         await api.aclose()
+
+
+async def test_a_sync_under_tight_limits_waits_them_out_and_lands_everything(tmp_path):
+    world = SandboxWorld()
+    ticks = Ticks()
+    world.use_clock(ticks, ticks.wall)
+    world.zoom.rate_plan = "pro"
+    world.google.per_user_per_minute = 4
+    ctx = make_context(world, tmp_path)
+    user = link_sandbox_user(ctx, world, "w@example.com", "W", "UTC")
+    person = SandboxActor(world, transport=world.transport())
+    for i in range(6):
+        await person.zoom_create(user["zoom_user_id"], topic=f"M{i}", type=2, start_time=f"2026-03-1{i}T09:00:00Z",
+                                 duration=30)
+    engine = SyncEngine(ctx.store, retrier=Retrier(max_retries=4, sleep=ticks.sleep), clock=ticks.wall)
+    pairs = build_pairs(ctx)
+    try:
+        report = await engine.run(pairs[0])
+    finally:
+        await close_pairs(ctx)
+        await person.aclose()
+    assert report.status == "ok" and report.writes == 6
+    assert len(world.google.calendars[user["google_calendar_id"]].events) == 6
+    refusals = world.google.meter.refusals
+    assert refusals and not any(r.avoidable for r in refusals)
+    # the listing and three inserts use up the minute; Google says no wait, so zoomcal backs off until it slides
+    assert ticks.slept == [5.0, 10.0, 20.0, 40.0] and len(refusals) == 4
+    assert world.google.meter.echo_writes == [] and world.zoom.meter.echo_writes == []
+    ctx.store.dispose()
+
+
+async def test_without_a_given_wait_retries_back_off_and_a_longer_wait_than_a_retry_may_wait_is_kept():
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def google_style(_attempt: int):
+        raise RateLimited("403 User Rate Limit Exceeded", 5.0, advised=False)
+
+    with pytest.raises(RateLimited):
+        await Retrier(max_retries=4, max_delay=60.0, sleep=sleep).call(google_style)
+    assert slept == [5.0, 10.0, 20.0, 40.0]
+    slept.clear()
+    calls: list[int] = []
+
+    async def told_to_wait_long(attempt: int):
+        calls.append(attempt)
+        raise RateLimited("429", 500.0)
+
+    with pytest.raises(RateLimited):        # retrying after 60 s would only be refused again: it is not sent
+        await Retrier(max_retries=4, max_delay=60.0, sleep=sleep).call(told_to_wait_long)
+    assert calls == [0] and slept == []
