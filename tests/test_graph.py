@@ -7,7 +7,15 @@ from datetime import UTC, timedelta
 import httpx
 import pytest
 
-from conftest import SANDBOX, add_account, add_user, link_sandbox_zoom, make_context, sync_first_pair
+from conftest import (
+    SANDBOX,
+    add_account,
+    add_user,
+    link_sandbox_user,
+    link_sandbox_zoom,
+    make_context,
+    sync_first_pair,
+)
 from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.graph import expand
@@ -112,6 +120,31 @@ async def test_instance_writes_go_in_one_batch(world):
     # POST, instances, one $batch for the six instance writes, then the master and its instances read back
     assert result.api_calls == 5 and world.graph_calls["writes"] == 2
     await conn.aclose()
+
+
+async def test_an_occurrence_moved_in_zoom_is_one_instance_write_in_outlook(world, tmp_path):
+    """The series master already holds what it should: it is not written again (no echo write), only the moved
+    instance is."""
+    ctx = make_context(world, tmp_path)
+    info = link_sandbox_user(ctx, world, "ola@example.com", "Ola", calendar="graph")
+    actor = SandboxActor(world, transport=world.transport())
+    engine = SyncEngine(ctx.store)
+    start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
+    meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time=fmt_instant(start),
+                                      duration=30, recurrence={"type": 2, "weekly_days": "2", "end_times": 4})
+    assert (await sync_first_pair(ctx, engine)).writes == 1
+    occurrence = (await actor.zoom_get(meeting["id"]))["occurrences"][1]
+    moved = fmt_instant(start + timedelta(days=7, hours=2))
+    await actor.zoom_patch(meeting["id"], occurrence_id=occurrence["occurrence_id"], start_time=moved, duration=30)
+    writes = world.graph_calls["writes"]
+    report = await sync_first_pair(ctx, engine)
+    assert report.status == "ok" and report.writes == 1
+    assert world.graph_calls["writes"] - writes == 1 and world.graph.meter.echo_writes == []
+    (series,) = world.graph.events["ola@example.com/calendar"].values()
+    far = (now_utc(), now_utc() + timedelta(days=60))
+    assert [i["start"]["dateTime"][:16] for i in expand(series, *far)][1] == moved[:16]
+    await actor.aclose()
+    ctx.store.dispose()
 
 
 async def test_sign_in_with_pkce_links_a_public_client(world, tmp_path):
