@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 
-from benchmarks import b1_incremental_sync, b2_ingest, b3_ics, b4_availability, b4_expansion, b5_freebusy
+from benchmarks import b1_incremental_sync, b2_ingest, b3_ics, b4_availability, b4_expansion, b5_freebusy, b8_quotas
 
 SUITES = {"B1": [b1_incremental_sync], "B2": [b2_ingest], "B3": [b3_ics], "B4": [b4_availability, b4_expansion],
-          "B5": [b5_freebusy]}
+          "B5": [b5_freebusy],
+          "B8": [b8_quotas]}
 
 
 def main(argv: list[str] | None = None) -> int:
