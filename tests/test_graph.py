@@ -122,6 +122,31 @@ async def test_instance_writes_go_in_one_batch(world):
     await conn.aclose()
 
 
+async def test_a_throttled_request_in_a_batch_says_how_long_to_wait(world):
+    from datetime import datetime
+
+    from zoomcal.auth.oauth import RefreshTokenSource
+    from zoomcal.connectors.graph.connector import GraphConnector
+    from zoomcal.connectors.http import ApiClient
+    from zoomcal.domain.content import make_content
+    from zoomcal.errors import RateLimited
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    user = world.add_user("t@example.com")
+    world.graph.per_mailbox = (3, 600.0)
+    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
+                                world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
+    conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), "t@example.com",
+                          "calendar", DEFAULT_RULES,
+                          (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    content = make_content(title="Daily", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                           rrule="FREQ=DAILY;COUNT=5", exdates=["2026-05-06T07:00:00Z", "2026-05-07T07:00:00Z"])
+    with pytest.raises(RateLimited) as caught:      # POST and instances, then the mailbox's third is the last
+        await conn.create(content, "ev-throttled")
+    assert caught.value.advised and caught.value.retry_after == 600.0
+    await conn.aclose()
+
+
 async def test_an_occurrence_moved_in_zoom_is_one_instance_write_in_outlook(world, tmp_path):
     """The series master already holds what it should: it is not written again (no echo write), only the moved
     instance is."""

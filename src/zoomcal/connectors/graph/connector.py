@@ -211,7 +211,8 @@ class GraphConnector:
                 method = chunk[int(reply["id"])][0]
                 status = int(reply.get("status", 500))
                 if status >= 400 and not (status == 404 and method == "DELETE"):   # gone already is fine
-                    raise error_for(httpx.Response(status, json=reply.get("body")), f"$batch {method}")
+                    raise error_for(httpx.Response(status, json=reply.get("body"), headers=reply.get("headers") or {}),
+                                    f"$batch {method}")   # its Retry-After, where it was throttled
 
     async def _instances(self, master_id: str) -> list[dict[str, Any]]:
         page = await self.api.json("GET", f"{self.base}/events/{master_id}/instances", params=self._range())
