@@ -30,7 +30,9 @@ Token requests are not calls (they go to the identity endpoints, not the metered
 
 Results: (a) refusals zoomcal could have avoided (a refusal that came while the advice of the previous refusal by
 the same limit still ran: its Retry-After, or with none, the vendor's exponential back-off), target 0; (b) echo
-writes, target 0; (c) calls made in the day / the minimum, target <= 1.1.
+writes, target 0; (c) calls made in the day / the minimum, target <= 1.1. One person at a time at 50 ms a call
+never reaches Zoom's per-second limits, so (a) also counts a shorter rush day of RUSH people at 2 ms a call, whose
+reconciliation rounds do.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ HEAVY = 2                    # assistants rescheduling meetings all day from the
 HEAVY_MOVES = 110            # each: past Zoom's 100 meeting writes a day
 SEED = 8
 LATENCY = 0.05               # simulated seconds per call zoomcal makes
+RUSH = (80, 0.002)           # a second day on a fast network (people, seconds a call): Zoom's per-second limits bite
 RECONCILE_HOURS = 12.0       # the runner's reconciliation period in the simulated day
 TICK = 300.0                 # the clock moves at most this far while nothing is due
 GAP = 600.0                  # a person touches an item again only this long after their last change to it
@@ -472,7 +475,9 @@ LISTINGS = ("GET zoom meetings", "GET google events", "GET graph delta")
 
 def run() -> list[Result]:
     day = asyncio.run(run_day())
+    rush = asyncio.run(run_day(users=RUSH[0], heavy=0, latency=RUSH[1]))
     ratio = day.total_calls / max(day.minimum, 1)
+    avoidable = day.avoidable + rush.avoidable
     scale = (f"{day.people} people ({HEAVY} of them assistants moving meetings past Zoom's 100 writes a day), "
              f"{day.changes} changes ({day.skipped} not applicable), {LATENCY * 1000:.0f} ms a call, reconciliation "
              f"every {RECONCILE_HOURS:g} h; {day.seconds:.0f} s ({day.setup_seconds:.0f} s setting up)")
@@ -490,9 +495,12 @@ def run() -> list[Result]:
              f"(Zoom's daily limit); people not in agreement {len(day.disagreeing)} {day.disagreeing[:5]}"
              f"{'; STOPPED by the run budget' if day.unfinished else ''}")
     return [
-        Result("B8 quota refusals zoomcal could have avoided", day.avoidable, 0, float(day.avoidable), "<= 0",
-               day.avoidable == 0, "refusals", f"{day.refused} refused in all {dict(day.refusals)}; Zoom meeting "
-               f"writes of one host at most {day.most_zoom_writes} (its limit {ZOOM_DAILY_WRITES}); {scale}"),
+        Result("B8 quota refusals zoomcal could have avoided", avoidable, 0, float(avoidable), "<= 0",
+               avoidable == 0, "refusals", f"{day.refused} refused in all {dict(day.refusals)}; Zoom meeting "
+               f"writes of one host at most {day.most_zoom_writes} (its limit {ZOOM_DAILY_WRITES}); {scale}; "
+               f"rush day, {rush.people} people at {RUSH[1] * 1000:g} ms a call: {rush.refused} refused "
+               f"{dict(rush.refusals)}, {rush.avoidable} avoidable, {rush.echo_writes} echo writes, people not in "
+               f"agreement {len(rush.disagreeing)}, {rush.seconds:.0f} s"),
         Result("B8 echo writes", day.echo_writes, 0, float(day.echo_writes), "<= 0", day.echo_writes == 0, "writes",
                f"{dict(day.echo_where)}" if day.echo_writes else ""),
         Result("B8 calls vs minimum", day.total_calls, day.minimum, ratio, "<= 1.1", ratio <= 1.1, "calls", calls),
