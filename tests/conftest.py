@@ -171,15 +171,23 @@ async def sync_first_pair(ctx: AppContext, engine, **kwargs):
 
 
 def link_sandbox_user(ctx: AppContext, world: SandboxWorld, email: str, name: str = "", tz: str = "UTC",
-                      zoom_mode: str = "account") -> dict:
+                      zoom_mode: str = "account", calendar: str = "google") -> dict:
+    """A sandbox user with their Zoom account and the calendar that receives their meetings (`calendar`: google or
+    graph), stored as linked."""
     info = world.add_user(email, name, tz)
     add_user(ctx, email, name)
     link_sandbox_zoom(ctx, world, email, info, zoom_mode)
-    add_account(ctx, email, "google", {"api_base": f"{SANDBOX}/google/calendar/v3",
-                                       "token_url": f"{SANDBOX}/google/token"},
-                {"client_id": world.google.client_id, "client_secret": world.google.client_secret,
-                 "refresh_token": info["google_refresh_token"]}, info["google_calendar_id"])
-    return info
+    if calendar == "graph":
+        add_account(ctx, email, "graph", {"api_base": f"{SANDBOX}/graph/v1.0",
+                                          "token_url": f"{SANDBOX}/graph/oauth2/v2.0/token"},
+                    {"client_id": world.graph.client_id, "client_secret": world.graph.client_secret,
+                     "refresh_token": info["graph_refresh_token"]}, info["graph_calendar_id"], "Outlook")
+    else:
+        add_account(ctx, email, "google", {"api_base": f"{SANDBOX}/google/calendar/v3",
+                                           "token_url": f"{SANDBOX}/google/token"},
+                    {"client_id": world.google.client_id, "client_secret": world.google.client_secret,
+                     "refresh_token": info["google_refresh_token"]}, info["google_calendar_id"])
+    return {**info, "provider": calendar}
 
 
 @pytest.fixture

@@ -71,6 +71,26 @@ def h(world, tmp_path):
     harness.ctx.store.dispose()
 
 
+async def test_renaming_a_series_in_the_calendar_keeps_its_moved_occurrence_in_zoom_with_one_write(h):
+    """The rule Zoom holds (no repeat_interval) and the one zoomcal would write (repeat_interval 1) repeat alike: it
+    is not sent again, which would make a new series and drop the moved occurrence, to be moved back by one more
+    write."""
+    weekly = await h.actor.zoom_create(h.zid, topic="Weekly", type=8, start_time="2026-03-02T14:00:00Z", duration=30,
+                                       timezone="UTC", recurrence={"type": 2, "weekly_days": "2", "end_times": 6})
+    await h.sync()
+    second = (await h.actor.zoom_get(weekly["id"]))["occurrences"][1]
+    await h.actor.zoom_patch(weekly["id"], occurrence_id=second["occurrence_id"],
+                             start_time=second["start_time"].replace("T14:00", "T16:00"), duration=30)
+    await h.sync()
+    await h.actor.google_patch(h.cal, h.actor.google_find(h.cal, "Weekly")["id"], summary="Weekly sync")
+    writes = h.world.zoom_calls["writes"]
+    report = await h.sync()
+    assert report.status == "ok" and h.world.zoom_calls["writes"] - writes == 1
+    full = await h.actor.zoom_get(weekly["id"])
+    assert full["topic"] == "Weekly sync" and "repeat_interval" not in full["recurrence"]
+    assert full["occurrences"][1]["start_time"].endswith("T16:00:00Z") and not h.agree().mismatches
+
+
 async def test_two_way_sync_with_recurrence_and_join_write_back(h):
     weekly = await h.actor.zoom_create(h.zid, topic="Weekly", type=8, start_time="2026-03-02T14:00:00Z", duration=30,
                                        timezone="America/New_York",

@@ -7,7 +7,15 @@ from datetime import UTC, timedelta
 import httpx
 import pytest
 
-from conftest import SANDBOX, add_account, add_user, link_sandbox_zoom, make_context, sync_first_pair
+from conftest import (
+    SANDBOX,
+    add_account,
+    add_user,
+    link_sandbox_user,
+    link_sandbox_zoom,
+    make_context,
+    sync_first_pair,
+)
 from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.graph import expand
@@ -112,6 +120,56 @@ async def test_instance_writes_go_in_one_batch(world):
     # POST, instances, one $batch for the six instance writes, then the master and its instances read back
     assert result.api_calls == 5 and world.graph_calls["writes"] == 2
     await conn.aclose()
+
+
+async def test_a_throttled_request_in_a_batch_says_how_long_to_wait(world):
+    from datetime import datetime
+
+    from zoomcal.auth.oauth import RefreshTokenSource
+    from zoomcal.connectors.graph.connector import GraphConnector
+    from zoomcal.connectors.http import ApiClient
+    from zoomcal.domain.content import make_content
+    from zoomcal.errors import RateLimited
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    user = world.add_user("t@example.com")
+    world.graph.per_mailbox = (3, 600.0)
+    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
+                                world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
+    conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), "t@example.com",
+                          "calendar", DEFAULT_RULES,
+                          (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    content = make_content(title="Daily", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                           rrule="FREQ=DAILY;COUNT=5", exdates=["2026-05-06T07:00:00Z", "2026-05-07T07:00:00Z"])
+    with pytest.raises(RateLimited) as caught:      # POST and instances, then the mailbox's third is the last
+        await conn.create(content, "ev-throttled")
+    assert caught.value.advised and caught.value.retry_after == 600.0
+    await conn.aclose()
+
+
+async def test_an_occurrence_moved_in_zoom_is_one_instance_write_in_outlook(world, tmp_path):
+    """The series master already holds what it should: it is not written again (no echo write), only the moved
+    instance is."""
+    ctx = make_context(world, tmp_path)
+    info = link_sandbox_user(ctx, world, "ola@example.com", "Ola", calendar="graph")
+    actor = SandboxActor(world, transport=world.transport())
+    engine = SyncEngine(ctx.store)
+    start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
+    meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time=fmt_instant(start),
+                                      duration=30, recurrence={"type": 2, "weekly_days": "2", "end_times": 4})
+    assert (await sync_first_pair(ctx, engine)).writes == 1
+    occurrence = (await actor.zoom_get(meeting["id"]))["occurrences"][1]
+    moved = fmt_instant(start + timedelta(days=7, hours=2))
+    await actor.zoom_patch(meeting["id"], occurrence_id=occurrence["occurrence_id"], start_time=moved, duration=30)
+    writes = world.graph_calls["writes"]
+    report = await sync_first_pair(ctx, engine)
+    assert report.status == "ok" and report.writes == 1
+    assert world.graph_calls["writes"] - writes == 1 and world.graph.meter.echo_writes == []
+    (series,) = world.graph.events["ola@example.com/calendar"].values()
+    far = (now_utc(), now_utc() + timedelta(days=60))
+    assert [i["start"]["dateTime"][:16] for i in expand(series, *far)][1] == moved[:16]
+    await actor.aclose()
+    ctx.store.dispose()
 
 
 async def test_sign_in_with_pkce_links_a_public_client(world, tmp_path):

@@ -111,6 +111,23 @@ async def test_a_person_whose_calendars_are_held_elsewhere_is_retried_not_droppe
 
 
 @pytest.mark.pg
+async def test_the_embedded_runner_keeps_its_periods_by_the_clock_it_is_given(world, tmp_path):
+    ctx = make_context(world, tmp_path)
+    try:
+        await _linked(ctx, world)
+        now = [1000.0]
+        embedded = runner.EmbeddedRunner(ctx.services, presence=False, clock=lambda: now[0],
+                                         intervals=runner.Intervals(reconcile=900.0))
+        assert [o.user for o in await embedded.step()] == [ADA]      # the first round syncs everyone
+        now[0] = 1899.0
+        assert await embedded.step() == []
+        now[0] = 1900.0
+        assert [o.user for o in await embedded.step()] == [ADA]      # the next one, 900 s later on that clock
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()
+
+
 async def test_procrastinate_workers_serve_marks_one_job_per_person(world, tmp_path, pg_schema_url):
     _fresh_pg(pg_schema_url).dispose()
     ctx = make_context(world, tmp_path, database_url=pg_schema_url)

@@ -29,11 +29,15 @@ class PreconditionFailed(ConnectorError):
 
 
 class RateLimited(ConnectorError):
+    """Refused for a rate limit. `advised`: the provider said how long to wait (Retry-After); otherwise
+    `retry_after` is only a first guess, to grow with each refusal in a row."""
+
     retryable = True
 
-    def __init__(self, message: str = "rate limited", retry_after: float = 1.0):
+    def __init__(self, message: str = "rate limited", retry_after: float = 1.0, advised: bool = True):
         super().__init__(message)
         self.retry_after = retry_after
+        self.advised = advised
 
 
 class DailyLimitReached(RateLimited):

@@ -144,7 +144,14 @@ async def renew_due(ctx: AppContext, ahead: timedelta | None = None) -> Renewed:
         accounts = list(s.execute(select(Account, Calendar).join(Calendar, Calendar.account_id == Account.id)
                                   .order_by(Account.id)))
         s.expunge_all()
-    subscribable = [(a, c) for a, c in accounts if channel_of(a.provider) is not None]
+    of: dict[str, PushChannel | None] = {}     # each provider's channel, looked up once per round
+
+    def channel_for(provider: str) -> PushChannel | None:
+        if provider not in of:
+            of[provider] = channel_of(provider)
+        return of[provider]
+
+    subscribable = [(a, c) for a, c in accounts if channel_for(a.provider) is not None]
     if not subscribable:
         return counts
     if not (ctx.settings.public_url or "").strip():
@@ -154,7 +161,7 @@ async def renew_due(ctx: AppContext, ahead: timedelta | None = None) -> Renewed:
     by_account = {a.id: (a, c) for a, c in subscribable}
     for row in rows:
         pair = by_account.get(row.account_id)
-        channel = channel_of(row.provider)
+        channel = channel_for(row.provider)
         if pair is None or channel is None:
             continue
         margin = ahead if ahead is not None else channel.renew_ahead

@@ -65,6 +65,7 @@ class EmbeddedRunner:
     on_error: Callable[[str, Exception], None] | None = None
     on_pair: Callable[[Any], None] | None = None
     on_change: Callable[[dict[str, Any]], None] | None = None
+    clock: Callable[[], float] = time.monotonic                # seconds: periods and back-off are timed by it
     _next: dict[str, float] = field(default_factory=dict)
     _backoff: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
     _presence_since: datetime | None = None
@@ -78,7 +79,7 @@ class EmbeddedRunner:
     async def step(self) -> list[jobs.SyncOutcome]:
         """Run whatever periodic work is due (it may mark people), then serve every due mark whose back-off
         passed."""
-        now = time.monotonic()
+        now = self.clock()
         await self._periodic(now)
         outcomes = []
         for mark in await asyncio.to_thread(jobs.overdue, self.services, timedelta(0), self.tenant):
@@ -105,12 +106,12 @@ class EmbeddedRunner:
                                              on_pair=self.on_pair, on_change=self.on_change)
         except jobs.RetryLater as exc:
             attempts = self._backoff.get(key, (0.0, 0))[1] + 1
-            self._backoff[key] = (time.monotonic() + min(300.0, exc.delay * 2 ** (attempts - 1)), attempts)
+            self._backoff[key] = (self.clock() + min(300.0, exc.delay * 2 ** (attempts - 1)), attempts)
             JOBS.labels(task="sync", outcome="retried").inc()
             return None
         except Exception as exc:    # noqa: BLE001 — one person's failure never stops the loop
             attempts = self._backoff.get(key, (0.0, 0))[1] + 1
-            self._backoff[key] = (time.monotonic() + min(300.0, 5.0 * 2 ** (attempts - 1)), attempts)
+            self._backoff[key] = (self.clock() + min(300.0, 5.0 * 2 ** (attempts - 1)), attempts)
             JOBS.labels(task="sync", outcome="failed").inc()
             log.error("sync_job_failed", tenant=tenant, error=f"{type(exc).__name__}: {exc}")
             if self.on_error is not None:

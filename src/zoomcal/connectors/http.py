@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from zoomcal.auth.oauth import TokenSource, retry_after_seconds
+from zoomcal.auth.oauth import TokenSource
 from zoomcal.errors import (
     AuthExpired,
     Conflict,
@@ -42,7 +42,7 @@ def error_for(response: httpx.Response, what: str, gone_is: type[ConnectorError]
     status = response.status_code
     message = f"{what} -> {status} {_message(response)}".strip()
     if status == 403 and "ratelimit" in message.lower().replace(" ", ""):
-        return RateLimited(message, retry_after_seconds(response, 5.0))
+        return _rate_limited(message, response, 5.0)   # Google: 403 (or 429) and no Retry-After
     if status in (401, 403):
         return AuthExpired(message)
     if status == 404:
@@ -57,10 +57,18 @@ def error_for(response: httpx.Response, what: str, gone_is: type[ConnectorError]
                           or "daily rate limit" in message.lower()):
         return _daily_limit(message, response.headers.get("retry-after", ""))   # Zoom: 100 meeting writes/day
     if status == 429 or (status == 503 and "retry-after" in response.headers):
-        return RateLimited(message, retry_after_seconds(response))   # Graph throttles with 503 + Retry-After too
+        return _rate_limited(message, response, 1.0)   # Graph throttles with 503 + Retry-After too
     if status >= 500:
         return Transient(message)
     return InvalidItem(message)
+
+
+def _rate_limited(message: str, response: httpx.Response, default: float) -> RateLimited:
+    """A rate limit answer: the wait it gives (Retry-After in seconds), or `default` as a first guess."""
+    try:
+        return RateLimited(message, max(0.0, float(response.headers.get("retry-after", ""))))
+    except ValueError:
+        return RateLimited(message, default, advised=False)
 
 
 def _daily_limit(message: str, retry_after: str) -> DailyLimitReached:

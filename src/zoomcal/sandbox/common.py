@@ -1,10 +1,15 @@
-"""Helpers shared by the sandboxes: OAuth clients and bearer tokens, JSON errors."""
+"""Helpers shared by the sandboxes: OAuth clients and bearer tokens, JSON errors, and the metering of what apps ask:
+rate windows, requests and refusals per user, echo writes."""
 
 from __future__ import annotations
 
 import base64
+import math
 import secrets
+import threading
 import time
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
@@ -29,10 +34,15 @@ class TokenBook:
     ttl: int = 3600
     access: dict[str, tuple[str, float]] = field(default_factory=dict)     # token -> (subject, expires)
     refresh: dict[str, str] = field(default_factory=dict)                   # token -> subject
+    apps: set[str] = field(default_factory=set)     # access tokens issued by the token endpoint, to an app
 
-    def issue(self, subject: str, with_refresh: bool = False) -> dict:
+    def issue(self, subject: str, with_refresh: bool = False, app: bool = False) -> dict:
+        """An access token (and a refresh token); `app`: issued by the token endpoint to an app, whose requests
+        the vendor meters (a token made here directly stands for a person in the vendor's own apps)."""
         token = "at_" + secrets.token_urlsafe(24)
         self.access[token] = (subject, time.time() + self.ttl)
+        if app:
+            self.apps.add(token)
         out = {"access_token": token, "token_type": "bearer", "expires_in": self.ttl}
         if with_refresh:
             rt = "rt_" + secrets.token_urlsafe(24)
@@ -56,6 +66,11 @@ class TokenBook:
         if found is None or found[1] < time.time():
             return None
         return found[0]
+
+    def by_app(self, request: Request) -> bool:
+        """Whether the request carries a token the token endpoint issued to an app."""
+        auth = request.headers.get("authorization", "")
+        return auth.lower().startswith("bearer ") and auth[7:].strip() in self.apps
 
     def revoke(self, token: str) -> bool:
         """Revoke a grant by one of its tokens (access or refresh): every token of that subject stops working."""
@@ -84,3 +99,101 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
 def require(condition: bool, status: int, detail: str) -> None:
     if not condition:
         raise HTTPException(status_code=status, detail=detail)
+
+
+# --- metering: what apps ask of a vendor ----------------------------------------------------------------------
+
+class RateWindows:
+    """Sliding windows of admitted requests per key: at most `limit` in any `seconds`. A refused request uses
+    nothing up."""
+
+    def __init__(self) -> None:
+        self.hits: dict[tuple, deque[float]] = {}
+
+    def take(self, key: tuple, limit: int, seconds: float, now: float) -> float | None:
+        """Admit (and count) one request -> None; or, at the limit, the seconds until one leaves the window."""
+        hits = self.hits.setdefault(key, deque())
+        while hits and hits[0] <= now - seconds:
+            hits.popleft()
+        if len(hits) >= limit:
+            return max(hits[0] + seconds - now, 0.0)
+        hits.append(now)
+        return None
+
+    def used(self, key: tuple, seconds: float, now: float) -> int:
+        return sum(1 for t in self.hits.get(key, ()) if t > now - seconds)
+
+
+def retry_seconds(wait: float) -> int:
+    """Retry-After in whole seconds, at least 1 (what the vendors send)."""
+    return max(1, math.ceil(wait - 1e-9))
+
+
+@dataclass
+class Refusal:
+    at: float
+    user: str
+    method: str
+    path: str
+    limit: str                    # which limit refused it (e.g. "zoom:Light:QPS", "google:user-per-minute")
+    retry_after: float | None     # what the answer advised, in seconds (None: no advice, back off)
+    avoidable: bool               # refused while an earlier refusal's advised wait on the same limit was running
+
+
+@dataclass
+class Meter:
+    """What apps asked of one vendor, per user: requests, refusals for quota, and echo writes (writes that left
+    the item exactly as it was). Only requests with an app's token are metered.
+
+    A refusal is `avoidable` when it came while the advice of the previous refusal by the same limit still ran:
+    its Retry-After, or with none, the exponential back-off the vendors document (1 s, 2 s, 4 s... for the
+    refusals in a row). A request the limit admits ends the advice."""
+
+    clock: Callable[[], float] = time.monotonic
+    requests: Counter[str] = field(default_factory=Counter)
+    refusals: list[Refusal] = field(default_factory=list)
+    echo_writes: list[tuple[float, str, str, str]] = field(default_factory=list)   # (at, user, method, path)
+    advised: dict[str, tuple[float, int]] = field(default_factory=dict)   # limit -> (wait until, refusals in a row)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def request(self, user: str) -> None:
+        with self.lock:
+            self.requests[user] += 1
+
+    def admitted(self, limit: str) -> None:
+        if limit in self.advised:
+            with self.lock:
+                self.advised.pop(limit, None)
+
+    def refuse(self, user: str, method: str, path: str, limit: str, retry_after: float | None) -> Refusal:
+        now = self.clock()
+        with self.lock:
+            until, streak = self.advised.get(limit, (-math.inf, 0))
+            wait = retry_after if retry_after is not None else 2.0 ** streak
+            self.advised[limit] = (now + wait, streak + 1)
+            refusal = Refusal(now, user, method, path, limit, retry_after, now < until)
+            self.refusals.append(refusal)
+            return refusal
+
+    def echo(self, user: str, method: str, path: str) -> None:
+        with self.lock:
+            self.echo_writes.append((self.clock(), user, method, path))
+
+    def per_user(self) -> dict[str, dict[str, int]]:
+        refused = Counter(r.user for r in self.refusals)
+        avoidable = Counter(r.user for r in self.refusals if r.avoidable)
+        echoes = Counter(e[1] for e in self.echo_writes)
+        return {user: {"requests": self.requests[user], "refused": refused[user], "avoidable": avoidable[user],
+                       "echo_writes": echoes[user]}
+                for user in sorted(set(self.requests) | set(refused) | set(echoes))}
+
+    def totals(self) -> dict[str, int]:
+        return {"requests": sum(self.requests.values()), "refused": len(self.refusals),
+                "avoidable": sum(1 for r in self.refusals if r.avoidable), "echo_writes": len(self.echo_writes)}
+
+    def reset(self) -> None:
+        """Forget what was counted (the advice of refusals still running is kept)."""
+        with self.lock:
+            self.requests.clear()
+            self.refusals.clear()
+            self.echo_writes.clear()

@@ -5,6 +5,12 @@ incremental listing (deleted items reported as `status: cancelled`), HTTP 410 wh
 etags with `If-Match` -> 412, client-chosen ids with 409 on duplicates, exceptions of recurring events
 addressed as `{masterId}_{originalStart}`. Base path `/google/calendar/v3`, token endpoint `/google/token`.
 
+Quotas, as Google enforces them per project and per user with a sliding minute (off unless set; the published
+defaults are `USER_PER_MINUTE` and `PROJECT_PER_MINUTE`): past one, `rate_limit_status` 403 (or 429) with reason
+`userRateLimitExceeded` or `rateLimitExceeded` in the `usageLimits` domain and no Retry-After (Google asks for
+exponential back-off). Every app request is counted per user in `meter`, with every refusal and every echo write
+(a PATCH or PUT that left the event as it was).
+
 Push: `events.watch` opens a channel (client-chosen id and token, an https `address`, `params.ttl` in seconds;
 the answer adds the `resourceId` of the watched collection and `expiration` in milliseconds). Right after, a
 `sync` message is posted; each change of the calendar's events posts an `exists` message. Messages have an empty
@@ -33,13 +39,15 @@ from zoomcal.domain.timeutil import UTC, fmt_instant, is_date, parse_instant, to
 from zoomcal.errors import InvalidItem
 from zoomcal.mapping.google import instance_id, series_to_content
 from zoomcal.mapping.rules import DEFAULT_RULES
-from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response
+from zoomcal.sandbox.common import ApiError, Meter, RateWindows, TokenBook, api_error_response
 from zoomcal.sandbox.push import Outbox
 
 ID_PATTERN = re.compile(r"^[a-v0-9]{5,1024}$")
 WRITABLE = ("summary", "description", "location", "start", "end", "recurrence", "attendees", "status",
             "extendedProperties", "transparency", "visibility", "colorId", "reminders", "eventType",
             "originalStartTime", "iCalUID", "sequence")
+USER_PER_MINUTE = 600          # Google's published Calendar API quota per user per project
+PROJECT_PER_MINUTE = 10_000    # and per project
 
 
 @dataclass
@@ -64,6 +72,32 @@ class GoogleState:
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)    # channel id -> channel
     outbox: Outbox = field(default_factory=Outbox)
     max_ttl: int = 30 * 24 * 3600
+    clock: Any = field(default=time.monotonic)     # seconds, for the quota windows
+    per_user_per_minute: int | None = None         # requests per user per minute (None: no limit)
+    per_project_per_minute: int | None = None      # requests per minute over all users (None: no limit)
+    rate_limit_status: int = 403                   # how a quota refusal is answered: 403 or 429
+    windows: RateWindows = field(default_factory=RateWindows)
+    meter: Meter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meter = Meter(clock=lambda: self.clock())
+
+    def take_rate(self, request: Request, user: str) -> ApiError | None:
+        """Count an app's request against the per-user and per-project minutes -> the refusal past one, or None."""
+        now = self.clock()
+        for key, limit, reason, message in (
+                (("user", user), self.per_user_per_minute, "userRateLimitExceeded", "User Rate Limit Exceeded"),
+                (("project",), self.per_project_per_minute, "rateLimitExceeded", "Rate Limit Exceeded")):
+            if limit is None:
+                continue
+            name = "google:" + ":".join(key)
+            if self.windows.take(key, limit, 60.0, now) is not None:
+                self.meter.refuse(user, request.method, request.url.path, name, None)
+                status = self.rate_limit_status
+                return ApiError(status, {"error": {"code": status, "message": message, "errors": [
+                    {"domain": "usageLimits", "reason": reason, "message": message}]}})
+            self.meter.admitted(name)
+        return None
 
     def notify(self, cal_id: str, resource_state: str, only: str | None = None) -> None:
         """Queue a message on every live channel watching this calendar (or on one channel)."""
@@ -185,7 +219,7 @@ def build_app(state: GoogleState) -> APIRouter:
             if subject is None:
                 return JSONResponse({"error": "invalid_grant", "error_description": "Token has been expired "
                                      "or revoked."}, 400)
-            issued = state.tokens.issue(subject)
+            issued = state.tokens.issue(subject, app=True)
             issued["scope"] = "https://www.googleapis.com/auth/calendar"
             return issued
 
@@ -310,6 +344,8 @@ def build_app(state: GoogleState) -> APIRouter:
             if updated.get("status") != "cancelled":
                 _check_event(updated)
             updated["sequence"] = event.get("sequence", 0) + 1
+            if state.tokens.by_app(request) and _effective(updated) == _effective(event):
+                state.meter.echo(subject, request.method, request.url.path)
             return _public(touch(cal, updated))
 
     @router.patch("/calendar/v3/calendars/{cal_id}/events/{event_id}")
@@ -421,6 +457,11 @@ def build_app(state: GoogleState) -> APIRouter:
     return router
 
 
+def _effective(event: dict[str, Any]) -> dict[str, Any]:
+    """What an event holds for its owner (the bookkeeping fields a write bumps left out)."""
+    return {k: event.get(k) for k in WRITABLE if k != "sequence"}
+
+
 async def _json(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
@@ -467,6 +508,19 @@ def make_google_app(state: GoogleState) -> FastAPI:
     app = FastAPI(title="Google Calendar API sandbox")
     app.add_exception_handler(ApiError, api_error_response)
     app.include_router(build_app(state))
+
+    @app.middleware("http")
+    async def meter(request: Request, call_next):
+        # apps' requests are counted per user and judged against the quotas before anything else
+        if not state.tokens.by_app(request):
+            return await call_next(request)
+        with state.lock:
+            user = state.tokens.subject(request) or "-"
+            state.meter.request(user)
+            refused = state.take_rate(request, user)
+        if refused is not None:
+            return api_error_response(request, refused)
+        return await call_next(request)
 
     @app.middleware("http")
     async def send_notifications(request: Request, call_next):

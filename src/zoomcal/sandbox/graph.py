@@ -8,6 +8,11 @@ master), removed ones as `{"id", "@removed"}`; a deleted occurrence simply vanis
 `/graph/v1.0`, sign-in `/graph/oauth2/v2.0/authorize` (authorization code with S256 PKCE), token endpoint
 `/graph/oauth2/v2.0/token`.
 
+Throttling, as Outlook throttles each app per mailbox (off unless `per_mailbox` is set; the published limit is
+`MAILBOX_LIMIT`, 10,000 requests in 10 minutes): past it, 429 `TooManyRequests` with `Retry-After` in seconds. The
+requests of a `$batch` are judged one by one (the batch itself is not). Every app request is counted per mailbox in
+`meter`, with every refusal and every echo write (a PATCH that left the event as it was).
+
 Change notifications: `POST /subscriptions` (resource `users/{id}/calendars/{id}/events`, `users/{id}/calendar/events`
 or `users/{id}/events`; changeType among created, updated, deleted; https notificationUrl; expirationDateTime at most
 10080 minutes ahead for events; clientState up to 128 characters) first validates each URL: a POST with a
@@ -25,6 +30,7 @@ import json
 import re
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,11 +44,14 @@ from zoomcal.domain.recurrence import occurrences
 from zoomcal.domain.timeutil import UTC, fmt_instant, parse_instant
 from zoomcal.errors import InvalidItem
 from zoomcal.mapping.graph import event_to_content
-from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response
+from zoomcal.sandbox.common import ApiError, Meter, RateWindows, TokenBook, api_error_response, retry_seconds
 from zoomcal.sandbox.push import Delivery, Outbox
 
 WRITABLE = ("subject", "body", "start", "end", "isAllDay", "showAs", "attendees", "location", "recurrence",
             "transactionId", "categories", "sensitivity")
+MAILBOX_LIMIT = (10_000, 600.0)     # Outlook's published limit per app and mailbox: requests, in seconds
+BATCHED = "x-sandbox-batched"       # marks the requests a $batch is carried out with
+BOOKKEEPING = ("changeKey", "@odata.etag", "lastModifiedDateTime")
 
 
 @dataclass
@@ -61,6 +70,29 @@ class GraphState:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)    # id -> subscription
     outbox: Outbox = field(default_factory=Outbox)
     max_minutes: int = 10080            # the longest an event subscription may last
+    clock: Any = field(default=time.monotonic)     # seconds, for the throttling windows
+    per_mailbox: tuple[int, float] | None = None   # (requests, seconds) an app may make per mailbox; None: no limit
+    windows: RateWindows = field(default_factory=RateWindows)
+    meter: Meter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meter = Meter(clock=lambda: self.clock())
+
+    def take_rate(self, request: Request, mailbox: str) -> ApiError | None:
+        """Count an app's request against its mailbox's limit -> the refusal past it, or None."""
+        if self.per_mailbox is None:
+            return None
+        limit, seconds = self.per_mailbox
+        name = f"graph:mailbox:{mailbox}"
+        wait = self.windows.take(("mailbox", mailbox), limit, seconds, self.clock())
+        if wait is None:
+            self.meter.admitted(name)
+            return None
+        retry = retry_seconds(wait)
+        self.meter.refuse(mailbox, request.method, request.url.path, name, retry)
+        return ApiError(429, {"error": {"code": "TooManyRequests", "message": "Please retry again later.",
+                                        "innerError": {"code": "429", "message": "Please retry after",
+                                                       "status": "429"}}}, {"Retry-After": str(retry)})
 
     def notify_change(self, key: str, event: dict[str, Any], change: str) -> None:
         """Queue a change notification on every live subscription to this calendar's events that wants it."""
@@ -263,7 +295,7 @@ def build_router(state: GraphState) -> APIRouter:
                 subject = state.tokens.use_refresh(str(form.get("refresh_token", "")))
                 if form.get("grant_type") != "refresh_token" or subject is None:
                     return invalid
-            issued = state.tokens.issue(subject, with_refresh=True)
+            issued = state.tokens.issue(subject, with_refresh=True, app=True)
             issued["scope"] = "Calendars.ReadWrite offline_access"
             return issued
 
@@ -301,8 +333,10 @@ def build_router(state: GraphState) -> APIRouter:
         body = await request.json()
         with state.lock:
             master, rid = find(calendar(user, cal, subject), event_id)
+            echo = state.tokens.by_app(request)
             if rid is None:
                 check_etag(request, master)
+                before = _effective(master)
                 old_rule = (master.get("recurrence"), master.get("start"))
                 updated = stored(body, json.loads(json.dumps(_public(master))) | {
                     "_exceptions": master["_exceptions"], "_cancelled": master["_cancelled"]})
@@ -310,9 +344,12 @@ def build_router(state: GraphState) -> APIRouter:
                     updated["_exceptions"], updated["_cancelled"] = {}, set()   # a new rule drops its exceptions
                 master.clear()
                 master.update(updated)
+                if echo and _effective(master) == before:
+                    state.meter.echo(user, request.method, request.url.path)
                 touch(master)
                 state.notify_change(f"{user}/{cal}", master, "updated")
                 return _public(master)
+            before = _instance_view(get(user, cal, event_id, request))
             series = event_to_content(master)
             length = parse_instant(series["end"]) - parse_instant(series["start"])
             override = master["_exceptions"].setdefault(rid, {"start": rid,
@@ -324,7 +361,10 @@ def build_router(state: GraphState) -> APIRouter:
                 override["subject"] = body["subject"]
             touch(master)
             state.notify_change(f"{user}/{cal}", {**master, "id": event_id}, "updated")
-            return get(user, cal, event_id, request)
+            answer = get(user, cal, event_id, request)
+            if echo and _instance_view(answer) == before:
+                state.meter.echo(user, request.method, request.url.path)
+            return answer
 
     @router.delete("/v1.0/users/{user}/calendars/{cal}/events/{event_id}", status_code=204)
     def delete(user: str, cal: str, event_id: str, request: Request):
@@ -485,6 +525,17 @@ def build_router(state: GraphState) -> APIRouter:
     return router
 
 
+def _effective(event: dict[str, Any]) -> str:
+    """What a stored event holds for its owner, its exceptions and cancellations included (the bookkeeping a write
+    bumps left out)."""
+    public = {k: v for k, v in event.items() if not k.startswith("_") and k not in BOOKKEEPING}
+    return json.dumps([public, event.get("_exceptions"), sorted(event.get("_cancelled") or ())], sort_keys=True)
+
+
+def _instance_view(instance: dict[str, Any]) -> tuple:
+    return instance.get("start"), instance.get("end"), instance.get("subject")
+
+
 def _encode(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
 
@@ -516,10 +567,31 @@ def make_graph_app(state: GraphState) -> FastAPI:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://graph/v1.0") as inner:
             for sub in requests:
                 answer = await inner.request(sub.get("method", "GET"), "/" + sub["url"].lstrip("/"),
-                                             json=sub.get("body"), headers={**auth, **(sub.get("headers") or {})})
-                responses.append({"id": sub.get("id"), "status": answer.status_code,
-                                  "body": answer.json() if answer.content else None})
+                                             json=sub.get("body"),
+                                             headers={**auth, **(sub.get("headers") or {}), BATCHED: "1"})
+                reply = {"id": sub.get("id"), "status": answer.status_code,
+                         "body": answer.json() if answer.content else None}
+                if "retry-after" in answer.headers:
+                    reply["headers"] = {"Retry-After": answer.headers["retry-after"]}
+                responses.append(reply)
         return {"responses": responses}
+
+    @app.middleware("http")
+    async def meter(request: Request, call_next):
+        # apps' requests are counted per mailbox and judged against its limit before anything else (a $batch is
+        # one request; the requests it holds are judged, not counted again)
+        if not state.tokens.by_app(request):
+            return await call_next(request)
+        found = re.search(r"/v1\.0/users/([^/]+)", request.url.path)
+        with state.lock:
+            mailbox = unquote(found.group(1)) if found else (state.tokens.subject(request) or "-")
+            batched = request.headers.get(BATCHED) == "1"
+            if not batched:
+                state.meter.request(mailbox)
+            refused = None if request.url.path.endswith("/$batch") else state.take_rate(request, mailbox)
+        if refused is not None:
+            return api_error_response(request, refused)
+        return await call_next(request)
 
     @app.middleware("http")
     async def send_notifications(request: Request, call_next):

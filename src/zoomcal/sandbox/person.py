@@ -70,6 +70,28 @@ class CalendarOps:
         else:
             await self.actor.google_patch(self.key, event["id"], summary=new_title)
 
+    async def move(self, title: str, start: str, end: str) -> None:
+        """Reschedule a timed event to `start`-`end` (UTC instants); Google and Microsoft 365 only."""
+        event = self.find(title)
+        if self.provider == "graph":
+            await self.actor.graph_patch(self.user["email"], event["id"],
+                                         start={"dateTime": start.rstrip("Z"), "timeZone": "UTC"},
+                                         end={"dateTime": end.rstrip("Z"), "timeZone": "UTC"})
+        elif self.provider == "google":
+            await self.actor.google_patch(self.key, event["id"], start={"dateTime": start}, end={"dateTime": end})
+        else:
+            raise NotImplementedError(f"moving an event is not scripted for {self.provider}")
+
+    async def delete(self, title: str) -> None:
+        """Delete an event (a whole series, for a recurring one); Google and Microsoft 365 only."""
+        event = self.find(title)
+        if self.provider == "graph":
+            await self.actor.graph_delete(self.user["email"], event["id"])
+        elif self.provider == "google":
+            await self.actor.google_delete(self.key, event["id"])
+        else:
+            raise NotImplementedError(f"deleting an event is not scripted for {self.provider}")
+
     def titles(self) -> list[str]:
         if self.provider == "ews":
             return [i["subject"] for i in self.actor.world.ews.items[self.key].values() if not i["all_day"]]

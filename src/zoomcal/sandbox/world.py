@@ -8,16 +8,19 @@ in tests and the demo: the same connector code either way.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from zoomcal.sandbox.common import Meter
 from zoomcal.sandbox.ews import EwsState, make_ews_app
 from zoomcal.sandbox.faults import FaultMiddleware, FaultPlan, SandboxTransport
-from zoomcal.sandbox.google import GoogleState, make_google_app
-from zoomcal.sandbox.graph import GraphState, make_graph_app
+from zoomcal.sandbox.google import PROJECT_PER_MINUTE, USER_PER_MINUTE, GoogleState, make_google_app
+from zoomcal.sandbox.graph import MAILBOX_LIMIT, GraphState, make_graph_app
 from zoomcal.sandbox.zoom import ZoomState, make_zoom_app
 from zoomcal.sandbox.zoom_calendar import ZoomCalendarState, make_zoom_calendar_app
 
@@ -154,6 +157,23 @@ class SandboxWorld:
         return sum(c.get(k, 0) for c in (self.zoom_calls, self.google_calls, self.graph_calls,
                                          self.zoom_calendar_calls) for k in ("reads", "writes")) + \
             sum(self.ews.requests.values())
+
+    def enforce_published_limits(self, zoom_plan: str = "pro") -> None:
+        """Every vendor's published rate limits on: Zoom's per-second ones for the account's plan (its daily meeting
+        writes per user are always on), Google's per user and per project minute, Graph's per mailbox."""
+        self.zoom.rate_plan = zoom_plan
+        self.google.per_user_per_minute, self.google.per_project_per_minute = USER_PER_MINUTE, PROJECT_PER_MINUTE
+        self.graph.per_mailbox = MAILBOX_LIMIT
+
+    def use_clock(self, seconds: Callable[[], float], wall: Callable[[], datetime]) -> None:
+        """Judge rate windows by `seconds` and UTC days by `wall` (a driven clock instead of the machine's)."""
+        self.zoom.clock, self.zoom.wall_clock = seconds, wall
+        self.google.clock = seconds
+        self.graph.clock = seconds
+
+    def meters(self) -> dict[str, Meter]:
+        """What apps asked of each metered vendor, per user."""
+        return {"zoom": self.zoom.meter, "google": self.google.meter, "graph": self.graph.meter}
 
     def clear_faults(self) -> None:
         self.zoom_faults.clear()

@@ -8,6 +8,13 @@ occurrences included) per host user and UTC day through the API; the next one is
 message and `X-RateLimit-Type: Daily-limit` / `Retry-After: <next 00:00 UTC>`; deletes do not count. Only apps
 count (tokens from the token endpoint): the sandbox actor stands for a person in Zoom's own apps.
 
+With `rate_plan` set ("free", "pro", "business"; None, the default, turns them off) it also keeps Zoom's account
+rate limits: per second by API category (Light, Medium, Heavy, as the spec labels each endpoint: listing meetings
+is Medium, a meeting's own endpoints Light), shared by every app of the account, and the daily ones some plans
+have. Past one: 429 with Zoom's message and `X-RateLimit-Category`, `X-RateLimit-Type` (`QPS` or `Daily-limit`),
+`X-RateLimit-Limit`, `X-RateLimit-Remaining: 0` and `Retry-After` (seconds, or the next 00:00 UTC). Every app
+request is counted per user in `meter`, with every refusal and every echo write (a PATCH that changed nothing).
+
 Webhooks: with `webhook_url` and `webhook_secret` set, meeting changes (`meeting.created`, `meeting.updated`,
 `meeting.deleted`) and presence changes (`user.presence_status_updated`, also when an app set the status) are
 POSTed there once the request that made them is answered, signed as Zoom signs them: `x-zm-request-timestamp`
@@ -22,6 +29,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import secrets
 import threading
 import time
@@ -36,7 +44,15 @@ from fastapi.responses import JSONResponse
 from zoomcal.domain.timeutil import UTC, fmt_instant, now_utc, parse_instant
 from zoomcal.errors import InvalidItem
 from zoomcal.mapping.zoom import expand_occurrences
-from zoomcal.sandbox.common import ApiError, TokenBook, api_error_response, basic_credentials
+from zoomcal.sandbox.common import (
+    ApiError,
+    Meter,
+    RateWindows,
+    TokenBook,
+    api_error_response,
+    basic_credentials,
+    retry_seconds,
+)
 from zoomcal.sandbox.push import Outbox
 
 PRESENCE_VALUES = ("Away", "Available", "In_Calendar_Event", "Presenting", "In_A_Zoom_Meeting", "On_A_Call",
@@ -44,6 +60,16 @@ PRESENCE_VALUES = ("Away", "Available", "In_Calendar_Event", "Presenting", "In_A
 LIST_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone", "agenda",
                "created_at", "join_url", "pmi")
 MEETING_WRITES_PER_DAY = 100
+# Zoom's published account rate limits by plan and API category: (requests per second, requests per UTC day or
+# None); on Pro and Business the daily limit of Heavy is shared with Resource-intensive APIs
+RATE_PLANS: dict[str, dict[str, tuple[int, int | None]]] = {
+    "free": {"Light": (4, 6000), "Medium": (2, 2000), "Heavy": (1, 1000)},
+    "pro": {"Light": (30, None), "Medium": (20, None), "Heavy": (10, 30000)},
+    "business": {"Light": (80, None), "Medium": (60, None), "Heavy": (40, 60000)},
+}
+QPS_MESSAGE = "You have reached the maximum per-second rate limit for this API. Try again later."
+DAILY_MESSAGE = ("You have reached the maximum daily rate limit for this API. Refer to the response header for "
+                 "details on when you can make another request.")
 SETTINGS_KEPT = ("meeting_invitees", "custom_keys", "join_before_host", "waiting_room", "mute_upon_entry")
 
 
@@ -63,11 +89,17 @@ class ZoomState:
     lock: threading.RLock = field(default_factory=threading.RLock)
     meeting_writes_per_day: int | None = MEETING_WRITES_PER_DAY   # per host user and UTC day (None: no limit)
     wall_clock: Any = field(default=now_utc)                       # which UTC day it is
-    app_tokens: set[str] = field(default_factory=set)              # issued by the token endpoint (to apps)
     meeting_writes: dict[tuple[str, str], int] = field(default_factory=dict)   # (host id, day) -> writes
+    rate_plan: str | None = None            # the account's plan for its rate limits (see RATE_PLANS); None: off
+    windows: RateWindows = field(default_factory=RateWindows)
+    daily_requests: dict[tuple[str, str], int] = field(default_factory=dict)   # (category, day) -> requests
+    meter: Meter = field(init=False)
     webhook_url: str | None = None                 # the app's event notification endpoint
     webhook_secret: str = "zoom-sandbox-webhook-secret"    # the app's secret token
     outbox: Outbox = field(default_factory=Outbox)
+
+    def __post_init__(self) -> None:
+        self.meter = Meter(clock=lambda: self.clock())    # the state's clock, even one set later
 
     def notify(self, event: str, obj: dict[str, Any]) -> None:
         """Queue a signed webhook for the app's endpoint (sent once the current request is answered)."""
@@ -92,20 +124,64 @@ class ZoomState:
 
     def count_meeting_write(self, request: Request, host_id: str) -> None:
         """Count an app's meeting create/update against the host's day, or refuse it as Zoom does (429)."""
-        auth = request.headers.get("authorization", "")
-        if self.meeting_writes_per_day is None or auth[7:].strip() not in self.app_tokens:
+        if self.meeting_writes_per_day is None or not self.tokens.by_app(request):
             return
         now = self.wall_clock().astimezone(UTC)
         key = (host_id, now.date().isoformat())
+        limit = f"zoom:meeting-writes:{host_id}"
         if self.meeting_writes.get(key, 0) >= self.meeting_writes_per_day:
             midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+            self.meter.refuse(host_id, request.method, request.url.path, limit, (midnight - now).total_seconds())
             raise _error(429, 429, f"You have exceeded the daily rate limit ({self.meeting_writes_per_day}) of "
                          "Meeting Create/Update API requests permitted for this particular user. You may resume "
                          "these requests at GMT 00:00:00.",
                          {"X-RateLimit-Category": "Light", "X-RateLimit-Type": "Daily-limit",
                           "X-RateLimit-Limit": str(self.meeting_writes_per_day), "X-RateLimit-Remaining": "0",
                           "Retry-After": fmt_instant(midnight)})
+        self.meter.admitted(limit)
         self.meeting_writes[key] = self.meeting_writes.get(key, 0) + 1
+
+    def metered_user(self, path: str, subject: str | None) -> str:
+        """Whose request this is: the user the path names, or the host of the meeting it names."""
+        found = re.search(r"/v2/meetings/(\d+)", path)
+        if found:
+            meeting = self.meetings.get(int(found.group(1)))
+            return meeting["host_id"] if meeting else "-"
+        found = re.search(r"/v2/users/([^/]+)", path)
+        if found:
+            user = self.find_user(found.group(1), subject if subject in self.users else None)
+            return user["id"] if user else found.group(1)
+        return "-"
+
+    def take_rate(self, request: Request, user: str) -> ApiError | None:
+        """Count a request against the account's limits for its API category -> the refusal past one, or None."""
+        limits = RATE_PLANS.get(self.rate_plan or "")
+        if limits is None:
+            return None
+        category = _category(request.method, request.url.path)
+        per_second, per_day = limits[category]
+        method, path = request.method, request.url.path
+        today = self.wall_clock().astimezone(UTC)
+        day_key = (category, today.date().isoformat())
+        if per_day is not None and self.daily_requests.get(day_key, 0) >= per_day:
+            midnight = datetime.combine(today.date() + timedelta(days=1), datetime.min.time(), UTC)
+            self.meter.refuse(user, method, path, f"zoom:{category}:Daily-limit",
+                              (midnight - today).total_seconds())
+            return _error(429, 429, DAILY_MESSAGE, {
+                "X-RateLimit-Category": category, "X-RateLimit-Type": "Daily-limit",
+                "X-RateLimit-Limit": str(per_day), "X-RateLimit-Remaining": "0", "Retry-After": fmt_instant(midnight)})
+        wait = self.windows.take(("qps", category), per_second, 1.0, self.clock())
+        if wait is not None:
+            seconds = retry_seconds(wait)
+            self.meter.refuse(user, method, path, f"zoom:{category}:QPS", seconds)
+            return _error(429, 429, QPS_MESSAGE, {
+                "X-RateLimit-Category": category, "X-RateLimit-Type": "QPS", "X-RateLimit-Limit": str(per_second),
+                "X-RateLimit-Remaining": "0", "Retry-After": str(seconds)})
+        self.meter.admitted(f"zoom:{category}:QPS")
+        if per_day is not None:
+            self.meter.admitted(f"zoom:{category}:Daily-limit")
+            self.daily_requests[day_key] = self.daily_requests.get(day_key, 0) + 1
+        return None
 
     def add_user(self, email: str, first_name: str = "", last_name: str = "", timezone: str = "UTC") -> dict:
         user_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")[:22]
@@ -136,6 +212,20 @@ class ZoomState:
 
 def _error(status: int, code: int, message: str, headers: dict | None = None) -> ApiError:
     return ApiError(status, {"code": code, "message": message}, headers)
+
+
+def _category(method: str, path: str) -> str:
+    """The Rate Limit Label meetings-api.json and users-api.json give the endpoint."""
+    if re.search(r"/v2/users/[^/]+/(meetings|presence_status)$", path):
+        return "Light" if method == "POST" else "Medium"
+    if re.search(r"/v2/users$", path):
+        return "Medium" if method == "GET" else "Light"
+    return "Light"
+
+
+def _snapshot(state: ZoomState, key: int) -> str:
+    """What a meeting holds, its occurrences as they now fall included (an echo write leaves it the same)."""
+    return json.dumps(state.full_meeting(key), sort_keys=True, default=str)
 
 
 def _validate_body(body: dict[str, Any], creating: bool) -> dict[str, Any]:
@@ -218,8 +308,7 @@ def build_app(state: ZoomState) -> APIRouter:
             if grant == "account_credentials":
                 if form.get("account_id") != state.account_id:
                     return JSONResponse({"reason": "Invalid account_id", "error": "invalid_request"}, 400)
-                issued = state.tokens.issue("account:" + state.account_id)
-                state.app_tokens.add(issued["access_token"])
+                issued = state.tokens.issue("account:" + state.account_id, app=True)
                 issued["scope"] = "meeting:read:admin meeting:write:admin user:read:admin"
                 issued["api_url"] = str(request.base_url).rstrip("/")
                 return issued
@@ -227,8 +316,7 @@ def build_app(state: ZoomState) -> APIRouter:
                 subject = state.tokens.use_refresh(str(form.get("refresh_token", "")))
                 if subject is None:
                     return JSONResponse({"reason": "Invalid Token!", "error": "invalid_grant"}, 401)
-                issued = state.tokens.issue(subject, with_refresh=True)
-                state.app_tokens.add(issued["access_token"])
+                issued = state.tokens.issue(subject, with_refresh=True, app=True)
                 issued["scope"] = "meeting:read meeting:write user:read"
                 return issued
         return JSONResponse({"reason": "Unsupported grant type", "error": "unsupported_grant_type"}, 400)
@@ -362,38 +450,46 @@ def build_app(state: ZoomState) -> APIRouter:
             key = meeting_or_404(meeting_id)
             fields = _validate_body(body, creating=False)
             state.count_meeting_write(request, state.meetings[key]["host_id"])
-            if occurrence_id:
-                occ = occurrence_or_404(key, occurrence_id)
-                if occ["status"] == "deleted":
-                    raise _error(400, 3000, "Occurrence has been deleted.")
-                edit = state.edits.setdefault(key, {}).setdefault(occurrence_id, {})
-                if "start_time" in fields:
-                    edit["start_time"] = fields["start_time"]
-                if "duration" in fields:
-                    edit["duration"] = fields["duration"]
-                state.notify_meeting("meeting.updated", state.meetings[key])
-                return Response(status_code=204)
-            meeting = state.meetings[key]
-            old_rule = (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone"))
-            for name, value in fields.items():
-                if name == "settings":
-                    meeting.setdefault("settings", {}).update(value)
-                else:
-                    meeting[name] = value
-            if meeting.get("type") == 3:
-                meeting.pop("start_time", None)
-                meeting.pop("recurrence", None)
-            if meeting.get("type") == 2:
-                meeting.pop("recurrence", None)
-            if meeting.get("type") == 8 and not meeting.get("recurrence"):
-                raise _error(400, 300, "Recurring meeting requires recurrence.")
-            if meeting.get("type") in (2, 8) and "start_time" not in meeting:
-                meeting["start_time"] = fmt_instant(now_utc())
-                meeting.setdefault("duration", 60)
-            if (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone")) != old_rule:
-                state.edits.pop(key, None)   # a new series: occurrence edits no longer apply
-            state.notify_meeting("meeting.updated", meeting)
+            before = _snapshot(state, key)
+            answer = _patch(key, fields, occurrence_id)
+            if state.tokens.by_app(request) and _snapshot(state, key) == before:
+                state.meter.echo(state.meetings[key]["host_id"], request.method, request.url.path)
+            return answer
+
+    def _patch(key: int, fields: dict[str, Any], occurrence_id: str) -> Response:
+        """Apply a PATCH to a meeting, or to one occurrence of it."""
+        if occurrence_id:
+            occ = occurrence_or_404(key, occurrence_id)
+            if occ["status"] == "deleted":
+                raise _error(400, 3000, "Occurrence has been deleted.")
+            edit = state.edits.setdefault(key, {}).setdefault(occurrence_id, {})
+            if "start_time" in fields:
+                edit["start_time"] = fields["start_time"]
+            if "duration" in fields:
+                edit["duration"] = fields["duration"]
+            state.notify_meeting("meeting.updated", state.meetings[key])
             return Response(status_code=204)
+        meeting = state.meetings[key]
+        old_rule = (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone"))
+        for name, value in fields.items():
+            if name == "settings":
+                meeting.setdefault("settings", {}).update(value)
+            else:
+                meeting[name] = value
+        if meeting.get("type") == 3:
+            meeting.pop("start_time", None)
+            meeting.pop("recurrence", None)
+        if meeting.get("type") == 2:
+            meeting.pop("recurrence", None)
+        if meeting.get("type") == 8 and not meeting.get("recurrence"):
+            raise _error(400, 300, "Recurring meeting requires recurrence.")
+        if meeting.get("type") in (2, 8) and "start_time" not in meeting:
+            meeting["start_time"] = fmt_instant(now_utc())
+            meeting.setdefault("duration", 60)
+        if (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone")) != old_rule:
+            state.edits.pop(key, None)   # a new series: occurrence edits no longer apply
+        state.notify_meeting("meeting.updated", meeting)
+        return Response(status_code=204)
 
     @router.delete("/v2/meetings/{meeting_id}", status_code=204)
     def delete_meeting(meeting_id: str, request: Request, occurrence_id: str = ""):
@@ -438,8 +534,13 @@ def build_app(state: ZoomState) -> APIRouter:
             waited = now - user["_presence_at"]
             if state.presence_min_interval and user["_presence_writes"] and waited < state.presence_min_interval:
                 retry = int(state.presence_min_interval - waited) + 1
+                if state.tokens.by_app(request):
+                    state.meter.refuse(user["id"], request.method, request.url.path, f"zoom:presence:{user['id']}",
+                                       retry)
                 raise _error(429, 429, "You have reached the maximum per-user rate limit for this API.",
                              {"Retry-After": str(retry)})
+            if status == user["_presence"] and state.tokens.by_app(request):
+                state.meter.echo(user["id"], request.method, request.url.path)
             user["_presence"], user["_presence_at"] = status, now
             user["_presence_writes"] += 1
             state.notify_presence(user)
@@ -467,6 +568,19 @@ def make_zoom_app(state: ZoomState) -> FastAPI:
     app = FastAPI(title="Zoom API sandbox")
     app.add_exception_handler(ApiError, api_error_response)
     app.include_router(build_app(state))
+
+    @app.middleware("http")
+    async def meter(request: Request, call_next):
+        # apps' requests are counted per user and judged against the account's rate limits before anything else
+        if not state.tokens.by_app(request):
+            return await call_next(request)
+        with state.lock:
+            user = state.metered_user(request.url.path, state.tokens.subject(request))
+            state.meter.request(user)
+            refused = state.take_rate(request, user)
+        if refused is not None:
+            return api_error_response(request, refused)
+        return await call_next(request)
 
     @app.middleware("http")
     async def send_webhooks(request: Request, call_next):

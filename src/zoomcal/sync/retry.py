@@ -1,7 +1,9 @@
 """Bounded retries: 429 waits for Retry-After, transient faults back off exponentially with jitter.
 
-A daily limit is not waited for (it lifts at midnight, not in seconds): it goes straight back to the engine,
-which defers the write to a later run."""
+A rate limit answer without a wait (Google's 403/429) backs off exponentially from its first guess, as the vendors
+ask; one whose wait is longer than a retry may wait is not retried sooner (it would only be refused again): it goes
+back to the caller, as a daily limit does (that lifts at midnight, not in seconds: the engine defers the write to a
+later run)."""
 
 from __future__ import annotations
 
@@ -34,9 +36,12 @@ class Retrier:
             except DailyLimitReached:
                 raise
             except RateLimited as exc:
-                delay = min(max(exc.retry_after, 0.0), self.max_delay)
-                if attempt >= self.max_retries:
+                wait = max(exc.retry_after, 0.0)
+                if not exc.advised:
+                    wait *= 2 ** attempt
+                if attempt >= self.max_retries or (exc.advised and wait > self.max_delay):
                     raise
+                delay = min(wait, self.max_delay)
             except Transient:
                 if attempt >= self.max_retries:
                     raise

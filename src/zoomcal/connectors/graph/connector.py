@@ -26,6 +26,40 @@ from zoomcal.mapping.rules import MappingRules
 BATCH = 20   # Graph's JSON batching limit
 
 
+def _attendees(value: Any) -> list[tuple[str, str, str]]:
+    return sorted((((a.get("emailAddress") or {}).get("address") or "").lower(),
+                   (a.get("emailAddress") or {}).get("name") or "", a.get("type") or "required")
+                  for a in value or [] if isinstance(a, dict))
+
+
+def master_patch(held: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `body` the event Graph holds (`held`) differs in: what a PATCH must send (nothing: no PATCH).
+    Times compare as instants in the zone the event was written in (Graph answers in UTC and keeps that zone)."""
+    patch: dict[str, Any] = {}
+    for name, value in body.items():
+        have = held.get(name)
+        if name in ("start", "end"):
+            zone = held.get("originalStartTimeZone" if name == "start" else "originalEndTimeZone")
+            same = bool(have) and when_instant(have) == when_instant(value) and \
+                (zone or have.get("timeZone")) == value.get("timeZone")
+        elif name == "body":
+            same = (have or {}).get("content", "") == value.get("content", "") and \
+                ((have or {}).get("contentType") or "text").lower() == (value.get("contentType") or "text").lower()
+        elif name == "location":
+            same = ((have or {}).get("displayName") or "") == (value.get("displayName") or "")
+        elif name == "attendees":
+            same = _attendees(have) == _attendees(value)
+        elif name == "isAllDay":
+            same = bool(have) == bool(value)
+        elif name == "showAs":
+            same = (have or "busy") == value
+        else:
+            same = have == value
+        if not same:
+            patch[name] = value
+    return patch
+
+
 class GraphConnector:
     name = "graph"
     capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=50)
@@ -116,8 +150,14 @@ class GraphConnector:
         start_calls = self.api.calls
         headers = {"If-Match": etag} if etag else {}
         masters = [r for r in current if not r.get("seriesMasterId")]
-        body, notes = event_write_body(content, self.rules, masters[0] if masters else None)
-        event = await self.api.json("PATCH", f"{self.base}/events/{item_id}", json=body, headers=headers)
+        held = masters[0] if masters else None
+        body, notes = event_write_body(content, self.rules, held)
+        if held is not None:
+            body = master_patch(held, body)   # only what differs: a master already as wanted is not written again
+        if body or held is None:
+            event = await self.api.json("PATCH", f"{self.base}/events/{item_id}", json=body, headers=headers)
+        else:
+            event = held
         return await self._finish(event, content, notes, start_calls)
 
     async def _finish(self, event: dict[str, Any], content: dict[str, Any], notes: list[str],
@@ -143,8 +183,11 @@ class GraphConnector:
                     ops.append(("PATCH", f"{self.base}/events/{inst['id']}", {
                         "subject": target[2], "start": {"dateTime": target[0][:-1], "timeZone": "UTC"},
                         "end": {"dateTime": target[1][:-1], "timeZone": "UTC"}}))
-            await self._run(ops)
-            raws = [(await self.get(event["id"]))[0], *await self._instances(event["id"])]
+            if ops:       # the instances moved, and the master's change key with them: read the series again
+                await self._run(ops)
+                raws = [(await self.get(event["id"]))[0], *await self._instances(event["id"])]
+            else:
+                raws = [event, *instances]
         item = self.normalize(raws)
         assert item is not None
         return WriteResult(item.id, item.etag, raws, item, notes, self.api.calls - start_calls)
@@ -169,7 +212,8 @@ class GraphConnector:
                 method = chunk[int(reply["id"])][0]
                 status = int(reply.get("status", 500))
                 if status >= 400 and not (status == 404 and method == "DELETE"):   # gone already is fine
-                    raise error_for(httpx.Response(status, json=reply.get("body")), f"$batch {method}")
+                    raise error_for(httpx.Response(status, json=reply.get("body"), headers=reply.get("headers") or {}),
+                                    f"$batch {method}")   # its Retry-After, where it was throttled
 
     async def _instances(self, master_id: str) -> list[dict[str, Any]]:
         page = await self.api.json("GET", f"{self.base}/events/{master_id}/instances", params=self._range())

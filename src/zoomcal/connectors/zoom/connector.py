@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.http import ApiClient
-from zoomcal.errors import NotFound, RateLimited, Transient
+from zoomcal.errors import InvalidItem, NotFound, RateLimited, Transient
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.mapping.zoom import (
     content_to_meeting,
@@ -24,6 +24,7 @@ from zoomcal.mapping.zoom import (
     meeting_marker,
     meeting_to_content,
     occurrence_edits,
+    recurrence_to_rrule,
 )
 
 T = TypeVar("T")
@@ -40,6 +41,16 @@ HOST_SECRETS = ("start_url", "h323_password", "pstn_password", "encrypted_passwo
 
 def _kept(meeting: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meeting.items() if k not in HOST_SECRETS}
+
+
+def _same_rule(have: dict[str, Any] | None, want: dict[str, Any] | None) -> bool:
+    """Two recurrences that repeat alike, though spelled apart (Zoom fills in defaults such as repeat_interval 1)."""
+    if not have or not want:
+        return have == want
+    try:
+        return recurrence_to_rrule(have) == recurrence_to_rrule(want)
+    except InvalidItem:
+        return False
 
 
 def _needs_fetch(listed: dict[str, Any], known: dict[str, Any] | None) -> bool:
@@ -164,6 +175,8 @@ class ZoomConnector:
         meeting = current[0] if current else (await self.get(item_id))[0]
         body, notes = content_to_meeting(content, self.rules, marker=meeting_marker(meeting) or key)
         patch = {k: v for k, v in body.items() if k != "settings" and meeting.get(k) != v}
+        if "recurrence" in patch and _same_rule(meeting.get("recurrence"), body["recurrence"]):
+            del patch["recurrence"]   # the same rule sent again would be a new series: Zoom drops its moved occurrences
         if body["type"] == 3:
             patch.pop("start_time", None)
         settings = meeting.get("settings") or {}
