@@ -381,3 +381,63 @@ def test_busy_and_slots_a_year_ahead_include_recurring_events(world, tmp_path):
     assert [b["start"][:10] for b in across] == [f"{m:%Y-%m-%d}" for m in mondays
                                                  if end - timedelta(days=10) <= m < end + timedelta(days=10)]
     ctx.services.close()
+
+
+async def test_an_answer_that_is_not_json_fails_that_pair_only(world, tmp_path):
+    """A 200 whose body is an HTML page (a proxy's error page) or cut short is a typed, retried failure naming
+    what came; that person's pair fails, everyone else syncs."""
+    import httpx
+
+    from zoomcal.sync.retry import Retrier
+
+    ctx = make_context(world, tmp_path)
+    ctx.services.retrier = lambda: Retrier(max_retries=1, base_delay=0.001)
+    inner = ctx.services.transport
+    try:
+        ada = link_sandbox_user(ctx, world, "ada@example.com", "Ada")
+        bob = link_sandbox_user(ctx, world, "bob@example.com", "Bob")
+        actor = SandboxActor(world, transport=world.transport())
+        for who in (ada, bob):
+            await actor.zoom_create(who["zoom_user_id"], topic="Plan", type=2, start_time="2026-12-10T09:00:00Z",
+                                    duration=30)
+        broken = f"/calendars/{bob['google_calendar_id']}/events"
+
+        class Proxy(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request):
+                if request.url.path.endswith(broken) and request.method == "GET":
+                    body = b"<html><body>502 Bad Gateway</body></html>" if "pageToken" not in str(request.url) \
+                        else b'{"items": [{"id": "cut'
+                    return httpx.Response(200, content=body, headers={"content-type": "text/html"})
+                return await inner.handle_async_request(request)
+
+        ctx.services.transport = Proxy()
+        results = {r.user: r for r in await app_sync.run(ctx)}
+        assert results["ada@example.com"].status == "ok" and results["ada@example.com"].writes == 1
+        failed = results["bob@example.com"]
+        assert failed.status == "failed" and "not JSON (text/html" in failed.errors[0], failed.errors
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()
+
+
+async def test_retries_are_told_in_the_verbose_log():
+    from structlog.testing import capture_logs
+
+    from zoomcal.errors import Transient
+    from zoomcal.sync.retry import Retrier
+
+    calls = []
+
+    async def flaky(attempt):
+        calls.append(attempt)
+        if attempt < 2:
+            raise Transient("GET events answered 503")
+        return "done"
+
+    async def no_sleep(_delay):
+        return None
+
+    with capture_logs() as logs:
+        assert await Retrier(max_retries=3, sleep=no_sleep, seed=1).call(flaky) == "done"
+    told = [entry for entry in logs if entry["event"] == "retrying"]
+    assert [entry["attempt"] for entry in told] == [1, 2] and "503" in told[0]["error"]

@@ -64,11 +64,18 @@ class TokenSource:
             raise Transient(f"token endpoint answered {response.status_code}")
         if response.status_code != 200:
             try:
-                reason = response.json().get("error", "")
+                body = response.json()
+                reason = body.get("error", "") if isinstance(body, dict) else ""
             except ValueError:
                 reason = ""
             raise AuthExpired(f"token endpoint refused the grant ({response.status_code} {reason})")
-        return response.json()
+        try:
+            body = response.json()
+        except (ValueError, UnicodeDecodeError):
+            raise Transient("token endpoint answered 200 with a body that is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+            raise Transient("token endpoint answered 200 without an access token") from None
+        return body
 
 
 class ZoomAccountCredentials(TokenSource):

@@ -24,6 +24,19 @@ from zoomcal.errors import (
 from zoomcal.metrics import API_CALLS, RATE_LIMITED
 
 
+def answer_json(response: httpx.Response, what: str) -> Any:
+    """The JSON of a successful answer. One that is not JSON (a proxy's HTML error page, a body cut short) is a
+    Transient failure naming what came instead: tried again, and never mistaken for data."""
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise Transient(f"{what} answered {response.status_code} with a body that is not JSON ({kind}, "
+                        f"{len(response.content)} bytes)") from None
+
+
 def _message(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -148,7 +161,7 @@ class ApiClient:
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.request(method, path, **kwargs)
-        return response.json() if response.content else None
+        return answer_json(response, f"{method} {path}")
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from zoomcal.errors import DailyLimitReached, RateLimited, Transient
+from zoomcal.logging import get_logger
+
+log = get_logger("zoomcal.retry")
 
 T = TypeVar("T")
 
@@ -36,17 +39,21 @@ class Retrier:
             except DailyLimitReached:
                 raise
             except RateLimited as exc:
+                error: Exception = exc
                 wait = max(exc.retry_after, 0.0)
                 if not exc.advised:
                     wait *= 2 ** attempt
                 if attempt >= self.max_retries or (exc.advised and wait > self.max_delay):
                     raise
                 delay = min(wait, self.max_delay)
-            except Transient:
+            except Transient as exc:
+                error = exc
                 if attempt >= self.max_retries:
                     raise
                 delay = min(self.base_delay * (2 ** attempt), self.max_delay) * (0.5 + self.rng.random() / 2)
             attempt += 1
             self.retries += 1
             self.waited.append(delay)
+            log.info("retrying", attempt=attempt, of=self.max_retries, wait_s=round(delay, 3),
+                     error=f"{type(error).__name__}: {str(error)[:200]}")
             await self.sleep(delay)
