@@ -246,9 +246,19 @@ async def test_a_side_that_stops_answering_mid_run_is_left_for_the_next_run(worl
         assert down.status == "partial" and down.writes == 0
         assert world.google_faults.fired["503"] == 3 * 2                  # three writes, each tried twice
         assert any("stopped answering" in e and "17 more write(s)" in e for e in down.errors), down.errors
+        from zoomcal.store.models import Account
+
+        def health():
+            with ctx.store.session() as s:
+                return {provider: status for provider, status in s.execute(select(Account.provider, Account.status))}
+
+        assert health() == {"zoom": "ok", "google": "degraded"}       # still synced: the next run tries again
         world.google_faults.clear()
         (back,) = await app_sync.run(ctx)
         assert back.status == "ok" and back.writes == 20
+        assert health() == {"zoom": "ok", "google": "ok"}
+        log = " ".join(e.message for e in app_sync.log(ctx))
+        assert "Google account 2: degraded (stopped answering" in log and "Google account 2: healthy again" in log
         assert len(world.google.calendars[info["google_calendar_id"]].events) == 20
     finally:
         await ctx.services.aclose()

@@ -33,7 +33,7 @@ from zoomcal.store import repo
 from zoomcal.store.models import SyncLogEntry, SyncRun, User
 
 RUN, ACCOUNT, PRESENCE, LOG = "run", "account", "presence", "log"
-HEALTH = {"ok": "info", "degraded": "warning", "reauth": "error"}
+HEALTH = repo.HEALTH_LEVELS
 STATUS_OF_LEVEL = {"info": "ok", "warning": "degraded", "error": "needs_reauth"}
 GAP_GRACE = 5.0          # seconds an id skipped over is looked for again
 PAGE = 500
@@ -161,6 +161,4 @@ def run_finished(s: Session, tenant_id: int, user_id: int, run_id: int, status: 
 def account_health(s: Session, tenant_id: int, user_id: int, account_id: int, label: str, status: str,
                    reason: str | None) -> None:
     """The line that says an account's health changed (status: ok | degraded | reauth)."""
-    words = {"ok": "healthy again", "degraded": "degraded", "reauth": "needs to be linked again"}.get(status, status)
-    repo.log(s, tenant_id, ACCOUNT, f"{label} account {account_id}: {words}" + (f" ({reason})" if reason else ""),
-             user_id=user_id, event_id=f"account:{account_id}", level=HEALTH.get(status, "warning"))
+    repo.log_health(s, tenant_id, user_id, account_id, label, status, reason)

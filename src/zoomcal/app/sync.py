@@ -58,12 +58,13 @@ def pairs(ctx: AppContext, email: str | None = None, calendar_id: int | None = N
                                   .where(Calendar.user_id == user.id).order_by(Calendar.id)))
             meetings = next(((c, a) for c, a in rows if c.role == MEETINGS), None)
             target = next(((c, a) for c, a in rows if c.receives_meetings and c.role == CALENDAR), None)
-            if meetings is None or target is None or meetings[1].status != "ok" or target[1].status != "ok":
+            # a degraded account (its provider was not answering) is tried again; one that needs linking is not
+            if meetings is None or target is None or meetings[1].status == "reauth" or target[1].status == "reauth":
                 meetings_pair = None
             else:
                 meetings_pair = (meetings, target)
             for cal, acc in rows:
-                if acc.status != "ok" or cal.role == MEETINGS or (meetings_pair and cal is target[0]):
+                if acc.status == "reauth" or cal.role == MEETINGS or (meetings_pair and cal is target[0]):
                     continue
                 # calendars that do not take the meetings, and feeds, are read: they count for availability
                 out.append(SyncPair(tenant_id=ctx.tenant_id, user_id=user.id, rules=rules, user_email=user.email,

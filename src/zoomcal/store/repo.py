@@ -170,6 +170,19 @@ def log(session: Session, tenant_id: int, action: str, message: str, *, run_id: 
                              action=action, message=message[:4000]))
 
 
+HEALTH_LEVELS = {"ok": "info", "degraded": "warning", "reauth": "error"}
+HEALTH_WORDS = {"ok": "healthy again", "degraded": "degraded", "reauth": "needs to be linked again"}
+
+
+def log_health(session: Session, tenant_id: int, user_id: int, account_id: int, label: str, status: str,
+               reason: str | None) -> None:
+    """The sync-log line that says an account's health changed (status: ok | degraded | reauth); the live feed
+    shows it as an `account` event."""
+    words = HEALTH_WORDS.get(status, status)
+    log(session, tenant_id, "account", f"{label} account {account_id}: {words}" + (f" ({reason})" if reason else ""),
+        user_id=user_id, event_id=f"account:{account_id}", level=HEALTH_LEVELS.get(status, "warning"))
+
+
 def audit(session: Session, tenant_id: int, actor: str, action: str, target: str = "",
           detail: dict[str, Any] | None = None) -> None:
     session.add(AuditEntry(tenant_id=tenant_id, actor=actor, action=action, target=target, detail=detail or {}))

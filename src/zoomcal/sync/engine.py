@@ -402,6 +402,15 @@ class SyncEngine:
         for side, count in run.left.items():
             report.errors.append(f"{run.scope.label(side)} stopped answering ({DOWN_AFTER} writes failed in a row "
                                  f"after their retries): {count} more write(s) left for the next run")
+        # a provider that stopped answering marks its account degraded (still synced: the next run tries again);
+        # one that answered throughout is healthy again
+        for down, sides in ((True, [s for s in pair.sides if s in run.left]),
+                            (False, [s for s in pair.sides if s not in run.left])):
+            accounts = [(pair.side(s).account_id, run.scope.label(s)) for s in sides
+                        if pair.side(s).account_id is not None]
+            if accounts:
+                await self._do(self.store.set_health, run.scope, accounts, "degraded" if down else "ok",
+                               f"stopped answering after {DOWN_AFTER} failed writes in a row" if down else None)
         if report.errors and report.status == "ok":
             report.status = "partial"
 
