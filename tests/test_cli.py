@@ -401,3 +401,17 @@ def test_the_live_demo_prints_a_line_per_round_when_its_output_is_not_a_terminal
     lines = [line for line in proc.stdout.splitlines() if line.startswith("round ")]
     assert proc.returncode == 0 and len(lines) == 2, proc.stdout + proc.stderr
     assert "4/4 people in sync, 0 duplicates" in lines[0]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["slots", "--users", "a@example.com", "--duration", "30m", "--step", "0"], "must be positive"),
+    (["slots", "--users", "a@example.com", "--duration", "0m"], "must be positive"),
+    (["settings", "--user", "a@example.com", "--buffer-before", "-10"], "0 to 1440 minutes"),
+    (["events", "--user", "nobody@example.com"], "no user nobody@example.com"),
+    (["availability", "--user", "nobody@example.com"], "no user nobody@example.com"),
+])
+def test_nonsense_input_is_refused_with_a_reason(env, args, says):
+    assert run("init").exit_code == 0 and run("user", "add", "a@example.com").exit_code == 0
+    window = ["--from", "2026-12-10T08:00", "--to", "2026-12-10T18:00"] if args[0] in ("slots", "availability") else []
+    result = run(*args, *window)
+    assert result.exit_code == 1 and says in " ".join(result.output.split()), result.output
