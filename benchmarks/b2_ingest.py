@@ -40,7 +40,7 @@ def _contents():
 def _ours(contents, path: Path) -> float:
     from zoomcal.sync.engine import RECORD_BATCH, SideSpec, SyncEngine, SyncPair
 
-    db = Database(f"sqlite:///{path}")
+    db = Database(f"sqlite:///{path}", migrate=True)
     with db.transaction() as s:
         tenant = repo.get_or_create_tenant(s)
         user = User(tenant_id=tenant.id, email="b@example.com")
