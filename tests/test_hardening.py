@@ -20,6 +20,19 @@ def anyio_backend():
     return "asyncio"
 
 
+def _person(s, email: str = "a@example.com"):
+    """A tenant with one person in a bare store -> the person (flushed: ids set)."""
+    from zoomcal.store.models import Tenant, User
+
+    tenant = Tenant(name="t")
+    s.add(tenant)
+    s.flush()
+    user = User(tenant_id=tenant.id, email=email, name="A")
+    s.add(user)
+    s.flush()
+    return user
+
+
 async def test_the_hosts_start_link_is_never_stored(world, tmp_path):
     """Zoom answers every meeting with `start_url` (it starts the meeting as its host) and the passcode in other
     forms; the raw mirror keeps what sync reads, never those. The passcode itself goes into the calendar."""
@@ -46,19 +59,15 @@ def test_an_upgrade_forgets_host_links_stored_before(any_db):
     from alembic import command
 
     from zoomcal.store.db import alembic_config
-    from zoomcal.store.models import Account, Calendar, Tenant, User
+    from zoomcal.store.models import Account, Calendar
 
     with any_db.transaction() as s:
-        tenant = Tenant(name="t")
-        s.add(tenant)
-        s.flush()
-        user = User(tenant_id=tenant.id, email="a@example.com", name="A")
-        s.add(user)
-        s.flush()
-        account = Account(tenant_id=tenant.id, user_id=user.id, provider="zoom", config={})
+        user = _person(s)
+        tenant = user.tenant_id
+        account = Account(tenant_id=tenant, user_id=user.id, provider="zoom", config={})
         s.add(account)
         s.flush()
-        cal = Calendar(tenant_id=tenant.id, user_id=user.id, account_id=account.id, remote_id="u1", name="Zoom")
+        cal = Calendar(tenant_id=tenant, user_id=user.id, account_id=account.id, remote_id="u1", name="Zoom")
         s.add(cal)
         s.flush()
         s.add(RemoteItem(calendar_id=cal.id, remote_id="1", series_id="1",
@@ -157,22 +166,18 @@ def test_a_booking_a_year_ahead_is_checked_against_recurring_events_and_bookings
     from zoomcal.domain.timeutil import fmt_instant, now_utc
     from zoomcal.mapping.rules import DEFAULT_RULES
     from zoomcal.store import repo
-    from zoomcal.store.models import BusyInterval, Tenant, User
+    from zoomcal.store.models import BusyInterval
 
     monday = (now_utc() - timedelta(days=now_utc().weekday())).replace(hour=9, minute=0, second=0, microsecond=0)
     with sqlite_db.transaction() as s:
-        tenant = Tenant(name="t")
-        s.add(tenant)
-        s.flush()
-        user = User(tenant_id=tenant.id, email="a@example.com", name="A")
-        s.add(user)
-        s.flush()
+        user = _person(s)
+        tenant = user.tenant_id
         weekly = make_content(title="Weekly review", start=fmt_instant(monday),
                               end=fmt_instant(monday + timedelta(hours=1)), timezone="UTC", rrule="FREQ=WEEKLY")
-        repo.upsert_event(s, tenant.id, user.id, "weekly", weekly)
+        repo.upsert_event(s, tenant, user.id, "weekly", weekly)
         s.flush()
         lo, hi = intervals.window(7, 180)
-        intervals.refresh_events(s, tenant.id, user.id, {"weekly": weekly}, lo, hi, "UTC", new={"weekly"})
+        intervals.refresh_events(s, tenant, user.id, {"weekly": weekly}, lo, hi, "UTC", new={"weekly"})
         user_id = user.id
     far_monday = monday + timedelta(weeks=52)
     clash = book(sqlite_db, user_id, far_monday + timedelta(minutes=30), far_monday + timedelta(hours=2), "x",
@@ -274,22 +279,18 @@ def test_a_booking_keeps_the_persons_buffers_as_slots_do(sqlite_db):
     from zoomcal.domain.timeutil import fmt_instant, now_utc
     from zoomcal.mapping.rules import DEFAULT_RULES
     from zoomcal.store import repo
-    from zoomcal.store.models import AvailabilitySettings, Tenant, User
+    from zoomcal.store.models import AvailabilitySettings
 
     at = (now_utc() + timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)
     with sqlite_db.transaction() as s:
-        tenant = Tenant(name="t")
-        s.add(tenant)
-        s.flush()
-        user = User(tenant_id=tenant.id, email="a@example.com", name="A")
-        s.add(user)
-        s.flush()
+        user = _person(s)
+        tenant = user.tenant_id
         s.add(AvailabilitySettings(user_id=user.id, timezone="UTC", buffer_before_min=15, buffer_after_min=10))
         meeting = make_content(title="Standing", start=fmt_instant(at), end=fmt_instant(at + timedelta(hours=1)))
-        repo.upsert_event(s, tenant.id, user.id, "m", meeting)
+        repo.upsert_event(s, tenant, user.id, "m", meeting)
         s.flush()
         lo, hi = intervals.window(7, 180)
-        intervals.refresh_events(s, tenant.id, user.id, {"m": meeting}, lo, hi, "UTC", new={"m"})
+        intervals.refresh_events(s, tenant, user.id, {"m": meeting}, lo, hi, "UTC", new={"m"})
         user_id = user.id
     hour = timedelta(hours=1)
     assert not book(sqlite_db, user_id, at - hour, at - timedelta(minutes=5), "ends 5 min before", DEFAULT_RULES).booked

@@ -74,6 +74,22 @@ def _zoom_calendar(ctx, world, email: str) -> None:
                  "account_id": world.zoom.account_id}, email)
 
 
+def _zoom_pushing_to_zoomcal(world, tmp_path, secret: str):
+    """A context whose web app receives the Zoom sandbox's webhooks (in process), with Ola's Zoom linked."""
+    ctx = make_context(world, tmp_path)
+    ctx.services.settings.zoom_webhook_secret = secret
+    receiver = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services)), base_url="https://zoomcal")
+
+    async def deliver(url, headers, body):
+        return await receiver.post(url, headers=headers, content=body)
+
+    world.zoom.webhook_url, world.zoom.outbox.deliver = "https://zoomcal/webhooks/zoom", deliver
+    info = world.add_user("ola@example.com", "Ola")
+    add_user(ctx, "ola@example.com")
+    link_sandbox_zoom(ctx, world, "ola@example.com", info)
+    return ctx, info
+
+
 @pytest.mark.anyio
 async def test_receiver_marks_the_owners_sync_as_due_and_refuses_bad_ones(world, tmp_path):
     ctx = make_context(world, tmp_path)
@@ -267,18 +283,8 @@ async def test_sandbox_webhooks_verify_and_presence_set_by_hand_is_respected(wor
     from zoomcal.store import repo
     from zoomcal.store.models import PresenceState, User
 
-    ctx = make_context(world, tmp_path)
     world.zoom.presence_min_interval = 0
-    ctx.services.settings.zoom_webhook_secret = f"whsec-next,{world.zoom.webhook_secret}"
-    receiver = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services)), base_url="https://zoomcal")
-
-    async def deliver(url, headers, body):
-        return await receiver.post(url, headers=headers, content=body)
-
-    world.zoom.webhook_url, world.zoom.outbox.deliver = "https://zoomcal/webhooks/zoom", deliver
-    info = world.add_user("ola@example.com", "Ola")
-    add_user(ctx, "ola@example.com")
-    link_sandbox_zoom(ctx, world, "ola@example.com", info)
+    ctx, info = _zoom_pushing_to_zoomcal(world, tmp_path, f"whsec-next,{world.zoom.webhook_secret}")
 
     await SandboxActor(world, transport=world.transport()).zoom_create(
         info["zoom_user_id"], topic="Sync", type=2, start_time="2026-12-01T10:00:00Z", duration=30)
@@ -328,17 +334,7 @@ async def test_zooms_calendar_notifies_its_event_changes_and_their_owner_becomes
     event, naming the calendar as the resource; zoomcal marks the calendar's owner due on each."""
     from zoomcal.app import due
 
-    ctx = make_context(world, tmp_path)
-    ctx.services.settings.zoom_webhook_secret = world.zoom.webhook_secret
-    receiver = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services)), base_url="https://zoomcal")
-
-    async def deliver(url, headers, body):
-        return await receiver.post(url, headers=headers, content=body)
-
-    world.zoom.webhook_url, world.zoom.outbox.deliver = "https://zoomcal/webhooks/zoom", deliver
-    info = world.add_user("ola@example.com", "Ola")
-    add_user(ctx, "ola@example.com")
-    link_sandbox_zoom(ctx, world, "ola@example.com", info)
+    ctx, _info = _zoom_pushing_to_zoomcal(world, tmp_path, world.zoom.webhook_secret)
     _zoom_calendar(ctx, world, "ola@example.com")
     token = world.zoom.tokens.issue("account:" + world.zoom.account_id)["access_token"]
     async with httpx.AsyncClient(transport=world.transport(), base_url="http://sandbox/zoom/v2/calendars",
