@@ -448,7 +448,16 @@ async def test_retries_are_told_in_the_verbose_log():
     async def no_sleep(_delay):
         return None
 
-    with capture_logs() as logs:
-        assert await Retrier(max_retries=3, sleep=no_sleep, seed=1).call(flaky) == "done"
+    import structlog
+
+    from zoomcal.logging import configure
+
+    saved = structlog.get_config()
+    configure("INFO")                  # what `zoomcal -v` sets (an earlier command may have set ERROR)
+    try:
+        with capture_logs() as logs:
+            assert await Retrier(max_retries=3, sleep=no_sleep, seed=1).call(flaky) == "done"
+    finally:
+        structlog.configure(**saved)
     told = [entry for entry in logs if entry["event"] == "retrying"]
     assert [entry["attempt"] for entry in told] == [1, 2] and "503" in told[0]["error"]
