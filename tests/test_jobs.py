@@ -204,3 +204,45 @@ def test_marks_without_a_person_are_not_kept(any_db):
         assert s.scalar(select(SyncDue.user_id)) is None
     with any_db.transaction() as s:
         s.execute(update(SyncDue).values(reason="x"))
+
+
+@pytest.mark.anyio
+async def test_a_notification_about_one_calendar_lists_only_that_calendar(world, tmp_path):
+    """A mark from a notification names the calendar that changed: the job lists that calendar alone and writes
+    the other, which counts as unchanged since its last listing. A mark without calendars (a timer, a command)
+    lists both, and so do marks that pile up from both sides."""
+    from zoomcal.store.models import Account, Calendar
+
+    ctx = make_context(world, tmp_path)
+    try:
+        info = link_sandbox_user(ctx, world, ADA, "Ada")
+        actor = SandboxActor(world, transport=world.transport())
+        made = await actor.zoom_create(info["zoom_user_id"], topic="Plan", type=2, start_time="2026-12-10T09:00:00Z",
+                                       duration=30)
+        due.mark(ctx, ADA, "first round")
+        await jobs.sync_person(ctx.services, "default", ADA, presence=False)
+        with ctx.store.session() as s:
+            cal = {provider: cal_id for provider, cal_id in s.execute(
+                select(Account.provider, Calendar.id).join(Calendar, Calendar.account_id == Account.id))}
+
+        await actor.zoom_patch(made["id"], topic="Plan (moved)")
+        reads = world.google_calls.get("reads", 0)
+        due.mark(ctx, ADA, "zoom:meeting.updated", calendars=[cal["zoom"]])
+        (result,) = (await jobs.sync_person(ctx.services, "default", ADA, presence=False)).results
+        assert result.writes == 1 and world.google_calls.get("reads", 0) == reads      # Google was not listed
+        assert "Plan (moved)" in {e["summary"] for e in world.google.calendars[info["google_calendar_id"]]
+                                  .events.values()}
+
+        zoom_reads = world.zoom_calls.get("reads", 0)
+        due.mark(ctx, ADA, "google:changed", calendars=[cal["google"]])        # the echo of zoomcal's own write
+        (echo,) = (await jobs.sync_person(ctx.services, "default", ADA, presence=False)).results
+        assert echo.writes == 0 and world.zoom_calls.get("reads", 0) == zoom_reads   # Zoom was not listed
+
+        due.mark(ctx, ADA, "zoom:meeting.updated", calendars=[cal["zoom"]])
+        due.mark(ctx, ADA, "google:changed", calendars=[cal["google"]])
+        assert due.get(ctx, due.pending(ctx)[0].user_id).calendars == {cal["zoom"], cal["google"]}
+        due.mark(ctx, ADA, "booking")
+        assert due.get(ctx, due.pending(ctx)[0].user_id).calendars is None          # all of them
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()

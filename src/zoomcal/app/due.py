@@ -9,11 +9,12 @@ one person is one row and one run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, case, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -35,36 +36,57 @@ class Due:
     changed_at: datetime | None
     attempts: int
     raw_marked_at: datetime | None = None     # as the store holds it (what `clear` compares against)
+    calendars: frozenset[int] | None = None   # the calendars the notifications named; None: all
 
 
 @cache
 def _upsert(dialect: str):
     """INSERT ... ON CONFLICT for one dialect, built once (a webhook marks on every call): a new mark, or one more
-    mark on the person's row keeping the earliest change time."""
+    mark on the person's row keeping the earliest change time and the union of the calendars named (any mark
+    that names none stands for all of them)."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(SyncDue).values(tenant_id=bindparam("tenant_id"), user_id=bindparam("user_id"),
                                   reason=bindparam("reason"), marks=1, first_marked_at=bindparam("at"),
-                                  marked_at=bindparam("at"), changed_at=bindparam("changed_at"), attempts=0)
+                                  marked_at=bindparam("at"), changed_at=bindparam("changed_at"), attempts=0,
+                                  calendars=bindparam("calendars"))
     earliest = func.coalesce(func.min(SyncDue.changed_at, stmt.excluded.changed_at) if dialect == "sqlite"
                              else func.least(SyncDue.changed_at, stmt.excluded.changed_at),
                              SyncDue.changed_at, stmt.excluded.changed_at)
+    found = (func.instr(SyncDue.calendars, stmt.excluded.calendars) if dialect == "sqlite"
+             else func.strpos(SyncDue.calendars, stmt.excluded.calendars))
+    named = case((SyncDue.calendars.is_(None) | stmt.excluded.calendars.is_(None), None),
+                 (found > 0, SyncDue.calendars),
+                 (func.length(SyncDue.calendars) > 1000, None),       # so many: list them all
+                 else_=SyncDue.calendars + stmt.excluded.calendars)
     return stmt.on_conflict_do_update(index_elements=[SyncDue.user_id], set_={
         "reason": stmt.excluded.reason, "marks": SyncDue.marks + 1, "marked_at": stmt.excluded.marked_at,
-        "changed_at": earliest})
+        "changed_at": earliest, "calendars": named})
+
+
+def _spelled(calendars: Iterable[int] | None) -> str | None:
+    return None if calendars is None else "," + ",".join(str(c) for c in sorted(set(calendars))) + ","
+
+
+def _read(text: str | None) -> frozenset[int] | None:
+    return None if text is None else frozenset(int(c) for c in text.split(",") if c.strip().isdigit())
 
 
 def mark_ids(s: Session, tenant_id: int, user_ids: list[int], reason: str, changed_at: datetime | None = None,
-             at: datetime | None = None) -> None:
-    """Mark these people (ids of the tenant's users) due, in the caller's transaction."""
+             at: datetime | None = None, calendars: Mapping[int, Iterable[int]] | None = None) -> None:
+    """Mark these people (ids of the tenant's users) due, in the caller's transaction; `calendars` names, per
+    person, the calendars a notification was about (only they need listing), else all of theirs are."""
     at = at or datetime.now(UTC)      # to the microsecond: marks in one second stay apart
-    rows = [{"tenant_id": tenant_id, "user_id": user_id, "reason": reason[:200], "at": at, "changed_at": changed_at}
+    rows = [{"tenant_id": tenant_id, "user_id": user_id, "reason": reason[:200], "at": at, "changed_at": changed_at,
+             "calendars": _spelled(calendars[user_id]) if calendars is not None and user_id in calendars else None}
             for user_id in sorted(set(user_ids))]
     if rows:
         s.connection().execute(_upsert(s.get_bind().dialect.name), rows)     # Core: no ORM bookkeeping
 
 
-def mark(ctx: AppContext, emails: list[str] | str, reason: str, changed_at: datetime | None = None) -> list[str]:
-    """Mark these people's sync due and wake the queue -> the e-mails that were marked (unknown ones are skipped)."""
+def mark(ctx: AppContext, emails: list[str] | str, reason: str, changed_at: datetime | None = None,
+         calendars: Iterable[int] | None = None) -> list[str]:
+    """Mark these people's sync due and wake the queue -> the e-mails that were marked (unknown ones are skipped).
+    `calendars`: the calendar ids a notification named (only they need listing); None: all of them."""
     wanted = [emails] if isinstance(emails, str) else list(emails)
     wanted = sorted({e.strip().lower() for e in wanted if e})
     if not wanted:
@@ -72,7 +94,8 @@ def mark(ctx: AppContext, emails: list[str] | str, reason: str, changed_at: date
     with ctx.store.transaction() as s:
         users = list(s.execute(select(User.id, User.email).where(User.tenant_id == ctx.tenant_id,
                                                                  User.email.in_(wanted))))
-        mark_ids(s, ctx.tenant_id, [u.id for u in users], reason, changed_at)
+        named = None if calendars is None else {u.id: list(calendars) for u in users}
+        mark_ids(s, ctx.tenant_id, [u.id for u in users], reason, changed_at, calendars=named)
     for user in users:
         ctx.jobs.defer("sync", tenant=ctx.tenant_name, user=user.email, reason=reason)
     return sorted(u.email for u in users)
@@ -125,4 +148,4 @@ def clear(ctx: AppContext, served: Due) -> bool:
 def _due(row: SyncDue, email: str) -> Due:
     changed = as_utc(row.changed_at) if row.changed_at is not None else None
     return Due(row.tenant_id, row.user_id, email, row.reason, row.marks, as_utc(row.first_marked_at),
-               as_utc(row.marked_at), changed, row.attempts, row.marked_at)
+               as_utc(row.marked_at), changed, row.attempts, row.marked_at, _read(row.calendars))

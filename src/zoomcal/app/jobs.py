@@ -64,7 +64,9 @@ async def sync_person(services: Services, tenant: str, email: str, *,
     mark = due.get(ctx, user_id)
     due.started(ctx, user_id)
     trigger = (mark.reason if mark else "job")[:40]
-    outcome.results = await sync.run(ctx, email, trigger=trigger, on_pair=on_pair, on_change=on_change)
+    # a mark from notifications names the calendars that changed: only those are listed
+    outcome.results = await sync.run(ctx, email, trigger=trigger, on_pair=on_pair, on_change=on_change,
+                                     changed=mark.calendars if mark is not None else None)
     unfinished = [r for r in outcome.results if r.status in ("failed", "skipped")]
     outcome.changed = _changed_event(outcome.results)
     if mark is not None and mark.changed_at is not None:

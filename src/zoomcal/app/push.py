@@ -65,7 +65,7 @@ def verifies_offline(channel_name: str) -> bool:
 
 def owners(ctx: AppContext, target: PushTarget) -> list[str]:
     """E-mails of the tenant's users a target belongs to: the owner of the calendar, or of the item."""
-    return sorted({email for tenant_id, _tenant, _user_id, email in _owners_everywhere(ctx.services, [target])
+    return sorted({email for tenant_id, _tenant, _user_id, email, _cal in _owners_everywhere(ctx.services, [target])
                    if tenant_id == ctx.tenant_id})
 
 
@@ -74,7 +74,7 @@ def _owner_query():
     """The people, in every tenant, whose calendar at a provider is one of some calendar ids or holds one of some
     items: one statement, built once (every signed notification asks it)."""
     in_items = select(Link.calendar_id).where(Link.remote_id.in_(bindparam("items", expanding=True)))
-    return (select(User.tenant_id, Tenant.name, User.id, User.email)
+    return (select(User.tenant_id, Tenant.name, User.id, User.email, Calendar.id)
             .join(Tenant, Tenant.id == User.tenant_id).join(Calendar, Calendar.user_id == User.id)
             .join(Account, Account.id == Calendar.account_id)
             .where(Account.provider == bindparam("provider"),
@@ -83,7 +83,7 @@ def _owner_query():
 
 
 def _owners_everywhere(services: Services, targets: list[PushTarget], s: Session | None = None) -> list[tuple]:
-    """(tenant id, tenant name, user id, e-mail) of everyone the targets name, across tenants."""
+    """(tenant id, tenant name, user id, e-mail, calendar id) of every calendar the targets name, across tenants."""
     found: set[tuple] = set()
     for provider in sorted({t.provider for t in targets}):
         params = {"provider": provider,
@@ -98,17 +98,22 @@ def _owners_everywhere(services: Services, targets: list[PushTarget], s: Session
 
 
 def _mark_owners(services: Services, batch: list[tuple[list[PushTarget], str]]) -> list[list[tuple[str, str]]]:
-    """Mark the sync of everyone each notification's targets name due — the whole batch in one transaction, in
-    every tenant — then wake the queue -> per notification, the (tenant, e-mail) marked."""
+    """Mark the sync of everyone each notification's targets name due, with the calendars named (only they need
+    listing) — the whole batch in one transaction, in every tenant — then wake the queue -> per notification, the
+    (tenant, e-mail) marked."""
     found: list[list[tuple]] = []
     with services.db.transaction() as s:
         at = datetime.now(UTC)
         for targets, reason in batch:
-            people = _owners_everywhere(services, targets, s) if targets else []
+            rows = _owners_everywhere(services, targets, s) if targets else []
             changed_at = min((t.changed_at for t in targets if t.changed_at is not None), default=None)
-            for tenant_id in sorted({p[0] for p in people}):
-                due.mark_ids(s, tenant_id, [p[2] for p in people if p[0] == tenant_id], reason, changed_at, at)
-            found.append(people)
+            for tenant_id in sorted({r[0] for r in rows}):
+                calendars: dict[int, set[int]] = {}
+                for r in rows:
+                    if r[0] == tenant_id:
+                        calendars.setdefault(r[2], set()).add(r[4])
+                due.mark_ids(s, tenant_id, list(calendars), reason, changed_at, at, calendars=calendars)
+            found.append(sorted({r[:4] for r in rows}))
     for people, (_targets, reason) in zip(found, batch, strict=True):
         for _tenant_id, tenant, _user_id, email in people:
             services.jobs.defer("sync", tenant=tenant, user=email, reason=reason)
@@ -237,7 +242,7 @@ def record(services: Services, batch: list[Verified]) -> list[PushAnswer]:
         for target in verified.targets:
             if target.presence is None or target.provider not in presence_providers:
                 continue
-            for _tenant_id, tenant, _user_id, email in _owners_everywhere(services, [target]):
+            for _tenant_id, tenant, _user_id, email in sorted({r[:4] for r in _owners_everywhere(services, [target])}):
                 if _set_by_hand(services.context(tenant, WEBHOOK), email, target.presence, target.changed_at):
                     by_hand.append((tenant, email))
         if marked or by_hand:
@@ -327,5 +332,6 @@ def _act(ctx: AppContext, channel: PushChannel, notice: Notice, row: PushSubscri
                              .where(Calendar.id == row.calendar_id))
         # without a change time in the notification, its arrival is the earliest moment zoomcal knows of the change
         return due.mark(ctx, [email] if email else [], f"{channel.name}:{notice.action}",
-                        changed_at=notice.changed_at or datetime.now(UTC))
+                        changed_at=notice.changed_at or datetime.now(UTC),
+                        calendars=[row.calendar_id] if notice.action == CHANGED else None)
     return []

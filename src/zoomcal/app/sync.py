@@ -109,8 +109,11 @@ def _result(pair: SyncPair, report: RunReport, dry_run: bool) -> PairResult:
 async def run(ctx: AppContext, email: str | None = None, *, calendar_id: int | None = None, dry_run: bool = False,
               confirm_deletes: bool = False, trigger: str = "manual",
               on_change: Callable[[dict[str, Any]], None] | None = None,
-              on_pair: Callable[[PairResult], None] | None = None) -> list[PairResult]:
-    """Sync (or, with dry_run, plan without writing) every pair of the tenant, one user's, or one calendar's."""
+              on_pair: Callable[[PairResult], None] | None = None,
+              changed: frozenset[int] | None = None) -> list[PairResult]:
+    """Sync (or, with dry_run, plan without writing) every pair of the tenant, one user's, or one calendar's.
+    `changed`: the calendars notifications said changed; only pairs holding one run, and only those calendars are
+    listed (the others count as unchanged). None: everything is listed."""
     if email:
         ctx.require_manage(email)
     else:
@@ -118,9 +121,13 @@ async def run(ctx: AppContext, email: str | None = None, *, calendar_id: int | N
     sync_engine = engine(ctx, on_change)
     results = []
     for pair in pairs(ctx, email, calendar_id):
+        quiet = frozenset(s for s in pair.sides if changed is not None and pair.side(s).calendar_id not in changed)
+        if quiet and quiet == set(pair.sides):
+            continue                          # nothing said any of its calendars changed
         accounts = [pair.side(s).account_id for s in pair.sides if pair.side(s).account_id is not None]
         before = _account_health(ctx, accounts)
-        report = await sync_engine.run(pair, trigger=trigger, dry_run=dry_run, confirm_deletes=confirm_deletes)
+        report = await sync_engine.run(pair, trigger=trigger, dry_run=dry_run, confirm_deletes=confirm_deletes,
+                                       quiet=quiet)
         result = _result(pair, report, dry_run)
         result.providers = [before[a][0] for a in accounts if a in before]
         if not dry_run:

@@ -277,6 +277,8 @@ class SyncDue(TenantOwned, Base):
     # the earliest provider-side change time the marks carried (a webhook's timestamp), for propagation latency
     changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # the calendars the notifications named (",3,7,"), so only they are listed; NULL: all (a timer, an operation)
+    calendars: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class PushSubscription(TenantOwned, Base):

@@ -309,17 +309,15 @@ class SqlStatusStore:
                                  field="", calendar_value=message, chosen="hold"))
             self._log(s, scope, [LogLine("held", message, level="warning")], run_id)
 
-    def set_health(self, scope: PairScope, sides: Sequence[tuple[int, str]], status: str,
-                   reason: str | None) -> None:
+    def set_health(self, account_ids: Sequence[int], status: str, reason: str | None) -> None:
         with self.db.transaction() as s:
-            for account_id, label in sides:
+            for account_id in account_ids:
                 account = s.get(Account, account_id)
                 if account is None or account.status == "reauth" or account.status == status:
                     continue
                 if status == "ok" and account.status != "degraded":
                     continue
-                account.status, account.status_reason = status, reason
-                repo.log_health(s, scope.tenant_id, scope.user_id, account_id, label, status, reason)
+                account.status, account.status_reason = status, reason     # the run's caller says it in the log
 
     def mark_reauth(self, account_ids: Sequence[int]) -> None:
         with self.db.transaction() as s:

@@ -210,6 +210,7 @@ class _Run:
     cursors: dict[str, str | None] = field(default_factory=dict)
     limited: dict[str, tuple[datetime, str]] = field(default_factory=dict)   # side -> (lifts at, why)
     deferred: dict[str, int] = field(default_factory=dict)                   # side -> writes deferred
+    quiet: frozenset[str] = frozenset()                       # sides not listed this run (nothing says they changed)
     failing: dict[str, int] = field(default_factory=dict)     # side -> writes failed in a row (transport, 429)
     left: dict[str, int] = field(default_factory=dict)        # side -> writes not tried once it stopped answering
 
@@ -259,10 +260,12 @@ class SyncEngine:
 
     # --- one run -------------------------------------------------------------------------------------
     async def run(self, pair: SyncPair, *, trigger: str = "manual", dry_run: bool = False,
-                  confirm_deletes: bool = False) -> RunReport:
+                  confirm_deletes: bool = False, quiet: frozenset[str] = frozenset()) -> RunReport:
+        """One run of the pair. Sides in `quiet` are not listed: nothing says they changed (a notification named
+        only the other side), so they count as unchanged since their last listing; the writes they need are made."""
         started = time.monotonic()
         report = RunReport(run_id=None)
-        run = _Run(pair, pair.scope, report)
+        run = _Run(pair, pair.scope, report, quiet=quiet)
         calendars = list(run.scope.calendars.values())
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         heartbeat: asyncio.Task | None = None
@@ -318,6 +321,9 @@ class SyncEngine:
         label = spec.label or side
         state = await self._do(self.store.load_side, spec.calendar_id)
         mirror = _Mirror(conn, state.raws)
+        if side in run.quiet:             # as an incremental listing that found nothing new: no call at all
+            run.mirrors[side], run.cursors[side] = mirror, state.cursor
+            return {}
         try:
             changes = await self.retrier.call(lambda _attempt: conn.changes(state.cursor, mirror.raws))
         except CursorInvalid:
@@ -405,11 +411,10 @@ class SyncEngine:
         # a provider that stopped answering marks its account degraded (still synced: the next run tries again);
         # one that answered throughout is healthy again
         for down, sides in ((True, [s for s in pair.sides if s in run.left]),
-                            (False, [s for s in pair.sides if s not in run.left])):
-            accounts = [(pair.side(s).account_id, run.scope.label(s)) for s in sides
-                        if pair.side(s).account_id is not None]
+                            (False, [s for s in pair.sides if s not in run.left and s not in run.quiet])):
+            accounts = [pair.side(s).account_id for s in sides if pair.side(s).account_id is not None]
             if accounts:
-                await self._do(self.store.set_health, run.scope, accounts, "degraded" if down else "ok",
+                await self._do(self.store.set_health, accounts, "degraded" if down else "ok",
                                f"stopped answering after {DOWN_AFTER} failed writes in a row" if down else None)
         if report.errors and report.status == "ok":
             report.status = "partial"

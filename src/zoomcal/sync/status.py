@@ -165,10 +165,9 @@ class StatusStore(Protocol):
 
     def mark_reauth(self, account_ids: Sequence[int]) -> None: ...
 
-    def set_health(self, scope: PairScope, sides: Sequence[tuple[int, str]], status: str,
-                   reason: str | None) -> None:
-        """Accounts (id, label) are now `degraded` (their provider stopped answering) or `ok` again (a run got
-        through); a change is said in the sync log. Accounts that need linking again are left as they are."""
+    def set_health(self, account_ids: Sequence[int], status: str, reason: str | None) -> None:
+        """Accounts are now `degraded` (their provider stopped answering) or `ok` again (a run got
+        through). Accounts that need linking again are left as they are."""
 
     # per-day write caps (shared by every process using the store)
     def reserve_write(self, tenant_id: int, account_id: int, day: str, cap: int) -> bool:
