@@ -486,8 +486,8 @@ def run() -> list[Result]:
     per_round = day.reconcile_calls / max(day.rounds, 1)
     at_default = day.total_calls - day.reconcile_calls + per_round * 96
     calls = (f"minimum {day.changes} reads + {day.minimum - day.changes} writes; zoomcal wrote {writes} times but "
-             f"listed {listings} times: every sync lists both sides, each write's own notification brings a "
-             f"re-sync that lists both again (syncs that wrote nothing: {day.reading_calls} calls), Zoom meetings "
+             f"listed {listings} times: each write's own notification brings a re-sync of the calendar written "
+             f"(syncs that wrote nothing: {day.reading_calls} calls), Zoom meetings "
              f"are fetched after a listing ({day.kinds['GET zoom meeting']} GETs, recurring ones at every listing); "
              f"syncs that wrote {day.writing_calls} calls, {day.rounds} reconciliation rounds {day.reconcile_calls} "
              f"(at the default 15 min: {at_default:.0f} calls, {at_default / max(day.minimum, 1):.0f}x); "
