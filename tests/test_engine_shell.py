@@ -184,3 +184,33 @@ async def test_a_slow_store_call_does_not_stop_the_event_loop(sqlite_db):
     blocking = SlowStore(sqlite_db, patience=0.3)
     await _run_with_heartbeat(SyncEngine(blocking, offload=on_the_loop), blocking, pair)
     assert blocking.loop_ran_meanwhile is False
+
+
+@pytest.mark.parametrize("what", ["delete", "edit"])
+async def test_a_side_not_listed_is_listed_before_anything_there_is_updated_or_deleted(sqlite_db, what):
+    """A notification named only the calendar; the meeting side changed too (its notice not in yet). The run
+    plans a write there, so it lists that side first and plans as a full run would: the edit is kept."""
+    from zoomcal.connectors.memory.connector import MemoryCalendar
+
+    class NoEtags(MemoryConnector):          # as Zoom: updates and deletes take no precondition
+        async def update(self, item_id, content, etag, key, current):
+            return await super().update(item_id, content, None, key, current)
+
+        async def delete(self, item_id, etag):
+            return await super().delete(item_id, None)
+
+    zoom, cal = MemoryCalendar(), MemoryCalendar()
+    pair = memory_pair(sqlite_db, NoEtags(zoom), MemoryConnector(cal))
+    engine = SyncEngine(SqlStatusStore(sqlite_db, hooks=[BusyIntervals()]))
+    raw = zoom.put({"title": "Planning", "start": "2026-03-03T10:00:00Z", "end": "2026-03-03T11:00:00Z"})
+    await engine.run(pair)
+    twin = next(iter(cal.items))
+    zoom.put({**raw["content"], "title": "Z title"}, raw["id"])
+    if what == "delete":
+        cal.remove(twin)
+    else:
+        cal.put({**cal.items[twin]["content"], "title": "G title"}, twin)
+    report = await engine.run(pair, quiet=frozenset({"a"}))
+    reasons = " ".join(p.reason for p in report.plan.events)
+    assert ("recreate on B" in reasons) if what == "delete" else ("review queue" in reasons), reasons
+    assert [i["content"]["title"] for i in zoom.items.values()] == ["Z title" if what == "delete" else "G title"]

@@ -377,6 +377,15 @@ class SyncEngine:
         records = await self._do(self.store.load_records, run.scope)
         plan = plan_sync(listing_a, listing_b, records, plan_rules(pair.rules, confirm_deletes, pair.read_only),
                          pair.key)
+        unlisted = {w.side for p in plan.events for w in p.writes if w.side in run.quiet and w.op != "create"}
+        if unlisted:
+            # an update or a delete on a side that was not listed: it may have changed too (and Zoom takes no
+            # precondition), so it is listed and the plan made again from both sides as they are
+            run.quiet = run.quiet - unlisted
+            listing_a = await self._list(run, "a") if "a" in unlisted else listing_a
+            listing_b = await self._list(run, "b") if "b" in unlisted else listing_b
+            plan = plan_sync(listing_a, listing_b, records, plan_rules(pair.rules, confirm_deletes, pair.read_only),
+                             pair.key)
         report.plan = plan
         report.counts = plan.counts()
         if dry_run:
