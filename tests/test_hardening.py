@@ -461,3 +461,20 @@ async def test_retries_are_told_in_the_verbose_log():
         structlog.configure(**saved)
     told = [entry for entry in logs if entry["event"] == "retrying"]
     assert [entry["attempt"] for entry in told] == [1, 2] and "503" in told[0]["error"]
+
+
+def test_a_file_full_of_zones_of_its_own_costs_a_bounded_lookup(monkeypatch):
+    """Each zone a file defines under its own name is matched against the IANA zones; a hostile file defining
+    hundreds is matched for its first few only (the rest stay unknown: their events are rejected), and an
+    unterminated block is no block."""
+    from zoomcal.mapping import ical
+
+    looked = []
+    real = ical._equivalent.__wrapped__
+    monkeypatch.setattr(ical, "_equivalent", lambda definition, tzid: looked.append(tzid) or real(definition, tzid))
+    odd = OUTLOOK_ZONE.replace("+0200", "+0217").replace("+0100", "+0117")      # a clock no IANA zone keeps
+    zones = "".join(odd.replace("(UTC+01:00) Amsterdam", f"Zone {n} Amsterdam") for n in range(300))
+    ics = ("BEGIN:VCALENDAR\nVERSION:2.0\n" + zones + "BEGIN:VEVENT\nUID:open\nDTSTART:20261201T100000Z\n"
+           "END:VCALENDAR\n").replace("\n", "\r\n")
+    blocks, _tz = ical.split_events(ics)
+    assert blocks == [] and len(looked) == ical.MAX_CUSTOM_ZONES

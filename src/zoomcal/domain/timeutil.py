@@ -145,29 +145,42 @@ def parse_ical_stamp(stamp: str, tz: str | None, is_day: bool = False, what: str
 def iana_equivalent(offset_at: Callable[[datetime], timedelta | None], hint: str = "") -> str | None:
     """The IANA zone whose UTC offsets equal a custom zone's (a VTIMEZONE an exporter defined under its own name)
     at every day of the current and next year: those whose place names appear in `hint` first, then any, in name
-    order; an Etc/GMT zone for a fixed offset; None when no zone keeps the same clock."""
-    start = datetime(now_utc().year, 1, 1, 12, tzinfo=UTC)
-    days = [start + timedelta(days=n) for n in range(0, 731)]
-    coarse = days[::15]
+    order; an Etc/GMT zone for a fixed offset; None when no zone keeps the same clock. Zones are first narrowed by
+    their offsets twice a month (an index built once per process), so one lookup costs a few milliseconds."""
+    days, coarse, index = _fingerprints(now_utc().year)
     try:
-        wanted = [offset_at(d) for d in days]
+        sampled = tuple(offset_at(days[i]) for i in coarse)
+        candidates = index.get(sampled, ())
+        wanted = [offset_at(d) for d in days] if candidates or len(set(sampled)) == 1 else []
     except Exception:   # noqa: BLE001 — a definition that cannot answer is no zone at all
         return None
-    want_coarse = wanted[::15]
     words = {w.lower() for w in re.findall(r"[A-Za-z_]{3,}", hint)}
 
     def rank(name: str) -> tuple[int, str]:
         parts = {p.lower() for p in re.split(r"[/_]", name)} | {name.lower().replace("_", " ")}
         return (0 if parts & words or name.lower() in hint.lower() else 1, name)
 
-    for name in sorted(_iana_names(), key=rank):
-        if name.startswith(("Etc/", "posix/", "right/")) or "/" not in name:
-            continue
+    for name in sorted(candidates, key=rank):
         tz = ZoneInfo(name)
-        if [d.astimezone(tz).utcoffset() for d in coarse] == want_coarse and \
-                [d.astimezone(tz).utcoffset() for d in days] == wanted:
+        if [d.astimezone(tz).utcoffset() for d in days] == wanted:
             return name
-    if len(set(wanted)) == 1 and wanted[0] is not None and wanted[0] % timedelta(hours=1) == timedelta(0):
+    if wanted and len(set(wanted)) == 1 and wanted[0] is not None and wanted[0] % timedelta(hours=1) == timedelta(0):
         hours = int(wanted[0] / timedelta(hours=1))
         return "UTC" if hours == 0 else f"Etc/GMT{'-' if hours > 0 else '+'}{abs(hours)}"   # POSIX sign
     return None
+
+
+@cache
+def _fingerprints(year: int) -> tuple[list[datetime], list[int], dict[tuple, list[str]]]:
+    """Every day of `year` and the next, the positions sampled twice a month, and the IANA zones by their offsets
+    at those samples."""
+    start = datetime(year, 1, 1, 12, tzinfo=UTC)
+    days = [start + timedelta(days=n) for n in range(0, 731)]
+    coarse = list(range(0, 731, 15))
+    index: dict[tuple, list[str]] = {}
+    for name in sorted(_iana_names()):
+        if name.startswith(("Etc/", "posix/", "right/")) or "/" not in name:
+            continue
+        tz = ZoneInfo(name)
+        index.setdefault(tuple(days[i].astimezone(tz).utcoffset() for i in coarse), []).append(name)
+    return days, coarse, index

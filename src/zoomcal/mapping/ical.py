@@ -32,7 +32,6 @@ from zoomcal.mapping.rules import DEFAULT_RULES, MappingRules
 MAX_TEXT = 8192
 MARKER = "X-ZOOMCAL-EVENT"
 JOIN_PROPS = {"meeting_id": "X-ZOOMCAL-MEETING-ID", "join_url": "X-ZOOMCAL-JOIN-URL", "passcode": "X-ZOOMCAL-PASSCODE"}
-BLOCK = re.compile(r"^BEGIN:VEVENT\r?$.*?^END:VEVENT\r?$", re.S | re.M | re.I)
 UID_LINE = re.compile(r"^UID[;:](.*)$", re.M | re.I)
 RID_LINE = re.compile(r"^RECURRENCE-ID[;:].*$", re.M | re.I)
 PARTSTAT = {"NEEDS-ACTION": "needs_action", "ACCEPTED": "accepted", "TENTATIVE": "tentative", "DECLINED": "declined",
@@ -58,8 +57,8 @@ def split_events(data: str) -> tuple[list[dict[str, str]], str | None]:
                       text, flags=re.I)
     found = re.search(r"^X-WR-TIMEZONE:(.+?)\r?$", text, re.M | re.I)
     blocks = []
-    for n, match in enumerate(BLOCK.finditer(text)):
-        block = match.group(0).replace("\r\n", "\n")
+    for n, found_block in enumerate(_blocks(text, "VEVENT")):
+        block = found_block.replace("\r\n", "\n")
         uid = UID_LINE.search(block)
         rid = RID_LINE.search(block)
         blocks.append({"uid": uid.group(1).split(":", 1)[-1].strip() if uid else f"(no UID #{n})",
@@ -67,16 +66,33 @@ def split_events(data: str) -> tuple[list[dict[str, str]], str | None]:
     return blocks, found.group(1).strip() if found else None
 
 
-VTIMEZONE = re.compile(r"^BEGIN:VTIMEZONE\r?$.*?^END:VTIMEZONE\r?$", re.S | re.M | re.I)
+MAX_CUSTOM_ZONES = 20          # zones a file may define under its own names that are looked for an IANA twin
+
+
+def _blocks(text: str, name: str) -> list[str]:
+    """The `BEGIN:name` ... `END:name` blocks, in one pass over the lines (a block never ended costs nothing)."""
+    begin, end = f"BEGIN:{name}", f"END:{name}"
+    blocks, start, pos = [], None, 0
+    for line in text.splitlines(keepends=True):
+        bare = line.rstrip("\r\n").upper()
+        if bare == begin and start is None:
+            start = pos
+        elif bare == end and start is not None:
+            blocks.append(text[start:pos + len(line.rstrip("\n"))])
+            start = None
+        pos += len(line)
+    return blocks
+
+
 TZID_LINE = re.compile(r"^TZID(?:;[^:\r\n]*)?:(.*?)\r?$", re.M | re.I)
 
 
 def _custom_zones(text: str) -> dict[str, str]:
     """TZIDs the file defines that are neither IANA nor Windows names -> the IANA zone with the same clock."""
-    found = {}
-    for match in VTIMEZONE.finditer(text):
-        tzid_line = TZID_LINE.search(match.group(0))
-        tzid = tzid_line.group(1).strip() if tzid_line else ""
+    found, tried = {}, 0
+    for definition in _blocks(text, "VTIMEZONE"):
+        tzid_line = TZID_LINE.search(definition)
+        tzid = tzid_line.group(1).strip().replace("\\,", ",").replace("\\;", ";") if tzid_line else ""
         if not tzid or len(tzid) > 200:
             continue
         try:
@@ -84,7 +100,10 @@ def _custom_zones(text: str) -> dict[str, str]:
             continue                                    # a name zoomcal knows already
         except InvalidItem:
             pass
-        equivalent = _equivalent(match.group(0), tzid)
+        tried += 1
+        if tried > MAX_CUSTOM_ZONES:
+            break                                       # the rest stay unknown zones (their events are rejected)
+        equivalent = _equivalent(definition, tzid)
         if equivalent:
             found[tzid] = equivalent
     return found
