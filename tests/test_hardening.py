@@ -478,3 +478,60 @@ def test_a_file_full_of_zones_of_its_own_costs_a_bounded_lookup(monkeypatch):
            "END:VCALENDAR\n").replace("\n", "\r\n")
     blocks, _tz = ical.split_events(ics)
     assert blocks == [] and len(looked) == ical.MAX_CUSTOM_ZONES
+
+
+def test_the_booking_guard_covers_the_window_end_and_keeps_excluded_calendars_out(sqlite_db):
+    """(1) Stored intervals reach the window's end as of the last roll (here 20 hours ago): a booking just before
+    the current end is still checked. (2) An event only on a calendar the person excluded blocks nothing, inside
+    the window or past it."""
+    from datetime import timedelta
+
+    from zoomcal.availability import intervals
+    from zoomcal.availability.booking import book
+    from zoomcal.domain.content import make_content
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+    from zoomcal.mapping.rules import DEFAULT_RULES
+    from zoomcal.store import repo
+    from zoomcal.store.models import Account, AvailabilitySettings, Calendar, Link
+
+    db = sqlite_db
+    F = DEFAULT_RULES.availability.window_future_days
+    now = now_utc().replace(microsecond=0)
+    with db.transaction() as s:
+        u = _person(s)
+        first = (now - timedelta(days=3, hours=3)).replace(minute=0, second=0)
+        daily = make_content(title="Stand-up", start=fmt_instant(first),
+                             end=fmt_instant(first + timedelta(minutes=30)), timezone="UTC", rrule="FREQ=DAILY")
+        repo.upsert_event(s, u.tenant_id, u.id, "daily", daily)
+        s.flush()
+        then = now - timedelta(hours=20)
+        lo, hi = intervals.window(7, F, now=then)
+        intervals.refresh_events(s, u.tenant_id, u.id, {"daily": daily}, lo, hi, "UTC", new={"daily"})
+        s.add(AvailabilitySettings(user_id=u.id, timezone="UTC", working_hours={}, buffer_before_min=0,
+                                   buffer_after_min=0, excluded_calendars=[], rolled_at=then))
+        uid, tid = u.id, u.tenant_id
+    occ = first + timedelta(days=(now + timedelta(days=F) - timedelta(hours=2) - first).days)
+    assert then + timedelta(days=F) < occ < now + timedelta(days=F) - timedelta(hours=1), occ
+    clash = book(db, uid, occ, occ + timedelta(minutes=30), "double", DEFAULT_RULES)
+    assert not clash.booked and clash.conflict["title"] == "Stand-up"
+
+    with db.transaction() as s:
+        a = Account(tenant_id=tid, user_id=uid, provider="ics")
+        s.add(a)
+        s.flush()
+        c = Calendar(tenant_id=tid, user_id=uid, account_id=a.id, remote_id="holidays")
+        s.add(c)
+        s.flush()
+        s.get(AvailabilitySettings, uid).excluded_calendars = [c.id]
+        far = now + timedelta(days=F + 30)
+        for ev, at in (("in", now + timedelta(days=10)), ("out", far)):
+            content = make_content(title=f"team holiday {ev}", start=fmt_instant(at),
+                                   end=fmt_instant(at + timedelta(hours=1)), timezone="UTC")
+            repo.upsert_event(s, tid, uid, ev, content)
+            s.flush()
+            s.add(Link(tenant_id=tid, event_id=ev, calendar_id=c.id, remote_id=ev))
+            s.flush()
+            lo, hi = intervals.window(7, F)
+            intervals.refresh_events(s, tid, uid, {ev: content}, lo, hi, "UTC", new={ev})
+    for at in (now + timedelta(days=10), far):
+        assert book(db, uid, at, at + timedelta(minutes=30), "x", DEFAULT_RULES).booked

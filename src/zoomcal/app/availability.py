@@ -48,7 +48,10 @@ def _beyond(ctx: AppContext, view: BusyIndex, user_ids: list[int], start: dateti
             cut = epoch(start)
             spans = {ev: [(a, min(b, cut), k) for a, b, k in found if a < cut]
                      for ev, found in (known.by_event if known else {}).items()}
-            for event_id, content in s.execute(select(Event.id, Event.content).where(Event.user_id == user_id)):
+            events = dict(s.execute(select(Event.id, Event.content).where(Event.user_id == user_id)).all())
+            for event_id, content in intervals.counted(s, user_id, events).items():
+                if content is None:
+                    continue             # only on calendars the person does not count
                 try:
                     later = intervals.event_intervals(content, start, end, tz)
                 except InvalidItem:

@@ -63,8 +63,10 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
                                             "start": fmt_instant(intervals.as_utc(clash.start_at)),
                                             "end": fmt_instant(intervals.as_utc(clash.end_at))})
         tz = timezone or intervals.user_timezone(s, user_id)
-        if end + before > hi and (beyond := _beyond_the_window(s, user_id, max(start - after, hi), end + before,
-                                                               tz)) is not None:
+        # the stored intervals reach the window's end as of its last daily roll: from two days before it, expand
+        cut = hi - timedelta(days=2)
+        if end + before > cut and (beyond := _beyond_the_window(s, user_id, max(start - after, cut), end + before,
+                                                                tz)) is not None:
             return Booking(False, conflict=beyond)
         content = make_content(title=title, description=description, start=fmt_instant(start),
                                end=fmt_instant(end), timezone=tz, attendees=attendees or [])
@@ -81,8 +83,13 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
 
 def _beyond_the_window(s: Session, user_id: int, start: datetime, end: datetime, tz: str) -> dict | None:
     """Past the precomputed window nothing is stored: expand the person's events over the asked span now."""
-    for event_id, title, content in s.execute(select(Event.id, Event.title, Event.content)
-                                              .where(Event.user_id == user_id).order_by(Event.id)):
+    rows = list(s.execute(select(Event.id, Event.title, Event.content).where(Event.user_id == user_id)
+                          .order_by(Event.id)))
+    counted = intervals.counted(s, user_id, {event_id: content for event_id, _title, content in rows})
+    for event_id, title, _content in rows:
+        content = counted[event_id]
+        if content is None:
+            continue                 # only on calendars the person does not count
         try:      # a day either side, so the event's own start and end are named, not the asked span's
             spans = intervals.event_intervals(content, start - timedelta(days=1), end + timedelta(days=1), tz)
         except InvalidItem:

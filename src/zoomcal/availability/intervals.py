@@ -57,6 +57,22 @@ def excluded_calendars(session: Session, user_id: int) -> list[int]:
     return list(found.excluded_calendars or []) if found else []
 
 
+def counted(session: Session, user_id: int, contents: dict[str, dict[str, Any] | None]
+            ) -> dict[str, dict[str, Any] | None]:
+    """The events as they count for availability: one whose links are all on calendars the person excluded
+    counts as gone (None); one with no link yet, or a link on a counted calendar, counts."""
+    excluded = set(excluded_calendars(session, user_id))
+    if not excluded:
+        return contents
+    calendars: dict[str, set[int]] = {}
+    ids = list(contents)
+    for start in range(0, len(ids), 500):
+        for event_id, cal_id in session.execute(select(Link.event_id, Link.calendar_id)
+                                                .where(Link.event_id.in_(ids[start:start + 500]))):
+            calendars.setdefault(event_id, set()).add(cal_id)
+    return {ev: (None if calendars.get(ev) and calendars[ev] <= excluded else c) for ev, c in contents.items()}
+
+
 def refresh_events(session: Session, tenant_id: int, user_id: int, contents: dict[str, dict[str, Any] | None],
                    lo: datetime, hi: datetime, day_tz: str | None = None, new: set[str] | frozenset = frozenset()
                    ) -> int:
@@ -66,15 +82,7 @@ def refresh_events(session: Session, tenant_id: int, user_id: int, contents: dic
     any interval was removed or added, the person's `busy_revision` moves in the same transaction.
     """
     ids = [event_id for event_id in contents if event_id not in new]
-    excluded = set(excluded_calendars(session, user_id))
-    if excluded:
-        # an event counts when any of its links is on a calendar the user counts (or it has none yet)
-        calendars: dict[str, set[int]] = {}
-        for event_id, cal_id in session.execute(select(Link.event_id, Link.calendar_id)
-                                                .where(Link.event_id.in_(list(contents)))):
-            calendars.setdefault(event_id, set()).add(cal_id)
-        contents = {ev: (None if calendars.get(ev) and calendars[ev] <= excluded else c)
-                    for ev, c in contents.items()}
+    contents = counted(session, user_id, contents)
     removed = 0
     for start in range(0, len(ids), 500):
         removed += session.execute(
