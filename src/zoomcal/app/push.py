@@ -8,6 +8,7 @@ calendar (Google, Graph), where each notice names its subscription and is checke
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -120,6 +121,9 @@ def _mark_owners(services: Services, batch: list[tuple[list[PushTarget], str]]) 
     return [[(tenant, email) for _tenant_id, tenant, _user_id, email in people] for people in found]
 
 
+QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\d+")
+
+
 class _SecurityLog:
     """Refused notifications write nothing to the store (a flood of forged requests must cost no writes): a
     metric counts each, and a log line names the first of each channel and reason, then at most one line per
@@ -133,8 +137,13 @@ class _SecurityLog:
 
     def refused(self, channel: str, reason: str, count: int = 1) -> None:
         WEBHOOKS.labels(channel, "rejected").inc(count)
-        key, now = (channel, reason[:120]), time.monotonic()
+        # the kind of refusal, without the values a sender chose (a timestamp, a channel id), so a flood of
+        # varied forgeries is still one kind; kinds not seen for a while are forgotten
+        key, now = (channel, QUOTED.sub("…", reason)[:120]), time.monotonic()
         with self.lock:
+            if len(self.last) > 1000:
+                self.last = {k: t for k, t in self.last.items() if now - t < self.every}
+                self.quiet = {k: n for k, n in self.quiet.items() if k in self.last}
             if now - self.last.get(key, -self.every) < self.every:
                 self.quiet[key] = self.quiet.get(key, 0) + count
                 return
