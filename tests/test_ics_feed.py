@@ -165,3 +165,24 @@ async def test_a_feed_url_is_kept_sealed_and_shown_masked(world, tmp_path):
     with pytest.raises(Exception, match="already has this"):
         await accounts.link(ctx, "f@example.com", "ics", {"url": url}, {})
     ctx.store.dispose()
+
+
+async def test_a_redirect_is_reported_without_the_address_it_names():
+    """A feed that moved answers with its new address, which carries the same kind of secret: the error that says
+    so shows it masked."""
+    import httpx
+
+    from zoomcal.connectors.ics.connector import IcsConnector
+    from zoomcal.errors import InvalidItem
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    moved = httpx.MockTransport(lambda request: httpx.Response(
+        302, headers={"location": "https://calendar.example.com/ical/private-9f8e7d6c5b4a/basic.ics"}))
+    feed = IcsConnector("https://calendar.example.com/ical/private-0a1b2c3d/basic.ics", DEFAULT_RULES,
+                        transport=moved, resolve=public)
+    try:
+        with pytest.raises(InvalidItem) as refused:
+            await feed.changes(None, {})
+    finally:
+        await feed.aclose()
+    assert "9f8e7d6c5b4a" not in str(refused.value) and "https://calendar.example.com/….ics" in str(refused.value)

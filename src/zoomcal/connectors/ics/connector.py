@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -69,7 +70,9 @@ class IcsConnector:
                 if response.status_code == 304:
                     return None, cursor
                 if response.status_code in (301, 302, 303, 307, 308):
-                    raise InvalidItem(f"feed redirects to {response.headers.get('location')!r}; use that URL")
+                    # the new address may carry the feed's secret as the old one did: shown masked
+                    raise InvalidItem(f"feed redirects to {masked(response.headers.get('location') or '')}; link "
+                                      "the feed again with its new address")
                 if response.status_code >= 500 or response.status_code == 429:
                     raise Transient(f"feed answered {response.status_code}")
                 if response.status_code != 200:
@@ -145,3 +148,12 @@ class IcsConnector:
     async def aclose(self) -> None:
         if self.client is not None:
             await self.client.aclose()
+
+
+def masked(url: str) -> str:
+    """What may be shown of a feed URL: scheme, host, and the file's extension (a secret may sit anywhere in the
+    path or the query)."""
+    parts = urlsplit(url)
+    last = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    extension = "." + last.rsplit(".", 1)[1][:8] if "." in last else ""
+    return f"{parts.scheme}://{parts.hostname or ''}/…{extension}"

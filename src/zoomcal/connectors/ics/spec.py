@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from zoomcal.connectors.ics.connector import IcsConnector
+from zoomcal.connectors.ics.connector import IcsConnector, masked
 from zoomcal.connectors.spec import BUSY, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec
 from zoomcal.errors import ConfigError
 from zoomcal.net import check_url
 
 OPTIONS = (Option("url", "the feed's http(s) URL or a local file path", required=True),
            Option("timezone", "zone for floating times when the feed names none"))
-
-
-def masked(url: str) -> str:
-    """What may be shown of a feed URL: scheme, host, and the file's extension (a secret may sit anywhere in the
-    path or the query)."""
-    parts = urlsplit(url)
-    last = parts.path.rstrip("/").rsplit("/", 1)[-1]
-    extension = "." + last.rsplit(".", 1)[1][:8] if "." in last else ""
-    return f"{parts.scheme}://{parts.hostname or ''}/…{extension}"
 
 
 def source_of(view: AccountView) -> str:
