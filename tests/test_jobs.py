@@ -246,3 +246,25 @@ async def test_a_notification_about_one_calendar_lists_only_that_calendar(world,
     finally:
         await ctx.services.aclose()
         ctx.services.close()
+
+
+@pytest.mark.anyio
+async def test_a_pair_no_notification_named_still_runs_while_it_owes_a_write(world, tmp_path):
+    from zoomcal.sync.retry import Retrier
+
+    ctx = make_context(world, tmp_path)
+    ctx.services.retrier = lambda: Retrier(max_retries=0)
+    try:
+        info = link_sandbox_user(ctx, world, ADA, "Ada")
+        actor = SandboxActor(world, transport=world.transport())
+        await actor.zoom_create(info["zoom_user_id"], topic="Plan", type=2, start_time="2026-12-10T09:00:00Z",
+                                duration=30)
+        world.google_faults.add("503", "POST", "/events", times=1)
+        (failed,) = await app_sync.run(ctx, ADA)
+        assert failed.writes == 0 and failed.errors                       # the create is owed
+        assert await app_sync.run(ctx, ADA, changed=frozenset({999_999})) != []   # another calendar was named
+        assert await app_sync.run(ctx, ADA, changed=frozenset({999_999})) == []   # nothing owed: not run
+        assert len(world.google.calendars[info["google_calendar_id"]].events) == 1
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()

@@ -122,8 +122,8 @@ async def run(ctx: AppContext, email: str | None = None, *, calendar_id: int | N
     results = []
     for pair in pairs(ctx, email, calendar_id):
         quiet = frozenset(s for s in pair.sides if changed is not None and pair.side(s).calendar_id not in changed)
-        if quiet and quiet == set(pair.sides):
-            continue                          # nothing said any of its calendars changed
+        if quiet and quiet == set(pair.sides) and not _owes(ctx, [pair.side(s).calendar_id for s in pair.sides]):
+            continue                          # nothing said any of its calendars changed, and it owes no write
         accounts = [pair.side(s).account_id for s in pair.sides if pair.side(s).account_id is not None]
         before = _account_health(ctx, accounts)
         report = await sync_engine.run(pair, trigger=trigger, dry_run=dry_run, confirm_deletes=confirm_deletes,
@@ -136,6 +136,13 @@ async def run(ctx: AppContext, email: str | None = None, *, calendar_id: int | N
         if on_pair is not None:
             on_pair(result)
     return results
+
+
+def _owes(ctx: AppContext, calendar_ids: list[int]) -> bool:
+    """Whether a write to one of these calendars is still owed (a pending mark from an earlier run)."""
+    with ctx.store.session() as s:
+        return s.scalar(select(Link.event_id).where(Link.calendar_id.in_(calendar_ids), Link.pending.is_not(None))
+                        .limit(1)) is not None
 
 
 def _account_health(ctx: AppContext, account_ids: list[int]) -> dict[int, tuple[str, str, str | None, int]]:
