@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from zoomcal.app import push
 from zoomcal.app.context import Services
@@ -53,9 +54,11 @@ class Recorder:
         try:
             answers = await asyncio.to_thread(push.record, self.services, [verified for verified, _ in batch])
         except Exception as exc:
-            if settle_errors:
+            # the store itself failing (unreachable, locked past its timeout) fails every one alike: no retries
+            if settle_errors or isinstance(exc, OperationalError | InterfaceError):
                 for _verified, future in batch:
                     _settle(future, exc=exc)
+                return isinstance(exc, OperationalError | InterfaceError)   # nothing left to find
             return False
         for (_verified, future), answer in zip(batch, answers, strict=True):
             _settle(future, answer)
