@@ -208,9 +208,9 @@ def test_marks_without_a_person_are_not_kept(any_db):
 
 @pytest.mark.anyio
 async def test_a_notification_about_one_calendar_lists_only_that_calendar(world, tmp_path):
-    """A mark from a notification names the calendar that changed: the job lists that calendar alone and writes
-    the other, which counts as unchanged since its last listing. A mark without calendars (a timer, a command)
-    lists both, and so do marks that pile up from both sides."""
+    """A mark from a notification names the calendar that changed: the job lists that calendar alone; the other
+    counts as unchanged since its last listing and takes creates as it is, but is listed before an update. A mark
+    without calendars (a timer, a command) lists both, and so do marks that pile up from both sides."""
     from zoomcal.store.models import Account, Calendar
 
     ctx = make_context(world, tmp_path)
@@ -225,11 +225,18 @@ async def test_a_notification_about_one_calendar_lists_only_that_calendar(world,
             cal = {provider: cal_id for provider, cal_id in s.execute(
                 select(Account.provider, Calendar.id).join(Calendar, Calendar.account_id == Account.id))}
 
-        await actor.zoom_patch(made["id"], topic="Plan (moved)")
+        await actor.zoom_create(info["zoom_user_id"], topic="Review", type=2, start_time="2026-12-11T09:00:00Z",
+                                duration=30)
         reads = world.google_calls.get("reads", 0)
+        due.mark(ctx, ADA, "zoom:meeting.created", calendars=[cal["zoom"]])
+        (result,) = (await jobs.sync_person(ctx.services, "default", ADA, presence=False)).results
+        assert result.writes == 1 and world.google_calls.get("reads", 0) == reads      # a create: Google not listed
+
+        await actor.zoom_patch(made["id"], topic="Plan (moved)")
         due.mark(ctx, ADA, "zoom:meeting.updated", calendars=[cal["zoom"]])
         (result,) = (await jobs.sync_person(ctx.services, "default", ADA, presence=False)).results
-        assert result.writes == 1 and world.google_calls.get("reads", 0) == reads      # Google was not listed
+        # an update there: Google is listed first (it may have changed too), once
+        assert result.writes == 1 and world.google_calls.get("reads", 0) == reads + 1
         assert "Plan (moved)" in {e["summary"] for e in world.google.calendars[info["google_calendar_id"]]
                                   .events.values()}
 
