@@ -415,3 +415,17 @@ def test_nonsense_input_is_refused_with_a_reason(env, args, says):
     window = ["--from", "2026-12-10T08:00", "--to", "2026-12-10T18:00"] if args[0] in ("slots", "availability") else []
     result = run(*args, *window)
     assert result.exit_code == 1 and says in " ".join(result.output.split()), result.output
+
+
+def test_the_sandbox_on_a_busy_port_is_one_line_and_no_json(env):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "zoomcal", "sandbox", "--port", str(port)], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "ZOOMCAL_DATA_DIR": str(env / "sb")})
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert f"cannot serve the sandboxes on 127.0.0.1:{port}" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 
 import typer
 from rich.table import Table
 
-from zoomcal.cli.common import console, err, handled, print_json, settings
+from zoomcal.cli.common import console, err, fail, handled, print_json, settings
 
 
 @handled
@@ -73,6 +74,11 @@ def sandbox(
 
     from zoomcal.sandbox.world import DEMO_USERS, SandboxWorld
 
+    try:       # the port first: a busy one is one line, before any JSON a caller might take for the sandbox's
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        fail(f"cannot serve the sandboxes on {host}:{port}: {exc.strerror or exc}", hint="pick another --port")
     world = SandboxWorld()
     people = []
     for i in range(users):
