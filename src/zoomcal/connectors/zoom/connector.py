@@ -9,7 +9,6 @@ and a create that may already have happened looks for that marker first.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from zoomcal.mapping.zoom import (
     occurrence_edits,
     recurrence_to_rrule,
 )
+from zoomcal.sync.retry import Retrier
 
 T = TypeVar("T")
 GET_ATTEMPTS = 3
@@ -108,21 +108,12 @@ class ZoomConnector:
         return ChangeSet(changed, removed, cursor=None, present=present, api_calls=self.api.calls - start_calls,
                          notes=notes)
 
-    async def _patiently(self, call: Callable[[], Awaitable[T]], attempts: int = GET_ATTEMPTS) -> T:
+    async def _patiently(self, call: Callable[[], Awaitable[T]]) -> T:
         """One request inside a listing, retried on its own (a listing of hundreds of meetings would otherwise
-        fail as a whole on any one failure): short back-off for a failure, the asked wait for a rate limit."""
-        for attempt in range(attempts):
-            try:
-                return await call()
-            except RateLimited as exc:
-                if attempt == attempts - 1 or exc.retry_after > MAX_WAIT_S:
-                    raise
-                await asyncio.sleep(max(exc.retry_after, 0.0))
-            except Transient:
-                if attempt == attempts - 1:
-                    raise
-                await asyncio.sleep(self.backoff * 2 ** attempt)
-        raise AssertionError("unreachable")
+        fail as a whole on any one failure): short back-off for a failure, the asked wait for a rate limit, as
+        every request is retried, only with fewer tries and shorter waits."""
+        return await Retrier(max_retries=GET_ATTEMPTS - 1, base_delay=self.backoff, max_delay=MAX_WAIT_S).call(
+            lambda _attempt: call())
 
     def raw_id(self, raw: dict[str, Any]) -> str:
         return str(raw["id"])
