@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from zoomcal.app import due, propagation, sync
+from zoomcal.app import due, propagation, push, sync
 from zoomcal.app.context import SYSTEM, AppContext, Services
 from zoomcal.auth.tokens import stored_tokens
 from zoomcal.connectors import registry
@@ -105,7 +105,7 @@ async def _presence_after_sync(ctx: AppContext, user_id: int, mark: due.Due | No
 def _source(reason: str) -> str:
     """The channel that reported the change a mark stands for ("zoom:meeting.updated" -> "zoom"), or ""."""
     channel = reason.partition(":")[0]
-    return channel if channel in {s.push.name for s in registry.all_specs() if s.push is not None} else ""
+    return channel if channel in push.channels() else ""
 
 
 # --- periodic work --------------------------------------------------------------------------------------------

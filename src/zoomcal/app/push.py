@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -86,15 +87,12 @@ def _owner_query():
 def _owners_everywhere(services: Services, targets: list[PushTarget], s: Session | None = None) -> list[tuple]:
     """(tenant id, tenant name, user id, e-mail, calendar id) of every calendar the targets name, across tenants."""
     found: set[tuple] = set()
-    for provider in sorted({t.provider for t in targets}):
-        params = {"provider": provider,
-                  "calendars": [t.calendar for t in targets if t.provider == provider and t.item is None],
-                  "items": [t.item for t in targets if t.provider == provider and t.item is not None]}
-        if s is not None:
-            found.update(tuple(row) for row in s.connection().execute(_owner_query(), params))
-            continue
-        with services.db.session() as own:
-            found.update(tuple(row) for row in own.connection().execute(_owner_query(), params))
+    with nullcontext(s) if s is not None else services.db.session() as session:
+        for provider in sorted({t.provider for t in targets}):
+            params = {"provider": provider,
+                      "calendars": [t.calendar for t in targets if t.provider == provider and t.item is None],
+                      "items": [t.item for t in targets if t.provider == provider and t.item is not None]}
+            found.update(tuple(row) for row in session.connection().execute(_owner_query(), params))
     return sorted(found)
 
 
@@ -108,11 +106,10 @@ def _mark_owners(services: Services, batch: list[tuple[list[PushTarget], str]]) 
         for targets, reason in batch:
             rows = _owners_everywhere(services, targets, s) if targets else []
             changed_at = min((t.changed_at for t in targets if t.changed_at is not None), default=None)
-            for tenant_id in sorted({r[0] for r in rows}):
-                calendars: dict[int, set[int]] = {}
-                for r in rows:
-                    if r[0] == tenant_id:
-                        calendars.setdefault(r[2], set()).add(r[4])
+            named: dict[int, dict[int, set[int]]] = {}        # tenant -> person -> the calendars named
+            for tenant_id, _tenant, user_id, _email, calendar_id in rows:
+                named.setdefault(tenant_id, {}).setdefault(user_id, set()).add(calendar_id)
+            for tenant_id, calendars in sorted(named.items()):
                 due.mark_ids(s, tenant_id, list(calendars), reason, changed_at, at, calendars=calendars)
             found.append(sorted({r[:4] for r in rows}))
     for people, (_targets, reason) in zip(found, batch, strict=True):
