@@ -132,6 +132,20 @@ def _write_lock(engine: Engine) -> threading.RLock:
         return _WRITE_LOCKS.setdefault(engine, threading.RLock())
 
 
+@contextmanager
+def _writing(engine: Engine):
+    """A connection whose transaction takes the write lock when it begins (SQLite: BEGIN IMMEDIATE; the threads
+    of this process queue for it here rather than in SQLite's busy handler, which sleeps in steps of milliseconds:
+    many short writes at once, as webhooks make, would otherwise spend more time asleep than writing). PostgreSQL:
+    a plain connection (callers lock the rows they need)."""
+    if engine.dialect.name != "sqlite":
+        with engine.connect() as raw:
+            yield raw
+        return
+    with _write_lock(engine), engine.connect() as raw:
+        yield raw.execution_options(sqlite_begin="IMMEDIATE")
+
+
 class _Sessions:
     """Sessions and transactions over an engine (the whole database, or one tenant's view of it)."""
 
@@ -156,11 +170,8 @@ class _Sessions:
             with self.sessions.begin() as session:
                 yield session
             return
-        # threads of this process queue here rather than in SQLite's busy handler, which sleeps in steps of
-        # milliseconds: many short writes at once (webhooks) would otherwise spend more time asleep than writing
-        with _write_lock(self.engine), self.engine.connect() as raw:
-            with self.sessions(bind=raw.execution_options(sqlite_begin="IMMEDIATE")) as session, session.begin():
-                yield session
+        with _writing(self.engine) as conn, self.sessions(bind=conn) as session, session.begin():
+            yield session
 
 
 class Database(_Sessions):
@@ -193,8 +204,7 @@ class Database(_Sessions):
     def locked_transaction(self, info: dict | None = None):
         """A transaction that takes SQLite's write lock up front (BEGIN IMMEDIATE): check-then-write without a
         race; on PostgreSQL the caller locks the rows it needs (SELECT ... FOR UPDATE)."""
-        with self.engine.connect() as raw:
-            conn = raw.execution_options(sqlite_begin="IMMEDIATE")
+        with _writing(self.engine) as conn:
             with Session(bind=conn, expire_on_commit=False, info=dict(info or {})) as s, s.begin():
                 yield s
 
