@@ -15,7 +15,7 @@ from zoomcal.availability import booking, intervals, query
 from zoomcal.availability.index import KIND_CODES, BusyIndex, UserIntervals, epoch
 from zoomcal.availability.intervals import user_timezone
 from zoomcal.domain.timeutil import zone
-from zoomcal.errors import ConfigError, InvalidItem
+from zoomcal.errors import ConfigError
 from zoomcal.store.models import Event
 
 
@@ -48,14 +48,7 @@ def _beyond(ctx: AppContext, view: BusyIndex, user_ids: list[int], start: dateti
             cut = epoch(start)
             spans = {ev: [(a, min(b, cut), k) for a, b, k in found if a < cut]
                      for ev, found in (known.by_event if known else {}).items()}
-            events = dict(s.execute(select(Event.id, Event.content).where(Event.user_id == user_id)).all())
-            for event_id, content in intervals.counted(s, user_id, events).items():
-                if content is None:
-                    continue             # only on calendars the person does not count
-                try:
-                    later = intervals.event_intervals(content, start, end, tz)
-                except InvalidItem:
-                    continue                # as in the stored intervals: an unexpandable rule blocks nothing
+            for event_id, later in intervals.expanded(s, user_id, start, end, tz).items():
                 spans.setdefault(event_id, []).extend((epoch(a), epoch(b), KIND_CODES[k]) for a, b, k in later)
             user = UserIntervals({ev: found for ev, found in spans.items() if found})
             user.compile()

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from zoomcal.availability import intervals
 from zoomcal.domain.content import make_content
 from zoomcal.domain.timeutil import fmt_instant, now_utc
-from zoomcal.errors import ConfigError, InvalidItem
+from zoomcal.errors import ConfigError
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.store import repo
 from zoomcal.store.db import Database
@@ -82,22 +82,14 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
 
 
 def _beyond_the_window(s: Session, user_id: int, start: datetime, end: datetime, tz: str) -> dict | None:
-    """Past the precomputed window nothing is stored: expand the person's events over the asked span now."""
-    rows = list(s.execute(select(Event.id, Event.title, Event.content).where(Event.user_id == user_id)
-                          .order_by(Event.id)))
-    counted = intervals.counted(s, user_id, {event_id: content for event_id, _title, content in rows})
-    for event_id, title, _content in rows:
-        content = counted[event_id]
-        if content is None:
-            continue                 # only on calendars the person does not count
-        try:      # a day either side, so the event's own start and end are named, not the asked span's
-            spans = intervals.event_intervals(content, start - timedelta(days=1), end + timedelta(days=1), tz)
-        except InvalidItem:
-            continue     # as in the stored intervals: an unexpandable rule blocks nothing
+    """Past the precomputed window nothing is stored: expand the person's events over the asked span now (a day
+    either side, so the event's own start and end are named, not the asked span's)."""
+    for event_id, spans in intervals.expanded(s, user_id, start - timedelta(days=1), end + timedelta(days=1),
+                                              tz).items():
         for first, last, kind in spans:
             if first < end and last > start:
-                return {"event_id": event_id, "title": title, "kind": kind, "start": fmt_instant(first),
-                        "end": fmt_instant(last)}
+                return {"event_id": event_id, "title": s.scalar(select(Event.title).where(Event.id == event_id)),
+                        "kind": kind, "start": fmt_instant(first), "end": fmt_instant(last)}
     return None
 
 

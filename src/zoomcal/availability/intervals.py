@@ -73,6 +73,26 @@ def counted(session: Session, user_id: int, contents: dict[str, dict[str, Any] |
     return {ev: (None if calendars.get(ev) and calendars[ev] <= excluded else c) for ev, c in contents.items()}
 
 
+def expanded(session: Session, user_id: int, lo: datetime, hi: datetime, tz: str | None
+             ) -> dict[str, list[tuple[datetime, datetime, str]]]:
+    """The person's blocking spans inside [lo, hi), computed now from their events (for times no stored interval
+    covers: past the window): the events that count, as for the stored intervals; an unexpandable rule blocks
+    nothing, as there."""
+    events = {event_id: content for event_id, content in
+              session.execute(select(Event.id, Event.content).where(Event.user_id == user_id))}
+    out = {}
+    for event_id, content in sorted(counted(session, user_id, events).items()):
+        if content is None:
+            continue                 # only on calendars the person does not count
+        try:
+            spans = event_intervals(content, lo, hi, tz)
+        except InvalidItem:
+            continue
+        if spans:
+            out[event_id] = spans
+    return out
+
+
 def refresh_events(session: Session, tenant_id: int, user_id: int, contents: dict[str, dict[str, Any] | None],
                    lo: datetime, hi: datetime, day_tz: str | None = None, new: set[str] | frozenset = frozenset()
                    ) -> int:
