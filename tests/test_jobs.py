@@ -110,7 +110,6 @@ async def test_a_person_whose_calendars_are_held_elsewhere_is_retried_not_droppe
         ctx.services.close()
 
 
-@pytest.mark.pg
 async def test_the_embedded_runner_keeps_its_periods_by_the_clock_it_is_given(world, tmp_path):
     ctx = make_context(world, tmp_path)
     try:
@@ -128,6 +127,7 @@ async def test_the_embedded_runner_keeps_its_periods_by_the_clock_it_is_given(wo
         ctx.services.close()
 
 
+@pytest.mark.pg
 async def test_procrastinate_workers_serve_marks_one_job_per_person(world, tmp_path, pg_schema_url):
     _fresh_pg(pg_schema_url).dispose()
     ctx = make_context(world, tmp_path, database_url=pg_schema_url)
