@@ -46,19 +46,22 @@ class Recorder:
     async def _drain(self) -> None:
         while self.waiting:
             batch, self.waiting = self.waiting[:self.limit], self.waiting[self.limit:]
-            if not await self._write(batch, settle_errors=len(batch) == 1) and len(batch) > 1:
+            if not await self._write(batch):
                 for item in batch:                  # one of them is bad: find it, record the others
-                    await self._write([item], settle_errors=True)
+                    await self._write([item])
 
-    async def _write(self, batch: list[tuple[Verified, asyncio.Future[PushAnswer]]], settle_errors: bool) -> bool:
+    async def _write(self, batch: list[tuple[Verified, asyncio.Future[PushAnswer]]]) -> bool:
+        """Record a batch -> whether every request in it has its answer (False: a batch of several failed on
+        something one of them may hold, so they are to be tried one by one)."""
         try:
             answers = await asyncio.to_thread(push.record, self.services, [verified for verified, _ in batch])
         except Exception as exc:
-            # the store itself failing (unreachable, locked past its timeout) fails every one alike: no retries
-            if settle_errors or isinstance(exc, OperationalError | InterfaceError):
+            # one notification alone, or the store itself failing (unreachable, locked past its timeout), which
+            # fails every one alike: the error is the answer
+            if len(batch) == 1 or isinstance(exc, OperationalError | InterfaceError):
                 for _verified, future in batch:
                     _settle(future, exc=exc)
-                return isinstance(exc, OperationalError | InterfaceError)   # nothing left to find
+                return True
             return False
         for (_verified, future), answer in zip(batch, answers, strict=True):
             _settle(future, answer)
