@@ -7,6 +7,7 @@ import asyncio
 import functools
 import json
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -146,3 +147,22 @@ def ask_secret(name: str, flag: str, required: bool) -> str:
     if not sys.stdin.isatty():
         fail(f"the {name.replace('_', ' ')} is needed", hint=f"pass {flag} VAR (no terminal to prompt on)")
     return typer.prompt(name.replace("_", " "), hide_input=True)
+
+
+def listen(host: str, port: int, doing: str = "listen on", hint: str | None = None) -> socket.socket:
+    """The listening socket, bound here so a busy port is one clear line rather than a server's traceback (and
+    before anything else is printed)."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        fail(f"cannot {doing} {host}:{port}: {exc.strerror}", hint=hint)
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # a restart reuses it; a listener still refuses
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot {doing} {host}:{port}: {exc.strerror or exc}", hint=hint)
+    sock.set_inheritable(True)
+    return sock

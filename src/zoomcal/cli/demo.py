@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 
 import typer
 from rich.table import Table
 
-from zoomcal.cli.common import console, err, fail, handled, print_json, settings
+from zoomcal.cli.common import console, err, handled, listen, print_json, settings
 
 
 @handled
@@ -74,11 +73,8 @@ def sandbox(
 
     from zoomcal.sandbox.world import DEMO_USERS, SandboxWorld
 
-    try:       # the port first: a busy one is one line, before any JSON a caller might take for the sandbox's
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.bind((host, port))
-    except OSError as exc:
-        fail(f"cannot serve the sandboxes on {host}:{port}: {exc.strerror or exc}", hint="pick another --port")
+    # the port first: a busy one is one line, before any JSON a caller might take for the sandbox's
+    sock = listen(host, port, "serve the sandboxes on", hint="pick another --port")
     world = SandboxWorld()
     people = []
     for i in range(users):
@@ -87,4 +83,7 @@ def sandbox(
         people.append(world.add_user(email, name, tz))
     sys.stdout.write(json.dumps(world.describe(f"http://{host}:{port}", people)) + "\n")
     sys.stdout.flush()
-    uvicorn.run(world.app(over_network=True), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.Server(uvicorn.Config(world.app(over_network=True), log_level="warning")).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import typer
 
-from zoomcal.cli.common import context, err, fail, handled
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so a busy port is one clear line rather than a server's traceback."""
-    try:
-        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror}")
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # a restart reuses it; a listener still refuses
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    sock.set_inheritable(True)
-    return sock
+from zoomcal.cli.common import context, err, handled, listen
 
 
 @handled
@@ -44,7 +24,7 @@ def serve(
 
     ctx = context()                 # stops with one line when the schema is not this zoomcal's
     services = ctx.services
-    sock = _listen(host, port)
+    sock = listen(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     from zoomcal.app import runner
 
