@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import typer
 from rich.markup import escape
@@ -15,7 +14,7 @@ from zoomcal.app import presence as app_presence
 from zoomcal.app import sync as app_sync
 from zoomcal.app.context import AppContext
 from zoomcal.app.runner import EmbeddedRunner, Intervals
-from zoomcal.cli.common import as_dict, console, context, err, fail, handled, print_json, run_async
+from zoomcal.cli.common import as_dict, console, context, err, fail, handled, listen, print_json, run_async
 from zoomcal.cli.presence import print_outcome
 
 review_app = typer.Typer(help="The review queue: conflicting edits, held mass deletions, overlaps.",
@@ -62,15 +61,9 @@ def _start_webhooks(ctx: AppContext, host: str, port: int) -> None:
 
     from zoomcal.web.webhooks import make_app
 
-    server = uvicorn.Server(uvicorn.Config(make_app(ctx.services), host=host, port=port,
-                                           log_level="warning", lifespan="off"))
-    threading.Thread(target=server.run, daemon=True).start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.025)
-    if not server.started:
-        fail(f"could not listen on {host}:{port} (in use?)")
+    sock = listen(host, port)          # bound (and listening) now: a busy port is one line, before the first round
+    server = uvicorn.Server(uvicorn.Config(make_app(ctx.services), log_level="warning", lifespan="off"))
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
     err.print(f"receiving webhooks at http://{host}:{port}/webhooks/{{channel}} (Zoom: /webhooks/zoom)")
 
 
