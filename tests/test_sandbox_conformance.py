@@ -2,71 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-from functools import lru_cache
-from pathlib import Path
-
 import httpx
-import jsonschema
 import pytest
 
+from specs import google_schema, graph_schema, validate, without_annotations, zoom_response_schema
 from zoomcal.sandbox.world import SandboxWorld
-
-# the vendor files live in shared/specs beside the checkout (CI lays them out the same way)
-SPECS = Path(os.environ.get("ZOOMCAL_SPECS", Path(__file__).resolve().parents[2] / "shared" / "specs"))
-if not SPECS.exists() and os.environ.get("CI"):
-    raise RuntimeError(f"vendor specs missing at {SPECS}")
-pytestmark = pytest.mark.skipif(not SPECS.exists(), reason="vendor specs not found beside the checkout")
-
-
-@lru_cache
-def _zoom_doc(name: str) -> dict:
-    return json.loads((SPECS / "zoom" / name).read_text())
-
-
-def _drop_weekly_days_enum(node):
-    """Spec quirk: `weekly_days` is typed as one of "1".."7" while its own text (and the API) takes "1,3"."""
-    if isinstance(node, dict):
-        return {k: ({kk: vv for kk, vv in v.items() if kk != "enum"} if k == "weekly_days" and isinstance(v, dict)
-                    else _drop_weekly_days_enum(v)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_drop_weekly_days_enum(v) for v in node]
-    return node
-
-
-def zoom_response_schema(doc_name: str, path: str, method: str, status: str) -> dict:
-    doc = _zoom_doc(doc_name)
-    schema = doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
-    return _drop_weekly_days_enum({**schema, "components": doc.get("components", {})})
-
-
-@lru_cache
-def google_schema(name: str) -> dict:
-    doc = json.loads((SPECS / "google" / "calendar.v3.json").read_text())
-
-    def convert(node):
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return {"$ref": f"#/definitions/{node['$ref']}"}
-            out = {}
-            for key, value in node.items():
-                if key == "type" and value == "any":
-                    continue
-                if key in ("id", "annotations", "description"):
-                    continue
-                out[key] = convert(value)
-            return out
-        if isinstance(node, list):
-            return [convert(v) for v in node]
-        return node
-
-    definitions = {k: convert(v) for k, v in doc["schemas"].items()}
-    return {"$ref": f"#/definitions/{name}", "definitions": definitions}
-
-
-def validate(instance, schema) -> None:
-    jsonschema.validate(instance, schema, cls=jsonschema.Draft7Validator)
 
 
 @pytest.fixture
@@ -196,32 +136,6 @@ async def test_injected_faults(sandbox):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-@lru_cache
-def graph_schema(name: str) -> dict:
-    """A Graph schema from the YAML slice as JSON Schema: `nullable` becomes a null alternative, and the SDK's
-    blanket `additionalProperties: {type: object}` (which would clash inside allOf) is dropped."""
-    import yaml
-
-    doc = yaml.safe_load((SPECS / "microsoft" / "graph-v1.0-calendar.yml").read_text())
-
-    def convert(node):
-        if isinstance(node, dict):
-            out = {k: convert(v) for k, v in node.items() if k not in ("additionalProperties", "nullable",
-                                                                          "description", "example")}
-            if node.get("nullable"):
-                return {"anyOf": [out, {"type": "null"}]}
-            return out
-        if isinstance(node, list):
-            return [convert(v) for v in node]
-        return node
-
-    return {"$ref": f"#/components/schemas/{name}", "components": convert(doc["components"])}
-
-
-def without_annotations(item: dict) -> dict:
-    return {k: v for k, v in item.items() if not k.startswith("@")}
 
 
 @pytest.mark.anyio
