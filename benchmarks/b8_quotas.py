@@ -363,11 +363,11 @@ async def run_day(users: int = USERS, heavy: int = HEAVY, seed: int = SEED, late
     from sqlalchemy import func, select
 
     from conftest import link_sandbox_user, make_context
+    from zoomcal.agreement import agreement
     from zoomcal.app import jobs
     from zoomcal.app.runner import EmbeddedRunner, Intervals
     from zoomcal.logging import configure
     from zoomcal.sandbox.actor import SandboxActor
-    from zoomcal.sandbox.person import agreement
     from zoomcal.sandbox.world import SandboxWorld
     from zoomcal.store.models import Link, SyncRun
     from zoomcal.sync.retry import Retrier

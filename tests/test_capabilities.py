@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from conftest import build_pairs, close_pairs, link_sandbox_user, make_context
 from memory_pair import CappedMemory, Clock, ReadOnlyMemory, meeting, memory_pair
+from zoomcal.agreement import compare_user
 from zoomcal.connectors.base import Item
 from zoomcal.connectors.ics.connector import IcsConnector
 from zoomcal.connectors.memory.connector import MemoryConnector
@@ -21,7 +22,6 @@ from zoomcal.errors import Transient
 from zoomcal.mapping.ical import content_to_calendar
 from zoomcal.mapping.rules import DEFAULT_RULES
 from zoomcal.sandbox.actor import SandboxActor
-from zoomcal.sandbox.verify import compare_user
 from zoomcal.store.models import Account, SyncLogEntry, WriteQuota
 from zoomcal.store.status import SqlStatusStore
 from zoomcal.sync import engine as engine_module

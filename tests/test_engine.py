@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import build_pairs, link_sandbox_user, make_context, sync_first_pair
+from zoomcal.agreement import compare_user
 from zoomcal.sandbox.actor import SandboxActor
-from zoomcal.sandbox.verify import compare_user
 from zoomcal.store.models import Account, Event, ReviewItem, SyncLogEntry
 from zoomcal.sync.engine import SimulatedCrash, SyncEngine
 from zoomcal.sync.retry import Retrier

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from conftest import _fresh_pg
+from zoomcal.agreement import agreement as agreement_of
 from zoomcal.app import accounts, admin, due, users
 from zoomcal.app.context import Actor, open_services
 from zoomcal.auth.vault import new_key_spec
@@ -118,14 +119,14 @@ async def test_serve_and_three_workers_agree_after_workers_are_killed(served_wor
             with services.db.session() as s:
                 busy = s.execute(text("select count(*) from procrastinate_jobs where task_name = 'zoomcal.sync' "
                                       "and status in ('todo', 'doing')")).scalar()
-            if not busy and not due.pending(ctx) and all(not person.agreement(actor, p).mismatches for p in people):
+            if not busy and not due.pending(ctx) and all(not agreement_of(actor, p).mismatches for p in people):
                 break
             await asyncio.sleep(1)
         settled = time.monotonic()
         with services.db.session() as s:
             jobs = s.execute(text("select task_name, status, count(*) from procrastinate_jobs group by 1, 2")).all()
         for p in people:
-            agreement = person.agreement(actor, p)
+            agreement = agreement_of(actor, p)
             if agreement.mismatches:
                 logs = sorted(tmp_path.glob("worker-*.log"))
                 print(jobs, [(f.name, f.read_text()[-3000:]) for f in logs[-2:]])

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from conftest import build_pairs, link_sandbox_user, make_context
+from zoomcal.agreement import compare_user
 from zoomcal.domain.timeutil import fmt_instant, parse_instant
 from zoomcal.mapping.google import PRIVATE_MEETING, private_props
 from zoomcal.sandbox.actor import SandboxActor
-from zoomcal.sandbox.verify import compare_user
 from zoomcal.sandbox.world import SandboxWorld
 from zoomcal.sync.engine import SimulatedCrash, SyncEngine
 from zoomcal.sync.retry import Retrier

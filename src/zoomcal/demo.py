@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from zoomcal.agreement import agreement as agreement_of
 from zoomcal.app import accounts, admin, due, jobs, propagation, sync, users
 from zoomcal.app.availability import index
 from zoomcal.app.context import Actor, AppContext, Services, open_services
@@ -119,7 +120,7 @@ def summary(demo: DemoSetup, extra: dict[str, Any] | None = None) -> dict[str, A
     mismatches: list[str] = []
     duplicates: list[str] = []
     for user in demo.users:
-        agreement = person.agreement(demo.actor, user)
+        agreement = agreement_of(demo.actor, user)
         meetings += agreement.zoom_meetings
         events += agreement.calendar_events
         mismatches += [f"{user['email']}: {m}" for m in agreement.mismatches]
@@ -242,7 +243,7 @@ def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
         table.add_column(column)
     presence = person.presence_of(demo.actor, demo.users)
     for user in demo.users:
-        agreement = person.agreement(demo.actor, user)
+        agreement = agreement_of(demo.actor, user)
         table.add_row(user["email"], person.calendar_name(user), str(agreement.zoom_meetings),
                       str(agreement.calendar_events),
                       "yes" if not agreement.mismatches else f"no ({len(agreement.mismatches)})",
@@ -253,7 +254,7 @@ def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
 
 
 def _line(demo: DemoSetup, round_no: int, last_edit: str, results: list[sync.PairResult]) -> str:
-    agreements = [person.agreement(demo.actor, user) for user in demo.users]
+    agreements = [agreement_of(demo.actor, user) for user in demo.users]
     in_sync = sum(1 for a in agreements if not a.mismatches and not a.duplicates)
     return (f"round {round_no}: {sum(r.writes for r in results)} writes, {in_sync}/{len(agreements)} people in sync, "
             f"{sum(len(a.duplicates) for a in agreements)} duplicates; last edit: {last_edit}")

@@ -108,16 +108,18 @@ class SandboxActor:
     def ews_client(self, email: str):
         """(exchangelib Account, calendar folder) signed in as `email` on the served sandbox."""
         from exchangelib import DELEGATE, Account, Configuration, Credentials, EWSTimeZone, Version
+        from exchangelib.folders import Calendar, DistinguishedFolderId, Root
+        from exchangelib.properties import Mailbox
         from exchangelib.version import EXCHANGE_2013_SP1
-
-        from zoomcal.connectors.ews.connector import mailbox_calendar
 
         url = str(self.client.base_url).rstrip("/") + "/ews/EWS/Exchange.asmx"
         config = Configuration(service_endpoint=url, credentials=Credentials(email, self.world.ews.passwords[email]),
                                auth_type="basic", version=Version(build=EXCHANGE_2013_SP1))
         account = Account(email, config=config, autodiscover=False, access_type=DELEGATE,
                           default_timezone=EWSTimeZone("UTC"))
-        return account, mailbox_calendar(account, email)
+        mailbox = Mailbox(email_address=email)
+        root = Root(account=account, _distinguished_id=DistinguishedFolderId(id="root", mailbox=mailbox))
+        return account, Calendar(root=root, _distinguished_id=DistinguishedFolderId(id="calendar", mailbox=mailbox))
 
     async def ews_insert(self, email: str, subject: str, start: str, end: str, *, tz: str | None = None,
                          location: str = "", body: str = "", free_busy: str = "Busy") -> str:
@@ -127,7 +129,7 @@ class SandboxActor:
 
         from exchangelib import CalendarItem, EWSDate, EWSDateTime, EWSTimeZone
 
-        from zoomcal.domain.timeutil import to_datetime
+        from zoomcal.sandbox.clock import parse_stamp
 
         def insert() -> str:
             account, folder = self.ews_client(email)
@@ -138,7 +140,7 @@ class SandboxActor:
                 item.start, item.end = (EWSDate.from_date(date.fromisoformat(v)) for v in (start, end))
                 item._start_timezone = item._end_timezone = EWSTimeZone(tz or "UTC")
             else:
-                item.start, item.end = (EWSDateTime.from_datetime(to_datetime(v)) for v in (start, end))
+                item.start, item.end = (EWSDateTime.from_datetime(parse_stamp(v)) for v in (start, end))
             item.save()
             return item.id
 

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.sandbox.actor import SandboxActor
-from zoomcal.sandbox.verify import Agreement, compare_user
+from zoomcal.sandbox.clock import now as now_utc
+from zoomcal.sandbox.clock import stamp as fmt_instant
 from zoomcal.sandbox.world import SandboxWorld
 
 PROVIDER_NAMES = {"google": "Google", "graph": "Microsoft 365", "ews": "Exchange"}
@@ -243,12 +243,6 @@ async def random_edit(actor: SandboxActor, users: list[dict[str, Any]], rng: ran
     await CalendarOps(actor, user).insert(f"Focus {rng.randrange(100)}", "2026-12-21T09:00:00Z",
                                          "2026-12-21T10:00:00Z", location="zoom")
     return f"{user['email']}: new calendar event marked for Zoom"
-
-
-def agreement(actor: SandboxActor, user: dict[str, Any]) -> Agreement:
-    """Do the user's Zoom and calendar agree (read from the sandboxes' own state)?"""
-    return compare_user(actor.world, user["zoom_user_id"], calendar_key(user),
-                        provider=user.get("provider") or "google")
 
 
 def presence_of(actor: SandboxActor, users: list[dict[str, Any]]) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Ground-truth comparison of the sandboxes: do Zoom and the calendars agree, with no duplicates?
 
-Reads the emulators' own state (not zoomcal's store), so it checks what a person would see.
+Reads the emulators' own state (not zoomcal's store), so it checks what a person would see. It lives outside
+`zoomcal.sandbox`, which must not use zoomcal's own mapping: the vendors' emulators are the oracle.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from zoomcal.mapping.google import PRIVATE_MEETING, private_props, series_to_content, wants_zoom
 from zoomcal.mapping.rules import DEFAULT_RULES, MappingRules
 from zoomcal.mapping.zoom import meeting_marker, meeting_to_content
+from zoomcal.sandbox.person import calendar_key
 from zoomcal.sandbox.world import SandboxWorld
 
 COMPARED = ("title", "description", "start", "end", "rrule", "exdates")
@@ -140,3 +142,9 @@ def ews_items(world: SandboxWorld, email: str, rules: MappingRules) -> dict[str,
             out[stored["id"]] = CalendarItem(item.content, (item.content.get("join") or {}).get("meeting_id"),
                                              item.wants_peer, item.content["title"])
     return out
+
+
+def agreement(actor, user: dict[str, Any]) -> Agreement:
+    """Do the user's Zoom and calendar agree (read from the sandboxes' own state)?"""
+    return compare_user(actor.world, user["zoom_user_id"], calendar_key(user),
+                        provider=user.get("provider") or "google")
