@@ -137,7 +137,11 @@ def test_demo_once_json_agrees_with_no_duplicates(env):
     assert summary["presence_writes"] == 3
 
 
-def test_sandbox_first_line_is_json(tmp_path):
+def test_sandbox_first_line_is_json(env, monkeypatch):
+    """The first line says everything a person needs to link each provider by hand: the lines it gives link
+    Zoom, Zoom's calendar, Google, Microsoft 365 and Exchange, and a sync over them runs clean."""
+    import shlex
+
     from zoomcal.sandbox.server import free_port
 
     port = free_port()
@@ -160,6 +164,22 @@ def test_sandbox_first_line_is_json(tmp_path):
             except httpx.ConnectError:
                 time.sleep(0.05)
         assert token.status_code == 200
+        assert first["graph_login_base"] == f"http://127.0.0.1:{port}/graph"
+        ada = first["users"][0]
+        assert run("init").exit_code == 0 and run("user", "add", ada["email"]).exit_code == 0
+        assert set(ada["link"]) == {"zoom", "zoom-calendar", "google", "graph", "ews"}
+        for provider, line in ada["link"].items():
+            words = shlex.split(line)
+            while "=" in words[0]:
+                name, _, value = words.pop(0).partition("=")
+                monkeypatch.setenv(name, value)
+            assert words[:3] == ["zoomcal", "account", "add"]
+            result = run(*words[1:])
+            assert result.exit_code == 0, (provider, result.output)
+        linked = json.loads(run("account", "list", "--json").output)
+        assert sorted(a["provider"] for a in linked) == sorted(ada["link"])
+        result = run("sync", "--once")
+        assert result.exit_code == 0, result.output
     finally:
         proc.terminate()
         proc.wait(timeout=10)

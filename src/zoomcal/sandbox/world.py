@@ -122,9 +122,22 @@ class SandboxWorld:
             "graph_token_url": f"{base_url}{GRAPH_PREFIX}/oauth2/v2.0/token",
             "graph_client_id": self.graph.client_id,
             "graph_client_secret": self.graph.client_secret,
+            "graph_login_base": f"{base_url}{GRAPH_PREFIX}",
             "ews_url": f"{base_url}{EWS_PREFIX}/EWS/Exchange.asmx",
-            "users": users,
+            # zoomcal refuses Exchange and CalDAV servers on private addresses unless told they are on-premises
+            "env": {"ZOOMCAL_ALLOW_PRIVATE_URLS": "true"},
+            "users": [{**user, "link": self.link_commands(user, base_url)} for user in users],
         }
+
+    def link_commands(self, info: dict[str, Any], base_url: str) -> dict[str, str]:
+        """The `zoomcal account add` line that links each of a sandbox user's accounts by hand: Zoom, then each
+        calendar. Secrets go through environment variables, as zoomcal takes them."""
+        requests = [self.link_requests(info, base_url, calendar)[i]
+                    for i, calendar in ((0, "google"), (1, "google"), (1, "graph"), (1, "ews"))]
+        zoom = requests[0]
+        requests.append({"provider": "zoom-calendar", "secrets": zoom["secrets"],
+                         "options": {k: v for k, v in zoom["options"].items() if k != "zoom_user"}})
+        return {request["provider"]: _command(request, info["email"]) for request in requests}
 
     def link_requests(self, info: dict[str, Any], base_url: str, calendar: str) -> list[dict[str, Any]]:
         """What an admin would type to link a sandbox user's Zoom account (server-to-server) and their calendar
@@ -180,6 +193,21 @@ class SandboxWorld:
         self.google_faults.clear()
         self.graph_faults.clear()
         self.zoom_calendar_faults.clear()
+
+
+# provider options that have a flag of their own on `zoomcal account add` (the rest go through --option)
+FLAGS = ("client_id", "url", "username", "auth", "account_id", "zoom_user", "calendar_id", "mailbox", "api_base",
+         "token_url")
+
+
+def _command(request: dict[str, Any], email: str) -> str:
+    env = " ".join(f"{name.upper()}={value}" for name, value in request["secrets"].items())
+    if request["provider"] == "ews":
+        env = f"ZOOMCAL_ALLOW_PRIVATE_URLS=true {env}"
+    flags = [f"--{name.replace('_', '-')} {value}" if name in FLAGS else f"--option {name}={value}"
+             for name, value in request["options"].items() if value]
+    flags += [f"--{name.replace('_', '-')}-env {name.upper()}" for name in request["secrets"]]
+    return f"{env} zoomcal account add {request['provider']} --user {email} {' '.join(flags)}"
 
 
 DEMO_USERS = [   # e-mail, name, zone, the calendar that receives their meetings
