@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # a bearer token for `zoomcal serve`'s read endpoints (/events); unset: served on a loopback bind only
     api_token: str | None = None
+    # days an audit entry stays in the live trail before it moves to the archive (0: it stays); none is deleted
+    audit_retention_days: int = Field(default=0, ge=0)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from zoomcal.app import jobs
+from zoomcal.app import audit, jobs
 from zoomcal.app.context import Services
 from zoomcal.domain.timeutil import now_utc
 from zoomcal.logging import get_logger
@@ -45,6 +45,7 @@ class Intervals:
     tokens: float = 300.0
     channels: float = 600.0
     presence: float = 30.0
+    audit: float = 3600.0                     # audit retention: entries past it move to the archive
     poll: float = 1.0                         # embedded: how often the store is looked at for others' marks
 
     @classmethod
@@ -131,6 +132,8 @@ class EmbeddedRunner:
              lambda: asyncio.to_thread(_mark_everyone, self.services, self.tenant)),
             ("tokens", self.intervals.tokens, lambda: jobs.refresh_tokens(self.services, tenant=self.tenant)),
             ("channels", self.intervals.channels, lambda: jobs.renew_channels(self.services, tenant=self.tenant)),
+            ("audit", self.intervals.audit,
+             lambda: asyncio.to_thread(audit.apply_retention, self.services, tenant=self.tenant)),
         ]
         if self.presence:
             work.append(("presence", self.intervals.presence, self._presence_tick))
@@ -283,6 +286,11 @@ def build_app(services: Services, *, periodic: bool = True):
     @app.task(name="zoomcal.renew_channels", queueing_lock="zoomcal.renew_channels")
     async def channels_task(timestamp: int) -> None:
         await jobs.renew_channels(services)
+
+    @every("17 * * * *", "audit")
+    @app.task(name="zoomcal.audit_retention", queueing_lock="zoomcal.audit_retention")
+    async def audit_task(timestamp: int) -> None:
+        await asyncio.to_thread(audit.apply_retention, services)
 
     @every("* * * * * */30", "presence")
     @app.task(name="zoomcal.presence", queueing_lock="zoomcal.presence")

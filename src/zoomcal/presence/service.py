@@ -160,6 +160,9 @@ class PresenceService:
                 s.add(row)
             row.last_written, row.last_written_at, row.restore_to = m.last_written, m.last_written_at, m.restore_to
             row.manual_since, row.state_key = m.manual_since, m.state_key
+            if outcome.written:
+                repo.audit(s, user.tenant_id, self.ctx.actor.name, "presence.write", user.email,
+                           {"status": decision.status, "reason": decision.reason})
             if outcome.written or outcome.error:
                 repo.log(s, user.tenant_id, "presence", outcome.error or decision.reason, user_id=user.id,
                          event_id=outcome.situation.event_id, level="warning" if outcome.error else "info")

@@ -213,15 +213,33 @@ class ReviewItem(TenantOwned, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class AuditEntry(TenantOwned, Base):
-    __tablename__ = "audit_log"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+class _AuditColumns:
+    """One entry of a tenant's audit trail: number `seq` in the tenant's hash chain, and the hashes that chain it
+    (zoomcal.domain.audit)."""
+
+    seq: Mapped[int] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(320))
     action: Mapped[str] = mapped_column(String(80))
     target: Mapped[str] = mapped_column(String(500), default="")
     detail: Mapped[dict] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEntry(TenantOwned, _AuditColumns, Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (UniqueConstraint("tenant_id", "seq", name="uq_audit_log_seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class AuditArchived(TenantOwned, _AuditColumns, Base):
+    """Entries past the retention period, moved out of the live trail unchanged (the chain runs on through them)."""
+
+    __tablename__ = "audit_archive"
+    __table_args__ = (UniqueConstraint("tenant_id", "seq", name="uq_audit_archive_seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class BusyInterval(TenantOwned, Base):

@@ -6,13 +6,15 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from zoomcal.domain import audit as chain
 from zoomcal.domain.content import content_hash
 from zoomcal.domain.timeutil import now_utc
 from zoomcal.store.models import (
+    AuditArchived,
     AuditEntry,
     Calendar,
     Cursor,
@@ -189,9 +191,34 @@ def log_health(session: Session, tenant_id: int, user_id: int, account_id: int, 
         user_id=user_id, event_id=f"account:{account_id}", level=HEALTH_LEVELS.get(status, "warning"))
 
 
+AUDIT_LOCK = 0x7a63_6175   # the advisory lock class of a tenant's audit chain on PostgreSQL
+
+
 def audit(session: Session, tenant_id: int, actor: str, action: str, target: str = "",
-          detail: dict[str, Any] | None = None) -> None:
-    session.add(AuditEntry(tenant_id=tenant_id, actor=actor, action=action, target=target, detail=detail or {}))
+          detail: dict[str, Any] | None = None) -> AuditEntry:
+    """Append an entry to the tenant's hash chain, in the caller's transaction. Appends queue per tenant until
+    the transaction ends (PostgreSQL: an advisory lock; SQLite: its write transactions are one at a time)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:kind, :tenant)"), {"kind": AUDIT_LOCK, "tenant": tenant_id})
+    seq, prev = audit_head(session, tenant_id)
+    entry = chain.Entry(tenant_id, seq + 1, datetime.now(UTC), actor[:320], action[:80], (target or "")[:500],
+                        chain.canonical_detail(detail), prev)
+    row = AuditEntry(tenant_id=tenant_id, seq=entry.seq, actor=entry.actor, action=entry.action, target=entry.target,
+                     detail=entry.detail, created_at=entry.at, prev_hash=prev, hash=chain.entry_hash(entry))
+    session.add(row)
+    session.flush()
+    return row
+
+
+def audit_head(session: Session, tenant_id: int) -> tuple[int, str]:
+    """The last (number, hash) of the tenant's chain, live or archived; (0, GENESIS) when it is empty."""
+    for table in (AuditEntry, AuditArchived):
+        row = session.execute(select(table.seq, table.hash).where(table.tenant_id == tenant_id)
+                              .order_by(table.seq.desc()).limit(1)
+                              .execution_options(all_tenants=True)).first()
+        if row is not None:
+            return row.seq, row.hash
+    return 0, chain.GENESIS
 
 
 def user_calendars(session: Session, user_id: int) -> list[Calendar]:
