@@ -118,7 +118,7 @@ def test_retention_archives_and_the_chain_runs_on(ctx):
 
 def test_only_admins_read_or_archive_the_trail(ctx):
     _write(ctx, 1)
-    member = ctx.services.context(ctx.tenant_name, Actor("p0@example.com", "member"))
+    member = ctx.services.context(ctx.tenant_name, Actor("p0@example.com", "member", "p0@example.com"))
     for call in (lambda: audit.verify(member), lambda: audit.export(member), lambda: audit.head(member),
                  lambda: audit.archive(member, datetime.now(UTC))):
         with pytest.raises(ForbiddenError):

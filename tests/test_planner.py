@@ -167,6 +167,26 @@ def test_field_direction_rules_stop_edits_from_one_side():
     assert p.writes == [] and (not p.events or p.events[0].base["title"] == "Plan")
 
 
+
+def test_a_plan_says_what_changed_and_which_rules_shaped_it():
+    """What an event's history shows: the fields each side changed, and the rule behind each decision."""
+    p = only(plan_sync({"z1": item("z1", edited(title="New"))}, {}, [record()]))
+    assert p.changed == {"a": ["title"]} and p.rules == []
+    listing = ({"z1": item("z1", edited(title="Zoom"))}, {"g1": item("g1", edited(title="Cal", description="x"))})
+    p = only(plan_sync(*listing, [record()], PlanRules(winner="b")))
+    assert p.changed == {"a": ["title"], "b": ["description", "title"]}
+    assert p.rules == ["title changed on both sides: B wins (conflict.policy)"]
+    kept = only(plan_sync({}, {"g1": item("g1", edited(title="Cal"))}, [record()],
+                          PlanRules(flows={"b": frozenset({"title"})})))
+    assert kept.rules == ["title edits on B do not flow from there (fields)"] and kept.changed == {}
+    assert kept.reason == "edited title on B: kept there by the rules" and kept.writes == []
+    new = only(plan_sync({}, {"g2": item("g2", wants_peer=True)}, []))
+    assert new.rules == ["B item asks for a counterpart (marker)"]
+    records = [EventRecord(f"ev{i}", BASE, link(f"z{i}"), link(f"g{i}")) for i in range(10)]
+    held = plan_sync({f"z{i}": None for i in range(6)}, {}, records, PlanRules(max_delete_share=0.5))
+    assert held.events[0].rules == ["deleting more than 50% of B at once is held for confirmation (deletes.max_share)"]
+
+
 # --- the content helpers the planner stands on ---------------------------------------------------------------
 
 texts = st.text(max_size=5)

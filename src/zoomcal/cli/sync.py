@@ -7,9 +7,10 @@ import threading
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from zoomcal.app import feed as app_feed
+from zoomcal.app import history as app_history
 from zoomcal.app import presence as app_presence
 from zoomcal.app import sync as app_sync
 from zoomcal.app.context import AppContext
@@ -213,18 +214,48 @@ def show_log(
         pass
 
 
+events_app = typer.Typer(help="Events in the central store, and why each one changed.")
+
+
+@events_app.callback(invoke_without_command=True)
 @handled
-def events(user: str | None = typer.Option(None, "--user", help="The person's e-mail address."),
+def events(typer_ctx: typer.Context,
+           user: str | None = typer.Option(None, "--user", help="The person's e-mail address."),
            as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
-    """Events in the central store (the canonical, merged view)."""
+    """Events in the central store (the canonical, merged view); `events history ID` tells why one changed."""
+    if typer_ctx.invoked_subcommand is not None:
+        return
     rows = app_sync.events(context(), user)
     if as_json:
         return print_json(as_dict(rows))
-    table = Table("user", "start", "end", "title", "zoom", "recurs")
+    table = Table(Column("id", no_wrap=True, min_width=26), "user", "start", "end", "title", "zoom", "recurs")
     for r in rows:
-        table.add_row(r.user, r.start or "-", r.end or "-", r.title, "yes" if r.is_meeting else "",
+        table.add_row(r.id, r.user, r.start or "-", r.end or "-", r.title, "yes" if r.is_meeting else "",
                       r.content.get("rrule") or "")
     console.print(table)
+
+
+@events_app.command("history")
+@handled
+def event_history(event: str = typer.Argument(..., help="The event's id (or its first characters)."),
+                  as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
+    """Why an event changed: each change, what brought it (the run and its notification or timer, the item and
+    the fields it changed), the decision and the rules behind it, the writes on each side, bookings and
+    review decisions."""
+    found = app_history.history(context(), event)
+    if as_json:
+        return print_json(found.as_dict())
+    state = "" if found.exists else " (forgotten: deleted everywhere)"
+    console.print(f"[bold]{found.title or found.event_id}[/bold] {found.event_id} of {found.user or '-'}{state}")
+    for step in found.steps:
+        source = f" [run {step.run_id}, {step.trigger}]" if step.run_id else ""
+        console.print(f"{step.at}  {step.step:<9} {step.message}{source}", highlight=False, markup=False)
+        for label, fields in (step.detail.get("changed") or {}).items():
+            console.print(f"{'':31}changed on {label}: {', '.join(fields)}", highlight=False, markup=False)
+        for rule in step.detail.get("rules") or []:
+            console.print(f"{'':31}rule: {rule}", highlight=False, markup=False)
+    if not found.steps:
+        console.print("no history recorded")
 
 
 @review_app.callback()

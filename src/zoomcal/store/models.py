@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -186,6 +186,7 @@ class SyncRun(TenantOwned, Base):
 
 class SyncLogEntry(TenantOwned, Base):
     __tablename__ = "sync_log"
+    __table_args__ = (Index("ix_sync_log_event", "tenant_id", "event_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id", ondelete="CASCADE"), nullable=True,
                                               index=True)
@@ -195,7 +196,10 @@ class SyncLogEntry(TenantOwned, Base):
     level: Mapped[str] = mapped_column(String(10), default="info")
     action: Mapped[str] = mapped_column(String(40))
     message: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)   # what a decision or write rested on
+    # to the microsecond, so an event's history orders its lines and the audit entries beside them
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                                 default=lambda: datetime.now(UTC))
 
 
 class ReviewItem(TenantOwned, Base):

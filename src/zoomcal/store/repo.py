@@ -173,9 +173,10 @@ def drop_leases(session: Session, calendar_ids: Iterable[int], holder: str) -> N
 
 
 def log(session: Session, tenant_id: int, action: str, message: str, *, run_id: int | None = None,
-        user_id: int | None = None, event_id: str | None = None, level: str = "info") -> None:
+        user_id: int | None = None, event_id: str | None = None, level: str = "info",
+        detail: dict[str, Any] | None = None) -> None:
     session.add(SyncLogEntry(run_id=run_id, tenant_id=tenant_id, user_id=user_id, event_id=event_id, level=level,
-                             action=action, message=message[:4000]))
+                             action=action, message=message[:4000], detail=detail))
 
 
 HEALTH_LEVELS = {"ok": "info", "degraded": "warning", "reauth": "error"}

@@ -46,6 +46,25 @@ class StoreHook(Protocol):
         ...
 
 
+def plan_detail(scope: PairScope, plan: EventPlan) -> dict[str, Any]:
+    """What an event's history keeps of a plan: per calendar, the item seen (its id; None: gone) and the fields
+    it changed; the rules that shaped the decision; the writes and conflicts it called for."""
+    label = scope.label
+    detail: dict[str, Any] = {"seen": {label(side): (item.id if item is not None else None)
+                                       for side, item in plan.seen.items()}}
+    if plan.changed:
+        detail["changed"] = {label(side): fields for side, fields in plan.changed.items()}
+    if plan.rules:
+        detail["rules"] = [scope.describe(rule) for rule in plan.rules]
+    if plan.writes:
+        detail["writes"] = [f"{w.op} on {label(w.side)}" for w in plan.writes]
+    if plan.reviews:
+        detail["conflicts"] = [r.path for r in plan.reviews]
+    if plan.held:
+        detail["held"] = True
+    return detail
+
+
 class SqlStatusStore:
     def __init__(self, db: Database, hooks: Iterable[StoreHook] = ()):
         self.db = db
@@ -63,7 +82,7 @@ class SqlStatusStore:
     def _log(s: Session, scope: PairScope, lines: Iterable[LogLine], run_id: int | None) -> None:
         for line in lines:
             repo.log(s, scope.tenant_id, line.action, line.message, run_id=run_id, user_id=scope.user_id,
-                     event_id=line.event_id, level=line.level)
+                     event_id=line.event_id, level=line.level, detail=line.detail)
 
     # --- runs ----------------------------------------------------------------------------------------
     def begin_run(self, scope: PairScope, trigger: str, holder: str, ttl: timedelta
@@ -177,7 +196,8 @@ class SqlStatusStore:
             self._changed(s, scope, {p.event_id: p.base for p in plans}, new)
             entries = [{"run_id": run_id, "tenant_id": scope.tenant_id, "user_id": scope.user_id,
                         "event_id": p.event_id, "level": "info", "action": "plan",
-                        "message": scope.describe(p.reason)} for p in plans if p.reason != "unchanged"]
+                        "message": scope.describe(p.reason), "detail": plan_detail(scope, p)}
+                       for p in plans if p.reason != "unchanged"]
             if entries:
                 s.execute(insert(SyncLogEntry.__table__), entries)
             return new
@@ -189,7 +209,8 @@ class SqlStatusStore:
                 s.execute(delete(Link).where(Link.event_id == plan.event_id))
                 self._changed(s, scope, {plan.event_id: None})
                 s.execute(delete(Event).where(Event.id == plan.event_id))
-                self._log(s, scope, [LogLine("forget", scope.describe(plan.reason), plan.event_id)], run_id)
+                self._log(s, scope, [LogLine("forget", scope.describe(plan.reason), plan.event_id,
+                                             detail=plan_detail(scope, plan))], run_id)
                 return False
             new = s.get(Event, plan.event_id) is None
             repo.upsert_event(s, scope.tenant_id, scope.user_id, plan.event_id, plan.base)
@@ -235,7 +256,8 @@ class SqlStatusStore:
                                      calendar_value=review.b_value,
                                      chosen="calendar" if review.chosen == "b" else "zoom"))
             if plan.reason != "unchanged" or plan.writes:
-                self._log(s, scope, [LogLine("plan", scope.describe(plan.reason), plan.event_id)], run_id)
+                self._log(s, scope, [LogLine("plan", scope.describe(plan.reason), plan.event_id,
+                                             detail=plan_detail(scope, plan))], run_id)
             return new
 
     # --- after a remote write ------------------------------------------------------------------------

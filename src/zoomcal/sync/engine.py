@@ -509,17 +509,21 @@ class SyncEngine:
         mirror = run.mirrors[write.side]
         if result is None:   # delete done
             done = await self._do(self.store.confirm, run.scope, Confirmation(
-                plan.event_id, write.side, "delete", log=[LogLine("delete", f"deleted on {label}", plan.event_id)]),
+                plan.event_id, write.side, "delete", log=[LogLine("delete", f"deleted on {label}", plan.event_id,
+                                                                  detail={"side": label, "op": "delete"})]),
                 run.report.run_id)
             mirror.remove_series(done.removed or "")
             return base, done
         run.report.api_calls += result.api_calls
         mirror.replace_series(result.id, result.raws)
         lines = [LogLine("note", f"{label}: {note}", plan.event_id, "warning") for note in result.notes]
-        lines.append(LogLine(write.op, f"{write.op}d on {label} ({result.id})", plan.event_id))
         # fields only this side originates (the meeting's join info) flow into the base, then to the peer
         owned = {p: v for p, v in diff_paths(base, result.item.content).items()
                  if p.split("/", 1)[0] in run.pair.side(write.side).owns and v != MISSING}
+        detail = {"side": label, "op": write.op, "remote_id": result.id}
+        if owned:
+            detail["brought"] = sorted({p.split("/", 1)[0] for p in owned})
+        lines.append(LogLine(write.op, f"{write.op}d on {label} ({result.id})", plan.event_id, detail=detail))
         new_base = apply_paths(base, owned) if owned else None
         peer = other(write.side)
         mark_peer = bool(owned) and peer not in run.pair.read_only and not any(w.side == peer for w in queue)
@@ -547,8 +551,10 @@ class SyncEngine:
             message += " (rejected; it will be tried again when the item changes)"
         elif isinstance(exc, NotFound) and write.op == "update":
             outcome = "gone"
+        detail = {"side": run.scope.label(write.side), "op": write.op, "error": type(exc).__name__,
+                  "outcome": outcome or "retried later"}
         await self._do(self.store.write_failed, run.scope, plan.event_id, write.side, outcome,
-                       LogLine("error", message, plan.event_id, "error"), run.report.run_id)
+                       LogLine("error", message, plan.event_id, "error", detail), run.report.run_id)
         run.report.errors.append(message)
         log.warning("write_failed", event_id=plan.event_id, op=write.op, side=write.side, error=type(exc).__name__)
 

@@ -90,6 +90,8 @@ class EventPlan:
     writes: list[Write] = field(default_factory=list)
     reviews: list[Review] = field(default_factory=list)
     held: bool = False
+    changed: dict[str, list[str]] = field(default_factory=dict)   # side -> fields its item changed since the base
+    rules: list[str] = field(default_factory=list)                # the rules that shaped this plan, in words
 
     @property
     def is_noop(self) -> bool:
@@ -235,6 +237,7 @@ def plan_sync(
             if item.wants_peer:
                 plan.writes.append(Write(other(side), "create"))
                 plan.reason = f"new on {side.upper()} -> create on {other(side).upper()}"
+                plan.rules.append(f"{side.upper()} item asks for a counterpart (marker)")
             else:
                 plan.reason = f"new on {side.upper()} -> track (no counterpart wanted)"
             plans.append(plan)
@@ -256,7 +259,8 @@ def _adopt_pair(event_id: str, a_item: Item, b_item: Item, rules: PlanRules) -> 
     lose, win = items[loser], items[rules.adopt_winner]
     base = apply_paths(lose.content, {p: v for p, v in diff_paths(lose.content, win.content).items()
                                       if v != MISSING})
-    plan = EventPlan(event_id, "existing pair adopted (matched by meeting id)", base=base, seen=dict(items))
+    plan = EventPlan(event_id, "existing pair adopted (matched by meeting id)", base=base, seen=dict(items),
+                     rules=[f"{rules.adopt_winner.upper()}'s fields win when an existing pair is adopted"])
     if any(side_holds(lose.content, p) for p in diff_paths(lose.content, base)):
         plan.writes.append(Write(loser, "update", lose.id, lose.etag))
     return plan
@@ -271,7 +275,10 @@ def _apply(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return apply_view(base, changes) if changes else base
 
 
-def _changes(link: SideLink | None, now: Any, side: str, rules: PlanRules) -> dict[str, Any]:
+def _changes(link: SideLink | None, now: Any, side: str, rules: PlanRules,
+             blocked: list[str] | None = None) -> dict[str, Any]:
+    """The fields the side's item changed since it was last seen, without those whose edits do not flow from
+    that side (named in `blocked`)."""
     if link is None or now is UNSEEN or now is None or link.state is None:
         return {}
     if now.hash == link.hash:
@@ -285,7 +292,14 @@ def _changes(link: SideLink | None, now: Any, side: str, rules: PlanRules) -> di
         if content_hash(seen_then) == link.hash:
             return {}
         before, after = upgraded(before), upgraded(seen_then)
-    return {p: v for p, v in _view_diff(before, after).items() if not rules.blocked(side, p)}
+    return _flowing(_view_diff(before, after), side, rules, blocked)
+
+
+def _flowing(changes: dict[str, Any], side: str, rules: PlanRules, blocked: list[str] | None) -> dict[str, Any]:
+    kept = {p: v for p, v in changes.items() if not rules.blocked(side, p)}
+    if blocked is not None:
+        blocked += sorted({p.split("/", 1)[0] for p in changes if p not in kept})
+    return kept
 
 
 def _absorb_upgrades(base: dict[str, Any], links: dict[str, SideLink | None], now: dict[str, Any],
@@ -314,13 +328,16 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
     unconfirmed = {s: links[s] is not None and links[s].pending == "create" for s in SIDES}
     # ...whose twin now shows up in the listing
     adopted = {s: unconfirmed[s] and now[s] not in (None, UNSEEN) for s in SIDES}
-    changes = {s: _changes(links[s], now[s], s, rules) for s in SIDES}
+    blocked: dict[str, list[str]] = {s: [] for s in SIDES}
+    changes = {s: _changes(links[s], now[s], s, rules, blocked[s]) for s in SIDES}
     for s in SIDES:
         if adopted[s]:
             # the twin holds what we wrote (the base) plus whatever happened to it since: edits and, for the
             # side that originates them, fields such as join info. What it cannot hold is not a change.
-            changes[s] = {p: v for p, v in _view_diff(ev_base, now[s].content).items()
-                          if v != MISSING and not rules.blocked(s, p)}
+            blocked[s] = []
+            changes[s] = _flowing({p: v for p, v in _view_diff(ev_base, now[s].content).items() if v != MISSING},
+                                  s, rules, blocked[s])
+    told = _told(changes, blocked)
 
     def item_or_link(side: str):
         if now[side] not in (None, UNSEEN):
@@ -329,7 +346,7 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
 
     if all(gone[s] or links[s] is None for s in SIDES) and any(gone.values()):
         # gone everywhere we had it -> forget the event
-        return EventPlan(ev.event_id, "deleted on every side -> forget", base=None, seen=seen)
+        return told(EventPlan(ev.event_id, "deleted on every side -> forget", base=None, seen=seen))
 
     for side in SIDES:
         peer = other(side)
@@ -337,25 +354,25 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
             if changes[peer]:
                 # deleted on one side but modified on the other -> modification wins: recreate
                 base = _absorb_upgrades(_apply(ev_base, changes[peer]), links, now, rules)
-                return EventPlan(ev.event_id, f"deleted on {side.upper()} but modified on {peer.upper()} "
-                                 f"-> recreate on {side.upper()}", base=base, seen=seen,
-                                 writes=[Write(side, "create", maybe_exists=True)])
+                return told(EventPlan(ev.event_id, f"deleted on {side.upper()} but modified on {peer.upper()} "
+                                      f"-> recreate on {side.upper()}", base=base, seen=seen,
+                                      writes=[Write(side, "create", maybe_exists=True)]))
             # deleted on one side, unchanged on the other -> delete there too
             remote_id, etag = item_or_link(peer)
-            return EventPlan(ev.event_id, f"deleted on {side.upper()} -> delete on {peer.upper()}",
-                             base=ev_base, seen=seen, writes=[Write(peer, "delete", remote_id, etag)])
+            return told(EventPlan(ev.event_id, f"deleted on {side.upper()} -> delete on {peer.upper()}",
+                                  base=ev_base, seen=seen, writes=[Write(peer, "delete", remote_id, etag)]))
         if gone[side] and links[peer] is None:
             # a tracked item (no counterpart) went away -> forget it
-            return EventPlan(ev.event_id, f"deleted on {side.upper()} -> forget", base=None, seen=seen)
+            return told(EventPlan(ev.event_id, f"deleted on {side.upper()} -> forget", base=None, seen=seen))
         if gone[side] and unconfirmed[peer]:
             if links[peer].remote_id is not None:
                 # gone before its counterpart was confirmed -> delete the counterpart we may have made
-                return EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart was confirmed "
-                                 f"-> delete on {peer.upper()}", base=ev_base, seen=seen,
-                                 writes=[Write(peer, "delete", links[peer].remote_id, None)])
+                return told(EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart was "
+                                      f"confirmed -> delete on {peer.upper()}", base=ev_base, seen=seen,
+                                      writes=[Write(peer, "delete", links[peer].remote_id, None)]))
             # gone before its counterpart was created -> forget it (the create is abandoned)
-            return EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart existed -> forget",
-                             base=None, seen=seen)
+            return told(EventPlan(ev.event_id, f"deleted on {side.upper()} before its counterpart existed "
+                                  "-> forget", base=None, seen=seen))
 
     def held(side: str) -> dict[str, Any] | None:
         """What the side holds now: its item, else what we last knew of it."""
@@ -365,7 +382,8 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
 
     base, reviews, to_side = _merge(ev.event_id, ev_base, changes["a"], changes["b"], rules, held)
     base = _absorb_upgrades(base, links, now, rules)
-    plan = EventPlan(ev.event_id, "", base=base, seen=seen, reviews=reviews)
+    plan = told(EventPlan(ev.event_id, "", base=base, seen=seen, reviews=reviews))
+    plan.rules += [f"{r.path} changed on both sides: {r.chosen.upper()} wins (conflict.policy)" for r in reviews]
     reasons = []
     for side in SIDES:
         link = links[side]
@@ -377,6 +395,7 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
                 # an item that now asks for a counterpart (e.g. marked for Zoom later) -> create it
                 plan.writes.append(Write(side, "create"))
                 reasons.append(f"create on {side.upper()}")
+                plan.rules.append(f"{other(side).upper()} item asks for a counterpart (marker)")
             continue
         if unconfirmed[side] and not adopted[side]:
             # a create we started earlier never got confirmed -> create again, adopting a twin if one exists
@@ -401,9 +420,20 @@ def _plan_event(ev: EventRecord, a_now: Any, b_now: Any, rules: PlanRules) -> Ev
     if reviews:
         plan.reason += f"; {len(reviews)} conflicting field(s) -> review queue"
     if not plan.writes and not reviews and not changes["a"] and not changes["b"]:
-        # nothing changed in content: only etags/last-seen to record, if anything was seen
-        plan.reason = "unchanged"
+        kept_back = [f"{', '.join(fields)} on {s.upper()}" for s, fields in blocked.items() if fields]
+        # nothing changed in content (or only what the rules keep from flowing): etags/last-seen to record
+        plan.reason = f"edited {'; '.join(kept_back)}: kept there by the rules" if kept_back else "unchanged"
     return plan
+
+
+def _told(changes: dict[str, dict[str, Any]], blocked: dict[str, list[str]]) -> Callable[[EventPlan], EventPlan]:
+    """Stamp a plan with what each side changed and the flow rules that kept edits back."""
+    def stamp(plan: EventPlan) -> EventPlan:
+        plan.changed = {s: sorted({p.split("/", 1)[0] for p in changes[s]}) for s in SIDES if changes[s]}
+        plan.rules += [f"{', '.join(fields)} edits on {s.upper()} do not flow from there (fields)"
+                       for s, fields in blocked.items() if fields]
+        return plan
+    return stamp
 
 
 def _merge(event_id: str, base: dict[str, Any], a_changes: dict[str, Any], b_changes: dict[str, Any],
@@ -454,6 +484,7 @@ def _spare_read_only(plans: list[EventPlan], rules: PlanRules) -> None:
             # a write to a read-only side -> record what was seen, write nothing there
             p.writes = [w for w in p.writes if w.side not in rules.read_only]
             p.reason += f"; {' and '.join(refused)} read-only -> not written"
+            p.rules.append(f"{' and '.join(refused)} read-only (a busy source): never written")
 
 
 def _guard_mass_delete(plans: list[EventPlan], linked: dict[str, int], rules: PlanRules) -> int:
@@ -469,5 +500,7 @@ def _guard_mass_delete(plans: list[EventPlan], linked: dict[str, int], rules: Pl
                 p.seen = {}
                 p.held = True
                 p.reason = f"held: mass delete on {side.upper()} ({len(deleting)} of {linked[side]})"
+                p.rules.append(f"deleting more than {int(rules.max_delete_share * 100)}% of {side.upper()} at once "
+                               "is held for confirmation (deletes.max_share)")
                 held += 1
     return held

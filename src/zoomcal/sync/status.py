@@ -72,6 +72,7 @@ class LogLine:
     message: str
     event_id: str | None = None
     level: str = "info"
+    detail: dict[str, Any] | None = None      # structured: what the event's history shows
 
 
 @dataclass(frozen=True)
