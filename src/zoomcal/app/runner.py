@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from zoomcal.app import audit, jobs
+from zoomcal.app import audit, invitations, jobs
 from zoomcal.app.context import Services
 from zoomcal.domain.timeutil import now_utc
 from zoomcal.logging import get_logger
@@ -46,6 +46,7 @@ class Intervals:
     channels: float = 600.0
     presence: float = 30.0
     audit: float = 3600.0                     # audit retention: entries past it move to the archive
+    mail: float = 15.0                        # e-mail invitations waiting in the outbox are sent
     poll: float = 1.0                         # embedded: how often the store is looked at for others' marks
 
     @classmethod
@@ -134,6 +135,7 @@ class EmbeddedRunner:
             ("channels", self.intervals.channels, lambda: jobs.renew_channels(self.services, tenant=self.tenant)),
             ("audit", self.intervals.audit,
              lambda: asyncio.to_thread(audit.apply_retention, self.services, tenant=self.tenant)),
+            ("mail", self.intervals.mail, lambda: invitations.deliver_all(self.services, tenant=self.tenant)),
         ]
         if self.presence:
             work.append(("presence", self.intervals.presence, self._presence_tick))
@@ -291,6 +293,11 @@ def build_app(services: Services, *, periodic: bool = True):
     @app.task(name="zoomcal.audit_retention", queueing_lock="zoomcal.audit_retention")
     async def audit_task(timestamp: int) -> None:
         await asyncio.to_thread(audit.apply_retention, services)
+
+    @every("* * * * *", "mail")
+    @app.task(name="zoomcal.mail", queueing_lock="zoomcal.mail")
+    async def mail_task(timestamp: int) -> None:
+        await invitations.deliver_all(services)
 
     @every("* * * * * */30", "presence")
     @app.task(name="zoomcal.presence", queueing_lock="zoomcal.presence")

@@ -336,14 +336,19 @@ async def resolve(ctx: AppContext, review_id: int, choice: str) -> ReviewEntry:
 
 
 def _apply_choice(ctx: AppContext, s, item: ReviewItem, choice: str) -> None:
-    """Put the chosen side's value into the event (busy intervals follow in the same transaction); every side
-    gets an update, written by the next sync."""
-    event = s.get(Event, item.event_id)
-    if event is None:
-        raise ConflictError("the event of this review item no longer exists")
+    """Put the chosen side's value into the event."""
     value = {"zoom": item.zoom_value, "calendar": item.calendar_value}[choice]
     value = MISSING if value is None else (tuple(value) if isinstance(value, list) else value)
-    content = apply_view(event.content, {item.field: value})
+    change_event(ctx, s, item.event_id, {item.field: value}, "the event of this review item no longer exists")
+
+
+def change_event(ctx: AppContext, s, event_id: str, changes: dict[str, Any], gone: str = "") -> None:
+    """Change fields of a stored event in the caller's transaction (busy intervals follow in it); every side
+    gets an update, written by the next sync."""
+    event = s.get(Event, event_id)
+    if event is None:
+        raise ConflictError(gone or f"event {event_id} no longer exists")
+    content = apply_view(event.content, changes)
     repo.upsert_event(s, event.tenant_id, event.user_id, event.id, content)
     avail = ctx.rules().availability
     lo, hi = intervals.window(avail.window_past_days, avail.window_future_days, ctx.now())

@@ -20,6 +20,7 @@ from zoomcal.availability import intervals
 from zoomcal.domain.content import make_content
 from zoomcal.domain.timeutil import fmt_instant, now_utc
 from zoomcal.errors import ConfigError
+from zoomcal.invitations import outbox
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.store import repo
 from zoomcal.store.db import Database
@@ -78,6 +79,8 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
         intervals.refresh_events(s, user.tenant_id, user_id, {event_id: content}, lo, hi, tz, new={event_id})
         repo.audit(s, user.tenant_id, actor, "booking.create", event_id,
                    {"title": title, "start": content["start"], "end": content["end"], "zoom": zoom})
+        # guests are invited by e-mail, decided in this same transaction (a Zoom meeting once it has its link)
+        outbox.track(s, user.tenant_id, user, event_id, content, rules, wait_for_join=zoom)
         return Booking(True, event_id=event_id)
 
 

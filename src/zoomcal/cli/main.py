@@ -9,6 +9,7 @@ from zoomcal import __version__
 from zoomcal.cli import availability, common, demo, serve, setup, sync, worker
 from zoomcal.cli.accounts import account_app
 from zoomcal.cli.audit import audit_app
+from zoomcal.cli.invitations import invitations_app, mail_app
 from zoomcal.cli.mapping import mapping_app
 from zoomcal.cli.presence import presence_app
 from zoomcal.cli.users import user_app
@@ -54,6 +55,8 @@ app.command()(availability.conflicts)
 app.add_typer(presence_app, name="presence")
 app.add_typer(mapping_app, name="mapping")
 app.add_typer(audit_app, name="audit")
+app.add_typer(mail_app, name="mail")
+app.add_typer(invitations_app, name="invitations")
 app.command()(demo.demo)
 app.command()(demo.sandbox)
 app.command()(serve.serve)

@@ -335,3 +335,57 @@ class PropagationSample(TenantOwned, Base):
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ms: Mapped[int] = mapped_column(Integer)
+
+
+class MailSettings(TenantOwned, Base):
+    """How a tenant's e-mail invitations leave: its SMTP server (the password sealed by the vault)."""
+
+    __tablename__ = "mail_settings"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=587)
+    security: Mapped[str] = mapped_column(String(10), default="starttls")      # starttls | tls | none
+    username: Mapped[str] = mapped_column(String(320), default="")
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # sealed {"password": ...}
+    sender: Mapped[str] = mapped_column(String(320))
+
+
+class Invitation(TenantOwned, Base):
+    """The invitations zoomcal sends by e-mail for one event (iTIP, RFC 5546): who was invited, at which
+    SEQUENCE, what the last REQUEST said, and each attendee's answer."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (UniqueConstraint("tenant_id", "event_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    uid: Mapped[str] = mapped_column(String(255), unique=True)
+    organizer: Mapped[str] = mapped_column(String(320))
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    sent_hash: Mapped[str] = mapped_column(String(64), default="")     # what the last REQUEST said; "" none yet
+    sent_content: Mapped[dict] = mapped_column(JSON, default=dict)      # ...in full (a CANCEL repeats it)
+    attendees: Mapped[dict] = mapped_column(JSON, default=dict)         # e-mail -> answer (needs_action, ...)
+    status: Mapped[str] = mapped_column(String(20), default="active")   # active | cancelled
+    wait_for_join: Mapped[bool] = mapped_column(Boolean, default=False)  # a Zoom booking: send once it has a link
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=_now)
+
+
+class OutboxMessage(TenantOwned, Base):
+    """One e-mail to send, written in the transaction that decided it; its key makes a decision repeated after a
+    crash the same message, and its Message-ID is the key's, so a copy sent again is recognisably the same."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("tenant_id", "key"), Index("ix_outbox_status", "status", "id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200))
+    event_id: Mapped[str] = mapped_column(String(64), default="")
+    recipient: Mapped[str] = mapped_column(String(320))
+    method: Mapped[str] = mapped_column(String(20))                     # REQUEST | CANCEL
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text)                          # the whole RFC 5322 message
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)   # sending since
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

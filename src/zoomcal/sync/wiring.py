@@ -1,5 +1,6 @@
-"""The standard wiring of the engine over a database: the SQL status store with busy intervals kept in its
-transactions, and overlap detection on the change stream. The application layer may wire its own."""
+"""The standard wiring of the engine over a database: the SQL status store with busy intervals and e-mail
+invitations kept in its transactions, and overlap detection on the change stream. The application layer may
+wire its own."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
 def standard(db: Database) -> tuple[StatusStore, list[tuple[Subscriber, type | None]]]:
     """-> (the store, [(subscriber, the change type it wants)])."""
     from zoomcal.availability.subscribers import BusyIntervals, OverlapRecorder
+    from zoomcal.invitations.outbox import InvitationHook
     from zoomcal.store.status import SqlStatusStore
     from zoomcal.sync.changes import RunFinished
 
-    return SqlStatusStore(db, hooks=[BusyIntervals()]), [(OverlapRecorder(db), RunFinished)]
+    return SqlStatusStore(db, hooks=[BusyIntervals(), InvitationHook()]), [(OverlapRecorder(db), RunFinished)]
