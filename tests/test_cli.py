@@ -135,6 +135,8 @@ def test_demo_once_json_agrees_with_no_duplicates(env):
     assert summary["presence"] == {"ada@example.com": "In_Calendar_Event", "grace@example.com": "Out_of_Office",
                                    "alan@example.com": "Do_Not_Disturb", "katherine@example.com": "Available"}
     assert summary["presence_writes"] == 3
+    # the booking with guests: each one got a REQUEST on the demo's mail server, once
+    assert summary["invitations"] == {"sent": 2, "by_method": {"REQUEST": 2}}
 
 
 def test_sandbox_first_line_is_json(env, monkeypatch):

@@ -13,6 +13,7 @@ import random
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from zoomcal.agreement import agreement as agreement_of
-from zoomcal.app import accounts, admin, due, jobs, propagation, sync, users
+from zoomcal.app import accounts, admin, availability, due, invitations, jobs, propagation, sync, users
 from zoomcal.app.availability import index
 from zoomcal.app.context import Actor, AppContext, Services, open_services
 from zoomcal.app.runner import EmbeddedRunner, Intervals
@@ -30,6 +31,7 @@ from zoomcal.config import Settings
 from zoomcal.presence.service import PresenceService
 from zoomcal.sandbox import person
 from zoomcal.sandbox.actor import SandboxActor
+from zoomcal.sandbox.mail import MailSandbox
 from zoomcal.sandbox.push import http_post
 from zoomcal.sandbox.server import BackgroundServer
 from zoomcal.sandbox.world import DEMO_USERS, SandboxWorld
@@ -59,6 +61,7 @@ class DemoSetup:
     users: list[dict[str, Any]]
     actor: SandboxActor
     presence: PresenceService
+    mail: MailSandbox
     results: list[sync.PairResult] = field(default_factory=list)
     sync_api_calls: int = 0          # calls zoomcal made (the scripted person's own edits not counted)
     last_status: dict[str, str] = field(default_factory=dict)
@@ -76,6 +79,7 @@ async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] 
     demo_dir.mkdir(parents=True)
     world = SandboxWorld()
     server = BackgroundServer(world).start()
+    mail = MailSandbox().start()
     demo_settings = settings.model_copy(update={
         "data_dir": demo_dir, "database_url": f"sqlite:///{demo_dir / 'demo.db'}", "vault_keys": new_key_spec("demo"),
         "allow_private_urls": True,    # the Exchange sandbox is on loopback
@@ -91,6 +95,7 @@ async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] 
     for state in (world.zoom, world.google, world.graph):
         state.outbox.deliver = deliver
     ctx = services.context("default", DEMO)
+    invitations.set_mail(ctx, host=mail.host, port=mail.port, security="none", sender="calendar@demo.example")
     linked = []
     for email, name, tz, calendar in people:
         info = {**world.add_user(email, name, tz), "provider": calendar}
@@ -99,7 +104,7 @@ async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] 
         for link in world.link_requests(info, server.url, calendar):
             await accounts.link(ctx, email, link["provider"], link["options"], link["secrets"])
     actor = SandboxActor(world, base_url=server.url)
-    return DemoSetup(world, server, web, services, ctx, linked, actor, PresenceService(ctx, index(ctx)))
+    return DemoSetup(world, server, web, services, ctx, linked, actor, PresenceService(ctx, index(ctx)), mail)
 
 
 async def sync_all(demo: DemoSetup, trigger: str) -> list[sync.PairResult]:
@@ -139,6 +144,9 @@ def summary(demo: DemoSetup, extra: dict[str, Any] | None = None) -> dict[str, A
                          **{f"google_{k}": v for k, v in demo.world.google_faults.fired.items()},
                          **{f"graph_{k}": v for k, v in demo.world.graph_faults.fired.items()}},
         "calendars": {u["email"]: u["provider"] for u in demo.users},
+        "invitations": {"sent": len(demo.mail.received),
+                        "by_method": {m: sum(1 for r in demo.mail.received if r.method == m)
+                                      for m in sorted({r.method for r in demo.mail.received})}},
         "mismatch_details": mismatches,
         "duplicate_details": duplicates,
     }
@@ -151,6 +159,7 @@ async def close(demo: DemoSetup) -> None:
     await demo.services.aclose()
     demo.web.stop()
     demo.server.stop()
+    demo.mail.stop()
     demo.services.close()
 
 
@@ -211,6 +220,9 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         await person.seed(demo.actor, demo.users)
         results = await sync_all(demo, "demo:round-1")
         say(f"round 1: {sum(r.writes for r in results)} writes, status {sorted({r.status for r in results})}")
+        booked = book_with_guests(demo)
+        say(f"{booked.user} booked a Zoom meeting at {booked.start} with guests: they are invited by e-mail once "
+            "it has its link")
         async with PushServer(demo) as push:
             for step in await person.scenario(demo.actor, demo.users):
                 say(f"  • {step}")
@@ -227,6 +239,8 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         results = await sync_all(demo, "demo:verify")
         resync_writes = sum(r.writes for r in results)
         say(f"verification round: {resync_writes} writes, {demo.sync_api_calls - calls_before} API calls")
+        sent = invitations.deliver(demo.ctx).sent
+        say(f"invitations: {sent} e-mail(s) sent; the demo's mail server holds {len(demo.mail.received)}")
         outcomes = await demo.presence.start(demo.ctx.now())
         for outcome in outcomes:
             say(f"presence {outcome.user}: {outcome.decision.reason}")
@@ -234,6 +248,22 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
                               "presence_writes": demo.presence.writes, "push": pushed})
     finally:
         await close(demo)
+
+
+GUESTS = ("guest@partner.example",)
+
+
+def book_with_guests(demo: DemoSetup) -> availability.Booked:
+    """The first person books a Zoom meeting with the second person and an outside guest, at their first free
+    half hour tomorrow."""
+    host, other = demo.users[0], demo.users[1]
+    day = (demo.ctx.now() + timedelta(days=1)).date()
+    free = availability.slots(demo.ctx, [host["email"]], 1800, datetime(day.year, day.month, day.day, 6),
+                              datetime(day.year, day.month, day.day, 22), 1800).slots
+    start = datetime.fromisoformat(free[0]["start"])
+    return availability.book(demo.ctx, host["email"], start, start + timedelta(minutes=30), "Project kickoff",
+                             attendees=[other["email"], *GUESTS], zoom=True,
+                             description="Agenda: scope, people, dates.")
 
 
 def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:
