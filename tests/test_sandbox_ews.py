@@ -276,3 +276,20 @@ def _post(world: SandboxWorld, envelope: str, auth: tuple[str, str]) -> httpx.Re
 
     return anyio.run(send)
 
+
+
+def test_free_busy_in_a_zone_with_summer_time(eva):
+    world, account, folder = eva
+    save(account, folder, "Winter", local(9, 2026, 1, 15), minutes=60)
+    save(account, folder, "Summer", local(9, 2026, 7, 15), minutes=60, legacy_free_busy_status="Tentative")
+    save(account, folder, "Free", local(11, 2026, 7, 15), legacy_free_busy_status="Free")
+    for day, kind in (((2026, 1, 15), "Busy"), ((2026, 7, 15), "Tentative")):
+        (view,) = account.protocol.get_free_busy_info(accounts=[(account, "Required", False)],
+                                                      start=local(0, *day), end=local(23, *day),
+                                                      requested_view="Detailed")
+        assert [(e.start.astimezone(PARIS).hour, e.end.astimezone(PARIS).hour, e.busy_type)
+                for e in view.calendar_events] == [(9, 10, kind)]   # 09:00 on the wall clock, winter and summer
+    (merged,) = account.protocol.get_free_busy_info(accounts=[(account, "Required", False)],
+                                                    start=local(8, 2026, 7, 15), end=local(12, 2026, 7, 15),
+                                                    merged_free_busy_interval=60, requested_view="DetailedMerged")
+    assert (merged.view_type, merged.merged) == ("DetailedMerged", "0100")   # Free counts as free

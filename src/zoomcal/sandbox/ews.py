@@ -50,6 +50,7 @@ DAY_SETS = {"Day": list(WEEKDAYS.values()), "Weekday": list(WEEKDAYS.values())[:
             "WeekendDay": list(WEEKDAYS.values())[5:]}
 WEEK_INDEX = {"First": 1, "Second": 2, "Third": 3, "Fourth": 4, "Last": -1}
 MONTHS = list(calendar.month_name)[1:]
+MERGED = {"Free": 0, "Tentative": 1, "Busy": 2, "OOF": 3, "WorkingElsewhere": 4, "NoData": 5}   # MergedFreeBusy
 MAX_SERIES = 5000        # occurrences of a series without an end that are laid out
 ITEM_HEAD = b"\x00\x03\x24\x00"      # how a mailbox item id begins ("AAMkA...")
 OCCURRENCE_HEAD = b"\x04\x00"        # an occurrence id: this, the master's id bytes, the position
@@ -1124,12 +1125,50 @@ def _handle(state: EwsState, op: Element, user: str) -> str:
     return _envelope(name, messages)
 
 
+def _transition_day(year: int, rule: Element) -> datetime:
+    """The local moment a SerializableTimeZone rule (StandardTime or DaylightTime) takes effect in `year`:
+    DayOrder 1-4 is the nth DayOfWeek of Month, 5 the last one."""
+    month, order = int(_text(rule, "Month", "1")), int(_text(rule, "DayOrder", "1"))
+    weekday = list(WEEKDAYS).index(_text(rule, "DayOfWeek", "Sunday"))
+    days = [d for d in range(1, calendar.monthrange(year, month)[1] + 1)
+            if date(year, month, d).weekday() == weekday]
+    at = time.fromisoformat(_text(rule, "Time", "00:00:00"))
+    return datetime.combine(date(year, month, days[-1] if order >= 5 else days[order - 1]), at)
+
+
+def _request_offset(zone: Element | None, local: datetime) -> timedelta:
+    """UTC offset of the request's TimeZone (Windows biases, with its daylight rule) at a naive local time."""
+    if zone is None:
+        return timedelta(0)
+    bias = int(_text(zone, "Bias", "0") or 0)
+    std, dst = _child(zone, "StandardTime"), _child(zone, "DaylightTime")
+    if std is None or dst is None or int(_text(dst, "Bias", "0") or 0) == int(_text(std, "Bias", "0") or 0):
+        return timedelta(minutes=-(bias + (int(_text(std, "Bias", "0") or 0) if std is not None else 0)))
+    begin, end = _transition_day(local.year, dst), _transition_day(local.year, std)
+    summer = begin <= local < end if begin < end else not end <= local < begin
+    return timedelta(minutes=-(bias + int(_text(dst if summer else std, "Bias", "0") or 0)))
+
+
+def _to_request_zone(zone: Element | None, instant: datetime) -> datetime:
+    """An instant as a naive local time of the request's TimeZone (how free/busy answers are written)."""
+    naive = instant.astimezone(UTC).replace(tzinfo=None)
+    return naive + _request_offset(zone, naive + _request_offset(zone, naive))
+
+
+def _window_edge(zone: Element | None, text: str) -> datetime:
+    """A TimeWindow edge: local time of the request's TimeZone, or an instant when it carries an offset."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return (value - _request_offset(zone, value)).replace(tzinfo=UTC)
+
+
 def _availability(state: EwsState, op: Element) -> str:
-    bias = int(next((e.text for e in op.iter() if _local(e.tag) == "Bias"), "0") or 0)
-    local = timedelta(minutes=-bias)
+    zone = next((e for e in op if _local(e.tag) == "TimeZone"), None)
     window = next(e for e in op.iter() if _local(e.tag) == "TimeWindow")
-    lo = datetime.fromisoformat(_text(window, "StartTime")).replace(tzinfo=UTC) - local
-    hi = datetime.fromisoformat(_text(window, "EndTime")).replace(tzinfo=UTC) - local
+    lo, hi = (_window_edge(zone, _text(window, edge)) for edge in ("StartTime", "EndTime"))
+    options = next((e for e in op.iter() if _local(e.tag) == "FreeBusyViewOptions"), window)
+    view = _text(options, "RequestedView", "Detailed") or "Detailed"
     answers = []
     for data in (e for e in op.iter() if _local(e.tag) == "MailboxData"):
         address = next((e.text for e in data.iter() if _local(e.tag) == "Address"), "") or ""
@@ -1138,15 +1177,23 @@ def _availability(state: EwsState, op: Element) -> str:
                            f'{escape(address)}</m:MessageText><m:ResponseCode>ErrorMailRecipientNotFound'
                            f'</m:ResponseCode></m:ResponseMessage></m:FreeBusyResponse>')
             continue
+        busy = Mailbox(state, address).busy(lo, hi)
         events = "".join(
-            f"<t:CalendarEvent><t:StartTime>{(s.astimezone(UTC) + local).replace(tzinfo=None).isoformat()}"
-            f"</t:StartTime><t:EndTime>{(e.astimezone(UTC) + local).replace(tzinfo=None).isoformat()}</t:EndTime>"
-            f"<t:BusyType>{escape(kind)}</t:BusyType></t:CalendarEvent>"
-            for s, e, kind in Mailbox(state, address).busy(lo, hi))
+            f"<t:CalendarEvent><t:StartTime>{_to_request_zone(zone, s).isoformat()}"
+            f"</t:StartTime><t:EndTime>{_to_request_zone(zone, e).isoformat()}</t:EndTime>"
+            f"<t:BusyType>{escape(kind)}</t:BusyType></t:CalendarEvent>" for s, e, kind in busy)
+        merged = ""
+        if view.endswith("Merged") or view == "MergedOnly":   # one digit per interval: the busiest status in it
+            step = timedelta(minutes=int(_text(options, "MergedFreeBusyIntervalInMinutes", "30") or 30))
+            slots, at = [], lo
+            while at < hi:
+                slots.append(str(max((MERGED.get(k, 2) for s, e, k in busy if s < at + step and e > at), default=0)))
+                at += step
+            merged = f"<t:MergedFreeBusy>{''.join(slots)}</t:MergedFreeBusy>"
+        listed = "" if view == "MergedOnly" else f"<t:CalendarEventArray>{events}</t:CalendarEventArray>"
         answers.append(f'<m:FreeBusyResponse><m:ResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
-                       f'</m:ResponseCode></m:ResponseMessage><m:FreeBusyView><t:FreeBusyViewType>Detailed'
-                       f'</t:FreeBusyViewType><t:CalendarEventArray>{events}</t:CalendarEventArray>'
-                       f'</m:FreeBusyView></m:FreeBusyResponse>')
+                       f'</m:ResponseCode></m:ResponseMessage><m:FreeBusyView><t:FreeBusyViewType>{escape(view)}'
+                       f'</t:FreeBusyViewType>{merged}{listed}</m:FreeBusyView></m:FreeBusyResponse>')
     return (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body>'
             f'<m:GetUserAvailabilityResponse xmlns:m="{M}" xmlns:t="{T}"><m:FreeBusyResponseArray>{"".join(answers)}'
             f"</m:FreeBusyResponseArray></m:GetUserAvailabilityResponse></s:Body></s:Envelope>")
