@@ -293,3 +293,100 @@ def test_free_busy_in_a_zone_with_summer_time(eva):
                                                     start=local(8, 2026, 7, 15), end=local(12, 2026, 7, 15),
                                                     merged_free_busy_interval=60, requested_view="DetailedMerged")
     assert (merged.view_type, merged.merged) == ("DetailedMerged", "0100")   # Free counts as free
+
+
+# the order of CalendarItemType's elements in the EWS schema (types.xsd, Exchange 2013): an answer out of this order
+# fails schema validation in strict clients
+CALENDAR_ITEM_ORDER = (
+    "MimeContent ItemId ParentFolderId ItemClass Subject Sensitivity Body Attachments DateTimeReceived Size "
+    "Categories Importance InReplyTo IsSubmitted IsDraft IsFromMe IsResend IsUnmodified InternetMessageHeaders "
+    "DateTimeSent DateTimeCreated ResponseObjects ReminderDueBy ReminderIsSet ReminderNextTime "
+    "ReminderMinutesBeforeStart DisplayCc DisplayTo DisplayBcc HasAttachments ExtendedProperty Culture "
+    "EffectiveRights LastModifiedName LastModifiedTime IsAssociated WebClientReadFormQueryString "
+    "WebClientEditFormQueryString ConversationId UniqueBody Flag StoreEntryId InstanceKey NormalizedBody "
+    "EntityExtractionResult PolicyTag ArchiveTag RetentionDate Preview RightsManagementLicenseData "
+    "PredictedActionReasons IsClutter BlockStatus HasBlockedImages TextBody IconIndex SearchKey SortKey Hashtags "
+    "Mentions MentionedMe MentionsPreview MentionsEx AppliedHashtags AppliedHashtagsPreview Likes LikesPreview "
+    "PendingSocialActivityTagIds AtAllMention CanDelete InferenceClassification UID RecurrenceId DateTimeStamp "
+    "Start End OriginalStart IsAllDayEvent LegacyFreeBusyStatus Location When IsMeeting IsCancelled IsRecurring "
+    "MeetingRequestWasSent IsResponseRequested CalendarItemType MyResponseType Organizer RequiredAttendees "
+    "OptionalAttendees Resources ConflictingMeetingCount AdjacentMeetingCount ConflictingMeetings "
+    "AdjacentMeetings Duration TimeZone AppointmentReplyTime AppointmentSequenceNumber AppointmentState "
+    "Recurrence FirstOccurrence LastOccurrence ModifiedOccurrences DeletedOccurrences MeetingTimeZone "
+    "StartTimeZone EndTimeZone").split()
+MESSAGE_HEAD = ("MessageText", "ResponseCode", "DescriptiveLinkKey", "MessageXml")
+
+
+def check_answer(text: str) -> str:
+    """One SOAP answer against the EWS message and type schemas: (operation) with a ServerVersionInfo header,
+    ResponseMessages of the operation's own kind with a class and a code first, calendar items in schema order."""
+    from defusedxml import ElementTree
+
+    root = ElementTree.fromstring(text.encode(), forbid_dtd=True)
+    name = lambda e: e.tag.rsplit("}", 1)[-1]   # noqa: E731
+    header, body = list(root)
+    assert [name(e) for e in header] == ["ServerVersionInfo"] and header[0].get("Version") == "Exchange2013_SP1"
+    (response,) = list(body)
+    operation = name(response).removesuffix("Response")
+    messages = response.find(f"{{{M}}}ResponseMessages")
+    if operation == "GetUserAvailability":
+        messages = response.find(f"{{{M}}}FreeBusyResponseArray")
+        kinds = {"FreeBusyResponse"}
+        entries = [m.find(f"{{{M}}}ResponseMessage") for m in messages]
+    else:
+        kinds = {f"{operation}ResponseMessage"}
+        entries = list(messages)
+    assert entries and {name(m) for m in (messages if operation == "GetUserAvailability" else entries)} == kinds
+    for message in entries:
+        assert message.get("ResponseClass") in ("Success", "Warning", "Error")
+        head = [name(c) for c in message if name(c) in MESSAGE_HEAD]
+        assert "ResponseCode" in head and head == sorted(head, key=MESSAGE_HEAD.index)
+        assert [name(c) for c in message][:len(head)] == head                  # the head comes first
+        assert (message.get("ResponseClass") == "Success") == (message.find(f"{{{M}}}ResponseCode").text == "NoError")
+    for item in root.iter(f"{{{T}}}CalendarItem"):
+        order = [CALENDAR_ITEM_ORDER.index(name(c)) for c in item]
+        assert order == sorted(order), [name(c) for c in item]
+        assert [c for c in item if name(c) == "ItemId"][0].get("ChangeKey")
+        assert len({o for o in order if o != CALENDAR_ITEM_ORDER.index("ExtendedProperty")}) == \
+            len([o for o in order if o != CALENDAR_ITEM_ORDER.index("ExtendedProperty")])
+    return operation
+
+
+@pytest.mark.anyio
+async def test_every_answer_to_the_connector_follows_the_schemas(served_world, monkeypatch):
+    from zoomcal.connectors.ews.connector import EwsConnector
+    from zoomcal.domain.content import make_content
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    world, base = served_world
+    user = world.add_user("c@example.com")
+    answers: list[str] = []
+    handle = sandbox_ews._handle
+
+    def recorded(*args):
+        answers.append(handle(*args))
+        return answers[-1]
+
+    monkeypatch.setattr(sandbox_ews, "_handle", recorded)
+    conn = EwsConnector(f"{base}/ews/EWS/Exchange.asmx", "c@example.com", DEFAULT_RULES, username="c@example.com",
+                        secret=user["ews_password"], auth="basic", allow_private=True)
+    series = make_content(title="Series", description="", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                          timezone="Europe/Paris", rrule="FREQ=WEEKLY;BYDAY=MO;COUNT=4",
+                          exdates=["2026-05-18T07:00:00Z"],
+                          overrides={"2026-05-11T07:00:00Z": {"start": "2026-05-11T09:00:00Z",
+                                                              "end": "2026-05-11T09:30:00Z"}})
+    try:
+        await conn.probe()
+        created = await conn.create(series, "ev-1")
+        changes = await conn.changes(None, {})
+        await conn.update(created.id, {**series, "title": "Renamed"}, created.etag, "ev-1", created.raws)
+        await conn.free_busy(["c@example.com"], dt.datetime(2026, 5, 4, tzinfo=dt.UTC),
+                             dt.datetime(2026, 5, 5, tzinfo=dt.UTC))
+        await conn.delete(created.id, None)
+        await conn.delete(created.id, None)                    # already gone: an error message, not a fault
+        await conn.changes(changes.cursor, {})
+    finally:
+        await conn.aclose()
+    operations = {check_answer(text) for text in answers}
+    assert operations >= {"FindItem", "CreateItem", "GetItem", "UpdateItem", "DeleteItem", "SyncFolderItems",
+                          "GetServerTimeZones", "GetUserAvailability"}

@@ -644,10 +644,12 @@ def _message(op: str, body: str = "", code: str = "NoError", text: str = "", war
            f"</m:{op}ResponseMessage>"
 
 
+HEADER = (f'<s:Header><h:ServerVersionInfo xmlns:h="{T}" MajorVersion="15" MinorVersion="0" MajorBuildNumber="847" '
+          'MinorBuildNumber="31" Version="Exchange2013_SP1"/></s:Header>')
+
+
 def _envelope(op: str, messages: list[str]) -> str:
-    return (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Header>'
-            f'<h:ServerVersionInfo xmlns:h="{T}" MajorVersion="15" MinorVersion="0" MajorBuildNumber="847" '
-            f'MinorBuildNumber="31" Version="Exchange2013_SP1"/></s:Header><s:Body>'
+    return (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}">{HEADER}<s:Body>'
             f'<m:{op}Response xmlns:m="{M}" xmlns:t="{T}"><m:ResponseMessages>{"".join(messages)}'
             f"</m:ResponseMessages></m:{op}Response></s:Body></s:Envelope>")
 
@@ -1194,7 +1196,7 @@ def _availability(state: EwsState, op: Element) -> str:
         answers.append(f'<m:FreeBusyResponse><m:ResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
                        f'</m:ResponseCode></m:ResponseMessage><m:FreeBusyView><t:FreeBusyViewType>{escape(view)}'
                        f'</t:FreeBusyViewType>{merged}{listed}</m:FreeBusyView></m:FreeBusyResponse>')
-    return (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}"><s:Body>'
+    return (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}">{HEADER}<s:Body>'
             f'<m:GetUserAvailabilityResponse xmlns:m="{M}" xmlns:t="{T}"><m:FreeBusyResponseArray>{"".join(answers)}'
             f"</m:FreeBusyResponseArray></m:GetUserAvailabilityResponse></s:Body></s:Envelope>")
 
