@@ -44,8 +44,10 @@ from zoomcal.connectors.ews.mapping import (
     FREE_BUSY_IN,
     FREE_BUSY_OUT,
     ews_time,
+    exchange_month_days,
     graph_time,
     graph_to_recurrence,
+    month_end_rule,
     recurrence_to_graph,
     utc_stamp,
     zone_of,
@@ -300,6 +302,8 @@ class EwsConnector:
         if raw.get("invalid"):
             raise InvalidItem(raw["invalid"])
         content, peer_ref, wants_peer = event_item_parts(raw, self.rules)
+        if content.get("rrule") and raw.get("recurrence"):
+            content["rrule"] = month_end_rule(content["rrule"], raw["recurrence"]["pattern"])
         if content.get("rrule"):
             content["exdates"] = sorted(raw["deleted"])
             overrides = {}
@@ -323,7 +327,9 @@ class EwsConnector:
               held: dict[str, Any] | None = None) -> tuple[list[str], list[str]]:
         """Set the item's fields from content: (fields set, what Exchange could not keep); `held` is the item as
         it is now (Graph-shaped), for what the content does not know of an attendee."""
-        event, notes = event_write_body(content, self.rules, held)
+        content, notes = exchange_month_days(content)
+        event, more = event_write_body(content, self.rules, held)
+        notes += more
         all_day = bool(event["isAllDay"])
         item.subject = event["subject"]
         item.body = event["body"]["content"]
