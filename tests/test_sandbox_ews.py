@@ -153,6 +153,28 @@ def test_a_view_lists_exceptions_and_leaves_out_cancelled_occurrences(eva):
     assert again.is_recurring is False                            # a master is not "recurring" in EWS
 
 
+
+def test_an_occurrence_keeps_what_was_changed_on_it(eva):
+    world, account, folder = eva
+    first = local(9, 2026, 6, 1)
+    master = save(account, folder, "Daily", first, location="Room 1", recurrence=Recurrence(
+        pattern=DailyPattern(interval=1), start=first.date(), number=3))
+    second = master.occurrence(2)
+    second.location, second.legacy_free_busy_status = "Room 2", "Free"
+    second.save(update_fields=["location", "legacy_free_busy_status"], send_meeting_invitations=SEND_TO_NONE)
+    listed = list(folder.view(start=local(0, 2026, 6, 1), end=local(0, 2026, 6, 4)))
+    assert [(i.location, i.legacy_free_busy_status, i.type) for i in listed] == [
+        ("Room 1", "Busy", "Occurrence"), ("Room 2", "Free", "Exception"), ("Room 1", "Busy", "Occurrence")]
+    (view,) = account.protocol.get_free_busy_info(accounts=[(account, "Required", False)], start=first,
+                                                  end=local(0, 2026, 6, 4), requested_view="Detailed")
+    assert [e.start.astimezone(PARIS).day for e in view.calendar_events] == [1, 3]   # the free one is not busy
+    (occurrence,) = account.fetch(ids=[(listed[1].id, None)], folder=folder)
+    series = occurrence.recurring_master()
+    series.refresh()                                                # GetItem by RecurringMasterItemId
+    assert (series.type, series.location, series.id) == ("RecurringMaster", "Room 1", master.id)
+    with pytest.raises(ews_errors.ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange):
+        master.occurrence(4).refresh()
+
 def test_ids_are_opaque_and_a_malformed_one_is_refused_in_its_own_answer(eva):
     world, account, folder = eva
     item = save(account, folder, "One", local(9, 2026, 6, 1))

@@ -55,6 +55,9 @@ MAX_SERIES = 5000        # occurrences of a series without an end that are laid 
 ITEM_HEAD = b"\x00\x03\x24\x00"      # how a mailbox item id begins ("AAMkA...")
 OCCURRENCE_HEAD = b"\x04\x00"        # an occurrence id: this, the master's id bytes, the position
 ITEM_BYTES = 41
+# what an occurrence can hold of its own (the rest is the series')
+EXCEPTION_FIELDS = ("subject", "body", "body_type", "start", "end", "location", "fb", "categories", "importance",
+                    "sensitivity", "reminder", "reminder_set")
 NOT_FOUND = "The specified object was not found in the store."
 
 
@@ -503,14 +506,14 @@ def _fields(item: dict[str, Any], occurrence: int | None, shape: Shape) -> list[
                                    'ChangeKey="AgAAAA=="/>'),
            ("item:ItemClass", "<t:ItemClass>IPM.Appointment</t:ItemClass>"),
            ("item:Subject", f"<t:Subject>{escape(view['subject'])}</t:Subject>"),
-           ("item:Sensitivity", f"<t:Sensitivity>{escape(item['sensitivity'])}</t:Sensitivity>"),
+           ("item:Sensitivity", f"<t:Sensitivity>{escape(view['sensitivity'])}</t:Sensitivity>"),
            ("item:Body", _body(view, shape)),
            ("item:DateTimeReceived", f"<t:DateTimeReceived>{stamp(item['created'])}</t:DateTimeReceived>"),
            ("item:Size", f"<t:Size>{len(view['subject']) + len(view.get('body') or '') + 512}</t:Size>")]
-    if item["categories"]:
+    if view["categories"]:
         out.append(("item:Categories", "<t:Categories>" + "".join(f"<t:String>{escape(c)}</t:String>"
-                                                                   for c in item["categories"]) + "</t:Categories>"))
-    out += [("item:Importance", f"<t:Importance>{escape(item['importance'])}</t:Importance>"),
+                                                                   for c in view["categories"]) + "</t:Categories>"))
+    out += [("item:Importance", f"<t:Importance>{escape(view['importance'])}</t:Importance>"),
             ("item:IsSubmitted", "<t:IsSubmitted>false</t:IsSubmitted>"),
             ("item:IsDraft", "<t:IsDraft>false</t:IsDraft>"),
             ("item:IsFromMe", "<t:IsFromMe>false</t:IsFromMe>"),
@@ -518,9 +521,9 @@ def _fields(item: dict[str, Any], occurrence: int | None, shape: Shape) -> list[
             ("item:IsUnmodified", "<t:IsUnmodified>false</t:IsUnmodified>"),
             ("item:DateTimeSent", f"<t:DateTimeSent>{stamp(item['created'])}</t:DateTimeSent>"),
             ("item:DateTimeCreated", f"<t:DateTimeCreated>{stamp(item['created'])}</t:DateTimeCreated>"),
-            ("item:ReminderIsSet", f"<t:ReminderIsSet>{str(item['reminder_set']).lower()}</t:ReminderIsSet>"),
+            ("item:ReminderIsSet", f"<t:ReminderIsSet>{str(view['reminder_set']).lower()}</t:ReminderIsSet>"),
             ("item:ReminderMinutesBeforeStart",
-             f"<t:ReminderMinutesBeforeStart>{item['reminder']}</t:ReminderMinutesBeforeStart>"),
+             f"<t:ReminderMinutesBeforeStart>{view['reminder']}</t:ReminderMinutesBeforeStart>"),
             ("item:HasAttachments", "<t:HasAttachments>false</t:HasAttachments>")]
     for key, value in item["ext"].items():
         if shape.extended is None or key in shape.extended:
@@ -540,9 +543,9 @@ def _fields(item: dict[str, Any], occurrence: int | None, shape: Shape) -> list[
     attendees = [item[k] for k in ("attendees", "optional_attendees") if item.get(k) is not None and len(item[k])]
     out += [("calendar:IsAllDayEvent", f"<t:IsAllDayEvent>{str(item['all_day']).lower()}</t:IsAllDayEvent>"),
             ("calendar:LegacyFreeBusyStatus",
-             f"<t:LegacyFreeBusyStatus>{escape(item['fb'])}</t:LegacyFreeBusyStatus>")]
-    if item.get("location"):
-        out.append(("calendar:Location", f"<t:Location>{escape(item['location'])}</t:Location>"))
+             f"<t:LegacyFreeBusyStatus>{escape(view['fb'])}</t:LegacyFreeBusyStatus>")]
+    if view.get("location"):
+        out.append(("calendar:Location", f"<t:Location>{escape(view['location'])}</t:Location>"))
     out += [("calendar:IsMeeting", f"<t:IsMeeting>{str(bool(attendees)).lower()}</t:IsMeeting>"),
             ("calendar:IsCancelled", "<t:IsCancelled>false</t:IsCancelled>"),
             # a master is not "recurring" in EWS' sense; its occurrences and exceptions are
@@ -818,7 +821,8 @@ class Mailbox:
                     target.update(scratch if scratch["ext"] else {k: v for k, v in scratch.items() if k != "ext"})
         if index is not None:   # an occurrence becomes (or stays) an exception
             exc = {k: v for k, v in _occurrence(item, index).items() if k != "original"}
-            exc.update({k: target[k] for k in ("subject", "start", "end") if k in target})
+            exc.update({k: ("" if v is None and k in ("location", "body") else [] if v is None else v)
+                        for k, v in target.items() if k in EXCEPTION_FIELDS})
             if exc["end"] < exc["start"]:
                 raise EwsFault("ErrorCalendarEndDateIsEarlierThanStartDate")
             item["exceptions"][index] = exc
@@ -902,9 +906,9 @@ class Mailbox:
     def busy(self, lo: datetime, hi: datetime) -> list[tuple[datetime, datetime, str]]:
         out = []
         for item, n in self.instances(lo, hi):
-            if item["fb"] != "Free":
-                view = _occurrence(item, n) if n is not None else item
-                out.append((view["start"], view["end"], item["fb"]))
+            view = {**item, **_occurrence(item, n)} if n is not None else item
+            if view["fb"] != "Free":
+                out.append((view["start"], view["end"], view["fb"]))
         return sorted(out)
 
 
