@@ -33,16 +33,11 @@ PARIS = EWSTimeZone("Europe/Paris")
 UTC = EWSTimeZone("UTC")
 
 
-class Tag(ExtendedProperty):
-    """A client's own named property on calendar items."""
-
-    property_set_id = "c11ff724-aa03-4555-9952-8fa248a11c3e"
-    property_name = "sandbox-tag"
-    property_type = "String"
-
-
+# a client's own named property on calendar items
 if "sandbox_tag" not in {f.name for f in CalendarItem.FIELDS}:
-    CalendarItem.register("sandbox_tag", Tag)
+    CalendarItem.register("sandbox_tag", type("Tag", (ExtendedProperty,), {
+        "property_set_id": "c11ff724-aa03-4555-9952-8fa248a11c3e", "property_name": "sandbox-tag",
+        "property_type": "String"}))
 
 
 @pytest.fixture
@@ -282,12 +277,9 @@ def test_an_all_day_item_keeps_its_day_in_its_zone(eva):
 
 def soap(world: SandboxWorld, email: str, operation: str) -> str:
     """A raw SOAP request in the mailbox's name, on the in-process transport (text of the answer, 200 only)."""
-    envelope = (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}" xmlns:m="{M}" xmlns:t="{T}">'
-                f'<s:Header><t:RequestServerVersion Version="Exchange2013_SP1"/></s:Header><s:Body>{operation}'
-                "</s:Body></s:Envelope>")
-    answer = _post(world, envelope, (email, world.ews.passwords[email]))
-    assert answer.status_code == 200, answer.text
-    return answer.text
+    status, text = soap_status(world, operation, email)
+    assert status == 200, text
+    return text
 
 
 def _post(world: SandboxWorld, envelope: str, auth: tuple[str, str]) -> httpx.Response:
@@ -412,3 +404,37 @@ async def test_every_answer_to_the_connector_follows_the_schemas(served_world, m
     operations = {check_answer(text) for text in answers}
     assert operations >= {"FindItem", "CreateItem", "GetItem", "UpdateItem", "DeleteItem", "SyncFolderItems",
                           "GetServerTimeZones", "GetUserAvailability"}
+
+
+def test_requests_exchange_refuses(eva):
+    world, account, folder = eva
+    calendar = '<t:DistinguishedFolderId Id="calendar"/>'
+    too_many = soap_status(world, '<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>'
+                                  f'</m:ItemShape><m:SyncFolderId>{calendar}</m:SyncFolderId>'
+                                  '<m:MaxChangesReturned>513</m:MaxChangesReturned></m:SyncFolderItems>')
+    assert too_many[0] == 500 and "ErrorSchemaValidation" in too_many[1]   # 1..512, by the schema
+    item = ('<t:CalendarItem><t:Subject>Zone</t:Subject><t:Start>2026-06-01T09:00:00Z</t:Start>'
+            '<t:End>2026-06-01T10:00:00Z</t:End><t:StartTimeZone Id="{zone}"/></t:CalendarItem>')
+    answer = soap(world, "eva@example.com", '<m:CreateItem SendMeetingInvitations="SendToNone"><m:SavedItemFolderId>'
+                  f'{calendar}</m:SavedItemFolderId><m:Items>{item.format(zone="Mars Standard Time")}'
+                  f'{item.format(zone="Tokyo Standard Time")}</m:Items></m:CreateItem>')
+    assert answer.count('ResponseClass="Error"') == 1 and "ErrorTimeZone" in answer
+    assert answer.count('ResponseClass="Success"') == 1 and len(world.ews.items["eva@example.com"]) == 1
+
+
+def test_an_html_body_reads_as_text(eva):
+    from exchangelib import HTMLBody
+
+    world, account, folder = eva
+    item = save(account, folder, "Notes", local(9, 2026, 6, 1), body=HTMLBody("<p>Hi <b>there</b> &amp; all</p>"))
+    (got,) = account.fetch(ids=[item], folder=folder, only_fields=["body", "text_body"])
+    assert isinstance(got.body, HTMLBody) and "<b>there</b>" in got.body
+    assert str(got.text_body) == "Hi there & all"
+
+
+def soap_status(world: SandboxWorld, operation: str, email: str = "eva@example.com") -> tuple[int, str]:
+    envelope = (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}" xmlns:m="{M}" xmlns:t="{T}">'
+                f'<s:Header><t:RequestServerVersion Version="Exchange2013_SP1"/></s:Header><s:Body>{operation}'
+                "</s:Body></s:Envelope>")
+    answer = _post(world, envelope, (email, world.ews.passwords[email]))
+    return answer.status_code, answer.text
