@@ -422,6 +422,23 @@ def test_requests_exchange_refuses(eva):
     assert answer.count('ResponseClass="Success"') == 1 and len(world.ews.items["eva@example.com"]) == 1
 
 
+
+def test_a_time_without_offset_is_in_the_requests_time_zone(eva):
+    world, account, folder = eva
+    create = ('<m:CreateItem SendMeetingInvitations="SendToNone"><m:Items><t:CalendarItem><t:Subject>Local'
+              '</t:Subject><t:Start>2026-07-01T09:00:00</t:Start><t:End>2026-07-01T09:30:00</t:End><t:Recurrence>'
+              '<t:DailyRecurrence><t:Interval>1</t:Interval></t:DailyRecurrence><t:NumberedRecurrence><t:StartDate>'
+              '2026-07-01</t:StartDate><t:NumberOfOccurrences>2</t:NumberOfOccurrences></t:NumberedRecurrence>'
+              '</t:Recurrence></t:CalendarItem></m:Items></m:CreateItem>')
+    status, answer = soap_status(world, create, zone="Romance Standard Time")
+    assert status == 200 and 'ResponseClass="Success"' in answer
+    (item,) = folder.all()
+    assert item.start == local(9, 2026, 7, 1) and item._start_timezone == PARIS   # the context's zone
+    assert [i.start for i in folder.view(start=local(0, 2026, 7, 1), end=local(0, 2026, 7, 3))] == \
+        [local(9, 2026, 7, 1), local(9, 2026, 7, 2)]
+    status, answer = soap_status(world, create, zone="Mars Standard Time")
+    assert status == 500 and "ErrorTimeZone" in answer and len(list(folder.all())) == 1
+
 def test_an_html_body_reads_as_text(eva):
     from exchangelib import HTMLBody
 
@@ -432,9 +449,11 @@ def test_an_html_body_reads_as_text(eva):
     assert str(got.text_body) == "Hi there & all"
 
 
-def soap_status(world: SandboxWorld, operation: str, email: str = "eva@example.com") -> tuple[int, str]:
+def soap_status(world: SandboxWorld, operation: str, email: str = "eva@example.com",
+                zone: str | None = None) -> tuple[int, str]:
+    context = f'<t:TimeZoneContext><t:TimeZoneDefinition Id="{zone}"/></t:TimeZoneContext>' if zone else ""
     envelope = (f'<?xml version="1.0" encoding="utf-8"?><s:Envelope xmlns:s="{S}" xmlns:m="{M}" xmlns:t="{T}">'
-                f'<s:Header><t:RequestServerVersion Version="Exchange2013_SP1"/></s:Header><s:Body>{operation}'
-                "</s:Body></s:Envelope>")
+                f'<s:Header><t:RequestServerVersion Version="Exchange2013_SP1"/>{context}</s:Header><s:Body>'
+                f"{operation}</s:Body></s:Envelope>")
     answer = _post(world, envelope, (email, world.ews.passwords[email]))
     return answer.status_code, answer.text

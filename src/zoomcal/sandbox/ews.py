@@ -25,6 +25,7 @@ import html
 import re
 import secrets
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -235,15 +236,32 @@ def _text(elem: Element, name: str, default: str = "") -> str:
     return (found.text or "") if found is not None else default
 
 
+# the Windows zone of the request's TimeZoneContext header (UTC without one)
+REQUEST_ZONE: ContextVar[str] = ContextVar("REQUEST_ZONE", default="UTC")
+
+
 def _when(text: str) -> datetime:
-    """An xs:dateTime as EWS reads it: with `Z` or an offset, or (without one) in UTC."""
+    """An xs:dateTime as EWS reads it: with `Z` or an offset, or (without one) in the request's TimeZoneContext."""
     try:
         return parse_stamp(text)
     except ValueError:
         try:
-            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+            return datetime.fromisoformat(text).replace(tzinfo=zone_of(REQUEST_ZONE.get())).astimezone(UTC)
         except ValueError:
             raise EwsFault("ErrorSchemaValidation", f"{text!r} is not a date-time") from None
+
+
+def _context_zone(envelope: Element) -> str:
+    """The TimeZoneContext of a request's header; ErrorTimeZone for one this server does not know."""
+    header = next((c for c in envelope if _local(c.tag) == "Header"), None)
+    found = next((e for e in header.iter() if _local(e.tag) == "TimeZoneDefinition"), None) \
+        if header is not None else None
+    name = (found.get("Id") if found is not None else None) or "UTC"
+    try:
+        zone_of(name)
+    except ValueError:
+        raise EwsFault("ErrorTimeZone", f"The time zone {name!r} is not valid.") from None
+    return name
 
 
 def _day(text: str) -> date:
@@ -777,7 +795,7 @@ class Mailbox:
         created = now()
         item: dict[str, Any] = {
             "id": new_item_id(), "subject": "", "body": "", "body_type": "Text", "all_day": False, "fb": "Busy",
-            "location": "", "tz": "UTC", "recurrence": None, "attendees": None, "organizer": self.email,
+            "location": "", "tz": REQUEST_ZONE.get(), "recurrence": None, "attendees": None, "organizer": self.email,
             "organizer_name": self.state.names.get(self.email, self.email), "ext": {},
             "deleted": set(), "exceptions": {}, "categories": [], "importance": "Normal", "sensitivity": "Normal",
             "reminder_set": True, "reminder": 15, "created": created, "modified": created,
@@ -1233,6 +1251,7 @@ def make_ews_app(state: EwsState) -> FastAPI:
                                        f"{state.back_off_ms}</t:Value></t:MessageXml>"), status_code=500,
                                 media_type=xml)
             try:
+                REQUEST_ZONE.set(_context_zone(envelope))
                 answer = _handle(state, op, user)
                 if state.lose.get(_local(op.tag), 0) > 0:   # done, but the client never hears of it
                     state.lose[_local(op.tag)] -= 1
