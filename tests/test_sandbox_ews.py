@@ -170,6 +170,26 @@ def test_an_occurrence_keeps_what_was_changed_on_it(eva):
     with pytest.raises(ews_errors.ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange):
         master.occurrence(4).refresh()
 
+
+def test_a_moved_occurrence_may_not_cross_its_neighbours(eva):
+    world, account, folder = eva
+    first = local(9, 2026, 6, 1)
+    master = save(account, folder, "Weekly", first, minutes=60, recurrence=Recurrence(
+        pattern=WeeklyPattern(interval=1, weekdays=[1]), start=first.date(), number=3))
+
+    def move(index: int, start: EWSDateTime) -> None:
+        occurrence = master.occurrence(index)
+        occurrence.start, occurrence.end = start, start + dt.timedelta(hours=1)
+        occurrence.save(update_fields=["start", "end"], send_meeting_invitations=SEND_TO_NONE)
+
+    move(2, local(9, 2026, 6, 12))                                  # within its week: fine
+    for index, start in ((2, local(9, 2026, 6, 15)), (3, local(9, 2026, 6, 12)),
+                         (1, local(9, 2026, 6, 12))):
+        with pytest.raises(ews_errors.ErrorOccurrenceCrossingBoundary):
+            move(index, start)    # onto the next occurrence, onto the moved one, past it
+    move(3, local(10, 2026, 6, 12))                                 # right after the moved one: fine
+    assert [s.day for _, s, _ in starts(folder, local(0, 2026, 6, 1), local(0, 2026, 7, 1))] == [1, 12, 12]
+
 def test_ids_are_opaque_and_a_malformed_one_is_refused_in_its_own_answer(eva):
     world, account, folder = eva
     item = save(account, folder, "One", local(9, 2026, 6, 1))

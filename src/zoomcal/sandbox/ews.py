@@ -843,6 +843,7 @@ class Mailbox:
                         for k, v in target.items() if k in EXCEPTION_FIELDS})
             if exc["end"] < exc["start"]:
                 raise EwsFault("ErrorCalendarEndDateIsEarlierThanStartDate")
+            _no_crossing(item, index, exc)
             item["exceptions"][index] = exc
             self.state.touch(self.email, item)
             return render_item(item, index, shape)
@@ -928,6 +929,19 @@ class Mailbox:
             if view["fb"] != "Free":
                 out.append((view["start"], view["end"], view["fb"]))
         return sorted(out)
+
+
+def _no_crossing(item: dict[str, Any], index: int, moved: dict[str, Any]) -> None:
+    """A moved occurrence may not overlap or cross the occurrences next to it (as they stand, moved or not):
+    ErrorOccurrenceCrossingBoundary."""
+    live = [n for n in range(1, len(_series(item)) + 1) if n not in item["deleted"] and n != index]
+    before = [n for n in live if n < index][-1:]
+    after = [n for n in live if n > index][:1]
+    for n in before + after:
+        other = _occurrence(item, n)
+        if (n < index and moved["start"] < other["end"]) or (n > index and moved["end"] > other["start"]):
+            raise EwsFault("ErrorOccurrenceCrossingBoundary", "Modified occurrence is crossing or overlapping "
+                           "adjacent occurrence.")
 
 
 def _first_occurrence(item: dict[str, Any]) -> None:
