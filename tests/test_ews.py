@@ -380,3 +380,24 @@ def test_month_end_rules_as_exchange_holds_them():
     assert exchange_month_days({"rrule": "FREQ=MONTHLY;BYMONTHDAY=15"}) == ({"rrule": "FREQ=MONTHLY;BYMONTHDAY=15"},
                                                                             [])
     assert exchange_month_days({"rrule": None}) == ({"rrule": None}, [])
+
+
+async def test_occurrences_moved_past_each_other_are_written_in_an_order_exchange_accepts(served_world):
+    """Two Mondays of a weekly series move later, the first past where the second was: moved in date order,
+    Exchange would refuse the first move (it crosses the second occurrence, ErrorOccurrenceCrossingBoundary)."""
+    from zoomcal.domain.content import make_content
+
+    world, base = served_world
+    info = world.add_user("ivy@example.com")
+    conn = EwsConnector(f"{base}/ews/EWS/Exchange.asmx", "ivy@example.com", DEFAULT_RULES,
+                        username="ivy@example.com", secret=info["ews_password"], auth="basic", allow_private=True)
+    moved = {"2026-05-04T07:00:00Z": {"start": "2026-05-12T07:00:00Z", "end": "2026-05-12T07:30:00Z"},
+             "2026-05-11T07:00:00Z": {"start": "2026-05-13T07:00:00Z", "end": "2026-05-13T07:30:00Z"}}
+    series = make_content(title="Series", description="", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                          timezone="Europe/Paris", rrule="FREQ=WEEKLY;BYDAY=MO;COUNT=3", overrides=moved)
+    try:
+        created = await conn.create(series, "ev-moves")
+        assert {k: {"start": v["start"], "end": v["end"]} for k, v in created.item.content["overrides"].items()} \
+            == moved
+    finally:
+        await conn.aclose()

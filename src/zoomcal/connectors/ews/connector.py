@@ -172,6 +172,20 @@ def _write_attendees(attendees: Iterable[dict[str, Any]]) -> list[Attendee] | No
                                     name=a["emailAddress"].get("name") or None)) for a in attendees] or None
 
 
+def _in_exchange_order(ops: list[tuple[int, dict[str, Any] | None]],
+                       now: Mapping[int, str]) -> list[tuple[int, dict[str, Any] | None]]:
+    """Occurrence changes in an order Exchange accepts: a moved occurrence may not cross its neighbours as they
+    stand (ErrorOccurrenceCrossingBoundary), so cancellations come first, then the occurrences moved later from
+    the last one back, then those moved earlier from the first one on. `now`: position -> current start."""
+    def start(op: tuple[int, dict[str, Any] | None]) -> datetime:
+        return to_datetime(now[op[0]])
+
+    moves = [op for op in ops if op[1] is not None]
+    later = sorted((op for op in moves if to_datetime(op[1]["start"]) > start(op)), key=start, reverse=True)
+    earlier = sorted((op for op in moves if op not in later), key=start)
+    return [op for op in ops if op[1] is None] + later + earlier
+
+
 class EwsConnector:
     name = "ews"
     capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=100)
@@ -406,6 +420,8 @@ class EwsConnector:
                         (target["start"], target["end"], title):
                     ops.append((position[rid], {**target, "title": title}))
             if ops:
+                ops = _in_exchange_order(ops, {n: (have.content["overrides"].get(rid) or {}).get("start", rid)
+                                               for rid, n in position.items()})
                 await self._run(lambda: self._occurrences(item_id, raw["changeKey"], ops), requests=len(ops))
                 raws = await self.get(item_id)
         item = self.normalize(raws)
