@@ -9,10 +9,11 @@ what an item carries, and extended properties only come back when asked for; `Ne
 ChangeKey is ErrorIrresolvableConflict; a recurring master lists its ModifiedOccurrences and DeletedOccurrences;
 recurrences are the EWS patterns expanded on the wall clock of the item's start zone (Windows zone names, as
 exchangelib maps them); an occurrence is addressed by its own id or by its master and its 1-based position in the
-series (OccurrenceItemId), a deleted one answers ErrorCalendarOccurrenceIsDeletedFromRecurrence; setting a new
-Recurrence drops the series' exceptions; a CalendarView lists occurrences and exceptions, never the master;
-changes to an occurrence are an Update of the master in SyncFolderItems; an unknown sync state is
-ErrorInvalidSyncStateData. Requests are parsed with defusedxml. Basic and Bearer authentication.
+series (OccurrenceItemId), a deleted one answers ErrorCalendarOccurrenceIsDeletedFromRecurrence, a moved one may
+not cross its neighbours (ErrorOccurrenceCrossingBoundary); setting a new Recurrence drops the series' exceptions;
+a CalendarView lists occurrences and exceptions, never the master; a date-time without an offset is read in the
+request's TimeZoneContext; changes to an occurrence are an Update of the master in SyncFolderItems; an unknown
+sync state is ErrorInvalidSyncStateData. Requests are parsed with defusedxml. Basic and Bearer authentication.
 """
 
 from __future__ import annotations
