@@ -198,7 +198,8 @@ async def test_ews_required_optional_answers_and_organizer(served_world):
             "ann@example.com": {"name": "Ann", "status": "needs_action", "optional": False},
             "bob@example.com": {"name": "", "status": "needs_action", "optional": True},
             "cy@example.com": {"name": "", "status": "needs_action", "optional": False}}
-        assert created.item.content["organizer"] == {"email": "eva@example.com", "name": ""}
+        # Exchange names the organizer with the mailbox's display name
+        assert created.item.content["organizer"] == {"email": "eva@example.com", "name": "Eva"}
         # Ann accepts (her answer reaches the organizer's item), then zoomcal rewrites the item for a new title
         await SandboxActor(world, base_url=base).ews_update(
             "eva@example.com", created.id, required_attendees=[

@@ -332,3 +332,72 @@ async def test_a_create_whose_answer_was_lost_is_found_not_repeated(eva):
         notes = list(s.scalars(select(SyncLogEntry.message).where(SyncLogEntry.action == "note")))
     assert any("found the item created earlier" in n for n in notes), notes
     assert (await sync_first_pair(ctx, engine)).writes == 0
+
+
+async def test_a_day_past_a_short_months_end_is_read_where_exchange_puts_it(served_world):
+    """Outlook's "day 31 of every month" falls on the last day of shorter months: zoomcal reads those occurrences,
+    cancels the one it means, and writes the series back with its own pattern."""
+    from exchangelib import EWSTimeZone
+    from exchangelib.recurrence import AbsoluteMonthlyPattern, Recurrence
+
+    from zoomcal.domain.recurrence import occurrence_starts
+
+    world, base = served_world
+    info = world.add_user("ivy@example.com")
+    account, folder = outlook(world, base, "ivy@example.com")
+    paris = EWSTimeZone("Europe/Paris")
+    first = EWSDateTime(2026, 1, 31, 10, tzinfo=paris)
+    series = CalendarItem(account=account, folder=folder, subject="Month end", start=first,
+                          end=first + timedelta(hours=1), recurrence=Recurrence(
+                              pattern=AbsoluteMonthlyPattern(interval=1, day_of_month=31), start=first.date(),
+                              number=4))
+    series.save(send_meeting_invitations=SEND_TO_NONE)
+    conn = EwsConnector(f"{base}/ews/EWS/Exchange.asmx", "ivy@example.com", DEFAULT_RULES,
+                        username="ivy@example.com", secret=info["ews_password"], auth="basic", allow_private=True)
+    try:
+        raws = await conn.get(series.id)
+        content = conn.normalize(raws).content
+        assert occurrence_starts(content) == ["2026-01-31T09:00:00Z", "2026-02-28T09:00:00Z",
+                                              "2026-03-31T08:00:00Z", "2026-04-30T08:00:00Z"]
+        wanted = {**content, "title": "Month end review", "exdates": ["2026-03-31T08:00:00Z"]}
+        written = await conn.update(series.id, wanted, None, "ev-month-end", raws)
+        assert not written.notes, written.notes
+        assert written.item.content["rrule"] == content["rrule"]
+        (master,) = account.fetch(ids=[(series.id, None)], folder=folder)
+        assert master.recurrence.pattern.day_of_month == 31 and master.subject == "Month end review"
+        assert [d.start.astimezone(paris).date().isoformat() for d in master.deleted_occurrences] == ["2026-03-31"]
+    finally:
+        await conn.aclose()
+
+
+def test_month_end_rules_as_exchange_holds_them():
+    from zoomcal.connectors.ews.mapping import exchange_month_days
+
+    month_end, notes = exchange_month_days({"rrule": "FREQ=MONTHLY;BYMONTHDAY=28,29,30;BYSETPOS=-1;COUNT=3"})
+    assert (month_end["rrule"], notes) == ("FREQ=MONTHLY;BYMONTHDAY=30;COUNT=3", [])
+    plain, notes = exchange_month_days({"rrule": "FREQ=MONTHLY;BYMONTHDAY=31"})
+    assert plain["rrule"] == "FREQ=MONTHLY;BYMONTHDAY=31" and "last day of shorter months" in notes[0]
+    assert exchange_month_days({"rrule": "FREQ=MONTHLY;BYMONTHDAY=15"}) == ({"rrule": "FREQ=MONTHLY;BYMONTHDAY=15"},
+                                                                            [])
+    assert exchange_month_days({"rrule": None}) == ({"rrule": None}, [])
+
+
+async def test_occurrences_moved_past_each_other_are_written_in_an_order_exchange_accepts(served_world):
+    """Two Mondays of a weekly series move later, the first past where the second was: moved in date order,
+    Exchange would refuse the first move (it crosses the second occurrence, ErrorOccurrenceCrossingBoundary)."""
+    from zoomcal.domain.content import make_content
+
+    world, base = served_world
+    info = world.add_user("ivy@example.com")
+    conn = EwsConnector(f"{base}/ews/EWS/Exchange.asmx", "ivy@example.com", DEFAULT_RULES,
+                        username="ivy@example.com", secret=info["ews_password"], auth="basic", allow_private=True)
+    moved = {"2026-05-04T07:00:00Z": {"start": "2026-05-12T07:00:00Z", "end": "2026-05-12T07:30:00Z"},
+             "2026-05-11T07:00:00Z": {"start": "2026-05-13T07:00:00Z", "end": "2026-05-13T07:30:00Z"}}
+    series = make_content(title="Series", description="", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                          timezone="Europe/Paris", rrule="FREQ=WEEKLY;BYDAY=MO;COUNT=3", overrides=moved)
+    try:
+        created = await conn.create(series, "ev-moves")
+        assert {k: {"start": v["start"], "end": v["end"]} for k, v in created.item.content["overrides"].items()} \
+            == moved
+    finally:
+        await conn.aclose()

@@ -44,8 +44,10 @@ from zoomcal.connectors.ews.mapping import (
     FREE_BUSY_IN,
     FREE_BUSY_OUT,
     ews_time,
+    exchange_month_days,
     graph_time,
     graph_to_recurrence,
+    month_end_rule,
     recurrence_to_graph,
     utc_stamp,
     zone_of,
@@ -168,6 +170,20 @@ class Invitee(Attendee):
 def _write_attendees(attendees: Iterable[dict[str, Any]]) -> list[Attendee] | None:
     return [Invitee(mailbox=Mailbox(email_address=a["emailAddress"]["address"],
                                     name=a["emailAddress"].get("name") or None)) for a in attendees] or None
+
+
+def _in_exchange_order(ops: list[tuple[int, dict[str, Any] | None]],
+                       now: Mapping[int, str]) -> list[tuple[int, dict[str, Any] | None]]:
+    """Occurrence changes in an order Exchange accepts: a moved occurrence may not cross its neighbours as they
+    stand (ErrorOccurrenceCrossingBoundary), so cancellations come first, then the occurrences moved later from
+    the last one back, then those moved earlier from the first one on. `now`: position -> current start."""
+    def start(op: tuple[int, dict[str, Any] | None]) -> datetime:
+        return to_datetime(now[op[0]])
+
+    moves = [op for op in ops if op[1] is not None]
+    later = sorted((op for op in moves if to_datetime(op[1]["start"]) > start(op)), key=start, reverse=True)
+    earlier = sorted((op for op in moves if op not in later), key=start)
+    return [op for op in ops if op[1] is None] + later + earlier
 
 
 class EwsConnector:
@@ -300,6 +316,8 @@ class EwsConnector:
         if raw.get("invalid"):
             raise InvalidItem(raw["invalid"])
         content, peer_ref, wants_peer = event_item_parts(raw, self.rules)
+        if content.get("rrule") and raw.get("recurrence"):
+            content["rrule"] = month_end_rule(content["rrule"], raw["recurrence"]["pattern"])
         if content.get("rrule"):
             content["exdates"] = sorted(raw["deleted"])
             overrides = {}
@@ -323,7 +341,9 @@ class EwsConnector:
               held: dict[str, Any] | None = None) -> tuple[list[str], list[str]]:
         """Set the item's fields from content: (fields set, what Exchange could not keep); `held` is the item as
         it is now (Graph-shaped), for what the content does not know of an attendee."""
-        event, notes = event_write_body(content, self.rules, held)
+        content, notes = exchange_month_days(content)
+        event, more = event_write_body(content, self.rules, held)
+        notes += more
         all_day = bool(event["isAllDay"])
         item.subject = event["subject"]
         item.body = event["body"]["content"]
@@ -400,6 +420,8 @@ class EwsConnector:
                         (target["start"], target["end"], title):
                     ops.append((position[rid], {**target, "title": title}))
             if ops:
+                ops = _in_exchange_order(ops, {n: (have.content["overrides"].get(rid) or {}).get("start", rid)
+                                               for rid, n in position.items()})
                 await self._run(lambda: self._occurrences(item_id, raw["changeKey"], ops), requests=len(ops))
                 raws = await self.get(item_id)
         item = self.normalize(raws)

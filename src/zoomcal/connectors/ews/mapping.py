@@ -27,6 +27,7 @@ from exchangelib.recurrence import (
     WeeklyPattern,
 )
 
+from zoomcal.domain.recurrence import join_rrule_parts, normalize_rrule, parse_rrule_parts
 from zoomcal.domain.timeutil import UTC, fmt_instant, iana_name
 
 FREE_BUSY_IN = {"Free": "free", "Tentative": "tentative", "Busy": "busy", "OOF": "oof",
@@ -145,3 +146,35 @@ def ews_time(value: dict[str, str], all_day: bool) -> EWSDate | EWSDateTime:
 def zone_of(item: Any) -> str:
     tz = getattr(item, "_start_timezone", None)
     return getattr(tz, "key", None) or "UTC"
+
+
+# Exchange lays a day of the month past a month's end (29, 30, 31) on that month's last day; RFC 5545 skips the
+# month. As a rule: the last of days 28..N that the month has.
+def month_end_rule(rrule: str, pattern: dict[str, Any]) -> str:
+    """The rule read from an absolute monthly or yearly pattern, with Exchange's month-end placement spelled out
+    (BYMONTHDAY=28,...,N;BYSETPOS=-1) when its day is past the 28th."""
+    day = int(pattern.get("dayOfMonth") or 0)
+    if pattern.get("type") not in ("absoluteMonthly", "absoluteYearly") or day <= 28:
+        return rrule
+    parts = parse_rrule_parts(rrule)
+    parts.update(BYMONTHDAY=",".join(str(d) for d in range(28, day + 1)), BYSETPOS="-1")
+    return normalize_rrule(join_rrule_parts(parts)) or rrule
+
+
+def exchange_month_days(content: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Content as Exchange can hold it: a month-end rule (as month_end_rule writes it) becomes the pattern's
+    single day again; a plain day past the 28th is kept, with a note that Exchange also places it on the last day
+    of shorter months."""
+    rule = content.get("rrule") or ""
+    parts = parse_rrule_parts(rule) if rule else {}
+    days = parts.get("BYMONTHDAY", "").split(",")
+    if parts.get("FREQ") not in ("MONTHLY", "YEARLY") or not all(d.isdigit() for d in days) or \
+            max((int(d) for d in days if d), default=0) <= 28:
+        return content, []
+    last = max(int(d) for d in days)
+    if parts.get("BYSETPOS") == "-1" and [int(d) for d in days] == list(range(28, last + 1)):
+        parts.pop("BYSETPOS")
+        return {**content, "rrule": normalize_rrule(join_rrule_parts({**parts, "BYMONTHDAY": str(last)}))}, []
+    if len(days) == 1 and "BYSETPOS" not in parts:
+        return content, [f"Exchange also places day {last} of the month on the last day of shorter months"]
+    return content, []
