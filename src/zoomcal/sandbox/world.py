@@ -92,7 +92,7 @@ class SandboxWorld:
         user = self.zoom.add_user(email, first, last, timezone)
         self.google.add_calendar(email, timezone, summary=name or email)
         self.graph.add_calendar(email)
-        ews_password = self.ews.add_mailbox(email)
+        ews_password = self.ews.add_mailbox(email, name=name or None)
         self.zoom_calendar.add_calendar(email, timezone)
         return {
             "email": email,
