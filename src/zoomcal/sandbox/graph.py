@@ -357,7 +357,8 @@ def instance(event: dict[str, Any], original: datetime) -> dict[str, Any]:
     inst.update({k: v for k, v in override.items() if not k.startswith("_")})
     inst.update(id=occurrence_id(event["id"], original), type="exception" if override else "occurrence",
                 seriesMasterId=event["id"], originalStart=key,
-                start=_served(start, "UTC"), end=_served(end, "UTC"), _start=start, _end=end)
+                _start=start, _end=end)
+    inst["start"], inst["end"] = _served_times(event, start, end)
     if event.get("isAllDay"):
         inst["originalStart"] = f"{original.astimezone(zone(event['originalStartTimeZone'])).date()}T00:00:00Z"
     return inst
@@ -400,7 +401,16 @@ def read_times(body: dict[str, Any], into: dict[str, Any]) -> None:
         into["originalStartTimeZone"] = start_zone
     if "end" in body or "originalEndTimeZone" not in into:
         into["originalEndTimeZone"] = end_zone
-    into["start"], into["end"] = _served(first, "UTC"), _served(last, "UTC")
+    into["start"], into["end"] = _served_times(into, first, last)
+
+
+def _served_times(event: dict[str, Any], start: datetime, end: datetime) -> tuple[dict[str, str], dict[str, str]]:
+    """start and end as served in UTC; an all-day event's are its days at midnight, whatever the zone."""
+    if not event.get("isAllDay"):
+        return _served(start, "UTC"), _served(end, "UTC")
+    name = event.get("originalStartTimeZone") or "UTC"
+    return tuple({"dateTime": f"{when.astimezone(zone(name)).date()}T00:00:00.0000000", "timeZone": "UTC"}
+                 for when in (start, end))   # type: ignore[return-value]
 
 
 def _preferences(request: Request) -> dict[str, str]:
@@ -438,6 +448,11 @@ def present(item: dict[str, Any], request: Request) -> dict[str, Any]:
         wanted = {s.strip().lower() for s in select.split(",")} | {"id", "@odata.etag"}
         out = {k: v for k, v in out.items() if k.lower() in wanted}
     return out
+
+
+def _asked(request: Request) -> str:
+    """The URL the client asked for (before the path was brought to the routes' spelling), without its query."""
+    return str(request.url.replace(path=request.scope.get("graph.asked") or request.url.path)).split("?")[0]
 
 
 def _page_size(request: Request, default: int) -> int:
@@ -587,7 +602,7 @@ def build_router(state: GraphState) -> APIRouter:
         out: dict[str, Any] = {"value": [present(i, request) for i in items[skip:skip + size]]}
         if skip + size < len(items):
             query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("$skip", "skip")]
-            out["@odata.nextLink"] = str(request.url).split("?")[0] + "?" + urlencode([*query, ("$skip", skip + size)])
+            out["@odata.nextLink"] = f"{_asked(request)}?" + urlencode([*query, ("$skip", skip + size)])
         return _applied(request, JSONResponse(out))
 
     def one(request: Request, item: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -711,9 +726,11 @@ def build_router(state: GraphState) -> APIRouter:
             override = dict(master["_exceptions"].get(stamp(original)) or {})
             current = instance(master, original)
             fields(body, override, OCCURRENCE_WRITABLE)
-            times = {"isAllDay": master.get("isAllDay"), "originalStartTimeZone": "UTC",
-                     "originalEndTimeZone": "UTC", "_wall_start": override.pop("_wall_start", current["start"]),
-                     "_wall_end": override.pop("_wall_end", current["end"])}
+            # as served, an occurrence's times are UTC; an all-day one's days are in the series' zone
+            name = master["originalStartTimeZone"] if master.get("isAllDay") else "UTC"
+            times = {"isAllDay": master.get("isAllDay"), "originalStartTimeZone": name, "originalEndTimeZone": name,
+                     "_wall_start": override.pop("_wall_start", {**current["start"], "timeZone": name}),
+                     "_wall_end": override.pop("_wall_end", {**current["end"], "timeZone": name})}
             read_times(body, times)
             override["_start"], override["_end"] = times["_start"], times["_end"]
             master["_exceptions"][stamp(original)] = override
@@ -792,7 +809,7 @@ def build_router(state: GraphState) -> APIRouter:
                              if where == key and since < seq <= upto)
             size = _page_size(request, DELTA_PAGE)
             page, rest = items[offset:offset + size], items[offset + size:]
-            base = str(request.url).split("?")[0]
+            base = _asked(request)
             out: dict[str, Any] = {"value": [present(i, request) for i in page]}
             link = {"since": since, "lo": lo_s, "hi": hi_s, "upto": upto, "epoch": state.epoch, "calendar": key}
             if rest:
@@ -1028,7 +1045,8 @@ def make_graph_app(state: GraphState) -> FastAPI:
         query = request.scope.get("query_string", b"").replace(b"%24", b"$").replace(b"$skiptoken", b"skiptoken") \
             .replace(b"$deltatoken", b"deltatoken")
         request.scope["query_string"] = query
-        request.scope["path"] = _route_path(request.scope.get("path", ""))
+        request.scope["graph.asked"] = request.scope.get("path", "")
+        request.scope["path"] = _route_path(request.scope["graph.asked"])
         return await call_next(request)
 
     return app

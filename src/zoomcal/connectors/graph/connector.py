@@ -18,7 +18,7 @@ import httpx
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.http import ApiClient, error_for
 from zoomcal.domain.recurrence import occurrence_starts
-from zoomcal.domain.timeutil import fmt_instant, to_datetime
+from zoomcal.domain.timeutil import fmt_instant, parse_instant, to_datetime
 from zoomcal.errors import CursorInvalid, NotFound
 from zoomcal.mapping.graph import event_item_parts, event_write_body, exception_override, when_instant
 from zoomcal.mapping.rules import MappingRules
@@ -30,6 +30,13 @@ def _attendees(value: Any) -> list[tuple[str, str, str]]:
     return sorted((((a.get("emailAddress") or {}).get("address") or "").lower(),
                    (a.get("emailAddress") or {}).get("name") or "", a.get("type") or "required")
                   for a in value or [] if isinstance(a, dict))
+
+
+def original_start(inst: dict[str, Any], all_day: bool) -> str:
+    """An instance's `originalStart` as the occurrence id the content uses: the instant (Graph may write it with
+    a fraction of a second or `+00:00`), or the date of an all-day occurrence."""
+    value = str(inst["originalStart"])
+    return value[:10] if all_day else fmt_instant(parse_instant(value))
 
 
 def master_patch(held: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +127,7 @@ class GraphConnector:
         master = masters[0]
         content, peer_ref, wants_peer = event_item_parts(master, self.rules)
         if content.get("rrule"):
-            instances = {r["originalStart"]: r for r in raws if r.get("seriesMasterId")}
+            instances = {original_start(r, content["all_day"]): r for r in raws if r.get("seriesMasterId")}
             expected = [rid for rid in occurrence_starts(content, self.lo, self.hi) if self.lo <= to_datetime(rid)
                         < self.hi]
             content["exdates"] = sorted(rid for rid in expected if rid not in instances)
@@ -171,7 +178,7 @@ class GraphConnector:
             length = to_datetime(content["end"]) - to_datetime(content["start"])
             ops: list[tuple[str, str, dict[str, Any] | None]] = []
             for inst in instances:
-                rid = inst["originalStart"]
+                rid = original_start(inst, bool(content.get("all_day")))
                 if rid in exdates:
                     ops.append(("DELETE", f"{self.base}/events/{inst['id']}", None))
                     continue
