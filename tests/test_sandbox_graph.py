@@ -3,6 +3,7 @@ HTTP, answers checked against graph-v1.0-*.yml and against Graph's documented be
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -273,6 +274,11 @@ async def test_batch_answers_each_request_with_headers_and_follows_depends_on(gr
 
 # --- what zoomcal's connector reads, checked against the vendor's files ----------------------------------------------
 
+def _openapi_node(node: dict) -> dict:
+    kept = {k: v for k, v in node.items() if k not in ("additionalProperties", "nullable", "description", "example")}
+    return {"anyOf": [kept, {"type": "null"}]} if node.get("nullable") else kept
+
+
 @lru_cache
 def subscription_schema() -> dict:
     """microsoft.graph.subscription from the change notifications slice, `nullable` read as the calendar's is."""
@@ -280,17 +286,8 @@ def subscription_schema() -> dict:
 
     require_specs()
     doc = yaml.safe_load((SPECS / "microsoft" / "graph-v1.0-changenotifications.yml").read_text())
-
-    def convert(node):
-        if isinstance(node, dict):
-            out = {k: convert(v) for k, v in node.items() if k not in ("additionalProperties", "nullable",
-                                                                          "description", "example")}
-            return {"anyOf": [out, {"type": "null"}]} if node.get("nullable") else out
-        if isinstance(node, list):
-            return [convert(v) for v in node]
-        return node
-
-    return {"$ref": "#/components/schemas/microsoft.graph.subscription", "components": convert(doc["components"])}
+    components = json.loads(json.dumps(doc["components"]), object_hook=_openapi_node)
+    return {"$ref": "#/components/schemas/microsoft.graph.subscription", "components": components}
 
 
 BATCH_REPLY = {"type": "object", "required": ["id", "status", "headers"],
