@@ -146,6 +146,12 @@ async def test_pages_top_maxpagesize_and_select(graph):
     picked = (await http.get("/me/events", params={"$select": "subject,start", "$top": "1"})).json()["value"][0]
     assert set(picked) == {"id", "@odata.etag", "subject", "start"}
     assert (await http.get("/me/calendarView")).status_code == 400            # a window is required
+    late = (await http.get("/me/events", params={"$filter": "start/dateTime ge '2026-02-10T00:00:00'",
+                                                 "$orderby": "subject desc"})).json()["value"]
+    assert [e["subject"] for e in late] == ["E11", "E10", "E09"]
+    named = (await http.get("/me/events", params={"$filter": "subject eq 'E03' and isAllDay eq false"})).json()
+    assert [e["subject"] for e in named["value"]] == ["E03"]
+    assert (await http.get("/me/events", params={"$filter": "subject eq"})).status_code == 400
 
 
 # --- recurrence ---------------------------------------------------------------------------------------------------

@@ -450,6 +450,54 @@ def present(item: dict[str, Any], request: Request) -> dict[str, Any]:
     return out
 
 
+def _property(item: dict[str, Any], path: str) -> Any:
+    value: Any = item
+    for part in path.strip().split("/"):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+FILTER_OPS = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "gt": lambda a, b: a is not None and a > b,
+              "ge": lambda a, b: a is not None and a >= b, "lt": lambda a, b: a is not None and a < b,
+              "le": lambda a, b: a is not None and a <= b}
+
+
+def _literal(text: str) -> Any:
+    if text.startswith("'") and text.endswith("'"):
+        return text[1:-1].replace("''", "'")
+    if text in ("true", "false", "null"):
+        return {"true": True, "false": False, "null": None}[text]
+    try:
+        return int(text)
+    except ValueError:
+        return text     # a date-time written without quotes
+
+
+def _queried(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`$filter` (comparisons of properties joined by `and`) and `$orderby` (`path [asc|desc]`, comma separated)
+    over what is served; a clause the sandbox cannot read is refused as Graph refuses an invalid one."""
+    q = request.query_params
+    wanted = q.get("$filter") or q.get("filter")
+    if wanted:
+        clauses = []
+        for clause in re.split(r"\s+and\s+", wanted.strip()):
+            found = re.fullmatch(r"([A-Za-z/]+)\s+(eq|ne|gt|ge|lt|le)\s+('(?:[^']|'')*'|\S+)", clause.strip())
+            if found is None:
+                raise _error(400, "BadRequest", f"Invalid filter clause: {clause}")
+            clauses.append((found.group(1), FILTER_OPS[found.group(2)], _literal(found.group(3))))
+        try:
+            items = [i for i in items if all(op(_property(i, path), value) for path, op, value in clauses)]
+        except TypeError as exc:
+            raise _error(400, "BadRequest", "Invalid filter clause: incompatible types.") from exc
+    order = q.get("$orderby") or q.get("orderby")
+    for part in reversed([p.split() for p in (order or "").split(",") if p.strip()]):
+        if len(part) > 2 or (len(part) == 2 and part[1].lower() not in ("asc", "desc")):
+            raise _error(400, "BadRequest", f"Invalid $orderby: {order}")
+        items = sorted(items, key=lambda i, path=part[0]: (_property(i, path) is not None, _property(i, path) or ""),
+                       reverse=len(part) == 2 and part[1].lower() == "desc")
+    return items
+
+
 def _asked(request: Request) -> str:
     """The URL the client asked for (before the path was brought to the routes' spelling), without its query."""
     return str(request.url.replace(path=request.scope.get("graph.asked") or request.url.path)).split("?")[0]
@@ -599,6 +647,7 @@ def build_router(state: GraphState) -> APIRouter:
             skip = int(request.query_params.get("$skip") or request.query_params.get("skip") or 0)
         except ValueError as exc:
             raise _error(400, "BadRequest", "Invalid $skip.") from exc
+        items = _queried(request, items)
         out: dict[str, Any] = {"value": [present(i, request) for i in items[skip:skip + size]]}
         if skip + size < len(items):
             query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("$skip", "skip")]
