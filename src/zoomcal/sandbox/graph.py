@@ -545,6 +545,11 @@ def build_router(state: GraphState) -> APIRouter:
 
     def calendar(user: str, cal: str, subject: str) -> tuple[str, dict[str, dict[str, Any]]]:
         """(store key, events) of a user's calendar the signed-in user may use."""
+        if user != "me":    # a user principal name is matched whatever its case
+            known = {u.lower(): u for u in state.owners.values()}
+            if user.lower() not in known:
+                raise _error(404, "ErrorInvalidUser", f"The requested user '{user}' is invalid.")
+            user = known[user.lower()]
         key = state.key(subject if user == "me" else user, cal)
         if key not in state.events:
             raise _error(404, *NOT_FOUND)
