@@ -414,3 +414,16 @@ async def test_occurrences_are_matched_by_instant_however_original_start_is_writ
     assert item.content["exdates"] == []
     assert item.content["overrides"] == {"2026-05-05T07:00:00Z": {"start": "2026-05-05T09:00:00Z",
                                                                   "end": "2026-05-05T09:30:00Z"}}
+
+
+def test_the_graph_sandbox_reads_nothing_of_the_code_it_checks():
+    import ast
+    from pathlib import Path
+
+    import zoomcal.sandbox.graph as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | \
+        {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    zoomcal = {name for name in imported if name.startswith("zoomcal")}
+    assert zoomcal and all(name.startswith("zoomcal.sandbox.") for name in zoomcal), zoomcal
