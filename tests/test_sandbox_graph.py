@@ -427,3 +427,30 @@ def test_the_graph_sandbox_reads_nothing_of_the_code_it_checks():
         {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     zoomcal = {name for name in imported if name.startswith("zoomcal")}
     assert zoomcal and all(name.startswith("zoomcal.sandbox.") for name in zoomcal), zoomcal
+
+
+async def test_an_all_day_series_keeps_its_cancelled_and_moved_days(graph):
+    from zoomcal.auth.oauth import RefreshTokenSource
+    from zoomcal.connectors.graph.connector import GraphConnector
+    from zoomcal.connectors.http import ApiClient
+    from zoomcal.domain.content import make_content
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    world, info, http = graph
+    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
+                                world.graph.client_secret, info["graph_refresh_token"], basic_auth=False)
+    conn = GraphConnector(ApiClient(BASE, tokens, world.transport()), "kai@example.com", "", DEFAULT_RULES,
+                          (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    content = make_content(title="Off", start="2026-05-04", end="2026-05-05", all_day=True,
+                           rrule="FREQ=DAILY;COUNT=4", exdates=["2026-05-06"],
+                           overrides={"2026-05-05": {"start": "2026-05-09", "end": "2026-05-10"}})
+    written = await conn.create(content, "days")
+    assert written.item.content["exdates"] == ["2026-05-06"]
+    assert written.item.content["overrides"] == {"2026-05-05": {"start": "2026-05-09", "end": "2026-05-10"}}
+    view = (await http.get("/me/calendarView", params={"startDateTime": "2026-05-01T00:00:00Z",
+                                                       "endDateTime": "2026-05-31T00:00:00Z"})).json()["value"]
+    assert [(i["start"]["dateTime"][:10], i["type"]) for i in view] == \
+        [("2026-05-04", "occurrence"), ("2026-05-07", "occurrence"), ("2026-05-09", "exception")]
+    again = await conn.update(written.item.id, content, written.etag, "days", await conn.get(written.item.id))
+    assert again.item.content == written.item.content and again.api_calls <= 3     # nothing to write again
+    await conn.aclose()
