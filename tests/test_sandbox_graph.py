@@ -98,6 +98,9 @@ async def test_sdk_creates_an_event_graph_answers_in_full_on_every_path_family(g
         assert one["location"]["displayName"] == "Room 4" and one["body"]["contentType"] == "html"
     assert (await http.get(f"/users/kai@example.com/calendars/AAMkADnope/events/{made.id}")).status_code == 404
     assert (await http.get(f"/users/Kai@Example.COM/events/{made.id}")).status_code == 200   # any case
+    text = await http.get(f"/me/events/{made.id}", headers={"Prefer": 'outlook.body-content-type="text"'})
+    assert text.json()["body"] == {"contentType": "text", "content": "Agenda first"}
+    assert text.headers["Preference-Applied"] == 'outlook.body-content-type="text"'
     nobody = await http.get("/users/nobody@example.com/events")
     assert nobody.status_code == 404 and nobody.json()["error"]["code"] == "ErrorInvalidUser"
     stranger = world.add_user("eve@example.com")

@@ -17,7 +17,9 @@ the oracle the connector is checked against, so it reads neither zoomcal's mappi
   on. Occurrence and exception ids are opaque; `originalStart` is the occurrence's start as scheduled, in UTC. A
   PATCH of an occurrence makes it an exception (times, subject, body, location, showAs…); a deleted one is gone.
 - Reading: lists and calendarView page 10 at a time (`$top`, `Prefer: odata.maxpagesize=N`), `$select` keeps
-  `id` and the named properties. calendarView/delta returns single events, occurrences and exceptions (never the
+  `id` and the named properties, `$filter` (comparisons joined by `and`) and `$orderby` apply, `Prefer:
+  outlook.body-content-type` answers the body as text or HTML. A user principal name matches whatever its case;
+  an unknown user is 404 ErrorInvalidUser. calendarView/delta returns single events, occurrences and exceptions (never the
   series master), removed ones as `{"id", "@removed"}`, pages of at most `odata.maxpagesize` (default 50).
 - Writes: `transactionId` makes a retried create return the first one; `If-Match` on a stale etag → 412.
 - `$batch`: at most 20 requests with unique ids (else 400), `dependsOn` honoured (a request whose dependency
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import re
 import secrets
@@ -443,6 +446,12 @@ def present(item: dict[str, Any], request: Request) -> dict[str, Any]:
             out["end"] = {"dateTime": item["end"]["dateTime"], "timeZone": name}
         else:
             out["start"], out["end"] = _served(item["_start"], name), _served(item["_end"], name)
+    kind = _preferences(request).get("outlook.body-content-type", "").lower()
+    body = out.get("body") or {}
+    if kind in ("text", "html") and body and body.get("contentType") != kind:
+        content = str(body.get("content") or "")
+        out["body"] = {"contentType": kind, "content": _html_text(content) if kind == "text" else
+                       "<html><body>" + html.escape(content).replace("\n", "<br>") + "</body></html>"}
     select = request.query_params.get("$select") or request.query_params.get("select")
     if select:
         wanted = {s.strip().lower() for s in select.split(",")} | {"id", "@odata.etag"}
@@ -518,6 +527,8 @@ def _page_size(request: Request, default: int) -> int:
 def _applied(request: Request, response: JSONResponse) -> JSONResponse:
     prefs = _preferences(request)
     applied = [f'outlook.timezone="{prefs["outlook.timezone"]}"'] if prefs.get("outlook.timezone") else []
+    if prefs.get("outlook.body-content-type", "").lower() in ("text", "html"):
+        applied.append(f'outlook.body-content-type="{prefs["outlook.body-content-type"].lower()}"')
     if prefs.get("odata.maxpagesize"):
         applied.append(f"odata.maxpagesize={prefs['odata.maxpagesize']}")
     if applied:
@@ -525,10 +536,16 @@ def _applied(request: Request, response: JSONResponse) -> JSONResponse:
     return response
 
 
+def _html_text(content: str) -> str:
+    """An HTML body as the text Outlook makes of it: line breaks kept, tags dropped, entities read."""
+    content = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", content)
+    return html.unescape(re.sub(r"<[^>]*>", "", content)).strip()
+
+
 def _body_preview(body: Any) -> str:
     text = str((body or {}).get("content") or "")
     if str((body or {}).get("contentType") or "text").lower() == "html":
-        text = re.sub(r"<[^>]*>", " ", text)
+        text = _html_text(text)
     return " ".join(text.split())[:255]
 
 
