@@ -19,8 +19,9 @@ the oracle the connector is checked against, so it reads neither zoomcal's mappi
 - Reading: lists and calendarView page 10 at a time (`$top`, `Prefer: odata.maxpagesize=N`), `$select` keeps
   `id` and the named properties, `$filter` (comparisons joined by `and`) and `$orderby` apply, `Prefer:
   outlook.body-content-type` answers the body as text or HTML. A user principal name matches whatever its case;
-  an unknown user is 404 ErrorInvalidUser. calendarView/delta returns single events, occurrences and exceptions (never the
-  series master), removed ones as `{"id", "@removed"}`, pages of at most `odata.maxpagesize` (default 50).
+  an unknown user is 404 ErrorInvalidUser. calendarView/delta returns single events, occurrences and exceptions
+  (never the series master), removed ones as `{"id", "@removed"}`, pages of at most `odata.maxpagesize` (default
+  50).
 - Writes: `transactionId` makes a retried create return the first one; `If-Match` on a stale etag → 412.
 - `$batch`: at most 20 requests with unique ids (else 400), `dependsOn` honoured (a request whose dependency
   failed is answered 424), each answered with status, headers and body.
@@ -822,8 +823,10 @@ def build_router(state: GraphState) -> APIRouter:
                 check_etag(request, master)
                 state.seq += 1
                 far = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
-                for inst in _expand(master, *far):
-                    state.removed.append((state.seq, key, inst["id"]))
+                gone = [master["id"]] if master.get("type") != "seriesMaster" else \
+                    [occurrence_id(master["id"], o) for o in original_starts(master, *far)
+                     if stamp(o) not in master["_cancelled"]]
+                state.removed.extend((state.seq, key, inst_id) for inst_id in gone)
                 del events[event_id]
                 state.notify_change(key, master, "deleted")
             else:
