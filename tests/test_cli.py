@@ -31,6 +31,16 @@ def run(*args, input=None):
     return result
 
 
+def link_zoom(world, server, info, monkeypatch) -> None:
+    """`account add zoom` for a sandbox user (server-to-server)."""
+    monkeypatch.setenv("ZC_ZOOM_SECRET", world.zoom.client_secret)
+    r = run("account", "add", "zoom", "--user", info["email"], "--client-id", world.zoom.client_id,
+            "--client-secret-env", "ZC_ZOOM_SECRET", "--account-id", world.zoom.account_id,
+            "--zoom-user", info["zoom_user_id"], "--api-base", f"{server.url}/zoom/v2",
+            "--token-url", f"{server.url}/zoom/oauth/token")
+    assert r.exit_code == 0, r.output
+
+
 def test_help_lists_the_commands():
     out = run("--help").output
     for name in ("init", "db", "demo", "sync", "status", "log", "events", "user", "account", "mapping", "sandbox",
@@ -47,14 +57,9 @@ def test_setup_link_sync_and_inspect_against_a_served_sandbox(env, monkeypatch):
         assert (env / "data" / "vault.keys").exists()
         assert run("user", "add", "ada@example.com", "--name", "Ada").exit_code == 0
         assert run("user", "add", "ada@example.com").exit_code == 1          # no duplicates
-        monkeypatch.setenv("ZC_ZOOM_SECRET", world.zoom.client_secret)
+        link_zoom(world, server, info, monkeypatch)
         monkeypatch.setenv("ZC_G_SECRET", world.google.client_secret)
         monkeypatch.setenv("ZC_G_REFRESH", info["google_refresh_token"])
-        r = run("account", "add", "zoom", "--user", "ada@example.com", "--client-id", world.zoom.client_id,
-                "--client-secret-env", "ZC_ZOOM_SECRET", "--account-id", world.zoom.account_id,
-                "--zoom-user", info["zoom_user_id"], "--api-base", f"{server.url}/zoom/v2",
-                "--token-url", f"{server.url}/zoom/oauth/token")
-        assert r.exit_code == 0, r.output
         r = run("account", "add", "google", "--user", "ada@example.com", "--client-id", world.google.client_id,
                 "--client-secret-env", "ZC_G_SECRET", "--refresh-token-env", "ZC_G_REFRESH",
                 "--calendar-id", info["google_calendar_id"], "--api-base", f"{server.url}/google/calendar/v3",
@@ -103,6 +108,36 @@ def test_setup_link_sync_and_inspect_against_a_served_sandbox(env, monkeypatch):
     finally:
         server.stop()
 
+
+@pytest.fixture
+def served():
+    world = SandboxWorld()
+    server = BackgroundServer(world).start()
+    yield world, server
+    server.stop()
+
+
+def test_graph_without_a_calendar_id_links_and_syncs_the_default_calendar(env, served, monkeypatch):
+    import asyncio
+
+    from zoomcal.sandbox.actor import SandboxActor
+
+    world, server = served
+    info = world.add_user("kim@example.com", "Kim", "Europe/Berlin")
+    assert run("init").exit_code == 0 and run("user", "add", "kim@example.com").exit_code == 0
+    link_zoom(world, server, info, monkeypatch)
+    monkeypatch.setenv("ZC_MS_SECRET", world.graph.client_secret)
+    monkeypatch.setenv("ZC_MS_REFRESH", info["graph_refresh_token"])
+    r = run("account", "add", "graph", "--user", "kim@example.com", "--client-id", world.graph.client_id,
+            "--client-secret-env", "ZC_MS_SECRET", "--refresh-token-env", "ZC_MS_REFRESH",
+            "--api-base", f"{server.url}/graph/v1.0", "--token-url", f"{server.url}/graph/oauth2/v2.0/token")
+    assert r.exit_code == 0, r.output
+    asyncio.run(SandboxActor(world, base_url=server.url).zoom_create(
+        info["zoom_user_id"], topic="Standup", type=2, start_time="2027-03-01T09:00:00Z", duration=15))
+    (done,) = json.loads(run("sync", "--once", "--json").output)
+    assert done["status"] == "ok" and done["writes"] == 1, done
+    default = world.graph.events[world.graph.key("kim@example.com", "calendar")]
+    assert [e["subject"] for e in default.values()] == ["Standup"]
 
 def test_mapping_check(env, tmp_path):
     good = tmp_path / "good.toml"

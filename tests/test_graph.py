@@ -50,7 +50,7 @@ async def test_two_way_with_zoom(world, tmp_path):
                                       recurrence={"type": 1, "repeat_interval": 7, "end_times": 4})
     report = await sync()
     assert report.status == "ok" and report.writes == 1, report.errors
-    events = world.graph.events["mia@example.com/calendar"]
+    events = world.graph.events[world.graph.key("mia@example.com", "calendar")]
     (series,) = events.values()
     assert series["subject"] == "Weekly" and series["location"]["displayName"] == meeting["join_url"]
     assert series["originalStartTimeZone"] == "Romance Standard Time"      # written with the Windows name
@@ -165,7 +165,7 @@ async def test_an_occurrence_moved_in_zoom_is_one_instance_write_in_outlook(worl
     report = await sync_first_pair(ctx, engine)
     assert report.status == "ok" and report.writes == 1
     assert world.graph_calls["writes"] - writes == 1 and world.graph.meter.echo_writes == []
-    (series,) = world.graph.events["ola@example.com/calendar"].values()
+    (series,) = world.graph.events[world.graph.key("ola@example.com", "calendar")].values()
     far = (now_utc(), now_utc() + timedelta(days=60))
     assert [i["start"]["dateTime"][:16] for i in expand(series, *far)][1] == moved[:16]
     await actor.aclose()

@@ -5,6 +5,7 @@ are refused; channels are renewed before they end and stopped on unlink."""
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -133,12 +134,13 @@ async def test_without_public_url_no_channel_is_made_and_the_link_says_so(world,
 @pytest.mark.anyio
 async def test_graph_subscription_handshake_notifications_and_unlink(world, tmp_path):
     ctx, receiver, answers = wired(world, tmp_path)
-    _info, linked = await link(ctx, world, "ola@example.com", "graph")
+    info, linked = await link(ctx, world, "ola@example.com", "graph")
     assert linked.push == "push channel created"
     [sub] = world.graph.subscriptions.values()
     [row] = subscriptions(ctx)
     assert sub["id"] == row.channel_id and sub["changeType"] == "created,updated,deleted"
-    assert sub["resource"] == "users/ola@example.com/calendars/calendar/events"
+    calendar_id = info["graph_calendar_id"].partition("/")[2]     # opaque, quoted in the path
+    assert unquote(sub["resource"]) == f"users/ola@example.com/calendars/{calendar_id}/events"
     assert sub["notificationUrl"] == sub["lifecycleNotificationUrl"] == f"{PUBLIC}/webhooks/graph"
     assert ctx.vault.open(row.token)["token"] == sub["clientState"]
     # both URLs were validated: the token came back as text/plain

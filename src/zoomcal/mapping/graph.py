@@ -257,7 +257,10 @@ def event_write_body(content: dict[str, Any], rules: MappingRules,
 def exception_override(content: dict[str, Any], rid: str, start: dict[str, Any], end: dict[str, Any],
                        subject: str | None) -> dict[str, Any] | None:
     """The override of a modified occurrence, or None when it is back on the series' own time and title."""
-    override = {"start": when_instant(start), "end": when_instant(end)}
+    if is_date(rid):     # an all-day occurrence moves by days
+        override = {"start": str(start.get("dateTime") or "")[:10], "end": str(end.get("dateTime") or "")[:10]}
+    else:
+        override = {"start": when_instant(start), "end": when_instant(end)}
     if subject is not None and subject != content["title"]:
         override["title"] = subject
     if set(override) == {"start", "end"} and override["start"] == rid and \

@@ -67,8 +67,7 @@ class SandboxActor:
     # Microsoft Graph
     def _graph(self, user: str) -> tuple[str, dict[str, str]]:
         issued = self.world.graph.tokens.issue(user)
-        return f"/graph/v1.0/users/{user}/calendars/calendar/events", {"Authorization":
-                                                                      f"Bearer {issued['access_token']}"}
+        return f"/graph/v1.0/users/{user}/calendar/events", {"Authorization": f"Bearer {issued['access_token']}"}
 
     async def graph_insert(self, user: str, **body: Any) -> dict[str, Any]:
         url, headers = self._graph(user)
@@ -83,7 +82,7 @@ class SandboxActor:
         await self._call("DELETE", f"{url}/{event_id}", headers)
 
     def graph_find(self, user: str, subject: str) -> dict[str, Any]:
-        for event in self.world.graph.events[f"{user}/calendar"].values():
+        for event in self.world.graph.events[self.world.graph.key(user, "calendar")].values():
             if event.get("subject") == subject:
                 return event
         raise KeyError(subject)

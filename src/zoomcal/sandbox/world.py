@@ -91,7 +91,7 @@ class SandboxWorld:
         first, _, last = name.partition(" ")
         user = self.zoom.add_user(email, first, last, timezone)
         self.google.add_calendar(email, timezone, summary=name or email)
-        self.graph.add_calendar(email)
+        graph_calendar = self.graph.add_calendar(email)
         ews_password = self.ews.add_mailbox(email, name=name or None)
         self.zoom_calendar.add_calendar(email, timezone)
         return {
@@ -102,7 +102,7 @@ class SandboxWorld:
             "zoom_refresh_token": self.zoom.tokens.grant_refresh(user["id"]),
             "google_calendar_id": email,
             "google_refresh_token": self.google.tokens.grant_refresh(email),
-            "graph_calendar_id": f"{email}/calendar",
+            "graph_calendar_id": f"{email}/{graph_calendar}",
             "graph_refresh_token": self.graph.tokens.grant_refresh(email),
             "ews_password": ews_password,
         }

@@ -17,8 +17,8 @@ import httpx
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.http import ApiClient, error_for
-from zoomcal.domain.recurrence import occurrence_starts
-from zoomcal.domain.timeutil import fmt_instant, to_datetime
+from zoomcal.domain.recurrence import occurrence_starts, plain_end
+from zoomcal.domain.timeutil import fmt_instant, parse_instant, to_datetime
 from zoomcal.errors import CursorInvalid, NotFound
 from zoomcal.mapping.graph import event_item_parts, event_write_body, exception_override, when_instant
 from zoomcal.mapping.rules import MappingRules
@@ -30,6 +30,13 @@ def _attendees(value: Any) -> list[tuple[str, str, str]]:
     return sorted((((a.get("emailAddress") or {}).get("address") or "").lower(),
                    (a.get("emailAddress") or {}).get("name") or "", a.get("type") or "required")
                   for a in value or [] if isinstance(a, dict))
+
+
+def original_start(inst: dict[str, Any], all_day: bool) -> str:
+    """An instance's `originalStart` as the occurrence id the content uses: the instant (Graph may write it with
+    a fraction of a second or `+00:00`), or the date of an all-day occurrence."""
+    value = str(inst["originalStart"])
+    return value[:10] if all_day else fmt_instant(parse_instant(value))
 
 
 def master_patch(held: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +127,7 @@ class GraphConnector:
         master = masters[0]
         content, peer_ref, wants_peer = event_item_parts(master, self.rules)
         if content.get("rrule"):
-            instances = {r["originalStart"]: r for r in raws if r.get("seriesMasterId")}
+            instances = {original_start(r, content["all_day"]): r for r in raws if r.get("seriesMasterId")}
             expected = [rid for rid in occurrence_starts(content, self.lo, self.hi) if self.lo <= to_datetime(rid)
                         < self.hi]
             content["exdates"] = sorted(rid for rid in expected if rid not in instances)
@@ -168,21 +175,26 @@ class GraphConnector:
             instances = await self._instances(event["id"])
             overrides = content.get("overrides") or {}
             exdates = set(content.get("exdates") or ())
-            length = to_datetime(content["end"]) - to_datetime(content["start"])
+            all_day = bool(content.get("all_day"))
             ops: list[tuple[str, str, dict[str, Any] | None]] = []
             for inst in instances:
-                rid = inst["originalStart"]
+                rid = original_start(inst, all_day)
                 if rid in exdates:
                     ops.append(("DELETE", f"{self.base}/events/{inst['id']}", None))
                     continue
                 want = overrides.get(rid)
-                have = (when_instant(inst["start"]), when_instant(inst["end"]), inst.get("subject") or "")
                 target = (want["start"], want["end"], want.get("title", content["title"])) if want else \
-                    (rid, fmt_instant(to_datetime(rid) + length), content["title"])
+                    (rid, plain_end(rid, content["start"], content["end"], content.get("timezone")), content["title"])
+                if all_day:    # days, written at midnight in the zone the series was written in
+                    zone = event.get("originalStartTimeZone") or "UTC"
+                    have = (inst["start"]["dateTime"][:10], inst["end"]["dateTime"][:10], inst.get("subject") or "")
+                    times = [{"dateTime": f"{day}T00:00:00", "timeZone": zone} for day in target[:2]]
+                else:
+                    have = (when_instant(inst["start"]), when_instant(inst["end"]), inst.get("subject") or "")
+                    times = [{"dateTime": when[:-1], "timeZone": "UTC"} for when in target[:2]]
                 if have != target:
-                    ops.append(("PATCH", f"{self.base}/events/{inst['id']}", {
-                        "subject": target[2], "start": {"dateTime": target[0][:-1], "timeZone": "UTC"},
-                        "end": {"dateTime": target[1][:-1], "timeZone": "UTC"}}))
+                    ops.append(("PATCH", f"{self.base}/events/{inst['id']}",
+                                {"subject": target[2], "start": times[0], "end": times[1]}))
             if ops:       # the instances moved, and the master's change key with them: read the series again
                 await self._run(ops)
                 raws = [(await self.get(event["id"]))[0], *await self._instances(event["id"])]
