@@ -136,7 +136,7 @@ def test_graph_without_a_calendar_id_links_and_syncs_the_default_calendar(env, s
         info["zoom_user_id"], topic="Standup", type=2, start_time="2027-03-01T09:00:00Z", duration=15))
     (done,) = json.loads(run("sync", "--once", "--json").output)
     assert done["status"] == "ok" and done["writes"] == 1, done
-    default = world.graph.events[world.graph.key("kim@example.com", "calendar")]
+    default = world.graph.events[world.graph.default_key("kim@example.com")]
     assert [e["subject"] for e in default.values()] == ["Standup"]
 
 def test_mapping_check(env, tmp_path):

@@ -50,13 +50,13 @@ async def test_two_way_with_zoom(world, tmp_path):
                                       recurrence={"type": 1, "repeat_interval": 7, "end_times": 4})
     report = await sync()
     assert report.status == "ok" and report.writes == 1, report.errors
-    events = world.graph.events[world.graph.key("mia@example.com", "calendar")]
+    events = world.graph.events[world.graph.default_key("mia@example.com")]
     (series,) = events.values()
     assert series["subject"] == "Weekly" and series["location"]["displayName"] == meeting["join_url"]
     assert series["originalStartTimeZone"] == "Romance Standard Time"      # written with the Windows name
     # another Outlook client: rename the series, move the 2nd occurrence, cancel the 3rd
     token = world.graph.tokens.issue("mia@example.com")["access_token"]
-    graph = httpx.AsyncClient(base_url="http://sandbox/graph/v1.0/users/mia@example.com/calendars/calendar",
+    graph = httpx.AsyncClient(base_url="http://sandbox/graph/v1.0/users/mia@example.com/calendar",
                               transport=world.transport(), headers={"Authorization": f"Bearer {token}"})
     await graph.patch(f"/events/{series['id']}", json={"subject": "Weekly sync"})
     far = (now_utc() - timedelta(days=1), now_utc() + timedelta(days=60))
@@ -108,7 +108,7 @@ async def test_instance_writes_go_in_one_batch(world):
     tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
                                 world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
     conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), "b@example.com",
-                          "calendar", DEFAULT_RULES,
+                          "", DEFAULT_RULES,
                           (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
     moved = {f"2026-05-{d:02d}T07:00:00Z": {"start": f"2026-05-{d:02d}T09:00:00Z", "end": f"2026-05-{d:02d}T09:30:00Z"}
              for d in (5, 6, 7, 8)}
@@ -137,7 +137,7 @@ async def test_a_throttled_request_in_a_batch_says_how_long_to_wait(world):
     tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
                                 world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
     conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), "t@example.com",
-                          "calendar", DEFAULT_RULES,
+                          "", DEFAULT_RULES,
                           (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
     content = make_content(title="Daily", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
                            rrule="FREQ=DAILY;COUNT=5", exdates=["2026-05-06T07:00:00Z", "2026-05-07T07:00:00Z"])
@@ -165,7 +165,7 @@ async def test_an_occurrence_moved_in_zoom_is_one_instance_write_in_outlook(worl
     report = await sync_first_pair(ctx, engine)
     assert report.status == "ok" and report.writes == 1
     assert world.graph_calls["writes"] - writes == 1 and world.graph.meter.echo_writes == []
-    (series,) = world.graph.events[world.graph.key("ola@example.com", "calendar")].values()
+    (series,) = world.graph.events[world.graph.default_key("ola@example.com")].values()
     far = (now_utc(), now_utc() + timedelta(days=60))
     assert [i["start"]["dateTime"][:16] for i in expand(series, *far)][1] == moved[:16]
     await actor.aclose()
@@ -198,7 +198,7 @@ async def test_sign_in_with_pkce_links_a_public_client(world, tmp_path):
     async with httpx.AsyncClient(transport=world.transport()) as client:
         access = await source.token(client)
     api = httpx.AsyncClient(transport=world.transport(), headers={"Authorization": f"Bearer {access}"})
-    listed = await api.get("http://sandbox/graph/v1.0/users/lea@example.com/calendars/calendar/calendarView/delta",
+    listed = await api.get("http://sandbox/graph/v1.0/users/lea@example.com/calendar/calendarView/delta",
                            params={"startDateTime": "2026-01-01T00:00:00", "endDateTime": "2026-02-01T00:00:00"})
     assert listed.status_code == 200
     await api.aclose()

@@ -143,7 +143,7 @@ async def test_graph_event_shapes(sandbox):
     world, user = sandbox
     token = world.graph.tokens.issue(user["email"])["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
-    base = f"/graph/v1.0/users/{user['email']}/calendars/calendar"
+    base = f"/graph/v1.0/users/{user['email']}/calendar"
     schema = graph_schema("microsoft.graph.event")
     async with await _client(world) as client:
         created = await client.post(f"{base}/events", headers=headers, json={

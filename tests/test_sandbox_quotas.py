@@ -182,7 +182,7 @@ async def test_graph_throttles_each_mailbox_and_judges_batched_requests_one_by_o
     world.graph.per_mailbox = (3, 600.0)
     async with client(world) as c:
         app = await refreshed(c, "/graph/oauth2/v2.0/token", world.graph, user["graph_refresh_token"])
-        events = f"/graph/v1.0/users/{user['email']}/calendars/calendar/events"
+        events = f"/graph/v1.0/users/{user['email']}/calendar/events"
         created = await c.post(events, headers=app, json={
             "subject": "S", "start": {"dateTime": "2026-03-10T09:00:00", "timeZone": "UTC"},
             "end": {"dateTime": "2026-03-10T10:00:00", "timeZone": "UTC"}})
@@ -225,7 +225,7 @@ async def test_zoomcals_client_waits_as_long_as_it_is_told_and_then_succeeds(dri
         user["google_refresh_token"], basic_auth=False), transport)
     retrier = Retrier(max_retries=4, sleep=ticks.sleep)
     zoom_list = f"users/{user['zoom_user_id']}/meetings"
-    graph_delta = f"users/{user['email']}/calendars/calendar/calendarView/delta"
+    graph_delta = f"users/{user['email']}/calendar/calendarView/delta"
     window = {"startDateTime": "2026-03-01T00:00:00", "endDateTime": "2026-04-01T00:00:00"}
     google_list = f"calendars/{user['email']}/events"
     for _ in range(2):

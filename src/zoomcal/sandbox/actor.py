@@ -82,7 +82,7 @@ class SandboxActor:
         await self._call("DELETE", f"{url}/{event_id}", headers)
 
     def graph_find(self, user: str, subject: str) -> dict[str, Any]:
-        for event in self.world.graph.events[self.world.graph.key(user, "calendar")].values():
+        for event in self.world.graph.events[self.world.graph.default_key(user)].values():
             if event.get("subject") == subject:
                 return event
         raise KeyError(subject)

@@ -77,7 +77,7 @@ OCCURRENCE_WRITABLE = tuple(k for k in WRITABLE if k not in ("recurrence", "tran
 MAILBOX_LIMIT = (10_000, 600.0)     # Outlook's published limit per app and mailbox: requests, in seconds
 BATCHED = "x-sandbox-batched"       # marks the requests a $batch is carried out with
 BOOKKEEPING = ("changeKey", "@odata.etag", "lastModifiedDateTime")
-DEFAULT = "calendar"                # the default calendar's alias in /calendars/{id}
+DEFAULT = "~default"                # the routes' name for the default calendar (/calendar, /events, ...)
 PAGE = 10                           # Graph's default page of events, calendarView and instances
 DELTA_PAGE = 50
 DAYS = {"sunday": rrule.SU, "monday": rrule.MO, "tuesday": rrule.TU, "wednesday": rrule.WE, "thursday": rrule.TH,
@@ -179,8 +179,12 @@ class GraphState:
                                "owner": {"name": user.split("@")[0], "address": user}}
         return calendar_id
 
+    def default_key(self, user: str) -> str:
+        """The store key of the user's default calendar."""
+        return self.key(user, DEFAULT)
+
     def key(self, user: str, calendar_id: str) -> str:
-        """The store key of a user's calendar: `calendar` is the default one."""
+        """The store key of a user's calendar (DEFAULT: their default one)."""
         if calendar_id == DEFAULT:
             return self.defaults.get(user, f"{user}/{DEFAULT}")
         return f"{user}/{calendar_id}"
@@ -1128,7 +1132,7 @@ def make_graph_app(state: GraphState) -> FastAPI:
 
 def _route_path(path: str) -> str:
     """The one spelling the routes know for the path families Graph serves: `/me` is `/users/me`; the default
-    calendar (`/calendar`, or `/events` and `/calendarView` straight under the user) is `/calendars/calendar`;
+    calendar (`/calendar`, or `/events` and `/calendarView` straight under the user) is `/calendars/{DEFAULT}`;
     `delta()` and `microsoft.graph.delta()` are `delta`."""
     found = re.fullmatch(r"(.*?/v1\.0)/(me|users/[^/]+)(/.*)?", path)
     if found is None:
