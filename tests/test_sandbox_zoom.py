@@ -383,6 +383,70 @@ async def test_each_operation_zoomcal_uses_answers_as_the_spec_says(zoom):
     assert gone.status_code == 404 and "404" in statuses(MEETINGS, "/meetings/{meetingId}", "get")
 
 
+def webhook_schema(doc: str, event: str) -> dict:
+    """An event's body schema from a webhook file; the file's unresolvable `#/paths/meeting.updated/...` references
+    (a known quirk) stand for that event's own `object`."""
+    import json
+
+    from specs import SPECS, require_specs
+
+    require_specs()
+    hooks = json.loads((SPECS / "zoom" / doc).read_text())["webhooks"]
+
+    def resolve(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/paths/"):
+                name = ref.split("/")[2]
+                target = hooks[name]["post"]["requestBody"]["content"]["application/json"]["schema"]
+                return resolve(target["properties"]["payload"]["properties"]["object"])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(hooks[event]["post"]["requestBody"]["content"]["application/json"]["schema"])
+
+
+async def test_meeting_webhooks_carry_what_the_webhook_file_describes(zoom):
+    import json
+
+    world, user, headers = zoom
+    world.zoom.webhook_url = "https://app.example.com/zoom"
+
+    async def deliver(url, _headers, _body):
+        return httpx.Response(200, text="ok")
+
+    world.zoom.outbox.deliver = deliver
+    async with client(world) as c:
+        made = await create(c, user, headers, topic="hooks", type=8, start_time="2026-06-01T10:00:00Z",
+                            timezone="UTC", recurrence={"type": 1, "end_times": 3}, settings={"host_video": True})
+        first, second = (o["occurrence_id"] for o in made["occurrences"][:2])
+        await c.patch(f"/v2/meetings/{made['id']}", headers=headers, json={"topic": "hooks 2",
+                                                                           "settings": {"host_video": False}})
+        await c.patch(f"/v2/meetings/{made['id']}", headers=headers, params={"occurrence_id": first},
+                      json={"start_time": "2026-06-01T12:00:00Z"})
+        await c.delete(f"/v2/meetings/{made['id']}", headers=headers, params={"occurrence_id": second})
+        await c.delete(f"/v2/meetings/{made['id']}", headers=headers)
+    events = [json.loads(d.body) for d in world.zoom.outbox.sent]
+    assert [e["event"] for e in events] == ["meeting.created", "meeting.updated", "meeting.updated",
+                                            "meeting.deleted", "meeting.deleted"]
+    for event in events:
+        validate(event, webhook_schema("meetings-webhooks.json", event["event"]))
+        assert event["payload"]["operator_id"] == user["zoom_user_id"]
+    created, series, single, one_gone, gone = (e["payload"] for e in events)
+    assert created["object"]["settings"]["host_video"] is True and len(created["object"]["occurrences"]) == 3
+    assert (series["object"]["topic"], series["old_object"]["topic"]) == ("hooks 2", "hooks")
+    assert (series["object"]["settings"], series["old_object"]["settings"]) == ({"host_video": False},
+                                                                                {"host_video": True})
+    assert "start_time" not in series["object"] and "scope" not in series
+    assert single["scope"] == "single" and single["object"]["occurrences"] == [
+        {"occurrence_id": first, "start_time": "2026-06-01T12:00:00Z", "duration": 60}]
+    assert single["old_object"]["occurrences"][0]["start_time"] == "2026-06-01T10:00:00Z"
+    assert one_gone["object"]["occurrences"] == [{"occurrence_id": second, "start_time": "2026-06-02T10:00:00Z"}]
+    assert "occurrences" not in gone["object"] and gone["object"]["id"] == made["id"]
+
+
 # --- Zoom's own Python client --------------------------------------------------------------------------------
 
 def test_zoomus_drives_the_served_sandbox(served_world):

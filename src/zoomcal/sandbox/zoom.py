@@ -79,6 +79,12 @@ MEETING_WRITES_PER_DAY = 100
 MEETING_LISTS = ("scheduled", "live", "upcoming", "upcoming_meetings", "previous_meetings")
 LISTED_SPAN = timedelta(days=183)    # upcoming and previous meetings are listed for about six months
 USER_STATUSES = ("active", "inactive", "pending")
+# what the meeting webhooks carry (meetings-webhooks.json)
+CREATED_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone", "join_url",
+                  "password", "pmi", "occurrences", "settings", "recurrence")
+UPDATED_FIELDS = ("topic", "type", "start_time", "duration", "timezone", "join_url", "password", "agenda",
+                  "occurrences", "settings", "recurrence")
+DELETED_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone")
 PASSCODE = re.compile(r"[A-Za-z0-9@_*-]{1,10}")      # a meeting passcode as Zoom takes it by default
 PASSCODE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
 # Zoom's published account rate limits by plan and API category: (requests per second, requests per UTC day or
@@ -98,11 +104,12 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "join_before_host": False, "mute_upon_entry": False, "registration_type": 1, "waiting_room": False,
     "watermark": False, "internal_meeting": False, "participant_focused_meeting": False,
     "push_change_to_calendar": False, "auto_start_meeting_summary": False, "auto_start_ai_companion_questions": False,
-    "device_testing": False, "disable_participant_video": False}
+    "device_testing": False, "disable_participant_video": False,
+    "use_pmi": False, "alternative_hosts": ""}      # (these two every answer and webhook carries)
 SETTINGS_FIELDS = frozenset(SETTINGS_DEFAULTS) | {
     "additional_data_center_regions", "allow_host_control_participant_mute_state", "allow_multiple_devices",
     "alternative_host_manage_cloud_recording", "alternative_host_manage_meeting_summary",
-    "alternative_host_update_polls", "alternative_hosts", "approved_or_denied_countries_or_regions",
+    "alternative_host_update_polls", "approved_or_denied_countries_or_regions",
     "audio_conference_info", "authentication_domains", "authentication_exception", "authentication_name",
     "authentication_option", "auto_add_recording_to_video_management", "breakout_room", "calendar_type",
     "contact_email", "contact_name", "continuous_meeting_chat", "custom_keys", "email_in_attendee_report",
@@ -111,10 +118,10 @@ SETTINGS_FIELDS = frozenset(SETTINGS_DEFAULTS) | {
     "meeting_invitees", "participant_video", "private_meeting", "question_and_answer",
     "registrants_confirmation_email", "registrants_email_notification", "request_permission_to_unmute_participants",
     "resources", "show_join_info", "show_share_button", "sign_language_interpretation", "summary_template_id",
-    "use_pmi", "waiting_room_options", "who_can_ask_questions", "who_will_receive_summary"}
+    "waiting_room_options", "who_can_ask_questions", "who_will_receive_summary"}
 SETTINGS_TYPES: dict[str, type | tuple[type, ...]] = {
     **{k: type(v) for k, v in SETTINGS_DEFAULTS.items()}, "host_video": bool, "participant_video": bool,
-    "alternative_hosts": str, "contact_email": str, "contact_name": str, "jbh_time": int}
+    "contact_email": str, "contact_name": str, "jbh_time": int}
 # what an occurrence of a recurring meeting takes of a PATCH (the rest of the body stays with the series)
 OCCURRENCE_SETTINGS = ("host_video", "participant_video", "join_before_host", "mute_upon_entry", "waiting_room",
                        "watermark", "auto_recording")
@@ -148,21 +155,60 @@ class ZoomState:
     def __post_init__(self) -> None:
         self.meter = Meter(clock=lambda: self.clock())    # the state's clock, even one set later
 
-    def notify(self, event: str, obj: dict[str, Any]) -> None:
+    def notify(self, event: str, obj: dict[str, Any], **payload: Any) -> None:
         """Queue a signed webhook for the app's endpoint (sent once the current request is answered)."""
         if not self.webhook_url:
             return
         now = time.time()
         body = json.dumps({"event": event, "event_ts": int(now * 1000),
-                           "payload": {"account_id": self.account_id, "object": obj}}).encode()
+                           "payload": {"account_id": self.account_id, **payload, "object": obj}}).encode()
         stamp = str(int(now))
         mac = hmac.new(self.webhook_secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256)
         self.outbox.queue(self.webhook_url, {"content-type": "application/json", "x-zm-request-timestamp": stamp,
                                              "x-zm-signature": "v0=" + mac.hexdigest()}, body)
 
-    def notify_meeting(self, event: str, meeting: dict[str, Any]) -> None:
-        self.notify(event, {k: meeting[k] for k in ("id", "uuid", "host_id", "topic", "type", "start_time",
-                                                    "duration", "timezone") if k in meeting})
+    def operator(self, meeting: dict[str, Any]) -> dict[str, str]:
+        """Who made a change, as a meeting webhook names them (the host: apps act on their behalf)."""
+        return {"operator": meeting.get("host_email", ""), "operator_id": meeting["host_id"]}
+
+    def notify_created(self, meeting_id: int) -> None:
+        meeting = self.full_meeting(meeting_id)
+        self.notify("meeting.created", {k: meeting[k] for k in CREATED_FIELDS if k in meeting},
+                    **self.operator(meeting))
+
+    def notify_updated(self, before: dict[str, Any], after: dict[str, Any], occurrence_id: str = "") -> None:
+        """`meeting.updated` with what changed: the new values in `object`, the old ones in `old_object` (both
+        with the meeting's id, uuid and host); for one occurrence, that occurrence (scope `single`)."""
+        if not self.webhook_url:
+            return
+        obj, old = ({k: view[k] for k in ("id", "uuid", "host_id")} for view in (after, before))
+        for name in UPDATED_FIELDS:
+            if name == "settings":
+                changed = {k for k in set(before["settings"]) | set(after["settings"])
+                           if before["settings"].get(k) != after["settings"].get(k)}
+                if changed:
+                    obj["settings"] = {k: after["settings"][k] for k in changed if k in after["settings"]}
+                    old["settings"] = {k: before["settings"][k] for k in changed if k in before["settings"]}
+            elif before.get(name) != after.get(name):
+                for view, side in ((after, obj), (before, old)):
+                    if name in view:
+                        side[name] = view[name]
+        extra: dict[str, Any] = {}
+        if occurrence_id:
+            for view, side in ((after, obj), (before, old)):
+                side["occurrences"] = [{"occurrence_id": occurrence_id, "start_time": view["start_time"],
+                                        "duration": view["duration"]}]
+            extra["scope"] = "single"
+        self.notify("meeting.updated", obj, **self.operator(after), **extra, old_object=old,
+                    time_stamp=int(time.time() * 1000))
+
+    def notify_deleted(self, meeting: dict[str, Any], occurrence: dict[str, Any] | None = None) -> None:
+        """`meeting.deleted` for a meeting, or for one occurrence of it (named in `occurrences`)."""
+        obj = {k: meeting[k] for k in DELETED_FIELDS if k in meeting}
+        if occurrence is not None:
+            obj["occurrences"] = [{"occurrence_id": occurrence["occurrence_id"],
+                                   "start_time": occurrence["start_time"]}]
+        self.notify("meeting.deleted", obj, **self.operator(meeting))
 
     def notify_presence(self, user: dict[str, Any]) -> None:
         self.notify("user.presence_status_updated", {
@@ -648,7 +694,7 @@ def build_app(state: ZoomState) -> APIRouter:
             if fields["type"] == 8:
                 meeting["recurrence"] = fields["recurrence"]
             state.meetings[meeting_id] = meeting
-            state.notify_meeting("meeting.created", meeting)
+            state.notify_created(meeting_id)
             return JSONResponse(state.full_meeting(meeting_id), status_code=201)
 
     def meeting_or_404(meeting_id: str) -> int:
@@ -666,20 +712,23 @@ def build_app(state: ZoomState) -> APIRouter:
                 return occ
         raise _error(404, 3001, f"Occurrence does not exist: {occurrence_id}.")
 
+    def view(key: int, occurrence_id: str = "") -> dict:
+        """The meeting as GET answers it, or with `occurrence_id` that occurrence of it."""
+        meeting = state.full_meeting(key)
+        if occurrence_id:
+            occ = occurrence_or_404(key, occurrence_id)
+            edit = state.edits.get(key, {}).get(occurrence_id, {})
+            meeting.update(start_time=occ["start_time"], duration=occ["duration"])
+            if "agenda" in edit:
+                meeting["agenda"] = edit["agenda"]
+            meeting["settings"].update(edit.get("settings", {}))
+        return meeting
+
     @router.get("/v2/meetings/{meeting_id}")
     def get_meeting(meeting_id: str, request: Request, occurrence_id: str = ""):
         auth(request)
         with state.lock:
-            key = meeting_or_404(meeting_id)
-            meeting = state.full_meeting(key)
-            if occurrence_id:
-                occ = occurrence_or_404(key, occurrence_id)
-                edit = state.edits.get(key, {}).get(occurrence_id, {})
-                meeting.update(start_time=occ["start_time"], duration=occ["duration"])
-                if "agenda" in edit:
-                    meeting["agenda"] = edit["agenda"]
-                meeting["settings"].update(edit.get("settings", {}))
-            return meeting
+            return view(meeting_or_404(meeting_id), occurrence_id)
 
     @router.patch("/v2/meetings/{meeting_id}", status_code=204)
     async def patch_meeting(meeting_id: str, request: Request, occurrence_id: str = ""):
@@ -692,10 +741,11 @@ def build_app(state: ZoomState) -> APIRouter:
             key = meeting_or_404(meeting_id)
             fields = _validate_body(body, creating=False, zone=state.meetings[key].get("timezone") or "UTC")
             state.count_meeting_write(request, state.meetings[key]["host_id"])
-            before = _snapshot(state, key)
+            before, seen = _snapshot(state, key), view(key, occurrence_id)
             answer = _patch(key, fields, occurrence_id)
             if state.tokens.by_app(request) and _snapshot(state, key) == before:
                 state.meter.echo(state.meetings[key]["host_id"], request.method, request.url.path)
+            state.notify_updated(seen, view(key, occurrence_id), occurrence_id)
             return answer
 
     def _patch(key: int, fields: dict[str, Any], occurrence_id: str) -> Response:
@@ -711,7 +761,6 @@ def build_app(state: ZoomState) -> APIRouter:
             settings = {k: v for k, v in (fields.get("settings") or {}).items() if k in OCCURRENCE_SETTINGS}
             if settings:
                 edit.setdefault("settings", {}).update(settings)
-            state.notify_meeting("meeting.updated", state.meetings[key])
             return Response(status_code=204)
         meeting = state.meetings[key]
         old_rule = (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone"))
@@ -734,7 +783,6 @@ def build_app(state: ZoomState) -> APIRouter:
             meeting.setdefault("duration", 60)
         if (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone")) != old_rule:
             state.edits.pop(key, None)   # a new series: occurrence edits no longer apply
-        state.notify_meeting("meeting.updated", meeting)
         return Response(status_code=204)
 
     @router.delete("/v2/meetings/{meeting_id}", status_code=204)
@@ -747,9 +795,9 @@ def build_app(state: ZoomState) -> APIRouter:
                 if occ["status"] == "deleted":
                     raise _error(400, 3000, "Occurrence has been deleted.")
                 state.edits.setdefault(key, {})[occurrence_id] = {"status": "deleted"}
-                state.notify_meeting("meeting.updated", state.meetings[key])
+                state.notify_deleted(state.meetings[key], occ)
                 return Response(status_code=204)
-            state.notify_meeting("meeting.deleted", state.meetings[key])
+            state.notify_deleted(state.meetings[key])
             del state.meetings[key]
             state.edits.pop(key, None)
             return Response(status_code=204)
