@@ -428,12 +428,15 @@ async def test_meeting_webhooks_carry_what_the_webhook_file_describes(zoom):
                       json={"start_time": "2026-06-01T12:00:00Z"})
         await c.delete(f"/v2/meetings/{made['id']}", headers=headers, params={"occurrence_id": second})
         await c.delete(f"/v2/meetings/{made['id']}", headers=headers)
-    events = [json.loads(d.body) for d in world.zoom.outbox.sent]
+        await c.put(f"/v2/users/{user['zoom_user_id']}/presence_status", headers=headers, json={"status": "Away"})
+    *events, presence = [json.loads(d.body) for d in world.zoom.outbox.sent]
     assert [e["event"] for e in events] == ["meeting.created", "meeting.updated", "meeting.updated",
                                             "meeting.deleted", "meeting.deleted"]
     for event in events:
         validate(event, webhook_schema("meetings-webhooks.json", event["event"]))
         assert event["payload"]["operator_id"] == user["zoom_user_id"]
+    validate(presence, webhook_schema("users-webhooks.json", "user.presence_status_updated"))
+    assert presence["payload"]["object"]["presence_status"] == "Away"
     created, series, single, one_gone, gone = (e["payload"] for e in events)
     assert created["object"]["settings"]["host_video"] is True and len(created["object"]["occurrences"]) == 3
     assert (series["object"]["topic"], series["old_object"]["topic"]) == ("hooks 2", "hooks")
