@@ -200,6 +200,18 @@ async def test_a_client_sets_the_passcode_as_zoom_takes_it(zoom):
     assert got["password"] == "new1" and got["join_url"].endswith("?pwd=new1")
 
 
+async def test_a_refused_patch_changes_nothing(zoom):
+    world, user, headers = zoom
+    async with client(world) as c:
+        made = await create(c, user, headers, topic="kept", type=8, start_time="2026-06-01T10:00:00Z",
+                            timezone="UTC", recurrence={"type": 1, "end_times": 2})
+        refused = await c.patch(f"/v2/meetings/{made['id']}", headers=headers,
+                                json={"topic": "lost", "recurrence": None})
+        got = await fetch(c, headers, made["id"])
+    assert refused.status_code == 400 and refused.json()["code"] == 300
+    assert got == made
+
+
 # --- settings and occurrences ------------------------------------------------------------------------------
 
 async def test_every_setting_a_client_sets_comes_back_and_the_rest_are_zooms_defaults(zoom):

@@ -762,7 +762,7 @@ def build_app(state: ZoomState) -> APIRouter:
             if settings:
                 edit.setdefault("settings", {}).update(settings)
             return Response(status_code=204)
-        meeting = state.meetings[key]
+        meeting = json.loads(json.dumps(state.meetings[key]))     # kept only if the whole PATCH is taken
         old_rule = (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone"))
         for name, value in fields.items():
             if name == "settings":
@@ -781,6 +781,7 @@ def build_app(state: ZoomState) -> APIRouter:
         if meeting.get("type") in (2, 8) and "start_time" not in meeting:
             meeting["start_time"] = stamp(now())
             meeting.setdefault("duration", 60)
+        state.meetings[key] = meeting
         if (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone")) != old_rule:
             state.edits.pop(key, None)   # a new series: occurrence edits no longer apply
         return Response(status_code=204)
