@@ -87,6 +87,9 @@ def test_new_york_fall_back_overlap_and_lord_howe_half_hour_dst():
     ("FREQ=MONTHLY;BYMONTHDAY=15;COUNT=6", 3),
     ("FREQ=MONTHLY;BYDAY=-1FR;COUNT=4", 3),
     ("FREQ=MONTHLY;INTERVAL=3;BYDAY=2TU;COUNT=4", 3),
+    ("FREQ=DAILY;INTERVAL=99;COUNT=3", 1),
+    ("FREQ=WEEKLY;INTERVAL=50;BYDAY=MO;COUNT=2", 2),
+    ("FREQ=MONTHLY;INTERVAL=10;BYMONTHDAY=2;COUNT=2", 3),
 ])
 def test_zoom_expressible_rules_round_trip(rrule, expect_type):
     content = make_content(title="t", start="2026-03-02T10:00:00Z", end="2026-03-02T11:00:00Z",
@@ -108,7 +111,9 @@ def test_zoom_weekly_days_are_sunday_based():
     ("FREQ=MONTHLY;BYDAY=MO,TU;BYSETPOS=1;COUNT=3", "BYDAY"),
     ("FREQ=WEEKLY;BYDAY=MO", "need an end"),
     ("FREQ=DAILY;COUNT=61", "at most 60"),
-    ("FREQ=DAILY;INTERVAL=91;COUNT=2", "at most every 90"),
+    ("FREQ=DAILY;INTERVAL=100;COUNT=2", "at most every 99"),
+    ("FREQ=WEEKLY;INTERVAL=51;COUNT=2", "at most every 50"),
+    ("FREQ=MONTHLY;INTERVAL=11;COUNT=2", "at most every 10"),
 ])
 def test_unsupported_recurrence_degrades_explicitly(rrule, why):
     content = make_content(title="t", start="2026-03-02T10:00:00Z", end="2026-03-02T11:00:00Z",

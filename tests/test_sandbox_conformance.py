@@ -67,7 +67,7 @@ async def test_zoom_token_endpoint_like_the_real_one(sandbox):
         assert first.status_code == 200 and first.json()["refresh_token"] != user["zoom_refresh_token"]
         reused = await client.post("/zoom/oauth/token", auth=(world.zoom.client_id, world.zoom.client_secret),
                                    data={"grant_type": "refresh_token", "refresh_token": user["zoom_refresh_token"]})
-        assert reused.status_code == 401   # rotated: the old refresh token is spent
+        assert reused.status_code == 400   # rotated: the old refresh token is spent (invalid_grant)
 
 
 @pytest.mark.anyio

@@ -194,7 +194,7 @@ async def test_the_zoom_sandbox_lets_a_refresh_token_work_once(world):
         rotated = await client.post(ZOOM_TOKEN_URL, auth=auth, data={
             "grant_type": "refresh_token", "refresh_token": first.json()["refresh_token"]})
     assert first.status_code == 200 and first.json()["refresh_token"] != info["zoom_refresh_token"]
-    assert again.status_code == 401 and again.json()["error"] == "invalid_grant"
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert rotated.status_code == 200
 
 

@@ -32,7 +32,8 @@ MARKER_KEY = "zoomcal_event"
 MAX_OCCURRENCES = 60
 # Zoom's weekly_days / monthly_week_day: 1 = Sunday ... 7 = Saturday.
 ZOOM_DAYS = ("SU", "MO", "TU", "WE", "TH", "FR", "SA")
-INTERVAL_LIMITS = {1: 90, 2: 12, 3: 3}
+# repeat_interval at most 99 days, 50 weeks or 10 months (meetings-api.json)
+INTERVAL_LIMITS = {1: 99, 2: 50, 3: 10}
 JOIN_URL_ID = re.compile(r"https?://[\w.-]*zoom\.us/[jw]/(\d{9,11})")
 
 

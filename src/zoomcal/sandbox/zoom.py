@@ -1,7 +1,25 @@
 """Offline emulator of the Zoom API (meetings, users, presence, OAuth token endpoint).
 
 Shapes follow ../shared/specs/zoom (meetings-api.json, users-api.json); tests validate responses against
-those schemas. Base path `/zoom/v2`, token endpoint `/zoom/oauth/token`.
+those schemas. Base path `/zoom/v2`, token endpoint `/zoom/oauth/token`. Written independently of the code it
+checks: recurrence is expanded here (python-dateutil's rrule on the meeting's wall clock), never with zoomcal's.
+
+As Zoom documents it:
+- the token endpoint takes its grant (`grant_type`, `account_id`, `refresh_token`) in the query string or a form
+  body; refresh tokens rotate, and a spent one is refused 400 `{"reason": "Invalid Token!", "error":
+  "invalid_grant"}`;
+- a recurring meeting (type 8) lists its occurrences: daily / weekly on `weekly_days` (1 = Sunday) / monthly on
+  `monthly_day` or `monthly_week` + `monthly_week_day`, every `repeat_interval` (at most 99 days, 50 weeks, 10
+  months), until `end_date_time` or for `end_times` (default 1, at most 60); an occurrence is named by its start in
+  epoch milliseconds;
+- a `start_time` without an offset is wall-clock time in the meeting's `timezone`;
+- `settings` round-trip: every setting a client sets comes back, the rest with the spec's defaults; a PATCH merges;
+- an occurrence PATCH (`?occurrence_id=`) moves it (start_time, duration) and gives it its own agenda and
+  settings (host_video, participant_video, join_before_host, mute_upon_entry, waiting_room, watermark,
+  auto_recording); GET with `occurrence_id` answers that occurrence;
+- `GET /users/{userId}/meetings` lists by `type` (scheduled, live, upcoming, upcoming_meetings,
+  previous_meetings; never instant meetings) and pages (page_size 1-300, `next_page_token` for 15 minutes,
+  `page_number`); `GET /users` filters by `status` and pages the same way (page_size up to 2000).
 
 Like Zoom, it allows 100 meeting creates/updates (POST /users/{userId}/meetings, PATCH /meetings/{meetingId},
 occurrences included) per host user and UTC day through the API; the next one is refused with 429, Zoom's
@@ -36,14 +54,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from dateutil import rrule
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from zoomcal.domain.timeutil import UTC, fmt_instant, now_utc, parse_instant
-from zoomcal.errors import InvalidItem
-from zoomcal.mapping.zoom import expand_occurrences
+from zoomcal.sandbox.clock import UTC, now, parse_stamp, stamp, tz
 from zoomcal.sandbox.common import (
     ApiError,
     Meter,
@@ -60,6 +76,17 @@ PRESENCE_VALUES = ("Away", "Available", "In_Calendar_Event", "Presenting", "In_A
 LIST_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone", "agenda",
                "created_at", "join_url", "pmi")
 MEETING_WRITES_PER_DAY = 100
+MEETING_LISTS = ("scheduled", "live", "upcoming", "upcoming_meetings", "previous_meetings")
+LISTED_SPAN = timedelta(days=183)    # upcoming and previous meetings are listed for about six months
+USER_STATUSES = ("active", "inactive", "pending")
+# what the meeting webhooks carry (meetings-webhooks.json)
+CREATED_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone", "join_url",
+                  "password", "pmi", "occurrences", "settings", "recurrence")
+UPDATED_FIELDS = ("topic", "type", "start_time", "duration", "timezone", "join_url", "password", "agenda",
+                  "occurrences", "settings", "recurrence")
+DELETED_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone")
+PASSCODE = re.compile(r"[A-Za-z0-9@_*-]{1,10}")      # a meeting passcode as Zoom takes it by default
+PASSCODE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
 # Zoom's published account rate limits by plan and API category: (requests per second, requests per UTC day or
 # None); on Pro and Business the daily limit of Heavy is shared with Resource-intensive APIs
 RATE_PLANS: dict[str, dict[str, tuple[int, int | None]]] = {
@@ -70,7 +97,34 @@ RATE_PLANS: dict[str, dict[str, tuple[int, int | None]]] = {
 QPS_MESSAGE = "You have reached the maximum per-second rate limit for this API. Try again later."
 DAILY_MESSAGE = ("You have reached the maximum daily rate limit for this API. Refer to the response header for "
                  "details on when you can make another request.")
-SETTINGS_KEPT = ("meeting_invitees", "custom_keys", "join_before_host", "waiting_room", "mute_upon_entry")
+# a meeting's settings (meetings-api.json): every one a client may set, and what Zoom answers for one left unset
+SETTINGS_DEFAULTS: dict[str, Any] = {
+    "alternative_hosts_email_notification": True, "approval_type": 2, "audio": "both", "auto_recording": "none",
+    "close_registration": False, "cn_meeting": False, "email_notification": True, "in_meeting": False,
+    "join_before_host": False, "mute_upon_entry": False, "registration_type": 1, "waiting_room": False,
+    "watermark": False, "internal_meeting": False, "participant_focused_meeting": False,
+    "push_change_to_calendar": False, "auto_start_meeting_summary": False, "auto_start_ai_companion_questions": False,
+    "device_testing": False, "disable_participant_video": False,
+    "use_pmi": False, "alternative_hosts": ""}      # (these two every answer and webhook carries)
+SETTINGS_FIELDS = frozenset(SETTINGS_DEFAULTS) | {
+    "additional_data_center_regions", "allow_host_control_participant_mute_state", "allow_multiple_devices",
+    "alternative_host_manage_cloud_recording", "alternative_host_manage_meeting_summary",
+    "alternative_host_update_polls", "approved_or_denied_countries_or_regions",
+    "audio_conference_info", "authentication_domains", "authentication_exception", "authentication_name",
+    "authentication_option", "auto_add_recording_to_video_management", "breakout_room", "calendar_type",
+    "contact_email", "contact_name", "continuous_meeting_chat", "custom_keys", "email_in_attendee_report",
+    "encryption_type", "enforce_login", "enforce_login_domains", "focus_mode", "global_dial_in_countries",
+    "host_save_video_order", "host_video", "jbh_time", "language_interpretation", "meeting_authentication",
+    "meeting_invitees", "participant_video", "private_meeting", "question_and_answer",
+    "registrants_confirmation_email", "registrants_email_notification", "request_permission_to_unmute_participants",
+    "resources", "show_join_info", "show_share_button", "sign_language_interpretation", "summary_template_id",
+    "waiting_room_options", "who_can_ask_questions", "who_will_receive_summary"}
+SETTINGS_TYPES: dict[str, type | tuple[type, ...]] = {
+    **{k: type(v) for k, v in SETTINGS_DEFAULTS.items()}, "host_video": bool, "participant_video": bool,
+    "contact_email": str, "contact_name": str, "jbh_time": int}
+# what an occurrence of a recurring meeting takes of a PATCH (the rest of the body stays with the series)
+OCCURRENCE_SETTINGS = ("host_video", "participant_video", "join_before_host", "mute_upon_entry", "waiting_room",
+                       "watermark", "auto_recording")
 
 
 @dataclass
@@ -88,7 +142,7 @@ class ZoomState:
     clock: Any = field(default=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)
     meeting_writes_per_day: int | None = MEETING_WRITES_PER_DAY   # per host user and UTC day (None: no limit)
-    wall_clock: Any = field(default=now_utc)                       # which UTC day it is
+    wall_clock: Any = field(default=now)                       # which UTC day it is
     meeting_writes: dict[tuple[str, str], int] = field(default_factory=dict)   # (host id, day) -> writes
     rate_plan: str | None = None            # the account's plan for its rate limits (see RATE_PLANS); None: off
     windows: RateWindows = field(default_factory=RateWindows)
@@ -101,25 +155,64 @@ class ZoomState:
     def __post_init__(self) -> None:
         self.meter = Meter(clock=lambda: self.clock())    # the state's clock, even one set later
 
-    def notify(self, event: str, obj: dict[str, Any]) -> None:
+    def notify(self, event: str, obj: dict[str, Any], **payload: Any) -> None:
         """Queue a signed webhook for the app's endpoint (sent once the current request is answered)."""
         if not self.webhook_url:
             return
         now = time.time()
         body = json.dumps({"event": event, "event_ts": int(now * 1000),
-                           "payload": {"account_id": self.account_id, "object": obj}}).encode()
+                           "payload": {"account_id": self.account_id, **payload, "object": obj}}).encode()
         stamp = str(int(now))
         mac = hmac.new(self.webhook_secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256)
         self.outbox.queue(self.webhook_url, {"content-type": "application/json", "x-zm-request-timestamp": stamp,
                                              "x-zm-signature": "v0=" + mac.hexdigest()}, body)
 
-    def notify_meeting(self, event: str, meeting: dict[str, Any]) -> None:
-        self.notify(event, {k: meeting[k] for k in ("id", "uuid", "host_id", "topic", "type", "start_time",
-                                                    "duration", "timezone") if k in meeting})
+    def operator(self, meeting: dict[str, Any]) -> dict[str, str]:
+        """Who made a change, as a meeting webhook names them (the host: apps act on their behalf)."""
+        return {"operator": meeting.get("host_email", ""), "operator_id": meeting["host_id"]}
+
+    def notify_created(self, meeting_id: int) -> None:
+        meeting = self.full_meeting(meeting_id)
+        self.notify("meeting.created", {k: meeting[k] for k in CREATED_FIELDS if k in meeting},
+                    **self.operator(meeting))
+
+    def notify_updated(self, before: dict[str, Any], after: dict[str, Any], occurrence_id: str = "") -> None:
+        """`meeting.updated` with what changed: the new values in `object`, the old ones in `old_object` (both
+        with the meeting's id, uuid and host); for one occurrence, that occurrence (scope `single`)."""
+        if not self.webhook_url:
+            return
+        obj, old = ({k: view[k] for k in ("id", "uuid", "host_id")} for view in (after, before))
+        for name in UPDATED_FIELDS:
+            if name == "settings":
+                changed = {k for k in set(before["settings"]) | set(after["settings"])
+                           if before["settings"].get(k) != after["settings"].get(k)}
+                if changed:
+                    obj["settings"] = {k: after["settings"][k] for k in changed if k in after["settings"]}
+                    old["settings"] = {k: before["settings"][k] for k in changed if k in before["settings"]}
+            elif before.get(name) != after.get(name):
+                for view, side in ((after, obj), (before, old)):
+                    if name in view:
+                        side[name] = view[name]
+        extra: dict[str, Any] = {}
+        if occurrence_id:
+            for view, side in ((after, obj), (before, old)):
+                side["occurrences"] = [{"occurrence_id": occurrence_id, "start_time": view["start_time"],
+                                        "duration": view["duration"]}]
+            extra["scope"] = "single"
+        self.notify("meeting.updated", obj, **self.operator(after), **extra, old_object=old,
+                    time_stamp=int(time.time() * 1000))
+
+    def notify_deleted(self, meeting: dict[str, Any], occurrence: dict[str, Any] | None = None) -> None:
+        """`meeting.deleted` for a meeting, or for one occurrence of it (named in `occurrences`)."""
+        obj = {k: meeting[k] for k in DELETED_FIELDS if k in meeting}
+        if occurrence is not None:
+            obj["occurrences"] = [{"occurrence_id": occurrence["occurrence_id"],
+                                   "start_time": occurrence["start_time"]}]
+        self.notify("meeting.deleted", obj, **self.operator(meeting))
 
     def notify_presence(self, user: dict[str, Any]) -> None:
         self.notify("user.presence_status_updated", {
-            "date_time": fmt_instant(now_utc()), "email": user["email"], "id": user["id"],
+            "date_time": stamp(now()), "email": user["email"], "id": user["id"],
             "presence_status": user["_presence"]})
 
     def count_meeting_write(self, request: Request, host_id: str) -> None:
@@ -137,7 +230,7 @@ class ZoomState:
                          "these requests at GMT 00:00:00.",
                          {"X-RateLimit-Category": "Light", "X-RateLimit-Type": "Daily-limit",
                           "X-RateLimit-Limit": str(self.meeting_writes_per_day), "X-RateLimit-Remaining": "0",
-                          "Retry-After": fmt_instant(midnight)})
+                          "Retry-After": stamp(midnight)})
         self.meter.admitted(limit)
         self.meeting_writes[key] = self.meeting_writes.get(key, 0) + 1
 
@@ -169,7 +262,7 @@ class ZoomState:
                               (midnight - today).total_seconds())
             return _error(429, 429, DAILY_MESSAGE, {
                 "X-RateLimit-Category": category, "X-RateLimit-Type": "Daily-limit",
-                "X-RateLimit-Limit": str(per_day), "X-RateLimit-Remaining": "0", "Retry-After": fmt_instant(midnight)})
+                "X-RateLimit-Limit": str(per_day), "X-RateLimit-Remaining": "0", "Retry-After": stamp(midnight)})
         wait = self.windows.take(("qps", category), per_second, 1.0, self.clock())
         if wait is not None:
             seconds = retry_seconds(wait)
@@ -204,14 +297,119 @@ class ZoomState:
         return sorted((m for m in self.meetings.values() if m["host_id"] == user_id), key=lambda m: m["id"])
 
     def full_meeting(self, meeting_id: int) -> dict:
+        """A meeting as GET /meetings/{meetingId} answers it: every setting (the client's, defaults for the rest)
+        and, for a recurring meeting with a fixed time, its occurrences."""
         meeting = json.loads(json.dumps(self.meetings[meeting_id]))
+        meeting["settings"] = {**SETTINGS_DEFAULTS, **meeting.get("settings", {})}
         if meeting.get("type") == 8 and meeting.get("recurrence"):
-            meeting["occurrences"] = expand_occurrences(meeting, self.edits.get(meeting_id, {}))
+            meeting["occurrences"] = occurrences(meeting, self.edits.get(meeting_id, {}))
         return meeting
 
 
 def _error(status: int, code: int, message: str, headers: dict | None = None) -> ApiError:
     return ApiError(status, {"code": code, "message": message}, headers)
+
+
+# --- recurrence, as Zoom expands it -------------------------------------------------------------------------
+
+# Zoom numbers the days of the week from Sunday: 1 = Sunday ... 7 = Saturday
+WEEKDAYS = (rrule.SU, rrule.MO, rrule.TU, rrule.WE, rrule.TH, rrule.FR, rrule.SA)
+FREQUENCIES = {1: rrule.DAILY, 2: rrule.WEEKLY, 3: rrule.MONTHLY}
+MAX_REPEAT_INTERVAL = {1: 99, 2: 50, 3: 10}     # days, weeks, months (meetings-api.json, repeat_interval)
+MAX_OCCURRENCES = 60                             # end_times at most 60; an open series lists its first 60
+
+
+def check_recurrence(rec: Any) -> dict[str, Any]:
+    """The recurrence object as Zoom keeps it (the fields the client sent; the expansion reads the documented
+    defaults for the rest: repeat_interval 1, monthly_day 1, end_times 1), or a 300 error naming the field it
+    refuses."""
+    if not isinstance(rec, dict) or rec.get("type") not in FREQUENCIES:
+        raise _error(400, 300, "Invalid field: recurrence.type (1 daily, 2 weekly, 3 monthly).")
+    kind = rec["type"]
+    out: dict[str, Any] = {"type": kind}
+    interval = rec.get("repeat_interval", 1)
+    if not _is_int(interval) or not 1 <= interval <= MAX_REPEAT_INTERVAL[kind]:
+        raise _error(400, 300, f"Invalid field: recurrence.repeat_interval (1-{MAX_REPEAT_INTERVAL[kind]}).")
+    if "repeat_interval" in rec:
+        out["repeat_interval"] = interval
+    if kind == 2:
+        days = rec.get("weekly_days")
+        parts = str(days).split(",") if isinstance(days, (str, int)) and not isinstance(days, bool) else []
+        if not parts or any(p.strip() not in "1234567" or not p.strip() for p in parts):
+            raise _error(400, 300, "Invalid field: recurrence.weekly_days (days 1-7, comma separated).")
+        out["weekly_days"] = ",".join(p.strip() for p in parts)
+    if kind == 3:
+        if rec.get("monthly_week") is not None or rec.get("monthly_week_day") is not None:
+            if rec.get("monthly_week") not in (-1, 1, 2, 3, 4) or rec.get("monthly_week_day") not in range(1, 8):
+                raise _error(400, 300, "Invalid field: recurrence.monthly_week (-1, 1-4) with monthly_week_day "
+                             "(1-7).")
+            out["monthly_week"], out["monthly_week_day"] = rec["monthly_week"], rec["monthly_week_day"]
+        else:
+            day = rec.get("monthly_day", 1)
+            if not _is_int(day) or not 1 <= day <= 31:
+                raise _error(400, 300, "Invalid field: recurrence.monthly_day (1-31).")
+            if "monthly_day" in rec:
+                out["monthly_day"] = day
+    if rec.get("end_times") is not None and rec.get("end_date_time") is not None:
+        raise _error(400, 300, "Invalid field: recurrence: end_times and end_date_time cannot be used together.")
+    if rec.get("end_date_time") is not None:
+        try:
+            out["end_date_time"] = stamp(parse_stamp(rec["end_date_time"]))
+        except ValueError as exc:
+            raise _error(400, 300, "Invalid field: recurrence.end_date_time.") from exc
+    else:
+        times = rec.get("end_times", 1)
+        if not _is_int(times) or not 0 <= times <= MAX_OCCURRENCES:
+            raise _error(400, 300, f"Invalid field: recurrence.end_times (at most {MAX_OCCURRENCES}).")
+        if "end_times" in rec:
+            out["end_times"] = times
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def occurrence_starts(meeting: dict[str, Any]) -> list[datetime]:
+    """The UTC starts of a recurring meeting's occurrences: the rule runs on the wall clock of the meeting's time
+    zone from its start (a weekly or monthly rule begins with the first matching day on or after it)."""
+    rec = meeting["recurrence"]
+    zone = tz(meeting.get("timezone"))
+    local = parse_stamp(meeting["start_time"]).astimezone(zone).replace(tzinfo=None)
+    rule: dict[str, Any] = {"freq": FREQUENCIES[rec["type"]], "interval": rec.get("repeat_interval") or 1,
+                            "dtstart": local, "wkst": rrule.SU}
+    if rec["type"] == 2:
+        rule["byweekday"] = [WEEKDAYS[int(d) - 1] for d in str(rec["weekly_days"]).split(",")]
+    if rec["type"] == 3 and rec.get("monthly_week"):
+        rule["byweekday"] = WEEKDAYS[rec["monthly_week_day"] - 1](rec["monthly_week"])
+    elif rec["type"] == 3:
+        rule["bymonthday"] = rec.get("monthly_day") or 1
+    until = parse_stamp(rec["end_date_time"]) if rec.get("end_date_time") else None
+    count = MAX_OCCURRENCES if until is not None else (rec.get("end_times", 1) or MAX_OCCURRENCES)
+    out: list[datetime] = []
+    for wall in rrule.rrule(**rule):
+        at = wall.replace(tzinfo=zone).astimezone(UTC)
+        if (until is not None and at > until) or len(out) >= count:
+            break
+        out.append(at)
+    return out
+
+
+def occurrence_id(start: datetime) -> str:
+    """Zoom names an occurrence by its start in epoch milliseconds."""
+    return str(int(start.timestamp()) * 1000)
+
+
+def occurrences(meeting: dict[str, Any], edits: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `occurrences` array of a recurring meeting, with its occurrences' own edits (moved, deleted)."""
+    out = []
+    for at in occurrence_starts(meeting):
+        key = occurrence_id(at)
+        edit = edits.get(key, {})
+        out.append({"occurrence_id": key, "start_time": edit.get("start_time", stamp(at)),
+                    "duration": edit.get("duration", meeting.get("duration", 60)),
+                    "status": edit.get("status", "available")})
+    return out
 
 
 def _category(method: str, path: str) -> str:
@@ -225,10 +423,16 @@ def _category(method: str, path: str) -> str:
 
 def _snapshot(state: ZoomState, key: int) -> str:
     """What a meeting holds, its occurrences as they now fall included (an echo write leaves it the same)."""
-    return json.dumps(state.full_meeting(key), sort_keys=True, default=str)
+    meeting = state.full_meeting(key)
+    series = (meeting.get("agenda"), meeting["settings"])
+    own = {occ: view for occ, edit in state.edits.get(key, {}).items()
+           if (view := (edit.get("agenda", series[0]), {**series[1], **edit.get("settings", {})})) != series}
+    return json.dumps([meeting, own], sort_keys=True, default=str)
 
 
-def _validate_body(body: dict[str, Any], creating: bool) -> dict[str, Any]:
+def _validate_body(body: dict[str, Any], creating: bool, zone: str) -> dict[str, Any]:
+    """The fields of a meeting create/update Zoom takes, checked; `zone` reads a start_time without an offset
+    when the body names no timezone (the meeting's, or on a create the host's)."""
     if not isinstance(body, dict):
         raise _error(400, 300, "Request Body should be a valid JSON object.")
     out: dict[str, Any] = {}
@@ -246,40 +450,96 @@ def _validate_body(body: dict[str, Any], creating: bool) -> dict[str, Any]:
         out["type"] = body["type"]
     if "timezone" in body:
         try:
-            ZoneInfo(body["timezone"])
-        except Exception as exc:
+            tz(body["timezone"])
+        except ValueError as exc:
             raise _error(400, 300, f"Invalid field: timezone {body['timezone']!r}.") from exc
-        out["timezone"] = body["timezone"]
+        out["timezone"] = body["timezone"] or zone
     if "start_time" in body:
-        try:
-            out["start_time"] = fmt_instant(parse_instant(body["start_time"]))
-        except InvalidItem as exc:
-            raise _error(400, 300, "Invalid field: start_time.") from exc
+        out["start_time"] = _start_time(body["start_time"], out.get("timezone") or zone)
+    if "password" in body:
+        if not isinstance(body["password"], str) or not PASSCODE.fullmatch(body["password"]):
+            raise _error(400, 300, "Invalid field: password (at most 10 characters: letters, digits, @ - _ *).")
+        out["password"] = body["password"]
     if "duration" in body:
-        if not isinstance(body["duration"], int) or body["duration"] < 0:
+        if not _is_int(body["duration"]) or body["duration"] < 0:
             raise _error(400, 300, "Invalid field: duration.")
         out["duration"] = body["duration"]
     if "recurrence" in body:
-        rec = body["recurrence"]
-        if rec is not None and (not isinstance(rec, dict) or rec.get("type") not in (1, 2, 3)):
-            raise _error(400, 300, "Invalid field: recurrence.")
-        if rec is not None and (rec.get("end_times") or 0) > 60:
-            raise _error(400, 300, "Invalid field: recurrence.end_times (at most 60).")
-        out["recurrence"] = rec
+        out["recurrence"] = None if body["recurrence"] is None else check_recurrence(body["recurrence"])
     if "settings" in body:
-        settings = body["settings"] or {}
-        keys = settings.get("custom_keys") or []
-        if len(keys) > 10 or any(len(k.get("key", "")) > 64 or len(k.get("value", "")) > 256 for k in keys):
-            raise _error(400, 300, "Invalid field: settings.custom_keys.")
-        out["settings"] = {k: v for k, v in settings.items() if k in SETTINGS_KEPT}
+        out["settings"] = _check_settings(body["settings"])
     if creating:
         out.setdefault("type", 2)
         out.setdefault("topic", "Zoom meeting")
         if out["type"] in (2, 8) and "start_time" not in out:
-            out["start_time"] = fmt_instant(now_utc())
+            out["start_time"] = stamp(now())
         if out["type"] == 8 and not out.get("recurrence"):
             raise _error(400, 300, "Recurring meeting requires recurrence.")
     return out
+
+
+def _start_time(value: Any, zone: str) -> str:
+    """A start_time as Zoom reads it: `yyyy-MM-ddTHH:mm:ssZ` in UTC, or `yyyy-MM-ddTHH:mm:ss` on the wall clock
+    of the meeting's timezone (an offset is taken too)."""
+    try:
+        if isinstance(value, str) and len(value) == 19 and value[10] in "Tt":
+            local = datetime.fromisoformat(value)
+            return stamp(local.replace(tzinfo=tz(zone)))
+        return stamp(parse_stamp(value))
+    except ValueError as exc:
+        raise _error(400, 300, "Invalid field: start_time.") from exc
+
+
+def _check_settings(settings: Any) -> dict[str, Any]:
+    """The settings a client sets, kept as sent (Zoom answers every setting: these, and defaults for the rest)."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise _error(400, 300, "Invalid field: settings.")
+    keys = settings.get("custom_keys") or []
+    if not isinstance(keys, list) or len(keys) > 10 or any(
+            not isinstance(k, dict) or len(str(k.get("key", ""))) > 64 or len(str(k.get("value", ""))) > 256
+            for k in keys):
+        raise _error(400, 300, "Invalid field: settings.custom_keys.")
+    invitees = settings.get("meeting_invitees") or []
+    if not isinstance(invitees, list) or any(not isinstance(i, dict) or not i.get("email") for i in invitees):
+        raise _error(400, 300, "Invalid field: settings.meeting_invitees.")
+    for name, kind in SETTINGS_TYPES.items():
+        if name in settings and not isinstance(settings[name], kind):
+            raise _error(400, 300, f"Invalid field: settings.{name}.")
+    return {k: v for k, v in settings.items() if k in SETTINGS_FIELDS}
+
+
+def _listed(state: ZoomState, meeting: dict[str, Any], kind: str, at: datetime) -> bool:
+    """Whether GET /users/{userId}/meetings?type=`kind` lists the meeting at `at`: only scheduled meetings (no
+    instant ones); `live` those started and not ended, `upcoming(_meetings)` those not over within the next six
+    months, `previous_meetings` those over within the last six months. A meeting with no fixed time (type 3) has
+    no time to be upcoming or over: it is only among the scheduled."""
+    if meeting.get("type") == 1:
+        return False
+    if kind == "scheduled":
+        return True
+    if kind == "live":
+        return meeting.get("status") == "started"
+    spans = _spans(state, meeting)
+    if kind == "previous_meetings":
+        return any(at - LISTED_SPAN <= end <= at for _, end in spans)
+    return meeting.get("status") == "started" or any(end > at and start <= at + LISTED_SPAN for start, end in spans)
+
+
+def _spans(state: ZoomState, meeting: dict[str, Any]) -> list[tuple[datetime, datetime]]:
+    """(start, end) of a meeting with a fixed time, of each available occurrence for a recurring one."""
+    if meeting.get("type") == 2 and meeting.get("start_time"):
+        start = parse_stamp(meeting["start_time"])
+        return [(start, start + timedelta(minutes=meeting.get("duration") or 0))]
+    if meeting.get("type") == 8 and meeting.get("recurrence"):
+        spans = []
+        for occ in occurrences(meeting, state.edits.get(meeting["id"], {})):
+            if occ["status"] == "available":
+                start = parse_stamp(occ["start_time"])
+                spans.append((start, start + timedelta(minutes=occ["duration"] or 0)))
+        return spans
+    return []
 
 
 def build_app(state: ZoomState) -> APIRouter:
@@ -299,10 +559,12 @@ def build_app(state: ZoomState) -> APIRouter:
 
     @router.post("/oauth/token")
     async def token(request: Request):
+        """Zoom's token endpoint: the client in HTTP Basic auth; the grant's parameters in the query string (as
+        Zoom documents them) or in a form body."""
         creds = basic_credentials(request)
         if creds != (state.client_id, state.client_secret):
             return JSONResponse({"reason": "Invalid client_id or client_secret", "error": "invalid_client"}, 401)
-        form = await request.form()
+        form = {**request.query_params, **(await request.form())}
         grant = form.get("grant_type")
         with state.lock:
             if grant == "account_credentials":
@@ -313,9 +575,10 @@ def build_app(state: ZoomState) -> APIRouter:
                 issued["api_url"] = str(request.base_url).rstrip("/")
                 return issued
             if grant == "refresh_token":
+                # refresh tokens rotate: a spent (or unknown) one is refused as an invalid grant
                 subject = state.tokens.use_refresh(str(form.get("refresh_token", "")))
                 if subject is None:
-                    return JSONResponse({"reason": "Invalid Token!", "error": "invalid_grant"}, 401)
+                    return JSONResponse({"reason": "Invalid Token!", "error": "invalid_grant"}, 400)
                 issued = state.tokens.issue(subject, with_refresh=True, app=True)
                 issued["scope"] = "meeting:read meeting:write user:read"
                 return issued
@@ -333,12 +596,40 @@ def build_app(state: ZoomState) -> APIRouter:
                 return JSONResponse({"reason": "Invalid Token!", "error": "invalid_request"}, 400)
         return {"status": "success"}
 
+    def page(kind: str, owner: str, items: list, page_size: int, next_page_token: str,
+             page_number: int | None) -> tuple[list, str, int]:
+        """One page of a listing -> (items, the token for the next page or "", page number). A token lasts 15
+        minutes and belongs to the listing that gave it."""
+        offset = 0
+        if next_page_token:
+            found = state.page_tokens.get(next_page_token)
+            if found is None or found[0] != f"{kind}:{owner}" or found[2] < time.time():
+                raise _error(400, 300, "Invalid next_page_token or it has expired.")
+            offset = found[1]
+        elif page_number is not None:
+            if page_number < 1:
+                raise _error(400, 300, "Invalid field: page_number.")
+            offset = (page_number - 1) * page_size
+        token = ""
+        if offset + page_size < len(items):
+            token = secrets.token_urlsafe(24)
+            state.page_tokens[token] = (f"{kind}:{owner}", offset + page_size, time.time() + 900)
+        return items[offset:offset + page_size], token, offset // page_size + 1
+
     @router.get("/v2/users")
-    def list_users(request: Request, page_size: int = 30):
+    def list_users(request: Request, status: str = "active", page_size: int = 30, next_page_token: str = "",
+                   page_number: int | None = None):
         auth(request)
-        users = [{k: v for k, v in u.items() if not k.startswith("_")} for u in state.users.values()]
-        return {"page_count": 1, "page_number": 1, "page_size": page_size, "total_records": len(users),
-                "next_page_token": "", "users": users}
+        if status not in USER_STATUSES:
+            raise _error(400, 300, f"Invalid field: status ({', '.join(USER_STATUSES)}).")
+        if not 1 <= page_size <= 2000:
+            raise _error(400, 300, "Invalid field: page_size (1-2000).")
+        with state.lock:
+            users = [{k: v for k, v in u.items() if not k.startswith("_")} for u in state.users.values()
+                     if u["status"] == status]
+            items, token, number = page("users", status, users, page_size, next_page_token, page_number)
+            return {"page_count": -(-len(users) // page_size), "page_number": number, "page_size": page_size,
+                    "total_records": len(users), "next_page_token": token, "users": items}
 
     @router.get("/v2/users/{user_id}")
     def get_user(user_id: str, request: Request):
@@ -348,31 +639,24 @@ def build_app(state: ZoomState) -> APIRouter:
 
     @router.get("/v2/users/{user_id}/meetings")
     def list_meetings(user_id: str, request: Request, type: str = "scheduled", page_size: int = 30,
-                      next_page_token: str = ""):
+                      next_page_token: str = "", page_number: int | None = None):
         subject = auth(request)
+        if type not in MEETING_LISTS:
+            raise _error(400, 300, f"Invalid field: type ({', '.join(MEETING_LISTS)}).")
         if page_size > 300 or page_size < 1:
             raise _error(400, 300, "Invalid field: page_size (1-300).")
         with state.lock:
             user = user_or_404(user_id, subject)
-            offset = 0
-            if next_page_token:
-                found = state.page_tokens.get(next_page_token)
-                if found is None or found[0] != user["id"] or found[2] < time.time():
-                    raise _error(400, 300, "Invalid next_page_token or it has expired.")
-                offset = found[1]
-            meetings = state.user_meetings(user["id"])
-            page = meetings[offset:offset + page_size]
-            token = ""
-            if offset + page_size < len(meetings):
-                token = secrets.token_urlsafe(24)
-                state.page_tokens[token] = (user["id"], offset + page_size, time.time() + 900)
+            meetings = [m for m in state.user_meetings(user["id"]) if _listed(state, m, type, state.wall_clock())]
+            chosen, token, number = page("meetings:" + type, user["id"], meetings, page_size, next_page_token,
+                                         page_number)
             items = []
-            for m in page:
+            for m in chosen:
                 item = {k: m[k] for k in LIST_FIELDS if k in m}
                 item["agenda"] = (m.get("agenda") or "")[:250]
                 items.append(item)
-            return {"page_size": page_size, "total_records": len(meetings), "next_page_token": token,
-                    "meetings": items}
+            return {"page_size": page_size, "page_number": number, "page_count": -(-len(meetings) // page_size),
+                    "total_records": len(meetings), "next_page_token": token, "meetings": items}
 
     @router.post("/v2/users/{user_id}/meetings", status_code=201)
     async def create_meeting(user_id: str, request: Request):
@@ -383,10 +667,10 @@ def build_app(state: ZoomState) -> APIRouter:
             raise _error(400, 300, "Request Body should be a valid JSON object.") from exc
         with state.lock:
             user = user_or_404(user_id, subject)
-            fields = _validate_body(body, creating=True)
+            fields = _validate_body(body, creating=True, zone=user["timezone"])
             state.count_meeting_write(request, user["id"])
             meeting_id = next(state.ids)
-            password = secrets.token_urlsafe(6)[:8]
+            password = fields.get("password") or "".join(secrets.choice(PASSCODE_CHARS) for _ in range(8))
             meeting = {
                 "uuid": base64.b64encode(secrets.token_bytes(16)).decode(),
                 "id": meeting_id,
@@ -397,7 +681,7 @@ def build_app(state: ZoomState) -> APIRouter:
                 "status": "waiting",
                 "timezone": fields.get("timezone") or user["timezone"],
                 "agenda": fields.get("agenda", ""),
-                "created_at": fmt_instant(now_utc()),
+                "created_at": stamp(now()),
                 "join_url": f"https://sandbox.zoom.us/j/{meeting_id}?pwd={password}",
                 "start_url": f"https://sandbox.zoom.us/s/{meeting_id}",
                 "password": password,
@@ -410,7 +694,7 @@ def build_app(state: ZoomState) -> APIRouter:
             if fields["type"] == 8:
                 meeting["recurrence"] = fields["recurrence"]
             state.meetings[meeting_id] = meeting
-            state.notify_meeting("meeting.created", meeting)
+            state.notify_created(meeting_id)
             return JSONResponse(state.full_meeting(meeting_id), status_code=201)
 
     def meeting_or_404(meeting_id: str) -> int:
@@ -428,16 +712,23 @@ def build_app(state: ZoomState) -> APIRouter:
                 return occ
         raise _error(404, 3001, f"Occurrence does not exist: {occurrence_id}.")
 
+    def view(key: int, occurrence_id: str = "") -> dict:
+        """The meeting as GET answers it, or with `occurrence_id` that occurrence of it."""
+        meeting = state.full_meeting(key)
+        if occurrence_id:
+            occ = occurrence_or_404(key, occurrence_id)
+            edit = state.edits.get(key, {}).get(occurrence_id, {})
+            meeting.update(start_time=occ["start_time"], duration=occ["duration"])
+            if "agenda" in edit:
+                meeting["agenda"] = edit["agenda"]
+            meeting["settings"].update(edit.get("settings", {}))
+        return meeting
+
     @router.get("/v2/meetings/{meeting_id}")
     def get_meeting(meeting_id: str, request: Request, occurrence_id: str = ""):
         auth(request)
         with state.lock:
-            key = meeting_or_404(meeting_id)
-            meeting = state.full_meeting(key)
-            if occurrence_id:
-                occ = occurrence_or_404(key, occurrence_id)
-                meeting.update(start_time=occ["start_time"], duration=occ["duration"])
-            return meeting
+            return view(meeting_or_404(meeting_id), occurrence_id)
 
     @router.patch("/v2/meetings/{meeting_id}", status_code=204)
     async def patch_meeting(meeting_id: str, request: Request, occurrence_id: str = ""):
@@ -448,12 +739,13 @@ def build_app(state: ZoomState) -> APIRouter:
             raise _error(400, 300, "Request Body should be a valid JSON object.") from exc
         with state.lock:
             key = meeting_or_404(meeting_id)
-            fields = _validate_body(body, creating=False)
+            fields = _validate_body(body, creating=False, zone=state.meetings[key].get("timezone") or "UTC")
             state.count_meeting_write(request, state.meetings[key]["host_id"])
-            before = _snapshot(state, key)
+            before, seen = _snapshot(state, key), view(key, occurrence_id)
             answer = _patch(key, fields, occurrence_id)
             if state.tokens.by_app(request) and _snapshot(state, key) == before:
                 state.meter.echo(state.meetings[key]["host_id"], request.method, request.url.path)
+            state.notify_updated(seen, view(key, occurrence_id), occurrence_id)
             return answer
 
     def _patch(key: int, fields: dict[str, Any], occurrence_id: str) -> Response:
@@ -463,19 +755,22 @@ def build_app(state: ZoomState) -> APIRouter:
             if occ["status"] == "deleted":
                 raise _error(400, 3000, "Occurrence has been deleted.")
             edit = state.edits.setdefault(key, {}).setdefault(occurrence_id, {})
-            if "start_time" in fields:
-                edit["start_time"] = fields["start_time"]
-            if "duration" in fields:
-                edit["duration"] = fields["duration"]
-            state.notify_meeting("meeting.updated", state.meetings[key])
+            for name in ("start_time", "duration", "agenda"):
+                if name in fields:
+                    edit[name] = fields[name]
+            settings = {k: v for k, v in (fields.get("settings") or {}).items() if k in OCCURRENCE_SETTINGS}
+            if settings:
+                edit.setdefault("settings", {}).update(settings)
             return Response(status_code=204)
-        meeting = state.meetings[key]
+        meeting = json.loads(json.dumps(state.meetings[key]))     # kept only if the whole PATCH is taken
         old_rule = (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone"))
         for name, value in fields.items():
             if name == "settings":
                 meeting.setdefault("settings", {}).update(value)
             else:
                 meeting[name] = value
+        if "password" in fields:     # the join link carries the passcode
+            meeting["join_url"] = f"https://sandbox.zoom.us/j/{key}?pwd={fields['password']}"
         if meeting.get("type") == 3:
             meeting.pop("start_time", None)
             meeting.pop("recurrence", None)
@@ -484,11 +779,11 @@ def build_app(state: ZoomState) -> APIRouter:
         if meeting.get("type") == 8 and not meeting.get("recurrence"):
             raise _error(400, 300, "Recurring meeting requires recurrence.")
         if meeting.get("type") in (2, 8) and "start_time" not in meeting:
-            meeting["start_time"] = fmt_instant(now_utc())
+            meeting["start_time"] = stamp(now())
             meeting.setdefault("duration", 60)
+        state.meetings[key] = meeting
         if (meeting.get("recurrence"), meeting.get("start_time"), meeting.get("timezone")) != old_rule:
             state.edits.pop(key, None)   # a new series: occurrence edits no longer apply
-        state.notify_meeting("meeting.updated", meeting)
         return Response(status_code=204)
 
     @router.delete("/v2/meetings/{meeting_id}", status_code=204)
@@ -501,9 +796,9 @@ def build_app(state: ZoomState) -> APIRouter:
                 if occ["status"] == "deleted":
                     raise _error(400, 3000, "Occurrence has been deleted.")
                 state.edits.setdefault(key, {})[occurrence_id] = {"status": "deleted"}
-                state.notify_meeting("meeting.updated", state.meetings[key])
+                state.notify_deleted(state.meetings[key], occ)
                 return Response(status_code=204)
-            state.notify_meeting("meeting.deleted", state.meetings[key])
+            state.notify_deleted(state.meetings[key])
             del state.meetings[key]
             state.edits.pop(key, None)
             return Response(status_code=204)
