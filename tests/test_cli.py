@@ -172,6 +172,7 @@ def test_demo_once_json_agrees_with_no_duplicates(env):
     assert summary["presence_writes"] == 3
     # the booking with guests: each one got a REQUEST on the demo's mail server, once
     assert summary["invitations"] == {"sent": 2, "by_method": {"REQUEST": 2}}
+    assert summary["polls_created"] == 1          # the poll attached while booking, on the meeting
 
 
 def test_sandbox_first_line_is_json(env, monkeypatch):

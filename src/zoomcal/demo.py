@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from zoomcal.agreement import agreement as agreement_of
-from zoomcal.app import accounts, admin, availability, due, invitations, jobs, propagation, sync, users
+from zoomcal.app import accounts, admin, availability, due, invitations, jobs, polls, propagation, sync, users
 from zoomcal.app.availability import index
 from zoomcal.app.context import Actor, AppContext, Services, open_services
 from zoomcal.app.runner import EmbeddedRunner, Intervals
@@ -241,10 +241,13 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         say(f"verification round: {resync_writes} writes, {demo.sync_api_calls - calls_before} API calls")
         sent = invitations.deliver(demo.ctx).sent
         say(f"invitations: {sent} e-mail(s) sent; the demo's mail server holds {len(demo.mail.received)}")
+        attached = await polls.attach_waiting(demo.ctx)
+        say(f"polls: {attached['created']} put on the booked Zoom meeting")
         outcomes = await demo.presence.start(demo.ctx.now())
         for outcome in outcomes:
             say(f"presence {outcome.user}: {outcome.decision.reason}")
-        return summary(demo, {"resync_writes": resync_writes, "presence": person.presence_of(demo.actor, demo.users),
+        return summary(demo, {"polls_created": attached["created"], "resync_writes": resync_writes,
+                              "presence": person.presence_of(demo.actor, demo.users),
                               "presence_writes": demo.presence.writes, "push": pushed})
     finally:
         await close(demo)
@@ -263,7 +266,9 @@ def book_with_guests(demo: DemoSetup) -> availability.Booked:
     start = datetime.fromisoformat(free[0]["start"])
     return availability.book(demo.ctx, host["email"], start, start + timedelta(minutes=30), "Project kickoff",
                              attendees=[other["email"], *GUESTS], zoom=True,
-                             description="Agenda: scope, people, dates.")
+                             description="Agenda: scope, people, dates.",
+                             poll=polls.poll_body("Kickoff", [polls.parse_question(
+                                 "Which first? = Scope | People | Dates")]))
 
 
 def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:

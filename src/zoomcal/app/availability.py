@@ -137,11 +137,15 @@ class Booked:
 
 
 def book(ctx: AppContext, email: str, start: datetime, end: datetime, title: str, *,
-         attendees: list[str] | None = None, zoom: bool = False, description: str = "") -> Booked:
+         attendees: list[str] | None = None, zoom: bool = False, description: str = "",
+         poll: dict[str, Any] | None = None) -> Booked:
     """Book a time unless it collides with anything the person has (ConflictError names what): the check and the
     insert are one transaction. The booking reaches Zoom and the calendar through the next sync of that person,
-    which is asked for at once."""
+    which is asked for at once. Guests are invited by e-mail; `poll` (see polls.poll_body) is put on the Zoom
+    meeting once it exists."""
     ctx.require_manage(email)
+    if poll is not None and not zoom:
+        raise InvalidError("a poll needs a Zoom meeting (book with zoom)", field="poll")
     if not (title or "").strip():
         raise InvalidError("a booking needs a title", field="title")
     guests = [users.normal_email(a) for a in attendees or []]
@@ -151,7 +155,7 @@ def book(ctx: AppContext, email: str, start: datetime, end: datetime, title: str
     try:
         result = booking.book(ctx.store, user.id, localize(start, tz), localize(end, tz), title.strip(),
                               ctx.rules(), attendees=guests, zoom=zoom, description=description,
-                              actor=ctx.actor.name)
+                              actor=ctx.actor.name, poll=poll)
     except ConfigError as exc:
         raise InvalidError(str(exc), field="start") from exc
     if not result.booked:

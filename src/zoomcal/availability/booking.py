@@ -24,7 +24,7 @@ from zoomcal.invitations import outbox
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.store import repo
 from zoomcal.store.db import Database
-from zoomcal.store.models import AvailabilitySettings, BusyInterval, Calendar, Event, Link, User
+from zoomcal.store.models import AvailabilitySettings, BusyInterval, Calendar, Event, Link, MeetingPoll, User
 
 HORIZON = timedelta(days=5 * 366)      # how far ahead a booking may be made
 
@@ -38,7 +38,7 @@ class Booking:
 
 def book(db: Database, user_id: int, start: datetime, end: datetime, title: str, rules: MappingRules, *,
          attendees: list[str] | None = None, zoom: bool = False, description: str = "", actor: str = "cli",
-         timezone: str | None = None) -> Booking:
+         timezone: str | None = None, poll: dict | None = None) -> Booking:
     if end <= start:
         raise ConfigError("a booking must end after it starts")
     lo, hi = intervals.window(rules.availability.window_past_days, rules.availability.window_future_days)
@@ -81,6 +81,8 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
                    {"title": title, "start": content["start"], "end": content["end"], "zoom": zoom})
         # guests are invited by e-mail, decided in this same transaction (a Zoom meeting once it has its link)
         outbox.track(s, user.tenant_id, user, event_id, content, rules, wait_for_join=zoom)
+        if poll is not None:       # created on the Zoom meeting once it exists
+            s.add(MeetingPoll(tenant_id=user.tenant_id, user_id=user_id, event_id=event_id, poll=poll))
         return Booking(True, event_id=event_id)
 
 

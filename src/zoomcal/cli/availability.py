@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from zoomcal.app import availability as app_availability
+from zoomcal.app import polls
 from zoomcal.app import settings as app_settings
 from zoomcal.app import sync as app_sync
 from zoomcal.availability.query import parse_duration
@@ -109,6 +110,10 @@ def book(
     title: str = typer.Option(..., "--title", help="The booking's title."),
     attendees: str = typer.Option("", "--attendees", help="Comma-separated e-mails."),
     zoom: bool = typer.Option(False, "--zoom", help="Also create a Zoom meeting."),
+    poll_title: str | None = typer.Option(None, "--poll", help="Attach a poll with this title to the Zoom meeting "
+                                                               "(with --question)."),
+    questions: list[str] = typer.Option([], "--question", help="A poll question: 'text = answer | answer' "
+                                                               "(repeat for more)."),
     sync_now: bool = typer.Option(True, "--sync/--no-sync", help="Fan out to Zoom and the calendar right away."),
     as_json: bool = typer.Option(False, "--json", help="Print the booking and its fan-out as JSON."),
 ) -> None:
@@ -116,7 +121,9 @@ def book(
     the conflicting item). Exit 4: booked, but writing it to a calendar failed (the next sync tries again)."""
     ctx = context()
     guests = [a.strip() for a in attendees.split(",") if a.strip()]
-    booked = app_availability.book(ctx, user, when(start), when(end), title, attendees=guests, zoom=zoom)
+    poll = polls.poll_body(poll_title, [polls.parse_question(q) for q in questions]) \
+        if poll_title is not None or questions else None
+    booked = app_availability.book(ctx, user, when(start), when(end), title, attendees=guests, zoom=zoom, poll=poll)
     results = run_async(ctx, lambda: app_sync.run(ctx, booked.user, trigger="booking")) if sync_now else []
     failed = [r for r in results if r.status not in ("ok", "skipped") or r.errors]
     if as_json:

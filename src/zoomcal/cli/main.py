@@ -11,6 +11,7 @@ from zoomcal.cli.accounts import account_app
 from zoomcal.cli.audit import audit_app
 from zoomcal.cli.invitations import invitations_app, mail_app
 from zoomcal.cli.mapping import mapping_app
+from zoomcal.cli.polls import polls_app
 from zoomcal.cli.presence import presence_app
 from zoomcal.cli.users import user_app
 from zoomcal.logging import configure
@@ -57,6 +58,7 @@ app.add_typer(mapping_app, name="mapping")
 app.add_typer(audit_app, name="audit")
 app.add_typer(mail_app, name="mail")
 app.add_typer(invitations_app, name="invitations")
+app.add_typer(polls_app, name="polls")
 app.command()(demo.demo)
 app.command()(demo.sandbox)
 app.command()(serve.serve)

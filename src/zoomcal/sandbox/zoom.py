@@ -151,6 +151,8 @@ class ZoomState:
     webhook_url: str | None = None                 # the app's event notification endpoint
     webhook_secret: str = "zoom-sandbox-webhook-secret"    # the app's secret token
     outbox: Outbox = field(default_factory=Outbox)
+    polls: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)    # meeting -> poll id -> poll
+    poll_answers: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # meeting -> who answered what
 
     def __post_init__(self) -> None:
         self.meter = Meter(clock=lambda: self.clock())    # the state's clock, even one set later
@@ -293,6 +295,28 @@ class ZoomState:
                 return user
         return None
 
+    def answer_poll(self, meeting_id: int, poll_id: str, email: str, name: str, answers: dict[str, str],
+                    at: datetime | None = None) -> None:
+        """A participant answers a poll during the meeting (what Zoom's client does): the answers show in
+        /past_meetings/{id}/polls; an anonymous poll keeps no name or address."""
+        with self.lock:
+            poll = self.polls[meeting_id][poll_id]
+            asked = {q["name"] for q in poll["questions"]}
+            unknown = set(answers) - asked
+            if unknown:
+                raise ValueError(f"no such question: {sorted(unknown)}")
+            if poll["anonymous"]:
+                email, name = "", "Anonymous Attendee"
+            when = stamp(at or self.wall_clock())
+            entries = self.poll_answers.setdefault(meeting_id, [])
+            mine = next((e for e in entries if e["email"] == email and e["name"] == name), None)
+            if mine is None:
+                mine = {"email": email, "name": name, "question_details": []}
+                entries.append(mine)
+            mine["question_details"] += [{"answer": answer, "date_time": when, "polling_id": poll_id,
+                                          "question": question} for question, answer in answers.items()]
+            poll["status"] = "ended"
+
     def user_meetings(self, user_id: str) -> list[dict]:
         return sorted((m for m in self.meetings.values() if m["host_id"] == user_id), key=lambda m: m["id"])
 
@@ -410,6 +434,59 @@ def occurrences(meeting: dict[str, Any], edits: dict[str, dict[str, Any]]) -> li
                     "duration": edit.get("duration", meeting.get("duration", 60)),
                     "status": edit.get("status", "available")})
     return out
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise _error(400, 300, "Request Body should be a valid JSON object.") from exc
+
+
+POLL_TYPES = ("single", "multiple", "matching", "rank_order", "short_answer", "long_answer", "fill_in_the_blank",
+              "rating_scale")
+MAX_POLLS = 50           # per meeting
+MAX_BATCH = 25
+
+
+def _check_poll(body: Any) -> dict[str, Any]:
+    """A poll as meetings-api.json describes it (defaults filled in); 400 / 4400 for what Zoom refuses."""
+    if not isinstance(body, dict):
+        raise _error(400, 300, "Request body must be a JSON object.")
+    title = body.get("title")
+    if not isinstance(title, str) or not title.strip() or len(title) > 64:
+        raise _error(400, 300, "Poll title is required, at most 64 characters.")
+    poll_type = body.get("poll_type", 1)
+    if poll_type not in (1, 2, 3):
+        raise _error(400, 300, f"Invalid field: poll_type {poll_type!r}.")
+    questions = body.get("questions")
+    if not isinstance(questions, list) or not questions:
+        raise _error(400, 300, "A poll needs at least one question.")
+    out = []
+    for q in questions:
+        if not isinstance(q, dict) or not isinstance(q.get("name"), str) or not q["name"].strip() \
+                or len(q["name"]) > 1024:
+            raise _error(400, 300, "Each question needs a name of at most 1024 characters.")
+        kind = q.get("type", "single")
+        if kind not in POLL_TYPES:
+            raise _error(400, 300, f"Invalid field: type {kind!r}.")
+        if poll_type == 1 and kind not in ("single", "multiple"):
+            raise _error(400, 4400, f"A {kind} question needs an advanced poll (poll_type 2) or a quiz (3).")
+        answers = q.get("answers", [])
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise _error(400, 300, "Invalid field: answers.")
+        if kind in ("single", "multiple", "matching", "rank_order") and len(answers) < 2:
+            raise _error(400, 300, "A choice question needs at least two answers.")
+        if kind in ("single", "multiple") and len(answers) > 10:
+            raise _error(400, 300, "A choice question takes at most 10 answers.")
+        out.append({"name": q["name"], "type": kind, "answer_required": bool(q.get("answer_required",
+                                                                                    poll_type == 1)),
+                    "answers": answers,
+                    **{k: q[k] for k in ("right_answers", "prompts", "case_sensitive", "show_as_dropdown",
+                                         "answer_min_character", "answer_max_character", "rating_min_value",
+                                         "rating_max_value", "rating_min_label", "rating_max_label") if k in q}})
+    return {"title": title, "anonymous": bool(body.get("anonymous", False)), "poll_type": poll_type,
+            "questions": out}
 
 
 def _category(method: str, path: str) -> str:
@@ -661,10 +738,7 @@ def build_app(state: ZoomState) -> APIRouter:
     @router.post("/v2/users/{user_id}/meetings", status_code=201)
     async def create_meeting(user_id: str, request: Request):
         subject = auth(request)
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise _error(400, 300, "Request Body should be a valid JSON object.") from exc
+        body = await _json_body(request)
         with state.lock:
             user = user_or_404(user_id, subject)
             fields = _validate_body(body, creating=True, zone=user["timezone"])
@@ -733,10 +807,7 @@ def build_app(state: ZoomState) -> APIRouter:
     @router.patch("/v2/meetings/{meeting_id}", status_code=204)
     async def patch_meeting(meeting_id: str, request: Request, occurrence_id: str = ""):
         auth(request)
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise _error(400, 300, "Request Body should be a valid JSON object.") from exc
+        body = await _json_body(request)
         with state.lock:
             key = meeting_or_404(meeting_id)
             fields = _validate_body(body, creating=False, zone=state.meetings[key].get("timezone") or "UTC")
@@ -802,6 +873,86 @@ def build_app(state: ZoomState) -> APIRouter:
             del state.meetings[key]
             state.edits.pop(key, None)
             return Response(status_code=204)
+
+    # --- polls (meetings-api.json: /meetings/{meetingId}/polls, batch_polls, /past_meetings/{meetingId}/polls)
+    def poll_or_404(key: int, poll_id: str) -> dict[str, Any]:
+        poll = state.polls.get(key, {}).get(poll_id)
+        if poll is None:
+            raise _error(404, 3161, f"Poll does not exist: {poll_id}.")
+        return poll
+
+    def add_polls(key: int, bodies: list[Any]) -> list[dict[str, Any]]:
+        checked = [_check_poll(b) for b in bodies]
+        polls = state.polls.setdefault(key, {})
+        if len(polls) + len(checked) > MAX_POLLS:
+            raise _error(400, 4400, f"You can only add a maximum of {MAX_POLLS} polls.")
+        made = []
+        for poll in checked:
+            poll_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+            polls[poll_id] = {"id": poll_id, "status": "notstart", **poll}
+            made.append(dict(polls[poll_id]))
+        return made
+
+    @router.get("/v2/meetings/{meeting_id}/polls")
+    def list_polls(meeting_id: str, request: Request):
+        auth(request)
+        with state.lock:
+            polls = [dict(p) for p in state.polls.get(meeting_or_404(meeting_id), {}).values()]
+            return {"polls": polls, "total_records": len(polls)}
+
+    @router.post("/v2/meetings/{meeting_id}/polls", status_code=201)
+    async def create_poll(meeting_id: str, request: Request):
+        auth(request)
+        body = await _json_body(request)
+        with state.lock:
+            return add_polls(meeting_or_404(meeting_id), [body])[0]
+
+    @router.post("/v2/meetings/{meeting_id}/batch_polls", status_code=201)
+    async def create_polls(meeting_id: str, request: Request):
+        auth(request)
+        body = await _json_body(request)
+        bodies = body.get("polls") if isinstance(body, dict) else None
+        if not isinstance(bodies, list) or not 1 <= len(bodies) <= MAX_BATCH:
+            raise _error(400, 300, f"polls: between 1 and {MAX_BATCH} polls.")
+        with state.lock:
+            return {"polls": add_polls(meeting_or_404(meeting_id), bodies)}
+
+    @router.get("/v2/meetings/{meeting_id}/polls/{poll_id}")
+    def get_poll(meeting_id: str, poll_id: str, request: Request):
+        auth(request)
+        with state.lock:
+            return dict(poll_or_404(meeting_or_404(meeting_id), poll_id))
+
+    @router.put("/v2/meetings/{meeting_id}/polls/{poll_id}", status_code=204)
+    async def update_poll(meeting_id: str, poll_id: str, request: Request):
+        auth(request)
+        body = await _json_body(request)
+        with state.lock:
+            key = meeting_or_404(meeting_id)
+            poll = poll_or_404(key, poll_id)
+            if poll["status"] != "notstart":
+                raise _error(400, 4400, "A poll that has started cannot be changed.")
+            poll.update(_check_poll(body))
+            return Response(status_code=204)
+
+    @router.delete("/v2/meetings/{meeting_id}/polls/{poll_id}", status_code=204)
+    def delete_poll(meeting_id: str, poll_id: str, request: Request):
+        auth(request)
+        with state.lock:
+            key = meeting_or_404(meeting_id)
+            poll_or_404(key, poll_id)
+            del state.polls[key][poll_id]
+            return Response(status_code=204)
+
+    @router.get("/v2/past_meetings/{meeting_id}/polls")
+    def past_polls(meeting_id: str, request: Request):
+        auth(request)
+        with state.lock:
+            key = meeting_or_404(meeting_id)
+            meeting = state.meetings[key]
+            return {"id": key, "uuid": meeting.get("uuid", ""), "start_time": meeting.get("start_time", ""),
+                    "questions": [dict(e, question_details=list(e["question_details"]))
+                                  for e in state.poll_answers.get(key, [])]}
 
     @router.get("/v2/users/{user_id}/presence_status")
     def get_presence(user_id: str, request: Request):

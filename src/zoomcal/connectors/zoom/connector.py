@@ -245,5 +245,22 @@ class ZoomConnector:
             body = {"status": "Do_No_Disturb", "duration": dnd_minutes or 20}
         await self.api.request("PUT", f"users/{self.user_id}/presence_status", json=body)
 
+    # --- polls (meetings-api.json) -----------------------------------------------------------------------
+    async def list_polls(self, meeting_id: str) -> list[dict[str, Any]]:
+        return (await self.api.json("GET", f"meetings/{meeting_id}/polls") or {}).get("polls") or []
+
+    async def create_poll(self, meeting_id: str, poll: dict[str, Any]) -> dict[str, Any]:
+        return await self.api.json("POST", f"meetings/{meeting_id}/polls", json=poll)
+
+    async def update_poll(self, meeting_id: str, poll_id: str, poll: dict[str, Any]) -> None:
+        await self.api.request("PUT", f"meetings/{meeting_id}/polls/{poll_id}", json=poll)
+
+    async def delete_poll(self, meeting_id: str, poll_id: str) -> None:
+        await self.api.request("DELETE", f"meetings/{meeting_id}/polls/{poll_id}")
+
+    async def poll_results(self, meeting_id: str) -> list[dict[str, Any]]:
+        """Who answered what, after the meeting (`/past_meetings/{id}/polls`)."""
+        return (await self.api.json("GET", f"past_meetings/{meeting_id}/polls") or {}).get("questions") or []
+
     async def aclose(self) -> None:
         await self.api.aclose()
