@@ -118,6 +118,10 @@ def test_times_need_an_offset_or_a_zone(google):
         "start": {"date": "2026-06-01"}, "end": {"dateTime": "2026-06-01T11:00:00Z"}})) == 400
     assert status(service.events().insert(calendarId=cal, body=timed(
         "2026-06-01T10:00:00", "2026-06-01T09:00:00"))) == 400
+    assert status(service.events().insert(calendarId=cal, body={
+        "start": {"date": "2026-06-01"}, "end": {"date": "2026-06-01"}})) == 400
+    assert insert(service, cal, timed("2026-06-01T10:00:00", "2026-06-01T10:00:00"))["end"]["dateTime"] == \
+        "2026-06-01T10:00:00+02:00"      # a timed event may last no time at all
     assert status(service.events().insert(calendarId=cal, body={   # a series is expanded in a named zone
         "start": {"dateTime": "2026-06-01T10:00:00Z"}, "end": {"dateTime": "2026-06-01T11:00:00Z"},
         "recurrence": ["RRULE:FREQ=DAILY;COUNT=2"]})) == 400
@@ -181,6 +185,7 @@ def test_paging_with_max_results_misses_nothing_changed_meanwhile(google):
         seen += ids(first)
     assert seen == [f"page0000{n}" for n in range(5)]
     assert ids(listing(service, cal, syncToken=first["nextSyncToken"])) == ["page00000"]
+    assert status(service.events().list(calendarId=cal, syncToken=first["nextSyncToken"], showDeleted=False)) == 400
     assert status(service.events().list(calendarId=cal, maxResults=0)) == 400
 
 

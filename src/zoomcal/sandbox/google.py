@@ -236,7 +236,7 @@ def _times(event: dict[str, Any], cal_zone: str) -> Times:
     start, end = _read_when(event.get("start"), "start"), _read_when(event.get("end"), "end")
     if isinstance(start, datetime) != isinstance(end, datetime):
         raise _error(400, "invalid", "Start and end times must either both be date or both be dateTime.")
-    if end < start:
+    if end < start or (end == start and not isinstance(start, datetime)):    # an all-day event ends a day later
         raise _error(400, "timeRangeEmpty", "The specified time range is empty.")
     zone = (event.get("start") or {}).get("timeZone") or cal_zone or "UTC"
     return Times(not isinstance(start, datetime), start, end, zone)
@@ -616,6 +616,8 @@ def build_app(state: GoogleState) -> APIRouter:
             for name in NOT_WITH_SYNC_TOKEN:
                 if name in query:
                     raise _error(400, "invalid", f"The {name} parameter cannot be used together with syncToken.")
+            if _flag(request, "showDeleted") is False:     # deletions are always part of an incremental listing
+                raise _error(400, "invalid", "showDeleted cannot be false together with syncToken.")
         single, show_deleted = bool(_flag(request, "singleEvents")), bool(_flag(request, "showDeleted"))
         order = query.get("orderBy")
         if order not in (None, "startTime", "updated"):
