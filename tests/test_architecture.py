@@ -98,3 +98,21 @@ def test_application_messages_name_no_command_line_syntax():
                     if "`zoomcal " in text or "zoomcal account" in text or " --" in text or text.startswith("--"):
                         found.append(f"{path.relative_to(SRC)}:{node.lineno}: {text[:60]!r}")
     assert found == []
+
+
+def test_the_sandboxes_use_none_of_the_code_they_check():
+    """The sandboxes are the oracle the sync is checked against: they answer as the vendors do with their own code,
+    so nothing under zoomcal.sandbox imports zoomcal's mapping, connectors or domain (or anything of zoomcal's
+    outside the sandbox package, which could bring those in)."""
+    found = []
+    for path, tree in _modules(SRC / "sandbox"):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else ["zoomcal.sandbox"]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno}: imports {n}" for n in names
+                      if (n == "zoomcal" or n.startswith("zoomcal.")) and not n.startswith("zoomcal.sandbox")]
+    assert found == []

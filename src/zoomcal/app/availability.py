@@ -145,7 +145,7 @@ def book(ctx: AppContext, email: str, start: datetime, end: datetime, title: str
     meeting once it exists."""
     ctx.require_manage(email)
     if poll is not None and not zoom:
-        raise InvalidError("a poll needs a Zoom meeting (book with zoom)", field="poll")
+        raise InvalidError("a poll needs a Zoom meeting: book it as one", field="poll")
     if not (title or "").strip():
         raise InvalidError("a booking needs a title", field="title")
     guests = [users.normal_email(a) for a in attendees or []]

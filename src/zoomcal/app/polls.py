@@ -62,7 +62,8 @@ def _meeting(ctx: AppContext, email: str, ref: str) -> tuple[Any, str]:
                 raise NotFoundError(f"{email} has no event {ref!r}", field="meeting")
             meeting_id = str(((event.content or {}).get("join") or {}).get("meeting_id") or "")
             if not meeting_id:
-                raise ConflictError("this event has no Zoom meeting (yet): sync first, or book it with --zoom")
+                raise ConflictError("this event has no Zoom meeting (yet): a booking made as a Zoom meeting gets its "
+                                    "meeting when it is synced")
         found = s.execute(select(Account, Calendar).join(Calendar, Calendar.account_id == Account.id).where(
             Account.user_id == user.id, Account.provider.in_(roles), Account.status == "ok")
             .order_by(Account.id)).first()
