@@ -69,7 +69,7 @@ def _graph():
                                 world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
     api = ApiClient("http://sandbox/graph/v1.0", tokens, world.transport())
     window = (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC))
-    return GraphConnector(api, "c@example.com", "calendar", DEFAULT_RULES, window)
+    return GraphConnector(api, "c@example.com", "", DEFAULT_RULES, window)
 
 
 def _ews(served):

@@ -16,6 +16,7 @@ QUESTIONS = typer.Option([], "--question", help="'text = answer | answer' (repea
 MULTIPLE = typer.Option(False, "--multiple", help="Participants may pick several answers.")
 ANONYMOUS = typer.Option(False, "--anonymous", help="Answers are kept without names.")
 JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
+TITLE = typer.Option(..., "--title", help="The poll's title (up to 64 characters).")
 
 
 def _body(title: str, questions: list[str], multiple: bool, anonymous: bool) -> dict:
@@ -39,7 +40,7 @@ def list_polls(meeting: str = MEETING, user: str = USER, as_json: bool = JSON) -
 
 @polls_app.command("create")
 @handled
-def create(meeting: str = MEETING, user: str = USER, title: str = typer.Option(..., "--title"),
+def create(meeting: str = MEETING, user: str = USER, title: str = TITLE,
            questions: list[str] = QUESTIONS, multiple: bool = MULTIPLE, anonymous: bool = ANONYMOUS) -> None:
     """Add a poll to the meeting."""
     ctx = context()
@@ -51,7 +52,7 @@ def create(meeting: str = MEETING, user: str = USER, title: str = typer.Option(.
 @polls_app.command("update")
 @handled
 def update(meeting: str = MEETING, poll_id: str = typer.Argument(..., help="The poll's id."), user: str = USER,
-           title: str = typer.Option(..., "--title"), questions: list[str] = QUESTIONS, multiple: bool = MULTIPLE,
+           title: str = TITLE, questions: list[str] = QUESTIONS, multiple: bool = MULTIPLE,
            anonymous: bool = ANONYMOUS) -> None:
     """Replace a poll that has not started."""
     ctx = context()
