@@ -81,8 +81,8 @@ class GoogleCalendar:
 
 @dataclass
 class GoogleState:
-    client_id: str = "google-sandbox-client.apps.googleusercontent.com"
-    client_secret: str = "google-sandbox-secret"
+    client_id: str = "418926305714-5kq0d7hv3pnm2c8tgaf1wyx6bze4lu9r.apps.googleusercontent.com"
+    client_secret: str = "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"
     calendars: dict[str, GoogleCalendar] = field(default_factory=dict)
     tokens: TokenBook = field(default_factory=TokenBook)
     seq: int = 0

@@ -91,8 +91,8 @@ NOT_FOUND = ("ErrorItemNotFound", "The specified object was not found in the sto
 
 @dataclass
 class GraphState:
-    client_id: str = "graph-sandbox-client"
-    client_secret: str = "graph-sandbox-secret"
+    client_id: str = "7c1f4e2a-93b5-4d08-a6e1-2f5b8c0d9e34"
+    client_secret: str = "Qx38Q~m2VbZr7TnW0yLk4sHdJ9pCfA1eGu6XoRiN"
     events: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)     # calendar -> id -> event
     owners: dict[str, str] = field(default_factory=dict)                           # calendar -> user
     defaults: dict[str, str] = field(default_factory=dict)                         # user -> default calendar

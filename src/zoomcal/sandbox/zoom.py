@@ -129,9 +129,9 @@ OCCURRENCE_SETTINGS = ("host_video", "participant_video", "join_before_host", "m
 
 @dataclass
 class ZoomState:
-    account_id: str = "sandbox-account"
-    client_id: str = "zoom-sandbox-client"
-    client_secret: str = "zoom-sandbox-secret"
+    account_id: str = "Fq2nR7vXTc-8wLk3ZpY0sA"
+    client_id: str = "h4TgW9xQRaK2mVn7bLcEyg"
+    client_secret: str = "p8Xk2RwT5nVb0LqZ7sHc3JdF9mYa6GeU"
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     meetings: dict[int, dict[str, Any]] = field(default_factory=dict)
     edits: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -149,7 +149,7 @@ class ZoomState:
     daily_requests: dict[tuple[str, str], int] = field(default_factory=dict)   # (category, day) -> requests
     meter: Meter = field(init=False)
     webhook_url: str | None = None                 # the app's event notification endpoint
-    webhook_secret: str = "zoom-sandbox-webhook-secret"    # the app's secret token
+    webhook_secret: str = "Lr5tK0pV8xWq2nBz6cMj3A"    # the app's secret token
     outbox: Outbox = field(default_factory=Outbox)
     polls: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)    # meeting -> poll id -> poll
     poll_answers: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # meeting -> who answered what
