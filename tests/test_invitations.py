@@ -271,3 +271,23 @@ def test_starttls_and_a_password_sealed(tmp_path, monkeypatch, world):
         ctx.store.dispose()
     finally:
         controller.stop()
+
+
+async def test_an_organizer_on_microsoft_365_has_outlook_invite_the_guests(world, tmp_path, mailserver):
+    """Outlook invites an event's attendees itself when the organizer's event is written: the guests are put on
+    the event, and zoomcal sends no e-mail of its own (they would be invited twice)."""
+    controller, inbox = mailserver
+    ctx = make_context(world, tmp_path)
+    link_sandbox_user(ctx, world, "m@example.com", "Mia", "UTC", calendar="graph")
+    invitations.set_mail(ctx, host="127.0.0.1", port=controller.port, security="none", sender="z@example.com")
+    start = dt.datetime(2026, 12, 17, 9)
+    booked = availability.book(ctx, "m@example.com", start, start + dt.timedelta(minutes=30), "Review",
+                               attendees=GUESTS)
+    await app_sync.run(ctx, "m@example.com", trigger="booking")
+    assert invitations.deliver(ctx).sent == 0 and inbox.take() == []
+    assert invitations.list_invitations(ctx) == []
+    (event,) = [e for e in world.graph.events[world.graph.default_key("m@example.com")].values()
+                if e["subject"] == "Review"]
+    assert sorted(a["emailAddress"]["address"] for a in event["attendees"]) == sorted(GUESTS)
+    assert booked.event_id
+    ctx.store.dispose()

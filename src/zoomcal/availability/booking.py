@@ -24,7 +24,7 @@ from zoomcal.invitations import outbox
 from zoomcal.mapping.rules import MappingRules
 from zoomcal.store import repo
 from zoomcal.store.db import Database
-from zoomcal.store.models import AvailabilitySettings, BusyInterval, Calendar, Event, Link, MeetingPoll, User
+from zoomcal.store.models import Account, AvailabilitySettings, BusyInterval, Calendar, Event, Link, MeetingPoll, User
 
 HORIZON = timedelta(days=5 * 366)      # how far ahead a booking may be made
 
@@ -74,13 +74,16 @@ def book(db: Database, user_id: int, start: datetime, end: datetime, title: str,
         event_id = "bk" + uuid.uuid4().hex[:22]
         repo.upsert_event(s, user.tenant_id, user_id, event_id, content)
         s.flush()
-        for cal in _targets(s, user_id, zoom):
+        targets = _targets(s, user_id, zoom)
+        for cal in targets:
             s.add(Link(tenant_id=user.tenant_id, event_id=event_id, calendar_id=cal.id, pending="create"))
         intervals.refresh_events(s, user.tenant_id, user_id, {event_id: content}, lo, hi, tz, new={event_id})
         repo.audit(s, user.tenant_id, actor, "booking.create", event_id,
                    {"title": title, "start": content["start"], "end": content["end"], "zoom": zoom})
-        # guests are invited by e-mail, decided in this same transaction (a Zoom meeting once it has its link)
-        outbox.track(s, user.tenant_id, user, event_id, content, rules, wait_for_join=zoom)
+        # guests are invited by the calendar that receives the booking where it does so itself (Outlook), else by
+        # e-mail, decided in this same transaction (a Zoom meeting's once it has its link)
+        if not _provider_invites(s, targets):
+            outbox.track(s, user.tenant_id, user, event_id, content, rules, wait_for_join=zoom)
         if poll is not None:       # created on the Zoom meeting once it exists
             s.add(MeetingPoll(tenant_id=user.tenant_id, user_id=user_id, event_id=event_id, poll=poll))
         return Booking(True, event_id=event_id)
@@ -96,6 +99,18 @@ def _beyond_the_window(s: Session, user_id: int, start: datetime, end: datetime,
                 return {"event_id": event_id, "title": s.scalar(select(Event.title).where(Event.id == event_id)),
                         "kind": kind, "start": fmt_instant(first), "end": fmt_instant(last)}
     return None
+
+
+def _provider_invites(s: Session, calendars: list[Calendar]) -> bool:
+    """Does a calendar that receives the booking invite its attendees itself?"""
+    from zoomcal.connectors import registry
+
+    for cal in calendars:
+        account = s.get(Account, cal.account_id)
+        if account is not None and account.provider in registry.keys() and \
+                registry.get(account.provider).capabilities.sends_invitations:
+            return True
+    return False
 
 
 def _targets(s: Session, user_id: int, zoom: bool) -> list[Calendar]:

@@ -34,6 +34,8 @@ class Capabilities:
     max_page_size: int = 250
     writes_per_day: int | None = None   # provider cap on creates + updates per account and UTC day
     writable: bool = True               # False: a read-only source (an ICS feed); never written
+    sends_invitations: bool = False     # the provider invites an event's attendees itself when the organizer's
+                                        # event is written (Outlook does), so zoomcal sends no e-mail of its own
 
 
 @dataclass(frozen=True)

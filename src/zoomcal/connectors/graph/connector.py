@@ -69,7 +69,8 @@ def master_patch(held: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
 
 class GraphConnector:
     name = "graph"
-    capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=50)
+    capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=50,
+                                sends_invitations=True)
 
     def __init__(self, api: ApiClient, user: str, calendar_id: str, rules: MappingRules,
                  window: tuple[datetime, datetime]):
