@@ -117,7 +117,9 @@ class InvitationHook:
                        new: set[str]) -> None:
         if not contents:
             return
-        rows = list(session.scalars(select(Invitation).where(Invitation.event_id.in_(list(contents)),
+        # on the sync's hot path: one lookup per batch, by the (tenant, event) unique index
+        rows = list(session.scalars(select(Invitation).where(Invitation.tenant_id == scope.tenant_id,
+                                                             Invitation.event_id.in_(list(contents)),
                                                              Invitation.status == "active")))
         for row in rows:
             user = session.get(User, row.user_id)
