@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from zoomcal.connectors.base import Capabilities, Connector
+from zoomcal.connectors.contacts import ContactSource
 from zoomcal.net import Resolver, system_resolver
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ MEETINGS = "meetings"    # holds the user's Zoom meetings: the "a" side of the u
 CALENDAR = "calendar"    # a calendar: may receive the meetings, is read for availability
 BUSY = "feed"            # a read-only busy source (an ICS feed): read for availability, never written
 PRESENCE = "presence"    # can read and set the person's presence status (its connector has get/set_presence)
-ROLES = (MEETINGS, CALENDAR, BUSY, PRESENCE)
+CONTACTS = "contacts"    # a directory or address book: read by the contacts service through the spec's `contacts`
+ROLES = (MEETINGS, CALENDAR, BUSY, PRESENCE, CONTACTS)
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,14 @@ class ProviderSpec:
     push: PushChannel | None = None
     push_targets: Callable[[dict[str, Any]], list[PushTarget]] | None = None
     default_label: str = ""                         # name of the calendar when the provider gives none
+    # the contact source of a linked account (providers with the CONTACTS role)
+    contacts: Callable[[AccountView, Env], ContactSource] | None = None
+
+    @property
+    def calendar_role(self) -> str | None:
+        """The role a linked calendar of this provider takes, or None when linking it makes no calendar (a
+        contacts-only source)."""
+        return next((r for r in (MEETINGS, CALENDAR, BUSY) if r in self.roles), None)
 
     @property
     def role(self) -> str:
@@ -210,6 +220,16 @@ class ProviderSpec:
 
     def option_names(self) -> set[str]:
         return {o.name for o in self.options}
+
+
+def no_calendar(view: AccountView, _env: Env) -> Connector:
+    """The `connector` of a contacts-only provider: linking it makes no calendar, so none is ever synced."""
+    from zoomcal.errors import ConfigError
+
+    raise ConfigError(f"account {view.id} is a contact source, not a calendar")
+
+
+CONTACTS_ONLY = Capabilities(writable=False, recurrence=False, occurrence_edits=False, markers=False)
 
 
 class PushRefused(Exception):
