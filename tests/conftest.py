@@ -172,11 +172,15 @@ async def sync_first_pair(ctx: AppContext, engine, **kwargs):
 
 def link_sandbox_user(ctx: AppContext, world: SandboxWorld, email: str, name: str = "", tz: str = "UTC",
                       zoom_mode: str = "account", calendar: str = "google") -> dict:
-    """A sandbox user with their Zoom account and the calendar that receives their meetings (`calendar`: google or
-    graph), stored as linked."""
+    """A sandbox user with their Zoom account and the calendar that receives their meetings (`calendar`: google,
+    graph, or the URL of a CalDAV collection on the test Radicale), stored as linked."""
     info = world.add_user(email, name, tz)
     add_user(ctx, email, name)
     link_sandbox_zoom(ctx, world, email, info, zoom_mode)
+    if calendar.startswith("http"):
+        ctx.settings.allow_private_urls = True     # the test Radicale is on loopback
+        add_account(ctx, email, "caldav", {}, {"username": email.split("@")[0], "password": "x"}, calendar, "Work")
+        return {**info, "provider": "caldav", "caldav_collection": calendar}
     if calendar == "graph":
         add_account(ctx, email, "graph", {"api_base": f"{SANDBOX}/graph/v1.0",
                                           "token_url": f"{SANDBOX}/graph/oauth2/v2.0/token"},

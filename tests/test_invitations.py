@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import re
 import ssl
 import threading
+import zoneinfo
 from email import policy
 
+import httpx
 import icalendar
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
-from conftest import _fresh_pg, link_sandbox_user, make_context
+from conftest import _fresh_pg, link_sandbox_user, make_context, new_collection
 from zoomcal.app import availability, invitations
 from zoomcal.app import sync as app_sync
-from zoomcal.app.errors import InvalidError
+from zoomcal.app.errors import ConflictError, InvalidError
 from zoomcal.invitations import smtp
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.sandbox.server import free_port
@@ -69,10 +72,12 @@ def mailserver():
 
 
 @pytest.fixture
-def setup(world, tmp_path, mailserver):
+def setup(world, tmp_path, mailserver, radicale):
+    """An organizer whose calendar (CalDAV) does not invite attendees itself: zoomcal e-mails them."""
     controller, inbox = mailserver
     ctx = make_context(world, tmp_path)
-    user = link_sandbox_user(ctx, world, "h@example.com", "Hedy", "Europe/Rome")
+    user = link_sandbox_user(ctx, world, "h@example.com", "Hedy", "Europe/Rome",
+                             calendar=new_collection(radicale, "h"))
     invitations.set_mail(ctx, host="127.0.0.1", port=controller.port, security="none",
                          sender="zoomcal@example.com")
     yield ctx, user, SandboxActor(world, transport=world.transport()), inbox
@@ -82,6 +87,26 @@ def setup(world, tmp_path, mailserver):
 async def sync(ctx, trigger="cli"):
     results = await app_sync.run(ctx, "h@example.com", trigger=trigger)
     assert results and all(r.status == "ok" for r in results), [r.errors for r in results]
+
+
+def caldav_attendees(collection: str, title: str, emails: list[str]) -> None:
+    """Another CalDAV client sets the attendees of the event called `title`."""
+    listing = httpx.request("PROPFIND", collection, headers={"Depth": "1"}, auth=("h", "x"))
+    base = collection.split("/h/")[0]
+    for href in sorted(set(re.findall(r"<[^>]*href>([^<]+\.ics)</", listing.text))):
+        got = httpx.get(base + href, auth=("h", "x"))
+        vcal = icalendar.Calendar.from_ical(got.content)
+        event = event_of(vcal)
+        if str(event.get("SUMMARY")) != title:
+            continue
+        del event["ATTENDEE"]
+        for address in emails:
+            event.add("ATTENDEE", icalendar.vCalAddress(f"mailto:{address}"))
+        put = httpx.put(base + href, content=vcal.to_ical(), auth=("h", "x"),
+                        headers={"If-Match": got.headers["etag"], "Content-Type": "text/calendar"})
+        assert put.status_code in (201, 204), put.text
+        return
+    raise AssertionError(f"no event {title!r} in {collection}")
 
 
 def event_of(vcal) -> icalendar.Event:
@@ -127,9 +152,8 @@ async def test_a_booking_invites_each_guest_and_follows_every_change(setup):
     assert all(m[1]["Subject"] == "Updated invitation: Interview" for m in moved)
 
     # a guest taken off in the calendar: a CANCEL of their own, the other gets the new REQUEST
-    google = actor.google_find(user["google_calendar_id"], "Interview")
-    await actor.google_patch(user["google_calendar_id"], google["id"], attendees=[{"email": "guest@example.org"}])
-    await sync(ctx, "google:exists")
+    caldav_attendees(user["caldav_collection"], "Interview", ["guest@example.org"])
+    await sync(ctx, "caldav")
     invitations.deliver(ctx)
     dropped = {(m[0], str(m[2]["METHOD"]), int(event_of(m[2])["SEQUENCE"])) for m in inbox.take()}
     assert dropped == {("other@example.net", "CANCEL", 2), ("guest@example.org", "REQUEST", 2)}
@@ -176,11 +200,11 @@ async def test_replies_that_are_not_ours_are_refused(setup):
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 async def test_a_crash_between_deciding_and_sending_neither_loses_nor_doubles(world, tmp_path, mailserver, request,
-                                                                             db, monkeypatch):
+                                                                             db, monkeypatch, radicale):
     controller, inbox = mailserver
     url = _fresh_pg(request.getfixturevalue("pg_schema_url")).url if db == "postgresql" else None
     ctx = make_context(world, tmp_path, url)
-    link_sandbox_user(ctx, world, "h@example.com", "Hedy", "Europe/Rome")
+    link_sandbox_user(ctx, world, "h@example.com", "Hedy", "Europe/Rome", calendar=new_collection(radicale, "h"))
     invitations.set_mail(ctx, host="127.0.0.1", port=controller.port, security="none", sender="z@example.com")
     start = dt.datetime(2026, 12, 15, 9)
     availability.book(ctx, "h@example.com", start, start + dt.timedelta(minutes=30), "Review", attendees=GUESTS)
@@ -234,7 +258,7 @@ def _self_signed(tmp_path):
     return cert_file, key_file
 
 
-def test_starttls_and_a_password_sealed(tmp_path, monkeypatch, world):
+def test_starttls_and_a_password_sealed(tmp_path, monkeypatch, world, radicale):
     """A server that wants STARTTLS and a login: the settings are checked against it before they are kept, the
     password is sealed, and a wrong one is refused up front."""
     cert_file, key_file = _self_signed(tmp_path)
@@ -264,7 +288,7 @@ def test_starttls_and_a_password_sealed(tmp_path, monkeypatch, world):
 
         with ctx.store.session() as s:
             assert b"s3cret" not in s.scalar(select(MailSettings.secret))
-        link_sandbox_user(ctx, world, "h@example.com", "Hedy", "UTC")
+        link_sandbox_user(ctx, world, "h@example.com", "Hedy", "UTC", calendar=new_collection(radicale, "h"))
         start = dt.datetime(2026, 12, 16, 9)
         availability.book(ctx, "h@example.com", start, start + dt.timedelta(minutes=30), "Sync", attendees=GUESTS)
         assert invitations.deliver(ctx).sent == 2 and len(inbox.take()) == 2
@@ -291,3 +315,116 @@ async def test_an_organizer_on_microsoft_365_has_outlook_invite_the_guests(world
     assert sorted(a["emailAddress"]["address"] for a in event["attendees"]) == sorted(GUESTS)
     assert booked.event_id
     ctx.store.dispose()
+
+
+async def test_an_organizer_on_google_has_google_invite_the_guests(world, tmp_path, mailserver):
+    """Google invites the guests of an event its organizer writes (sendUpdates): zoomcal puts them on the event,
+    asks Google to tell them whenever what they see changes, and sends no e-mail of its own. Nothing is told
+    twice: not by a resync, not by a create retried after its answer was lost."""
+    controller, inbox = mailserver
+    ctx = make_context(world, tmp_path)
+    user = link_sandbox_user(ctx, world, "g@example.com", "Gia", "UTC")
+    invitations.set_mail(ctx, host="127.0.0.1", port=controller.port, security="none", sender="z@example.com")
+    actor = SandboxActor(world, transport=world.transport())
+
+    def mail() -> list[tuple[str, str, str]]:
+        taken = [(m["kind"], m["to"], m["summary"]) for m in world.google.guest_mail]
+        world.google.guest_mail.clear()
+        return sorted(taken)
+
+    async def sync(trigger: str = "cli") -> None:
+        results = await app_sync.run(ctx, "g@example.com", trigger=trigger)
+        assert all(r.status == "ok" for r in results), [r.errors for r in results]
+
+    start = dt.datetime(2026, 12, 18, 9)
+    booked = availability.book(ctx, "g@example.com", start, start + dt.timedelta(minutes=30), "Planning",
+                               attendees=GUESTS, zoom=True)
+    await sync("booking")
+    assert mail() == [("invitation", g, "Planning") for g in sorted(GUESTS)]
+    assert invitations.deliver(ctx).sent == 0 and inbox.take() == [] and invitations.list_invitations(ctx) == []
+    await sync()
+    assert mail() == []                                   # a resync changes nothing: nobody is told anything
+
+    with ctx.store.session() as s:
+        meeting_id = s.get(Event, booked.event_id).content["join"]["meeting_id"]
+    await actor.zoom_patch(meeting_id, start_time="2026-12-18T10:00:00Z")
+    await sync("zoom:meeting.updated")
+    assert mail() == [("update", g, "Planning") for g in sorted(GUESTS)]
+
+    # a guest answers: Google keeps the answer on the organizer's event; zoomcal reads it back
+    event = actor.google_find(user["google_calendar_id"], "Planning")
+    answered = [{**a, "responseStatus": "accepted"} if a["email"] == GUESTS[0] else a for a in event["attendees"]]
+    await actor.google_patch(user["google_calendar_id"], event["id"], attendees=answered)
+    mail()
+    await sync("google:exists")
+    with ctx.store.session() as s:
+        assert s.get(Event, booked.event_id).content["attendees"][GUESTS[0]]["status"] == "accepted"
+    assert mail() == []
+
+    # the create's answer is lost: the retry finds the event made earlier and invites nobody again
+    world.google_faults.add("lost_response", "POST", r"/events$")
+    second = availability.book(ctx, "g@example.com", start + dt.timedelta(hours=3),
+                               start + dt.timedelta(hours=3, minutes=30), "Retro", attendees=GUESTS[:1])
+    for _ in range(3):
+        results = await app_sync.run(ctx, "g@example.com", trigger="booking")
+        if all(r.status == "ok" for r in results):
+            break
+    assert world.google_faults.fired.get("lost_response") == 1
+    assert mail() == [("invitation", GUESTS[0], "Retro")]
+    assert [e["summary"] for e in world.google.calendars[user["google_calendar_id"]].events.values()
+            if e.get("status") != "cancelled"].count("Retro") == 1
+    assert second.event_id
+
+    # cancelled in Zoom: Google tells the guests
+    await actor.zoom_delete(meeting_id)
+    await sync("zoom:meeting.deleted")
+    assert mail() == [("cancellation", g, "Planning") for g in sorted(GUESTS)]
+    assert invitations.deliver(ctx).sent == 0 and inbox.take() == []
+    ctx.store.dispose()
+
+
+async def test_an_answer_for_one_occurrence_is_kept_for_that_occurrence(setup):
+    """A REPLY with a RECURRENCE-ID answers one occurrence of a series (its TZID applied): the series' answer
+    stays, the occurrence's is kept and listed; a RECURRENCE-ID that is no occurrence is refused."""
+    ctx, _user, actor, inbox = setup
+    start = dt.datetime(2026, 12, 14, 8, 0)
+    booked = availability.book(ctx, "h@example.com", start, start + dt.timedelta(minutes=30), "Standup",
+                               attendees=GUESTS, zoom=True)
+    await sync(ctx, "booking")
+    with ctx.store.session() as s:
+        meeting_id = s.get(Event, booked.event_id).content["join"]["meeting_id"]
+    await actor.zoom_patch(meeting_id, type=8, timezone="Europe/Rome",
+                           recurrence={"type": 1, "repeat_interval": 1, "end_times": 5})
+    await sync(ctx, "zoom:meeting.updated")
+    invitations.deliver(ctx)
+    updated = [m for m in inbox.take() if int(event_of(m[2])["SEQUENCE"]) == 1]
+    assert len(updated) == 2 and all("RRULE" in event_of(m[2]) for m in updated)
+
+    def reply(rid: dt.datetime | None, partstat: str) -> bytes:
+        cal = icalendar.Calendar()
+        cal.add("PRODID", "-//test//EN")
+        cal.add("VERSION", "2.0")
+        cal.add("METHOD", "REPLY")
+        answer = icalendar.Event()
+        answer.add("UID", f"{booked.event_id}@zoomcal")
+        answer.add("SEQUENCE", 1)
+        answer.add("DTSTAMP", dt.datetime.now(dt.UTC))
+        if rid is not None:
+            answer.add("RECURRENCE-ID", rid)
+        guest = icalendar.vCalAddress("mailto:guest@example.org")
+        guest.params["PARTSTAT"] = partstat
+        answer.add("ATTENDEE", guest)
+        cal.add_component(answer)
+        return cal.to_ical()
+
+    rome = zoneinfo.ZoneInfo("Europe/Rome")
+    assert invitations.inbound(ctx, reply(None, "ACCEPTED")).applied
+    third = invitations.inbound(ctx, reply(dt.datetime(2026, 12, 16, 9, 0, tzinfo=rome), "DECLINED"))
+    assert (third.status, third.applied) == ("declined", True) and "2026-12-16T08:00:00Z" in third.note
+    with pytest.raises(ConflictError):          # 09:30 Rome is no occurrence of a series at 09:00
+        invitations.inbound(ctx, reply(dt.datetime(2026, 12, 16, 9, 30, tzinfo=rome), "DECLINED"))
+    (listed,) = invitations.list_invitations(ctx)
+    assert listed.attendees["guest@example.org"] == "accepted"
+    assert listed.occurrences == {"2026-12-16T08:00:00Z": {"guest@example.org": "declined"}}
+    with ctx.store.session() as s:
+        assert s.get(Event, booked.event_id).content["attendees"]["guest@example.org"]["status"] == "accepted"

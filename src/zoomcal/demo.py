@@ -144,9 +144,11 @@ def summary(demo: DemoSetup, extra: dict[str, Any] | None = None) -> dict[str, A
                          **{f"google_{k}": v for k, v in demo.world.google_faults.fired.items()},
                          **{f"graph_{k}": v for k, v in demo.world.graph_faults.fired.items()}},
         "calendars": {u["email"]: u["provider"] for u in demo.users},
-        "invitations": {"sent": len(demo.mail.received),
-                        "by_method": {m: sum(1 for r in demo.mail.received if r.method == m)
-                                      for m in sorted({r.method for r in demo.mail.received})}},
+        "invitations": {"sent": len(demo.mail.received) + len(demo.world.google.guest_mail),
+                        "by_email": {m: sum(1 for r in demo.mail.received if r.method == m)
+                                     for m in sorted({r.method for r in demo.mail.received})},
+                        "by_google": {k: sum(1 for m in demo.world.google.guest_mail if m["kind"] == k)
+                                      for k in sorted({m["kind"] for m in demo.world.google.guest_mail})}},
         "mismatch_details": mismatches,
         "duplicate_details": duplicates,
     }
@@ -220,9 +222,9 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         await person.seed(demo.actor, demo.users)
         results = await sync_all(demo, "demo:round-1")
         say(f"round 1: {sum(r.writes for r in results)} writes, status {sorted({r.status for r in results})}")
-        booked = book_with_guests(demo)
-        say(f"{booked.user} booked a Zoom meeting at {booked.start} with guests: they are invited by e-mail once "
-            "it has its link")
+        booked, talk = book_with_guests(demo)
+        say(f"{booked.user} booked a Zoom meeting at {booked.start} with guests: Google invites them once it has "
+            f"its link; {talk.user} booked a talk on Exchange with a guest, who is invited by zoomcal's e-mail")
         async with PushServer(demo) as push:
             for step in await person.scenario(demo.actor, demo.users):
                 say(f"  • {step}")
@@ -240,7 +242,8 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         resync_writes = sum(r.writes for r in results)
         say(f"verification round: {resync_writes} writes, {demo.sync_api_calls - calls_before} API calls")
         sent = invitations.deliver(demo.ctx).sent
-        say(f"invitations: {sent} e-mail(s) sent; the demo's mail server holds {len(demo.mail.received)}")
+        say(f"invitations: {sent} e-mail(s) sent by zoomcal (the demo's mail server holds "
+            f"{len(demo.mail.received)}); {len(demo.world.google.guest_mail)} sent by Google")
         attached = await polls.attach_waiting(demo.ctx)
         say(f"polls: {attached['created']} put on the booked Zoom meeting")
         outcomes = await demo.presence.start(demo.ctx.now())
@@ -256,19 +259,29 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
 GUESTS = ("guest@partner.example",)
 
 
-def book_with_guests(demo: DemoSetup) -> availability.Booked:
-    """The first person books a Zoom meeting with the second person and an outside guest, at their first free
-    half hour tomorrow."""
+def book_with_guests(demo: DemoSetup) -> tuple[availability.Booked, availability.Booked]:
+    """The first person (on Google, which invites an event's guests itself) books a Zoom meeting with the second
+    person and an outside guest; the person on Exchange books a talk with a guest, whom zoomcal invites by e-mail.
+    Each at the organizer's first free half hour tomorrow."""
     host, other = demo.users[0], demo.users[1]
-    day = (demo.ctx.now() + timedelta(days=1)).date()
-    free = availability.slots(demo.ctx, [host["email"]], 1800, datetime(day.year, day.month, day.day, 6),
-                              datetime(day.year, day.month, day.day, 22), 1800).slots
-    start = datetime.fromisoformat(free[0]["start"])
-    return availability.book(demo.ctx, host["email"], start, start + timedelta(minutes=30), "Project kickoff",
-                             attendees=[other["email"], *GUESTS], zoom=True,
-                             description="Agenda: scope, people, dates.",
-                             poll=polls.poll_body("Kickoff", [polls.parse_question(
-                                 "Which first? = Scope | People | Dates")]))
+    exchange = next(u for u in demo.users if u["provider"] == "ews")
+
+    def first_free(email: str) -> datetime:
+        day = (demo.ctx.now() + timedelta(days=1)).date()
+        free = availability.slots(demo.ctx, [email], 1800, datetime(day.year, day.month, day.day, 6),
+                                  datetime(day.year, day.month, day.day, 22), 1800).slots
+        return datetime.fromisoformat(free[0]["start"])
+
+    start = first_free(host["email"])
+    kickoff = availability.book(demo.ctx, host["email"], start, start + timedelta(minutes=30), "Project kickoff",
+                                attendees=[other["email"], *GUESTS], zoom=True,
+                                description="Agenda: scope, people, dates.",
+                                poll=polls.poll_body("Kickoff", [polls.parse_question(
+                                    "Which first? = Scope | People | Dates")]))
+    start = first_free(exchange["email"])
+    talk = availability.book(demo.ctx, exchange["email"], start, start + timedelta(minutes=30), "Supplier call",
+                             attendees=list(GUESTS), description="Prices for next year.")
+    return kickoff, talk
 
 
 def _table(demo: DemoSetup, round_no: int, last_edit: str) -> Table:

@@ -14,10 +14,11 @@ from sqlalchemy import func, select
 from zoomcal.app import sync
 from zoomcal.app.context import SYSTEM, AppContext, Services
 from zoomcal.app.errors import ConflictError, InvalidError, NotFoundError
+from zoomcal.domain.recurrence import occurrence_starts
 from zoomcal.errors import InvalidItem
 from zoomcal.invitations import smtp
 from zoomcal.mapping import itip
-from zoomcal.store.models import Invitation, MailSettings, OutboxMessage, User
+from zoomcal.store.models import Event, Invitation, MailSettings, OutboxMessage, User
 
 MAX_INBOUND = 5 * 1024 * 1024
 
@@ -169,8 +170,7 @@ def inbound(ctx: AppContext, data: bytes) -> Answer:
         if reply.attendee not in row.attendees:
             raise ConflictError(f"{reply.attendee} is not invited to this event")
         if reply.recurrence_id:
-            return Answer(row.event_id, reply.attendee, reply.status, False,
-                          "an answer for one occurrence is recorded for the series' invitation only")
+            return _occurrence_answer(ctx, s, row, reply)
         row.attendees = {**row.attendees, reply.attendee: reply.status}
         note = "" if reply.sequence >= row.sequence else f"answers SEQUENCE {reply.sequence} of {row.sequence}"
         applied = True
@@ -183,6 +183,25 @@ def inbound(ctx: AppContext, data: bytes) -> Answer:
         return Answer(row.event_id, reply.attendee, reply.status, applied, note)
 
 
+def _occurrence_answer(ctx: AppContext, s, row: Invitation, reply: itip.Reply) -> Answer:
+    """An answer for one occurrence of a series (a REPLY with RECURRENCE-ID): kept for that occurrence; the
+    series' answer stays as it was."""
+    event = s.get(Event, row.event_id)
+    content = event.content if event is not None else None
+    if content is None:
+        return Answer(row.event_id, reply.attendee, reply.status, False, "the event no longer exists")
+    rid = reply.recurrence_id or ""
+    if not (content.get("rrule") or content.get("rdates")) or rid not in occurrence_starts(content) or \
+            rid in (content.get("exdates") or ()):
+        raise ConflictError(f"{rid[:40]} is not an occurrence of this event")
+    answers = dict(row.occurrence_answers or {})
+    answers[rid] = {**answers.get(rid, {}), reply.attendee: reply.status}
+    row.occurrence_answers = answers
+    ctx.audit(s, "invitation.reply", row.event_id, {"attendee": reply.attendee, "status": reply.status,
+                                                    "sequence": reply.sequence, "occurrence": rid})
+    return Answer(row.event_id, reply.attendee, reply.status, True, f"for the occurrence at {rid}")
+
+
 @dataclass
 class InvitationView:
     event_id: str
@@ -192,6 +211,7 @@ class InvitationView:
     status: str
     attendees: dict[str, str]
     messages: dict[str, int]          # outbox status -> count
+    occurrences: dict[str, dict[str, str]]     # an occurrence's original start -> answers given for it alone
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,5 +231,6 @@ def list_invitations(ctx: AppContext, email: str | None = None) -> list[Invitati
                                     .where(OutboxMessage.event_id == row.event_id).group_by(OutboxMessage.status))
                           .all())
             out.append(InvitationView(row.event_id, row.organizer, (row.sent_content or {}).get("title", ""),
-                                      row.sequence, row.status, dict(row.attendees), counts))
+                                      row.sequence, row.status, dict(row.attendees), counts,
+                                      dict(row.occurrence_answers or {})))
         return out

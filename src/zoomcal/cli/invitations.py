@@ -62,7 +62,9 @@ def list_invitations(user: str | None = typer.Option(None, "--user", help="Only 
     table = Table("event", "organizer", "title", "seq", "status", "guests", "messages")
     for r in rows:
         table.add_row(r.event_id, r.organizer, r.title, str(r.sequence), r.status,
-                      ", ".join(f"{e}: {a}" for e, a in r.attendees.items()),
+                      ", ".join([f"{e}: {a}" for e, a in r.attendees.items()]
+                                + [f"{e}: {a} on {rid}" for rid, answers in sorted(r.occurrences.items())
+                                   for e, a in answers.items()]),
                       ", ".join(f"{n} {k}" for k, n in sorted(r.messages.items())))
     console.print(table)
 

@@ -5,10 +5,12 @@ bytes out, and back."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 import icalendar
 
+from zoomcal.domain.timeutil import fmt_instant
 from zoomcal.errors import InvalidItem
 from zoomcal.mapping.ical import MARKER, content_to_calendar
 from zoomcal.mapping.rules import MappingRules
@@ -93,5 +95,17 @@ def parse_reply(data: bytes | str) -> Reply:
         sequence = int(comp.get("SEQUENCE", 0))
     except (TypeError, ValueError) as exc:
         raise InvalidItem("SEQUENCE is not a number") from exc
-    rid = comp.get("RECURRENCE-ID")
-    return Reply(uid, email, PARTSTATS[partstat], sequence, rid.to_ical().decode() if rid is not None else None)
+    return Reply(uid, email, PARTSTATS[partstat], sequence, _occurrence(comp.get("RECURRENCE-ID")))
+
+
+def _occurrence(rid: Any) -> str | None:
+    """RECURRENCE-ID as zoomcal names occurrences: a date, or the instant in UTC (its TZID applied); a floating
+    time is kept as written."""
+    if rid is None:
+        return None
+    value = getattr(rid, "dt", None)
+    if isinstance(value, datetime):
+        return fmt_instant(value) if value.tzinfo is not None else value.replace(microsecond=0).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    raise InvalidItem("RECURRENCE-ID is not a date or a time")

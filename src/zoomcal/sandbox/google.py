@@ -90,6 +90,9 @@ class GoogleState:
     lock: threading.RLock = field(default_factory=threading.RLock)
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)    # channel id -> channel
     outbox: Outbox = field(default_factory=Outbox)
+    # the e-mail Google sends guests when a write asks for it (sendUpdates=all or externalOnly): one entry per
+    # recipient, {"calendar", "event", "to", "kind": invitation | update | cancellation, "summary"}
+    guest_mail: list[dict[str, Any]] = field(default_factory=list)
     max_ttl: int = 30 * 24 * 3600
     clock: Any = field(default=time.monotonic)     # seconds, for the quota windows
     per_user_per_minute: int | None = None         # requests per user per minute (None: no limit)
@@ -697,10 +700,36 @@ def build_app(state: GoogleState) -> APIRouter:
                 body["nextSyncToken"] = _encode({"cal": cal.id, "seq": upto, "epoch": cal.epoch})
             return body
 
-    def check_updates(request: Request) -> None:
+    def check_updates(request: Request) -> str:
         wanted = request.query_params.get("sendUpdates")
         if wanted is not None and wanted not in ("all", "externalOnly", "none"):
             raise _error(400, "invalidParameter", f"Invalid value for: sendUpdates '{wanted}'")
+        return wanted or "none"
+
+    def guests(cal: GoogleCalendar, event: dict[str, Any] | None, wanted: str) -> set[str]:
+        """Whom a write's notifications go to: the event's guests but its organizer (with externalOnly, only
+        guests who have no Google calendar here)."""
+        if wanted == "none" or not event or event.get("status") == "cancelled":
+            return set()
+        found = {str(a.get("email", "")).lower() for a in event.get("attendees") or [] if isinstance(a, dict)}
+        found.discard(cal.owner.lower())
+        if wanted == "externalOnly":
+            found -= {c.owner.lower() for c in state.calendars.values()}
+        return {g for g in found if g}
+
+    def mail_guests(request: Request, cal: GoogleCalendar, before: dict[str, Any] | None,
+                    after: dict[str, Any] | None) -> None:
+        """Record what Google would e-mail: new guests are invited, dropped ones get a cancellation, the others an
+        update when what they see changed."""
+        wanted = check_updates(request)
+        old, new = guests(cal, before, wanted), guests(cal, after, wanted)
+        changed = before is not None and after is not None and _effective(before) != _effective(after)
+        shown = after if after and after.get("status") != "cancelled" else before or {}
+        for kind, who in (("invitation", new - old), ("cancellation", old - new),
+                          ("update", (old & new) if changed else set())):
+            for to in sorted(who):
+                state.guest_mail.append({"calendar": cal.id, "event": shown.get("id"), "to": to, "kind": kind,
+                                         "summary": shown.get("summary", "")})
 
     def conference_version(request: Request) -> int:
         check_updates(request)
@@ -754,6 +783,7 @@ def build_app(state: GoogleState) -> APIRouter:
                          organizer={"email": cal.owner, "self": True}, creator={"email": cal.owner, "self": True},
                          eventType=body.get("eventType") or "default")
             finish(cal, event)
+            mail_guests(request, cal, None, event)
             return _public(touch(cal, event))
 
     def find(cal: GoogleCalendar, event_id: str) -> dict[str, Any]:
@@ -820,6 +850,7 @@ def build_app(state: GoogleState) -> APIRouter:
             updated["sequence"] = event.get("sequence", 0) + 1
             if state.tokens.by_app(request) and _effective(updated) == _effective(event):
                 state.meter.echo(subject, request.method, request.url.path)
+            mail_guests(request, cal, event if event.get("status") != "cancelled" else None, updated)
             return _public(touch(cal, updated))
 
     @router.patch("/calendar/v3/calendars/{cal_id}/events/{event_id}")
@@ -841,6 +872,7 @@ def build_app(state: GoogleState) -> APIRouter:
                 raise _error(410, "deleted", "Resource has been deleted")
             if not virtual:
                 check_etag(request, event)
+            mail_guests(request, cal, dict(event), None)
             event["status"] = "cancelled"
             touch(cal, event)
             if not event.get("recurringEventId"):

@@ -365,6 +365,8 @@ class Invitation(TenantOwned, Base):
     sent_hash: Mapped[str] = mapped_column(String(64), default="")     # what the last REQUEST said; "" none yet
     sent_content: Mapped[dict] = mapped_column(JSON, default=dict)      # ...in full (a CANCEL repeats it)
     attendees: Mapped[dict] = mapped_column(JSON, default=dict)         # e-mail -> answer (needs_action, ...)
+    # answers for single occurrences of a series: original start (canonical) -> e-mail -> answer
+    occurrence_answers: Mapped[dict | None] = mapped_column(JSON, nullable=True, default=dict)
     status: Mapped[str] = mapped_column(String(20), default="active")   # active | cancelled
     wait_for_join: Mapped[bool] = mapped_column(Boolean, default=False)  # a Zoom booking: send once it has a link
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=_now)

@@ -26,6 +26,7 @@ from zoomcal.mapping.google import (
     referenced_meeting,
     series_to_content,
     wants_zoom,
+    write_attendees,
 )
 from zoomcal.mapping.rules import MappingRules
 
@@ -62,9 +63,21 @@ def master_patch(master: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]
     return patch
 
 
+# a write asks Google to e-mail the event's guests (an invitation to a new guest, an update, a cancellation)
+# whenever it changes what they see; a write that changes nothing is never made, and a write retried after a lost
+# answer finds the event already written (the same client id, If-Match), so nobody is told twice
+NOTIFY = {"sendUpdates": "all"}
+
+
+def _has_guests(event: dict[str, Any] | None) -> bool:
+    return any(isinstance(a, dict) and not a.get("organizer") and not a.get("self")
+               for a in (event or {}).get("attendees") or ())
+
+
 class GoogleConnector:
     name = "google"
-    capabilities = Capabilities(incremental=True, max_page_size=2500)
+    # Google invites the guests of an event its organizer writes (sendUpdates), and collects their answers
+    capabilities = Capabilities(incremental=True, max_page_size=2500, sends_invitations=True)
 
     def __init__(self, api: ApiClient, calendar_id: str, rules: MappingRules, page_size: int = 250):
         self.api = api
@@ -132,7 +145,8 @@ class GoogleConnector:
         event_id = event_id_for(key)
         body = {**content_to_event(content, self.rules, key), "id": event_id}
         try:
-            master = await self.api.json("POST", self._base, json=body)
+            master = await self.api.json("POST", self._base, json=body,
+                                         params=NOTIFY if _has_guests(body) else None)
         except Conflict:
             # the id is ours: an earlier create went through (its answer was lost) or it was deleted since
             existing = await self.api.json("GET", f"{self._base}/{event_id}")
@@ -163,7 +177,10 @@ class GoogleConnector:
             patch["status"] = "confirmed"
         if patch:
             headers = {"If-Match": etag or master.get("etag")} if (etag or master.get("etag")) else {}
-            master = await self.api.json("PATCH", f"{self._base}/{item_id}", json=patch, headers=headers)
+            seen = set(patch) - {"extendedProperties"}
+            notify = seen and (_has_guests(master) or _has_guests(patch))
+            master = await self.api.json("PATCH", f"{self._base}/{item_id}", json=patch, headers=headers,
+                                         params=NOTIFY if notify else None)
         exceptions = [r for r in current if r.get("recurringEventId")]
         raws = [master, *await self._write_exceptions(master, content, exceptions)]
         return self._result(raws, start_calls)
@@ -187,11 +204,12 @@ class GoogleConnector:
             if rid not in valid or rid in exdates:
                 continue
             inst_id = instance_id(master["id"], rid)
-            body = override_to_instance(content, rid, override, self.rules)
             have = by_id.get(inst_id)
+            body = self._instance(content, rid, override, master, have)
             if have is not None and have.get("status") != "cancelled" and _instance_equal(have, body):
                 continue
-            result[inst_id] = await self.api.json("PUT", f"{self._base}/{inst_id}", json=body)
+            result[inst_id] = await self.api.json("PUT", f"{self._base}/{inst_id}", json=body,
+                                                  params=NOTIFY if _has_guests(body) else None)
         for inst_id, have in by_id.items():
             rid = _rid_of(have)
             if have.get("status") == "cancelled" or rid is None or rid in overrides or rid in exdates \
@@ -199,9 +217,20 @@ class GoogleConnector:
                 continue
             # an exception no longer wanted: put the occurrence back on the series' own time and text
             plain = {"start": rid, "end": plain_end(rid, content["start"], content["end"], content.get("timezone"))}
-            body = override_to_instance(content, rid, plain, self.rules)
-            result[inst_id] = await self.api.json("PUT", f"{self._base}/{inst_id}", json=body)
+            body = self._instance(content, rid, plain, master, have)
+            result[inst_id] = await self.api.json("PUT", f"{self._base}/{inst_id}", json=body,
+                                                  params=NOTIFY if _has_guests(body) else None)
         return list(result.values())
+
+    def _instance(self, content: dict[str, Any], rid: str, override: dict[str, Any], master: dict[str, Any],
+                  have: dict[str, Any] | None) -> dict[str, Any]:
+        """An exception instance to PUT: a PUT replaces the instance, so it carries the series' guests (with the
+        answers the instance holds, else the series') or the occurrence would lose them."""
+        body = override_to_instance(content, rid, override, self.rules)
+        held = (have or {}).get("attendees") or master.get("attendees")
+        if content.get("attendees") or held:
+            body["attendees"] = write_attendees(content, held)
+        return body
 
     def _result(self, raws: list[dict[str, Any]], start_calls: int) -> WriteResult:
         item = self.normalize(raws)
@@ -212,8 +241,9 @@ class GoogleConnector:
     async def delete(self, item_id: str, etag: str | None) -> int:
         start_calls = self.api.calls
         headers = {"If-Match": etag} if etag else {}
-        try:
-            await self.api.request("DELETE", f"{self._base}/{item_id}", headers=headers, gone_is=NotFound)
+        try:   # the guests, if any, are told the event is cancelled
+            await self.api.request("DELETE", f"{self._base}/{item_id}", headers=headers, gone_is=NotFound,
+                                   params=NOTIFY)
         except NotFound:
             pass   # already deleted: the delete's goal holds
         return self.api.calls - start_calls
@@ -234,4 +264,5 @@ def _rid_of(raw: dict[str, Any]) -> str | None:
 def _instance_equal(have: dict[str, Any], body: dict[str, Any]) -> bool:
     return (have.get("summary") or "") == body["summary"] and (have.get("description") or "") == \
         body["description"] and _same_when(have.get("start"), body["start"]) and \
-        _same_when(have.get("end"), body["end"])
+        _same_when(have.get("end"), body["end"]) and \
+        attendees_key(have.get("attendees")) == attendees_key(body.get("attendees"))
