@@ -47,6 +47,7 @@ class ContactRecord:
     timezone: str | None = None             # an IANA zone where the source knows it
     presence: str | None = None             # the live status where the source has one (Zoom: Available, Busy...)
     phones: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()            # the source's groups the record belongs to (Zoom contact groups...)
     etag: str | None = None                 # the source's version of the record, where it has one
 
 

@@ -1,0 +1,362 @@
+"""Identity resolution: which contact records, from every source, are one human — a pure function.
+
+Records are one person when they share a normalised e-mail address (any of their addresses, primary or not);
+a record holding an address of a zoomcal user is that user. A display name never merges anything: two people
+with one name and no shared address are offered as a suggestion only. An admin's decisions are applied on top
+and kept across syncs: a merge joins two records (or a record and a user), a split makes a record stand alone.
+
+Records that cannot be a person are problems, each with its reason: no address, only malformed addresses, an
+address that two zoomcal users claim, a record that would join two users. Nothing is dropped without one.
+
+The result depends only on the set of inputs: the same records, users and decisions in any order give the
+same people, ids, names and problems (property-tested)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from hashlib import sha1
+
+from zoomcal.connectors.contacts import KINDS, USER, ContactRecord
+from zoomcal.contacts.identity import name_key, split
+
+PROFILE = "zoomcal"     # the name rule's word for a zoomcal user's own profile
+DEFAULT_NAME_FROM = (PROFILE, "zoom", "graph-contacts", "google-contacts", "carddav")
+MAX_SUGGESTIONS = 1000
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    key: str                 # unique across sources: "<source id>/<record id>"
+    provider: str            # the source's provider key (what the name rule orders)
+    record: ContactRecord
+
+
+@dataclass(frozen=True)
+class UserRef:
+    user_id: int
+    email: str
+    name: str = ""
+    timezone: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"user:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Decisions:
+    merges: frozenset[tuple[str, str]] = frozenset()   # node keys (record keys or "user:<id>") joined by hand
+    splits: frozenset[str] = frozenset()                # record keys that stand alone whatever they share
+    no_invite: frozenset[str] = frozenset()             # normalised addresses zoomcal may not invite
+
+
+@dataclass(frozen=True)
+class ContactRules:
+    name_from: tuple[str, ...] = DEFAULT_NAME_FROM     # whose display name wins: providers in order
+
+
+@dataclass
+class Person:
+    id: str
+    user_id: int | None
+    primary_email: str
+    emails: tuple[str, ...]
+    display_name: str
+    name_from: str                      # the record (or "user:<id>") the name came from
+    records: tuple[str, ...]
+    zoom_user_id: str | None = None
+    timezone: str | None = None
+    presence: str | None = None         # the last status a source reported (Zoom)
+    invitable: bool = True
+    kinds: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Link:
+    a: str
+    b: str
+    why: str                            # "address" | "merged by hand"
+    address: str = ""
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    record: str
+    kind: str                           # no_address | malformed | conflict
+    reason: str
+
+
+@dataclass(frozen=True, order=True)
+class Suggestion:
+    a: str                              # person ids
+    b: str
+    reason: str
+
+
+@dataclass
+class Resolution:
+    people: list[Person]
+    problems: list[Problem]
+    suggestions: list[Suggestion]
+    links: dict[str, list[Link]] = field(default_factory=dict)    # person id -> why its records are one
+
+    def person_of(self, node: str) -> Person | None:
+        return next((p for p in self.people if node in p.records or node == f"user:{p.user_id}"), None)
+
+
+class _Union:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def add(self, node: str) -> None:
+        self.parent.setdefault(node, node)
+
+    def find(self, node: str) -> str:
+        parent = self.parent
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:   # the smaller root wins: the same sets give the same roots in any order
+            if rb < ra:
+                ra, rb = rb, ra
+            self.parent[rb] = ra
+
+    def groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = defaultdict(list)
+        for node in self.parent:
+            out[self.find(node)].append(node)
+        return out
+
+
+def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), decisions: Decisions = Decisions(),
+            rules: ContactRules = ContactRules()) -> Resolution:
+    records = sorted(records, key=lambda r: r.key)
+    users = sorted(users, key=lambda u: u.user_id)
+    by_key = {r.key: r for r in records}
+    user_by_key = {u.key: u for u in users}
+    problems: set[Problem] = set()
+
+    # --- addresses: each node's normal forms; who owns what ---------------------------------------------------
+    addresses: dict[str, list[str]] = {}
+    owners: dict[str, set[str]] = defaultdict(set)
+    primaries: dict[str, set[str]] = defaultdict(set)
+    for u in users:
+        own, _bad = split((u.email,))
+        addresses[u.key] = split((u.email, *u.aliases))[0]
+        if own:
+            primaries[own[0]].add(u.key)
+    for u in users:
+        for a in addresses[u.key]:
+            # a user's own (sign-in) address is theirs alone: another user's alias cannot claim it
+            if a in primaries and u.key not in primaries[a]:
+                problems.add(Problem(u.key, "conflict", f"the alias {a} is {' and '.join(sorted(primaries[a]))}'s "
+                                                        "address: ignored"))
+                continue
+            owners[a].add(u.key)
+    for u in users:
+        addresses[u.key] = [a for a in addresses[u.key] if u.key in owners[a]]
+    claimed = {a for a, o in owners.items() if len(o) > 1}
+    for a in sorted(claimed):
+        for owner in sorted(owners[a]):
+            problems.add(Problem(owner, "conflict", f"{a} is claimed by {' and '.join(sorted(owners[a]))}"))
+    merged_by_hand = {n for pair in decisions.merges for n in pair}
+    for r in records:
+        good, bad = split(r.record.emails)
+        for text, reason in bad:
+            problems.add(Problem(r.key, "malformed", f"{text!r}: {reason}"))
+        if good:
+            addresses[r.key] = good
+        elif r.key in merged_by_hand:
+            addresses[r.key] = []
+        elif not bad:
+            problems.add(Problem(r.key, "no_address", "the record has no e-mail address"))
+        else:
+            problems.add(Problem(r.key, "no_address", "none of the record's addresses is usable"))
+
+    # --- records that touch two users cannot be placed ----------------------------------------------------------
+    excluded: set[str] = set()
+    touches: dict[str, set[str]] = {}
+    for key in (r.key for r in records if r.key in addresses):
+        touched = {o for a in addresses[key] if a not in claimed for o in owners.get(a, ())}
+        touches[key] = touched
+        if len(touched) > 1 and key not in decisions.splits:
+            excluded.add(key)
+            problems.add(Problem(key, "conflict", f"holds the addresses of {' and '.join(sorted(touched))}"))
+
+    # --- join by shared addresses -------------------------------------------------------------------------------
+    uf = _Union()
+    holders: dict[str, list[str]] = defaultdict(list)
+    for node, addrs in addresses.items():
+        uf.add(node)
+        if node in excluded or node in decisions.splits:
+            continue
+        for a in addrs:
+            if a not in claimed:
+                holders[a].append(node)
+    dropped: set[str] = set()
+    for a, nodes in holders.items():
+        for other in nodes[1:]:
+            uf.union(nodes[0], other)
+    # a chain of records can still join two users (x of A and z on one record, z and y of B on another)
+    while True:
+        groups = uf.groups()
+        crowded = [g for g in groups.values() if sum(1 for n in g if n in user_by_key) > 1]
+        if not crowded:
+            break
+        for group in crowded:
+            members = set(group)
+            bridges = [a for a, nodes in holders.items() if a not in dropped and members.intersection(nodes)
+                       and len({u for n in nodes for u in (touches.get(n) or {n} & user_by_key.keys())}) > 1]
+            if bridges:
+                for a in bridges:
+                    dropped.add(a)
+                    for n in holders[a]:
+                        if n not in user_by_key:
+                            problems.add(Problem(n, "conflict", f"{a} is on records of different users: kept apart"))
+            else:
+                for n in sorted(members):
+                    if n not in user_by_key and not touches.get(n):
+                        excluded.add(n)
+                        problems.add(Problem(n, "conflict", "it links the addresses of two users: kept apart"))
+        uf = _Union()
+        for node in addresses:
+            uf.add(node)
+        for a, nodes in holders.items():
+            live = [n for n in nodes if n not in excluded]
+            if a in dropped:
+                continue
+            for other in live[1:]:
+                uf.union(live[0], other)
+
+    # --- an admin's merges (never two users in one person) ------------------------------------------------------
+    hand: list[tuple[str, str]] = []
+    for a, b in sorted(tuple(sorted(pair)) for pair in decisions.merges):
+        if a not in uf.parent or b not in uf.parent:
+            continue
+        ra, rb = uf.find(a), uf.find(b)
+        users_a = {u for u in user_by_key if uf.find(u) == ra}
+        users_b = {u for u in user_by_key if uf.find(u) == rb}
+        if users_a and users_b and users_a != users_b:
+            problems.add(Problem(a, "conflict", f"a merge with {b} would join two users: not applied"))
+            continue
+        uf.union(a, b)
+        hand.append((a, b))
+
+    # --- people ---------------------------------------------------------------------------------------------------
+    people: list[Person] = []
+    links: dict[str, list[Link]] = {}
+    for group in uf.groups().values():
+        members = sorted(group)
+        record_keys = tuple(n for n in members if n in by_key and n not in excluded)
+        user = next((user_by_key[n] for n in members if n in user_by_key), None)
+        if not record_keys and user is None:
+            continue
+        usable = {k: [a for a in addresses.get(k, ()) if a not in claimed and a not in dropped]
+                  for k in (*record_keys, *([user.key] if user else []))}
+        if user is None and not any(usable.values()):
+            for k in record_keys:   # nobody to reach: every address it has is another's too
+                if addresses.get(k):
+                    problems.add(Problem(k, "conflict", "each of its addresses belongs to someone else as well"))
+            continue
+        person = _person(record_keys, user, by_key, usable, decisions, rules)
+        people.append(person)
+        links[person.id] = _links(members, addresses, holders, dropped, excluded, hand)
+    people.sort(key=lambda p: p.id)
+    return Resolution(people, sorted(problems), _suggestions(people), links)
+
+
+def _rank(rules: ContactRules, provider: str) -> int:
+    try:
+        return rules.name_from.index(provider)
+    except ValueError:
+        return len(rules.name_from)
+
+
+def _person(record_keys: tuple[str, ...], user: UserRef | None, by_key: dict[str, SourceRecord],
+            addresses: dict[str, list[str]], decisions: Decisions, rules: ContactRules) -> Person:
+    recs = [by_key[k] for k in record_keys]
+    kind_rank = {k: i for i, k in enumerate(KINDS)}
+    ordered = sorted(recs, key=lambda r: (_rank(rules, r.provider), kind_rank.get(r.record.kind, len(KINDS)), r.key))
+    emails: set[str] = set()
+    for k in record_keys:
+        emails.update(addresses.get(k, ()))
+    name, name_from = "", ""
+    if user is not None:
+        emails.update(addresses.get(user.key, ()))
+        if user.name and _rank(rules, PROFILE) <= min((_rank(rules, r.provider) for r in recs), default=99):
+            name, name_from = user.name, user.key
+    if not name:
+        best = next((r for r in ordered if r.record.display_name.strip()), None)
+        if best is not None:
+            name, name_from = best.record.display_name.strip(), best.key
+        elif user is not None and user.name:
+            name, name_from = user.name, user.key
+    user_addresses = addresses.get(user.key, []) if user is not None else []
+    if user_addresses:
+        primary = user_addresses[0]
+    else:
+        primary = next((addresses[r.key][0] for r in ordered if addresses.get(r.key)), "")
+    if not name:
+        name = primary.split("@")[0]
+    zoom = next((r.record for r in ordered if r.record.zoom_user_id), None)
+    timezone = (user.timezone if user is not None and user.timezone else None) or \
+        next((r.record.timezone for r in ordered if r.record.timezone), None)
+    if user is not None:
+        pid = f"u{user.user_id}"
+    else:
+        pid = "c" + sha1(record_keys[0].encode()).hexdigest()[:15]
+    return Person(
+        id=pid, user_id=user.user_id if user is not None else None, primary_email=primary,
+        emails=tuple(sorted(emails)), display_name=name, name_from=name_from, records=record_keys,
+        zoom_user_id=zoom.zoom_user_id if zoom is not None else None, timezone=timezone,
+        presence=zoom.presence if zoom is not None else None,
+        invitable=bool(primary) and primary not in decisions.no_invite,
+        kinds=tuple(sorted({r.record.kind for r in recs} | ({USER} if user is not None else set()))),
+        groups=tuple(sorted({g for r in recs for g in r.record.groups})))
+
+
+def _links(members: list[str], addresses: dict[str, list[str]], holders: dict[str, list[str]], dropped: set[str],
+           excluded: set[str], hand: list[tuple[str, str]]) -> list[Link]:
+    inside = set(members)
+    out: list[Link] = []
+    seen: set[str] = set()
+    for node in members:
+        for a in addresses.get(node, ()):
+            if a in seen or a in dropped:
+                continue
+            seen.add(a)
+            nodes = [n for n in holders.get(a, ()) if n in inside and n not in excluded]
+            out.extend(Link(nodes[0], other, "address", a) for other in nodes[1:])
+    out.extend(Link(a, b, "merged by hand") for a, b in hand if a in inside)
+    return out
+
+
+def _suggestions(people: list[Person]) -> list[Suggestion]:
+    """People with one name and no shared address (else they would be one): perhaps one human, for an admin to
+    decide. Two zoomcal users are never suggested (they are two accounts)."""
+    by_name: dict[str, list[Person]] = defaultdict(list)
+    for p in people:
+        key = name_key(p.display_name)
+        if len(key) >= 3 and " " in key:       # a full name, not "info" or a lone first name
+            by_name[key].append(p)
+    out: list[Suggestion] = []
+    for key in sorted(by_name):
+        group = sorted(by_name[key], key=lambda p: p.id)
+        if len(group) < 2 or len(group) > 5:
+            continue
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if a.user_id is not None and b.user_id is not None:
+                    continue
+                out.append(Suggestion(a.id, b.id, f"both are called {a.display_name!r}, with no address in common"))
+                if len(out) >= MAX_SUGGESTIONS:
+                    return out
+    return out
