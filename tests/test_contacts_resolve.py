@@ -61,7 +61,7 @@ def test_records_sharing_any_address_are_one_person_and_a_user_anchors_them():
     grace = result.person_of("g/2")
     assert grace.user_id is None and set(grace.records) == {"z/u1", "g/2"}
     assert (grace.display_name, grace.zoom_user_id, grace.presence) == ("Grace Hopper", "Zg", "Busy")
-    why = {(link.why, link.address) for link in result.links[ada.id]}
+    why = {(link.why, link.address) for link in result.links_of(ada)}
     assert ("address", "countess@example.com") in why and ("address", "ada.work@example.org") in why
     assert result.problems == []
 
@@ -119,7 +119,7 @@ def test_an_admins_merge_and_split_hold_and_never_join_two_users():
     assert result.person_of("c/1").user_id is None                 # split: stands alone
     assert result.person_of("user:2").user_id == 2                 # the merge of two users was refused
     assert any("would join two users" in p.reason for p in result.problems)
-    assert any(link.why == "merged by hand" for link in result.links[a.id])
+    assert any(link.why == "merged by hand" for link in result.links_of(a))
 
 
 def test_which_name_wins_is_a_rule():

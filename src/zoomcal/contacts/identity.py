@@ -15,6 +15,9 @@ import idna
 MAX_ADDRESS = 254
 _ASCII_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 _ASCII_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+# the common case in one match: a lower-case ASCII address with a dotted-atom local part and a plain domain
+_PLAIN = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]{1,64}(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}")
 
 
 class NotAnAddress(ValueError):
@@ -38,6 +41,14 @@ def _domain(domain: str) -> str:
 def normalize(text: str) -> str:
     """The normal form of one address (a `mailto:` prefix and surrounding space are dropped); NotAnAddress
     with the reason otherwise."""
+    if isinstance(text, str) and text.isascii():
+        plain = text.lower()
+        if len(plain) <= MAX_ADDRESS and _PLAIN.fullmatch(plain) and plain.index("@") <= 64:
+            return plain
+    return _normalize(text)
+
+
+def _normalize(text: str) -> str:
     if not isinstance(text, str):
         raise NotAnAddress("not text")
     value = text.strip()
@@ -63,21 +74,30 @@ def normalize(text: str) -> str:
     return f"{local}@{_domain(domain)}"
 
 
-def split(addresses: tuple[str, ...] | list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Each address's normal form (in order, without repeats), and the texts that are none, with the reason."""
+def split(addresses: tuple[str, ...] | list[str],
+          cache: dict[str, str | NotAnAddress] | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """Each address's normal form (in order, without repeats), and the texts that are none, with the reason.
+    `cache` keeps each text's answer over many calls."""
     good: list[str] = []
     bad: list[tuple[str, str]] = []
     for text in addresses:
-        try:
-            address = normalize(text)
-        except NotAnAddress as exc:
-            bad.append((str(text)[:200], str(exc)))
-            continue
-        if address not in good:
-            good.append(address)
+        answer = cache.get(text) if cache is not None else None
+        if answer is None:
+            try:
+                answer = normalize(text)
+            except NotAnAddress as exc:
+                answer = exc
+            if cache is not None:
+                cache[text] = answer
+        if isinstance(answer, NotAnAddress):
+            bad.append((str(text)[:200], str(answer)))
+        elif answer not in good:
+            good.append(answer)
     return good, bad
 
 
 def name_key(name: str) -> str:
     """A display name for comparing (never for merging): compatibility-normalised, case-folded, single spaces."""
+    if name.isascii():
+        return " ".join(name.lower().split())
     return " ".join(unicodedata.normalize("NFKC", name or "").casefold().split())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from hashlib import sha1
 
 from zoomcal.connectors.contacts import KINDS, USER, ContactRecord
@@ -102,25 +102,34 @@ class Resolution:
     people: list[Person]
     problems: list[Problem]
     suggestions: list[Suggestion]
-    links: dict[str, list[Link]] = field(default_factory=dict)    # person id -> why its records are one
+    why: _Why | None = None
 
     def person_of(self, node: str) -> Person | None:
         return next((p for p in self.people if node in p.records or node == f"user:{p.user_id}"), None)
 
+    def links_of(self, person: Person) -> list[Link]:
+        """Why the person's records are one: the addresses they share, and an admin's merges."""
+        nodes = set(person.records) | ({f"user:{person.user_id}"} if person.user_id is not None else set())
+        return self.why.links(nodes) if self.why is not None else []
+
 
 class _Union:
+    """Union-find over tokens (addresses, or a node's private token); a token never joined is its own root."""
+
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}
 
-    def add(self, node: str) -> None:
-        self.parent.setdefault(node, node)
-
-    def find(self, node: str) -> str:
+    def find(self, token: str) -> str:
         parent = self.parent
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
+        root = token
+        while True:
+            up = parent.get(root)
+            if up is None or up == root:
+                break
+            root = up
+        while token != root:       # compress
+            token, parent[token] = parent.get(token, root), root
+        return root
 
     def union(self, a: str, b: str) -> None:
         ra, rb = self.find(a), self.find(b)
@@ -128,12 +137,6 @@ class _Union:
             if rb < ra:
                 ra, rb = rb, ra
             self.parent[rb] = ra
-
-    def groups(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = defaultdict(list)
-        for node in self.parent:
-            out[self.find(node)].append(node)
-        return out
 
 
 def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), decisions: Decisions = Decisions(),
@@ -168,109 +171,126 @@ def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), deci
         for owner in sorted(owners[a]):
             problems.add(Problem(owner, "conflict", f"{a} is claimed by {' and '.join(sorted(owners[a]))}"))
     merged_by_hand = {n for pair in decisions.merges for n in pair}
+    cache: dict = {}
     for r in records:
-        good, bad = split(r.record.emails)
+        good, bad = split(r.record.emails, cache)
         for text, reason in bad:
             problems.add(Problem(r.key, "malformed", f"{text!r}: {reason}"))
         if good:
             addresses[r.key] = good
         elif r.key in merged_by_hand:
             addresses[r.key] = []
-        elif not bad:
-            problems.add(Problem(r.key, "no_address", "the record has no e-mail address"))
         else:
-            problems.add(Problem(r.key, "no_address", "none of the record's addresses is usable"))
+            problems.add(Problem(r.key, "no_address", "the record has no e-mail address" if not bad
+                                 else "none of the record's addresses is usable"))
 
     # --- records that touch two users cannot be placed ----------------------------------------------------------
     excluded: set[str] = set()
     touches: dict[str, set[str]] = {}
-    for key in (r.key for r in records if r.key in addresses):
-        touched = {o for a in addresses[key] if a not in claimed for o in owners.get(a, ())}
-        touches[key] = touched
-        if len(touched) > 1 and key not in decisions.splits:
-            excluded.add(key)
-            problems.add(Problem(key, "conflict", f"holds the addresses of {' and '.join(sorted(touched))}"))
+    if owners:
+        for key in (r.key for r in records if r.key in addresses):
+            touched = {o for a in addresses[key] if a in owners and a not in claimed for o in owners[a]}
+            touches[key] = touched
+            if len(touched) > 1 and key not in decisions.splits:
+                excluded.add(key)
+                problems.add(Problem(key, "conflict", f"holds the addresses of {' and '.join(sorted(touched))}"))
 
-    # --- join by shared addresses -------------------------------------------------------------------------------
-    uf = _Union()
-    holders: dict[str, list[str]] = defaultdict(list)
-    for node, addrs in addresses.items():
-        uf.add(node)
-        if node in excluded or node in decisions.splits:
-            continue
-        for a in addrs:
-            if a not in claimed:
-                holders[a].append(node)
+    # --- join by shared addresses: union-find over addresses, a record joining the ones it holds ---------------
     dropped: set[str] = set()
-    for a, nodes in holders.items():
-        for other in nodes[1:]:
-            uf.union(nodes[0], other)
+
+    def tokens_of(node: str) -> list[str]:
+        if node in excluded or node in decisions.splits:
+            return ["#" + node]
+        return [a for a in addresses[node] if a not in claimed and a not in dropped] or ["#" + node]
+
+    def join() -> tuple[_Union, dict[str, list[str]]]:
+        uf = _Union()
+        tokens = {node: tokens_of(node) for node in addresses}
+        for toks in tokens.values():
+            for t in toks[1:]:
+                uf.union(toks[0], t)
+        return uf, tokens
+
+    uf, tokens = join()
     # a chain of records can still join two users (x of A and z on one record, z and y of B on another)
-    while True:
-        groups = uf.groups()
-        crowded = [g for g in groups.values() if sum(1 for n in g if n in user_by_key) > 1]
-        if not crowded:
-            break
-        for group in crowded:
-            members = set(group)
-            bridges = [a for a, nodes in holders.items() if a not in dropped and members.intersection(nodes)
-                       and len({u for n in nodes for u in (touches.get(n) or {n} & user_by_key.keys())}) > 1]
-            if bridges:
-                for a in bridges:
-                    dropped.add(a)
-                    for n in holders[a]:
-                        if n not in user_by_key:
-                            problems.add(Problem(n, "conflict", f"{a} is on records of different users: kept apart"))
-            else:
+    while len({uf.find(tokens[u][0]) for u in user_by_key}) < len(user_by_key):
+        roots: dict[str, list[str]] = defaultdict(list)
+        for u in user_by_key:
+            roots[uf.find(tokens[u][0])].append(u)
+        for root, crowd in roots.items():
+            if len(crowd) < 2:
+                continue
+            members = [n for n in addresses if uf.find(tokens[n][0]) == root]
+            holders: dict[str, list[str]] = defaultdict(list)
+            for n in members:
+                for a in tokens[n]:
+                    holders[a].append(n)
+            bridges = [a for a, nodes in holders.items()
+                       if len({u for n in nodes for u in (touches.get(n) or {n} & user_by_key.keys())}) > 1]
+            for a in bridges:
+                dropped.add(a)
+                for n in holders[a]:
+                    if n not in user_by_key:
+                        problems.add(Problem(n, "conflict", f"{a} is on records of different users: kept apart"))
+            if not bridges:
                 for n in sorted(members):
                     if n not in user_by_key and not touches.get(n):
                         excluded.add(n)
                         problems.add(Problem(n, "conflict", "it links the addresses of two users: kept apart"))
-        uf = _Union()
-        for node in addresses:
-            uf.add(node)
-        for a, nodes in holders.items():
-            live = [n for n in nodes if n not in excluded]
-            if a in dropped:
-                continue
-            for other in live[1:]:
-                uf.union(live[0], other)
+        uf, tokens = join()
 
     # --- an admin's merges (never two users in one person) ------------------------------------------------------
     hand: list[tuple[str, str]] = []
     for a, b in sorted(tuple(sorted(pair)) for pair in decisions.merges):
-        if a not in uf.parent or b not in uf.parent:
+        if a not in tokens or b not in tokens:
             continue
-        ra, rb = uf.find(a), uf.find(b)
-        users_a = {u for u in user_by_key if uf.find(u) == ra}
-        users_b = {u for u in user_by_key if uf.find(u) == rb}
+        ra, rb = uf.find(tokens[a][0]), uf.find(tokens[b][0])
+        users_a = {u for u in user_by_key if uf.find(tokens[u][0]) == ra}
+        users_b = {u for u in user_by_key if uf.find(tokens[u][0]) == rb}
         if users_a and users_b and users_a != users_b:
             problems.add(Problem(a, "conflict", f"a merge with {b} would join two users: not applied"))
             continue
-        uf.union(a, b)
+        uf.union(tokens[a][0], tokens[b][0])
         hand.append((a, b))
 
     # --- people ---------------------------------------------------------------------------------------------------
+    groups: dict[str, list[str]] = defaultdict(list)
+    for node, toks in tokens.items():
+        groups[uf.find(toks[0])].append(node)
+    usable = {node: [t for t in toks if t[0] != "#"] if node not in decisions.splits else
+              [a for a in addresses[node] if a not in claimed and a not in dropped] for node, toks in tokens.items()}
     people: list[Person] = []
-    links: dict[str, list[Link]] = {}
-    for group in uf.groups().values():
-        members = sorted(group)
-        record_keys = tuple(n for n in members if n in by_key and n not in excluded)
+    precedence = _precedence(records, rules)
+    for members in groups.values():
         user = next((user_by_key[n] for n in members if n in user_by_key), None)
+        record_keys = tuple(sorted(n for n in members if n in by_key and n not in excluded))
         if not record_keys and user is None:
             continue
-        usable = {k: [a for a in addresses.get(k, ()) if a not in claimed and a not in dropped]
-                  for k in (*record_keys, *([user.key] if user else []))}
-        if user is None and not any(usable.values()):
+        if user is None and not any(usable[k] for k in record_keys):
             for k in record_keys:   # nobody to reach: every address it has is another's too
                 if addresses.get(k):
                     problems.add(Problem(k, "conflict", "each of its addresses belongs to someone else as well"))
             continue
-        person = _person(record_keys, user, by_key, usable, decisions, rules)
-        people.append(person)
-        links[person.id] = _links(members, addresses, holders, dropped, excluded, hand)
+        people.append(_person(record_keys, user, by_key, usable, decisions, rules, precedence))
     people.sort(key=lambda p: p.id)
-    return Resolution(people, sorted(problems), _suggestions(people), links)
+    return Resolution(people, sorted(problems), _suggestions(people), _Why(usable, hand))
+
+
+@dataclass
+class _Why:
+    """What explains a person (asked for one person at a time: `Resolution.links_of`)."""
+
+    usable: dict[str, list[str]]
+    hand: list[tuple[str, str]]
+
+    def links(self, nodes: set[str]) -> list[Link]:
+        holders: dict[str, list[str]] = defaultdict(list)
+        for node in sorted(nodes):
+            for a in self.usable.get(node, ()):
+                holders[a].append(node)
+        out = [Link(held[0], other, "address", a) for a, held in sorted(holders.items()) for other in held[1:]]
+        out.extend(Link(a, b, "merged by hand") for a, b in self.hand if a in nodes)
+        return out
 
 
 def _rank(rules: ContactRules, provider: str) -> int:
@@ -280,11 +300,18 @@ def _rank(rules: ContactRules, provider: str) -> int:
         return len(rules.name_from)
 
 
-def _person(record_keys: tuple[str, ...], user: UserRef | None, by_key: dict[str, SourceRecord],
-            addresses: dict[str, list[str]], decisions: Decisions, rules: ContactRules) -> Person:
-    recs = [by_key[k] for k in record_keys]
+def _precedence(records: list[SourceRecord], rules: ContactRules) -> dict[str, int]:
+    """Each record's place in the name rule's order (its provider, then its kind, then its key)."""
     kind_rank = {k: i for i, k in enumerate(KINDS)}
-    ordered = sorted(recs, key=lambda r: (_rank(rules, r.provider), kind_rank.get(r.record.kind, len(KINDS)), r.key))
+    ranked = sorted(records, key=lambda r: (_rank(rules, r.provider), kind_rank.get(r.record.kind, len(KINDS)), r.key))
+    return {r.key: i for i, r in enumerate(ranked)}
+
+
+def _person(record_keys: tuple[str, ...], user: UserRef | None, by_key: dict[str, SourceRecord],
+            addresses: dict[str, list[str]], decisions: Decisions, rules: ContactRules,
+            precedence: dict[str, int]) -> Person:
+    recs = [by_key[k] for k in record_keys]
+    ordered = [by_key[k] for k in sorted(record_keys, key=precedence.__getitem__)] if len(recs) > 1 else recs
     emails: set[str] = set()
     for k in record_keys:
         emails.update(addresses.get(k, ()))
@@ -321,22 +348,6 @@ def _person(record_keys: tuple[str, ...], user: UserRef | None, by_key: dict[str
         invitable=bool(primary) and primary not in decisions.no_invite,
         kinds=tuple(sorted({r.record.kind for r in recs} | ({USER} if user is not None else set()))),
         groups=tuple(sorted({g for r in recs for g in r.record.groups})))
-
-
-def _links(members: list[str], addresses: dict[str, list[str]], holders: dict[str, list[str]], dropped: set[str],
-           excluded: set[str], hand: list[tuple[str, str]]) -> list[Link]:
-    inside = set(members)
-    out: list[Link] = []
-    seen: set[str] = set()
-    for node in members:
-        for a in addresses.get(node, ()):
-            if a in seen or a in dropped:
-                continue
-            seen.add(a)
-            nodes = [n for n in holders.get(a, ()) if n in inside and n not in excluded]
-            out.extend(Link(nodes[0], other, "address", a) for other in nodes[1:])
-    out.extend(Link(a, b, "merged by hand") for a, b in hand if a in inside)
-    return out
 
 
 def _suggestions(people: list[Person]) -> list[Suggestion]:
