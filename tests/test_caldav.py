@@ -35,6 +35,19 @@ async def test_discovery_finds_the_calendars(radicale):
     assert url in [c[0] for c in found]
 
 
+async def test_linking_a_calendars_own_url_takes_that_calendar(radicale):
+    """Given a calendar's own URL, the link takes that calendar, not the first one discovery lists."""
+    from zoomcal.connectors.caldav.spec import link
+    from zoomcal.connectors.spec import Env, LinkRequest
+    from zoomcal.mapping.rules import load_rules
+
+    first, second = new_collection(radicale, "erin"), new_collection(radicale, "erin")
+    env = Env(rules=load_rules(None), allow_private=True)
+    for url in (first, second):
+        linked = await link(LinkRequest("erin@example.com", {"url": url, "username": "erin"}, {"password": "x"}), env)
+        assert linked.remote_id == url
+
+
 def _resources(collection: str) -> dict[str, str]:
     report = httpx.request("PROPFIND", collection, auth=("ada", "x"), headers={"Depth": "1"})
     hrefs = [h.split("</href>")[0] for h in report.text.split("<href>")[1:] if h.split("</href>")[0].endswith(".ics")]

@@ -101,7 +101,7 @@ def _check_inputs(spec: ProviderSpec, options: dict[str, str], secrets: dict[str
 
 def _one_meetings_account(s, user: User, spec: ProviderSpec) -> None:
     """A person's meetings live in one account: a second one would split them."""
-    if spec.role == MEETINGS and s.scalar(select(Calendar.id).where(Calendar.user_id == user.id,
+    if spec.calendar_role == MEETINGS and s.scalar(select(Calendar.id).where(Calendar.user_id == user.id,
                                                                      Calendar.role == MEETINGS)) is not None:
         raise ConflictError(f"{user.email} already has a meetings account linked; unlink it first",
                             field="provider")
@@ -162,19 +162,28 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
                                  ctx.services.env(ctx.rules(), provider=spec.key))
     except (ConfigError, ConnectorError) as exc:
         raise _provider_error(spec, exc) from exc
-    role = spec.role
+    role = spec.calendar_role
     with ctx.store.transaction() as s:
         user = users.find(s, ctx, email)
         mine = list(s.execute(select(Calendar, Account).join(Account, Calendar.account_id == Account.id)
                               .where(Calendar.user_id == user.id)))
-        if any(a.provider == spec.key and c.remote_id == linked.remote_id for c, a in mine):
-            raise ConflictError(f"{user.email} already has this {spec.label} calendar linked", field="provider")
+        if any(a.provider == spec.key and c.remote_id == linked.remote_id for c, a in mine) or \
+                (role is None and s.scalar(select(Account.id).where(
+                    Account.user_id == user.id, Account.provider == spec.key,
+                    Account.external_id == linked.remote_id)) is not None):
+            raise ConflictError(f"{user.email} already has this {spec.label} {'calendar' if role else 'source'} "
+                                "linked", field="provider")
         _one_meetings_account(s, user, spec)
         account = Account(tenant_id=ctx.tenant_id, user_id=user.id, provider=spec.key, external_id=linked.remote_id,
                           config=linked.config, secret=ctx.vault.seal(linked.secret) if linked.secret else None,
                           status="ok", checked_at=ctx.now())
         s.add(account)
         s.flush()
+        if role is None:       # a contact source: no calendar to keep
+            if receives_meetings:
+                raise InvalidError(f"a {spec.label} account cannot receive meetings", field="receives_meetings")
+            ctx.audit(s, "account.link", f"{user.email}:{spec.key}", {"source": linked.remote_id})
+            return _info(account, None, user.email, spec.label)
         calendar = Calendar(tenant_id=ctx.tenant_id, user_id=user.id, account_id=account.id,
                             remote_id=linked.remote_id, name=linked.name or spec.default_label, role=role,
                             receives_meetings=False)

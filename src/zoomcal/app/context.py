@@ -171,7 +171,8 @@ class Services:
 
     def account_view(self, account: Account, calendar: Calendar | None) -> AccountView:
         secret = self.vault.open(account.secret) if account.secret else {}
-        return AccountView(account.id, dict(account.config or {}), secret, calendar.remote_id if calendar else "")
+        return AccountView(account.id, dict(account.config or {}), secret,
+                           calendar.remote_id if calendar else account.external_id)
 
     def provider_env(self, ctx: AppContext, account: Account, calendar: Calendar | None, rules: MappingRules
                      ) -> tuple[AccountView, Env]:

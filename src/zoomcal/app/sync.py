@@ -280,7 +280,8 @@ def events(ctx: AppContext, email: str | None = None) -> list[EventInfo]:
 
 # --- the review queue -----------------------------------------------------------------------------------------
 
-CHOICES = {"conflict": ("zoom", "calendar"), "mass_delete": ("confirm", "dismiss"), "overlap": ("dismiss",)}
+CHOICES = {"conflict": ("zoom", "calendar"), "mass_delete": ("confirm", "dismiss"), "overlap": ("dismiss",),
+           "contact": ("dismiss",), "contact_match": ("merge", "dismiss")}
 
 
 @dataclass
@@ -332,6 +333,10 @@ async def resolve(ctx: AppContext, review_id: int, choice: str) -> ReviewEntry:
         entry = _review(item, {owner.id: owner.email} if owner else {})
     if item.kind == "mass_delete" and choice == "confirm" and email:
         await run(ctx, email, confirm_deletes=True, trigger="review:confirm-deletes")
+    if item.kind == "contact_match" and choice == "merge":
+        from zoomcal.app import contacts
+
+        contacts.merge(ctx, item.zoom_value["a"], item.zoom_value["b"])
     return entry
 
 

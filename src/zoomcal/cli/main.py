@@ -9,6 +9,7 @@ from zoomcal import __version__
 from zoomcal.cli import availability, common, demo, serve, setup, sync, worker
 from zoomcal.cli.accounts import account_app
 from zoomcal.cli.audit import audit_app
+from zoomcal.cli.contacts import contacts_app
 from zoomcal.cli.invitations import invitations_app, mail_app
 from zoomcal.cli.mapping import mapping_app
 from zoomcal.cli.polls import polls_app
@@ -59,6 +60,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(mail_app, name="mail")
 app.add_typer(invitations_app, name="invitations")
 app.add_typer(polls_app, name="polls")
+app.add_typer(contacts_app, name="contacts")
 app.command()(demo.demo)
 app.command()(demo.sandbox)
 app.command()(serve.serve)

@@ -84,6 +84,20 @@ class ZoomRules(_Strict):
     unsupported_recurrence: Literal["no_fixed_time", "first_only"] = "no_fixed_time"
 
 
+class ContactsRules(_Strict):
+    # whose display name a person gets when their records disagree: providers in order ("zoomcal" is the
+    # person's own zoomcal profile); a provider not named comes after all named ones
+    name_from: list[str] = Field(default_factory=lambda: ["zoomcal", "zoom", "graph-contacts", "google-contacts",
+                                                          "carddav"], min_length=1)
+
+    @field_validator("name_from")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        if any(not isinstance(v, str) or not v.strip() for v in value) or len(set(value)) != len(value):
+            raise ValueError("name_from lists provider keys, each once")
+        return value
+
+
 class CalendarRules(_Strict):
     join_header: str = "── Zoom meeting ──"
 
@@ -104,6 +118,7 @@ class MappingRules(_Strict):
     deletes: DeleteRules = DeleteRules()
     zoom: ZoomRules = ZoomRules()
     calendar: CalendarRules = CalendarRules()
+    contacts: ContactsRules = ContactsRules()
 
     @field_validator("version")
     @classmethod

@@ -405,3 +405,68 @@ class MeetingPoll(TenantOwned, Base):
     status: Mapped[str] = mapped_column(String(20), default="waiting")    # waiting | created | failed
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ContactSource(TenantOwned, Base):
+    """A linked account read by the contacts service: where its listing stands and what it was granted."""
+
+    __tablename__ = "contact_sources"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), unique=True)
+    cursor: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="ok")         # ok | error | needs_reauth
+    error: Mapped[str] = mapped_column(Text, default="")
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    records: Mapped[int] = mapped_column(Integer, default=0)
+    granted: Mapped[list | None] = mapped_column(JSON, nullable=True)      # the scopes the provider last granted
+    scopes_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ContactRecordRow(TenantOwned, Base):
+    """One record as its source last listed it (zoomcal.connectors.contacts.ContactRecord, as JSON)."""
+
+    __tablename__ = "contact_records"
+    __table_args__ = (UniqueConstraint("source_id", "record_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("contact_sources.id", ondelete="CASCADE"), index=True)
+    record_id: Mapped[str] = mapped_column(String(500))
+    provider: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(20))
+    data: Mapped[dict] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=_now)
+
+
+class ContactPerson(TenantOwned, Base):
+    """One human in the tenant's directory, as the last resolution made them (rebuilt from the records)."""
+
+    __tablename__ = "contact_people"
+    __table_args__ = (UniqueConstraint("tenant_id", "person_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    primary_email: Mapped[str] = mapped_column(String(320), index=True)
+    display_name: Mapped[str] = mapped_column(Text, default="")
+    name_from: Mapped[str] = mapped_column(String(600), default="")
+    emails: Mapped[list] = mapped_column(JSON, default=list)
+    records: Mapped[list] = mapped_column(JSON, default=list)
+    kinds: Mapped[list] = mapped_column(JSON, default=list)
+    groups: Mapped[list] = mapped_column(JSON, default=list)
+    zoom_user_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    presence: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    presence_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    invitable: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=_now)
+
+
+class ContactDecision(TenantOwned, Base):
+    """An admin's word on the directory, kept across syncs: merge (a with b), split (a stands alone), no_invite
+    (address a is never invited)."""
+
+    __tablename__ = "contact_decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    a: Mapped[str] = mapped_column(String(600))
+    b: Mapped[str] = mapped_column(String(600), default="")
+    actor: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,3 +1,3 @@
-from zoomcal.connectors.caldav.spec import SPEC
+from zoomcal.connectors.caldav.spec import SPEC, SPECS
 
-__all__ = ["SPEC"]
+__all__ = ["SPEC", "SPECS"]

@@ -39,6 +39,12 @@ MULTIGET = ('<?xml version="1.0" encoding="utf-8"?><c:calendar-multiget xmlns:d=
             '</c:calendar-multiget>')
 
 
+CARDDAV = "urn:ietf:params:xml:ns:carddav"
+# what discovery looks for: the namespace, the home-set property, the collection's resource type
+DISCOVERY = {"caldav": (NS["c"], "calendar-home-set", "calendar"),
+             "carddav": (CARDDAV, "addressbook-home-set", "addressbook")}
+
+
 def parse_xml(data: bytes) -> Element:
     try:
         return ElementTree.fromstring(data, forbid_dtd=True)
@@ -50,17 +56,19 @@ def _xml_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class CalDavConnector:
-    name = "caldav"
-    capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=100)
+class DavCollection:
+    """One WebDAV collection (a CalDAV calendar, a CardDAV address book): requests through the URL guard, RFC 6578
+    change listings with an etag-listing fallback, and a multiget of the members that changed."""
 
-    def __init__(self, collection_url: str, rules: MappingRules, *, username: str | None = None,
+    MULTIGET = MULTIGET
+    DATA = ".//c:calendar-data"          # where a multiget answer carries a member's data
+
+    def __init__(self, collection_url: str, *, username: str | None = None,
                  password: str | None = None, transport: httpx.AsyncBaseTransport | None = None,
                  allow_private: bool = False, resolve: Resolver = system_resolver, timeout: float = 20.0,
                  provider: str = ""):
         self.url = collection_url if collection_url.endswith("/") else collection_url + "/"
         self.path = urlsplit(self.url).path
-        self.rules = rules
         self.allow_private = allow_private
         self.resolve = resolve
         auth = httpx.BasicAuth(username, password or "") if username else None
@@ -87,6 +95,13 @@ class CalDavConnector:
     def _abs(self, href: str) -> str:
         return urljoin(self.url, href)
 
+    def member(self, href: str) -> bool:
+        """Whether a listed href is a member this collection syncs (a calendar: `.ics` resources)."""
+        return href.endswith(".ics")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
     # --- reading -------------------------------------------------------------------------------------
     async def _listing(self, cursor: str | None) -> tuple[dict[str, str | None], str, bool]:
         """({href: etag or None when deleted}, new cursor, complete?)."""
@@ -102,7 +117,7 @@ class CalDavConnector:
                 found = {}
                 for resp in root.findall("d:response", NS):
                     href = resp.findtext("d:href", default="", namespaces=NS)
-                    if not href.endswith(".ics"):
+                    if not self.member(href):
                         continue
                     status = resp.findtext("d:status", default="", namespaces=NS)
                     found[href] = None if " 404 " in status else resp.findtext(".//d:getetag", namespaces=NS)
@@ -119,7 +134,7 @@ class CalDavConnector:
         root = parse_xml(response.content)
         found = {resp.findtext("d:href", default="", namespaces=NS): resp.findtext(".//d:getetag", namespaces=NS)
                  for resp in root.findall("d:response", NS)}
-        return {h: e for h, e in found.items() if h.endswith(".ics")}, listing_cursor, True
+        return {h: e for h, e in found.items() if self.member(h)}, listing_cursor, True
 
     async def _multiget(self, hrefs: list[str]) -> list[dict[str, Any]]:
         raws = []
@@ -127,13 +142,23 @@ class CalDavConnector:
             chunk = "".join(f"<d:href>{_xml_escape(h)}</d:href>" for h in hrefs[start:start + 100])
             response = await self._request("REPORT", self.url, headers={"Depth": "1",
                                            "Content-Type": "application/xml; charset=utf-8"},
-                                           content=MULTIGET.format(hrefs=chunk))
+                                           content=self.MULTIGET.format(hrefs=chunk))
             for resp in parse_xml(response.content).findall("d:response", NS):
-                data = resp.findtext(".//c:calendar-data", namespaces=NS)
+                data = resp.findtext(self.DATA, namespaces=NS)
                 if data is not None:
                     raws.append({"href": resp.findtext("d:href", default="", namespaces=NS),
                                  "etag": resp.findtext(".//d:getetag", namespaces=NS), "ics": data})
         return raws
+
+
+
+class CalDavConnector(DavCollection):
+    name = "caldav"
+    capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=100)
+
+    def __init__(self, collection_url: str, rules: MappingRules, **kwargs: Any):
+        super().__init__(collection_url, **kwargs)
+        self.rules = rules
 
     async def changes(self, cursor: str | None, mirror: Mapping[str, dict[str, Any]]) -> ChangeSet:
         start_calls = self.calls
@@ -220,40 +245,40 @@ class CalDavConnector:
             pass   # already gone
         return self.calls - start_calls
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
 
 async def discover(base_url: str, username: str | None, password: str | None, *, allow_private: bool = False,
-                   resolve: Resolver = system_resolver, transport: httpx.AsyncBaseTransport | None = None
-                   ) -> list[tuple[str, str]]:
-    """Calendars under a base URL: .well-known/caldav -> principal -> calendar-home-set -> collections."""
-    probe = CalDavConnector(base_url, None, username=username, password=password, transport=transport,  # type: ignore[arg-type]
-                            allow_private=allow_private, resolve=resolve)
+                   resolve: Resolver = system_resolver, transport: httpx.AsyncBaseTransport | None = None,
+                   kind: str = "caldav") -> list[tuple[str, str]]:
+    """Collections under a base URL: .well-known -> principal -> home set -> collections: calendars (`kind`
+    caldav) or address books (carddav)."""
+    ns, home_set, resourcetype = DISCOVERY[kind]
+    probe = DavCollection(base_url, username=username, password=password, transport=transport,
+                          allow_private=allow_private, resolve=resolve)
     try:
         async def propfind(url: str, prop: str, depth: str = "0") -> Element:
             headers = {"Depth": depth, "Content-Type": "application/xml"}
             response = await probe._request("PROPFIND", url, headers=headers,
-                                            content=f'<d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:'
-                                                    f'caldav"><d:prop>{prop}</d:prop></d:propfind>')
+                                            content=f'<d:propfind xmlns:d="DAV:" xmlns:x="{ns}"><d:prop>{prop}'
+                                                    f'</d:prop></d:propfind>')
             return parse_xml(response.content)
 
-        root_url = urljoin(probe.url, "/.well-known/caldav")
+        root_url = urljoin(probe.url, f"/.well-known/{kind}")
         try:
             await probe._request("PROPFIND", root_url, ok=(207, 301, 302, 307, 308), headers={"Depth": "0"})
         except (NotFound, InvalidItem):
             root_url = probe.url
         principal = (await propfind(probe.url, "<d:current-user-principal/>")).findtext(
             ".//d:current-user-principal/d:href", namespaces=NS)
-        home_root = await propfind(probe._abs(principal or probe.path), "<c:calendar-home-set/>")
-        home = home_root.findtext(".//c:calendar-home-set/d:href", namespaces=NS) or principal or probe.path
+        home_root = await propfind(probe._abs(principal or probe.path), f"<x:{home_set}/>")
+        home = home_root.findtext(f".//{{{ns}}}{home_set}/d:href", namespaces=NS) or principal or probe.path
         listing = await propfind(probe._abs(home), "<d:resourcetype/><d:displayname/>", depth="1")
-        calendars = []
+        found = []
         for resp in listing.findall("d:response", NS):
-            if resp.find(".//d:resourcetype/c:calendar", NS) is not None:
+            if resp.find(f".//d:resourcetype/{{{ns}}}{resourcetype}", NS) is not None:
                 href = resp.findtext("d:href", default="", namespaces=NS)
-                calendars.append((probe._abs(href), resp.findtext(".//d:displayname", default="", namespaces=NS)
-                                  or href.rstrip("/").rsplit("/", 1)[-1]))
-        return calendars
+                found.append((probe._abs(href), resp.findtext(".//d:displayname", default="", namespaces=NS)
+                              or href.rstrip("/").rsplit("/", 1)[-1]))
+        return found
     finally:
         await probe.aclose()

@@ -8,15 +8,28 @@ from urllib.parse import quote
 
 from zoomcal.auth.oauth import TokenSource, ZoomAccountCredentials
 from zoomcal.connectors import rest
-from zoomcal.connectors.spec import MEETINGS, PRESENCE, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec
+from zoomcal.connectors.spec import (
+    CONTACTS,
+    MEETINGS,
+    PRESENCE,
+    AccountView,
+    Env,
+    Linked,
+    LinkRequest,
+    Option,
+    ProviderSpec,
+)
 from zoomcal.connectors.zoom.connector import ZoomConnector
+from zoomcal.connectors.zoom.directory import FEATURES, ZoomDirectory
 from zoomcal.connectors.zoom.push import CHANNEL, meeting_targets
 
 API = "https://api.zoom.us/v2"
 TOKEN_URL = "https://zoom.us/oauth/token"
 ACCOUNT_ID = Option("account_id", "server-to-server OAuth: the Zoom account id (then no refresh token is needed)")
 ZOOM_USER = Option("zoom_user", "the Zoom user id or e-mail (default: the user's e-mail)")
-OPTIONS = (rest.CLIENT_ID, ACCOUNT_ID, ZOOM_USER, *rest.endpoint_options(API, TOKEN_URL))
+CONTACT_FEATURES = Option("contact_features", "what the contacts directory reads of the account, comma-separated: "
+                          f"{', '.join(FEATURES)}", default=",".join(FEATURES))
+OPTIONS = (rest.CLIENT_ID, ACCOUNT_ID, ZOOM_USER, CONTACT_FEATURES, *rest.endpoint_options(API, TOKEN_URL))
 SECRETS = ("client_id", "client_secret", "refresh_token", "account_id")
 
 
@@ -42,7 +55,8 @@ async def check(view: AccountView, env: Env) -> None:
 
 
 async def link(request: LinkRequest, env: Env) -> Linked:
-    view = rest.request_view(request, request.get("zoom_user", request.user_email), ("api_base", "token_url"),
+    view = rest.request_view(request, request.get("zoom_user", request.user_email),
+                             ("api_base", "token_url", "contact_features"),
                              SECRETS)
     user = await _user(view, env)
     return Linked(str(user.get("id") or view.calendar), "Zoom meetings", view.config, view.secret)
@@ -51,6 +65,15 @@ async def link(request: LinkRequest, env: Env) -> Linked:
 def connector(view: AccountView, env: Env) -> ZoomConnector:
     return ZoomConnector(rest.api_client(view, env, API, env.share_tokens(grant(view, env))), view.calendar,
                          env.rules)
+
+
+def directory(view: AccountView, env: Env) -> ZoomDirectory:
+    """The account's users as a contact source. Every person linked through one server-to-server app lists the
+    same account, so they share one directory key (and one listing)."""
+    wanted = tuple(f.strip() for f in view.option("contact_features", CONTACT_FEATURES.default).split(",")
+                   if f.strip())
+    key = f"zoom:{view.secret.get('account_id')}" if view.secret.get("account_id") else f"zoom:user:{view.id}"
+    return ZoomDirectory(rest.api_client(view, env, API, env.share_tokens(grant(view, env))), wanted, key)
 
 
 async def revoke(view: AccountView, env: Env) -> str:
@@ -67,8 +90,8 @@ async def revoke(view: AccountView, env: Env) -> str:
 
 
 SPEC = ProviderSpec(
-    key="zoom", label="Zoom", roles=frozenset({MEETINGS, PRESENCE}),
+    key="zoom", label="Zoom", roles=frozenset({MEETINGS, PRESENCE, CONTACTS}),
     linking="server-to-server OAuth (account id) or user OAuth (refresh token); client secret",
     options=OPTIONS, secrets=secrets, link=link, check=check, connector=connector, grant=grant, revoke=revoke,
     capabilities=ZoomConnector.capabilities, push=CHANNEL, push_targets=meeting_targets("zoom"),
-    default_label="Zoom meetings")
+    default_label="Zoom meetings", contacts=directory)
