@@ -90,6 +90,12 @@ def test_both_sources_are_contacts_only_providers_with_a_choice_of_features():
     assert sign_in({}).scope == "offline_access Contacts.Read User.Read.All"
     with pytest.raises(ConfigError):
         google_people.parse_features("contacts,calendars")
+    world = SandboxWorld()
+    described = world.describe(BASE, [world.add_user("ada@example.com", "Ada Lovelace")])
+    lines = described["users"][0]["contacts_link"]       # how an admin links them by hand
+    assert set(lines) == {"google-contacts", "graph-contacts"}
+    assert "zoomcal account add graph-contacts --user ada@example.com" in lines["graph-contacts"]
+    assert described["google_people_api_base"] == f"{BASE}/google/people"
 
 
 # --- Google ---------------------------------------------------------------------------------------------------------

@@ -131,7 +131,9 @@ class SandboxWorld:
             "ews_url": f"{base_url}{EWS_PREFIX}/EWS/Exchange.asmx",
             # zoomcal refuses Exchange and CalDAV servers on private addresses unless told they are on-premises
             "env": {"ZOOMCAL_ALLOW_PRIVATE_URLS": "true"},
-            "users": [{**user, "link": self.link_commands(user, base_url)} for user in users],
+            "users": [{**user, "link": self.link_commands(user, base_url),
+                       "contacts_link": {r["provider"]: _command(r, user["email"])
+                                         for r in self.contact_link_requests(user, base_url)}} for user in users],
         }
 
     def link_commands(self, info: dict[str, Any], base_url: str) -> dict[str, str]:
