@@ -46,9 +46,10 @@ def zoom_response_schema(doc_name: str, path: str, method: str, status: str) -> 
 
 
 @lru_cache
-def google_schema(name: str) -> dict:
+def google_schema(name: str, document: str = "calendar.v3.json") -> dict:
+    """A schema of a Google discovery document (`document`: calendar.v3.json, people.v1.json) as JSON Schema."""
     require_specs()
-    doc = json.loads((SPECS / "google" / "calendar.v3.json").read_text())
+    doc = json.loads((SPECS / "google" / document).read_text())
 
     def convert(node):
         if isinstance(node, dict):
@@ -77,14 +78,14 @@ def validate(instance, schema) -> None:
 
 
 @lru_cache
-def graph_schema(name: str) -> dict:
-    """A Graph schema from the YAML slice as JSON Schema: `nullable` becomes a null alternative, and the SDK's
+def _graph_doc(file: str) -> dict:
+    """A Graph YAML slice with its schemas as JSON Schema: `nullable` becomes a null alternative, and the SDK's
     blanket `additionalProperties: {type: object}` (which would clash inside allOf) is dropped."""
     import yaml
 
     require_specs()
 
-    doc = yaml.safe_load((SPECS / "microsoft" / "graph-v1.0-calendar.yml").read_text())
+    doc = yaml.load((SPECS / "microsoft" / file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
     def convert(node):
         if isinstance(node, dict):
@@ -97,7 +98,23 @@ def graph_schema(name: str) -> dict:
             return [convert(v) for v in node]
         return node
 
-    return {"$ref": f"#/components/schemas/{name}", "components": convert(doc["components"])}
+    return convert(doc)
+
+
+@lru_cache
+def graph_schema(name: str, file: str = "graph-v1.0-calendar.yml") -> dict:
+    """A Graph schema (`microsoft.graph.event`...) of one of the YAML slices, as JSON Schema."""
+    return {"$ref": f"#/components/schemas/{name}", "components": _graph_doc(file)["components"]}
+
+
+@lru_cache
+def graph_response_schema(file: str, path: str, method: str = "get") -> dict:
+    """What an operation of a Graph slice answers on success (`2XX`), as JSON Schema."""
+    doc = _graph_doc(file)
+    answer = doc["paths"][path][method]["responses"]["2XX"]
+    if "$ref" in answer:
+        answer = doc["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+    return {**answer["content"]["application/json"]["schema"], "components": doc["components"]}
 
 
 def without_annotations(item: dict) -> dict:

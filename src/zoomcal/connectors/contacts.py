@@ -14,7 +14,7 @@ reported, so the service can say why it was left out).
   this source that is not listed is gone.
 * `rejected` names records the source could not read at all (not an object, no id), each with its reason.
 * `features` says which provider scopes each feature of the source needs, so linking asks for only those
-  and `zoomcal contacts scopes` can compare them with what was granted.
+  and the contacts service can compare them with what was granted.
 * Every failure is one of the typed errors in `zoomcal.errors` (an expired cursor is handled, not raised).
 """
 

@@ -3,6 +3,7 @@ metering every provider's HTTP answers go through (`count_call`, or `metered` fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -14,6 +15,7 @@ from zoomcal.errors import (
     AuthExpired,
     Conflict,
     ConnectorError,
+    CursorInvalid,
     DailyLimitReached,
     InvalidItem,
     NotFound,
@@ -133,7 +135,9 @@ class ApiClient:
         self.calls = 0
 
     async def request(self, method: str, path: str, *, gone_is: type[ConnectorError] = NotFound,
-                      **kwargs: Any) -> httpx.Response:
+                      expired: Callable[[httpx.Response], bool] | None = None, **kwargs: Any) -> httpx.Response:
+        """One call, its failure as a typed error; `expired` tells a refused change cursor by the answer (for the
+        providers that refuse one with something else than 410): it is raised as CursorInvalid."""
         for attempt in (0, 1):
             token = await self.tokens.token(self.client)
             headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token}"}
@@ -156,6 +160,8 @@ class ApiClient:
             count_call(self.provider, response.status_code, False)
             return response
         error = error_for(response, f"{method} {path}", gone_is)
+        if expired is not None and expired(response):
+            error = CursorInvalid(f"{method} {path} -> {response.status_code} {_message(response)}".strip())
         count_call(self.provider, response.status_code, isinstance(error, RateLimited))
         raise error
 

@@ -29,34 +29,47 @@ def api_error_response(_request: Request, exc: ApiError) -> JSONResponse:
 
 @dataclass
 class TokenBook:
-    """Issued access / refresh tokens. Refresh tokens rotate: each one works once."""
+    """Issued access / refresh tokens. Refresh tokens rotate: each one works once.
+
+    A grant may name the scopes it was given (space-separated, as token endpoints answer them): its refresh
+    token keeps them and every access token issued from it carries them. A token issued without scopes stands for
+    the vendor's own apps and may do anything (`granted` is None)."""
 
     ttl: int = 3600
     access: dict[str, tuple[str, float]] = field(default_factory=dict)     # token -> (subject, expires)
     refresh: dict[str, str] = field(default_factory=dict)                   # token -> subject
     apps: set[str] = field(default_factory=set)     # access tokens issued by the token endpoint, to an app
+    scopes: dict[str, str] = field(default_factory=dict)    # access or refresh token -> the scopes it was granted
 
-    def issue(self, subject: str, with_refresh: bool = False, app: bool = False) -> dict:
+    def issue(self, subject: str, with_refresh: bool = False, app: bool = False, scope: str | None = None) -> dict:
         """An access token (and a refresh token); `app`: issued by the token endpoint to an app, whose requests
-        the vendor meters (a token made here directly stands for a person in the vendor's own apps)."""
+        the vendor meters (a token made here directly stands for a person in the vendor's own apps). With
+        `scope`, the tokens carry those scopes and the answer names them."""
         token = "at_" + secrets.token_urlsafe(24)
         self.access[token] = (subject, time.time() + self.ttl)
         if app:
             self.apps.add(token)
         out = {"access_token": token, "token_type": "bearer", "expires_in": self.ttl}
+        if scope is not None:
+            self.scopes[token] = scope
+            out["scope"] = scope
         if with_refresh:
-            rt = "rt_" + secrets.token_urlsafe(24)
-            self.refresh[rt] = subject
-            out["refresh_token"] = rt
+            out["refresh_token"] = self.grant_refresh(subject, scope)
         return out
 
-    def grant_refresh(self, subject: str) -> str:
+    def grant_refresh(self, subject: str, scope: str | None = None) -> str:
         rt = "rt_" + secrets.token_urlsafe(24)
         self.refresh[rt] = subject
+        if scope is not None:
+            self.scopes[rt] = scope
         return rt
 
     def use_refresh(self, token: str) -> str | None:
         return self.refresh.pop(token, None)
+
+    def scope_of(self, token: str) -> str | None:
+        """The scopes a token (access or refresh) was granted, as a space-separated string; None: not limited."""
+        return self.scopes.get(token)
 
     def subject(self, request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
@@ -66,6 +79,12 @@ class TokenBook:
         if found is None or found[1] < time.time():
             return None
         return found[0]
+
+    def granted(self, request: Request) -> frozenset[str] | None:
+        """The scopes the request's access token carries (as given, case kept); None when it is not limited."""
+        auth = request.headers.get("authorization", "")
+        scope = self.scopes.get(auth[7:].strip()) if auth.lower().startswith("bearer ") else None
+        return None if scope is None else frozenset(scope.split())
 
     def by_app(self, request: Request) -> bool:
         """Whether the request carries a token the token endpoint issued to an app."""
@@ -79,6 +98,7 @@ class TokenBook:
             return False
         self.refresh = {t: s for t, s in self.refresh.items() if s != subject}
         self.access = {t: v for t, v in self.access.items() if v[0] != subject}
+        self.scopes = {t: s for t, s in self.scopes.items() if t in self.refresh or t in self.access}
         return True
 
     def expire_all(self) -> None:

@@ -1,4 +1,5 @@
-"""Offline emulator of the Google Calendar API v3 (events, instances, freeBusy, token endpoint).
+"""Offline emulator of the Google Calendar API v3 (events, instances, freeBusy, token endpoint), with the People API
+(`sandbox/google_people.py`) on the same app.
 
 Shapes follow ../shared/specs/google/calendar.v3.json; behaviour follows the documented one: `syncToken`
 incremental listing (deleted items reported as `status: cancelled`), HTTP 410 when a sync token expired,
@@ -15,6 +16,9 @@ expanded), a sync token refused beside a filter; a `dateTime` needs an offset or
 `conferenceData` is kept only with `conferenceDataVersion=1`; a PUT without `status` leaves it `confirmed`;
 free/busy periods are merged. `calendarList`, `calendars.get` and batch requests (`POST /batch/calendar/v3`,
 multipart/mixed) are served too.
+
+The token endpoint answers with the `scope` the grant was given (a refresh token made without naming scopes was
+given `DEFAULT_SCOPE`: Calendar and every People scope).
 
 Quotas, as Google enforces them per project and per user with a sliding minute (off unless set; the published
 defaults are `USER_PER_MINUTE` and `PROJECT_PER_MINUTE`): past one, `rate_limit_status` 403 (or 429) with reason
@@ -51,6 +55,7 @@ from fastapi.responses import JSONResponse
 
 from zoomcal.sandbox.clock import UTC, parse_stamp, stamp, tz
 from zoomcal.sandbox.common import ApiError, Meter, RateWindows, TokenBook, api_error_response
+from zoomcal.sandbox.google_people import PEOPLE_SCOPES, PeopleState, build_people_router
 from zoomcal.sandbox.push import Outbox
 
 ID_PATTERN = re.compile(r"^[a-v0-9]{5,1024}$")
@@ -63,6 +68,8 @@ USER_PER_MINUTE = 600          # Google's published Calendar API quota per user 
 PROJECT_PER_MINUTE = 10_000    # and per project
 MAX_EXPANSION = 5000           # instances of one series the sandbox expands at most (an endless rule stops there)
 MAX_BATCH = 1000               # calls in one batch request
+# what a grant made without naming its scopes was given: every API the sandbox serves (Calendar, People)
+DEFAULT_SCOPE = " ".join(["https://www.googleapis.com/auth/calendar", *PEOPLE_SCOPES])
 # list parameters a sync token cannot be combined with (the discovery document's syncToken description)
 NOT_WITH_SYNC_TOKEN = ("iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty", "timeMin",
                        "timeMax", "updatedMin")
@@ -100,6 +107,7 @@ class GoogleState:
     rate_limit_status: int = 403                   # how a quota refusal is answered: 403 or 429
     windows: RateWindows = field(default_factory=RateWindows)
     meter: Meter = field(init=False)
+    people: PeopleState = field(default_factory=PeopleState)     # the People API's contacts and directories
 
     def __post_init__(self) -> None:
         self.meter = Meter(clock=lambda: self.clock())
@@ -569,13 +577,14 @@ def build_app(state: GoogleState) -> APIRouter:
         if form.get("grant_type") != "refresh_token":
             return JSONResponse({"error": "unsupported_grant_type"}, 400)
         with state.lock:
-            subject = state.tokens.refresh.get(str(form.get("refresh_token", "")))
+            refresh = str(form.get("refresh_token", ""))
+            subject = state.tokens.refresh.get(refresh)
             if subject is None:
                 return JSONResponse({"error": "invalid_grant", "error_description": "Token has been expired "
                                      "or revoked."}, 400)
-            issued = state.tokens.issue(subject, app=True)
-            issued["scope"] = "https://www.googleapis.com/auth/calendar"
-            return issued
+            # the answer names the scopes the grant was given (a grant made without naming them: every scope
+            # the sandbox serves)
+            return state.tokens.issue(subject, app=True, scope=state.tokens.scope_of(refresh) or DEFAULT_SCOPE)
 
     @router.post("/revoke")
     async def revoke(request: Request):
@@ -1066,6 +1075,7 @@ def make_google_app(state: GoogleState) -> FastAPI:
     app = FastAPI(title="Google Calendar API sandbox")
     app.add_exception_handler(ApiError, api_error_response)
     app.include_router(build_app(state))
+    app.include_router(build_people_router(state), prefix="/people")
 
     @app.post("/batch/calendar/v3")
     @app.post("/batch")

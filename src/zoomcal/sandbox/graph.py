@@ -6,8 +6,8 @@ the oracle the connector is checked against, so it reads neither zoomcal's mappi
 
 - Paths: `/users/{id}/…` and `/me/…`; `/calendars/{id}/…` with opaque calendar ids, `/calendar/…` the default
   calendar, `/events`, `/calendarView` straight under the user also the default calendar's; `delta` may be
-  spelled `delta()` or `microsoft.graph.delta()` (what the SDKs send). `calendar` is also taken as the default
-  calendar's id in `/calendars/{id}`.
+  spelled `delta()` or `microsoft.graph.delta()` (what the SDKs send), `/users/delta()` too. `calendar` is also
+  taken as the default calendar's id in `/calendars/{id}`.
 - Times: `start`/`end` are `dateTimeTimeZone` with Windows or IANA zone names. Answers are in UTC unless the
   request says `Prefer: outlook.timezone="…"` (answered with `Preference-Applied`); the zone the client wrote
   stays in `originalStartTimeZone` / `originalEndTimeZone`. An all-day event starts and ends at midnight.
@@ -27,7 +27,10 @@ the oracle the connector is checked against, so it reads neither zoomcal's mappi
   failed is answered 424), each answered with status, headers and body.
 
 Base path `/graph/v1.0`, sign-in `/graph/oauth2/v2.0/authorize` (authorization code with S256 PKCE), token
-endpoint `/graph/oauth2/v2.0/token`.
+endpoint `/graph/oauth2/v2.0/token`. A token answer's `scope` names the permissions granted: those the sign-in asked
+for, or those of the refresh token (one made without naming them has `DEFAULT_SCOPE`), narrowed by a `scope` in the
+request. The directory (users and their delta), Outlook contacts and people are served beside the calendar by
+`sandbox/graph_directory.py`.
 
 Throttling, as Outlook throttles each app per mailbox (off unless `per_mailbox` is set; the published limit is
 `MAILBOX_LIMIT`, 10,000 requests in 10 minutes): past it, 429 `TooManyRequests` with `Retry-After` in seconds. The
@@ -68,6 +71,7 @@ from fastapi.responses import JSONResponse
 
 from zoomcal.sandbox.clock import UTC, parse_stamp, stamp, tz
 from zoomcal.sandbox.common import ApiError, Meter, RateWindows, TokenBook, api_error_response, retry_seconds
+from zoomcal.sandbox.graph_directory import DirectoryState, build_directory_router
 from zoomcal.sandbox.push import Delivery, Outbox
 
 WRITABLE = ("subject", "body", "start", "end", "isAllDay", "showAs", "attendees", "location", "recurrence",
@@ -87,6 +91,8 @@ PATTERNS = {"daily": rrule.DAILY, "weekly": rrule.WEEKLY, "absoluteMonthly": rru
             "relativeMonthly": rrule.MONTHLY, "absoluteYearly": rrule.YEARLY, "relativeYearly": rrule.YEARLY}
 SHOW_AS = ("free", "tentative", "busy", "oof", "workingElsewhere", "unknown")
 NOT_FOUND = ("ErrorItemNotFound", "The specified object was not found in the store.")
+# what a grant made without naming its permissions was given: every one the sandbox serves
+DEFAULT_SCOPE = "Calendars.ReadWrite Contacts.Read People.Read User.Read User.Read.All offline_access"
 
 
 @dataclass
@@ -100,6 +106,7 @@ class GraphState:
     removed: list[tuple[int, str, str]] = field(default_factory=list)              # (seq, calendar, instance id)
     tokens: TokenBook = field(default_factory=TokenBook)
     codes: dict[str, tuple[str, str, str]] = field(default_factory=dict)   # code -> (user, challenge, redirect)
+    code_scopes: dict[str, str] = field(default_factory=dict)               # code -> the permissions it grants
     seq: int = 0
     epoch: int = 0                  # bumped to invalidate every delta token (-> 410 SyncStateNotFound)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -111,6 +118,7 @@ class GraphState:
     per_mailbox: tuple[int, float] | None = None   # (requests, seconds) an app may make per mailbox; None: no limit
     windows: RateWindows = field(default_factory=RateWindows)
     meter: Meter = field(init=False)
+    directory: DirectoryState = field(default_factory=DirectoryState)    # users, contacts (graph_directory.py)
 
     def __post_init__(self) -> None:
         self.meter = Meter(clock=lambda: self.clock())
@@ -703,6 +711,8 @@ def build_router(state: GraphState) -> APIRouter:
         else:
             code = "code_" + secrets.token_urlsafe(24)
             state.codes[code] = (user, q["code_challenge"], redirect)
+            state.code_scopes[code] = " ".join(s for s in q["scope"].split() if s not in ("openid", "profile",
+                                                                                         "email"))
             answer["code"] = code
         return Response(status_code=302, headers={"Location": f"{redirect}?{urlencode(answer)}"})
 
@@ -717,19 +727,31 @@ def build_router(state: GraphState) -> APIRouter:
                                 "has expired or is invalid."}, 400)
         with state.lock:
             if form.get("grant_type") == "authorization_code":
-                user, challenge, redirect = state.codes.pop(str(form.get("code", "")), ("", "", ""))
+                code = str(form.get("code", ""))
+                user, challenge, redirect = state.codes.pop(code, ("", "", ""))
+                granted = state.code_scopes.pop(code, None)
                 verifier = str(form.get("code_verifier", ""))
                 digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
                 if not user or digest != challenge or form.get("redirect_uri") != redirect:
                     return invalid
                 subject = user
             else:
-                subject = state.tokens.use_refresh(str(form.get("refresh_token", "")))
+                refresh = str(form.get("refresh_token", ""))
+                granted = state.tokens.scope_of(refresh)
+                subject = state.tokens.use_refresh(refresh)
                 if form.get("grant_type") != "refresh_token" or subject is None:
                     return invalid
-            issued = state.tokens.issue(subject, with_refresh=True, app=True)
-            issued["scope"] = "Calendars.ReadWrite offline_access"
-            return issued
+            # the answer names what the grant was given: what the sign-in asked for, or what the refresh token
+            # carries; a `scope` in the request narrows it (asking for more than was granted is refused)
+            granted = (granted or DEFAULT_SCOPE).split()
+            asked = str(form.get("scope") or "").split()
+            if asked:
+                held = {g.lower() for g in granted}
+                if any(a.lower() not in held and a.lower() not in ("openid", "profile", "email") for a in asked):
+                    return JSONResponse({"error": "invalid_scope", "error_description": "AADSTS65001: The user or "
+                                         "administrator has not consented to use the application."}, 400)
+                granted = [g for g in granted if g.lower() in {a.lower() for a in asked}]
+            return state.tokens.issue(subject, with_refresh=True, app=True, scope=" ".join(granted))
 
 
     @router.get("/v1.0/users/{user}/calendars")
@@ -1080,6 +1102,7 @@ def make_graph_app(state: GraphState) -> FastAPI:
     app = FastAPI(title="Microsoft Graph sandbox")
     app.add_exception_handler(ApiError, api_error_response)
     app.include_router(build_router(state))
+    app.include_router(build_directory_router(state))
 
     @app.post("/v1.0/$batch")
     async def batch(request: Request):
@@ -1101,7 +1124,7 @@ def make_graph_app(state: GraphState) -> FastAPI:
         found = re.search(r"/v1\.0/users/([^/]+)", request.url.path)
         with state.lock:
             mailbox = unquote(found.group(1)) if found else "me"
-            if mailbox == "me":
+            if mailbox in ("me", "delta"):     # the directory as a whole counts against the caller
                 mailbox = state.tokens.subject(request) or "-"
             batched = request.headers.get(BATCHED) == "1"
             if not batched:
@@ -1134,6 +1157,7 @@ def _route_path(path: str) -> str:
     """The one spelling the routes know for the path families Graph serves: `/me` is `/users/me`; the default
     calendar (`/calendar`, or `/events` and `/calendarView` straight under the user) is `/calendars/{DEFAULT}`;
     `delta()` and `microsoft.graph.delta()` are `delta`."""
+    path = re.sub(r"/users/(?:microsoft\.graph\.)?delta\(\)$", "/users/delta", path)
     found = re.fullmatch(r"(.*?/v1\.0)/(me|users/[^/]+)(/.*)?", path)
     if found is None:
         return path

@@ -94,6 +94,9 @@ class SandboxWorld:
         graph_calendar = self.graph.add_calendar(email)
         ews_password = self.ews.add_mailbox(email, name=name or None)
         self.zoom_calendar.add_calendar(email, timezone)
+        # the directories know them, and their address books start with a few contacts
+        self.google.people.seed(email, name)
+        graph_user = self.graph.directory.seed(email, name)
         return {
             "email": email,
             "name": name,
@@ -104,6 +107,7 @@ class SandboxWorld:
             "google_refresh_token": self.google.tokens.grant_refresh(email),
             "graph_calendar_id": f"{email}/{graph_calendar}",
             "graph_refresh_token": self.graph.tokens.grant_refresh(email),
+            "graph_user_id": graph_user["id"],
             "ews_password": ews_password,
         }
 
@@ -113,6 +117,7 @@ class SandboxWorld:
             "zoom_token_url": f"{base_url}{ZOOM_PREFIX}/oauth/token",
             "google_api_base": f"{base_url}{GOOGLE_PREFIX}/calendar/v3",
             "google_token_url": f"{base_url}{GOOGLE_PREFIX}/token",
+            "google_people_api_base": f"{base_url}{GOOGLE_PREFIX}/people",
             "zoom_account_id": self.zoom.account_id,
             "zoom_client_id": self.zoom.client_id,
             "zoom_client_secret": self.zoom.client_secret,
@@ -126,7 +131,9 @@ class SandboxWorld:
             "ews_url": f"{base_url}{EWS_PREFIX}/EWS/Exchange.asmx",
             # zoomcal refuses Exchange and CalDAV servers on private addresses unless told they are on-premises
             "env": {"ZOOMCAL_ALLOW_PRIVATE_URLS": "true"},
-            "users": [{**user, "link": self.link_commands(user, base_url)} for user in users],
+            "users": [{**user, "link": self.link_commands(user, base_url),
+                       "contacts_link": {r["provider"]: _command(r, user["email"])
+                                         for r in self.contact_link_requests(user, base_url)}} for user in users],
         }
 
     def link_commands(self, info: dict[str, Any], base_url: str) -> dict[str, str]:
@@ -165,6 +172,25 @@ class SandboxWorld:
         }
         return [zoom, {"provider": calendar, **calendars[calendar]}]
 
+    def contact_link_requests(self, info: dict[str, Any], base_url: str,
+                              features: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """What an admin would type to link a sandbox user's contact sources (Google People, Microsoft Graph):
+        provider, options and secrets. `features` picks the collections read per provider (default: the
+        provider's own default)."""
+        features = features or {}
+        google = {"client_id": self.google.client_id, "api_base": f"{base_url}{GOOGLE_PREFIX}/people",
+                  "token_url": f"{base_url}{GOOGLE_PREFIX}/token", "features": features.get("google-contacts", "")}
+        graph = {"client_id": self.graph.client_id, "mailbox": info["email"],
+                 "api_base": f"{base_url}{GRAPH_PREFIX}/v1.0",
+                 "token_url": f"{base_url}{GRAPH_PREFIX}/oauth2/v2.0/token",
+                 "features": features.get("graph-contacts", "")}
+        return [{"provider": "google-contacts", "options": {k: v for k, v in google.items() if v},
+                 "secrets": {"client_secret": self.google.client_secret,
+                             "refresh_token": self.google.tokens.grant_refresh(info["email"])}},
+                {"provider": "graph-contacts", "options": {k: v for k, v in graph.items() if v},
+                 "secrets": {"client_secret": self.graph.client_secret,
+                             "refresh_token": self.graph.tokens.grant_refresh(info["email"])}}]
+
     def api_calls(self) -> int:
         """Calls to the data APIs (reads and writes, and EWS operations), not counting the OAuth token endpoints."""
         return sum(c.get(k, 0) for c in (self.zoom_calls, self.google_calls, self.graph_calls,
@@ -183,6 +209,7 @@ class SandboxWorld:
         self.zoom.clock, self.zoom.wall_clock = seconds, wall
         self.google.clock = seconds
         self.graph.clock = seconds
+        self.google.people.clock = self.graph.directory.clock = lambda: wall().timestamp()
 
     def meters(self) -> dict[str, Meter]:
         """What apps asked of each metered vendor, per user."""
