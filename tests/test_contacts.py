@@ -235,3 +235,28 @@ async def test_on_postgresql(world, tmp_path, request, db, radicale):
         assert len(s.scalars(select(ContactRecordRow)).all()) == 2
     assert [p.email for p in contacts.search(ctx, "alan")] == ["alan@example.com"]
     ctx.store.dispose()
+
+
+async def test_four_sources_one_directory(setup):
+    """Google People and Microsoft Graph beside Zoom and CardDAV, linked as an admin would (each checked with its
+    provider first): the seeded contacts land in the one directory, each address once."""
+    from conftest import SANDBOX
+
+    ctx, world, _book, ada = setup
+    for request in world.contact_link_requests(ada, SANDBOX):
+        linked = await accounts.link(ctx, "ada@example.com", request["provider"], request["options"],
+                                     request["secrets"])
+        assert linked.calendar_id is None
+    report = await contacts.sync(ctx)
+    assert report.failed == [] and report.sources == 4
+    people = contacts.list_people(ctx)
+    listed = [a for p in people for a in p.emails]
+    assert len(listed) == len(set(listed))                       # nobody twice
+    sources = {s for p in people for s in p.sources}
+    assert sources == {"zoom", "carddav", "google-contacts", "graph-contacts"}
+    grace = next(p for p in people if p.user == "grace@example.com")
+    assert {"zoom", "graph-contacts"} <= set(grace.sources)          # the directory entry is the user
+    again = await contacts.sync(ctx)
+    assert (again.written, again.changed_people, again.new_problems) == (0, 0, 0)
+    scopes = {r.provider: r for r in await contacts.scopes(ctx)}
+    assert scopes["google-contacts"].missing == [] and scopes["graph-contacts"].missing == []
