@@ -261,10 +261,12 @@ GUESTS = ("guest@partner.example",)
 
 def book_with_guests(demo: DemoSetup) -> tuple[availability.Booked, availability.Booked]:
     """The first person (on Google, which invites an event's guests itself) books a Zoom meeting with the second
-    person and an outside guest; the person on Exchange books a talk with a guest, whom zoomcal invites by e-mail.
-    Each at the organizer's first free half hour tomorrow."""
+    person and an outside guest; the first person whose calendar does not invite (Exchange here) books a talk with a
+    guest, whom zoomcal invites by e-mail. Each at the organizer's first free half hour tomorrow."""
     host, other = demo.users[0], demo.users[1]
-    exchange = next(u for u in demo.users if u["provider"] == "ews")
+    from zoomcal.connectors import registry
+
+    exchange = next(u for u in demo.users if not registry.get(u["provider"]).capabilities.sends_invitations)
 
     def first_free(email: str) -> datetime:
         day = (demo.ctx.now() + timedelta(days=1)).date()
