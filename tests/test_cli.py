@@ -174,6 +174,10 @@ def test_demo_once_json_agrees_with_no_duplicates(env):
     # Exchange organizer's guest, once
     assert summary["invitations"] == {"sent": 3, "by_email": {"REQUEST": 1}, "by_google": {"invitation": 2}}
     assert summary["polls_created"] == 1          # the poll attached while booking, on the meeting
+    # the directory: Zoom's users and the first person's Google and Microsoft 365 contacts, live status for some
+    directory = summary["contacts"]
+    assert directory["sources"] == 3 and directory["people"] >= 4 and directory["with_status"] >= 4
+    assert directory["unmapped"] >= 1 and len(directory["shown"]) == 5
 
 
 def test_sandbox_first_line_is_json(env, monkeypatch):

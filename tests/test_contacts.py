@@ -197,11 +197,27 @@ async def test_a_member_cannot_see_or_change_the_directory(setup, world, tmp_pat
 
 
 async def test_presence_follows_the_webhook_at_once(setup):
+    """A Zoom user who is no zoomcal user sets a status in the Zoom client: Zoom's signed webhook reaches zoomcal's
+    web app, and the directory shows the new status at once."""
+    from zoomcal.web.app import make_app
+
     ctx, world, _book, _ada = setup
     await contacts.sync(ctx)
-    zoom_id = contacts.search(ctx, "ada@example.com")[0].zoom_user_id
-    assert contacts.presence_changed(ctx, zoom_id, "Do_Not_Disturb") == 1
-    assert contacts.search(ctx, "ada@example.com")[0].status == "Do_Not_Disturb"
+    alan = contacts.search(ctx, "alan@example.com")[0]
+    assert alan.status == "Available" and alan.status_from == "zoom" and alan.user is None
+    ctx.services.settings.zoom_webhook_secret = world.zoom.webhook_secret
+    receiver = httpx.AsyncClient(transport=httpx.ASGITransport(make_app(ctx.services)), base_url="https://zoomcal")
+
+    async def deliver(url, headers, body):
+        return await receiver.post(url, headers=headers, content=body)
+
+    world.zoom.webhook_url, world.zoom.outbox.deliver = "https://zoomcal/webhooks/zoom", deliver
+    async with httpx.AsyncClient(transport=world.transport(), base_url="http://sandbox") as person:
+        answer = await person.post(f"/zoom/sandbox/users/{alan.zoom_user_id}/presence", json={"status": "Away"})
+        assert answer.status_code == 204
+    assert world.zoom.outbox.sent[-1].status == 200
+    assert contacts.search(ctx, "alan@example.com")[0].status == "Away"
+    await receiver.aclose()
 
 
 async def test_scopes_granted_against_needed(setup):

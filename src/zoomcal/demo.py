@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import random
 import shutil
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,19 @@ from rich.live import Live
 from rich.table import Table
 
 from zoomcal.agreement import agreement as agreement_of
-from zoomcal.app import accounts, admin, availability, due, invitations, jobs, polls, propagation, sync, users
+from zoomcal.app import (
+    accounts,
+    admin,
+    availability,
+    contacts,
+    due,
+    invitations,
+    jobs,
+    polls,
+    propagation,
+    sync,
+    users,
+)
 from zoomcal.app.availability import index
 from zoomcal.app.context import Actor, AppContext, Services, open_services
 from zoomcal.app.runner import EmbeddedRunner, Intervals
@@ -103,6 +116,9 @@ async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] 
         users.add(ctx, email, name)
         for link in world.link_requests(info, server.url, calendar):
             await accounts.link(ctx, email, link["provider"], link["options"], link["secrets"])
+    if linked:      # the first person's address books (Google and Microsoft 365) feed the directory, with Zoom's users
+        for link in world.contact_link_requests(linked[0], server.url):
+            await accounts.link(ctx, linked[0]["email"], link["provider"], link["options"], link["secrets"])
     actor = SandboxActor(world, base_url=server.url)
     return DemoSetup(world, server, web, services, ctx, linked, actor, PresenceService(ctx, index(ctx)), mail)
 
@@ -138,6 +154,7 @@ def summary(demo: DemoSetup, extra: dict[str, Any] | None = None) -> dict[str, A
         "duplicates": len(duplicates),
         "api_calls": demo.sync_api_calls,
         "review_queue": len(sync.reviews(demo.ctx)),
+        "review_kinds": dict(Counter(r.kind for r in sync.reviews(demo.ctx))),
         "sync_runs": len(demo.results),
         "sync_log_entries": len(sync.log(demo.ctx, limit=1_000_000)),
         "faults_fired": {**demo.world.zoom_faults.fired,
@@ -249,7 +266,9 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
         outcomes = await demo.presence.start(demo.ctx.now())
         for outcome in outcomes:
             say(f"presence {outcome.user}: {outcome.decision.reason}")
+        directory = await show_contacts(demo, say)
         return summary(demo, {"polls_created": attached["created"], "resync_writes": resync_writes,
+                              "contacts": directory,
                               "presence": person.presence_of(demo.actor, demo.users),
                               "presence_writes": demo.presence.writes, "push": pushed})
     finally:
@@ -257,6 +276,22 @@ async def run_once(settings: Settings, console: Console, quiet: bool = False) ->
 
 
 GUESTS = ("guest@partner.example",)
+
+
+async def show_contacts(demo: DemoSetup, say: Callable[[str], None]) -> dict[str, Any]:
+    """The directory from Zoom's users and the first person's Google and Microsoft 365 contacts: a few people with
+    their live status, and what could not be mapped."""
+    report = await contacts.sync(demo.ctx)
+    people = contacts.list_people(demo.ctx)
+    say(f"contacts: {report.sources} sources -> {report.people} people ({report.problems} records unmapped, in the "
+        f"review queue with their reasons; {report.suggestions} name matches to review)")
+    shown = sorted(people, key=lambda p: (not p.status, p.name))[:5]
+    for p in shown:
+        say(f"  • {p.name} <{p.email}> — {p.status or 'no status'}"
+            + (f" ({p.status_from})" if p.status else "") + f" — from {', '.join(p.sources)}")
+    return {"people": report.people, "sources": report.sources, "unmapped": report.problems,
+            "with_status": sum(1 for p in people if p.status),
+            "shown": [{"name": p.name, "email": p.email, "status": p.status} for p in shown]}
 
 
 def book_with_guests(demo: DemoSetup) -> tuple[availability.Booked, availability.Booked]:

@@ -248,6 +248,8 @@ def record(services: Services, batch: list[Verified]) -> list[PushAnswer]:
         for target in verified.targets:
             if target.presence is None or target.provider not in presence_providers:
                 continue
+            if target.calendar:
+                _directory_presence(services, target.calendar, target.presence)
             for _tenant_id, tenant, _user_id, email in sorted({r[:4] for r in _owners_everywhere(services, [target])}):
                 if _set_by_hand(services.context(tenant, WEBHOOK), email, target.presence, target.changed_at):
                     by_hand.append((tenant, email))
@@ -257,6 +259,15 @@ def record(services: Services, batch: list[Verified]) -> list[PushAnswer]:
                                   marked=marked, presence=by_hand))
     RECORDED.add([v.digest for v in batch if v.digest])
     return answers
+
+
+def _directory_presence(services: Services, zoom_user_id: str, status: str) -> None:
+    """A Zoom user's new status shows in every tenant's directory that lists them, whether or not they use
+    zoomcal themselves."""
+    from zoomcal.app import contacts
+
+    for _tid, tenant in services.tenants():
+        contacts.presence_changed(services.context(tenant, WEBHOOK), zoom_user_id, status)
 
 
 def _set_by_hand(ctx: AppContext, email: str, status: str, at: datetime | None) -> bool:

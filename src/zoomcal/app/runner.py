@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from zoomcal.app import audit, invitations, jobs, polls
+from zoomcal.app import audit, contacts, invitations, jobs, polls
 from zoomcal.app.context import Services
 from zoomcal.domain.timeutil import now_utc
 from zoomcal.logging import get_logger
@@ -48,6 +48,7 @@ class Intervals:
     audit: float = 3600.0                     # audit retention: entries past it move to the archive
     mail: float = 15.0                        # e-mail invitations waiting in the outbox are sent
     polls: float = 15.0                       # polls attached while scheduling go onto meetings that now exist
+    contacts: float = 3600.0                  # contact sources are read and the directory resolved
     poll: float = 1.0                         # embedded: how often the store is looked at for others' marks
 
     @classmethod
@@ -138,6 +139,7 @@ class EmbeddedRunner:
              lambda: asyncio.to_thread(audit.apply_retention, self.services, tenant=self.tenant)),
             ("mail", self.intervals.mail, lambda: invitations.deliver_all(self.services, tenant=self.tenant)),
             ("polls", self.intervals.polls, lambda: polls.attach_all(self.services, tenant=self.tenant)),
+            ("contacts", self.intervals.contacts, lambda: contacts.sync_all(self.services, tenant=self.tenant)),
         ]
         if self.presence:
             work.append(("presence", self.intervals.presence, self._presence_tick))
@@ -305,6 +307,11 @@ def build_app(services: Services, *, periodic: bool = True):
     @app.task(name="zoomcal.polls", queueing_lock="zoomcal.polls")
     async def polls_task(timestamp: int) -> None:
         await polls.attach_all(services)
+
+    @every("41 * * * *", "contacts")
+    @app.task(name="zoomcal.contacts", queueing_lock="zoomcal.contacts")
+    async def contacts_task(timestamp: int) -> None:
+        await contacts.sync_all(services)
 
     @every("* * * * * */30", "presence")
     @app.task(name="zoomcal.presence", queueing_lock="zoomcal.presence")

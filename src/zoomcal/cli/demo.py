@@ -50,7 +50,11 @@ def _summary(result: dict) -> Table:
     table.add_row("writes on a final resync", str(result.get("resync_writes", "-")))
     table.add_row("provider API calls", str(result["api_calls"]))
     table.add_row("faults injected", ", ".join(f"{k} x{v}" for k, v in result.get("faults_fired", {}).items()) or "-")
-    table.add_row("review queue", f"{result['review_queue']} item(s) (the same field changed on both sides)")
+    kinds = {"conflict": "the same field changed on both sides", "contact": "contacts that could not be mapped",
+             "contact_match": "contacts with one name", "overlap": "overlapping events",
+             "mass_delete": "deletions held"}
+    table.add_row("review queue", f"{result['review_queue']} item(s): " + ", ".join(
+        f"{n} {kinds.get(k, k)}" for k, n in sorted(result.get("review_kinds", {}).items())))
     table.add_row("calendars", ", ".join(f"{u}: {c}" for u, c in result.get("calendars", {}).items()))
     table.add_row("presence", ", ".join(f"{u}: {p}" for u, p in result.get("presence", {}).items()))
     push = result.get("push") or {}
