@@ -276,3 +276,6 @@ async def test_four_sources_one_directory(setup):
     assert (again.written, again.changed_people, again.new_problems) == (0, 0, 0)
     scopes = {r.provider: r for r in await contacts.scopes(ctx)}
     assert scopes["google-contacts"].missing == [] and scopes["graph-contacts"].missing == []
+    assert "https://www.googleapis.com/auth/contacts.readonly" in scopes["google-contacts"].granted
+    after = await contacts.sync(ctx)             # asking for the scopes refreshed the grants: they still work
+    assert after.failed == []

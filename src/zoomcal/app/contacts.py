@@ -580,13 +580,8 @@ async def scopes(ctx: AppContext) -> list[ScopeView]:
             await source.aclose()
         granted, note = None, ""
         if spec.grant is not None:
-            view = ctx.services.account_view(account, None)
             try:
-                async with httpx.AsyncClient(transport=ctx.services.transport,
-                                             timeout=ctx.settings.http_timeout) as client:
-                    answer = await spec.grant(view, ctx.services.env(ctx.rules(), provider=spec.key)).fetch(client)
-                granted = sorted(str(answer.get("scope") or "").replace(",", " ").split()) \
-                    if answer.get("scope") is not None else None
+                granted = await _granted(ctx, account)
                 if granted is None:
                     note = "the provider did not say which scopes it granted"
             except ConnectorError as exc:
@@ -604,6 +599,18 @@ async def scopes(ctx: AppContext) -> list[ScopeView]:
             row.granted, row.scopes_checked_at = granted, ctx.now()
         out.append(ScopeView(account.id, account.provider, owner, needed, granted, missing, unused, note))
     return out
+
+
+async def _granted(ctx: AppContext, account: Account) -> list[str] | None:
+    """The scopes the provider grants now: one token refresh through the account's shared token source (so a
+    refresh token that rotates is kept), which records what the answer names."""
+    view, env = ctx.services.provider_env(ctx, account, None, ctx.rules())
+    source = env.share_tokens(registry.get(account.provider).grant(view, env))
+    async with httpx.AsyncClient(transport=ctx.services.transport, timeout=ctx.settings.http_timeout) as client:
+        source.invalidate(await source.token(client))
+        await source.token(client)
+    with ctx.store.session() as s:
+        return s.get(Account, account.id).granted_scopes
 
 
 # --- the periodic job ----------------------------------------------------------------------------------------

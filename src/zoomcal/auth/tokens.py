@@ -167,6 +167,8 @@ class StoredTokens(TokenSource):
         account.access_token = self.vault.seal({"access_token": issued["access_token"]})
         account.access_expires_at = datetime.fromtimestamp(expires, UTC)
         account.checked_at = datetime.now(UTC)
+        if isinstance(issued.get("scope"), str):     # what the provider granted (space-separated; some use commas)
+            account.granted_scopes = sorted(set(issued["scope"].replace(",", " ").split()))
         return _Access(issued["access_token"], expires)
 
 

@@ -78,6 +78,8 @@ class Account(TenantOwned, Base):
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the scopes the provider said it granted, at the last token refresh (None: it did not say)
+    granted_scopes: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 
 class WriteQuota(TenantOwned, Base):

@@ -1,4 +1,4 @@
-"""contacts: sources, the records they list, the people resolved from them, an admin's decisions
+"""contacts: scopes an account was granted, contact sources, their records, the people resolved, decisions
 
 Revision ID: 0013
 Revises: 0012
@@ -18,6 +18,8 @@ def _tenant() -> sa.Column:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('accounts') as batch:
+        batch.add_column(sa.Column('granted_scopes', sa.JSON(), nullable=True))
     op.create_table(
         'contact_sources',
         sa.Column('id', sa.Integer(), primary_key=True),
@@ -87,3 +89,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ('contact_decisions', 'contact_people', 'contact_records', 'contact_sources'):
         op.drop_table(table)
+    with op.batch_alter_table('accounts') as batch:
+        batch.drop_column('granted_scopes')
