@@ -184,3 +184,19 @@ def test_a_hundred_thousand_records_resolve_into_the_expected_people():
     result = resolve(records)
     people = {p.primary_email for p in result.people}
     assert len(people) == len(result.people) == len({r.record.emails[0].lower() for r in records})
+
+
+def test_search_ranks_exact_address_then_name_then_words_each_person_once():
+    from zoomcal.contacts.search import Entry, SearchIndex
+
+    index = SearchIndex([
+        Entry("p1", "Ann Smith", "ann@example.com", ("ann@example.com", "a.smith@old.example")),
+        Entry("p2", "Bob Annersley", "bob@example.com", ("bob@example.com",)),
+        Entry("p3", "Annabel Lee", "lee@example.com", ("ann.lee@example.org", "lee@example.com")),
+        Entry("p4", "Carl Jones", "carl@example.com", ("carl@example.com", "ann@example.org")),
+    ])
+    assert [e.person_id for e in index.search("ann@example.org")] == ["p4"]          # the exact address
+    assert [e.person_id for e in index.search("Ann")] == ["p1", "p3", "p2", "p4"]     # names, words, addresses
+    assert [e.person_id for e in index.search("ann", limit=2)] == ["p1", "p3"]
+    assert [e.person_id for e in index.search("smi")] == ["p1"]                       # a local part's word
+    assert index.search("zz") == [] and index.search("   ") == []

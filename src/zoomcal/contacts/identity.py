@@ -15,9 +15,9 @@ import idna
 MAX_ADDRESS = 254
 _ASCII_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 _ASCII_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
-# the common case in one match: a lower-case ASCII address with a dotted-atom local part and a plain domain
-_PLAIN = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]{1,64}(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-                    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{1,62}")
+# the common case: a lower-case ASCII dotted-atom local part (checked character by character) at a domain
+# already seen
+_ATOM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~-.")
 
 
 class NotAnAddress(ValueError):
@@ -41,10 +41,14 @@ def _domain(domain: str) -> str:
 def normalize(text: str) -> str:
     """The normal form of one address (a `mailto:` prefix and surrounding space are dropped); NotAnAddress
     with the reason otherwise."""
-    if isinstance(text, str) and text.isascii():
-        plain = text.lower()
-        if len(plain) <= MAX_ADDRESS and _PLAIN.fullmatch(plain) and plain.index("@") <= 64:
-            return plain
+    if isinstance(text, str) and text.isascii() and len(text) <= MAX_ADDRESS:
+        local, at, domain = text.lower().partition("@")
+        if at and 0 < len(local) <= 64 and _ATOM.issuperset(local) and local[0] != "." and local[-1] != "." \
+                and ".." not in local and "@" not in domain:
+            try:
+                return f"{local}@{_domain(domain)}"
+            except NotAnAddress:
+                pass
     return _normalize(text)
 
 

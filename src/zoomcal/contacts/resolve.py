@@ -141,7 +141,8 @@ class _Union:
 
 def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), decisions: Decisions = Decisions(),
             rules: ContactRules = ContactRules()) -> Resolution:
-    records = sorted(records, key=lambda r: r.key)
+    # nothing below depends on the order records come in: keys decide every tie
+    records = list(records)
     users = sorted(users, key=lambda u: u.user_id)
     by_key = {r.key: r for r in records}
     user_by_key = {u.key: u for u in users}
@@ -257,10 +258,11 @@ def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), deci
     groups: dict[str, list[str]] = defaultdict(list)
     for node, toks in tokens.items():
         groups[uf.find(toks[0])].append(node)
-    usable = {node: [t for t in toks if t[0] != "#"] if node not in decisions.splits else
+    splits = decisions.splits
+    usable = {node: toks if toks[0][0] != "#" else [] if node not in splits else
               [a for a in addresses[node] if a not in claimed and a not in dropped] for node, toks in tokens.items()}
     people: list[Person] = []
-    precedence = _precedence(records, rules)
+    precedence = _Precedence(by_key, rules)
     for members in groups.values():
         user = next((user_by_key[n] for n in members if n in user_by_key), None)
         record_keys = tuple(sorted(n for n in members if n in by_key and n not in excluded))
@@ -300,18 +302,28 @@ def _rank(rules: ContactRules, provider: str) -> int:
         return len(rules.name_from)
 
 
-def _precedence(records: list[SourceRecord], rules: ContactRules) -> dict[str, int]:
-    """Each record's place in the name rule's order (its provider, then its kind, then its key)."""
-    kind_rank = {k: i for i, k in enumerate(KINDS)}
-    ranked = sorted(records, key=lambda r: (_rank(rules, r.provider), kind_rank.get(r.record.kind, len(KINDS)), r.key))
-    return {r.key: i for i, r in enumerate(ranked)}
+class _Precedence:
+    """A record's place in the name rule's order: its provider, then its kind, then its key."""
+
+    def __init__(self, by_key: dict[str, SourceRecord], rules: ContactRules):
+        self.by_key = by_key
+        self.providers: dict[str, int] = {}
+        self.rules = rules
+        self.kinds = {k: i for i, k in enumerate(KINDS)}
+
+    def __call__(self, key: str) -> tuple[int, int, str]:
+        r = self.by_key[key]
+        rank = self.providers.get(r.provider)
+        if rank is None:
+            rank = self.providers[r.provider] = _rank(self.rules, r.provider)
+        return rank, self.kinds.get(r.record.kind, len(KINDS)), key
 
 
 def _person(record_keys: tuple[str, ...], user: UserRef | None, by_key: dict[str, SourceRecord],
             addresses: dict[str, list[str]], decisions: Decisions, rules: ContactRules,
-            precedence: dict[str, int]) -> Person:
+            precedence: _Precedence) -> Person:
     recs = [by_key[k] for k in record_keys]
-    ordered = [by_key[k] for k in sorted(record_keys, key=precedence.__getitem__)] if len(recs) > 1 else recs
+    ordered = [by_key[k] for k in sorted(record_keys, key=precedence)] if len(recs) > 1 else recs
     emails: set[str] = set()
     for k in record_keys:
         emails.update(addresses.get(k, ()))
