@@ -68,3 +68,21 @@ class ContactSource(Protocol):
     async def changes(self, cursor: str | None) -> ContactChanges: ...
 
     async def aclose(self) -> None: ...
+
+
+class Listing:
+    """What one round of a source read, across its collections: the last word on each record (a later change
+    replaces an earlier one; None: removed) and the records it could not read."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, ContactRecord | None] = {}
+        self.rejected: list[tuple[str, str]] = []
+
+    def put(self, record_id: str, record: ContactRecord | None) -> None:
+        self.latest.pop(record_id, None)
+        self.latest[record_id] = record
+
+    def changes(self, cursor: str | None, complete: bool, calls: int) -> ContactChanges:
+        return ContactChanges([r for r in self.latest.values() if r is not None],
+                              [] if complete else [i for i, r in self.latest.items() if r is None],
+                              cursor, complete, self.rejected, calls)

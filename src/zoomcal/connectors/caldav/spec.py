@@ -47,13 +47,16 @@ async def link(request: LinkRequest, env: Env) -> Linked:
                   {"username": request.get("username"), "password": request.get("password")})
 
 
-async def check(view: AccountView, env: Env) -> None:
-    """The calendar answers a depth-0 PROPFIND with these credentials."""
-    probe = connector(view, env)
+async def _answers(probe: CalDavConnector | CardDavSource) -> None:
+    """The collection answers a depth-0 PROPFIND with these credentials."""
     try:
         await probe._request("PROPFIND", probe.url, headers={"Depth": "0"})
     finally:
         await probe.aclose()
+
+
+async def check(view: AccountView, env: Env) -> None:
+    await _answers(connector(view, env))
 
 
 def connector(view: AccountView, env: Env) -> CalDavConnector:
@@ -93,11 +96,7 @@ def address_book(view: AccountView, env: Env) -> CardDavSource:
 
 
 async def check_book(view: AccountView, env: Env) -> None:
-    probe = address_book(view, env)
-    try:
-        await probe._request("PROPFIND", probe.url, headers={"Depth": "0"})
-    finally:
-        await probe.aclose()
+    await _answers(address_book(view, env))
 
 
 CARDDAV_SPEC = ProviderSpec(

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from zoomcal.connectors.contacts import CONTACT, OTHER, USER, ContactChanges, ContactRecord
+from zoomcal.connectors.contacts import CONTACT, OTHER, USER, ContactChanges, Listing
 from zoomcal.connectors.http import ApiClient
 from zoomcal.errors import ConfigError, CursorInvalid, InvalidItem, Transient
 from zoomcal.mapping.people import is_deleted, person_record, resource_name
@@ -99,36 +99,21 @@ def read_cursor(cursor: str | None) -> dict[str, str] | None:
     return tokens
 
 
-class Listing:
-    """What one round read: the last word on each record (a later change replaces an earlier one)."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, ContactRecord | None] = {}       # record id -> record, or None when removed
-        self.rejected: list[tuple[str, str]] = []
-
-    def take(self, feature: str, raw: Any, kind: str) -> None:
-        try:
-            name = resource_name(raw)
-        except InvalidItem as exc:
-            self.rejected.append(("", f"{feature}: {exc}"))
-            return
-        record_id = f"{feature}:{name}"
-        if is_deleted(raw):
-            self.latest.pop(record_id, None)
-            self.latest[record_id] = None
-            return
-        try:
-            record = person_record(raw, record_id, kind)
-        except (InvalidItem, TypeError, ValueError, AttributeError) as exc:
-            self.rejected.append((record_id, f"{feature}: {exc}"))
-            return
-        self.latest.pop(record_id, None)
-        self.latest[record_id] = record
-
-    def changes(self, cursor: str | None, complete: bool, calls: int) -> ContactChanges:
-        return ContactChanges([r for r in self.latest.values() if r is not None],
-                              [] if complete else [i for i, r in self.latest.items() if r is None],
-                              cursor, complete, self.rejected, calls)
+def take(listing: Listing, feature: str, raw: Any, kind: str) -> None:
+    """One raw person into the round's listing: a record, a removal, or a rejection with its reason."""
+    try:
+        name = resource_name(raw)
+    except InvalidItem as exc:
+        listing.rejected.append(("", f"{feature}: {exc}"))
+        return
+    record_id = f"{feature}:{name}"
+    if is_deleted(raw):
+        listing.put(record_id, None)
+        return
+    try:
+        listing.put(record_id, person_record(raw, record_id, kind))
+    except (InvalidItem, TypeError, ValueError, AttributeError) as exc:
+        listing.rejected.append((record_id, f"{feature}: {exc}"))
 
 
 class GooglePeopleSource:
@@ -172,7 +157,7 @@ class GooglePeopleSource:
                 raise Transient(f"{collection.path} answered something other than a page of people")
             people = page.get(collection.items) or []
             for raw in people if isinstance(people, list) else []:
-                listing.take(feature, raw, collection.kind)
+                take(listing, feature, raw, collection.kind)
             page_token = page.get("nextPageToken") or ""
             if not page_token:
                 token = page.get("nextSyncToken")

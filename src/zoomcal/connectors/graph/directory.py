@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
-from zoomcal.connectors.contacts import ContactChanges, ContactRecord
+from zoomcal.connectors.contacts import ContactChanges, ContactRecord, Listing
 from zoomcal.connectors.http import ApiClient
 from zoomcal.errors import ConfigError, CursorInvalid, InvalidItem, Transient
 from zoomcal.mapping.graph_directory import contact_record, is_removed, item_id, person_record, user_record
@@ -95,23 +95,6 @@ def read_cursor(cursor: str | None) -> dict[str, Any] | None:
         if not good:
             return None
     return state
-
-
-class Listing:
-    """What one round read: the last word on each record."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, ContactRecord | None] = {}       # record id -> record, or None when removed
-        self.rejected: list[tuple[str, str]] = []
-
-    def put(self, record_id: str, record: ContactRecord | None) -> None:
-        self.latest.pop(record_id, None)
-        self.latest[record_id] = record
-
-    def changes(self, cursor: str, complete: bool, calls: int) -> ContactChanges:
-        return ContactChanges([r for r in self.latest.values() if r is not None],
-                              [] if complete else [i for i, r in self.latest.items() if r is None],
-                              cursor, complete, self.rejected, calls)
 
 
 class GraphContactSource:
