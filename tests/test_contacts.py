@@ -279,3 +279,20 @@ async def test_four_sources_one_directory(setup):
     assert "https://www.googleapis.com/auth/contacts.readonly" in scopes["google-contacts"].granted
     after = await contacts.sync(ctx)             # asking for the scopes refreshed the grants: they still work
     assert after.failed == []
+
+
+async def test_unlinking_a_source_revokes_its_grant_and_its_people_go(setup):
+    from conftest import SANDBOX
+
+    ctx, world, _book, ada = setup
+    google = next(r for r in world.contact_link_requests(ada, SANDBOX) if r["provider"] == "google-contacts")
+    linked = await accounts.link(ctx, "ada@example.com", google["provider"], google["options"], google["secrets"])
+    await contacts.sync(ctx)
+    before = {p.email for p in contacts.list_people(ctx)}
+    gone = await accounts.unlink(ctx, linked.id)
+    assert "revoked" in gone.revoked.lower() or "revoke" in gone.revoked.lower()
+    await contacts.sync(ctx)
+    after = contacts.list_people(ctx)
+    assert all("google-contacts" not in p.sources for p in after) and {p.email for p in after} < before
+    with ctx.store.session() as s:
+        assert all(not r.record_id.startswith(("contacts:", "other:")) for r in s.scalars(select(ContactRecordRow)))
