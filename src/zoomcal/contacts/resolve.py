@@ -174,7 +174,13 @@ def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), deci
     merged_by_hand = {n for pair in decisions.merges for n in pair}
     cache: dict = {}
     for r in records:
-        good, bad = split(r.record.emails, cache)
+        emails = r.record.emails
+        if len(emails) == 1:        # the common case, without building lists
+            answer = cache.get(emails[0])
+            if isinstance(answer, str):
+                addresses[r.key] = [answer]
+                continue
+        good, bad = split(emails, cache)
         for text, reason in bad:
             problems.add(Problem(r.key, "malformed", f"{text!r}: {reason}"))
         if good:
@@ -202,7 +208,10 @@ def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), deci
     def tokens_of(node: str) -> list[str]:
         if node in excluded or node in decisions.splits:
             return ["#" + node]
-        return [a for a in addresses[node] if a not in claimed and a not in dropped] or ["#" + node]
+        held = addresses[node]
+        if not (claimed or dropped):
+            return held or ["#" + node]
+        return [a for a in held if a not in claimed and a not in dropped] or ["#" + node]
 
     def join() -> tuple[_Union, dict[str, list[str]]]:
         uf = _Union()
@@ -322,44 +331,49 @@ class _Precedence:
 def _person(record_keys: tuple[str, ...], user: UserRef | None, by_key: dict[str, SourceRecord],
             addresses: dict[str, list[str]], decisions: Decisions, rules: ContactRules,
             precedence: _Precedence) -> Person:
-    recs = [by_key[k] for k in record_keys]
-    ordered = [by_key[k] for k in sorted(record_keys, key=precedence)] if len(recs) > 1 else recs
+    ordered = [by_key[k] for k in (sorted(record_keys, key=precedence) if len(record_keys) > 1 else record_keys)]
     emails: set[str] = set()
-    for k in record_keys:
-        emails.update(addresses.get(k, ()))
-    name, name_from = "", ""
+    kinds: set[str] = set()
+    groups: set[str] = set()
+    best = zoom = None
+    first_address = timezone = None
+    for r in ordered:           # one pass, in the name rule's order: the first of each wins
+        rec = r.record
+        held = addresses.get(r.key)
+        if held:
+            emails.update(held)
+            if first_address is None:
+                first_address = held[0]
+        kinds.add(rec.kind)
+        if rec.groups:
+            groups.update(rec.groups)
+        if best is None and rec.display_name.strip():
+            best = r
+        if zoom is None and rec.zoom_user_id:
+            zoom = rec
+        if timezone is None and rec.timezone:
+            timezone = rec.timezone
+    name, name_from = (best.record.display_name.strip(), best.key) if best is not None else ("", "")
+    primary = first_address or ""
+    pid = ""
     if user is not None:
-        emails.update(addresses.get(user.key, ()))
-        if user.name and _rank(rules, PROFILE) <= min((_rank(rules, r.provider) for r in recs), default=99):
-            name, name_from = user.name, user.key
-    if not name:
-        best = next((r for r in ordered if r.record.display_name.strip()), None)
-        if best is not None:
-            name, name_from = best.record.display_name.strip(), best.key
-        elif user is not None and user.name:
-            name, name_from = user.name, user.key
-    user_addresses = addresses.get(user.key, []) if user is not None else []
-    if user_addresses:
-        primary = user_addresses[0]
-    else:
-        primary = next((addresses[r.key][0] for r in ordered if addresses.get(r.key)), "")
-    if not name:
-        name = primary.split("@")[0]
-    zoom = next((r.record for r in ordered if r.record.zoom_user_id), None)
-    timezone = (user.timezone if user is not None and user.timezone else None) or \
-        next((r.record.timezone for r in ordered if r.record.timezone), None)
-    if user is not None:
+        own = addresses.get(user.key) or []
+        emails.update(own)
+        kinds.add(USER)
+        primary = own[0] if own else primary
+        timezone = user.timezone or timezone
         pid = f"u{user.user_id}"
-    else:
+        if user.name and (not name or _rank(rules, PROFILE) <= min(_rank(rules, r.provider) for r in ordered)):
+            name, name_from = user.name, user.key
+    if not pid:
         pid = "c" + sha1(record_keys[0].encode()).hexdigest()[:15]
     return Person(
         id=pid, user_id=user.user_id if user is not None else None, primary_email=primary,
-        emails=tuple(sorted(emails)), display_name=name, name_from=name_from, records=record_keys,
-        zoom_user_id=zoom.zoom_user_id if zoom is not None else None, timezone=timezone,
+        emails=tuple(sorted(emails)), display_name=name or primary.split("@")[0], name_from=name_from,
+        records=record_keys, zoom_user_id=zoom.zoom_user_id if zoom is not None else None, timezone=timezone,
         presence=zoom.presence if zoom is not None else None,
         invitable=bool(primary) and primary not in decisions.no_invite,
-        kinds=tuple(sorted({r.record.kind for r in recs} | ({USER} if user is not None else set()))),
-        groups=tuple(sorted({g for r in recs for g in r.record.groups})))
+        kinds=tuple(sorted(kinds)), groups=tuple(sorted(groups)))
 
 
 def _suggestions(people: list[Person]) -> list[Suggestion]:
