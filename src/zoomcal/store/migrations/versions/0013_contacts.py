@@ -18,8 +18,8 @@ def _tenant() -> sa.Column:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('accounts') as batch:
-        batch.add_column(sa.Column('granted_scopes', sa.JSON(), nullable=True))
+    # plain ALTER TABLE (not a batch copy: on SQLite, re-creating `accounts` would cascade into its calendars)
+    op.add_column('accounts', sa.Column('granted_scopes', sa.JSON(), nullable=True))
     op.create_table(
         'contact_sources',
         sa.Column('id', sa.Integer(), primary_key=True),
@@ -89,5 +89,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ('contact_decisions', 'contact_people', 'contact_records', 'contact_sources'):
         op.drop_table(table)
-    with op.batch_alter_table('accounts') as batch:
-        batch.drop_column('granted_scopes')
+    op.execute('ALTER TABLE accounts DROP COLUMN granted_scopes')
