@@ -296,3 +296,16 @@ async def test_unlinking_a_source_revokes_its_grant_and_its_people_go(setup):
     assert all("google-contacts" not in p.sources for p in after) and {p.email for p in after} < before
     with ctx.store.session() as s:
         assert all(not r.record_id.startswith(("contacts:", "other:")) for r in s.scalars(select(ContactRecordRow)))
+
+
+async def test_another_tenants_directory_is_out_of_sight(setup, world, tmp_path):
+    ctx, *_ = setup
+    await contacts.sync(ctx)
+    assert contacts.search(ctx, "alan")
+    other = make_context(world, tmp_path, ctx.settings.resolved_database_url(), tenant="other")
+    assert contacts.search(other, "alan") == [] and contacts.list_people(other) == []
+    assert (await contacts.sync(other)).people == 0
+    with pytest.raises(Exception) as caught:
+        contacts.explain(other, "alan@example.com")
+    assert type(caught.value).__name__ == "NotFoundError"
+    other.store.dispose()

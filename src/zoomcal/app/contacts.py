@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from zoomcal.app.context import SYSTEM, AppContext, Services
 from zoomcal.app.errors import ConflictError, InvalidError, NotFoundError
@@ -346,9 +346,8 @@ def _bump(ctx: AppContext) -> None:
 
 
 def _index(ctx: AppContext) -> tuple[SearchIndex, dict[str, ContactPerson]]:
-    with ctx.store.session() as s:
-        stamp = (s.scalar(select(ContactPerson.updated_at).order_by(ContactPerson.updated_at.desc()).limit(1)),
-                 len(s.scalars(select(ContactPerson.id)).all()))
+    with ctx.store.session() as s:      # the directory's state in one small query: how many, last changed when
+        stamp = tuple(s.execute(select(func.count(ContactPerson.id), func.max(ContactPerson.updated_at))).one())
     revision = hash((stamp, _DIRECTORY.revisions.get(ctx.tenant_id, 0)))
     with _DIRECTORY.lock:
         found = _DIRECTORY.indexes.get(ctx.tenant_id)
