@@ -11,6 +11,8 @@ from conftest import (
     SANDBOX,
     add_account,
     add_user,
+    build_pairs,
+    close_pairs,
     link_sandbox_user,
     link_sandbox_zoom,
     make_context,
@@ -168,6 +170,49 @@ async def test_an_occurrence_moved_in_zoom_is_one_instance_write_in_outlook(worl
     (series,) = world.graph.events[world.graph.default_key("ola@example.com")].values()
     far = (now_utc(), now_utc() + timedelta(days=60))
     assert [i["start"]["dateTime"][:16] for i in expand(series, *far)][1] == moved[:16]
+    await actor.aclose()
+    ctx.store.dispose()
+
+
+async def test_a_series_renamed_in_outlook_while_its_occurrence_is_written_keeps_the_rename(world, tmp_path):
+    """A run lists Outlook, then the person renames the series there before the run writes the occurrence Zoom
+    lengthened. The master needs no change of ours, so no PATCH carries the planned etag: the rename must still
+    be noticed (not overwritten occurrence by occurrence, not taken for what zoomcal wrote), and it reaches Zoom."""
+    from zoomcal.agreement import compare_user
+
+    ctx = make_context(world, tmp_path)
+    info = link_sandbox_user(ctx, world, "ida@example.com", "Ida", calendar="graph")
+    actor = SandboxActor(world, transport=world.transport())
+    engine = SyncEngine(ctx.store)
+    start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
+    meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time=fmt_instant(start),
+                                      duration=30, recurrence={"type": 2, "weekly_days": "2", "end_times": 4})
+    assert (await sync_first_pair(ctx, engine)).writes == 1
+    last = (await actor.zoom_get(meeting["id"]))["occurrences"][-1]
+    await actor.zoom_patch(meeting["id"], occurrence_id=last["occurrence_id"], duration=45)
+    series = actor.graph_find("ida@example.com", "Weekly")
+
+    pair = build_pairs(ctx)[0]
+    update = pair.b.connector.update
+
+    async def renamed_first(*args, **kwargs):     # after the listing, before the write: the person's rename
+        await actor.graph_patch("ida@example.com", series["id"], subject="Weekly (renamed)")
+        return await update(*args, **kwargs)
+
+    pair.b.connector.update = renamed_first
+    try:
+        await engine.run(pair)
+    finally:
+        await close_pairs(ctx)
+    exceptions = series["_exceptions"]
+    assert all("subject" not in e or e["subject"] == "Weekly (renamed)" for e in exceptions.values()), exceptions
+    for _ in range(2):
+        assert (await sync_first_pair(ctx, engine)).status == "ok"
+    assert (await actor.zoom_get(meeting["id"]))["topic"] == "Weekly (renamed)"
+    assert series["subject"] == "Weekly (renamed)" and len(series["_exceptions"]) == 1
+    agreement = compare_user(world, info["zoom_user_id"], info["graph_calendar_id"], provider="graph")
+    assert agreement.mismatches == [] and agreement.duplicates == []
+    assert (await sync_first_pair(ctx, engine)).writes == 0
     await actor.aclose()
     ctx.store.dispose()
 

@@ -4,7 +4,9 @@ Change tracking is `calendarView/delta` over the availability window: it reports
 exceptions, never the series master, and a deleted occurrence just disappears. So for every series that moved,
 the master is read (`GET /events/{id}`) and the series is rebuilt from the master and the instances held in the
 window: an expected occurrence with no instance is a cancelled one. Creates carry `transactionId` (our event id:
-a retried create returns the first event); updates send `If-Match` with the event's etag.
+a retried create returns the first event); updates send `If-Match` with the event's etag, and an update that
+leaves the master as it is reads it to check that etag instead (its instances are written only to the series as
+planned).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, 
 from zoomcal.connectors.http import ApiClient, error_for
 from zoomcal.domain.recurrence import occurrence_starts, plain_end
 from zoomcal.domain.timeutil import fmt_instant, parse_instant, to_datetime
-from zoomcal.errors import CursorInvalid, NotFound
+from zoomcal.errors import CursorInvalid, NotFound, PreconditionFailed
 from zoomcal.mapping.graph import event_item_parts, event_write_body, exception_override, when_instant
 from zoomcal.mapping.rules import MappingRules
 
@@ -165,7 +167,12 @@ class GraphConnector:
         if body or held is None:
             event = await self.api.json("PATCH", f"{self.base}/events/{item_id}", json=body, headers=headers)
         else:
-            event = held
+            # no PATCH, so no If-Match: the series is read to see it is still the one planned against (what we
+            # hold may be older than a rename made since), else its instances would be written to a stale view
+            event = (await self.get(item_id))[0]
+            planned = etag or held.get("@odata.etag")
+            if planned and event.get("@odata.etag") != planned:
+                raise PreconditionFailed(f"event {item_id} changed since it was read (etag {planned})")
         return await self._finish(event, content, notes, start_calls)
 
     async def _finish(self, event: dict[str, Any], content: dict[str, Any], notes: list[str],
