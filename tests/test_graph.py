@@ -217,6 +217,56 @@ async def test_a_series_renamed_in_outlook_while_its_occurrence_is_written_keeps
     ctx.store.dispose()
 
 
+async def test_a_series_renamed_while_its_instances_are_written_is_not_taken_for_what_was_written(world):
+    """The series is as planned when the update starts, and renamed before its instances are read: only the occurrence
+    to move is written (the others show the series' subject, whatever it is), and the update is refused rather
+    than reading the rename back as zoomcal's own write."""
+    from datetime import datetime
+
+    from zoomcal.auth.oauth import RefreshTokenSource
+    from zoomcal.connectors.graph.connector import GraphConnector
+    from zoomcal.connectors.http import ApiClient
+    from zoomcal.domain.content import make_content
+    from zoomcal.errors import PreconditionFailed
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    user = world.add_user("rae@example.com")
+    actor = SandboxActor(world, transport=world.transport())
+    renamed: list[str] = []
+
+    class RenameBeforeInstances(httpx.AsyncBaseTransport):
+        """The person renames the series in Outlook just before the connector reads its instances (once armed)."""
+
+        def __init__(self):
+            self.inner, self.series = world.transport(), None
+
+        async def handle_async_request(self, request):
+            if self.series and request.method == "GET" and request.url.path.endswith("/instances"):
+                await actor.graph_patch("rae@example.com", self.series, subject="Weekly (renamed)")
+                renamed.append(self.series)
+                self.series = None
+            return await self.inner.handle_async_request(request)
+
+    transport = RenameBeforeInstances()
+    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
+                                world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
+    conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, transport), "rae@example.com", "",
+                          DEFAULT_RULES, (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    content = make_content(title="Weekly", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                           rrule="FREQ=WEEKLY;COUNT=4")
+    created = await conn.create(content, "ev-renamed")
+    longer = {**content, "overrides": {"2026-05-25T07:00:00Z": {"start": "2026-05-25T07:00:00Z",
+                                                                "end": "2026-05-25T07:45:00Z"}}}
+    transport.series = created.id
+    with pytest.raises(PreconditionFailed):
+        await conn.update(created.id, longer, created.etag, "ev-renamed", created.raws)
+    assert renamed == [created.id]
+    series = world.graph.events[world.graph.default_key("rae@example.com")][created.id]
+    assert series["subject"] == "Weekly (renamed)" and list(series["_exceptions"]) == ["2026-05-25T07:00:00Z"]
+    await conn.aclose()
+    await actor.aclose()
+
+
 async def test_sign_in_with_pkce_links_a_public_client(world, tmp_path):
     """Authorization code + S256 PKCE over a loopback redirect; the refresh token then works without a secret."""
     from zoomcal.auth.authorize import Provider, authorize

@@ -5,8 +5,9 @@ exceptions, never the series master, and a deleted occurrence just disappears. S
 the master is read (`GET /events/{id}`) and the series is rebuilt from the master and the instances held in the
 window: an expected occurrence with no instance is a cancelled one. Creates carry `transactionId` (our event id:
 a retried create returns the first event); updates send `If-Match` with the event's etag, and an update that
-leaves the master as it is reads it to check that etag instead (its instances are written only to the series as
-planned).
+leaves the master as it is reads it to check that etag instead. Instances are written only where they differ from
+what the series wants (a plain occurrence shows the series' own subject); a series that changed while they were
+written is refused as a stale etag is, never read back as zoomcal's own write.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ def master_patch(held: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         if not same:
             patch[name] = value
     return patch
+
+
+def _series_fields(event: dict[str, Any]) -> tuple[Any, ...]:
+    """What a series master holds of its own, as zoomcal writes it (writing its instances changes only its change
+    key, never these)."""
+    return (event.get("subject") or "", (event.get("body") or {}).get("content") or "",
+            event.get("start"), event.get("end"), bool(event.get("isAllDay")), event.get("showAs") or "busy",
+            (event.get("location") or {}).get("displayName") or "", _attendees(event.get("attendees")),
+            event.get("recurrence"))
 
 
 class GraphConnector:
@@ -200,12 +210,19 @@ class GraphConnector:
                 else:
                     have = (when_instant(inst["start"]), when_instant(inst["end"]), inst.get("subject") or "")
                     times = [{"dateTime": when[:-1], "timeZone": "UTC"} for when in target[:2]]
+                if want is None and inst.get("type") != "exception" and have[:2] == target[:2]:
+                    continue    # a plain occurrence shows its series' own subject: a write would make it an exception
                 if have != target:
                     ops.append(("PATCH", f"{self.base}/events/{inst['id']}",
                                 {"subject": target[2], "start": times[0], "end": times[1]}))
             if ops:       # the instances moved, and the master's change key with them: read the series again
                 await self._run(ops)
-                raws = [(await self.get(event["id"]))[0], *await self._instances(event["id"])]
+                master = (await self.get(event["id"]))[0]
+                if _series_fields(master) != _series_fields(event):
+                    # somebody changed the series while its instances were written: what is read back now is not
+                    # what zoomcal wrote, and must not be taken for it (the next listing brings the change)
+                    raise PreconditionFailed(f"event {event['id']} changed while its instances were written")
+                raws = [master, *await self._instances(event["id"])]
             else:
                 raws = [event, *instances]
         item = self.normalize(raws)
