@@ -124,6 +124,33 @@ async def test_instance_writes_go_in_one_batch(world):
     await conn.aclose()
 
 
+async def test_a_series_with_more_instances_than_a_page_is_written_and_read_back_whole(world):
+    """Graph answers a series' instances ten at a time: the ones past the first page are moved and cancelled as
+    well, and read back (not taken for cancelled ones)."""
+    from datetime import datetime
+
+    from zoomcal.auth.oauth import RefreshTokenSource
+    from zoomcal.connectors.graph.connector import GraphConnector
+    from zoomcal.connectors.http import ApiClient
+    from zoomcal.domain.content import make_content
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    user = world.add_user("d@example.com")
+    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
+                                world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
+    conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), "d@example.com",
+                          "", DEFAULT_RULES,
+                          (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    moved = {"2026-05-16T07:00:00Z": {"start": "2026-05-16T09:00:00Z", "end": "2026-05-16T09:30:00Z"}}
+    content = make_content(title="Daily", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                           rrule="FREQ=DAILY;COUNT=25", overrides=moved, exdates=["2026-05-27T07:00:00Z"])
+    result = await conn.create(content, "ev-daily")
+    assert result.item.content["overrides"] == moved and result.item.content["exdates"] == content["exdates"]
+    series = world.graph.events[world.graph.default_key("d@example.com")][result.id]
+    assert list(series["_exceptions"]) == ["2026-05-16T07:00:00Z"] and series["_cancelled"] == {"2026-05-27T07:00:00Z"}
+    await conn.aclose()
+
+
 async def test_a_throttled_request_in_a_batch_says_how_long_to_wait(world):
     from datetime import datetime
 

@@ -253,8 +253,14 @@ class GraphConnector:
                                     f"$batch {method}")   # its Retry-After, where it was throttled
 
     async def _instances(self, master_id: str) -> list[dict[str, Any]]:
-        page = await self.api.json("GET", f"{self.base}/events/{master_id}/instances", params=self._range())
-        return page.get("value") or []
+        """The series' instances in the window, every page of them (Graph answers ten at a time)."""
+        url, params = f"{self.base}/events/{master_id}/instances", self._range()
+        instances: list[dict[str, Any]] = []
+        while url:
+            page = await self.api.json("GET", url, params=params)
+            instances.extend(page.get("value") or [])
+            url, params = page.get("@odata.nextLink"), None
+        return instances
 
     async def delete(self, item_id: str, etag: str | None) -> int:
         start_calls = self.api.calls
