@@ -11,6 +11,8 @@ from conftest import (
     SANDBOX,
     add_account,
     add_user,
+    build_pairs,
+    close_pairs,
     link_sandbox_user,
     link_sandbox_zoom,
     make_context,
@@ -122,6 +124,33 @@ async def test_instance_writes_go_in_one_batch(world):
     await conn.aclose()
 
 
+async def test_a_series_with_more_instances_than_a_page_is_written_and_read_back_whole(world):
+    """Graph answers a series' instances ten at a time: the ones past the first page are moved and cancelled as
+    well, and read back (not taken for cancelled ones)."""
+    from datetime import datetime
+
+    from zoomcal.auth.oauth import RefreshTokenSource
+    from zoomcal.connectors.graph.connector import GraphConnector
+    from zoomcal.connectors.http import ApiClient
+    from zoomcal.domain.content import make_content
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    user = world.add_user("d@example.com")
+    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
+                                world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
+    conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), "d@example.com",
+                          "", DEFAULT_RULES,
+                          (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    moved = {"2026-05-16T07:00:00Z": {"start": "2026-05-16T09:00:00Z", "end": "2026-05-16T09:30:00Z"}}
+    content = make_content(title="Daily", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                           rrule="FREQ=DAILY;COUNT=25", overrides=moved, exdates=["2026-05-27T07:00:00Z"])
+    result = await conn.create(content, "ev-daily")
+    assert result.item.content["overrides"] == moved and result.item.content["exdates"] == content["exdates"]
+    series = world.graph.events[world.graph.default_key("d@example.com")][result.id]
+    assert list(series["_exceptions"]) == ["2026-05-16T07:00:00Z"] and series["_cancelled"] == {"2026-05-27T07:00:00Z"}
+    await conn.aclose()
+
+
 async def test_a_throttled_request_in_a_batch_says_how_long_to_wait(world):
     from datetime import datetime
 
@@ -170,6 +199,99 @@ async def test_an_occurrence_moved_in_zoom_is_one_instance_write_in_outlook(worl
     assert [i["start"]["dateTime"][:16] for i in expand(series, *far)][1] == moved[:16]
     await actor.aclose()
     ctx.store.dispose()
+
+
+async def test_a_series_renamed_in_outlook_while_its_occurrence_is_written_keeps_the_rename(world, tmp_path):
+    """A run lists Outlook, then the person renames the series there before the run writes the occurrence Zoom
+    lengthened. The master needs no change of ours, so no PATCH carries the planned etag: the rename must still
+    be noticed (not overwritten occurrence by occurrence, not taken for what zoomcal wrote), and it reaches Zoom."""
+    from zoomcal.agreement import compare_user
+
+    ctx = make_context(world, tmp_path)
+    info = link_sandbox_user(ctx, world, "ida@example.com", "Ida", calendar="graph")
+    actor = SandboxActor(world, transport=world.transport())
+    engine = SyncEngine(ctx.store)
+    start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
+    meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time=fmt_instant(start),
+                                      duration=30, recurrence={"type": 2, "weekly_days": "2", "end_times": 4})
+    assert (await sync_first_pair(ctx, engine)).writes == 1
+    last = (await actor.zoom_get(meeting["id"]))["occurrences"][-1]
+    await actor.zoom_patch(meeting["id"], occurrence_id=last["occurrence_id"], duration=45)
+    series = actor.graph_find("ida@example.com", "Weekly")
+
+    pair = build_pairs(ctx)[0]
+    update = pair.b.connector.update
+
+    async def renamed_first(*args, **kwargs):     # after the listing, before the write: the person's rename
+        await actor.graph_patch("ida@example.com", series["id"], subject="Weekly (renamed)")
+        return await update(*args, **kwargs)
+
+    pair.b.connector.update = renamed_first
+    try:
+        await engine.run(pair)
+    finally:
+        await close_pairs(ctx)
+    exceptions = series["_exceptions"]
+    assert all("subject" not in e or e["subject"] == "Weekly (renamed)" for e in exceptions.values()), exceptions
+    for _ in range(2):
+        assert (await sync_first_pair(ctx, engine)).status == "ok"
+    assert (await actor.zoom_get(meeting["id"]))["topic"] == "Weekly (renamed)"
+    assert series["subject"] == "Weekly (renamed)" and len(series["_exceptions"]) == 1
+    agreement = compare_user(world, info["zoom_user_id"], info["graph_calendar_id"], provider="graph")
+    assert agreement.mismatches == [] and agreement.duplicates == []
+    assert (await sync_first_pair(ctx, engine)).writes == 0
+    await actor.aclose()
+    ctx.store.dispose()
+
+
+async def test_a_series_renamed_while_its_instances_are_written_is_not_taken_for_what_was_written(world):
+    """The series is as planned when the update starts, and renamed before its instances are read: only the occurrence
+    to move is written (the others show the series' subject, whatever it is), and the update is refused rather
+    than reading the rename back as zoomcal's own write."""
+    from datetime import datetime
+
+    from zoomcal.auth.oauth import RefreshTokenSource
+    from zoomcal.connectors.graph.connector import GraphConnector
+    from zoomcal.connectors.http import ApiClient
+    from zoomcal.domain.content import make_content
+    from zoomcal.errors import PreconditionFailed
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    user = world.add_user("rae@example.com")
+    actor = SandboxActor(world, transport=world.transport())
+    renamed: list[str] = []
+
+    class RenameBeforeInstances(httpx.AsyncBaseTransport):
+        """The person renames the series in Outlook just before the connector reads its instances (once armed)."""
+
+        def __init__(self):
+            self.inner, self.series = world.transport(), None
+
+        async def handle_async_request(self, request):
+            if self.series and request.method == "GET" and request.url.path.endswith("/instances"):
+                await actor.graph_patch("rae@example.com", self.series, subject="Weekly (renamed)")
+                renamed.append(self.series)
+                self.series = None
+            return await self.inner.handle_async_request(request)
+
+    transport = RenameBeforeInstances()
+    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
+                                world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
+    conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, transport), "rae@example.com", "",
+                          DEFAULT_RULES, (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    content = make_content(title="Weekly", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
+                           rrule="FREQ=WEEKLY;COUNT=4")
+    created = await conn.create(content, "ev-renamed")
+    longer = {**content, "overrides": {"2026-05-25T07:00:00Z": {"start": "2026-05-25T07:00:00Z",
+                                                                "end": "2026-05-25T07:45:00Z"}}}
+    transport.series = created.id
+    with pytest.raises(PreconditionFailed):
+        await conn.update(created.id, longer, created.etag, "ev-renamed", created.raws)
+    assert renamed == [created.id]
+    series = world.graph.events[world.graph.default_key("rae@example.com")][created.id]
+    assert series["subject"] == "Weekly (renamed)" and list(series["_exceptions"]) == ["2026-05-25T07:00:00Z"]
+    await conn.aclose()
+    await actor.aclose()
 
 
 async def test_sign_in_with_pkce_links_a_public_client(world, tmp_path):

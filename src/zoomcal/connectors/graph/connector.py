@@ -4,7 +4,10 @@ Change tracking is `calendarView/delta` over the availability window: it reports
 exceptions, never the series master, and a deleted occurrence just disappears. So for every series that moved,
 the master is read (`GET /events/{id}`) and the series is rebuilt from the master and the instances held in the
 window: an expected occurrence with no instance is a cancelled one. Creates carry `transactionId` (our event id:
-a retried create returns the first event); updates send `If-Match` with the event's etag.
+a retried create returns the first event); updates send `If-Match` with the event's etag, and an update that
+leaves the master as it is reads it to check that etag instead. Instances are written only where they differ from
+what the series wants (a plain occurrence shows the series' own subject); a series that changed while they were
+written is refused as a stale etag is, never read back as zoomcal's own write.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, 
 from zoomcal.connectors.http import ApiClient, error_for
 from zoomcal.domain.recurrence import occurrence_starts, plain_end
 from zoomcal.domain.timeutil import fmt_instant, parse_instant, to_datetime
-from zoomcal.errors import CursorInvalid, NotFound
+from zoomcal.errors import CursorInvalid, NotFound, PreconditionFailed
 from zoomcal.mapping.graph import event_item_parts, event_write_body, exception_override, when_instant
 from zoomcal.mapping.rules import MappingRules
 
@@ -65,6 +68,15 @@ def master_patch(held: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         if not same:
             patch[name] = value
     return patch
+
+
+def _series_fields(event: dict[str, Any]) -> tuple[Any, ...]:
+    """What a series master holds of its own, as zoomcal writes it (writing its instances changes only its change
+    key, never these)."""
+    return (event.get("subject") or "", (event.get("body") or {}).get("content") or "",
+            event.get("start"), event.get("end"), bool(event.get("isAllDay")), event.get("showAs") or "busy",
+            (event.get("location") or {}).get("displayName") or "", _attendees(event.get("attendees")),
+            event.get("recurrence"))
 
 
 class GraphConnector:
@@ -165,7 +177,12 @@ class GraphConnector:
         if body or held is None:
             event = await self.api.json("PATCH", f"{self.base}/events/{item_id}", json=body, headers=headers)
         else:
-            event = held
+            # no PATCH, so no If-Match: the series is read to see it is still the one planned against (what we
+            # hold may be older than a rename made since), else its instances would be written to a stale view
+            event = (await self.get(item_id))[0]
+            planned = etag or held.get("@odata.etag")
+            if planned and event.get("@odata.etag") != planned:
+                raise PreconditionFailed(f"event {item_id} changed since it was read (etag {planned})")
         return await self._finish(event, content, notes, start_calls)
 
     async def _finish(self, event: dict[str, Any], content: dict[str, Any], notes: list[str],
@@ -193,12 +210,19 @@ class GraphConnector:
                 else:
                     have = (when_instant(inst["start"]), when_instant(inst["end"]), inst.get("subject") or "")
                     times = [{"dateTime": when[:-1], "timeZone": "UTC"} for when in target[:2]]
+                if want is None and inst.get("type") != "exception" and have[:2] == target[:2]:
+                    continue    # a plain occurrence shows its series' own subject: a write would make it an exception
                 if have != target:
                     ops.append(("PATCH", f"{self.base}/events/{inst['id']}",
                                 {"subject": target[2], "start": times[0], "end": times[1]}))
             if ops:       # the instances moved, and the master's change key with them: read the series again
                 await self._run(ops)
-                raws = [(await self.get(event["id"]))[0], *await self._instances(event["id"])]
+                master = (await self.get(event["id"]))[0]
+                if _series_fields(master) != _series_fields(event):
+                    # somebody changed the series while its instances were written: what is read back now is not
+                    # what zoomcal wrote, and must not be taken for it (the next listing brings the change)
+                    raise PreconditionFailed(f"event {event['id']} changed while its instances were written")
+                raws = [master, *await self._instances(event["id"])]
             else:
                 raws = [event, *instances]
         item = self.normalize(raws)
@@ -229,8 +253,14 @@ class GraphConnector:
                                     f"$batch {method}")   # its Retry-After, where it was throttled
 
     async def _instances(self, master_id: str) -> list[dict[str, Any]]:
-        page = await self.api.json("GET", f"{self.base}/events/{master_id}/instances", params=self._range())
-        return page.get("value") or []
+        """The series' instances in the window, every page of them (Graph answers ten at a time)."""
+        url, params = f"{self.base}/events/{master_id}/instances", self._range()
+        instances: list[dict[str, Any]] = []
+        while url:
+            page = await self.api.json("GET", url, params=params)
+            instances.extend(page.get("value") or [])
+            url, params = page.get("@odata.nextLink"), None
+        return instances
 
     async def delete(self, item_id: str, etag: str | None) -> int:
         start_calls = self.api.calls
