@@ -492,3 +492,31 @@ def test_the_sandbox_on_a_busy_port_is_one_line_and_no_json(env):
     assert proc.returncode == 1 and proc.stdout == ""
     assert f"cannot serve the sandboxes on 127.0.0.1:{port}" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
+
+
+def test_contacts_from_the_command_line(env, monkeypatch, radicale):
+    """An address book linked by `account add carddav`, then read, searched and explained by `zoomcal contacts`."""
+    from test_contacts import address_book, put_card, vcard
+
+    monkeypatch.setenv("ZOOMCAL_ALLOW_PRIVATE_URLS", "true")
+    assert run("init").exit_code == 0
+    assert run("user", "add", "dee@example.com", "--name", "Dee").exit_code == 0
+    book = address_book(radicale, "dee")
+    put_card(book, "dee", "eve", vcard("u-eve", "Eve Example", "Eve@Example.org", "eve@home.example"))
+    put_card(book, "dee", "nobody", vcard("u-nobody", "No Address"))
+    monkeypatch.setenv("ZC_DAV_PW", "x")
+    linked = run("account", "add", "carddav", "--user", "dee@example.com", "--url", book, "--username", "dee",
+                 "--password-env", "ZC_DAV_PW")
+    assert linked.exit_code == 0 and "contact source" in linked.output, linked.output
+    synced = run("contacts", "sync", "--json")
+    assert synced.exit_code == 0, synced.output
+    report = json.loads(synced.output)
+    assert report["people"] == 2 and report["problems"] == 1            # Eve, and Dee the user; one card unmapped
+    found = json.loads(run("contacts", "search", "eve@h", "--json").output)
+    assert [p["email"] for p in found] == ["eve@example.org"]
+    explained = run("contacts", "explain", "EVE@home.example")
+    assert explained.exit_code == 0 and "Eve Example" in explained.output and "carddav" in explained.output
+    assert run("contacts", "explain", "not an address").exit_code != 0
+    scopes = json.loads(run("contacts", "scopes", "--json").output)
+    assert [(r["provider"], r["granted"], r["note"]) for r in scopes] == [
+        ("carddav", None, "signs in with a password: no scopes")]

@@ -69,8 +69,9 @@ def account_add(
     user: str = typer.Option(..., "--user", help="E-mail of the zoomcal user."),
     client_id: str | None = typer.Option(None, "--client-id", help="OAuth client id."),
     url: str | None = typer.Option(None, "--url", help="A feed's URL or file path; a CalDAV server or calendar URL; "
-                                                       "the EWS endpoint (https://host/EWS/Exchange.asmx)."),
-    username: str | None = typer.Option(None, "--username", help="The account name (CalDAV, Exchange)."),
+                                                       "a CardDAV server or address book URL; the EWS endpoint "
+                                                       "(https://host/EWS/Exchange.asmx)."),
+    username: str | None = typer.Option(None, "--username", help="The account name (CalDAV, CardDAV, Exchange)."),
     password_env: str | None = typer.Option(None, "--password-env",
                                             help="Env var with the password (Exchange with --auth oauth: the access "
                                                  "token)."),
@@ -110,6 +111,10 @@ def account_add(
                        _pairs(secret_env, "--secret-env"))
     linked = run_async(ctx, lambda: accounts.link(ctx, user, provider, options, secrets,
                                                   receives_meetings=receives_meetings))
+    if linked.calendar_id is None:      # a contact source: no calendar
+        console.print(f"linked {linked.label} contact source for {linked.user} ({linked.calendar}), account "
+                      f"{linked.id}; `zoomcal contacts sync` reads it now", highlight=False)
+        return
     console.print(f"linked {linked.label} calendar {linked.name!r} for {linked.user} ({linked.calendar}), account "
                   f"{linked.id}" + (", receives the Zoom meetings" if linked.receives_meetings else ""),
                   highlight=False)
@@ -118,7 +123,7 @@ def account_add(
 @account_app.command("connect")
 @handled
 def account_connect(
-    provider: str = typer.Argument(..., help="A provider linked by signing in (Microsoft 365: graph)."),
+    provider: str = typer.Argument(..., help="A provider linked by signing in (Microsoft 365: graph, graph-contacts)."),
     user: str = typer.Option(..., "--user", help="E-mail of the zoomcal user (also the sign-in hint)."),
     client_id: str = typer.Option(..., "--client-id", help="The app registration's client id."),
     client_secret_env: str | None = typer.Option(None, "--client-secret-env",
@@ -132,8 +137,8 @@ def account_connect(
     open_browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the sign-in page in a browser."),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the sign-in."),
 ) -> None:
-    """Link a calendar by signing in (OAuth authorization code with PKCE, loopback redirect). Only the refresh
-    token is stored, sealed."""
+    """Link a calendar or contact source by signing in (OAuth authorization code with PKCE, loopback redirect).
+    Only the refresh token is stored, sealed."""
     ctx = context()
     options = _options(client_id=client_id, tenant=tenant, login_base=login_base, api_base=api_base,
                        calendar_id=calendar_id)
@@ -145,7 +150,8 @@ def account_connect(
             webbrowser.open(address)
 
     linked = run_async(ctx, lambda: accounts.sign_in(ctx, user, provider, options, secrets, show, timeout=timeout))
-    console.print(f"linked {linked.label} calendar of {linked.user} (account {linked.id})", highlight=False)
+    what = "calendar" if linked.calendar_id is not None else "contact source"
+    console.print(f"linked {linked.label} {what} of {linked.user} (account {linked.id})", highlight=False)
 
 
 @account_app.command("relink")
