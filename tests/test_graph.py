@@ -176,17 +176,23 @@ async def test_a_throttled_request_in_a_batch_says_how_long_to_wait(world):
     await conn.aclose()
 
 
-async def test_an_occurrence_moved_in_zoom_is_one_instance_write_in_outlook(world, tmp_path):
-    """The series master already holds what it should: it is not written again (no echo write), only the moved
-    instance is."""
+async def _weekly_on_outlook(world, tmp_path, email: str):
+    """A person on Microsoft 365 with a weekly Zoom meeting (four occurrences) synced to Outlook once."""
     ctx = make_context(world, tmp_path)
-    info = link_sandbox_user(ctx, world, "ola@example.com", "Ola", calendar="graph")
+    info = link_sandbox_user(ctx, world, email, email.split("@")[0].title(), calendar="graph")
     actor = SandboxActor(world, transport=world.transport())
     engine = SyncEngine(ctx.store)
     start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
     meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time=fmt_instant(start),
                                       duration=30, recurrence={"type": 2, "weekly_days": "2", "end_times": 4})
     assert (await sync_first_pair(ctx, engine)).writes == 1
+    return ctx, actor, engine, start, meeting, info
+
+
+async def test_an_occurrence_moved_in_zoom_is_one_instance_write_in_outlook(world, tmp_path):
+    """The series master already holds what it should: it is not written again (no echo write), only the moved
+    instance is."""
+    ctx, actor, engine, start, meeting, _info = await _weekly_on_outlook(world, tmp_path, "ola@example.com")
     occurrence = (await actor.zoom_get(meeting["id"]))["occurrences"][1]
     moved = fmt_instant(start + timedelta(days=7, hours=2))
     await actor.zoom_patch(meeting["id"], occurrence_id=occurrence["occurrence_id"], start_time=moved, duration=30)
@@ -207,14 +213,7 @@ async def test_a_series_renamed_in_outlook_while_its_occurrence_is_written_keeps
     be noticed (not overwritten occurrence by occurrence, not taken for what zoomcal wrote), and it reaches Zoom."""
     from zoomcal.agreement import compare_user
 
-    ctx = make_context(world, tmp_path)
-    info = link_sandbox_user(ctx, world, "ida@example.com", "Ida", calendar="graph")
-    actor = SandboxActor(world, transport=world.transport())
-    engine = SyncEngine(ctx.store)
-    start = (now_utc() + timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
-    meeting = await actor.zoom_create(info["zoom_user_id"], topic="Weekly", type=8, start_time=fmt_instant(start),
-                                      duration=30, recurrence={"type": 2, "weekly_days": "2", "end_times": 4})
-    assert (await sync_first_pair(ctx, engine)).writes == 1
+    ctx, actor, engine, _start, meeting, info = await _weekly_on_outlook(world, tmp_path, "ida@example.com")
     last = (await actor.zoom_get(meeting["id"]))["occurrences"][-1]
     await actor.zoom_patch(meeting["id"], occurrence_id=last["occurrence_id"], duration=45)
     series = actor.graph_find("ida@example.com", "Weekly")
