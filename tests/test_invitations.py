@@ -268,7 +268,7 @@ def test_starttls_and_a_password_sealed(tmp_path, monkeypatch, world, radicale):
 
     def authenticate(server, session, envelope, mechanism, auth_data):
         ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"zc", b"s3cret")
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)     # a refusal is answered 535 by the server
 
     inbox = Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), tls_context=context,
@@ -279,7 +279,7 @@ def test_starttls_and_a_password_sealed(tmp_path, monkeypatch, world, radicale):
         with pytest.raises(InvalidError) as refused:
             invitations.set_mail(ctx, host="127.0.0.1", port=controller.port, security="starttls",
                                  sender="z@example.com", username="zc", password="wrong")
-        assert "did not take these settings" in str(refused.value)
+        assert "did not take these settings" in str(refused.value) and "535" in str(refused.value)
         assert invitations.show_mail(ctx) is None
         view = invitations.set_mail(ctx, host="127.0.0.1", port=controller.port, security="starttls",
                                     sender="z@example.com", username="zc", password="s3cret")
