@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
+from zoomcal.connectors.graph.paging import pages
 from zoomcal.connectors.http import ApiClient, error_for
 from zoomcal.domain.recurrence import occurrence_starts, plain_end
 from zoomcal.domain.timeutil import fmt_instant, parse_instant, to_datetime
@@ -101,16 +102,12 @@ class GraphConnector:
         url, params = (cursor, None) if cursor else (f"{self.base}/calendarView/delta", self._range())
         changed: list[dict[str, Any]] = []
         removed: list[str] = []
-        while True:
-            page = await self.api.json("GET", url, params=params, gone_is=CursorInvalid)
-            params = None
+        new_cursor = None
+        async for page in pages(self.api, url, params, gone_is=CursorInvalid):
             for item in page.get("value") or []:
                 (removed.append(item["id"]) if "@removed" in item else changed.append(item))
-            if page.get("@odata.nextLink"):
-                url = page["@odata.nextLink"]
-                continue
-            new_cursor = page.get("@odata.deltaLink")
-            break
+            if not page.get("@odata.nextLink"):
+                new_cursor = page.get("@odata.deltaLink")
         # the series masters behind every touched occurrence (delta never sends them)
         masters = {i["seriesMasterId"] for i in changed if i.get("seriesMasterId")}
         masters |= {mirror[r]["seriesMasterId"] for r in removed if (mirror.get(r) or {}).get("seriesMasterId")}
@@ -254,13 +251,8 @@ class GraphConnector:
 
     async def _instances(self, master_id: str) -> list[dict[str, Any]]:
         """The series' instances in the window, every page of them (Graph answers ten at a time)."""
-        url, params = f"{self.base}/events/{master_id}/instances", self._range()
-        instances: list[dict[str, Any]] = []
-        while url:
-            page = await self.api.json("GET", url, params=params)
-            instances.extend(page.get("value") or [])
-            url, params = page.get("@odata.nextLink"), None
-        return instances
+        return [instance async for page in pages(self.api, f"{self.base}/events/{master_id}/instances", self._range())
+                for instance in page.get("value") or []]
 
     async def delete(self, item_id: str, etag: str | None) -> int:
         start_calls = self.api.calls

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 
 from zoomcal.connectors.contacts import ContactChanges, ContactRecord, Listing
+from zoomcal.connectors.graph.paging import pages
 from zoomcal.connectors.http import ApiClient
 from zoomcal.errors import ConfigError, CursorInvalid, InvalidItem, Transient
 from zoomcal.mapping.graph_directory import contact_record, is_removed, item_id, person_record, user_record
@@ -134,18 +135,12 @@ class GraphContactSource:
 
     async def _pages(self, url: str, params: dict[str, Any] | None, headers: dict[str, str],
                      expired: bool) -> AsyncIterator[dict[str, Any]]:
-        """Every page from `url` on, following `@odata.nextLink` (`expired`: a delta round, whose refused link is
-        CursorInvalid)."""
-        while True:
-            checks: dict[str, Any] = {"gone_is": CursorInvalid, "expired": delta_expired} if expired else {}
-            page = await self.api.json("GET", url, params=params, headers=headers, **checks)
+        """Every page from `url` on (`expired`: a delta round, whose refused link is CursorInvalid)."""
+        checks: dict[str, Any] = {"gone_is": CursorInvalid, "expired": delta_expired} if expired else {}
+        async for page in pages(self.api, url, params, headers=headers, **checks):
             if not isinstance(page, dict):
                 raise Transient(f"{url} answered something other than a page")
             yield page
-            params = None
-            if not page.get("@odata.nextLink"):
-                return
-            url = page["@odata.nextLink"]
 
     async def _delta(self, feature: str, url: str, params: dict[str, Any], to_record: ToRecord, listing: Listing,
                      incremental: bool) -> str:
