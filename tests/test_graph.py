@@ -97,21 +97,26 @@ async def test_two_way_with_zoom(world, tmp_path):
     ctx.store.dispose()
 
 
-async def test_instance_writes_go_in_one_batch(world):
+def _outlook_connector(world, email):
+    """A Graph connector for a new sandbox user of that address, on the sandbox's own token endpoint."""
     from datetime import datetime
 
     from zoomcal.auth.oauth import RefreshTokenSource
     from zoomcal.connectors.graph.connector import GraphConnector
     from zoomcal.connectors.http import ApiClient
-    from zoomcal.domain.content import make_content
     from zoomcal.mapping.rules import DEFAULT_RULES
 
-    user = world.add_user("b@example.com")
+    user = world.add_user(email)
     tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
                                 world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
-    conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), "b@example.com",
-                          "", DEFAULT_RULES,
-                          (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    return GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), email, "",
+                          DEFAULT_RULES, (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+
+
+async def test_instance_writes_go_in_one_batch(world):
+    from zoomcal.domain.content import make_content
+
+    conn = _outlook_connector(world, "b@example.com")
     moved = {f"2026-05-{d:02d}T07:00:00Z": {"start": f"2026-05-{d:02d}T09:00:00Z", "end": f"2026-05-{d:02d}T09:30:00Z"}
              for d in (5, 6, 7, 8)}
     content = make_content(title="Daily", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
@@ -127,20 +132,9 @@ async def test_instance_writes_go_in_one_batch(world):
 async def test_a_series_with_more_instances_than_a_page_is_written_and_read_back_whole(world):
     """Graph answers a series' instances ten at a time: the ones past the first page are moved and cancelled as
     well, and read back (not taken for cancelled ones)."""
-    from datetime import datetime
-
-    from zoomcal.auth.oauth import RefreshTokenSource
-    from zoomcal.connectors.graph.connector import GraphConnector
-    from zoomcal.connectors.http import ApiClient
     from zoomcal.domain.content import make_content
-    from zoomcal.mapping.rules import DEFAULT_RULES
 
-    user = world.add_user("d@example.com")
-    tokens = RefreshTokenSource("http://sandbox/graph/oauth2/v2.0/token", world.graph.client_id,
-                                world.graph.client_secret, user["graph_refresh_token"], basic_auth=False)
-    conn = GraphConnector(ApiClient("http://sandbox/graph/v1.0", tokens, world.transport()), "d@example.com",
-                          "", DEFAULT_RULES,
-                          (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC)))
+    conn = _outlook_connector(world, "d@example.com")
     moved = {"2026-05-16T07:00:00Z": {"start": "2026-05-16T09:00:00Z", "end": "2026-05-16T09:30:00Z"}}
     content = make_content(title="Daily", start="2026-05-04T07:00:00Z", end="2026-05-04T07:30:00Z",
                            rrule="FREQ=DAILY;COUNT=25", overrides=moved, exdates=["2026-05-27T07:00:00Z"])
