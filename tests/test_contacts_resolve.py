@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from zoomcal.connectors.contacts import CONTACT, OTHER, USER, ContactRecord
 from zoomcal.contacts.identity import NotAnAddress, name_key, normalize
-from zoomcal.contacts.resolve import ContactRules, Decisions, SourceRecord, UserRef, resolve
+from zoomcal.contacts.resolve import (
+    ContactRules,
+    Decisions,
+    SourceRecord,
+    UserRef,
+    normal_forms,
+    of_stored,
+    resolve,
+)
 
 
 def rec(key: str, *emails: str, name: str = "", provider: str = "google-contacts", kind: str = CONTACT,
@@ -200,3 +208,18 @@ def test_search_ranks_exact_address_then_name_then_words_each_person_once():
     assert [e.person_id for e in index.search("ann", limit=2)] == ["p1", "p3"]
     assert [e.person_id for e in index.search("smi")] == ["p1"]                       # a local part's word
     assert index.search("zz") == [] and index.search("   ") == []
+
+
+def test_a_stored_record_keeps_its_normal_forms_and_stale_ones_are_worked_out_again():
+    record = ContactRecord("1", CONTACT, ("Ada@Example.COM", "not an address", "ada@Bücher.example"), "Ada")
+    stored = normal_forms(record.emails)
+    kept = of_stored("g/1", "google-contacts", record, stored)
+    assert kept == SourceRecord("g/1", "google-contacts", record)
+    assert kept.addresses == ("ada@example.com", "ada@xn--bcher-kva.example")
+    assert [text for text, _reason in kept.malformed] == ["not an address"]
+    # what a stored record says is what resolving uses (it is never parsed again) ...
+    assert of_stored("g/1", "google-contacts", record, {**stored, "addresses": ["x@example.org"]}).addresses \
+        == ("x@example.org",)
+    # ... unless it came from another version of the normal form, or is missing
+    for stale in ({**stored, "v": 0, "addresses": ["x@example.org"]}, None, "junk"):
+        assert of_stored("g/1", "google-contacts", record, stale).addresses == kept.addresses

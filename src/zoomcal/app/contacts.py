@@ -25,7 +25,16 @@ from zoomcal.connectors import registry
 from zoomcal.connectors.contacts import ContactRecord
 from zoomcal.connectors.spec import CONTACTS
 from zoomcal.contacts.identity import NotAnAddress, normalize
-from zoomcal.contacts.resolve import ContactRules, Decisions, Resolution, SourceRecord, UserRef, resolve
+from zoomcal.contacts.resolve import (
+    ContactRules,
+    Decisions,
+    Resolution,
+    SourceRecord,
+    UserRef,
+    normal_forms,
+    of_stored,
+    resolve,
+)
 from zoomcal.contacts.search import Entry, SearchIndex
 from zoomcal.errors import AuthExpired, ConnectorError
 from zoomcal.logging import get_logger
@@ -115,10 +124,16 @@ class SyncReport:
         return asdict(self)
 
 
+NORMAL = "_normal"      # a stored record's key for its addresses' normal forms
+
+
 def _record_data(record: ContactRecord) -> dict[str, Any]:
+    """The record as stored, with its addresses' normal forms worked out once here (resolving reads them)."""
     data = asdict(record)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()
-            if v not in (None, "", ()) or k == "emails"}
+    stored = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()
+              if v not in (None, "", ()) or k == "emails"}
+    stored[NORMAL] = normal_forms(record.emails)
+    return stored
 
 
 def _record_of(data: dict[str, Any]) -> ContactRecord:
@@ -203,7 +218,7 @@ async def _read(ctx: AppContext, account: Account, source: Any, report: SyncRepo
 
 # --- resolving -----------------------------------------------------------------------------------------------
 def _inputs(s, ctx: AppContext) -> tuple[list[SourceRecord], list[UserRef], Decisions]:
-    records = [SourceRecord(f"{row.source_id}/{row.record_id}", row.provider, _record_of(row.data))
+    records = [of_stored(f"{row.source_id}/{row.record_id}", row.provider, _record_of(row.data), row.data.get(NORMAL))
                for row in s.scalars(select(ContactRecordRow))]
     zones = dict(s.execute(select(User.id, User.email)).all())
     from zoomcal.availability.intervals import user_timezone

@@ -28,9 +28,37 @@ MAX_SUGGESTIONS = 1000
 
 @dataclass(frozen=True)
 class SourceRecord:
+    """A source's record with its addresses' normal forms, worked out once when the record is read (a stored
+    record keeps them: `normal_forms`), so resolving never parses an address again."""
+
     key: str                 # unique across sources: "<source id>/<record id>"
     provider: str            # the source's provider key (what the name rule orders)
     record: ContactRecord
+    addresses: tuple[str, ...] | None = None             # the normal forms; None: worked out from the record
+    malformed: tuple[tuple[str, str], ...] = ()           # (text, reason) of what is no address
+
+    def __post_init__(self) -> None:
+        if self.addresses is None:
+            good, bad = split(self.record.emails)
+            object.__setattr__(self, "addresses", tuple(good))
+            object.__setattr__(self, "malformed", tuple(bad))
+
+
+NORMAL_FORMS = 1    # the version of identity.normalize that stored normal forms came from
+
+
+def normal_forms(emails: tuple[str, ...] | list[str]) -> dict:
+    """What a stored record keeps of its addresses (JSON), for `SourceRecord.of_stored`."""
+    good, bad = split(emails)
+    return {"v": NORMAL_FORMS, "addresses": good, "malformed": [list(b) for b in bad]}
+
+
+def of_stored(key: str, provider: str, record: ContactRecord, stored: dict | None) -> SourceRecord:
+    """A record as stored, with the normal forms stored beside it where they are current."""
+    if isinstance(stored, dict) and stored.get("v") == NORMAL_FORMS:
+        return SourceRecord(key, provider, record, tuple(stored["addresses"]),
+                            tuple((t, r) for t, r in stored["malformed"]))
+    return SourceRecord(key, provider, record)
 
 
 @dataclass(frozen=True)
@@ -142,19 +170,19 @@ class _Union:
 def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), decisions: Decisions = Decisions(),
             rules: ContactRules = ContactRules()) -> Resolution:
     # nothing below depends on the order records come in: keys decide every tie
-    records = list(records)
+    records = records if isinstance(records, list) else list(records)
     users = sorted(users, key=lambda u: u.user_id)
     by_key = {r.key: r for r in records}
     user_by_key = {u.key: u for u in users}
     problems: set[Problem] = set()
 
     # --- addresses: each node's normal forms; who owns what ---------------------------------------------------
-    addresses: dict[str, list[str]] = {}
+    addresses: dict[str, tuple[str, ...]] = {}
     owners: dict[str, set[str]] = defaultdict(set)
     primaries: dict[str, set[str]] = defaultdict(set)
     for u in users:
         own, _bad = split((u.email,))
-        addresses[u.key] = split((u.email, *u.aliases))[0]
+        addresses[u.key] = tuple(split((u.email, *u.aliases))[0])
         if own:
             primaries[own[0]].add(u.key)
     for u in users:
@@ -166,29 +194,22 @@ def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), deci
                 continue
             owners[a].add(u.key)
     for u in users:
-        addresses[u.key] = [a for a in addresses[u.key] if u.key in owners[a]]
+        addresses[u.key] = tuple(a for a in addresses[u.key] if u.key in owners[a])
     claimed = {a for a, o in owners.items() if len(o) > 1}
     for a in sorted(claimed):
         for owner in sorted(owners[a]):
             problems.add(Problem(owner, "conflict", f"{a} is claimed by {' and '.join(sorted(owners[a]))}"))
     merged_by_hand = {n for pair in decisions.merges for n in pair}
-    cache: dict = {}
     for r in records:
-        emails = r.record.emails
-        if len(emails) == 1:        # the common case, without building lists
-            answer = cache.get(emails[0])
-            if isinstance(answer, str):
-                addresses[r.key] = [answer]
-                continue
-        good, bad = split(emails, cache)
-        for text, reason in bad:
-            problems.add(Problem(r.key, "malformed", f"{text!r}: {reason}"))
-        if good:
-            addresses[r.key] = good
+        if r.malformed:
+            for text, reason in r.malformed:
+                problems.add(Problem(r.key, "malformed", f"{text!r}: {reason}"))
+        if r.addresses:
+            addresses[r.key] = r.addresses
         elif r.key in merged_by_hand:
-            addresses[r.key] = []
+            addresses[r.key] = ()
         else:
-            problems.add(Problem(r.key, "no_address", "the record has no e-mail address" if not bad
+            problems.add(Problem(r.key, "no_address", "the record has no e-mail address" if not r.malformed
                                  else "none of the record's addresses is usable"))
 
     # --- records that touch two users cannot be placed ----------------------------------------------------------
@@ -205,20 +226,22 @@ def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), deci
     # --- join by shared addresses: union-find over addresses, a record joining the ones it holds ---------------
     dropped: set[str] = set()
 
-    def tokens_of(node: str) -> list[str]:
-        if node in excluded or node in decisions.splits:
-            return ["#" + node]
-        held = addresses[node]
-        if not (claimed or dropped):
-            return held or ["#" + node]
-        return [a for a in held if a not in claimed and a not in dropped] or ["#" + node]
-
-    def join() -> tuple[_Union, dict[str, list[str]]]:
+    def join() -> tuple[_Union, dict[str, tuple[str, ...]]]:
         uf = _Union()
-        tokens = {node: tokens_of(node) for node in addresses}
+        if excluded or decisions.splits or claimed or dropped:
+            def tokens_of(node: str, held: tuple[str, ...]) -> tuple[str, ...]:
+                if node in excluded or node in decisions.splits:
+                    return ("#" + node,)
+                return tuple(a for a in held if a not in claimed and a not in dropped) or ("#" + node,)
+            tokens = {node: tokens_of(node, held) for node, held in addresses.items()}
+        else:
+            tokens = {node: held or ("#" + node,) for node, held in addresses.items()}
+        union = uf.union
         for toks in tokens.values():
-            for t in toks[1:]:
-                uf.union(toks[0], t)
+            if len(toks) > 1:
+                first = toks[0]
+                for t in toks[1:]:
+                    union(first, t)
         return uf, tokens
 
     uf, tokens = join()
@@ -264,17 +287,30 @@ def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), deci
         hand.append((a, b))
 
     # --- people ---------------------------------------------------------------------------------------------------
-    groups: dict[str, list[str]] = defaultdict(list)
+    groups: dict[str, list[str]] = {}
+    parent, find = uf.parent, uf.find
+    usable = dict(tokens)       # the addresses that place each node ("#..." is a node alone)
     for node, toks in tokens.items():
-        groups[uf.find(toks[0])].append(node)
-    splits = decisions.splits
-    usable = {node: toks if toks[0][0] != "#" else [] if node not in splits else
-              [a for a in addresses[node] if a not in claimed and a not in dropped] for node, toks in tokens.items()}
+        first = toks[0]
+        if first[0] == "#":
+            usable[node] = () if node not in decisions.splits else \
+                tuple(a for a in addresses[node] if a not in claimed and a not in dropped)
+        root = find(first) if first in parent else first
+        held = groups.get(root)
+        if held is None:
+            groups[root] = [node]
+        else:
+            held.append(node)
     people: list[Person] = []
-    precedence = _Precedence(by_key, rules)
+    build = _Builder(by_key, usable, decisions, rules)
     for members in groups.values():
-        user = next((user_by_key[n] for n in members if n in user_by_key), None)
-        record_keys = tuple(sorted(n for n in members if n in by_key and n not in excluded))
+        if len(members) == 1:       # the common case: one record alone (or a user without records)
+            node = members[0]
+            user = user_by_key.get(node)
+            record_keys = () if user is not None or node in excluded else (node,)
+        else:
+            user = next((user_by_key[n] for n in members if n in user_by_key), None)
+            record_keys = tuple(sorted(n for n in members if n in by_key and n not in excluded))
         if not record_keys and user is None:
             continue
         if user is None and not any(usable[k] for k in record_keys):
@@ -282,7 +318,7 @@ def resolve(records: Iterable[SourceRecord], users: Iterable[UserRef] = (), deci
                 if addresses.get(k):
                     problems.add(Problem(k, "conflict", "each of its addresses belongs to someone else as well"))
             continue
-        people.append(_person(record_keys, user, by_key, usable, decisions, rules, precedence))
+        people.append(build(record_keys, user))
     people.sort(key=lambda p: p.id)
     return Resolution(people, sorted(problems), _suggestions(people), _Why(usable, hand))
 
@@ -311,84 +347,96 @@ def _rank(rules: ContactRules, provider: str) -> int:
         return len(rules.name_from)
 
 
-class _Precedence:
-    """A record's place in the name rule's order: its provider, then its kind, then its key."""
+class _Builder:
+    """Makes a person of their records (and user): the name rule orders the records — provider, then kind, then
+    key — and the first of each field in that order wins."""
 
-    def __init__(self, by_key: dict[str, SourceRecord], rules: ContactRules):
-        self.by_key = by_key
-        self.providers: dict[str, int] = {}
-        self.rules = rules
+    def __init__(self, by_key: dict[str, SourceRecord], usable: dict[str, tuple[str, ...]], decisions: Decisions,
+                 rules: ContactRules):
+        self.by_key, self.usable, self.decisions, self.rules = by_key, usable, decisions, rules
+        self.ranks: dict[tuple[str, str], int] = {}
         self.kinds = {k: i for i, k in enumerate(KINDS)}
 
-    def __call__(self, key: str) -> tuple[int, int, str]:
-        r = self.by_key[key]
-        rank = self.providers.get(r.provider)
+    def rank(self, r: SourceRecord) -> int:
+        rank = self.ranks.get((r.provider, r.record.kind))
         if rank is None:
-            rank = self.providers[r.provider] = _rank(self.rules, r.provider)
-        return rank, self.kinds.get(r.record.kind, len(KINDS)), key
+            rank = self.ranks[(r.provider, r.record.kind)] = \
+                _rank(self.rules, r.provider) * (len(KINDS) + 1) + self.kinds.get(r.record.kind, len(KINDS))
+        return rank
 
-
-def _person(record_keys: tuple[str, ...], user: UserRef | None, by_key: dict[str, SourceRecord],
-            addresses: dict[str, list[str]], decisions: Decisions, rules: ContactRules,
-            precedence: _Precedence) -> Person:
-    ordered = [by_key[k] for k in (sorted(record_keys, key=precedence) if len(record_keys) > 1 else record_keys)]
-    emails: set[str] = set()
-    kinds: set[str] = set()
-    groups: set[str] = set()
-    best = zoom = None
-    first_address = timezone = None
-    for r in ordered:           # one pass, in the name rule's order: the first of each wins
-        rec = r.record
-        held = addresses.get(r.key)
-        if held:
-            emails.update(held)
-            if first_address is None:
-                first_address = held[0]
-        kinds.add(rec.kind)
-        if rec.groups:
-            groups.update(rec.groups)
-        if best is None and rec.display_name.strip():
-            best = r
-        if zoom is None and rec.zoom_user_id:
-            zoom = rec
-        if timezone is None and rec.timezone:
+    def __call__(self, record_keys: tuple[str, ...], user: UserRef | None) -> Person:
+        by_key, usable, rules = self.by_key, self.usable, self.rules
+        if len(record_keys) == 1:
+            r = by_key[record_keys[0]]
+            rec = r.record
+            held = usable.get(r.key) or ()
+            emails = set(held)
+            kinds = {rec.kind}
+            groups = rec.groups
+            best = r if rec.display_name.strip() else None
+            zoom = rec if rec.zoom_user_id else None
+            first_address = held[0] if held else None
             timezone = rec.timezone
-    name, name_from = (best.record.display_name.strip(), best.key) if best is not None else ("", "")
-    primary = first_address or ""
-    pid = ""
-    if user is not None:
-        own = addresses.get(user.key) or []
-        emails.update(own)
-        kinds.add(USER)
-        primary = own[0] if own else primary
-        timezone = user.timezone or timezone
-        pid = f"u{user.user_id}"
-        if user.name and (not name or _rank(rules, PROFILE) <= min(_rank(rules, r.provider) for r in ordered)):
-            name, name_from = user.name, user.key
-    if not pid:
-        pid = "c" + sha1(record_keys[0].encode()).hexdigest()[:15]
-    return Person(
-        id=pid, user_id=user.user_id if user is not None else None, primary_email=primary,
-        emails=tuple(sorted(emails)), display_name=name or primary.split("@")[0], name_from=name_from,
-        records=record_keys, zoom_user_id=zoom.zoom_user_id if zoom is not None else None, timezone=timezone,
-        presence=zoom.presence if zoom is not None else None,
-        invitable=bool(primary) and primary not in decisions.no_invite,
-        kinds=tuple(sorted(kinds)), groups=tuple(sorted(groups)))
+            ordered = (r,)
+        else:
+            # keys are sorted already: a stable sort on the rank alone keeps them in key order within a rank
+            ordered = sorted((by_key[k] for k in record_keys), key=self.rank)
+            emails, kinds, group_set = set(), set(), set()
+            best = zoom = first_address = timezone = None
+            for r in ordered:           # one pass, in the name rule's order: the first of each wins
+                rec = r.record
+                held = usable.get(r.key)
+                if held:
+                    emails.update(held)
+                    if first_address is None:
+                        first_address = held[0]
+                kinds.add(rec.kind)
+                if rec.groups:
+                    group_set.update(rec.groups)
+                if best is None and rec.display_name.strip():
+                    best = r
+                if zoom is None and rec.zoom_user_id:
+                    zoom = rec
+                if timezone is None and rec.timezone:
+                    timezone = rec.timezone
+            groups = tuple(group_set)
+        name, name_from = (best.record.display_name.strip(), best.key) if best is not None else ("", "")
+        primary = first_address or ""
+        if user is not None:
+            own = usable.get(user.key) or ()
+            emails.update(own)
+            kinds.add(USER)
+            primary = own[0] if own else primary
+            timezone = user.timezone or timezone
+            pid = f"u{user.user_id}"
+            if user.name and (not name or _rank(rules, PROFILE) <= min(_rank(rules, r.provider) for r in ordered)):
+                name, name_from = user.name, user.key
+        else:
+            pid = "c" + sha1(record_keys[0].encode()).hexdigest()[:15]
+        return Person(
+            id=pid, user_id=user.user_id if user is not None else None, primary_email=primary,
+            emails=tuple(sorted(emails)), display_name=name or primary.split("@")[0], name_from=name_from,
+            records=record_keys, zoom_user_id=zoom.zoom_user_id if zoom is not None else None, timezone=timezone,
+            presence=zoom.presence if zoom is not None else None,
+            invitable=bool(primary) and primary not in self.decisions.no_invite,
+            kinds=tuple(sorted(kinds)), groups=tuple(sorted(set(groups))) if groups else ())
 
 
 def _suggestions(people: list[Person]) -> list[Suggestion]:
     """People with one name and no shared address (else they would be one): perhaps one human, for an admin to
     decide. Two zoomcal users are never suggested (they are two accounts)."""
-    by_name: dict[str, list[Person]] = defaultdict(list)
+    by_name: dict[str, list[Person]] = {}
     for p in people:
         key = name_key(p.display_name)
-        if len(key) >= 3 and " " in key:       # a full name, not "info" or a lone first name
-            by_name[key].append(p)
+        if " " in key and len(key) >= 3:       # a full name, not "info" or a lone first name
+            held = by_name.get(key)
+            if held is None:
+                by_name[key] = [p]
+            else:
+                held.append(p)
     out: list[Suggestion] = []
-    for key in sorted(by_name):
+    for key in sorted(k for k, group in by_name.items() if 1 < len(group) <= 5):
         group = sorted(by_name[key], key=lambda p: p.id)
-        if len(group) < 2 or len(group) > 5:
-            continue
         for i, a in enumerate(group):
             for b in group[i + 1:]:
                 if a.user_id is not None and b.user_id is not None:
