@@ -280,23 +280,63 @@ async def test_sync_on_postgresql(world, tmp_path, pg_schema_url):
     harness.ctx.store.dispose()
 
 
-async def test_inbound_overlaps_are_recorded_once(h):
+async def test_overlaps_someone_can_act_on_are_recorded_once_and_closed_when_gone(h):
+    """An invitation on top of a Zoom meeting goes to the review queue, once; two outside events that overlap are a
+    normal calendar (listed by `conflicts`, not queued); an overlap that is gone is closed."""
     from datetime import timedelta
 
+    from zoomcal.availability.booking import inbound_conflicts
     from zoomcal.domain.timeutil import fmt_instant, now_utc
 
-    day = (now_utc() + timedelta(days=5)).replace(hour=10, minute=0, second=0)
-    for title, start, minutes in [("Team", day, 60), ("Invite", day + timedelta(minutes=30), 60)]:
+    day = (now_utc() + timedelta(days=5)).replace(hour=10, minute=0, second=0, microsecond=0)
+    await h.actor.zoom_create(h.zid, topic="Team", type=2, start_time=fmt_instant(day), duration=60)
+    invite = await h.actor.google_insert(h.cal, summary="Invite",
+                                         start={"dateTime": fmt_instant(day + timedelta(minutes=30))},
+                                         end={"dateTime": fmt_instant(day + timedelta(minutes=90))})
+    for title, hours in (("Lunch", 3), ("Errand", 3.5)):        # two outside events on top of each other
+        start = day + timedelta(hours=hours)
         await h.actor.google_insert(h.cal, summary=title, start={"dateTime": fmt_instant(start)},
-                                    end={"dateTime": fmt_instant(start + timedelta(minutes=minutes))})
+                                    end={"dateTime": fmt_instant(start + timedelta(hours=1))})
     await h.sync()
-    await h.actor.google_insert(h.cal, summary="Later", start={"dateTime": fmt_instant(day + timedelta(hours=5))},
-                                end={"dateTime": fmt_instant(day + timedelta(hours=6))})
+    await h.sync()
+
+    def overlaps(status="open"):
+        with h.ctx.store.session() as s:
+            return list(s.scalars(select(ReviewItem).where(ReviewItem.kind == "overlap",
+                                                           ReviewItem.status == status)))
+
+    found = overlaps()
+    assert [(o.zoom_value["title"], o.calendar_value["title"]) for o in found] == [("Team", "Invite")]
+    listed = inbound_conflicts(h.ctx.store, found[0].user_id, day - timedelta(days=1), day + timedelta(days=1))
+    assert sorted((c["first"]["title"], c["second"]["title"]) for c in listed) == [("Lunch", "Errand"),
+                                                                                   ("Team", "Invite")]
+    # the invitation moves away: the overlap is closed, not left open
+    await h.actor.google_patch(h.cal, invite["id"], start={"dateTime": fmt_instant(day + timedelta(hours=6))},
+                               end={"dateTime": fmt_instant(day + timedelta(hours=7))})
+    await h.sync()
+    assert overlaps() == [] and [o.chosen for o in overlaps("resolved")] == ["gone"]
+
+
+async def test_overlaps_on_the_review_queue_are_capped_per_person(h):
+    from datetime import timedelta
+
+    from zoomcal.availability.subscribers import OverlapRecorder
+    from zoomcal.domain.timeutil import fmt_instant, now_utc
+
+    recorder = next(sub for sub, _only in h.engine.changes.subscribers if isinstance(sub, OverlapRecorder))
+    recorder.cap = 2
+    day = (now_utc() + timedelta(days=5)).replace(hour=8, minute=0, second=0, microsecond=0)
+    await h.actor.zoom_create(h.zid, topic="All day workshop", type=2, start_time=fmt_instant(day), duration=600)
+    for n in range(4):
+        start = day + timedelta(hours=2 * n)
+        await h.actor.google_insert(h.cal, summary=f"Call {n}", start={"dateTime": fmt_instant(start)},
+                                    end={"dateTime": fmt_instant(start + timedelta(minutes=30))})
+    await h.sync()
     await h.sync()
     with h.ctx.store.session() as s:
-        overlaps = list(s.scalars(select(ReviewItem).where(ReviewItem.kind == "overlap")))
-    assert len(overlaps) == 1
-    assert (overlaps[0].zoom_value["title"], overlaps[0].calendar_value["title"]) == ("Team", "Invite")
+        pairs = [{r.zoom_value["title"], r.calendar_value["title"]} for r in s.scalars(select(ReviewItem).where(
+            ReviewItem.kind == "overlap"))]
+    assert len(pairs) == 2 and all("All day workshop" in pair for pair in pairs)
 
 
 def test_graph_style_503_with_retry_after_is_a_rate_limit():

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from zoomcal.availability import intervals
@@ -127,21 +127,70 @@ def _targets(s: Session, user_id: int, zoom: bool) -> list[Calendar]:
 def inbound_conflicts(db: Database, user_id: int, lo: datetime, hi: datetime) -> list[dict]:
     """Overlaps between the user's own blocking events (they cannot be prevented, only shown)."""
     with db.session() as s:
-        rows = s.execute(select(BusyInterval.start_at, BusyInterval.end_at, BusyInterval.kind, Event.id, Event.title)
-                         .join(Event, Event.id == BusyInterval.event_id)
-                         .where(BusyInterval.user_id == user_id, BusyInterval.end_at > lo,
-                                BusyInterval.start_at < hi)
-                         .order_by(BusyInterval.start_at)).all()
-    out, open_rows = [], []
+        rows = s.execute(_spans(user_id).where(BusyInterval.end_at > lo, BusyInterval.start_at < hi)).all()
+    return [_overlap(first, second) for first, second in _sweep(rows)]
+
+
+BOOKED = "bk"      # the id prefix of an event booked through zoomcal
+WIDE = 64          # more separate spans than this are read as one range
+
+
+def actionable_overlaps(db: Database, user_id: int, lo: datetime, hi: datetime, touched: set[str]) -> list[dict]:
+    """Overlaps someone can act on that involve one of `touched` (the events a run recorded or changed): a Zoom
+    meeting or a booking colliding with other busy time. Only the time those events take is read."""
+    with db.session() as s:
+        spans: list[tuple[datetime, datetime]] = []
+        ids = sorted(touched)
+        for start in range(0, len(ids), 500):
+            spans.extend(s.execute(select(BusyInterval.start_at, BusyInterval.end_at).where(
+                BusyInterval.user_id == user_id, BusyInterval.event_id.in_(ids[start:start + 500]),
+                BusyInterval.end_at > lo, BusyInterval.start_at < hi)).all())
+        if not spans:
+            return []
+        spans.sort()
+        merged: list[list[datetime]] = []
+        for first, last in spans:
+            if merged and first <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        if len(merged) > WIDE:
+            merged = [[merged[0][0], max(last for _first, last in merged)]]
+        rows = s.execute(_spans(user_id).where(or_(*(and_(BusyInterval.end_at > first, BusyInterval.start_at < last)
+                                                     for first, last in merged)))).all()
+    return [_overlap(first, second) for first, second in _sweep(rows)
+            if (first.id in touched or second.id in touched) and (_acts(first) or _acts(second))]
+
+
+def _acts(row) -> bool:
+    return bool(row.is_meeting) or row.id.startswith(BOOKED)
+
+
+def _spans(user_id: int):
+    return (select(BusyInterval.start_at, BusyInterval.end_at, BusyInterval.kind, Event.id, Event.title,
+                   Event.is_meeting)
+            .join(Event, Event.id == BusyInterval.event_id)
+            .where(BusyInterval.user_id == user_id)
+            .order_by(BusyInterval.start_at))
+
+
+def _sweep(rows):
+    """Each pair of intervals of different events that overlap, as (earlier row, later row), in start order."""
+    open_rows: list = []
     for row in rows:
-        start, end = intervals.as_utc(row.start_at), intervals.as_utc(row.end_at)
-        open_rows = [r for r in open_rows if r[1] > start]
-        for other_start, other_end, other in open_rows:
+        start = intervals.as_utc(row.start_at)
+        open_rows = [(end, r) for end, r in open_rows if end > start]
+        for _end, other in open_rows:
             if other.id != row.id:
-                out.append({"first": {"event_id": other.id, "title": other.title, "start": fmt_instant(other_start),
-                                      "end": fmt_instant(other_end)},
-                            "second": {"event_id": row.id, "title": row.title, "start": fmt_instant(start),
-                                       "end": fmt_instant(end)},
-                            "overlap_minutes": int((min(end, other_end) - start).total_seconds() // 60)})
-        open_rows.append((start, end, row))
-    return out
+                yield other, row
+        open_rows.append((intervals.as_utc(row.end_at), row))
+
+
+def _overlap(first, second) -> dict:
+    a_start, a_end = intervals.as_utc(first.start_at), intervals.as_utc(first.end_at)
+    b_start, b_end = intervals.as_utc(second.start_at), intervals.as_utc(second.end_at)
+    return {"first": {"event_id": first.id, "title": first.title, "start": fmt_instant(a_start),
+                      "end": fmt_instant(a_end)},
+            "second": {"event_id": second.id, "title": second.title, "start": fmt_instant(b_start),
+                       "end": fmt_instant(b_end)},
+            "overlap_minutes": int((min(a_end, b_end) - b_start).total_seconds() // 60)}

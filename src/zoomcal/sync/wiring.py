@@ -12,11 +12,12 @@ if TYPE_CHECKING:
     from zoomcal.sync.status import StatusStore
 
 
-def standard(db: Database) -> tuple[StatusStore, list[tuple[Subscriber, type | None]]]:
+def standard(db: Database) -> tuple[StatusStore, list[tuple[Subscriber, type | tuple[type, ...] | None]]]:
     """-> (the store, [(subscriber, the change type it wants)])."""
     from zoomcal.availability.subscribers import BusyIntervals, OverlapRecorder
     from zoomcal.invitations.outbox import InvitationHook
     from zoomcal.store.status import SqlStatusStore
-    from zoomcal.sync.changes import RunFinished
+    from zoomcal.sync.changes import EventChanged, RunFinished
 
-    return SqlStatusStore(db, hooks=[BusyIntervals(), InvitationHook()]), [(OverlapRecorder(db), RunFinished)]
+    store = SqlStatusStore(db, hooks=[BusyIntervals(), InvitationHook()])
+    return store, [(OverlapRecorder(db), (EventChanged, RunFinished))]
