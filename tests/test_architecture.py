@@ -116,3 +116,27 @@ def test_the_sandboxes_use_none_of_the_code_they_check():
             found += [f"{path.name}:{node.lineno}: imports {n}" for n in names
                       if (n == "zoomcal" or n.startswith("zoomcal.")) and not n.startswith("zoomcal.sandbox")]
     assert found == []
+
+
+HEAVY = ("sqlalchemy", "alembic", "numpy", "httpx", "cryptography", "zoomcal.app.context", "zoomcal.store.models")
+
+
+def test_the_command_line_shows_its_help_without_loading_the_application_layer(tmp_path):
+    """`zoomcal --help` (and a group's help) name every command but load what a command needs only when it runs."""
+    import subprocess
+    import sys
+
+    probe = ("import atexit, sys\n"
+             f"atexit.register(lambda: print('LOADED', [m for m in {HEAVY!r} if m in sys.modules]))\n"
+             "from zoomcal.cli.main import app\n"
+             "app(sys.argv[1:])\n")
+    for args in (["--help"], ["contacts", "--help"], ["account", "add", "--help"]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "Usage" in done.stdout and done.stdout.strip().endswith("LOADED []"), (args, done.stdout[-300:])
+    # and a command that runs loads them on first use
+    import os
+
+    done = subprocess.run([sys.executable, "-c", probe, "user", "list"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "ZOOMCAL_DATA_DIR": str(tmp_path)})
+    assert "zoomcal init" in done.stderr and "'sqlalchemy'" in done.stdout

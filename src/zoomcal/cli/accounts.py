@@ -5,12 +5,11 @@ provider's options and secrets; which ones a provider takes is the provider's ow
 from __future__ import annotations
 
 import webbrowser
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from zoomcal.app import accounts
-from zoomcal.app.context import AppContext
 from zoomcal.cli.common import (
     as_dict,
     ask_secret,
@@ -22,6 +21,12 @@ from zoomcal.cli.common import (
     print_json,
     run_async,
 )
+from zoomcal.lazy import lazy
+
+accounts = lazy("zoomcal.app.accounts")
+
+if TYPE_CHECKING:
+    from zoomcal.app.context import AppContext
 
 account_app = typer.Typer(help="Linked accounts: Zoom, Google Calendar, Microsoft 365, Exchange, CalDAV, ICS feeds, "
                                "Zoom Calendar (secrets are sealed, never shown).", no_args_is_help=True)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import typer
 
-from zoomcal.app import audit
 from zoomcal.cli.common import as_dict, console, context, fail, handled, print_json, when
+from zoomcal.lazy import lazy
+
+audit = lazy("zoomcal.app.audit")
 
 audit_app = typer.Typer(help="The audit trail: who changed what and when, hash-chained per tenant.",
                         no_args_is_help=True)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from zoomcal.app import availability as app_availability
-from zoomcal.app import polls
-from zoomcal.app import settings as app_settings
-from zoomcal.app import sync as app_sync
-from zoomcal.availability.query import parse_duration
 from zoomcal.cli.common import as_dict, console, context, err, fail, handled, print_json, run_async, when
 from zoomcal.errors import ConfigError
+from zoomcal.lazy import lazy
+
+app_availability = lazy("zoomcal.app.availability")
+polls = lazy("zoomcal.app.polls")
+app_settings = lazy("zoomcal.app.settings")
+app_sync = lazy("zoomcal.app.sync")
 
 WINDOW = {"start": "--from", "end": "--to"}
 
@@ -35,6 +36,8 @@ def availability(
 
 def _duration(text: str) -> int:
     try:
+        from zoomcal.availability.query import parse_duration
+
         return parse_duration(text)
     except ConfigError as exc:
         fail(str(exc))

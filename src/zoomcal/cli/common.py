@@ -11,15 +11,17 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from zoomcal.app.context import CLI, AppContext, Services, open_services
 from zoomcal.app.errors import AppError, ConflictError, NeedsReauthError, NotFoundError, SchemaOutdated
-from zoomcal.config import Settings, get_settings
 from zoomcal.errors import ZoomcalError
+
+if TYPE_CHECKING:
+    from zoomcal.app.context import AppContext, Services
+    from zoomcal.config import Settings
 
 console = Console()
 err = Console(stderr=True)
@@ -38,6 +40,8 @@ FLAGS = {"user": "--user", "email": "the e-mail", "provider": "the provider", "c
 
 
 def settings() -> Settings:
+    from zoomcal.config import get_settings
+
     return get_settings()
 
 
@@ -85,6 +89,8 @@ def handled(fn: Callable[..., T] | None = None, *, flags: dict[str, str] | None 
 
 
 def services(**kwargs: Any) -> Services:
+    from zoomcal.app.context import open_services
+
     try:
         return open_services(settings(), **kwargs)
     except AppError as exc:
@@ -94,6 +100,8 @@ def services(**kwargs: Any) -> Services:
 
 
 def context(svc: Services | None = None) -> AppContext:
+    from zoomcal.app.context import CLI
+
     svc = svc or services()
     try:
         return svc.context(tenant(), CLI)

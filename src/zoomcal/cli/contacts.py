@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from zoomcal.app import contacts
 from zoomcal.cli.common import as_dict, console, context, handled, print_json, run_async
+from zoomcal.lazy import lazy
+
+contacts = lazy("zoomcal.app.contacts")
 
 contacts_app = typer.Typer(help="The directory: people from every contact source, with live status.",
                            no_args_is_help=True)

@@ -9,8 +9,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from zoomcal.app import invitations
 from zoomcal.cli.common import as_dict, console, context, env_secret, fail, handled, print_json
+from zoomcal.lazy import lazy
+
+invitations = lazy("zoomcal.app.invitations")
 
 mail_app = typer.Typer(help="The SMTP server e-mail invitations are sent through.", no_args_is_help=True)
 invitations_app = typer.Typer(help="E-mail invitations (iTIP): what was sent, sending, attendees' answers.",

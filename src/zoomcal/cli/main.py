@@ -15,7 +15,6 @@ from zoomcal.cli.mapping import mapping_app
 from zoomcal.cli.polls import polls_app
 from zoomcal.cli.presence import presence_app
 from zoomcal.cli.users import user_app
-from zoomcal.logging import configure
 
 app = typer.Typer(help="zoomcal: keep Zoom meetings and calendars in two-way sync around one central store.",
                   no_args_is_help=True, add_completion=False)
@@ -33,6 +32,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log struc
                                             help="The tenant (organisation) to act in (default: default)."),
           _version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
                                         help="Print zoomcal's version and exit.")) -> None:
+    from zoomcal.logging import configure
+
     configure("INFO" if verbose else "ERROR")
     common.state["tenant"] = tenant
 

@@ -8,7 +8,6 @@ import typer
 
 from zoomcal.cli.common import console, fail, print_json
 from zoomcal.errors import ConfigError
-from zoomcal.mapping.rules import load_rules
 
 mapping_app = typer.Typer(help="Mapping rules.", no_args_is_help=True)
 
@@ -18,6 +17,8 @@ def mapping_check(file: Path = typer.Argument(..., help="The rules file (TOML)."
                   as_json: bool = typer.Option(False, "--json", help="Print the whole merged rules as JSON.")) -> None:
     """Validate a mapping rules file (exit 1 with the reasons when it is not valid)."""
     try:
+        from zoomcal.mapping.rules import load_rules
+
         rules = load_rules(file)
     except ConfigError as exc:
         fail(str(exc))

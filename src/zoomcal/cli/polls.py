@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from zoomcal.app import polls
 from zoomcal.cli.common import as_dict, console, context, handled, print_json, run_async
+from zoomcal.lazy import lazy
+
+polls = lazy("zoomcal.app.polls")
 
 polls_app = typer.Typer(help="Polls of Zoom meetings: create, list, change, delete, and the answers afterwards.",
                         no_args_is_help=True)

@@ -9,8 +9,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from zoomcal.app import presence, settings
 from zoomcal.cli.common import as_dict, console, context, err, fail, handled, print_json, run_async, when
+from zoomcal.lazy import lazy
+
+presence = lazy("zoomcal.app.presence")
+settings = lazy("zoomcal.app.settings")
 
 presence_app = typer.Typer(help="Zoom presence from availability, by rules.", no_args_is_help=True)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from zoomcal.app import admin
 from zoomcal.cli.common import console, context, handled, print_json, services, settings
+from zoomcal.lazy import lazy
+
+admin = lazy("zoomcal.app.admin")
 
 db_app = typer.Typer(help="Database maintenance (migrations run only here and in init).", no_args_is_help=True)
 vault_app = typer.Typer(help="Token vault.", no_args_is_help=True)

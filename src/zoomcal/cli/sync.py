@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from zoomcal.app import feed as app_feed
-from zoomcal.app import history as app_history
-from zoomcal.app import presence as app_presence
-from zoomcal.app import sync as app_sync
-from zoomcal.app.context import AppContext
-from zoomcal.app.runner import EmbeddedRunner, Intervals
 from zoomcal.cli.common import as_dict, console, context, err, fail, handled, listen, print_json, run_async
 from zoomcal.cli.presence import print_outcome
+from zoomcal.lazy import lazy
+
+app_feed = lazy("zoomcal.app.feed")
+app_history = lazy("zoomcal.app.history")
+app_presence = lazy("zoomcal.app.presence")
+app_sync = lazy("zoomcal.app.sync")
+app_runner = lazy("zoomcal.app.runner")
+
+if TYPE_CHECKING:
+    from zoomcal.app.context import AppContext
 
 review_app = typer.Typer(help="The review queue: conflicting edits, held mass deletions, overlaps.",
                          invoke_without_command=True)
@@ -132,11 +137,10 @@ def sync(
     async def forever() -> None:
         if webhooks_port:
             _start_webhooks(ctx, webhooks_host, webhooks_port)
-        loop = EmbeddedRunner(ctx.services, intervals=Intervals(reconcile=interval), tenant=ctx.tenant_name, only=only,
-                              presence=presence,
-                              on_pair=lambda r: show_result(r, False),
-                              on_error=lambda who, exc: err.print(f"  [red]{who}: {type(exc).__name__}: {exc}[/]",
-                                                                  highlight=False))
+        loop = app_runner.EmbeddedRunner(
+            ctx.services, intervals=app_runner.Intervals(reconcile=interval), tenant=ctx.tenant_name, only=only,
+            presence=presence, on_pair=lambda r: show_result(r, False),
+            on_error=lambda who, exc: err.print(f"  [red]{who}: {type(exc).__name__}: {exc}[/]", highlight=False))
         await loop.run()
 
     try:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from zoomcal.app import users
 from zoomcal.cli.common import as_dict, console, context, handled, print_json, run_async
+from zoomcal.lazy import lazy
+
+users = lazy("zoomcal.app.users")
 
 user_app = typer.Typer(help="People.", no_args_is_help=True)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from zoomcal.app import runner
 from zoomcal.cli.common import context, err, fail, handled, run_async
+from zoomcal.lazy import lazy
+
+runner = lazy("zoomcal.app.runner")
 
 
 @handled
