@@ -151,3 +151,23 @@ def test_migrations_match_the_models(any_db):
                 "include_name": lambda name, kind, _parent: not (kind == "table" and name.startswith("procrastinate_"))}
         diff = compare_metadata(MigrationContext.configure(conn, opts=ours), Base.metadata)
     assert diff == []
+
+
+def test_the_schema_check_reads_the_migration_chain_alembic_reads(any_db):
+    """Checking a schema needs no alembic: the migration files are one chain, each named after its revision, so
+    the file names give what alembic's script directory gives (the head and every known revision)."""
+    from alembic.script import ScriptDirectory
+
+    from zoomcal.store.db import alembic_config, head_revision, revisions, schema_state
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    chain = [rev.revision for rev in script.walk_revisions()][::-1]       # walk_revisions goes head first
+    assert revisions() == chain and head_revision() == script.get_current_head()
+    assert [rev.down_revision for rev in script.walk_revisions()][::-1] == [None, *chain[:-1]]
+    assert schema_state(any_db.engine) == ("ok", chain[-1], chain[-1])
+    with any_db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": chain[-2]})
+    assert schema_state(any_db.engine)[:2] == ("behind", chain[-2])
+    with any_db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    assert schema_state(any_db.engine)[0] == "ahead"
