@@ -309,3 +309,45 @@ async def test_another_tenants_directory_is_out_of_sight(setup, world, tmp_path)
         contacts.explain(other, "alan@example.com")
     assert type(caught.value).__name__ == "NotFoundError"
     other.store.dispose()
+
+
+async def test_people_linked_to_one_zoom_account_share_one_listing_and_presence_is_swept_now_and_then(world, tmp_path):
+    """Each person authorized zoomcal themselves (user OAuth): their Zoom account is learnt once (`/users/me`) and
+    its users are listed once a sync, not once per person. Everyone's presence is read on the first listing and
+    then only every six hours (the webhook keeps it live between); a listing that did not read it keeps it."""
+    from datetime import timedelta
+
+    from zoomcal.connectors.zoom.directory import PRESENCE_EVERY
+
+    ctx = make_context(world, tmp_path)
+    people = [f"p{n}@example.com" for n in range(3)]
+    for email in people:
+        link_sandbox_user(ctx, world, email, email.split("@")[0].title(), zoom_mode="user")
+
+    class Clock:
+        at = ctx.now()
+
+        def now(self):
+            return self.at
+
+    ctx.clock = clock = Clock()
+    first = await contacts.sync(ctx)
+    assert first.failed == [] and first.sources == 1
+    shown = contacts.sources(ctx)
+    reader = next(s.account_id for s in shown if s.status == "ok")
+    assert sorted((s.status, s.shared_with) for s in shown) == [("ok", None), ("shared", reader), ("shared", reader)]
+    assert {p.email: p.status for p in contacts.list_people(ctx)} == dict.fromkeys(people, "Available")
+
+    zoom_user = next(u for u in world.zoom.users.values() if u["email"] == people[1])
+    zoom_user["_presence"] = "Busy"            # changed in Zoom, its webhook lost
+    calls = world.zoom_calls.get("total", 0)
+    again = await contacts.sync(ctx)
+    # one listing of the users (and their groups), nobody's presence, nobody's /users/me again
+    assert again.sources == 1 and again.api_calls == world.zoom_calls.get("total", 0) - calls <= 2
+    assert contacts.list_people(ctx)[1].status == "Available"
+
+    clock.at += PRESENCE_EVERY + timedelta(minutes=1)
+    later = await contacts.sync(ctx)
+    assert later.api_calls >= 1 + len(people)
+    assert {p.email: p.status for p in contacts.list_people(ctx)}[people[1]] == "Busy"
+    ctx.store.dispose()

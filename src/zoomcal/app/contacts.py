@@ -100,7 +100,8 @@ def sources(ctx: AppContext) -> list[SourceView]:
             row = s.scalar(select(ContactSource).where(ContactSource.account_id == account.id))
             out.append(SourceView(account.id, account.provider, email, row.status if row else "new",
                                   row.error if row else "", row.records if row else 0,
-                                  row.synced_at if row else None))
+                                  row.synced_at if row else None,
+                                  row.shared_with if row is not None and row.status == "shared" else None))
         return out
 
 
@@ -149,20 +150,45 @@ async def sync(ctx: AppContext, *, account_id: int | None = None) -> SyncReport:
         accounts = [a for a, _email in _contact_accounts(s) if account_id in (None, a.id)]
     if account_id is not None and not accounts:
         raise NotFoundError(f"account {account_id} is not a contact source", field="account")
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for account in accounts:
         source = _open(ctx, account)
         try:
-            directory = getattr(source, "directory", "") or ""
-            if directory and directory in seen:
-                continue        # another account already listed this directory
-            seen.add(directory)
+            directory = await _directory(ctx, account, source)
+            if directory and directory in seen:     # another account already listed this directory
+                with ctx.store.transaction() as s:
+                    row = s.scalar(select(ContactSource).where(ContactSource.account_id == account.id))
+                    if row is not None:
+                        row.status, row.error, row.shared_with = "shared", "", seen[directory]
+                continue
+            seen[directory] = account.id
             report.sources += 1
             await _read(ctx, account, source, report)
         finally:
             await source.aclose()
     _resolve_and_store(ctx, report)
     return report
+
+
+async def _directory(ctx: AppContext, account: Account, source: Any) -> str:
+    """The directory the source lists ("" for one of its own): as the source names it, or, where that takes a
+    call, as it named it the first time (kept with the source)."""
+    named = getattr(source, "directory", "") or ""
+    learn = getattr(source, "directory_key", None)
+    if learn is None:
+        return named
+    with ctx.store.session() as s:
+        known = s.scalar(select(ContactSource.directory).where(ContactSource.account_id == account.id))
+    if known:
+        return known
+    try:
+        key = await learn()
+    except (ConnectorError, httpx.HTTPError):
+        return named                # the listing will say what is wrong
+    if key != named:                # learnt by a call: kept, so it is asked once
+        with ctx.store.transaction() as s:
+            _source_of(s, ctx, account).directory = key[:200]
+    return key
 
 
 async def _read(ctx: AppContext, account: Account, source: Any, report: SyncReport) -> None:
@@ -192,6 +218,8 @@ async def _read(ctx: AppContext, account: Account, source: Any, report: SyncRepo
             listed.add(record.record_id)
             data = _record_data(record)
             have = held.get(record.record_id)
+            if record.presence is None and have is not None and have.data.get("presence"):
+                data["presence"] = have.data["presence"]    # a listing that did not read presence keeps the last
             if have is None:
                 s.add(ContactRecordRow(tenant_id=ctx.tenant_id, source_id=source_id, record_id=record.record_id[:500],
                                        provider=account.provider, kind=record.kind, data=data))
@@ -213,6 +241,7 @@ async def _read(ctx: AppContext, account: Account, source: Any, report: SyncRepo
                                message=f"{account.provider} record {record_id or '(no id)'}: {reason}"[:2000]))
         row = s.get(ContactSource, source_id)
         row.cursor, row.status, row.error, row.synced_at = changes.cursor, "ok", "", ctx.now()
+        row.shared_with = None
         row.records = len(set(held) - gone | listed)
 
 

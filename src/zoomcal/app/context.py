@@ -181,6 +181,7 @@ class Services:
         spec = registry.get(account.provider)
         view = self.account_view(account, calendar)
         env = self.env(rules, provider=spec.key)
+        env.clock = ctx.now
         if spec.grant is not None:
             grant = spec.grant
 

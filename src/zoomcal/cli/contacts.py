@@ -127,7 +127,8 @@ def sources(as_json: bool = JSON) -> None:
         return print_json(as_dict(rows))
     table = Table("account", "provider", "owner", "status", "records", "read at", "error")
     for r in rows:
-        table.add_row(str(r.account_id), r.provider, r.owner, r.status, str(r.records),
+        status = f"shared (read through account {r.shared_with})" if r.shared_with is not None else r.status
+        table.add_row(str(r.account_id), r.provider, r.owner, status, str(r.records),
                       r.synced_at.isoformat(timespec="seconds") if r.synced_at else "never", r.error)
     console.print(table)
 

@@ -62,6 +62,9 @@ class ContactChanges:
 
 
 class ContactSource(Protocol):
+    """A source may also have `directory` (a key: sources with one key list the same records, so one is read) and
+    `async directory_key()` when the key takes a call to learn (the caller keeps the answer)."""
+
     name: str
     features: Mapping[str, tuple[str, ...]]     # feature -> the provider scopes it needs
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -93,6 +93,8 @@ class Env:
     share_tokens: Callable[[TokenSource], TokenSource] = lambda grant: grant
     # the registry key of the provider this environment was made for: the label of its API call metrics
     provider: str = ""
+    # what time it is (the application's clock: a source that reads some things only now and then asks it)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
 @dataclass(frozen=True)

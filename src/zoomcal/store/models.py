@@ -422,6 +422,9 @@ class ContactSource(TenantOwned, Base):
     records: Mapped[int] = mapped_column(Integer, default=0)
     granted: Mapped[list | None] = mapped_column(JSON, nullable=True)      # the scopes the provider last granted
     scopes_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the directory its listing is of, as the source named it (sources of one directory are read once)
+    directory: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    shared_with: Mapped[int | None] = mapped_column(Integer, nullable=True)   # the account whose listing it shares
 
 
 class ContactRecordRow(TenantOwned, Base):

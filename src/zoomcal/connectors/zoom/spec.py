@@ -20,7 +20,7 @@ from zoomcal.connectors.spec import (
     ProviderSpec,
 )
 from zoomcal.connectors.zoom.connector import ZoomConnector
-from zoomcal.connectors.zoom.directory import FEATURES, ZoomDirectory
+from zoomcal.connectors.zoom.directory import FEATURES, USER_KEY, ZoomDirectory
 from zoomcal.connectors.zoom.push import CHANNEL, meeting_targets
 
 API = "https://api.zoom.us/v2"
@@ -72,8 +72,8 @@ def directory(view: AccountView, env: Env) -> ZoomDirectory:
     same account, so they share one directory key (and one listing)."""
     wanted = tuple(f.strip() for f in view.option("contact_features", CONTACT_FEATURES.default).split(",")
                    if f.strip())
-    key = f"zoom:{view.secret.get('account_id')}" if view.secret.get("account_id") else f"zoom:user:{view.id}"
-    return ZoomDirectory(rest.api_client(view, env, API, env.share_tokens(grant(view, env))), wanted, key)
+    key = f"zoom:{view.secret.get('account_id')}" if view.secret.get("account_id") else f"{USER_KEY}{view.id}"
+    return ZoomDirectory(rest.api_client(view, env, API, env.share_tokens(grant(view, env))), wanted, key, env.clock)
 
 
 async def revoke(view: AccountView, env: Env) -> str:
