@@ -26,7 +26,7 @@ FEATURES: Mapping[str, tuple[str, ...]] = {
     "presence": ("user:read:presence_status:admin",),
     "groups": ("contact_group:read:admin",),
 }
-PRESENCE_AT_ONCE = 4
+PRESENCE_AT_ONCE = 1          # one at a time: the account's per-second budget is the sync's too
 PRESENCE_EVERY = timedelta(hours=6)
 SWEPT = "presence-read:"       # the cursor: when everyone's presence was last read
 
