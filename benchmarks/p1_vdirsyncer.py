@@ -152,7 +152,7 @@ class Zoomcal:
                 raise RuntimeError(f"zoomcal {' '.join(argv)}: {done.stderr[-2000:]}")
 
     def sync(self) -> Run:
-        return timed(self.server, [str(BIN / "zoomcal"), "sync"], self.env, self.root)
+        return timed(self.server, [str(BIN / "zoomcal"), "sync", "--once"], self.env, self.root)
 
 
 class Vdirsyncer:
@@ -186,6 +186,10 @@ path = "{self.root / 'local'}"
 fileext = ".ics"
 """)
         self.env = {**os.environ, "VDIRSYNCER_CONFIG": str(config)}
+        done = subprocess.run([str(BIN / "vdirsyncer"), "discover", "bench"], env=self.env, input="y\n" * 4,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"vdirsyncer discover: {done.stderr[-2000:]}")
 
     def sync(self) -> Run:
         return timed(self.server, [str(BIN / "vdirsyncer"), "sync"], self.env, self.root)
