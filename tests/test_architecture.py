@@ -118,7 +118,8 @@ def test_the_sandboxes_use_none_of_the_code_they_check():
     assert found == []
 
 
-HEAVY = ("sqlalchemy", "alembic", "numpy", "httpx", "cryptography", "zoomcal.app.context", "zoomcal.store.models")
+HEAVY = ("sqlalchemy", "alembic", "numpy", "httpx", "cryptography", "exchangelib", "zoomcal.app.context",
+         "zoomcal.store.models")
 
 
 def test_the_command_line_shows_its_help_without_loading_the_application_layer(tmp_path):
@@ -140,3 +141,24 @@ def test_the_command_line_shows_its_help_without_loading_the_application_layer(t
     done = subprocess.run([sys.executable, "-c", probe, "user", "list"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "ZOOMCAL_DATA_DIR": str(tmp_path)})
     assert "zoomcal init" in done.stderr and "'sqlalchemy'" in done.stdout
+
+
+def test_naming_every_provider_loads_no_vendor_client_and_opening_the_application_no_numpy():
+    """The registry lists Exchange without exchangelib (loaded when an Exchange account is used), and the
+    application layer opens without numpy (loaded when availability is first computed: until then its module is
+    a placeholder, and its own parts are not imported)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "from zoomcal.connectors import registry\n"
+             "import zoomcal.app.context\n"
+             "keys = [s.key for s in registry.all_specs()]\n"
+             "assert 'ews' in keys and registry.get('ews').capabilities.incremental\n"
+             "print(sorted(m for m in ('exchangelib', 'numpy._core') if m in sys.modules))\n"
+             "from zoomcal.availability.index import merge, np\n"
+             "merge(np.array([3, 1]), np.array([4, 2]))\n"
+             "print('numpy._core' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True"]

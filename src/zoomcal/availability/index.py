@@ -17,12 +17,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import numpy as np
 from sqlalchemy import select
 
 from zoomcal.availability.intervals import STRENGTH, as_utc
+from zoomcal.lazy import lazy
 from zoomcal.store.db import Database
 from zoomcal.store.models import BusyInterval, User
+
+np = lazy("numpy")    # loaded when availability is first computed, not when a command starts
 
 KIND_CODES = {kind: code for code, kind in enumerate(("free", "tentative", "busy", "focus", "ooo"))}
 CODE_KINDS = {code: kind for kind, code in KIND_CODES.items()}

@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from zoomcal.availability.index import BusyIndex, merge
 from zoomcal.domain.timeutil import UTC, zone
 from zoomcal.errors import ConfigError
+from zoomcal.lazy import lazy
 from zoomcal.store.models import AvailabilitySettings
+
+np = lazy("numpy")    # loaded when availability is first computed, not when a command starts
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_HOURS = {d: [["09:00", "17:00"]] for d in DAYS[:5]}

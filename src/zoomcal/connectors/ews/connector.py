@@ -39,7 +39,7 @@ from exchangelib.protocol import BaseProtocol, FailFast
 from exchangelib.util import ParseError
 from exchangelib.version import EXCHANGE_2013_SP1
 
-from zoomcal.connectors.base import Capabilities, ChangeSet, Item, WriteResult, typed_items
+from zoomcal.connectors.base import ChangeSet, Item, WriteResult, typed_items
 from zoomcal.connectors.ews.mapping import (
     FREE_BUSY_IN,
     FREE_BUSY_OUT,
@@ -52,6 +52,8 @@ from zoomcal.connectors.ews.mapping import (
     utc_stamp,
     zone_of,
 )
+from zoomcal.connectors.ews.spec import AUTH_TYPES as AUTH_NAMES
+from zoomcal.connectors.ews.spec import CAPABILITIES
 from zoomcal.domain.recurrence import occurrence_starts
 from zoomcal.domain.timeutil import fmt_instant, to_datetime
 from zoomcal.errors import (
@@ -70,7 +72,7 @@ from zoomcal.mapping.rules import MappingRules
 from zoomcal.net import Resolver, check_url, system_resolver
 
 T = TypeVar("T")
-AUTH_TYPES = {"auto": None, "basic": BASIC, "ntlm": NTLM, "oauth": OAUTH2}   # auto: as the server's 401 offers
+AUTH_TYPES = dict(zip(AUTH_NAMES, (None, BASIC, NTLM, OAUTH2), strict=True))   # the spec names them
 PAGE = 512   # SyncFolderItems' largest page
 READ_FIELDS = ["subject", "text_body", "start", "end", "is_all_day", "legacy_free_busy_status", "location", "type",
                "recurrence", "modified_occurrences", "deleted_occurrences", "required_attendees", "optional_attendees",
@@ -188,7 +190,7 @@ def _in_exchange_order(ops: list[tuple[int, dict[str, Any] | None]],
 
 class EwsConnector:
     name = "ews"
-    capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=100)
+    capabilities = CAPABILITIES
 
     def __init__(self, url: str, email: str, rules: MappingRules, *, username: str | None = None,
                  secret: str | None = None, auth: str = "auto", allow_private: bool = False,

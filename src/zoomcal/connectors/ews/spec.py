@@ -1,11 +1,20 @@
 """Exchange on-premises (EWS) as a provider: the EWS URL the admin gives, a user name and a password (or an
-OAuth access token); the link is checked with one FindItem on the mailbox's calendar."""
+OAuth access token); the link is checked with one FindItem on the mailbox's calendar. The connector (and
+exchangelib behind it) is loaded when an Exchange account is used, not when the registry names the provider."""
 
 from __future__ import annotations
 
-from zoomcal.connectors.ews.connector import AUTH_TYPES, EwsConnector
+from typing import TYPE_CHECKING
+
+from zoomcal.connectors.base import Capabilities
 from zoomcal.connectors.spec import CALENDAR, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec
 from zoomcal.errors import ConfigError
+
+if TYPE_CHECKING:
+    from zoomcal.connectors.ews.connector import EwsConnector
+
+AUTH_TYPES = ("auto", "basic", "ntlm", "oauth")      # auto: as the server's 401 offers
+CAPABILITIES = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=100)
 
 OPTIONS = (Option("url", "the EWS endpoint, https://host/EWS/Exchange.asmx", required=True),
            Option("username", "the account name", required=True),
@@ -16,6 +25,8 @@ PASSWORD = Option("password", "the password (--auth oauth: the access token)", r
 
 
 def connector(view: AccountView, env: Env) -> EwsConnector:
+    from zoomcal.connectors.ews.connector import EwsConnector
+
     return EwsConnector(view.config["url"], view.calendar, env.rules, username=view.secret.get("username"),
                         secret=view.secret.get("password"), auth=view.option("auth", "auto"),
                         allow_private=env.allow_private, resolve=env.resolver)
@@ -44,4 +55,4 @@ SPEC = ProviderSpec(
     key="ews", label="Exchange", roles=frozenset({CALENDAR}),
     linking="EWS URL, user name and password (basic / NTLM) or an OAuth access token",
     options=OPTIONS, secrets=lambda _options: (PASSWORD,), link=link, check=check, connector=connector,
-    capabilities=EwsConnector.capabilities, default_label="Exchange")
+    capabilities=CAPABILITIES, default_label="Exchange")
