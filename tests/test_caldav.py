@@ -155,3 +155,30 @@ async def test_server_without_sync_collection_gets_an_explicit_etag_listing():
     assert again.changed == [] and again.present == {"/cal/e1.ics"} and len(listings) == 2   # listed, not fetched
     assert again.cursor == f"{ETAG_LISTING}:c2"
     await conn.aclose()
+
+
+def test_a_resource_is_parsed_once_per_event_when_read(monkeypatch):
+    """Reading a resource parses each VEVENT once: its content and what decides pairing share the parse."""
+    import icalendar
+
+    from zoomcal.connectors.caldav.connector import CalDavConnector
+    from zoomcal.mapping.rules import DEFAULT_RULES
+
+    parses = []
+    original = icalendar.Event.from_ical.__func__
+
+    def counting(cls, text, *args, **kwargs):
+        parses.append(text[:40])
+        return original(cls, text, *args, **kwargs)
+
+    monkeypatch.setattr(icalendar.Event, "from_ical", classmethod(counting))
+    ics = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:t\r\nBEGIN:VEVENT\r\nUID:once-1\r\nDTSTAMP:20270101T000000Z\r\n"
+           "DTSTART;TZID=Europe/Berlin:20270104T100000\r\nDTEND;TZID=Europe/Berlin:20270104T110000\r\n"
+           "RRULE:FREQ=WEEKLY;COUNT=4\r\nSUMMARY:Weekly\r\nLOCATION:Room 1\r\nEND:VEVENT\r\n"
+           "BEGIN:VEVENT\r\nUID:once-1\r\nDTSTAMP:20270101T000000Z\r\nRECURRENCE-ID;TZID=Europe/Berlin:20270111T100000\r\n"
+           "DTSTART;TZID=Europe/Berlin:20270111T120000\r\nDTEND;TZID=Europe/Berlin:20270111T130000\r\n"
+           "SUMMARY:Weekly (moved)\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+    conn = CalDavConnector("https://dav.example.com/cal/", DEFAULT_RULES, username="u", password="p")
+    item = conn.normalize([{"href": "/cal/once-1.ics", "etag": '"1"', "ics": ics}])
+    assert item.content["title"] == "Weekly" and len(item.content["overrides"]) == 1
+    assert len(parses) == 2          # the master and its moved occurrence, each once

@@ -129,6 +129,17 @@ def _component(block: str) -> icalendar.Event:
     return event
 
 
+def parsed(block: dict[str, Any]) -> icalendar.Event:
+    """The block's VEVENT, parsed once while one item is read (its content, then what decides pairing). For
+    reading only: a writer takes its own copy (`held_master`)."""
+    return _parsed(block["ics"])
+
+
+@lru_cache(maxsize=16)
+def _parsed(text: str) -> icalendar.Event:
+    return _component(text)
+
+
 def _when(comp: icalendar.Event, name: str, default_tz: str | None) -> tuple[str, str | None] | None:
     prop = comp.get(name)
     if prop is None:
@@ -225,7 +236,7 @@ def series_to_content(blocks: list[dict[str, str]], rules: MappingRules, default
     masters = [b for b in blocks if not b["rid"]]
     if not masters:
         raise InvalidItem("recurrence instances without their series (no master VEVENT)")
-    master = _component(masters[0]["ics"])
+    master = parsed(masters[0])
     if str(master.get("STATUS", "")).upper() == "CANCELLED":
         return {}
     start, end, tz = _span(master, default_tz)
@@ -239,7 +250,7 @@ def series_to_content(blocks: list[dict[str, str]], rules: MappingRules, default
     for block in blocks:
         if not block["rid"]:
             continue
-        comp = _component(block["ics"])
+        comp = parsed(block)
         rid, _ = _when(comp, "RECURRENCE-ID", tz) or (None, None)
         if rid is None:
             raise InvalidItem("malformed RECURRENCE-ID")
@@ -313,7 +324,7 @@ def master_meta(blocks: list[dict[str, str]]) -> dict[str, str | None]:
     masters = [b for b in blocks if not b["rid"]]
     if not masters:
         return {"location": None, "description": None, "marker": None, "meeting_id": None}
-    comp = _component(masters[0]["ics"])
+    comp = parsed(masters[0])
     meeting = comp.get(JOIN_PROPS["meeting_id"])
     return {"location": str(comp.get("LOCATION", "") or ""), "description": str(comp.get("DESCRIPTION", "") or ""),
             "marker": str(comp.get(MARKER)) if comp.get(MARKER) is not None else None,
