@@ -24,3 +24,30 @@ def test_b9_polling_latency_is_a_uniform_wait_plus_a_measured_sync():
     assert b9_propagation.poll_quantile(0.5, [0.0], 60.0) == pytest.approx(30.0)
     assert b9_propagation.poll_quantile(0.5, [0.0, 10.0], 60.0) == pytest.approx(35.0)
     assert b9_propagation.poll_quantile(0.99, [2.0], 60.0) == pytest.approx(2.0 + 59.4)
+
+
+def test_p1_runs_both_tools_on_one_radicale_calendar_and_counts_their_requests_at_the_server(tmp_path):
+    """P1's harness at a tiny scale: both tools really sync the calendar, and the server's count of requests is
+    what each made (zoomcal: one sync-collection report on a no-op resync, and one multiget more after changes)."""
+    import random
+    import shutil
+
+    from benchmarks import p1_vdirsyncer as p1
+
+    if shutil.which("vdirsyncer", path=str(p1.BIN)) is None:
+        pytest.skip("vdirsyncer is not installed (pip install -e '.[bench]')")
+    items = p1.calendar(30)
+    server = p1.Server(tmp_path / "radicale", items)
+    try:
+        zoomcal, vdir = p1.Zoomcal(tmp_path / "z", server), p1.Vdirsyncer(tmp_path / "v", server)
+        for tool in (zoomcal, vdir):
+            tool.fresh()
+            first = tool.sync()
+            assert first.requests >= 1 and first.peak_kb > 0 and first.seconds > 0
+        assert len(list((tmp_path / "v" / "local").glob("*.ics"))) == 30
+        assert zoomcal.sync().requests == 1
+        p1.change(server, items, random.Random(1))
+        assert zoomcal.sync().requests == 2 and vdir.sync().requests >= 2
+        assert len(list((tmp_path / "v" / "local").glob("*.ics"))) == 30
+    finally:
+        server.stop()
