@@ -382,3 +382,35 @@ def test_cli_connect_signs_in_and_stores_only_the_refresh_token(served_world, tm
     (db,) = [p.read_bytes() for p in tmp_path.iterdir() if p.suffix == ".db"]
     assert world.graph.client_secret.encode() not in db
     assert world.graph.tokens.refresh and not any(rt.encode() in db for rt in world.graph.tokens.refresh)
+
+
+async def test_the_masters_of_many_series_are_read_twenty_to_a_batch(world):
+    """A first listing of an Outlook calendar with 25 weekly series: the delta names their occurrences, and the
+    25 masters behind them come in two `$batch` calls, not 25 GETs; a master deleted meanwhile is gone, not an
+    error."""
+    from datetime import datetime, timedelta
+
+    from zoomcal.sandbox.actor import SandboxActor
+
+    conn = _outlook_connector(world, "s@example.com")
+    actor = SandboxActor(world, transport=world.transport())
+    first = datetime(2026, 5, 4, 9, tzinfo=UTC)
+    for n in range(25):
+        start = first + timedelta(days=n % 5, hours=n // 5)
+        await actor.graph_insert(
+            "s@example.com", subject=f"Series {n}",
+            start={"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+            end={"dateTime": (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
+            recurrence={"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [start.strftime("%A").lower()]},
+                        "range": {"type": "numbered", "startDate": start.date().isoformat(),
+                                  "numberOfOccurrences": 3}})
+    masters = [e["id"] for e in world.graph.events[world.graph.default_key("s@example.com")].values()
+               if e.get("type") == "seriesMaster"]
+    assert len(masters) == 25
+    listing = await conn.changes(None, {})
+    delta_pages = -(-25 * 3 // 50)                      # the sandbox's delta pages of 50
+    assert listing.api_calls == delta_pages + 2
+    assert sorted(r["id"] for r in listing.changed if r.get("type") == "seriesMaster") == sorted(masters)
+    found, gone = await conn._masters([masters[0], "no-such-master", masters[1]])
+    assert [m["id"] for m in found] == masters[:2] and gone == ["no-such-master"]
+    await conn.aclose()
