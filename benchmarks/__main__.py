@@ -19,12 +19,14 @@ from benchmarks import (
     b9_propagation,
     b10_contacts,
     p1_vdirsyncer,
+    p2_providers,
 )
 from zoomcal.logging import configure
 
 SUITES = {"B1": [b1_incremental_sync], "B2": [b2_ingest], "B3": [b3_ics], "B4": [b4_availability, b4_expansion],
           "B5": [b5_freebusy], "B6": [b6_presence_push], "B7": [b7_webhook_ingest], "B8": [b8_quotas],
-          "B9": [b9_propagation], "B10": [b10_contacts], "P1": [p1_vdirsyncer]}
+          "B9": [b9_propagation], "B10": [b10_contacts], "P1": [p1_vdirsyncer],
+          "P2": [p2_providers]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,12 +74,15 @@ def _has_guests(event: dict[str, Any] | None) -> bool:
                for a in (event or {}).get("attendees") or ())
 
 
+PAGE = 2500    # events.list's largest page (maxResults): a first sync of 10,000 events is four requests
+
+
 class GoogleConnector:
     name = "google"
     # Google invites the guests of an event its organizer writes (sendUpdates), and collects their answers
-    capabilities = Capabilities(incremental=True, max_page_size=2500, sends_invitations=True)
+    capabilities = Capabilities(incremental=True, max_page_size=PAGE, sends_invitations=True)
 
-    def __init__(self, api: ApiClient, calendar_id: str, rules: MappingRules, page_size: int = 250):
+    def __init__(self, api: ApiClient, calendar_id: str, rules: MappingRules, page_size: int = PAGE):
         self.api = api
         self.calendar_id = calendar_id
         self.rules = rules
