@@ -7,7 +7,8 @@ reads it all. Measured, per provider, in one process:
 * requests to the calendar's API against the fewest the listing needs at the largest page the vendor serves
   (Google: 2,500 events a page; Microsoft 365: the delta pages the sandbox serves zoomcal — it names no larger
   page — plus the series masters the delta never sends, twenty to a `$batch`). Target <= 1.1x.
-* events per second of the whole first sync (listing, mapping, the store, availability);
+* events per second of the whole first sync (listing, mapping, the store, availability), in zoomcal's own time
+  (the sandbox's time to answer taken out: it emulates the vendor, and its delta is no model of speed) and in all;
 * the peak of Python's own allocations during the sync (tracemalloc), at EVENTS and at a fifth of it: a
   listing held whole grows with the calendar, a streamed one does not (reported, no target yet).
 """
@@ -42,13 +43,20 @@ class Counting(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport):
         self.inner = inner
         self.calls: dict[str, int] = {}
+        self.serving = 0.0          # seconds the sandboxes took to answer (theirs, not zoomcal's)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         for api in ("/google/calendar/", "/graph/v1.0/"):
             if path.startswith(api):
                 self.calls[api] = self.calls.get(api, 0) + 1
-        return await self.inner.handle_async_request(request)
+        started = time.perf_counter()
+        try:
+            response = await self.inner.handle_async_request(request)
+            await response.aread()
+            return response
+        finally:
+            self.serving += time.perf_counter() - started
 
 
 def _when(start: datetime) -> str:
@@ -120,7 +128,8 @@ async def first_sync(provider: str, events: int, trace: bool = False) -> dict[st
 
         listed = events - series + 4 * series          # the delta names occurrences, not series
         minimum = math.ceil(listed / DELTA_PAGE) + math.ceil(series / GRAPH_BATCH)
-    return {"requests": counting.calls.get(api, 0), "minimum": minimum, "seconds": seconds, "peak": peak}
+    return {"requests": counting.calls.get(api, 0), "minimum": minimum, "seconds": seconds, "peak": peak,
+            "own": seconds - counting.serving}
 
 
 def measure(events: int = EVENTS) -> dict[str, dict[str, float]]:
@@ -142,6 +151,7 @@ def run() -> list[Result]:
         results.append(Result(
             f"P2 first sync of {EVENTS:,} events from {label}: requests vs the page minimum", got["requests"],
             got["minimum"], ratio, "<= 1.1", ratio <= 1.1, "requests",
-            f"{EVENTS / got['seconds']:.0f} events/s; peak Python allocations {got['peak'] / 2**20:.0f} MB "
+            f"{EVENTS / got['own']:.0f} events/s of zoomcal's own time ({EVENTS / got['seconds']:.0f} with the "
+            f"sandbox's answers); peak Python allocations {got['peak'] / 2**20:.0f} MB "
             f"({growth:.1f}x those at a fifth of the events)"))
     return results

@@ -51,3 +51,14 @@ def test_p1_runs_both_tools_on_one_radicale_calendar_and_counts_their_requests_a
         assert len(list((tmp_path / "v" / "local").glob("*.ics"))) == 30
     finally:
         server.stop()
+
+
+def test_p2_a_first_sync_reads_a_full_calendar_in_the_fewest_pages():
+    """P2 at a small scale: 120 events (12 of them weekly series) from Google in one page of events.list; from
+    Microsoft 365 in the delta's pages plus one `$batch` for the series masters."""
+    from benchmarks import p2_providers as p2
+
+    google = asyncio.run(p2.first_sync("google", 120))
+    assert google["requests"] == google["minimum"] == 1
+    graph = asyncio.run(p2.first_sync("graph", 120))
+    assert graph["requests"] == graph["minimum"] == -(-(108 + 12 * 4) // 50) + 1
