@@ -55,7 +55,8 @@ def _resources(collection: str) -> dict[str, str]:
     return {h: httpx.get(base + h, auth=("ada", "x")).text for h in hrefs}
 
 
-async def test_two_way_with_zoom(world, tmp_path, radicale):
+def _ada_on_caldav(world, tmp_path, radicale):
+    """Ada with her Zoom account and a fresh calendar on the test Radicale that receives her meetings."""
     ctx = make_context(world, tmp_path)
     ctx.settings.allow_private_urls = True
     collection = new_collection(radicale)
@@ -63,6 +64,11 @@ async def test_two_way_with_zoom(world, tmp_path, radicale):
     add_user(ctx, "ada@example.com")
     link_sandbox_zoom(ctx, world, "ada@example.com", info)
     add_account(ctx, "ada@example.com", "caldav", {}, {"username": "ada", "password": "x"}, collection, "Work")
+    return ctx, collection, info
+
+
+async def test_two_way_with_zoom(world, tmp_path, radicale):
+    ctx, collection, info = _ada_on_caldav(world, tmp_path, radicale)
     actor = SandboxActor(world, transport=world.transport())
     engine = SyncEngine(ctx.store)
 
@@ -187,13 +193,7 @@ def test_a_resource_is_parsed_once_per_event_when_read(monkeypatch):
 async def test_a_resync_reads_of_the_stored_listing_only_what_changed(world, tmp_path, radicale):
     """The store keeps every resource as last listed. A resync reads of it only each one's etag (what the listing
     compares); what changed comes whole with the listing, so nothing stored is read whole."""
-    ctx = make_context(world, tmp_path)
-    ctx.settings.allow_private_urls = True
-    collection = new_collection(radicale)
-    info = world.add_user("ada@example.com", "Ada", "Europe/Paris")
-    add_user(ctx, "ada@example.com")
-    link_sandbox_zoom(ctx, world, "ada@example.com", info)
-    add_account(ctx, "ada@example.com", "caldav", {}, {"username": "ada", "password": "x"}, collection, "Work")
+    ctx, collection, info = _ada_on_caldav(world, tmp_path, radicale)
     for n in range(5):
         body = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//other//EN\r\nBEGIN:VEVENT\r\n"
                 f"UID:r-{n}@other\r\nDTSTAMP:20261101T000000Z\r\nSUMMARY:Item {n}\r\n"
