@@ -240,3 +240,30 @@ async def test_graph_refuses_a_subscription_longer_than_its_limit(world):
             "changeType": "created", "notificationUrl": f"{PUBLIC}/x", "clientState": "s",
             "resource": f"users/{info['email']}/events", "expirationDateTime": "2099-01-01T00:00:00Z"})
     assert answer.status_code == 400 and "10080 minutes" in answer.json()["error"]["message"]
+
+
+@pytest.mark.anyio
+async def test_a_graph_notification_of_a_version_zoomcal_holds_marks_nobody(world, tmp_path):
+    """Graph names the changed event and its etag. When the store already holds that version (zoomcal wrote it,
+    or read it before the notification came, as Graph's come seconds later), nobody is marked due; a later
+    change is."""
+    from conftest import sync_first_pair
+    from zoomcal.sync.engine import SyncEngine
+
+    ctx, _receiver, answers = wired(world, tmp_path)
+    await link(ctx, world, "ola@example.com", "graph")
+    world.graph.outbox.hold = True             # delivered later, as Graph does
+    actor = SandboxActor(world, transport=world.transport())
+    event = await actor.graph_insert(
+        "ola@example.com", subject="Dentist", start={"dateTime": "2026-12-01T10:00:00", "timeZone": "UTC"},
+        end={"dateTime": "2026-12-01T11:00:00", "timeZone": "UTC"})
+    assert (await sync_first_pair(ctx, SyncEngine(ctx.store))).status == "ok"
+    clear_due(ctx)
+    [late] = await world.graph.outbox.release()
+    assert late.status == 202 and event["id"] in late.body.decode()
+    assert answers[-1].marked == [] and due_emails(ctx) == []
+    await actor.graph_patch("ola@example.com", event["id"], subject="Dentist (moved)")
+    [changed] = await world.graph.outbox.release()
+    assert changed.status == 202 and answers[-1].marked == [("default", "ola@example.com")]
+    assert due_emails(ctx) == ["ola@example.com"]
+    ctx.store.dispose()

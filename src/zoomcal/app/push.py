@@ -345,6 +345,9 @@ def _act(ctx: AppContext, channel: PushChannel, notice: Notice, row: PushSubscri
         ctx.jobs.defer("channels", tenant=ctx.tenant_name, reason=f"{channel.name}:{notice.action}")
     if notice.action in (CHANGED, RECREATE, RESYNC):
         with ctx.store.session() as s:
+            if notice.action == CHANGED and notice.item and notice.version and _held(s, row.calendar_id, notice):
+                WEBHOOKS.labels(channel.name, "held").inc()
+                return []           # the item is as zoomcal last wrote or read it (the echo of its own write)
             email = s.scalar(select(User.email).join(Calendar, Calendar.user_id == User.id)
                              .where(Calendar.id == row.calendar_id))
         # without a change time in the notification, its arrival is the earliest moment zoomcal knows of the change
@@ -352,3 +355,10 @@ def _act(ctx: AppContext, channel: PushChannel, notice: Notice, row: PushSubscri
                         changed_at=notice.changed_at or datetime.now(UTC),
                         calendars=[row.calendar_id] if notice.action == CHANGED else None)
     return []
+
+
+def _held(s: Session, calendar_id: int, notice: Notice) -> bool:
+    """Whether the item the notice names is, in the version it names, what the store already holds of it."""
+    link = s.execute(select(Link.etag, Link.pending).where(Link.calendar_id == calendar_id,
+                                                          Link.remote_id == notice.item)).first()
+    return link is not None and link.pending is None and link.etag == notice.version

@@ -147,6 +147,8 @@ class Notice:
     proof: str = ""
     resource_id: str | None = None
     changed_at: datetime | None = None
+    item: str | None = None                  # the item a change names, where the notification says
+    version: str | None = None               # and its version after the change (an etag)
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,12 @@ def notices(_headers: Mapping[str, str], _query: Mapping[str, str], body: bytes)
         event = item.get("lifecycleEvent")
         if event is not None and event not in LIFECYCLE:
             continue           # a lifecycle event zoomcal does not know asks nothing of it
+        data = item.get("resourceData") if isinstance(item.get("resourceData"), dict) else {}
+        named = item.get("changeType") in ("created", "updated") and isinstance(data.get("id"), str) \
+            and isinstance(data.get("@odata.etag"), str)
         found.append(Notice(str(item["subscriptionId"]), LIFECYCLE[event] if event else CHANGED,
-                            str(item.get("clientState") or "")))
+                            str(item.get("clientState") or ""),
+                            item=data["id"] if named else None, version=data["@odata.etag"] if named else None))
     return found
 
 
