@@ -20,7 +20,8 @@ TOKEN_REFRESH_FAILURES = Counter("zoomcal_token_refresh_failures_total", "Failed
                                  ["provider", "reason"])
 
 WEBHOOKS = Counter("zoomcal_webhooks_total", "Notifications received, by channel and outcome "
-                   "(received, verified, rejected, handshake, acted, held: the version named is held already)", ["channel", "outcome"])
+                   "(received, verified, rejected, handshake, acted, held: the version named is held already)",
+                   ["channel", "outcome"])
 
 JOBS = Counter("zoomcal_jobs_total", "Jobs by task and outcome (queued, started, succeeded, failed, retried)",
                ["task", "outcome"])
