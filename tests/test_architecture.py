@@ -162,3 +162,21 @@ def test_naming_every_provider_loads_no_vendor_client_and_opening_the_applicatio
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "True"]
+
+
+def test_a_module_loaded_on_first_use_is_imported_once_whichever_threads_ask():
+    import subprocess
+    import sys
+
+    probe = ("import sys, threading\n"
+             "from zoomcal.lazy import lazy\n"
+             "colours = lazy('colorsys')\n"
+             "before = 'colorsys' in sys.modules\n"
+             "seen = []\n"
+             "ask = lambda: seen.append(colours.rgb_to_hsv(1, 0, 0))\n"
+             "threads = [threading.Thread(target=ask) for _ in range(16)]\n"
+             "[t.start() for t in threads]; [t.join() for t in threads]\n"
+             "print(before, len(seen), len(set(seen)), colours._module is sys.modules['colorsys'])\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "16", "1", "True"]

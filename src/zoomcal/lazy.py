@@ -3,24 +3,35 @@ application layer behind the others (SQLAlchemy, numpy, HTTP clients) is importe
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
+import threading
 from types import ModuleType
+from typing import Any
 
 
-def lazy(name: str) -> ModuleType:
-    """`name`'s module, executed when one of its attributes is first read (at once if it is loaded already)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ModuleNotFoundError(f"no module named {name!r}", name=name)
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    parent, _, child = name.rpartition(".")
-    if parent:
-        setattr(sys.modules[parent], child, module)
-    return module
+class _OnFirstUse:
+    """Stands for a module until one of its attributes is read, then imports it (once, whichever thread asks
+    first: the import system's own lock serialises the import, this one the hand-over) and reads from it."""
+
+    def __init__(self, name: str):
+        self._name = name
+        self._module: ModuleType | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> ModuleType:
+        with self._lock:
+            if self._module is None:
+                self._module = importlib.import_module(self._name)
+            return self._module
+
+    def __getattr__(self, attribute: str) -> Any:
+        module = self._module or self._load()
+        return getattr(module, attribute)
+
+    def __repr__(self) -> str:
+        return f"<module {self._name!r}, {'loaded' if self._module is not None else 'loaded on first use'}>"
+
+
+def lazy(name: str) -> Any:
+    """`name`'s module, imported when one of its attributes is first read."""
+    return _OnFirstUse(name)
