@@ -44,7 +44,6 @@ class MemoryCalendar:
 class MemoryConnector:
     name = "memory"
     capabilities = Capabilities(incremental=True, max_page_size=10**9)
-    mirror_fields = ()      # `changes` reads nothing stored: the engine loads whole only what a run touches
 
     def __init__(self, calendar: MemoryCalendar | None = None, wants_peer: bool = True):
         self.calendar = calendar or MemoryCalendar()
