@@ -188,36 +188,3 @@ def test_a_resource_is_parsed_once_per_event_when_read(monkeypatch):
     item = conn.normalize([{"href": "/cal/once-1.ics", "etag": '"1"', "ics": ics}])
     assert item.content["title"] == "Weekly" and len(item.content["overrides"]) == 1
     assert len(parses) == 2          # the master and its moved occurrence, each once
-
-
-async def test_a_resync_reads_of_the_stored_listing_only_what_changed(world, tmp_path, radicale):
-    """The store keeps every resource as last listed. A resync reads of it only each one's etag (what the listing
-    compares); what changed comes whole with the listing, so nothing stored is read whole."""
-    ctx, collection, info = _ada_on_caldav(world, tmp_path, radicale)
-    for n in range(5):
-        body = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//other//EN\r\nBEGIN:VEVENT\r\n"
-                f"UID:r-{n}@other\r\nDTSTAMP:20261101T000000Z\r\nSUMMARY:Item {n}\r\n"
-                f"DTSTART:202612{10 + n}T090000Z\r\nDTEND:202612{10 + n}T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
-        assert httpx.put(f"{collection}r-{n}.ics", content=body, auth=("ada", "x"),
-                         headers={"Content-Type": "text/calendar"}).status_code == 201
-    engine = SyncEngine(ctx.store)
-    assert (await sync_first_pair(ctx, engine)).status == "ok"
-    loaded, sides = [], []
-    load_raws, load_side = engine.store.load_raws, engine.store.load_side
-    engine.store.load_raws = lambda cal, ids: loaded.append(sorted(ids)) or load_raws(cal, ids)
-    engine.store.load_side = lambda cal, fields=None: sides.append(load_side(cal, fields)) or sides[-1]
-
-    assert (await sync_first_pair(ctx, engine)).status == "ok"
-    caldav_side = next(s for s in sides if s.series is not None)
-    assert len(caldav_side.raws) == 5 and all(set(raw) == {"etag"} for raw in caldav_side.raws.values())
-    assert loaded == []
-    changed = httpx.get(f"{collection}r-3.ics", auth=("ada", "x")).text.replace("SUMMARY:Item 3", "SUMMARY:Moved")
-    assert httpx.put(f"{collection}r-3.ics", content=changed, auth=("ada", "x"),
-                     headers={"Content-Type": "text/calendar"}).status_code == 204
-    report = await sync_first_pair(ctx, engine)
-    assert report.status == "ok" and loaded == []       # the changed resource came whole with the listing
-    with ctx.store.session() as s:
-        from zoomcal.store.models import Event
-
-        assert "Moved" in set(s.scalars(select(Event.title)))
-    ctx.store.dispose()

@@ -76,10 +76,6 @@ class WriteResult:
 
 
 class Connector(Protocol):
-    """A connector may name `mirror_fields`: the only fields of a stored raw item its `changes` reads from the
-    mirror (an etag, a change key). The engine then loads just those for every item, and whole items only for
-    the series a run reads or writes; without it, every stored item is loaded whole."""
-
     name: str
     capabilities: Capabilities
 

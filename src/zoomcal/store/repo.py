@@ -47,27 +47,6 @@ def load_mirror(session: Session, calendar_id: int) -> dict[str, dict[str, Any]]
     return {rid: raw for rid, raw in rows}
 
 
-def load_mirror_fields(session: Session, calendar_id: int, fields: tuple[str, ...]
-                       ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Only `fields` of each stored raw item (read out of the JSON by the database), and each one's series."""
-    rows = session.execute(select(RemoteItem.remote_id, RemoteItem.series_id,
-                                  *(RemoteItem.raw[f].as_string() for f in fields))
-                           .where(RemoteItem.calendar_id == calendar_id))
-    raws, series = {}, {}
-    for rid, series_id, *values in rows:
-        raws[rid] = {f: v for f, v in zip(fields, values, strict=True) if v is not None}
-        series[rid] = series_id
-    return raws, series
-
-
-def load_raws(session: Session, calendar_id: int, raw_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(set(raw_ids)), 500):
-        out.update((rid, raw) for rid, raw in session.execute(select(RemoteItem.remote_id, RemoteItem.raw).where(
-            RemoteItem.calendar_id == calendar_id, RemoteItem.remote_id.in_(chunk))))
-    return out
-
-
 def save_mirror(session: Session, calendar_id: int, upserts: dict[str, tuple[str, dict[str, Any]]],
                 deletes: Iterable[str]) -> None:
     gone = [rid for rid in deletes if rid not in upserts]

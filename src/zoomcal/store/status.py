@@ -127,18 +127,11 @@ class SqlStatusStore:
                                  if not err.startswith(("create", "update", "delete"))], run_id)
 
     # --- reading -------------------------------------------------------------------------------------
-    def load_side(self, calendar_id: int, fields: tuple[str, ...] | None = None) -> SideState:
+    def load_side(self, calendar_id: int) -> SideState:
         with self.db.session() as s:
             linked = {rid for rid, pending in s.execute(select(Link.remote_id, Link.pending).where(
                 Link.calendar_id == calendar_id, Link.remote_id.is_not(None))) if pending != "create"}
-            if fields is None:
-                return SideState(repo.load_cursor(s, calendar_id), repo.load_mirror(s, calendar_id), linked)
-            raws, series = repo.load_mirror_fields(s, calendar_id, fields)
-            return SideState(repo.load_cursor(s, calendar_id), raws, linked, series)
-
-    def load_raws(self, calendar_id: int, raw_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        with self.db.session() as s:
-            return repo.load_raws(s, calendar_id, raw_ids)
+            return SideState(repo.load_cursor(s, calendar_id), repo.load_mirror(s, calendar_id), linked)
 
     def load_records(self, scope: PairScope) -> list[EventRecord]:
         side_of = {cal: side for side, cal in scope.calendars.items()}

@@ -23,7 +23,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -56,7 +56,6 @@ from zoomcal.sync.status import (
     LogLine,
     PairScope,
     RunSummary,
-    SideState,
     StatusStore,
 )
 from zoomcal.sync.wiring import standard
@@ -120,43 +119,33 @@ def writable(spec: SideSpec) -> bool:
 
 
 class _Mirror:
-    """The raw items of one calendar as last listed, indexed by series; changes are kept until saved. A mirror
-    loaded in part holds of each stored item only the fields the connector's listing compares: the series a run
-    reads or writes are loaded whole first (`missing`, `fill`), so a run that changes little reads little."""
+    """The raw items of one calendar as last listed, indexed by series; changes are kept until saved."""
 
-    def __init__(self, connector: Connector, state: SideState):
+    def __init__(self, connector: Connector, raws: dict[str, dict[str, Any]]):
         self.connector = connector
-        self.raws = state.raws
-        self.partial: set[str] = set(state.raws) if state.series is not None else set()
-        self.series_of: dict[str, str] = dict(state.series) if state.series is not None else \
-            {rid: connector.series_key(raw) for rid, raw in state.raws.items()}
+        self.raws = raws
         self.series: dict[str, set[str]] = defaultdict(set)
-        for rid, series in self.series_of.items():
-            self.series[series].add(rid)
+        for rid, raw in raws.items():
+            self.series[connector.series_key(raw)].add(rid)
         self.upserts: dict[str, tuple[str, dict[str, Any]]] = {}
         self.deletes: set[str] = set()
 
     def put(self, raw: dict[str, Any]) -> str:
         rid, series = self.connector.raw_id(raw), self.connector.series_key(raw)
-        before = self.series_of.get(rid)
-        if before is not None and before != series:
-            self.series[before].discard(rid)
         self.raws[rid] = raw
-        self.partial.discard(rid)
-        self.series_of[rid] = series
         self.series[series].add(rid)
         self.upserts[rid] = (series, raw)
         self.deletes.discard(rid)
         return series
 
     def remove(self, rid: str) -> str | None:
-        self.raws.pop(rid, None)
-        self.partial.discard(rid)
+        raw = self.raws.pop(rid, None)
         self.upserts.pop(rid, None)
         self.deletes.add(rid)
-        series = self.series_of.pop(rid, None)
-        if series is not None:
-            self.series[series].discard(rid)
+        if raw is None:
+            return None
+        series = self.connector.series_key(raw)
+        self.series[series].discard(rid)
         return series
 
     def replace_series(self, series: str, raws: list[dict[str, Any]]) -> None:
@@ -169,21 +158,8 @@ class _Mirror:
         for rid in list(self.series.get(series, ())):
             self.remove(rid)
 
-    def missing(self, series: Iterable[str]) -> list[str]:
-        """The raw ids of these series held only in part."""
-        return [rid for s in series for rid in self.series.get(s, ()) if rid in self.partial]
-
-    def fill(self, raws: Mapping[str, dict[str, Any]]) -> None:
-        for rid, raw in raws.items():
-            if rid in self.partial:
-                self.raws[rid] = raw
-                self.partial.discard(rid)
-
     def of(self, series: str) -> list[dict[str, Any]]:
-        held = sorted(self.series.get(series, ()))
-        if any(r in self.partial for r in held):
-            raise RuntimeError(f"series {series} was not loaded whole before it was read")
-        return [self.raws[r] for r in held if r in self.raws]
+        return [self.raws[r] for r in sorted(self.series.get(series, ())) if r in self.raws]
 
 
 @dataclass
@@ -343,8 +319,8 @@ class SyncEngine:
         spec = run.pair.side(side)
         conn = spec.connector
         label = spec.label or side
-        state = await self._do(self.store.load_side, spec.calendar_id, getattr(conn, "mirror_fields", None))
-        mirror = _Mirror(conn, state)
+        state = await self._do(self.store.load_side, spec.calendar_id)
+        mirror = _Mirror(conn, state.raws)
         if side in run.quiet:             # as an incremental listing that found nothing new: no call at all
             run.mirrors[side], run.cursors[side] = mirror, state.cursor
             return {}
@@ -372,7 +348,6 @@ class SyncEngine:
             removed |= set(mirror.raws) - changes.present
         for rid in removed:
             affected.add(mirror.remove(rid) or rid)
-        await self._fill(spec.calendar_id, mirror, affected)
         listing: dict[str, Item | None] = {}
         for series in affected:
             try:
@@ -388,7 +363,7 @@ class SyncEngine:
         await self._log(run, rejected)
         if changes.present is not None:
             # links name series; a complete listing names raw items: compare series with series
-            present_series = {series for rid, series in mirror.series_of.items() if rid in changes.present}
+            present_series = {conn.series_key(raw) for rid, raw in mirror.raws.items() if rid in changes.present}
             for rid in state.linked - present_series:
                 listing.setdefault(rid, None)
         run.mirrors[side] = mirror
@@ -485,8 +460,6 @@ class SyncEngine:
             target = await self._do(self.store.link_target, plan.event_id, spec.calendar_id)
             remote_id = (target[0] if target else None) or write.remote_id
             etag = target[1] if target and target[0] else write.etag
-            if write.op == "update":
-                await self._fill(spec.calendar_id, run.mirrors[write.side], (remote_id or "",))
             try:
                 result = await self._write(spec.connector, write, plan.event_id, base, remote_id, etag,
                                            run.mirrors[write.side])
@@ -508,12 +481,6 @@ class SyncEngine:
             base, done = await self._confirm(run, plan, write, result, base, queue)
             forgotten = forgotten or done.forgotten
         await self.changes.publish([self._change(run, plan.event_id, None if forgotten else base, plan.reason, new)])
-
-    async def _fill(self, calendar_id: int, mirror: _Mirror, series: Iterable[str]) -> None:
-        """The stored raw items of these series, whole, where the mirror holds them in part."""
-        need = mirror.missing(series)
-        if need:
-            mirror.fill(await self._do(self.store.load_raws, calendar_id, need))
 
     async def _refuse_read_only(self, run: _Run, plan: EventPlan) -> EventPlan:
         """The planner leaves read-only sides alone; should a write to one reach us anyway, it is not made."""

@@ -64,8 +64,6 @@ class SideState:
     cursor: str | None
     raws: dict[str, dict[str, Any]]              # the raw listing mirror: raw id -> raw item
     linked: set[str]                             # remote ids of links whose create was confirmed
-    # raw id -> series, when `raws` hold only the fields the connector compares (`load_raws` gives the rest)
-    series: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,14 +127,7 @@ class StatusStore(Protocol):
     def finish_run(self, run_id: int, scope: PairScope, summary: RunSummary) -> None: ...
 
     # reading
-    def load_side(self, calendar_id: int, fields: tuple[str, ...] | None = None) -> SideState:
-        """`fields`: only these of each stored raw item (what the connector's listing compares), with each one's
-        series; None: every raw item whole."""
-        ...
-
-    def load_raws(self, calendar_id: int, raw_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """These stored raw items, whole."""
-        ...
+    def load_side(self, calendar_id: int) -> SideState: ...
 
     def load_records(self, scope: PairScope) -> list[EventRecord]: ...
 

@@ -160,7 +160,6 @@ class DavCollection:
 class CalDavConnector(DavCollection):
     name = "caldav"
     capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=100)
-    mirror_fields = ("etag",)       # what `changes` compares of a stored resource
 
     def __init__(self, collection_url: str, rules: MappingRules, **kwargs: Any):
         super().__init__(collection_url, **kwargs)

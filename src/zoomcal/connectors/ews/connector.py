@@ -191,7 +191,6 @@ def _in_exchange_order(ops: list[tuple[int, dict[str, Any] | None]],
 class EwsConnector:
     name = "ews"
     capabilities = CAPABILITIES
-    mirror_fields = ("changeKey",)     # what `changes` compares of a stored item
 
     def __init__(self, url: str, email: str, rules: MappingRules, *, username: str | None = None,
                  secret: str | None = None, auth: str = "auto", allow_private: bool = False,

@@ -81,7 +81,6 @@ class GoogleConnector:
     name = "google"
     # Google invites the guests of an event its organizer writes (sendUpdates), and collects their answers
     capabilities = Capabilities(incremental=True, max_page_size=PAGE, sends_invitations=True)
-    mirror_fields = ()                  # `changes` compares nothing stored: the sync token says what changed
 
     def __init__(self, api: ApiClient, calendar_id: str, rules: MappingRules, page_size: int = PAGE):
         self.api = api

@@ -84,7 +84,6 @@ class GraphConnector:
     name = "graph"
     capabilities = Capabilities(recurrence=True, occurrence_edits=True, incremental=True, max_page_size=50,
                                 sends_invitations=True)
-    mirror_fields = ("seriesMasterId",)    # what `changes` reads of a stored item (the series of a removed one)
 
     def __init__(self, api: ApiClient, user: str, calendar_id: str, rules: MappingRules,
                  window: tuple[datetime, datetime]):
