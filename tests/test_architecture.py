@@ -147,9 +147,6 @@ def test_naming_every_provider_loads_no_vendor_client_and_opening_the_applicatio
     """The registry lists Exchange without exchangelib (loaded when an Exchange account is used), and the
     application layer opens without numpy (loaded when availability is first computed: until then its module is
     a placeholder, and its own parts are not imported)."""
-    import subprocess
-    import sys
-
     probe = ("import sys\n"
              "from zoomcal.connectors import registry\n"
              "import zoomcal.app.context\n"
@@ -159,15 +156,12 @@ def test_naming_every_provider_loads_no_vendor_client_and_opening_the_applicatio
              "from zoomcal.availability.index import merge, np\n"
              "merge(np.array([3, 1]), np.array([4, 2]))\n"
              "print('numpy._core' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    done = _fresh_python(probe)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "True"]
 
 
 def test_a_module_loaded_on_first_use_is_imported_once_whichever_threads_ask():
-    import subprocess
-    import sys
-
     probe = ("import sys, threading\n"
              "from zoomcal.lazy import lazy\n"
              "colours = lazy('colorsys')\n"
@@ -177,6 +171,14 @@ def test_a_module_loaded_on_first_use_is_imported_once_whichever_threads_ask():
              "threads = [threading.Thread(target=ask) for _ in range(16)]\n"
              "[t.start() for t in threads]; [t.join() for t in threads]\n"
              "print(before, len(seen), len(set(seen)), colours._module is sys.modules['colorsys'])\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    done = _fresh_python(probe)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "16", "1", "True"]
+
+
+def _fresh_python(probe: str):
+    """The probe run by a new interpreter (nothing loaded yet but what it loads)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
