@@ -37,6 +37,18 @@ class ForbiddenError(AppError):
     kind = "forbidden"
 
 
+class NotSignedInError(AppError):
+    """No session, or one that ended: the person signs in (again)."""
+
+    kind = "unauthenticated"
+
+
+class ThrottledError(AppError):
+    """Too many failed attempts: `details["retry_after"]` says in how many seconds to try again."""
+
+    kind = "throttled"
+
+
 class NeedsReauthError(AppError):
     """The provider no longer accepts the account's credentials: a person has to link it again."""
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from rich.table import Table
 
-from zoomcal.cli.common import as_dict, console, context, handled, print_json, run_async
+from zoomcal.cli.common import as_dict, console, context, env_secret, fail, handled, print_json, run_async
 from zoomcal.lazy import lazy
 
 users = lazy("zoomcal.app.users")
+signin = lazy("zoomcal.app.signin")
 
 user_app = typer.Typer(help="People.", no_args_is_help=True)
 
@@ -53,3 +56,39 @@ def user_remove(email: str, yes: bool = typer.Option(False, "--yes", help="Do no
     ctx = context()
     outcomes = run_async(ctx, lambda: users.remove(ctx, email))
     console.print(f"removed {email}" + (f"; accounts: {'; '.join(outcomes)}" if outcomes else ""))
+
+
+@user_app.command("password")
+@handled
+def user_password(email: str,
+                  password_env: str | None = typer.Option(None, "--password-env",
+                                                          help="Env var with the new password (else a prompt)."),
+                  remove: bool = typer.Option(False, "--remove", help="Remove the password: no portal sign-in.")
+                  ) -> None:
+    """Set the password a person signs in to the portal with (at least 10 characters). Their portal sessions
+    end."""
+    if remove and password_env:
+        fail("--remove and --password-env do not go together")
+    password: str | None = None
+    if password_env:
+        password = env_secret(password_env, "password")
+    elif not remove:
+        if not sys.stdin.isatty():
+            fail("the password is needed", hint="pass --password-env VAR (no terminal to prompt on)")
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    signin.set_password(context(), email, password)
+    console.print(f"{'removed the' if remove else 'set a'} portal password for {email}")
+
+
+@user_app.command("role")
+@handled(flags={"role": "ROLE: admin or member"})
+def user_role(email: str, role: str | None = typer.Argument(None, help="admin or member; omitted: show it.")
+              ) -> None:
+    """Show or set a person's portal role: an admin sees and manages everyone in the organisation, a member only
+    themselves."""
+    ctx = context()
+    if role is None:
+        current, has_password = signin.role_of(ctx, email)
+        console.print(f"{email}: {current}" + ("" if has_password else " (no portal password)"))
+        return
+    console.print(f"{email}: {signin.set_role(ctx, email, role)}")

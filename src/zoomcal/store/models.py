@@ -56,6 +56,8 @@ class User(TenantOwned, Base):
     # bumped in the transaction that changes the person's busy intervals: a process holding them in memory
     # compares it before answering, so it never answers from a view older than another process's commit
     busy_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    role: Mapped[str] = mapped_column(String(10), default="member", server_default="member")   # admin | member
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)     # argon2; None: no local sign-in
 
 
 class Account(TenantOwned, Base):
@@ -475,3 +477,25 @@ class ContactDecision(TenantOwned, Base):
     b: Mapped[str] = mapped_column(String(600), default="")
     actor: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PortalSession(TenantOwned, Base):
+    """A person signed in to the portal. The id is the SHA-256 of the cookie's token (the token itself is never
+    stored); `csrf` is the token every form of the session carries."""
+
+    __tablename__ = "portal_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SignInFailure(Base):
+    """Failed sign-ins counted per address and per client since `since` (the throttle's window)."""
+
+    __tablename__ = "sign_in_failures"
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,5 +1,5 @@
-"""The one web app a zoomcal process serves (`zoomcal serve`): the webhook receiver, metrics, health, and the live
-feed; the portal's pages will live here too.
+"""The one web app a zoomcal process serves (`zoomcal serve`): the portal (`zoomcal.web.portal`), the webhook
+receiver, metrics, health, and the live feed.
 
 * `POST /webhooks/{channel}` — provider notifications (unauthenticated: each channel verifies its signatures);
 * `GET /metrics` — Prometheus text: this process's counters, the store's due queue read at scrape time;
@@ -32,7 +32,7 @@ from zoomcal.app import feed, observe
 from zoomcal.app.context import Actor, Services
 from zoomcal.app.errors import AppError
 from zoomcal.app.push import PushAnswer
-from zoomcal.web import webhooks
+from zoomcal.web import portal, webhooks
 
 Hook = Callable[[], Awaitable[None] | None]
 READER = Actor("api", "admin")
@@ -76,6 +76,7 @@ def make_app(services: Services, *, clock: Callable[[], float] = time.time,
     app.state.on_startup = list(on_startup)
     app.state.on_shutdown = list(on_shutdown)
     app.include_router(webhooks.router(services, on_answer, clock))
+    portal.mount(app, services, clock)
 
     @app.get("/healthz")
     async def healthz():

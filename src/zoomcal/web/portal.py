@@ -1,0 +1,308 @@
+"""The portal's pages: server-rendered (Jinja2), every form working without JavaScript; a small script of its own
+updates pages live (the dashboard from the session's event stream, contacts as a person types) and warns when the
+browser's clock is off. Every page calls `zoomcal.app`: routes translate and render, nothing else.
+
+Security: the session token lives in a `__Host-` cookie (Secure, HttpOnly, SameSite=Lax, Path=/); each form
+carries the session's CSRF token (the sign-in form a pre-session one, double-submitted with its own cookie), and
+a POST whose Origin is another site's is refused. Every page is sent with a Content-Security-Policy that allows no
+inline script or style, HSTS, no framing, no sniffing and no caching. The tenant comes from the session alone."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from zoomcal.app import contacts, feed, signin
+from zoomcal.app import propagation as app_propagation
+from zoomcal.app import sync as app_sync
+from zoomcal.app import users as app_users
+from zoomcal.app.availability import user_zone
+from zoomcal.app.context import AppContext, Services
+from zoomcal.app.errors import AppError, ForbiddenError, NotSignedInError, ThrottledError
+from zoomcal.lazy import lazy
+
+jinja2 = lazy("jinja2")
+HERE = Path(__file__).parent
+COOKIE = "__Host-zoomcal"
+PRE_COOKIE = "__Host-zoomcal-pre"       # the sign-in form's CSRF token, before there is a session
+MAX_FORM = 16 * 1024
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+NAV = (("/", "Dashboard", False), ("/contacts", "Contacts", False), ("/log", "Sync log", False))
+
+
+def _environment():
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                             autoescape=jinja2.select_autoescape(("html",)), trim_blocks=True, lstrip_blocks=True)
+    return env
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path on this site only."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def _same_origin(request: Request) -> bool:
+    """A POST from a page of this site (or from a client that names no origin, like a form without one)."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    host = request.headers.get("host", "")
+    return urlsplit(origin).netloc == host
+
+
+class Page:
+    """What a template gets about the viewer: who they are, their zone, their CSRF token."""
+
+    def __init__(self, who: signin.SignedIn | None, zone: str = "UTC"):
+        self.who = who
+        self.zone = zone
+
+    def local(self, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+        if value is None:
+            return "—"
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(ZoneInfo(self.zone)).strftime(fmt)
+        except (KeyError, ValueError):
+            return value.astimezone(UTC).strftime(fmt) + " UTC"
+
+
+def router(services: Services, clock: Callable[[], float]) -> APIRouter:
+    templates = _environment()
+    api = APIRouter()
+
+    def render(request: Request, name: str, page: Page, status: int = 200, **values: Any) -> HTMLResponse:
+        body = templates.get_template(name).render(
+            page=page, who=page.who, nav=NAV, path=request.url.path, server_ms=int(clock() * 1000), **values)
+        return secure(HTMLResponse(body, status_code=status))
+
+    def signed_in(request: Request) -> signin.SignedIn:
+        return signin.current(services, request.cookies.get(COOKIE))
+
+    async def viewer(request: Request) -> tuple[signin.SignedIn, AppContext, Page]:
+        who = await asyncio.to_thread(signed_in, request)
+        ctx = await asyncio.to_thread(signin.context, services, who)
+        try:
+            zone = await asyncio.to_thread(user_zone, ctx, who.email)
+        except AppError:
+            zone = "UTC"
+        return who, ctx, Page(who, zone)
+
+    def to_sign_in(request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        response = RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        return secure(response)
+
+    async def form(request: Request) -> dict[str, str]:
+        if int(request.headers.get("content-length") or 0) > MAX_FORM:
+            raise AppError("the form is too large")
+        data = await request.form()
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def checked(request: Request, who: signin.SignedIn, values: dict[str, str]) -> None:
+        given = values.get("csrf", "")
+        if not _same_origin(request) or not hmac.compare_digest(given.encode(), who.csrf.encode()):
+            raise ForbiddenError("the form has expired or came from another site: reload the page and try again")
+
+    # --- signing in ---------------------------------------------------------------------------------------------
+    @api.get("/login")
+    async def login_page(request: Request, next: str | None = None):
+        try:
+            await asyncio.to_thread(signed_in, request)
+            return secure(RedirectResponse(_safe_next(next), status_code=303))
+        except NotSignedInError:
+            pass
+        pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
+        response = render(request, "login.html", Page(None), pre=pre, next=_safe_next(next), error=None,
+                          field=None, email="", tenant="")
+        set_cookie(response, PRE_COOKIE, pre, max_age=3600)
+        return response
+
+    @api.post("/login")
+    async def login(request: Request):
+        try:
+            values = await form(request)
+        except AppError as exc:
+            return secure(HTMLResponse(exc.message, status_code=413))
+        pre = request.cookies.get(PRE_COOKIE, "")
+        target = _safe_next(values.get("next"))
+        email, tenant = values.get("email", "")[:320], values.get("tenant", "")[:200]
+
+        def again(message: str, field: str | None, status: int) -> HTMLResponse:
+            fresh = secrets.token_urlsafe(32)
+            response = render(request, "login.html", Page(None), status=status, pre=fresh, next=target,
+                              error=message, field=field, email=email, tenant=tenant)
+            set_cookie(response, PRE_COOKIE, fresh, max_age=3600)
+            return response
+
+        if not pre or not _same_origin(request) or \
+                not hmac.compare_digest(values.get("csrf", "").encode(), pre.encode()):
+            return again("The form had expired: please sign in again.", None, 403)
+        try:
+            started = await asyncio.to_thread(signin.sign_in, services, email, values.get("password", ""),
+                                              client=_client(request), tenant=tenant or None)
+        except ThrottledError as exc:
+            response = again(exc.message, None, 429)
+            response.headers["Retry-After"] = str(exc.details.get("retry_after", 60))
+            return response
+        except AppError as exc:
+            return again(exc.message, exc.field, 401 if exc.field != "tenant" else 400)
+        response = secure(RedirectResponse(target, status_code=303))
+        set_cookie(response, COOKIE, started.token, max_age=int(signin.LIFETIME.total_seconds()))
+        response.delete_cookie(PRE_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+        return response
+
+    @api.post("/logout")
+    async def logout(request: Request):
+        try:
+            who = await asyncio.to_thread(signed_in, request)
+            checked(request, who, await form(request))
+        except NotSignedInError:
+            return to_sign_in(request)
+        except AppError as exc:
+            return secure(HTMLResponse(exc.message, status_code=403))
+        await asyncio.to_thread(signin.sign_out, services, request.cookies.get(COOKIE))
+        response = secure(RedirectResponse("/login", status_code=303))
+        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+        return response
+
+    # --- pages --------------------------------------------------------------------------------------------------
+    def page(handler):
+        """A signed-in page: who is asking, or the sign-in form; an application error shown on the page."""
+        async def wrapped(request: Request):
+            try:
+                who, ctx, view = await viewer(request)
+            except NotSignedInError:
+                if request.headers.get("x-zoomcal-partial"):
+                    return secure(JSONResponse({"error": "unauthenticated"}, status_code=401))
+                return to_sign_in(request)
+            try:
+                return await handler(request, who, ctx, view)
+            except ForbiddenError as exc:
+                return render(request, "error.html", view, status=403, message=exc.message)
+            except AppError as exc:
+                return render(request, "error.html", view, status=400, message=exc.message)
+        wrapped.__name__ = handler.__name__
+        return wrapped
+
+    async def dashboard(request, who, ctx, view):
+        overview = await asyncio.to_thread(app_sync.overview, ctx)
+        accounts = await asyncio.to_thread(_accounts, ctx, who)
+        reviews = sum(u.review_queue for u in overview.users)
+        partial = request.headers.get("x-zoomcal-partial") == "dashboard"
+        return render(request, "dashboard_body.html" if partial else "dashboard.html", view,
+                      overview=overview, accounts=accounts, reviews=reviews,
+                      percentiles=app_propagation.PERCENTILES)
+
+    async def people(request, who, ctx, view):
+        text = (request.query_params.get("q") or "").strip()[:200]
+        try:
+            offset = max(0, int(request.query_params.get("offset") or 0))
+        except ValueError:
+            offset = 0
+        if text:
+            found = await asyncio.to_thread(contacts.search, ctx, text, 25)
+        else:
+            found = await asyncio.to_thread(contacts.list_people, ctx, limit=50, offset=offset)
+        partial = request.headers.get("x-zoomcal-partial") == "contacts"
+        return render(request, "contacts_rows.html" if partial else "contacts.html", view, people=found, q=text,
+                      offset=offset, more=not text and len(found) == 50)
+
+    async def sync_log(request, who, ctx, view):
+        email = None if who.is_admin else who.email
+        lines = await asyncio.to_thread(app_sync.log, ctx, email, limit=100)
+        reviews = await asyncio.to_thread(app_sync.reviews, ctx) if who.is_admin else []
+        return render(request, "log.html", view, lines=list(reversed(lines)), reviews=reviews)
+
+    api.add_api_route("/", page(dashboard), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/contacts", page(people), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/log", page(sync_log), methods=["GET"], response_class=HTMLResponse)
+
+    @api.get("/portal/events")
+    async def events(request: Request):
+        """The session's live feed: the tenant's for an admin, a member's own otherwise."""
+        try:
+            who, ctx, _view = await viewer(request)
+        except NotSignedInError:
+            return secure(JSONResponse({"error": "unauthenticated"}, status_code=401))
+        start = await asyncio.to_thread(feed.latest_id, ctx)
+        user = None if who.is_admin else who.email
+
+        async def stream():
+            yield "retry: 3000\n\n"
+            async for item in feed.follow(ctx, start, user=user, heartbeat=15.0):
+                if await request.is_disconnected():
+                    return
+                if item is None:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"event: {item.kind}\ndata: {json.dumps({'id': item.id, 'kind': item.kind})}\n\n"
+        return secure(StreamingResponse(stream(), media_type="text/event-stream",
+                                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}))
+
+    return api
+
+
+def _accounts(ctx: AppContext, who: signin.SignedIn) -> list[dict[str, Any]]:
+    """Each linked account's health, for the dashboard: the viewer's own, or everyone's for an admin."""
+    out = []
+    for person in app_users.list_users(ctx):
+        for cal in person.calendars:
+            out.append({"user": person.email, "provider": cal.label, "calendar": cal.name or cal.calendar,
+                        "status": cal.status, "account_id": cal.account_id, "receives": cal.receives_meetings})
+    return out
+
+
+def secure(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def set_cookie(response: Response, name: str, value: str, *, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="lax")
+
+
+def mount(app: FastAPI, services: Services, clock: Callable[[], float]) -> None:
+    app.include_router(router(services, clock))
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def static_headers(request: Request, call_next):
+        response = await call_next(request)
+        if request.url.path.startswith("/static/"):
+            secure(response)
+            response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
