@@ -1,0 +1,323 @@
+"""The portal behind its sign-in: sessions, CSRF, throttling, security headers, and that nobody reads another
+tenant's or (as a member) another person's data through any page."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from conftest import make_context
+from zoomcal.app import admin, signin, users
+from zoomcal.app import settings as app_settings
+from zoomcal.app import sync as app_sync
+from zoomcal.app.context import Actor
+from zoomcal.app.errors import ForbiddenError, InvalidError, NotSignedInError, ThrottledError
+from zoomcal.domain.timeutil import now_utc
+from zoomcal.store.models import AuditEntry, ContactPerson, PortalSession, User
+from zoomcal.web.app import make_app
+from zoomcal.web.portal import COOKIE, CSP, PRE_COOKIE, Page, _safe_next
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    context = make_context(None, tmp_path)
+    yield context
+    context.services.close()
+
+
+def person(ctx, email: str, name: str = "", role: str = "member", password: str | None = PASSWORD) -> None:
+    users.add(ctx, email, name)
+    if password is not None:
+        signin.set_password(ctx, email, password)
+    signin.set_role(ctx, email, role)
+
+
+def web(ctx) -> TestClient:
+    return TestClient(make_app(ctx.services), base_url="https://127.0.0.1")
+
+
+def form_token(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def sign_in(client: TestClient, email: str, password: str = PASSWORD, **extra) -> object:
+    token = form_token(client.get("/login").text)
+    return client.post("/login", data={"csrf": token, "email": email, "password": password, "next": "/", **extra},
+                       follow_redirects=False)
+
+
+def people(ctx, *rows: tuple[str, str, str]) -> None:
+    with ctx.store.transaction() as s:
+        for person_id, name, email in rows:
+            s.add(ContactPerson(tenant_id=ctx.tenant_id, person_id=person_id, display_name=name, primary_email=email,
+                                emails=[email], records=[], kinds=["contact"], groups=[]))
+
+
+# --- signing in -------------------------------------------------------------------------------------------------
+
+def test_pages_ask_for_sign_in_and_come_back_after_it(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    client = web(ctx)
+    answer = client.get("/contacts?q=gr", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2Fcontacts%3Fq%3Dgr"
+    assert client.get("/", headers={"X-Zoomcal-Partial": "dashboard"}).status_code == 401
+    assert client.get("/portal/events").status_code == 401
+    page = client.get(answer.headers["location"])
+    token = form_token(page.text)
+    assert 'name="next" value="/contacts?q=gr"' in page.text
+    done = client.post("/login", data={"csrf": token, "email": "ADA@example.com ", "password": PASSWORD,
+                                       "next": "/contacts?q=gr"}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == "/contacts?q=gr"
+    assert "Contacts" in client.get("/contacts").text
+
+
+def test_the_session_cookie_is_host_only_secure_http_only_and_stored_only_as_a_digest(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    client = web(ctx)
+    done = sign_in(client, "ada@example.com")
+    cookie = next(c for c in done.headers.get_list("set-cookie") if c.startswith(COOKIE + "="))
+    token = cookie.split(";", 1)[0].split("=", 1)[1]
+    attributes = {a.strip().lower() for a in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "path=/", "samesite=lax"} <= attributes
+    assert not any(a.startswith("domain") for a in attributes)
+    with ctx.services.db.session() as s:
+        ids = list(s.scalars(select(PortalSession.id)))
+    assert ids == [hashlib.sha256(token.encode()).hexdigest()]
+    assert token not in ids[0]
+
+
+def test_a_wrong_password_and_an_unknown_address_get_the_same_answer(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "nopass@example.com", password=None)
+    client = web(ctx)
+    answers = [sign_in(client, "ada@example.com", "wrong password!"), sign_in(client, "who@example.com"),
+               sign_in(client, "nopass@example.com", "")]
+    assert {a.status_code for a in answers} == {401}
+    assert all(signin.WRONG in a.text for a in answers)
+    assert all(COOKIE + "=" not in (a.headers.get("set-cookie") or "") for a in answers)
+
+
+def test_sign_in_needs_the_forms_own_token_and_this_site_as_origin(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    client = web(ctx)
+    token = form_token(client.get("/login").text)
+    data = {"email": "ada@example.com", "password": PASSWORD}
+    assert client.post("/login", data={**data, "csrf": "forged"}, follow_redirects=False).status_code == 403
+    assert client.post("/login", data={**data, "csrf": token}, headers={"Origin": "https://evil.example"},
+                       follow_redirects=False).status_code == 403
+    fresh = TestClient(make_app(ctx.services), base_url="https://127.0.0.1")      # no pre-session cookie
+    assert fresh.post("/login", data={**data, "csrf": token}, follow_redirects=False).status_code == 403
+    token = form_token(client.get("/login").text)      # each refusal hands out a new one
+    assert client.post("/login", data={**data, "csrf": token}, headers={"Origin": "https://127.0.0.1"},
+                       follow_redirects=False).status_code == 303
+
+
+def test_every_form_of_a_session_needs_its_token(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    client = web(ctx)
+    sign_in(client, "ada@example.com")
+    page = client.get("/")
+    assert client.post("/logout", data={"csrf": "nope"}, follow_redirects=False).status_code == 403
+    assert client.get("/").status_code == 200                     # still signed in
+    out = client.post("/logout", data={"csrf": form_token(page.text)}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_session_token_stops_working_after_sign_out(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    client = web(ctx)
+    sign_in(client, "ada@example.com")
+    token = client.cookies.get(COOKIE)
+    client.post("/logout", data={"csrf": form_token(client.get("/").text)})
+    replay = web(ctx)
+    replay.cookies.set(COOKIE, token)
+    assert replay.get("/", follow_redirects=False).status_code == 303
+
+
+def test_where_to_go_after_sign_in_is_a_path_on_this_site_only():
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)", "", None):
+        assert _safe_next(target) == "/"
+    assert _safe_next("/contacts?q=a") == "/contacts?q=a"
+
+
+def test_failed_sign_ins_are_throttled_per_address_right_password_or_not(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    client = web(ctx)
+    for _ in range(signin.ADDRESS_LIMIT):
+        assert sign_in(client, "ada@example.com", "wrong password!").status_code == 401
+    refused = sign_in(client, "ada@example.com")
+    assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 15 * 60
+    assert COOKIE not in client.cookies
+
+
+def test_throttling_ends_with_its_window_and_a_success_clears_the_count(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    services, now = ctx.services, now_utc()
+    for _ in range(signin.ADDRESS_LIMIT):
+        with pytest.raises(InvalidError):
+            signin.sign_in(services, "ada@example.com", "nope nope nope", client="10.0.0.1", now=now)
+    with pytest.raises(ThrottledError):
+        signin.sign_in(services, "ada@example.com", PASSWORD, client="10.0.0.2", now=now + timedelta(minutes=5))
+    later = now + signin.WINDOW + timedelta(seconds=1)
+    assert signin.sign_in(services, "ada@example.com", PASSWORD, client="10.0.0.1", now=later).who.role == "admin"
+    with pytest.raises(InvalidError):     # counting starts again from nothing
+        signin.sign_in(services, "ada@example.com", "nope nope nope", client="10.0.0.1", now=later)
+    assert signin.sign_in(services, "ada@example.com", PASSWORD, client="10.0.0.1", now=later).token
+
+
+def test_one_client_trying_many_addresses_is_throttled_too(ctx):
+    services, now = ctx.services, now_utc()
+    for n in range(signin.CLIENT_LIMIT):
+        with pytest.raises(InvalidError):
+            signin.sign_in(services, f"user{n}@example.com", "nope nope nope", client="10.9.9.9", now=now)
+    with pytest.raises(ThrottledError):
+        signin.sign_in(services, "another@example.com", "nope nope nope", client="10.9.9.9", now=now)
+
+
+def test_sessions_end_when_idle_or_old_and_on_a_password_or_role_change(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    services, now = ctx.services, now_utc()
+    token = signin.sign_in(services, "ada@example.com", PASSWORD, client="t", now=now).token
+    assert signin.current(services, token, now=now + signin.IDLE / 2).email == "ada@example.com"
+    with pytest.raises(NotSignedInError):
+        signin.current(services, token, now=now + signin.IDLE / 2 + signin.IDLE + timedelta(seconds=1))
+    token = signin.sign_in(services, "ada@example.com", PASSWORD, client="t", now=now).token
+    step = now
+    while step < now + signin.LIFETIME - timedelta(minutes=30):      # used all the time, yet it ends
+        step += timedelta(minutes=30)
+        signin.current(services, token, now=step)
+    with pytest.raises(NotSignedInError):
+        signin.current(services, token, now=now + signin.LIFETIME)
+
+    bo = signin.sign_in(services, "bo@example.com", PASSWORD, client="t").token
+    signin.set_role(ctx, "bo@example.com", "admin")
+    with pytest.raises(NotSignedInError):
+        signin.current(services, bo)
+    bo = signin.sign_in(services, "bo@example.com", PASSWORD, client="t").token
+    assert signin.current(services, bo).role == "admin"
+    signin.set_password(ctx, "bo@example.com", "another long password")
+    with pytest.raises(NotSignedInError):
+        signin.current(services, bo)
+
+
+def test_passwords_are_checked_and_only_their_owner_or_an_admin_sets_them(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    for bad in ("short", "x" * 1025, "bo@example.com1"[:-1] + ""):
+        with pytest.raises(InvalidError):
+            signin.set_password(ctx, "bo@example.com", bad)
+    bo = ctx.services.context("default", Actor("portal:bo@example.com", "member", "bo@example.com"))
+    signin.set_password(bo, "bo@example.com", "bo's own long password")
+    with pytest.raises(ForbiddenError):
+        signin.set_password(bo, "ada@example.com", "taking over ada's account")
+    with pytest.raises(ForbiddenError):
+        signin.set_role(bo, "bo@example.com", "admin")
+    with ctx.store.session() as s:
+        hashed = s.scalar(select(User.password_hash).where(User.email == "bo@example.com"))
+        actions = [a.action for a in s.scalars(select(AuditEntry).order_by(AuditEntry.seq))]
+    assert hashed.startswith("$argon2id$") and "long password" not in hashed
+    assert actions.count("user.password") == 3 and "user.role" in actions
+
+
+def test_one_address_in_two_organisations_names_the_organisation(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    admin.add_tenant(ctx.services, "globex")
+    other = ctx.services.context("globex")
+    person(other, "ada@example.com", "Ada at Globex", "member")
+    client = web(ctx)
+    asked = sign_in(client, "ada@example.com")
+    assert asked.status_code == 400 and 'name="tenant"' in asked.text
+    done = sign_in(client, "ada@example.com", tenant="globex")
+    assert done.status_code == 303
+    assert "Ada at Globex · member · globex" in client.get("/").text
+
+
+# --- what each page sends ---------------------------------------------------------------------------------------
+
+def test_every_page_has_a_strict_policy_and_no_inline_script(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    client = web(ctx)
+    pages = [client.get("/login")]
+    sign_in(client, "ada@example.com")
+    pages += [client.get(p) for p in ("/", "/contacts", "/contacts?q=a", "/log")]
+    for page in pages:
+        assert page.status_code == 200
+        assert page.headers["content-security-policy"] == CSP
+        assert "'unsafe-inline'" not in CSP and "frame-ancestors 'none'" in CSP
+        assert page.headers["strict-transport-security"].startswith("max-age=")
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["cache-control"] == "no-store"
+        assert not re.search(r"<script(?![^>]*\bsrc=)", page.text), "inline script"
+        assert not re.search(r"\son[a-z]+=", page.text), "inline event handler"
+        assert "style=" not in page.text
+    script = client.get("/static/portal.js")
+    assert script.status_code == 200 and script.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_form_too_large_is_refused_before_it_is_read(ctx):
+    client = web(ctx)
+    token = form_token(client.get("/login").text)
+    answer = client.post("/login", data={"csrf": token, "email": "a@example.com", "password": "x" * 40_000})
+    assert answer.status_code == 413
+
+
+def test_times_are_shown_in_the_viewers_zone(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    app_settings.update(ctx, "ada@example.com", timezone="Asia/Kolkata")
+    app_sync.note(ctx, "note", "an operator's note", email="ada@example.com")
+    client = web(ctx)
+    sign_in(client, "ada@example.com")
+    page = client.get("/log").text
+    iso = re.search(r'<time datetime="([^"]+)">([^<]+)</time>', page)
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    at = datetime.fromisoformat(iso.group(1))
+    at = at if at.tzinfo else at.replace(tzinfo=ZoneInfo("UTC"))
+    assert iso.group(2) == at.astimezone(ZoneInfo("Asia/Kolkata")).strftime("%Y-%m-%d %H:%M:%S")
+    assert "Times are shown in Asia/Kolkata." in page
+    assert Page(None, "No/Such_Zone").local(at).endswith(" UTC")
+
+
+# --- nobody reads what is not theirs ----------------------------------------------------------------------------
+
+def test_a_tenant_sees_only_its_own_directory_whatever_it_asks(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    people(ctx, ("c1", "Grace Hopper", "grace@acme.example"))
+    admin.add_tenant(ctx.services, "globex")
+    other = ctx.services.context("globex")
+    person(other, "hank@globex.example", "Hank", "admin")
+    people(other, ("c2", "Gregor Secret", "gregor@globex.example"))
+    client = web(ctx)
+    sign_in(client, "ada@example.com")
+    for url in ("/contacts", "/contacts?q=gr", "/contacts?q=gregor&tenant=globex", "/contacts?tenant=globex"):
+        page = client.get(url).text
+        assert "Gregor" not in page and "globex.example" not in page, url
+        assert ("Grace Hopper" in page) == ("gregor" not in url), url
+    partial = client.get("/contacts?q=g", headers={"X-Zoomcal-Partial": "contacts"}).text
+    assert "Grace Hopper" in partial and "<html" not in partial
+
+
+def test_a_member_sees_their_own_connections_and_log_only(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    app_sync.note(ctx, "note", "the line of ada", email="ada@example.com")
+    app_sync.note(ctx, "note", "the line of bo", email="bo@example.com")
+    member = web(ctx)
+    sign_in(member, "bo@example.com")
+    dashboard, log = member.get("/").text, member.get("/log").text
+    assert "bo@example.com" in dashboard and "ada@example.com" not in dashboard
+    assert "the line of bo" in log and "the line of ada" not in log and "Review queue" not in log
+    boss = web(ctx)
+    sign_in(boss, "ada@example.com")
+    log = boss.get("/log").text
+    assert "the line of bo" in log and "the line of ada" in log and "Review queue" in log
