@@ -321,3 +321,77 @@ def test_a_member_sees_their_own_connections_and_log_only(ctx):
     sign_in(boss, "ada@example.com")
     log = boss.get("/log").text
     assert "the line of bo" in log and "the line of ada" in log and "Review queue" in log
+
+
+# --- one-time links ---------------------------------------------------------------------------------------------
+
+def test_a_sign_in_link_works_once_and_opening_it_does_not_spend_it(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin", password=None)
+    token = signin.link(ctx, "ada@example.com")
+    client = web(ctx)
+    for _ in range(2):         # a mail scanner opening it first changes nothing
+        page = client.get(f"/login/link?t={token}")
+        assert page.status_code == 200 and "Continue as Ada" in page.text
+        assert page.headers["referrer-policy"] == "no-referrer"
+    used = client.post("/login/link", data={"csrf": form_token(page.text), "t": token}, follow_redirects=False)
+    assert used.status_code == 303 and "Ada · admin · default" in client.get("/").text
+    again = web(ctx)
+    page = again.get(f"/login/link?t={token}")
+    assert page.status_code == 410 and signin.USED in page.text
+    assert again.post("/login/link", data={"csrf": form_token(page.text), "t": token},
+                      follow_redirects=False).status_code == 410
+
+
+def test_a_link_needs_its_forms_token_expires_and_is_an_admins_to_give(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin", password=None)
+    person(ctx, "bo@example.com", "Bo")
+    token = signin.link(ctx, "bo@example.com")
+    client = web(ctx)
+    client.get(f"/login/link?t={token}")
+    forged = client.post("/login/link", data={"csrf": "forged", "t": token}, follow_redirects=False)
+    assert forged.status_code == 303 and forged.headers["location"].startswith("/login/link?t=")
+    assert COOKIE not in client.cookies
+    with pytest.raises(NotSignedInError):
+        signin.sign_in_with_link(ctx.services, token, client="t", now=now_utc() + signin.LINK_TTL)
+    with pytest.raises(NotSignedInError):     # the expired link is gone, not waiting for a clock to go back
+        signin.sign_in_with_link(ctx.services, token, client="t")
+    bo = ctx.services.context("default", Actor("portal:bo@example.com", "member", "bo@example.com"))
+    with pytest.raises(ForbiddenError):
+        signin.link(bo, "bo@example.com")
+    with pytest.raises(InvalidError):
+        signin.link(ctx, "bo@example.com", timedelta(days=2))
+
+
+def test_the_cli_sets_passwords_and_roles_and_prints_a_link(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from zoomcal.cli.main import app as cli
+
+    monkeypatch.setenv("ZOOMCAL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ZOOMCAL_PUBLIC_URL", "https://cal.example.org/")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init"]).exit_code == 0
+    assert runner.invoke(cli, ["user", "add", "ada@example.com", "--name", "Ada"]).exit_code == 0
+    monkeypatch.setenv("PW", "short")
+    refused = runner.invoke(cli, ["user", "password", "ada@example.com", "--password-env", "PW"])
+    assert refused.exit_code == 1 and "at least 10 characters" in refused.output
+    monkeypatch.setenv("PW", PASSWORD)
+    assert runner.invoke(cli, ["user", "password", "ada@example.com", "--password-env", "PW"]).exit_code == 0
+    assert "ada@example.com: member" in runner.invoke(cli, ["user", "role", "ada@example.com"]).output
+    wrong = runner.invoke(cli, ["user", "role", "ada@example.com", "boss"])
+    assert wrong.exit_code == 1 and "admin, member" in wrong.output
+    assert runner.invoke(cli, ["user", "role", "ada@example.com", "admin"]).exit_code == 0
+    printed = runner.invoke(cli, ["user", "link", "ada@example.com", "--minutes", "5"])
+    assert printed.exit_code == 0
+    url = printed.output.strip()
+    assert url.startswith("https://cal.example.org/login/link?t=")
+    from zoomcal.app.context import open_services
+    from zoomcal.config import Settings
+
+    services = open_services(Settings())
+    try:
+        assert signin.link_holder(services, url.split("t=", 1)[1])[0] == "ada@example.com"
+        started = signin.sign_in(services, "ada@example.com", PASSWORD, client="cli-test")
+        assert started.who.role == "admin"
+    finally:
+        services.close()

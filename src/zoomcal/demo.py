@@ -33,6 +33,7 @@ from zoomcal.app import (
     jobs,
     polls,
     propagation,
+    signin,
     sync,
     users,
 )
@@ -119,8 +120,16 @@ async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] 
     if linked:      # the first person's address books (Google and Microsoft 365) feed the directory, with Zoom's users
         for link in world.contact_link_requests(linked[0], server.url):
             await accounts.link(ctx, linked[0]["email"], link["provider"], link["options"], link["secrets"])
+    if linked:      # the first person is the demo's admin, who signs in to the portal with a link
+        signin.set_role(ctx, linked[0]["email"], "admin")
     actor = SandboxActor(world, base_url=server.url)
     return DemoSetup(world, server, web, services, ctx, linked, actor, PresenceService(ctx, index(ctx)), mail)
+
+
+def portal_link(demo: DemoSetup) -> str:
+    """The portal's address, signing the demo's admin in on first use (good for a day)."""
+    token = signin.link(demo.ctx, demo.users[0]["email"], timedelta(days=1))
+    return f"{demo.web.url}/login/link?t={token}"
 
 
 async def sync_all(demo: DemoSetup, trigger: str) -> list[sync.PairResult]:
@@ -350,6 +359,8 @@ async def run_live(settings: Settings, console: Console, interval: float = 3.0, 
     rng = random.Random(42)
     try:
         await person.seed(demo.actor, demo.users)
+        console.print(f"portal: {portal_link(demo)} (signs you in as {demo.users[0]['email']}, the demo's admin)",
+                      markup=False, highlight=False, soft_wrap=True)
         last_edit = "seeded demo data"
         # a terminal gets a table redrawn in place; a pipe or a log file gets one plain line per round
         live = Live(console=console, refresh_per_second=4) if console.is_terminal else None

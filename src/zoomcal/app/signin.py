@@ -26,7 +26,7 @@ from zoomcal.app.users import find, normal_email
 from zoomcal.lazy import lazy
 from zoomcal.logging import get_logger
 from zoomcal.store import repo
-from zoomcal.store.models import PortalSession, SignInFailure, Tenant, User
+from zoomcal.store.models import PortalSession, SignInFailure, SignInLink, Tenant, User
 
 argon2 = lazy("argon2")
 log = get_logger("zoomcal.signin")
@@ -205,7 +205,6 @@ def sign_in(services: Services, email: str, password: str, *, client: str, tenan
                                field="tenant")
         raise InvalidError(WRONG, field="password")
     user_id, hashed, _tenant = matched[0]
-    token = secrets.token_urlsafe(32)
     with services.db.locked_transaction() as s:
         user = s.get(User, user_id)
         if user is None or user.password_hash != hashed:        # changed while we checked
@@ -213,15 +212,78 @@ def sign_in(services: Services, email: str, password: str, *, client: str, tenan
         if hasher.check_needs_rehash(hashed):
             user.password_hash = hasher.hash(password)
         s.execute(delete(SignInFailure).where(SignInFailure.key == keys[0][0]))
-        s.execute(delete(PortalSession).where(PortalSession.expires_at < now))
-        row = PortalSession(id=_digest(token), tenant_id=user.tenant_id, user_id=user.id,
-                            csrf=secrets.token_urlsafe(32), created_at=now, seen_at=now, expires_at=now + LIFETIME)
-        s.add(row)
-        repo.audit(s, user.tenant_id, f"portal:{user.email}", "portal.sign_in", user.email, {"client": client})
-        tenant_name = s.get(Tenant, user.tenant_id).name
-        who = SignedIn(row.id, tenant_name, user.tenant_id, user.id, user.email, user.name, user.role, row.csrf,
-                       row.expires_at)
-    return Started(token, who)
+        return _start(s, user, now, client, "password")
+
+
+def _start(s, user: User, now: datetime, client: str, how: str) -> Started:
+    """A new session for `user`, in the caller's transaction (expired ones of anybody go)."""
+    token = secrets.token_urlsafe(32)
+    s.execute(delete(PortalSession).where(PortalSession.expires_at < now))
+    row = PortalSession(id=_digest(token), tenant_id=user.tenant_id, user_id=user.id, csrf=secrets.token_urlsafe(32),
+                        created_at=now, seen_at=now, expires_at=now + LIFETIME)
+    s.add(row)
+    repo.audit(s, user.tenant_id, f"portal:{user.email}", "portal.sign_in", user.email, {"client": client, "by": how})
+    tenant_name = s.get(Tenant, user.tenant_id).name
+    return Started(token, SignedIn(row.id, tenant_name, user.tenant_id, user.id, user.email, user.name, user.role,
+                                   row.csrf, row.expires_at))
+
+
+# --- one-time sign-in links ---------------------------------------------------------------------------------------
+
+LINK_TTL = timedelta(minutes=15)
+MAX_LINK_TTL = timedelta(days=1)
+
+
+def link(ctx: AppContext, email: str, ttl: timedelta = LINK_TTL) -> str:
+    """A token that signs `email` in once, within `ttl` (an admin's way in before any password is set, and the
+    demo's). The store keeps only its digest."""
+    ctx.require_admin()
+    if not timedelta(0) < ttl <= MAX_LINK_TTL:
+        raise InvalidError("a sign-in link lasts between a minute and a day", field="minutes")
+    token = secrets.token_urlsafe(32)
+    with ctx.store.transaction() as s:
+        user = find(s, ctx, email)
+        s.execute(delete(SignInLink).where(SignInLink.expires_at < ctx.now()))
+        s.add(SignInLink(id=_digest(token), tenant_id=ctx.tenant_id, user_id=user.id, expires_at=ctx.now() + ttl))
+        ctx.audit(s, "portal.link", user.email, {"minutes": int(ttl.total_seconds() // 60)})
+    return token
+
+
+USED = "this sign-in link has been used or has expired"
+
+
+def link_holder(services: Services, token: str | None, *, now: datetime | None = None) -> tuple[str, str, str]:
+    """Whom a link signs in, without using it: (e-mail, name, tenant)."""
+    now = _now(now)
+    if not token or len(token) > 200:
+        raise NotSignedInError(USED)
+    with services.db.session() as s:
+        found = s.execute(select(SignInLink, User, Tenant.name).join(User, SignInLink.user_id == User.id)
+                          .join(Tenant, SignInLink.tenant_id == Tenant.id)
+                          .where(SignInLink.id == _digest(token))).first()
+    if found is None or _utc(found[0].expires_at) <= now:
+        raise NotSignedInError(USED)
+    return found[1].email, found[1].name, found[2]
+
+
+def sign_in_with_link(services: Services, token: str | None, *, client: str, now: datetime | None = None) -> Started:
+    """Use a link: a session, and the link is gone (a second use, or one after it expired, is refused)."""
+    now = _now(now)
+    if not token or len(token) > 200:
+        raise NotSignedInError(USED)
+    with services.db.locked_transaction() as s:
+        row = s.get(SignInLink, _digest(token))
+        if row is None:
+            raise NotSignedInError(USED)
+        s.delete(row)
+        user = s.get(User, row.user_id)
+        if _utc(row.expires_at) <= now or user is None:
+            s.flush()
+            log.warning("sign_in_link_refused", client=client)        # security
+            expired = NotSignedInError(USED)
+        else:
+            return _start(s, user, now, client, "link")
+    raise expired
 
 
 def current(services: Services, token: str | None, *, now: datetime | None = None) -> SignedIn:

@@ -92,3 +92,17 @@ def user_role(email: str, role: str | None = typer.Argument(None, help="admin or
         console.print(f"{email}: {current}" + ("" if has_password else " (no portal password)"))
         return
     console.print(f"{email}: {signin.set_role(ctx, email, role)}")
+
+
+@user_app.command("link")
+@handled
+def user_link(email: str, minutes: int = typer.Option(15, "--minutes", help="How long the link works (1 to 1440).")
+              ) -> None:
+    """Print a link that signs a person in to the portal once (for a first sign-in before any password is set).
+    It starts with ZOOMCAL_PUBLIC_URL, else with `zoomcal serve`'s default address."""
+    from datetime import timedelta
+
+    ctx = context()
+    token = signin.link(ctx, email, timedelta(minutes=minutes))
+    base = (ctx.settings.public_url or "http://127.0.0.1:8080").rstrip("/")
+    console.print(f"{base}/login/link?t={token}", markup=False, highlight=False, soft_wrap=True)

@@ -492,6 +492,15 @@ class PortalSession(TenantOwned, Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class SignInLink(TenantOwned, Base):
+    """A one-time sign-in link (the id is the SHA-256 of its token): used once, or not after `expires_at`."""
+
+    __tablename__ = "sign_in_links"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class SignInFailure(Base):
     """Failed sign-ins counted per address and per client since `since` (the throttle's window)."""
 

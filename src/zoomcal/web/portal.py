@@ -102,8 +102,8 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     templates = _environment()
     api = APIRouter()
 
-    def render(request: Request, name: str, page: Page, status: int = 200, **values: Any) -> HTMLResponse:
-        body = templates.get_template(name).render(
+    def render(request: Request, template: str, page: Page, status: int = 200, **values: Any) -> HTMLResponse:
+        body = templates.get_template(template).render(
             page=page, who=page.who, nav=NAV, path=request.url.path, server_ms=int(clock() * 1000), **values)
         return secure(HTMLResponse(body, status_code=status))
 
@@ -181,6 +181,46 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         response = secure(RedirectResponse(target, status_code=303))
         set_cookie(response, COOKIE, started.token, max_age=int(signin.LIFETIME.total_seconds()))
         response.delete_cookie(PRE_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+        return response
+
+    @api.get("/login/link")
+    async def link_page(request: Request, t: str | None = None):
+        """What a one-time link does, asked before it is used (a link a mail scanner opens is not spent)."""
+        pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
+        try:
+            email, name, tenant = await asyncio.to_thread(signin.link_holder, services, t)
+        except NotSignedInError as exc:
+            response = render(request, "login.html", Page(None), status=410, pre=pre, next="/", error=exc.message,
+                              field=None, email="", tenant="")
+        else:
+            response = render(request, "link.html", Page(None), pre=pre, token=t, email=email, name=name,
+                              tenant=tenant)
+        set_cookie(response, PRE_COOKIE, pre, max_age=3600)
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @api.post("/login/link")
+    async def link_use(request: Request):
+        try:
+            values = await form(request)
+        except AppError as exc:
+            return secure(HTMLResponse(exc.message, status_code=413))
+        pre = request.cookies.get(PRE_COOKIE, "")
+        if not pre or not _same_origin(request) or \
+                not hmac.compare_digest(values.get("csrf", "").encode(), pre.encode()):
+            return secure(RedirectResponse(f"/login/link?t={quote(values.get('t', '')[:200], safe='')}",
+                                           status_code=303))
+        try:
+            started = await asyncio.to_thread(signin.sign_in_with_link, services, values.get("t"),
+                                              client=_client(request))
+        except NotSignedInError as exc:
+            fresh = secrets.token_urlsafe(32)
+            response = render(request, "login.html", Page(None), status=410, pre=fresh, next="/", error=exc.message,
+                              field=None, email="", tenant="")
+            set_cookie(response, PRE_COOKIE, fresh, max_age=3600)
+            return response
+        response = secure(RedirectResponse("/", status_code=303))
+        set_cookie(response, COOKIE, started.token, max_age=int(signin.LIFETIME.total_seconds()))
         return response
 
     @api.post("/logout")

@@ -1,5 +1,5 @@
-"""portal sign-in: a person's role and password hash, the portal's sessions, and failed sign-ins counted for
-throttling
+"""portal sign-in: a person's role and password hash, the portal's sessions, one-time sign-in links, and failed
+sign-ins counted for throttling
 
 Revision ID: 0015
 Revises: 0014
@@ -31,6 +31,15 @@ def upgrade() -> None:
         sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
+        'sign_in_links',
+        sa.Column('id', sa.String(length=64), primary_key=True),
+        sa.Column('tenant_id', sa.Integer(), sa.ForeignKey('tenants.id', ondelete='CASCADE'), nullable=False,
+                  index=True),
+        sa.Column('user_id', sa.Integer(), sa.ForeignKey('users.id', ondelete='CASCADE'), nullable=False,
+                  index=True),
+        sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
         'sign_in_failures',
         sa.Column('key', sa.String(length=400), primary_key=True),
         sa.Column('failures', sa.Integer(), nullable=False, server_default='0'),
@@ -40,6 +49,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('sign_in_failures')
+    op.drop_table('sign_in_links')
     op.drop_table('portal_sessions')
     with op.batch_alter_table('users') as batch:
         batch.drop_column('password_hash')
