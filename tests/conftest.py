@@ -22,6 +22,8 @@ from zoomcal.store.models import Account, Calendar, Tenant, User
 PG_URL = os.environ.get("ZOOMCAL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SANDBOX = "http://sandbox"
 
+pytest_plugins = ["browsers"]  # real-browser sessions: tests/browsers.py
+
 
 def pytest_collection_modifyitems(items):
     """`-m pg` selects every test that reaches PostgreSQL (`-m "not pg"` runs without a server)."""
