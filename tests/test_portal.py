@@ -20,7 +20,7 @@ from zoomcal.app.errors import ForbiddenError, InvalidError, NotSignedInError, T
 from zoomcal.domain.timeutil import now_utc
 from zoomcal.store.models import AuditEntry, ContactPerson, PortalSession, User
 from zoomcal.web.app import make_app
-from zoomcal.web.portal import COOKIE, CSP, PRE_COOKIE, Page, _safe_next
+from zoomcal.web.portal import COOKIE, CSP, LOCAL_COOKIE, NEEDS_HTTPS, Page, _safe_next
 
 PASSWORD = "correct horse battery"
 
@@ -332,7 +332,7 @@ def test_a_sign_in_link_works_once_and_opening_it_does_not_spend_it(ctx):
     for _ in range(2):         # a mail scanner opening it first changes nothing
         page = client.get(f"/login/link?t={token}")
         assert page.status_code == 200 and "Continue as Ada" in page.text
-        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["referrer-policy"] == "same-origin"     # the token goes to no other site
     used = client.post("/login/link", data={"csrf": form_token(page.text), "t": token}, follow_redirects=False)
     assert used.status_code == 303 and "Ada · admin · default" in client.get("/").text
     again = web(ctx)
@@ -395,3 +395,19 @@ def test_the_cli_sets_passwords_and_roles_and_prints_a_link(tmp_path, monkeypatc
         assert started.who.role == "admin"
     finally:
         services.close()
+
+
+def test_over_plain_http_only_a_loopback_server_signs_in_with_cookies_that_are_not_secure(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    local = TestClient(make_app(ctx.services), base_url="http://127.0.0.1:8080")
+    done = sign_in(local, "ada@example.com")
+    cookie = done.headers.get_list("set-cookie")[0]
+    assert cookie.startswith(LOCAL_COOKIE + "=") and "secure" not in cookie.lower() and "httponly" in cookie.lower()
+    assert local.get("/").status_code == 200
+    public = TestClient(make_app(ctx.services), base_url="http://portal.example.org")
+    page = public.get("/login")
+    assert NEEDS_HTTPS in page.text
+    refused = public.post("/login", data={"csrf": form_token(page.text), "email": "ada@example.com",
+                                          "password": PASSWORD}, follow_redirects=False)
+    assert refused.status_code == 403 and NEEDS_HTTPS in refused.text
+    assert not any(c.startswith(COOKIE + "=") for c in refused.headers.get_list("set-cookie"))

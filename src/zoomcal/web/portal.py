@@ -2,7 +2,9 @@
 updates pages live (the dashboard from the session's event stream, contacts as a person types) and warns when the
 browser's clock is off. Every page calls `zoomcal.app`: routes translate and render, nothing else.
 
-Security: the session token lives in a `__Host-` cookie (Secure, HttpOnly, SameSite=Lax, Path=/); each form
+Security: the session token lives in a `__Host-` cookie (Secure, HttpOnly, SameSite=Lax, Path=/) — or, served over
+plain HTTP on a loopback address, where browsers may drop Secure cookies, in a host-only HttpOnly SameSite=Lax one
+(a public address over plain HTTP cannot sign in at all); each form
 carries the session's CSRF token (the sign-in form a pre-session one, double-submitted with its own cookie), and
 a POST whose Origin is another site's is refused. Every page is sent with a Content-Security-Policy that allows no
 inline script or style, HSTS, no framing, no sniffing and no caching. The tenant comes from the session alone."""
@@ -37,6 +39,11 @@ jinja2 = lazy("jinja2")
 HERE = Path(__file__).parent
 COOKIE = "__Host-zoomcal"
 PRE_COOKIE = "__Host-zoomcal-pre"       # the sign-in form's CSRF token, before there is a session
+# over plain HTTP on a loopback address (`zoomcal serve` on one machine, the demo) a browser may refuse a Secure
+# cookie — WebKit does — so there the cookies are neither Secure nor __Host- (which requires Secure)
+LOCAL_COOKIE, LOCAL_PRE_COOKIE = "zoomcal-session", "zoomcal-pre"
+NEEDS_HTTPS = ("the portal signs in over HTTPS only (or on a loopback address): put it behind an HTTPS proxy and "
+               "set ZOOMCAL_PUBLIC_URL to its address")
 MAX_FORM = 16 * 1024
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -81,6 +88,25 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == host
 
 
+def _plain_local(request: Request) -> bool:
+    """Plain HTTP to a server listening on a loopback address (whatever the Host header says): the one place where
+    the cookies cannot be Secure."""
+    from zoomcal.web.app import is_loopback
+
+    server = request.scope.get("server")
+    return request.url.scheme == "http" and is_loopback(server[0] if server else None)
+
+
+def cookie_names(request: Request) -> tuple[str, str]:
+    """The session cookie's and the sign-in form's cookie's names for this request."""
+    return (LOCAL_COOKIE, LOCAL_PRE_COOKIE) if _plain_local(request) else (COOKIE, PRE_COOKIE)
+
+
+def _no_secure_channel(request: Request) -> bool:
+    """Plain HTTP to a public address: a Secure cookie would never come back, so sign-in says why instead."""
+    return request.url.scheme != "https" and not _plain_local(request)
+
+
 class Page:
     """What a template gets about the viewer: who they are, their zone, their CSRF token."""
 
@@ -108,7 +134,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         return secure(HTMLResponse(body, status_code=status))
 
     def signed_in(request: Request) -> signin.SignedIn:
-        return signin.current(services, request.cookies.get(COOKIE))
+        return signin.current(services, request.cookies.get(cookie_names(request)[0]))
 
     async def viewer(request: Request) -> tuple[signin.SignedIn, AppContext, Page]:
         who = await asyncio.to_thread(signed_in, request)
@@ -143,10 +169,10 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             return secure(RedirectResponse(_safe_next(next), status_code=303))
         except NotSignedInError:
             pass
-        pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
-        response = render(request, "login.html", Page(None), pre=pre, next=_safe_next(next), error=None,
-                          field=None, email="", tenant="")
-        set_cookie(response, PRE_COOKIE, pre, max_age=3600)
+        pre = request.cookies.get(cookie_names(request)[1]) or secrets.token_urlsafe(32)
+        response = render(request, "login.html", Page(None), pre=pre, next=_safe_next(next),
+                          error=NEEDS_HTTPS if _no_secure_channel(request) else None, field=None, email="", tenant="")
+        set_cookie(request, response, 1, pre, max_age=3600)
         return response
 
     @api.post("/login")
@@ -155,7 +181,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             values = await form(request)
         except AppError as exc:
             return secure(HTMLResponse(exc.message, status_code=413))
-        pre = request.cookies.get(PRE_COOKIE, "")
+        pre = request.cookies.get(cookie_names(request)[1], "")
         target = _safe_next(values.get("next"))
         email, tenant = values.get("email", "")[:320], values.get("tenant", "")[:200]
 
@@ -163,9 +189,11 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             fresh = secrets.token_urlsafe(32)
             response = render(request, "login.html", Page(None), status=status, pre=fresh, next=target,
                               error=message, field=field, email=email, tenant=tenant)
-            set_cookie(response, PRE_COOKIE, fresh, max_age=3600)
+            set_cookie(request, response, 1, fresh, max_age=3600)
             return response
 
+        if _no_secure_channel(request):
+            return again(NEEDS_HTTPS, None, 403)
         if not pre or not _same_origin(request) or \
                 not hmac.compare_digest(values.get("csrf", "").encode(), pre.encode()):
             return again("The form had expired: please sign in again.", None, 403)
@@ -179,14 +207,14 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         except AppError as exc:
             return again(exc.message, exc.field, 401 if exc.field != "tenant" else 400)
         response = secure(RedirectResponse(target, status_code=303))
-        set_cookie(response, COOKIE, started.token, max_age=int(signin.LIFETIME.total_seconds()))
-        response.delete_cookie(PRE_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+        set_cookie(request, response, 0, started.token, max_age=int(signin.LIFETIME.total_seconds()))
+        drop_cookie(request, response, 1)
         return response
 
     @api.get("/login/link")
     async def link_page(request: Request, t: str | None = None):
         """What a one-time link does, asked before it is used (a link a mail scanner opens is not spent)."""
-        pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
+        pre = request.cookies.get(cookie_names(request)[1]) or secrets.token_urlsafe(32)
         try:
             email, name, tenant = await asyncio.to_thread(signin.link_holder, services, t)
         except NotSignedInError as exc:
@@ -195,8 +223,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         else:
             response = render(request, "link.html", Page(None), pre=pre, token=t, email=email, name=name,
                               tenant=tenant)
-        set_cookie(response, PRE_COOKIE, pre, max_age=3600)
-        response.headers["Referrer-Policy"] = "no-referrer"
+        set_cookie(request, response, 1, pre, max_age=3600)
         return response
 
     @api.post("/login/link")
@@ -205,8 +232,8 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             values = await form(request)
         except AppError as exc:
             return secure(HTMLResponse(exc.message, status_code=413))
-        pre = request.cookies.get(PRE_COOKIE, "")
-        if not pre or not _same_origin(request) or \
+        pre = request.cookies.get(cookie_names(request)[1], "")
+        if _no_secure_channel(request) or not pre or not _same_origin(request) or \
                 not hmac.compare_digest(values.get("csrf", "").encode(), pre.encode()):
             return secure(RedirectResponse(f"/login/link?t={quote(values.get('t', '')[:200], safe='')}",
                                            status_code=303))
@@ -217,10 +244,11 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             fresh = secrets.token_urlsafe(32)
             response = render(request, "login.html", Page(None), status=410, pre=fresh, next="/", error=exc.message,
                               field=None, email="", tenant="")
-            set_cookie(response, PRE_COOKIE, fresh, max_age=3600)
+            set_cookie(request, response, 1, fresh, max_age=3600)
             return response
         response = secure(RedirectResponse("/", status_code=303))
-        set_cookie(response, COOKIE, started.token, max_age=int(signin.LIFETIME.total_seconds()))
+        set_cookie(request, response, 0, started.token, max_age=int(signin.LIFETIME.total_seconds()))
+        drop_cookie(request, response, 1)
         return response
 
     @api.post("/logout")
@@ -232,9 +260,9 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             return to_sign_in(request)
         except AppError as exc:
             return secure(HTMLResponse(exc.message, status_code=403))
-        await asyncio.to_thread(signin.sign_out, services, request.cookies.get(COOKIE))
+        await asyncio.to_thread(signin.sign_out, services, request.cookies.get(cookie_names(request)[0]))
         response = secure(RedirectResponse("/login", status_code=303))
-        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+        drop_cookie(request, response, 0)
         return response
 
     # --- pages --------------------------------------------------------------------------------------------------
@@ -331,8 +359,15 @@ def secure(response: Response) -> Response:
     return response
 
 
-def set_cookie(response: Response, name: str, value: str, *, max_age: int) -> None:
-    response.set_cookie(name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="lax")
+def set_cookie(request: Request, response: Response, which: int, value: str, *, max_age: int) -> None:
+    """Set the session cookie (which=0) or the sign-in form's (which=1), Secure unless `_plain_local`."""
+    response.set_cookie(cookie_names(request)[which], value, max_age=max_age, path="/",
+                        secure=not _plain_local(request), httponly=True, samesite="lax")
+
+
+def drop_cookie(request: Request, response: Response, which: int) -> None:
+    response.delete_cookie(cookie_names(request)[which], path="/", secure=not _plain_local(request), httponly=True,
+                           samesite="lax")
 
 
 def mount(app: FastAPI, services: Services, clock: Callable[[], float]) -> None:
