@@ -411,3 +411,63 @@ def test_over_plain_http_only_a_loopback_server_signs_in_with_cookies_that_are_n
                                           "password": PASSWORD}, follow_redirects=False)
     assert refused.status_code == 403 and NEEDS_HTTPS in refused.text
     assert not any(c.startswith(COOKIE + "=") for c in refused.headers.get_list("set-cookie"))
+
+
+# --- review queue and audit -------------------------------------------------------------------------------------
+
+def overlap_for(ctx, email: str) -> int:
+    from zoomcal.store.models import ReviewItem
+
+    with ctx.store.transaction() as s:
+        user_id = s.scalar(select(User.id).where(User.email == email))
+        item = ReviewItem(tenant_id=ctx.tenant_id, user_id=user_id, event_id=None, kind="overlap",
+                          field="time", zoom_value={"a": "standup"}, calendar_value={"b": "dentist"})
+        s.add(item)
+        s.flush()
+        return item.id
+
+
+def test_a_person_decides_their_own_review_items_and_nobody_elses(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    person(ctx, "cy@example.com", "Cy")
+    mine = overlap_for(ctx, "bo@example.com")
+    theirs = overlap_for(ctx, "cy@example.com")
+    bo = web(ctx)
+    sign_in(bo, "bo@example.com")
+    page = bo.get("/log").text
+    assert f'data-review="{mine}"' in page and f'data-review="{theirs}"' not in page
+    token = form_token(page)
+    assert bo.post(f"/review/{mine}", data={"csrf": "forged", "choice": "dismiss"}).status_code == 403
+    assert bo.post(f"/review/{theirs}", data={"csrf": token, "choice": "dismiss"}).status_code == 403
+    assert bo.post(f"/review/{mine}", data={"csrf": token, "choice": "merge"}).status_code == 400
+    done = bo.post(f"/review/{mine}", data={"csrf": token, "choice": "dismiss"}, follow_redirects=False)
+    assert done.status_code == 303
+    page = bo.get(done.headers["location"]).text
+    assert f"review {mine}: dismiss" in page and f'data-review="{mine}"' not in page
+    assert [r.id for r in app_sync.reviews(ctx)] == [theirs]
+
+
+def test_the_audit_trail_is_an_admins_page_with_filters_verification_and_export(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    member = web(ctx)
+    sign_in(member, "bo@example.com")
+    assert 'href="/audit"' not in member.get("/").text
+    assert member.get("/audit").status_code == 403
+    assert member.get("/audit/export?format=csv").status_code == 403
+    boss = web(ctx)
+    sign_in(boss, "ada@example.com")
+    page = boss.get("/audit").text
+    assert 'href="/audit"' in boss.get("/").text
+    assert "The trail verifies" in page and "portal.sign_in" in page and "user.add" in page
+    only = boss.get("/audit?action=user.&actor=cli").text
+    assert "user.add" in only and "portal.sign_in" not in only
+    today = now_utc().date().isoformat()
+    assert "user.add" in boss.get(f"/audit?from={today}&to={today}").text
+    assert "No entry matches" in boss.get("/audit?to=2000-01-01").text
+    assert boss.get("/audit?from=yesterday").status_code == 400
+    csv_file = boss.get("/audit/export?format=csv")
+    assert csv_file.headers["content-disposition"] == 'attachment; filename="zoomcal-audit-default.csv"'
+    assert csv_file.text.splitlines()[0].startswith("seq,at,actor,action")
+    assert '"action": "portal.sign_in"' in boss.get("/audit/export?format=json").text

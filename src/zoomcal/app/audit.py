@@ -107,6 +107,50 @@ def export(ctx: AppContext, start: datetime | None = None, end: datetime | None 
     return out.getvalue()
 
 
+@dataclass
+class Line:
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    archived: bool
+
+
+MAX_PAGE = 500
+
+
+def entries(ctx: AppContext, *, start: datetime | None = None, end: datetime | None = None, actor: str = "",
+            action: str = "", before: int | None = None, limit: int = 100) -> list[Line]:
+    """The newest entries first (archived ones included), `limit` at most, below number `before` when given:
+    written in [start, end), by an actor whose name contains `actor`, with an action starting with `action`."""
+    ctx.require_admin()
+    if not 0 < limit <= MAX_PAGE:
+        raise InvalidError(f"a page holds 1 to {MAX_PAGE} entries", field="limit")
+    if start is not None and end is not None and end <= start:
+        raise InvalidError("the end of the range must come after its start", field="to")
+    out: list[Line] = []
+    with ctx.store.session() as s:
+        for table, archived in ((AuditEntry, False), (AuditArchived, True)):
+            query = select(table).order_by(table.seq.desc()).limit(limit - len(out))
+            if start is not None:
+                query = query.where(table.created_at >= start)
+            if end is not None:
+                query = query.where(table.created_at < end)
+            if before is not None:
+                query = query.where(table.seq < before)
+            if actor:
+                query = query.where(table.actor.contains(actor, autoescape=True))
+            if action:
+                query = query.where(table.action.startswith(action, autoescape=True))
+            out.extend(Line(r.seq, r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC),
+                            r.actor, r.action, r.target or "", r.detail or {}, archived) for r in s.scalars(query))
+            if len(out) >= limit:
+                break
+    return out
+
+
 def archive(ctx: AppContext, before: datetime) -> Archived:
     """Move the entries written before `before` to the archive, unchanged, and say so in the trail."""
     ctx.require_admin()

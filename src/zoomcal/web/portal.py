@@ -16,7 +16,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -26,13 +26,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from zoomcal.app import audit as app_audit
 from zoomcal.app import contacts, feed, signin
 from zoomcal.app import propagation as app_propagation
 from zoomcal.app import sync as app_sync
 from zoomcal.app import users as app_users
 from zoomcal.app.availability import user_zone
 from zoomcal.app.context import AppContext, Services
-from zoomcal.app.errors import AppError, ForbiddenError, NotSignedInError, ThrottledError
+from zoomcal.app.errors import AppError, ForbiddenError, InvalidError, NotSignedInError, ThrottledError
 from zoomcal.lazy import lazy
 
 jinja2 = lazy("jinja2")
@@ -56,7 +57,8 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-NAV = (("/", "Dashboard", False), ("/contacts", "Contacts", False), ("/log", "Sync log", False))
+NAV = (("/", "Dashboard", False), ("/contacts", "Contacts", False), ("/log", "Sync log", False),
+       ("/audit", "Audit", True))     # (path, label, admins only)
 
 
 def _environment():
@@ -310,12 +312,44 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     async def sync_log(request, who, ctx, view):
         email = None if who.is_admin else who.email
         lines = await asyncio.to_thread(app_sync.log, ctx, email, limit=100)
-        reviews = await asyncio.to_thread(app_sync.reviews, ctx) if who.is_admin else []
-        return render(request, "log.html", view, lines=list(reversed(lines)), reviews=reviews)
+        reviews = await asyncio.to_thread(app_sync.reviews, ctx)       # a member's own only
+        return render(request, "log.html", view, lines=list(reversed(lines)), reviews=reviews,
+                      done=request.query_params.get("done", "")[:200])
+
+    async def audit_page(request, who, ctx, view):
+        q = request.query_params
+        start, end = _day(q.get("from"), view.zone, "from"), _day(q.get("to"), view.zone, "to", end=True)
+        before = int(q["before"]) if (q.get("before") or "").isdigit() else None
+        lines = await asyncio.to_thread(app_audit.entries, ctx, start=start, end=end, actor=q.get("actor", "")[:200],
+                                        action=q.get("action", "")[:100], before=before, limit=100)
+        verified = await asyncio.to_thread(app_audit.verify, ctx)
+        filters = {k: q.get(k, "")[:200] for k in ("from", "to", "actor", "action")}
+        return render(request, "audit.html", view, lines=lines, verified=verified, filters=filters,
+                      more=lines[-1].seq if len(lines) == 100 else None)
+
+    async def audit_export(request, who, ctx, view):
+        q = request.query_params
+        fmt = q.get("format", "csv").lower()
+        text = await asyncio.to_thread(app_audit.export, ctx, _day(q.get("from"), view.zone, "from"),
+                                       _day(q.get("to"), view.zone, "to", end=True), fmt)
+        media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+        return secure(Response(text, media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="zoomcal-audit-{who.tenant}.{fmt}"'}))
+
+    async def review_resolve(request, who, ctx, view):
+        values = await form(request)
+        checked(request, who, values)
+        review_id = request.path_params["review_id"]
+        entry = await app_sync.resolve(ctx, int(review_id), values.get("choice", ""))
+        return secure(RedirectResponse(f"/log?done={quote(f'review {entry.id}: {entry.applied}')}",
+                                       status_code=303))
 
     api.add_api_route("/", page(dashboard), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/contacts", page(people), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/log", page(sync_log), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/audit", page(audit_page), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/audit/export", page(audit_export), methods=["GET"])
+    api.add_api_route("/review/{review_id:int}", page(review_resolve), methods=["POST"])
 
     @api.get("/portal/events")
     async def events(request: Request):
@@ -340,6 +374,23 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}))
 
     return api
+
+
+def _day(text: str | None, zone: str, field: str, end: bool = False) -> datetime | None:
+    """A date typed in a filter (YYYY-MM-DD, the viewer's day) as the instant it starts — or, for an end, the
+    instant the next day starts."""
+    if not text:
+        return None
+    try:
+        day = datetime.strptime(text.strip(), "%Y-%m-%d")
+    except ValueError:
+        raise InvalidError(f"not a date (YYYY-MM-DD): {text[:40]!r}", field=field) from None
+    try:
+        tz = ZoneInfo(zone)
+    except (KeyError, ValueError):
+        tz = ZoneInfo("UTC")
+    day = day.replace(tzinfo=tz)
+    return (day + timedelta(days=1)).astimezone(UTC) if end else day.astimezone(UTC)
 
 
 def _accounts(ctx: AppContext, who: signin.SignedIn) -> list[dict[str, Any]]:
