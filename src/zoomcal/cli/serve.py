@@ -16,8 +16,9 @@ def serve(
                                           "renewals). Default: yes with SQLite, no with PostgreSQL, where "
                                           "`zoomcal worker` processes run them."),
 ) -> None:
-    """Serve the web app: POST /webhooks/{channel}, GET /metrics, /healthz, /readyz and /events (the live feed;
-    with ZOOMCAL_API_TOKEN set it takes that bearer token, without it it is served on a loopback address only)."""
+    """Serve the web app: the portal at / (people sign in with `zoomcal user password` or `zoomcal user link`),
+    POST /webhooks/{channel}, GET /metrics, /healthz, /readyz and /events (the live feed; with ZOOMCAL_API_TOKEN
+    set it takes that bearer token, without it it is served on a loopback address only)."""
     import uvicorn
 
     from zoomcal.web.app import is_loopback, make_app
@@ -32,7 +33,8 @@ def serve(
     background = runner.Background(services)
     app = make_app(services, on_startup=[background.start] if run_jobs else [],
                    on_shutdown=[services.aclose] + ([background.stop] if run_jobs else []))
-    err.print(f"serving on http://{host}:{bound_port}: /webhooks/{{channel}}, /metrics, /healthz, /readyz, /events",
+    err.print(f"serving on http://{host}:{bound_port}: the portal at /, /webhooks/{{channel}}, /metrics, /healthz, "
+              "/readyz, /events",
               highlight=False, markup=False, soft_wrap=True)
     if run_jobs:
         err.print("running jobs in this process (syncs marked due, reconciliation, renewals)", highlight=False)
