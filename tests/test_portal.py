@@ -471,3 +471,56 @@ def test_the_audit_trail_is_an_admins_page_with_filters_verification_and_export(
     assert csv_file.headers["content-disposition"] == 'attachment; filename="zoomcal-audit-default.csv"'
     assert csv_file.text.splitlines()[0].startswith("seq,at,actor,action")
     assert '"action": "portal.sign_in"' in boss.get("/audit/export?format=json").text
+
+
+# --- scheduling -------------------------------------------------------------------------------------------------
+
+def next_monday() -> str:
+    today = now_utc().date()
+    return (today + timedelta(days=7 - today.weekday())).isoformat()
+
+
+def test_find_a_time_and_book_it_through_the_conflict_guard(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    client = web(ctx)
+    sign_in(client, "ada@example.com")
+    day = next_monday()
+    page = client.get("/schedule", params={"find": "1", "organiser": "ada@example.com", "minutes": "45",
+                                           "people": "Bo@example.com, guest@partner.example", "from": day, "to": day})
+    assert page.status_code == 200
+    assert "Free for ada@example.com, bo@example.com" in page.text
+    assert "Invited without their calendars: guest@partner.example" in page.text
+    first = re.search(r'name="start" value="([^"]+)" checked', page.text).group(1)
+    assert first.startswith(day)
+    values = {"csrf": form_token(page.text), "organiser": "ada@example.com", "minutes": "45",
+              "people": "bo@example.com, guest@partner.example", "title": "Planning", "zoom": "yes", "start": first}
+    assert client.post("/schedule/book", data={**values, "csrf": "forged"}).status_code == 403
+    unlinked = client.post("/schedule/book", data=values)          # Ada has no Zoom account to hold a meeting
+    assert unlinked.status_code == 400 and "needs a linked Zoom account" in unlinked.text
+    assert 'id="find"' in unlinked.text                              # the form is there to try again
+    booked = client.post("/schedule/book", data={**values, "zoom": "no"})
+    assert booked.status_code == 200 and 'id="booked"' in booked.text and "Zoom meeting" not in booked.text
+    events = [e for e in app_sync.events(ctx, "ada@example.com") if e.title == "Planning"]
+    assert len(events) == 1
+    again = client.post("/schedule/book", data={**values, "zoom": "no", "title": "Planning again"})
+    assert again.status_code == 409 and "Planning" in again.text and 'id="conflict"' in again.text
+    assert [e.title for e in app_sync.events(ctx, "ada@example.com")].count("Planning again") == 0
+
+
+def test_a_member_schedules_as_themselves_only(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    client = web(ctx)
+    sign_in(client, "bo@example.com")
+    day = next_monday()
+    page = client.get("/schedule", params={"find": "1", "organiser": "ada@example.com", "from": day, "to": day})
+    assert 'id="organiser"' not in page.text and "Free for bo@example.com" in page.text
+    first = re.search(r'name="start" value="([^"]+)" checked', page.text).group(1)
+    client.post("/schedule/book", data={"csrf": form_token(page.text), "organiser": "ada@example.com",
+                                        "title": "Mine", "zoom": "no", "start": first, "minutes": "30"})
+    assert [e.title for e in app_sync.events(ctx, "bo@example.com")] == ["Mine"]
+    assert not app_sync.events(ctx, "ada@example.com")
+    assert client.get("/schedule", params={"find": "1", "from": day, "to": "2099-01-01"}).status_code == 200
+    assert "between one and 31 days" in client.get("/schedule", params={"find": "1", "from": day,
+                                                                          "to": "2099-01-01"}).text

@@ -16,6 +16,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,21 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from zoomcal.app import audit as app_audit
+from zoomcal.app import availability as app_availability
 from zoomcal.app import contacts, feed, signin
 from zoomcal.app import propagation as app_propagation
 from zoomcal.app import sync as app_sync
 from zoomcal.app import users as app_users
 from zoomcal.app.availability import user_zone
 from zoomcal.app.context import AppContext, Services
-from zoomcal.app.errors import AppError, ForbiddenError, InvalidError, NotSignedInError, ThrottledError
+from zoomcal.app.errors import (
+    AppError,
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotSignedInError,
+    ThrottledError,
+)
 from zoomcal.lazy import lazy
 
 jinja2 = lazy("jinja2")
@@ -57,7 +66,8 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-NAV = (("/", "Dashboard", False), ("/contacts", "Contacts", False), ("/log", "Sync log", False),
+NAV = (("/", "Dashboard", False), ("/schedule", "Schedule", False), ("/contacts", "Contacts", False),
+       ("/log", "Sync log", False),
        ("/audit", "Audit", True))     # (path, label, admins only)
 
 
@@ -336,6 +346,40 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         return secure(Response(text, media_type=media, headers={
             "Content-Disposition": f'attachment; filename="zoomcal-audit-{who.tenant}.{fmt}"'}))
 
+    async def schedule(request, who, ctx, view):
+        q = request.query_params
+        organisers = [u.email for u in await asyncio.to_thread(app_users.list_users, ctx)]
+        ask = _Asked.of(dict(q), who, view.zone)
+        found, error = None, None
+        if q.get("find"):
+            try:
+                found = await asyncio.to_thread(_find, ctx, ask, set(organisers))
+            except AppError as exc:
+                error = exc.message
+        return render(request, "schedule.html", view, ask=ask, organisers=organisers, found=found, error=error,
+                      booked=None, conflict=None)
+
+    async def schedule_book(request, who, ctx, view):
+        values = await form(request)
+        checked(request, who, values)
+        organisers = [u.email for u in await asyncio.to_thread(app_users.list_users, ctx)]
+        ask = _Asked.of(values, who, view.zone)
+        try:
+            start = datetime.fromisoformat(values.get("start", ""))
+        except ValueError:
+            raise InvalidError("choose a time from the list", field="start") from None
+        end = start + timedelta(minutes=ask.minutes)
+        try:
+            booked = await asyncio.to_thread(
+                app_availability.book, ctx, ask.organiser, start, end, values.get("title", "")[:300],
+                attendees=[a for a in ask.people if a != ask.organiser], zoom=values.get("zoom") == "yes")
+        except AppError as exc:      # a collision names what it collides with
+            conflict = exc.details.get("conflict") if isinstance(exc, ConflictError) else None
+            return render(request, "schedule.html", view, status=409 if conflict else 400, ask=ask,
+                          organisers=organisers, found=None, error=exc.message, booked=None, conflict=conflict)
+        return render(request, "schedule.html", view, ask=ask, organisers=organisers, found=None, error=None,
+                      booked=booked, conflict=None)
+
     async def review_resolve(request, who, ctx, view):
         values = await form(request)
         checked(request, who, values)
@@ -347,6 +391,8 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     api.add_api_route("/", page(dashboard), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/contacts", page(people), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/log", page(sync_log), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/schedule", page(schedule), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/schedule/book", page(schedule_book), methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/audit", page(audit_page), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/audit/export", page(audit_export), methods=["GET"])
     api.add_api_route("/review/{review_id:int}", page(review_resolve), methods=["POST"])
@@ -376,6 +422,70 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     return api
 
 
+@dataclass
+class _Asked:
+    """The schedule form as typed: who organises, who takes part, how long, between which days."""
+
+    organiser: str
+    people: list[str]
+    minutes: int
+    start_day: str
+    end_day: str
+    title: str
+    zoom: bool
+
+    @classmethod
+    def of(cls, values: dict[str, str], who: signin.SignedIn, zone: str) -> _Asked:
+        organiser = (values.get("organiser") or who.email).strip().lower() if who.is_admin else who.email
+        people = [organiser]
+        for part in (values.get("people") or "").replace(";", ",").replace("\n", ",").split(","):
+            address = part.strip().lower()
+            if address and address not in people:
+                people.append(address)
+        try:
+            minutes = max(5, min(600, int(values.get("minutes") or 30)))
+        except ValueError:
+            minutes = 30
+        today = datetime.now(UTC).astimezone(_zone(zone)).date()
+        return cls(organiser[:320], [p[:320] for p in people[:50]], minutes,
+                   (values.get("from") or today.isoformat())[:10],
+                   (values.get("to") or (today + timedelta(days=6)).isoformat())[:10],
+                   (values.get("title") or "")[:300], values.get("zoom", "yes") == "yes")
+
+    @property
+    def guests(self) -> str:
+        return ", ".join(self.people[1:])
+
+
+@dataclass
+class _Found:
+    timezone: str
+    counted: list[str]          # the people whose calendars were asked
+    invited: list[str]          # addresses zoomcal has no calendar of: invited, not asked
+    slots: list[dict[str, str]]
+
+
+def _find(ctx: AppContext, ask: _Asked, known: set[str]) -> _Found:
+    counted = [p for p in ask.people if p in known]
+    invited = [p for p in ask.people if p not in known]
+    try:      # days in the organiser's zone (naive times are local to the first person)
+        start = datetime.strptime(ask.start_day, "%Y-%m-%d")
+        end = datetime.strptime(ask.end_day, "%Y-%m-%d") + timedelta(days=1)
+    except ValueError:
+        raise InvalidError("days are written YYYY-MM-DD", field="from") from None
+    if not timedelta(0) < end - start <= timedelta(days=31):
+        raise InvalidError("look between one and 31 days ahead", field="to")
+    found = app_availability.slots(ctx, counted, ask.minutes * 60, start, end, step_s=1800)
+    return _Found(found.timezone, counted, invited, found.slots[:40])
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError):
+        return ZoneInfo("UTC")
+
+
 def _day(text: str | None, zone: str, field: str, end: bool = False) -> datetime | None:
     """A date typed in a filter (YYYY-MM-DD, the viewer's day) as the instant it starts — or, for an end, the
     instant the next day starts."""
@@ -385,11 +495,7 @@ def _day(text: str | None, zone: str, field: str, end: bool = False) -> datetime
         day = datetime.strptime(text.strip(), "%Y-%m-%d")
     except ValueError:
         raise InvalidError(f"not a date (YYYY-MM-DD): {text[:40]!r}", field=field) from None
-    try:
-        tz = ZoneInfo(zone)
-    except (KeyError, ValueError):
-        tz = ZoneInfo("UTC")
-    day = day.replace(tzinfo=tz)
+    day = day.replace(tzinfo=_zone(zone))
     return (day + timedelta(days=1)).astimezone(UTC) if end else day.astimezone(UTC)
 
 
