@@ -524,3 +524,67 @@ def test_a_member_schedules_as_themselves_only(ctx):
     assert client.get("/schedule", params={"find": "1", "from": day, "to": "2099-01-01"}).status_code == 200
     assert "between one and 31 days" in client.get("/schedule", params={"find": "1", "from": day,
                                                                           "to": "2099-01-01"}).text
+
+
+# --- availability and presence ------------------------------------------------------------------------------------
+
+def test_availability_settings_are_each_persons_own_to_change(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    bo = web(ctx)
+    sign_in(bo, "bo@example.com")
+    page = bo.get("/availability?user=ada@example.com").text
+    assert 'name="user" value="bo@example.com"' in page and 'id="whose"' not in page
+    assert 'value="mon-fri 09:00-17:00"' in page and 'id="preview"' in page and 'id="why"' in page
+    token = form_token(page)
+    saved = bo.post("/availability", data={"csrf": token, "user": "ada@example.com", "timezone": "Europe/Berlin",
+                                           "hours": "mon-thu 08:00-16:00; fri 08:00-12:00", "before": "5",
+                                           "after": "10"}, follow_redirects=False)
+    assert saved.status_code == 303
+    mine, hers = app_settings.get(ctx, "bo@example.com"), app_settings.get(ctx, "ada@example.com")
+    assert mine.timezone == "Europe/Berlin" and mine.buffer_after_min == 10 and mine.working_hours["fri"] == [
+        ["08:00", "12:00"]] and "sat" not in mine.working_hours
+    assert hers.timezone == "UTC"
+    page = bo.get(saved.headers["location"]).text
+    assert "Saved." in page and 'value="mon-thu 08:00-16:00; fri 08:00-12:00"' in page
+    assert "Times are shown in Europe/Berlin." in page
+    refused = bo.post("/availability", data={"csrf": token, "timezone": "Mars/Olympus", "hours": "whenever"})
+    assert refused.status_code == 400 and 'id="availability-error"' in refused.text
+    assert app_settings.get(ctx, "bo@example.com").timezone == "Europe/Berlin"
+    assert bo.post("/availability", data={"csrf": "forged", "timezone": "UTC"}).status_code == 403
+    ada = web(ctx)
+    sign_in(ada, "ada@example.com")
+    assert 'name="user" value="bo@example.com"' in ada.get("/availability?user=bo@example.com").text
+    ada.post("/availability", data={"csrf": form_token(ada.get("/").text), "user": "bo@example.com",
+                                    "timezone": "Asia/Tokyo"})
+    assert app_settings.get(ctx, "bo@example.com").timezone == "Asia/Tokyo"
+
+
+def test_hours_are_shown_as_they_are_typed():
+    from zoomcal.availability.query import parse_hours
+    from zoomcal.web.portal import _hours_text
+
+    for text in ("mon-fri 09:00-17:00", "mon-thu 08:00-16:00; fri 08:00-12:00", "mon 09:00-12:00; mon 13:00-17:00",
+                 "tue 09:00-17:00; thu-sun 10:00-11:00", ""):
+        assert parse_hours(_hours_text(parse_hours(text))) == parse_hours(text)
+    assert _hours_text(parse_hours("mon-fri 09:00-17:00")) == "mon-fri 09:00-17:00"
+
+
+def test_the_presence_preview_follows_the_calendar(ctx):
+    import asyncio
+
+    from zoomcal.app import availability, presence
+
+    person(ctx, "bo@example.com", "Bo")
+    start = (now_utc() + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    availability.book(ctx, "bo@example.com", start, start + timedelta(hours=1), "Deep review")
+    spans = asyncio.run(presence.preview(ctx, "bo@example.com", hours=6, step_minutes=60))
+    assert spans[0].start <= now_utc() + timedelta(seconds=5) and spans[-1].end >= spans[0].start + timedelta(hours=6)
+    assert all(a.end == b.start for a, b in zip(spans, spans[1:], strict=False))     # no gap, no overlap
+    meeting = [s for s in spans if s.title == "Deep review"]
+    assert len(meeting) == 1 and meeting[0].state == "busy"
+    assert (meeting[0].start, meeting[0].end) == (start, start + timedelta(hours=1))
+    before = [s for s in spans if s.end <= start][-1]
+    assert before.state == "free" and before.status != meeting[0].status and meeting[0].status
+    with pytest.raises(InvalidError):
+        asyncio.run(presence.preview(ctx, "bo@example.com", hours=24 * 8))

@@ -72,3 +72,62 @@ def set_by_hand(ctx: AppContext, email: str, status: str, at: datetime) -> bool:
         user = users.find(s, ctx, email)
         s.expunge(user)
     return driver(ctx).set_by_hand(user, status, at)
+
+
+@dataclass
+class Span:
+    start: datetime
+    end: datetime
+    state: str                  # the calendar's state: busy, tentative, ooo, focus, free
+    status: str | None          # what Zoom would show (None: whatever the person set; zoomcal writes nothing)
+    rule: str | None
+    title: str | None
+
+
+MAX_PREVIEW_HOURS = 24 * 7
+
+
+async def preview(ctx: AppContext, email: str, hours: int = 72, step_minutes: int = 30,
+                  rules: dict[str, Any] | None = None) -> list[Span]:
+    """What Zoom would show for a person over the next `hours`, by the rules in force (or proposed `rules`): the
+    calendar's state at each change and at least every `step_minutes`, decided as the presence driver decides,
+    each decision remembered for the next. Reads no Zoom status and writes nothing."""
+    ctx.require_manage(email)
+    if not 0 < hours <= MAX_PREVIEW_HOURS or not 5 <= step_minutes <= 240:
+        raise InvalidError(f"a preview covers 1 to {MAX_PREVIEW_HOURS} hours in steps of 5 to 240 minutes",
+                           field="hours")
+    try:
+        proposed = parse_presence_rules(rules) if rules is not None else None
+    except ConfigError as exc:
+        raise InvalidError(str(exc), field="rules") from exc
+    from datetime import timedelta
+
+    from zoomcal.presence.engine import decide
+
+    with ctx.store.session() as s:
+        user = users.find(s, ctx, email)
+        s.expunge(user)
+    service = driver(ctx)
+    busy = service.busy(user)
+    chosen = proposed or service.rules_for(user)
+    memory = service.memory(user.id)
+    shown = memory.last_written
+    at = ctx.now()
+    end = at + timedelta(hours=hours)
+    step = timedelta(minutes=step_minutes)
+    spans: list[Span] = []
+    while at < end:
+        situation = service.situation(user, at, busy)
+        decision = decide(situation, shown, memory, chosen, at)
+        memory = decision.memory
+        shown = decision.status or shown
+        following = min(end, at + step, situation.interval_end or end)
+        if following <= at:
+            following = at + step
+        last = spans[-1] if spans else None
+        if last is not None and (last.state, last.status, last.title) == (situation.kind, shown, situation.title):
+            last.end = following
+        else:
+            spans.append(Span(at, following, situation.kind, shown, decision.rule, situation.title))
+        at = following
+    return spans

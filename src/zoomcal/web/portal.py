@@ -30,7 +30,9 @@ from fastapi.staticfiles import StaticFiles
 from zoomcal.app import audit as app_audit
 from zoomcal.app import availability as app_availability
 from zoomcal.app import contacts, feed, signin
+from zoomcal.app import presence as app_presence
 from zoomcal.app import propagation as app_propagation
+from zoomcal.app import settings as app_settings
 from zoomcal.app import sync as app_sync
 from zoomcal.app import users as app_users
 from zoomcal.app.availability import user_zone
@@ -66,8 +68,8 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-NAV = (("/", "Dashboard", False), ("/schedule", "Schedule", False), ("/contacts", "Contacts", False),
-       ("/log", "Sync log", False),
+NAV = (("/", "Dashboard", False), ("/schedule", "Schedule", False), ("/availability", "Availability", False),
+       ("/contacts", "Contacts", False), ("/log", "Sync log", False),
        ("/audit", "Audit", True))     # (path, label, admins only)
 
 
@@ -380,6 +382,40 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         return render(request, "schedule.html", view, ask=ask, organisers=organisers, found=None, error=None,
                       booked=booked, conflict=None)
 
+    async def availability_page(request, who, ctx, view, error: str | None = None, status: int = 200):
+        saved = request.query_params.get("saved") == "1" and error is None
+        email = _whose(who, request.query_params.get("user"))
+        people = [u.email for u in await asyncio.to_thread(app_users.list_users, ctx)]
+        current = await asyncio.to_thread(app_settings.get, ctx, email)
+        person = await asyncio.to_thread(app_users.get, ctx, email)
+        try:
+            why = await app_presence.explain(ctx, email)
+        except AppError as exc:
+            why = None
+            error = error or exc.message
+        spans = await app_presence.preview(ctx, email, hours=72)
+        return render(request, "availability.html", view, status=status, email=email, people=people,
+                      settings=current, hours=_hours_text(current.working_hours), calendars=person.calendars,
+                      why=why, spans=spans, saved=saved, error=error)
+
+    async def availability_save(request, who, ctx, view):
+        values = await form(request)
+        checked(request, who, values)
+        email = _whose(who, values.get("user"))
+        person = await asyncio.to_thread(app_users.get, ctx, email)
+        counted = {int(v) for k, v in values.items() if k.startswith("count-") and v.isdigit()}
+        try:
+            await asyncio.to_thread(
+                app_settings.update, ctx, email, timezone=values.get("timezone", "").strip() or None,
+                working_hours=values.get("hours", "").strip() or None,
+                buffer_before_min=_minutes(values.get("before"), "buffer_before_min"),
+                buffer_after_min=_minutes(values.get("after"), "buffer_after_min"),
+                excluded_calendars=[c.id for c in person.calendars if c.id not in counted],
+                meetings_calendar=int(values["meetings"]) if values.get("meetings", "").isdigit() else None)
+        except AppError as exc:
+            return await availability_page(request, who, ctx, view, error=exc.message, status=400)
+        return secure(RedirectResponse(f"/availability?user={quote(email)}&saved=1", status_code=303))
+
     async def review_resolve(request, who, ctx, view):
         values = await form(request)
         checked(request, who, values)
@@ -393,6 +429,8 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     api.add_api_route("/log", page(sync_log), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/schedule", page(schedule), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/schedule/book", page(schedule_book), methods=["POST"], response_class=HTMLResponse)
+    api.add_api_route("/availability", page(availability_page), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/availability", page(availability_save), methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/audit", page(audit_page), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/audit/export", page(audit_export), methods=["GET"])
     api.add_api_route("/review/{review_id:int}", page(review_resolve), methods=["POST"])
@@ -477,6 +515,44 @@ def _find(ctx: AppContext, ask: _Asked, known: set[str]) -> _Found:
         raise InvalidError("look between one and 31 days ahead", field="to")
     found = app_availability.slots(ctx, counted, ask.minutes * 60, start, end, step_s=1800)
     return _Found(found.timezone, counted, invited, found.slots[:40])
+
+
+def _whose(who: signin.SignedIn, asked: str | None) -> str:
+    """Whose settings a page shows: an admin may name anyone, a member only themselves."""
+    return (asked or who.email).strip().lower()[:320] if who.is_admin else who.email
+
+
+def _minutes(text: str | None, field: str) -> int | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidError("minutes are a whole number", field=field) from None
+
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _hours_text(hours: dict[str, list[list[str]]]) -> str:
+    """Working hours as typed: "mon-fri 09:00-17:00; sat 10:00-12:00" (runs of days with the same hours)."""
+    parts: list[str] = []
+    run: list[str] = []
+
+    def close() -> None:
+        if run:
+            days = run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}"
+            parts.extend(f"{days} {a}-{b}" for a, b in hours[run[0]])
+
+    for day in DAY_NAMES:
+        spans = hours.get(day)
+        if spans and run and hours[run[0]] == spans:
+            run.append(day)
+            continue
+        close()
+        run = [day] if spans else []
+    close()
+    return "; ".join(parts)
 
 
 def _zone(name: str) -> ZoneInfo:
