@@ -351,3 +351,50 @@ async def test_people_linked_to_one_zoom_account_share_one_listing_and_presence_
     assert later.api_calls >= 1 + len(people)
     assert {p.email: p.status for p in contacts.list_people(ctx)}[people[1]] == "Busy"
     ctx.store.dispose()
+
+
+async def test_an_admin_explains_merges_splits_and_stops_invitations_in_the_portal(setup):
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from zoomcal.app import signin
+    from zoomcal.web.app import make_app
+
+    ctx, _world, _book, _ada = setup
+    await contacts.sync(ctx)
+    signin.set_password(ctx, "ada@example.com", "correct horse battery")
+    signin.set_role(ctx, "ada@example.com", "admin")
+    client = TestClient(make_app(ctx.services), base_url="https://127.0.0.1")
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"csrf": token, "email": "ada@example.com", "password": "correct horse battery"})
+    listing = client.get("/contacts").text
+    assert 'id="sources"' in listing and "carddav" in listing
+    page = client.get("/contacts/person?email=ALAN@example.com").text
+    assert "both have alan@example.com" in page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    card = next(r["key"] for r in contacts.explain(ctx, "alan@example.com").records if r["source"] == "carddav")
+    assert client.post("/contacts/split", data={"csrf": "forged", "email": "alan@example.com", "record": card}
+                       ).status_code == 403
+    done = client.post("/contacts/split", data={"csrf": csrf, "email": "alan@example.com", "record": card})
+    assert "the record stands alone" in done.text
+    assert contacts.explain(ctx, "alan@bletchley.example").person.sources == ["carddav"]
+    done = client.post("/contacts/merge", data={"csrf": csrf, "email": "alan@example.com",
+                                                "other": "alan@bletchley.example"})
+    assert "merged" in done.text and "alan@bletchley.example" in contacts.explain(ctx, "alan@example.com").person.emails
+    done = client.post("/contacts/invite", data={"csrf": csrf, "email": "charles@engine.example", "invite": "no"})
+    assert "will not invite" in done.text and not contacts.explain(ctx, "charles@engine.example").person.invitable
+    assert client.post("/contacts/delete", data={"csrf": csrf}).status_code == 404
+    missing = client.get("/contacts/person?email=nobody@example.com")
+    assert missing.status_code == 400 and "nobody in the directory" in missing.text
+    # a member sees the directory but no person page and no decision
+    signin.set_password(ctx, "grace@example.com", "another long password")
+    member = TestClient(make_app(ctx.services), base_url="https://127.0.0.1")
+    token = re.search(r'name="csrf" value="([^"]+)"', member.get("/login").text).group(1)
+    member.post("/login", data={"csrf": token, "email": "grace@example.com", "password": "another long password"})
+    listing = member.get("/contacts").text
+    assert "Charles Babbage" in listing and "/contacts/person" not in listing and 'id="sources"' not in listing
+    assert member.get("/contacts/person?email=alan@example.com").status_code == 403
+    member_csrf = re.search(r'name="csrf" value="([^"]+)"', listing).group(1)
+    assert member.post("/contacts/invite", data={"csrf": member_csrf, "email": "charles@engine.example",
+                                                 "invite": "yes"}).status_code == 403

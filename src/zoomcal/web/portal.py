@@ -318,8 +318,29 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         else:
             found = await asyncio.to_thread(contacts.list_people, ctx, limit=50, offset=offset)
         partial = request.headers.get("x-zoomcal-partial") == "contacts"
+        sources = await asyncio.to_thread(contacts.sources, ctx) if who.is_admin and not partial else []
         return render(request, "contacts_rows.html" if partial else "contacts.html", view, people=found, q=text,
-                      offset=offset, more=not text and len(found) == 50)
+                      offset=offset, more=not text and len(found) == 50, sources=sources)
+
+    async def contact_person(request, who, ctx, view):
+        explained = await asyncio.to_thread(contacts.explain, ctx, request.query_params.get("email", "")[:320])
+        return render(request, "person.html", view, x=explained, done=request.query_params.get("done", "")[:200])
+
+    async def contact_decide(request, who, ctx, view):
+        """An admin's word on the directory: merge two people, split a record off, or say whether to invite."""
+        values = await form(request)
+        checked(request, who, values)
+        action, email = request.path_params["action"], values.get("email", "")[:320]
+        if action == "merge":
+            person = await asyncio.to_thread(contacts.merge, ctx, email, values.get("other", "")[:600])
+            said = f"merged: {person.name} now has {len(person.emails)} address(es)"
+        elif action == "split":
+            await asyncio.to_thread(contacts.split, ctx, values.get("record", "")[:600])
+            said = "the record stands alone"
+        else:
+            person = await asyncio.to_thread(contacts.set_invitable, ctx, email, values.get("invite") == "yes")
+            said = "zoomcal may invite them" if person.invitable else "zoomcal will not invite them"
+        return secure(RedirectResponse(f"/contacts/person?email={quote(email)}&done={quote(said)}", status_code=303))
 
     async def sync_log(request, who, ctx, view):
         email = None if who.is_admin else who.email
@@ -426,6 +447,9 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
 
     api.add_api_route("/", page(dashboard), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/contacts", page(people), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/contacts/person", page(contact_person), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/contacts/{action:str}", _only(page(contact_decide), ("merge", "split", "invite")),
+                      methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/log", page(sync_log), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/schedule", page(schedule), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/schedule/book", page(schedule_book), methods=["POST"], response_class=HTMLResponse)
@@ -515,6 +539,16 @@ def _find(ctx: AppContext, ask: _Asked, known: set[str]) -> _Found:
         raise InvalidError("look between one and 31 days ahead", field="to")
     found = app_availability.slots(ctx, counted, ask.minutes * 60, start, end, step_s=1800)
     return _Found(found.timezone, counted, invited, found.slots[:40])
+
+
+def _only(handler, actions: tuple[str, ...]):
+    """A route whose `action` path parameter is one of `actions` (404 otherwise)."""
+    async def wrapped(request: Request):
+        if request.path_params.get("action") not in actions:
+            return secure(HTMLResponse("not found", status_code=404))
+        return await handler(request)
+    wrapped.__name__ = handler.__name__
+    return wrapped
 
 
 def _whose(who: signin.SignedIn, asked: str | None) -> str:
