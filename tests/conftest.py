@@ -25,6 +25,13 @@ SANDBOX = "http://sandbox"
 pytest_plugins = ["browsers"]  # real-browser sessions: tests/browsers.py
 
 
+@pytest.fixture
+def anyio_backend():
+    """zoomcal runs on asyncio (uvicorn, procrastinate, threads handed work with asyncio.to_thread): async tests do
+    too, whatever other event loops happen to be installed (Selenium brings trio)."""
+    return "asyncio"
+
+
 def pytest_collection_modifyitems(items):
     """`-m pg` selects every test that reaches PostgreSQL (`-m "not pg"` runs without a server)."""
     for item in items:

@@ -28,6 +28,7 @@ from zoomcal.contacts.identity import NotAnAddress, normalize
 from zoomcal.contacts.resolve import (
     ContactRules,
     Decisions,
+    Person,
     Resolution,
     SourceRecord,
     UserRef,
@@ -473,13 +474,26 @@ def _address(text: str) -> str:
         raise InvalidError(f"not an e-mail address: {exc}", field="email") from None
 
 
-def explain(ctx: AppContext, email: str) -> Explanation:
-    ctx.require_admin()
-    address = _address(email)
-    result = resolution(ctx)
+def _person(result: Resolution, ref: str) -> Person:
+    """A person named by their id (as the directory lists it) or by an address (the first holder, in id order,
+    when a split left an address on two people)."""
+    if "@" not in ref:
+        person = next((p for p in result.people if p.id == ref.strip()), None)
+        if person is None:
+            raise NotFoundError(f"nobody in the directory has the id {ref[:60]!r}", field="email")
+        return person
+    address = _address(ref)
     person = next((p for p in result.people if address in p.emails), None)
     if person is None:
         raise NotFoundError(f"nobody in the directory has the address {address}", field="email")
+    return person
+
+
+def explain(ctx: AppContext, email: str) -> Explanation:
+    """Which records are the person (named by an address or their id) and why."""
+    ctx.require_admin()
+    result = resolution(ctx)
+    person = _person(result, email)
     with ctx.store.session() as s:
         providers = dict(s.execute(select(ContactSource.id, Account.provider)
                                    .join(Account, ContactSource.account_id == Account.id)).all())
@@ -503,15 +517,12 @@ def explain(ctx: AppContext, email: str) -> Explanation:
 
 # --- an admin's decisions ------------------------------------------------------------------------------------
 def _node(ctx: AppContext, result: Resolution, ref: str) -> str:
-    """A merge or split names a record by its key (as `explain` shows it) or a person by an address."""
+    """A merge or split names a record by its key (as `explain` shows it), or a person by an address or id."""
     if "/" in ref and "@" not in ref.split("/", 1)[0]:
         if any(ref in p.records for p in result.people) or any(ref == p.record for p in result.problems):
             return ref
         raise NotFoundError(f"no contact record {ref!r}", field="record")
-    address = _address(ref)
-    person = next((p for p in result.people if address in p.emails), None)
-    if person is None:
-        raise NotFoundError(f"nobody in the directory has the address {address}", field="email")
+    person = _person(result, ref)
     return f"user:{person.user_id}" if person.user_id is not None else person.records[0]
 
 

@@ -30,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from zoomcal.app import audit as app_audit
 from zoomcal.app import availability as app_availability
 from zoomcal.app import contacts, feed, signin
+from zoomcal.app import history as app_history
 from zoomcal.app import presence as app_presence
 from zoomcal.app import propagation as app_propagation
 from zoomcal.app import settings as app_settings
@@ -42,6 +43,7 @@ from zoomcal.app.errors import (
     ConflictError,
     ForbiddenError,
     InvalidError,
+    NotFoundError,
     NotSignedInError,
     ThrottledError,
 )
@@ -293,6 +295,8 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                 return await handler(request, who, ctx, view)
             except ForbiddenError as exc:
                 return render(request, "error.html", view, status=403, message=exc.message)
+            except NotFoundError as exc:
+                return render(request, "error.html", view, status=404, message=exc.message)
             except AppError as exc:
                 return render(request, "error.html", view, status=400, message=exc.message)
         wrapped.__name__ = handler.__name__
@@ -323,24 +327,27 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                       offset=offset, more=not text and len(found) == 50, sources=sources)
 
     async def contact_person(request, who, ctx, view):
-        explained = await asyncio.to_thread(contacts.explain, ctx, request.query_params.get("email", "")[:320])
+        ref = (request.query_params.get("id") or request.query_params.get("email") or "")[:320]
+        explained = await asyncio.to_thread(contacts.explain, ctx, ref)
         return render(request, "person.html", view, x=explained, done=request.query_params.get("done", "")[:200])
 
     async def contact_decide(request, who, ctx, view):
         """An admin's word on the directory: merge two people, split a record off, or say whether to invite."""
         values = await form(request)
         checked(request, who, values)
-        action, email = request.path_params["action"], values.get("email", "")[:320]
+        action, ref = request.path_params["action"], values.get("person", "")[:320]
         if action == "merge":
-            person = await asyncio.to_thread(contacts.merge, ctx, email, values.get("other", "")[:600])
+            person = await asyncio.to_thread(contacts.merge, ctx, ref, values.get("other", "")[:600])
             said = f"merged: {person.name} now has {len(person.emails)} address(es)"
         elif action == "split":
-            await asyncio.to_thread(contacts.split, ctx, values.get("record", "")[:600])
+            person = await asyncio.to_thread(contacts.split, ctx, values.get("record", "")[:600])
             said = "the record stands alone"
         else:
-            person = await asyncio.to_thread(contacts.set_invitable, ctx, email, values.get("invite") == "yes")
+            person = await asyncio.to_thread(contacts.set_invitable, ctx, values.get("email", "")[:320],
+                                             values.get("invite") == "yes")
             said = "zoomcal may invite them" if person.invitable else "zoomcal will not invite them"
-        return secure(RedirectResponse(f"/contacts/person?email={quote(email)}&done={quote(said)}", status_code=303))
+        target = f"/contacts/person?id={quote(person.id)}" if person is not None else "/contacts?"
+        return secure(RedirectResponse(f"{target}&done={quote(said)}", status_code=303))
 
     async def sync_log(request, who, ctx, view):
         email = None if who.is_admin else who.email
@@ -348,6 +355,10 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         reviews = await asyncio.to_thread(app_sync.reviews, ctx)       # a member's own only
         return render(request, "log.html", view, lines=list(reversed(lines)), reviews=reviews,
                       done=request.query_params.get("done", "")[:200])
+
+    async def event_history(request, who, ctx, view):
+        told = await asyncio.to_thread(app_history.history, ctx, request.path_params["event_id"][:200])
+        return render(request, "history.html", view, h=told)
 
     async def audit_page(request, who, ctx, view):
         q = request.query_params
@@ -455,6 +466,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     api.add_api_route("/schedule/book", page(schedule_book), methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/availability", page(availability_page), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/availability", page(availability_save), methods=["POST"], response_class=HTMLResponse)
+    api.add_api_route("/history/{event_id:str}", page(event_history), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/audit", page(audit_page), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/audit/export", page(audit_export), methods=["GET"])
     api.add_api_route("/review/{review_id:int}", page(review_resolve), methods=["POST"])

@@ -51,6 +51,8 @@ def downgrade() -> None:
     op.drop_table('sign_in_failures')
     op.drop_table('sign_in_links')
     op.drop_table('portal_sessions')
-    with op.batch_alter_table('users') as batch:
+    # plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35 has it): a batch copy would recreate `users`, and
+    # dropping the old table would cascade to everything that refers to it
+    with op.batch_alter_table('users', recreate='never') as batch:
         batch.drop_column('password_hash')
         batch.drop_column('role')
