@@ -606,3 +606,70 @@ def test_why_an_event_changed_is_its_owners_to_read(ctx):
     sign_in(cy, "cy@example.com")
     assert cy.get(f"/history/{booked.event_id}").status_code == 403
     assert bo.get("/history/no-such-event").status_code == 404
+
+
+# --- accounts -----------------------------------------------------------------------------------------------------
+
+def test_link_a_caldav_calendar_in_two_steps_then_check_and_unlink_it(ctx, radicale):
+    from conftest import new_collection
+    from zoomcal.app import accounts
+
+    ctx.settings.allow_private_urls = True        # Radicale is on loopback
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    collection = new_collection(radicale, "bo")
+    bo = web(ctx)
+    sign_in(bo, "bo@example.com")
+    page = bo.get("/accounts?provider=caldav")
+    assert page.status_code == 200 and 'name="option-url"' in page.text and 'name="secret-' not in page.text
+    token = form_token(page.text)
+    step = bo.post("/accounts/link", data={"csrf": token, "provider": "caldav", "user": "ada@example.com",
+                                           "option-url": collection, "option-username": "bo"})
+    assert step.status_code == 200 and 'type="password"' in step.text and 'name="secret-password"' in step.text
+    assert f'value="{collection}"' in step.text                       # the options ride along
+    wrong = bo.post("/accounts/link", data={"csrf": token, "provider": "caldav", "step": "secrets",
+                                            "option-url": "http://127.0.0.1:9/nothing/", "option-username": "bo",
+                                            "secret-password": "hunter2-secret"})
+    assert wrong.status_code == 400 and 'id="accounts-error"' in wrong.text
+    assert "hunter2-secret" not in wrong.text                         # a secret is never sent back
+    done = bo.post("/accounts/link", data={"csrf": token, "provider": "caldav", "step": "secrets",
+                                           "user": "ada@example.com", "option-url": collection,
+                                           "option-username": "bo", "secret-password": "x"}, follow_redirects=False)
+    assert done.status_code == 303
+    linked = accounts.list_accounts(ctx)
+    assert [(a.user, a.provider) for a in linked] == [("bo@example.com", "caldav")]    # a member links for themselves
+    page = bo.get(done.headers["location"]).text
+    assert "linked CalDAV" in page and f'data-account="{linked[0].id}"' in page
+    checked = bo.post(f"/accounts/{linked[0].id}/check", data={"csrf": token}, follow_redirects=False)
+    assert checked.status_code == 303 and "ok" in bo.get(checked.headers["location"]).text
+    ada = web(ctx)
+    sign_in(ada, "ada@example.com")
+    assert f'data-account="{linked[0].id}"' in ada.get("/accounts").text          # an admin sees everyone's
+    cy_token = form_token(ada.get("/accounts").text)
+    person(ctx, "cy@example.com", "Cy")
+    cy = web(ctx)
+    sign_in(cy, "cy@example.com")
+    assert f'data-account="{linked[0].id}"' not in cy.get("/accounts").text
+    assert cy.post(f"/accounts/{linked[0].id}/unlink", data={"csrf": form_token(cy.get("/").text)}
+                   ).status_code == 403
+    assert cy.post(f"/accounts/{linked[0].id}/delete", data={"csrf": cy_token}).status_code == 404
+    gone = bo.post(f"/accounts/{linked[0].id}/unlink", data={"csrf": token}, follow_redirects=False)
+    assert gone.status_code == 303 and not accounts.list_accounts(ctx)
+
+
+def test_a_person_over_the_web_cannot_link_a_file_of_the_server(ctx, tmp_path):
+    from zoomcal.app import accounts
+
+    feed = tmp_path / "private.ics"
+    feed.write_text("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n")
+    person(ctx, "ada@example.com", "Ada", "admin")
+    client = web(ctx)
+    sign_in(client, "ada@example.com")
+    token = form_token(client.get("/accounts?provider=ics").text)
+    refused = client.post("/accounts/link", data={"csrf": token, "provider": "ics", "option-url": str(feed)})
+    assert refused.status_code == 400 and "linked by its operator only" in refused.text
+    assert not accounts.list_accounts(ctx)
+    import asyncio
+
+    asyncio.run(accounts.link(ctx, "ada@example.com", "ics", {"url": str(feed)}, {}))   # the operator may
+    assert [a.provider for a in accounts.list_accounts(ctx)] == ["ics"]

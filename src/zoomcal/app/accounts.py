@@ -116,6 +116,13 @@ def _provider_error(spec: ProviderSpec, exc: Exception) -> Exception:
     return InvalidError(f"{spec.label} could not be read with these settings: {type(exc).__name__}: {exc}")
 
 
+def _env(ctx: AppContext, spec: ProviderSpec):
+    """The environment a link is checked in: a person over the web names no file of this machine."""
+    env = ctx.services.env(ctx.rules(), provider=spec.key)
+    env.allow_files = not ctx.actor.remote
+    return env
+
+
 def _info(acc: Account, cal: Calendar | None, email: str, spec_label: str) -> AccountInfo:
     cfg = acc.config or {}
     return AccountInfo(acc.id, email, acc.provider, spec_label, cal.remote_id if cal else acc.external_id,
@@ -159,7 +166,7 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
         _one_meetings_account(s, user, spec)
     try:
         linked = await spec.link(LinkRequest(user.email, options, secrets),
-                                 ctx.services.env(ctx.rules(), provider=spec.key))
+                                 _env(ctx, spec))
     except (ConfigError, ConnectorError) as exc:
         raise _provider_error(spec, exc) from exc
     role = spec.calendar_role
@@ -252,7 +259,7 @@ async def relink(ctx: AppContext, account_id: int, options: dict[str, str], secr
     rotated: dict[str, str] = {}
     view.on_rotate = lambda token: rotated.__setitem__("refresh_token", token)
     try:
-        await spec.check(view, ctx.services.env(ctx.rules(), provider=spec.key))
+        await spec.check(view, _env(ctx, spec))
     except (ConfigError, ConnectorError) as exc:
         raise _provider_error(spec, exc) from exc
     view.secret.update(rotated)

@@ -56,6 +56,7 @@ class Actor:
     name: str
     role: str = "admin"              # admin | member | system
     email: str | None = None         # a member acts on their own user only
+    remote: bool = False             # over the web (the portal), not on the machine: names no file of it
 
     def may_manage(self, email: str) -> bool:
         return self.role in ("admin", "system") or (self.email or "").lower() == email.strip().lower()

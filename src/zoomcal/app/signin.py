@@ -83,7 +83,7 @@ class SignedIn:
 
     @property
     def actor(self) -> Actor:
-        return Actor(f"portal:{self.email}", self.role, self.email)
+        return Actor(f"portal:{self.email}", self.role, self.email, remote=True)
 
     @property
     def is_admin(self) -> bool:

@@ -89,6 +89,9 @@ class Env:
     resolver: Resolver = system_resolver
     timeout: float = 20.0
     allow_private: bool = False
+    # whether a link may name a file on this machine: its operator may (the command line), a person over the
+    # web may not
+    allow_files: bool = True
     # wraps a token grant into the token source connectors use (the store-backed, shared one at run time)
     share_tokens: Callable[[TokenSource], TokenSource] = lambda grant: grant
     # the registry key of the provider this environment was made for: the label of its API call metrics

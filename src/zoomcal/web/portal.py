@@ -27,6 +27,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from zoomcal.app import accounts as app_accounts
 from zoomcal.app import audit as app_audit
 from zoomcal.app import availability as app_availability
 from zoomcal.app import contacts, feed, signin
@@ -70,8 +71,8 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-NAV = (("/", "Dashboard", False), ("/schedule", "Schedule", False), ("/availability", "Availability", False),
-       ("/contacts", "Contacts", False), ("/log", "Sync log", False),
+NAV = (("/", "Dashboard", False), ("/schedule", "Schedule", False), ("/accounts", "Accounts", False),
+       ("/availability", "Availability", False), ("/contacts", "Contacts", False), ("/log", "Sync log", False),
        ("/audit", "Audit", True))     # (path, label, admins only)
 
 
@@ -448,6 +449,64 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             return await availability_page(request, who, ctx, view, error=exc.message, status=400)
         return secure(RedirectResponse(f"/availability?user={quote(email)}&saved=1", status_code=303))
 
+    async def accounts_page(request, who, ctx, view, error: str | None = None, status: int = 200,
+                            linking: dict[str, Any] | None = None):
+        email = None if who.is_admin else who.email
+        listed = await asyncio.to_thread(app_accounts.list_accounts, ctx, email)
+        offered = await asyncio.to_thread(app_accounts.providers, ctx)
+        people = [u.email for u in await asyncio.to_thread(app_users.list_users, ctx)]
+        chosen = request.query_params.get("provider")
+        if linking is None and chosen:
+            spec = next((p for p in offered if p.key == chosen), None)
+            if spec is not None:
+                linking = {"provider": spec, "user": _whose(who, request.query_params.get("user")),
+                           "options": {o["name"]: o["default"] or "" for o in spec.options}, "secrets": None}
+        return render(request, "accounts.html", view, status=status, accounts=listed, providers=offered,
+                      people=people, error=error, linking=linking,
+                      done=request.query_params.get("done", "")[:300] if error is None else "")
+
+    async def account_link(request, who, ctx, view):
+        """Linking in two steps, without script: the options first (which secrets a link takes depends on
+        them), then the secrets — sent once, to the provider and the vault, never shown again."""
+        values = await form(request)
+        checked(request, who, values)
+        email = _whose(who, values.get("user"))
+        provider = values.get("provider", "")[:40]
+        spec = next((p for p in await asyncio.to_thread(app_accounts.providers, ctx) if p.key == provider), None)
+        if spec is None:
+            return await accounts_page(request, who, ctx, view, error=f"unknown provider {provider!r}", status=400)
+        options = {o["name"]: values.get(f"option-{o['name']}", "").strip()[:2000] for o in spec.options}
+        linking = {"provider": spec, "user": email, "options": options, "secrets": None}
+        try:
+            wanted = await asyncio.to_thread(app_accounts.needed_secrets, ctx, provider,
+                                             {k: v for k, v in options.items() if v})
+        except AppError as exc:
+            return await accounts_page(request, who, ctx, view, error=exc.message, status=400, linking=linking)
+        if values.get("step") != "secrets" and wanted:
+            linking["secrets"] = wanted
+            return await accounts_page(request, who, ctx, view, linking=linking)
+        secrets = {o.name: values.get(f"secret-{o.name}", "")[:4000] for o in wanted}
+        try:
+            linked = await app_accounts.link(ctx, email, provider, options, secrets)
+        except AppError as exc:
+            linking["secrets"] = wanted
+            return await accounts_page(request, who, ctx, view, error=exc.message, status=400, linking=linking)
+        said = f"linked {linked.label} for {linked.user}" + (f": {linked.push}" if linked.push else "")
+        return secure(RedirectResponse(f"/accounts?done={quote(said)}", status_code=303))
+
+    async def account_act(request, who, ctx, view):
+        values = await form(request)
+        checked(request, who, values)
+        account_id, action = int(request.path_params["account_id"]), request.path_params["action"]
+        if action == "check":
+            found = await app_accounts.health(ctx, account_id)
+            said = f"account {account_id}: " + ", ".join(f"{a.status}" + (f" ({a.status_reason})" if a.status_reason
+                                                                          else "") for a in found)
+        else:
+            gone = await app_accounts.unlink(ctx, account_id)
+            said = f"account {account_id} unlinked: {gone.revoked}"
+        return secure(RedirectResponse(f"/accounts?done={quote(said[:300])}", status_code=303))
+
     async def review_resolve(request, who, ctx, view):
         values = await form(request)
         checked(request, who, values)
@@ -464,6 +523,10 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     api.add_api_route("/log", page(sync_log), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/schedule", page(schedule), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/schedule/book", page(schedule_book), methods=["POST"], response_class=HTMLResponse)
+    api.add_api_route("/accounts", page(accounts_page), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/accounts/link", page(account_link), methods=["POST"], response_class=HTMLResponse)
+    api.add_api_route("/accounts/{account_id:int}/{action:str}", _only(page(account_act), ("check", "unlink")),
+                      methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/availability", page(availability_page), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/availability", page(availability_save), methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/history/{event_id:str}", page(event_history), methods=["GET"], response_class=HTMLResponse)

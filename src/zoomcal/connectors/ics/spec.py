@@ -37,6 +37,9 @@ async def link(request: LinkRequest, env: Env) -> Linked:
         digest = "ics-" + hashlib.sha256(source.encode()).hexdigest()[:24]
         await check(AccountView(0, config, {"url": source}, digest), env)
         return Linked(digest, f"ICS feed {masked(source)}"[:200], config, {"url": source})
+    if not env.allow_files:
+        raise ConfigError("give the feed's http(s) URL: a file on the server is linked by its operator only, "
+                          "from the command line")
     source = str(Path(source).expanduser().resolve())   # the sync may run from another directory
     await check(AccountView(0, config, {}, source), env)
     return Linked(source, "ICS feed", config, {})
