@@ -1,6 +1,8 @@
-"""Linking a user's account with the OAuth authorization-code flow and PKCE (RFC 7636), as a native app does.
+"""Linking a user's account with the OAuth authorization-code flow and PKCE (RFC 7636): as a native app does
+(`authorize`), or through the portal's own redirect (`request`, then `redeem` when the browser comes back).
 
-zoomcal listens once on a loopback redirect (`http://127.0.0.1:{port}/callback`, RFC 8252), sends the person
+From the command line, zoomcal listens once on a loopback redirect (`http://127.0.0.1:{port}/callback`, RFC 8252),
+sends the person
 to the provider's sign-in page with an S256 code challenge and a random `state`, and trades the returned code
 and the code verifier for tokens. The refresh token is what gets stored (sealed); the access token is never kept.
 """
@@ -8,6 +10,7 @@ and the code verifier for tokens. The refresh token is what gets stored (sealed)
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,34 +79,37 @@ class _Callback:
             await self.server.wait_closed()
 
 
-async def authorize(provider: Provider, client_id: str, client_secret: str | None, login_hint: str | None,
-                    open_browser: Callable[[str], Awaitable[None] | None], *, timeout: float = 300.0,
-                    transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
-    """Run the flow; return the token response (with `refresh_token`). `open_browser` gets the sign-in URL."""
-    callback = _Callback()
-    redirect_uri = await callback.start()
+@dataclass(frozen=True)
+class Request:
+    """A sign-in under way: the address to send the person to, and what checks and redeems the answer."""
+
+    url: str
+    state: str
+    verifier: str
+    redirect_uri: str
+
+
+def request(provider: Provider, client_id: str, redirect_uri: str, login_hint: str | None) -> Request:
+    """The sign-in address with an S256 code challenge and a random `state`."""
     verifier = generate_token(64)
     state = generate_token(24)
     query = {"client_id": client_id, "response_type": "code", "redirect_uri": redirect_uri, "scope": provider.scope,
              "state": state, "code_challenge": create_s256_code_challenge(verifier), "code_challenge_method": "S256"}
     if login_hint:
         query["login_hint"] = login_hint
-    try:
-        opened = open_browser(f"{provider.authorize_url}?{urlencode(query)}")
-        if asyncio.iscoroutine(opened):
-            await opened
-        try:
-            answer = await asyncio.wait_for(callback.result, timeout)
-        except TimeoutError as exc:
-            raise ConfigError(f"no answer from the sign-in page within {int(timeout)} s") from exc
-    finally:
-        await callback.close()
-    if answer.get("state") != state:
+    return Request(f"{provider.authorize_url}?{urlencode(query)}", state, verifier, redirect_uri)
+
+
+async def redeem(provider: Provider, client_id: str, client_secret: str | None, asked: Request,
+                 answer: dict[str, str], *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
+    """Check the answer the redirect brought (its `state`, a `code`) and trade the code and the verifier for
+    tokens; return the token response (with `refresh_token`)."""
+    if not hmac.compare_digest(str(answer.get("state") or ""), asked.state):
         raise AuthExpired("the sign-in answer does not belong to this request (state mismatch)")
     if "code" not in answer:
         raise AuthExpired(f"sign-in refused: {answer.get('error_description') or answer.get('error')}")
-    form = {"grant_type": "authorization_code", "code": answer["code"], "code_verifier": verifier,
-            "redirect_uri": redirect_uri, "client_id": client_id}
+    form = {"grant_type": "authorization_code", "code": answer["code"], "code_verifier": asked.verifier,
+            "redirect_uri": asked.redirect_uri, "client_id": client_id}
     if client_secret:
         form["client_secret"] = client_secret
     async with httpx.AsyncClient(transport=transport, timeout=30) as client:
@@ -118,3 +124,23 @@ async def authorize(provider: Provider, client_id: str, client_secret: str | Non
     if not token.get("refresh_token"):
         raise AuthExpired("no refresh token was issued (is offline_access in the scope?)")
     return token
+
+
+async def authorize(provider: Provider, client_id: str, client_secret: str | None, login_hint: str | None,
+                    open_browser: Callable[[str], Awaitable[None] | None], *, timeout: float = 300.0,
+                    transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
+    """Run the flow over a loopback redirect; return the token response (with `refresh_token`). `open_browser`
+    gets the sign-in URL."""
+    callback = _Callback()
+    asked = request(provider, client_id, await callback.start(), login_hint)
+    try:
+        opened = open_browser(asked.url)
+        if asyncio.iscoroutine(opened):
+            await opened
+        try:
+            answer = await asyncio.wait_for(callback.result, timeout)
+        except TimeoutError as exc:
+            raise ConfigError(f"no answer from the sign-in page within {int(timeout)} s") from exc
+    finally:
+        await callback.close()
+    return await redeem(provider, client_id, client_secret, asked, answer, transport=transport)
