@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+from datetime import date, timedelta
 from functools import cache
 from pathlib import Path
 
@@ -38,7 +39,9 @@ STAMP = ".zoomcal-installed"  # in node_modules: the digest of the package files
 TOOL_ENV = {**os.environ, "BROWSERSLIST_IGNORE_OLD_DATA": "1", "FORCE_COLOR": "0", "NO_COLOR": "1",
             "NPM_CONFIG_UPDATE_NOTIFIER": "false"}
 AXE_TIMEOUT = 60  # seconds for one axe run (WebKitGTK on a busy machine is the slowest)
-PAGES = ("/", "/contacts", "/contacts?q=gr", "/log")
+_MONDAY = (date.today() + timedelta(days=7 - date.today().weekday())).isoformat()
+PAGES = ("/", "/contacts", "/contacts?q=gr", "/log", "/schedule", f"/schedule?find=1&from={_MONDAY}&to={_MONDAY}",
+         "/accounts", "/accounts?provider=caldav", "/availability", "/audit")
 SERIOUS = ("serious", "critical")
 
 
