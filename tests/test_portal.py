@@ -673,3 +673,54 @@ def test_a_person_over_the_web_cannot_link_a_file_of_the_server(ctx, tmp_path):
 
     asyncio.run(accounts.link(ctx, "ada@example.com", "ics", {"url": str(feed)}, {}))   # the operator may
     assert [a.provider for a in accounts.list_accounts(ctx)] == ["ics"]
+
+
+def test_link_microsoft_365_by_signing_in_at_the_provider(world, tmp_path):
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    from zoomcal.app import accounts
+
+    ctx = make_context(world, tmp_path)
+    try:
+        person(ctx, "ada@example.com", "Ada", "admin")
+        person(ctx, "bo@example.com", "Bo")
+        info = world.add_user("ada@example.com", "Ada", "UTC")
+        mailbox, _, calendar = info["graph_calendar_id"].partition("/")
+        client = TestClient(make_app(ctx.services), base_url="http://127.0.0.1:8080")    # as `zoomcal serve`
+        sign_in(client, "ada@example.com")
+        page = client.get("/accounts?provider=graph").text
+        assert 'id="sign-in-at-provider"' in page
+        options = {"option-client_id": world.graph.client_id, "option-mailbox": mailbox,
+                   "option-calendar_id": calendar, "option-api_base": "http://sandbox/graph/v1.0",
+                   "option-token_url": "http://sandbox/graph/oauth2/v2.0/token",
+                   "option-login_base": "http://sandbox/graph"}
+        sent = client.post("/accounts/connect", data={"csrf": form_token(page), "provider": "graph", **options},
+                           follow_redirects=False)
+        assert sent.status_code == 303
+        authorize = sent.headers["location"]
+        assert authorize.startswith("http://sandbox/graph/common/oauth2/v2.0/authorize?")
+        assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A8080%2Faccounts%2Fcallback" in authorize
+        assert "code_challenge_method=S256" in authorize and "login_hint=ada%40example.com" in authorize
+        import asyncio
+
+        async def consent():            # the browser at the sign-in page, already signed in there
+            async with httpx.AsyncClient(transport=world.transport()) as sandbox:
+                return await sandbox.get(authorize, follow_redirects=False)
+        back = asyncio.run(consent())
+        callback = urlsplit(back.headers["location"])
+        assert callback.netloc == "127.0.0.1:8080" and callback.path == "/accounts/callback"
+        other = TestClient(make_app(ctx.services), base_url="http://127.0.0.1:8080")
+        sign_in(other, "bo@example.com")                   # someone else's browser brings the answer: refused
+        stolen = other.get(f"{callback.path}?{callback.query}")
+        assert stolen.status_code == 400 and "not started here" in stolen.text
+        done = client.get(f"{callback.path}?{callback.query}", follow_redirects=False)
+        assert done.status_code == 303 and "linked" in done.headers["location"]
+        linked = accounts.list_accounts(ctx)
+        assert [(a.user, a.provider, a.status) for a in linked] == [("ada@example.com", "graph", "ok")]
+        replay = client.get(f"{callback.path}?{callback.query}")
+        assert replay.status_code == 400 and "finished already" in replay.text
+        assert len(accounts.list_accounts(ctx)) == 1
+    finally:
+        ctx.services.close()

@@ -4,9 +4,10 @@ provider offers it), list, health. Secrets are sealed before they are stored and
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -14,11 +15,13 @@ from sqlalchemy import delete, select
 from zoomcal.app import channels, feed, users
 from zoomcal.app.context import AppContext
 from zoomcal.app.errors import ConflictError, InvalidError, NeedsReauthError, NotFoundError
-from zoomcal.auth.authorize import Provider, authorize
+from zoomcal.auth.authorize import Provider, authorize, redeem
+from zoomcal.auth.authorize import Request as OAuthRequest
+from zoomcal.auth.authorize import request as oauth_request
 from zoomcal.availability import intervals
 from zoomcal.connectors.spec import MEETINGS, LinkRequest, Option, ProviderSpec
 from zoomcal.errors import AuthExpired, ConfigError, ConnectorError
-from zoomcal.store.models import Account, Calendar, Event, Link, User
+from zoomcal.store.models import Account, Calendar, Event, Link, PendingSignIn, User
 
 
 @dataclass
@@ -209,28 +212,101 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
     return info
 
 
+def _sign_in_endpoints(ctx: AppContext, provider: str, options: dict[str, str]) -> tuple[ProviderSpec, Provider]:
+    spec = ctx.spec(provider)
+    if spec.sign_in is None:
+        raise InvalidError(f"{spec.label} is not linked by signing in", field="provider")
+    endpoints = spec.sign_in(options)
+    return spec, Provider(endpoints.authorize_url, endpoints.token_url, endpoints.scope)
+
+
+async def _link_signed_in(ctx: AppContext, spec: ProviderSpec, email: str, options: dict[str, str],
+                          secrets: dict[str, str], token: dict[str, Any], token_url: str,
+                          receives_meetings: bool | None) -> AccountInfo:
+    """Link with the refresh token a sign-in brought back (only it is kept, sealed)."""
+    options = {**options, "token_url": token_url}
+    options = {k: v for k, v in options.items() if k in spec.option_names() and k not in ("tenant", "login_base")}
+    return await link(ctx, email, spec.key, options, {**secrets, "refresh_token": token["refresh_token"]},
+                      receives_meetings=receives_meetings)
+
+
 async def sign_in(ctx: AppContext, email: str, provider: str, options: dict[str, str], secrets: dict[str, str],
                   show: Callable[[str], Awaitable[None] | None], *, timeout: float = 300.0,
                   receives_meetings: bool | None = None) -> AccountInfo:
     """Link by signing in: OAuth authorization code with PKCE over a loopback redirect; `show` gets the sign-in
     address to open. Only the refresh token that comes back is kept (sealed)."""
     ctx.require_manage(email)
-    spec = ctx.spec(provider)
-    if spec.sign_in is None:
-        raise InvalidError(f"{spec.label} is not linked by signing in", field="provider")
-    endpoints = spec.sign_in(options)
+    spec, endpoints = _sign_in_endpoints(ctx, provider, options)
     try:
-        token = await authorize(Provider(endpoints.authorize_url, endpoints.token_url, endpoints.scope),
-                                options.get("client_id", ""), secrets.get("client_secret"), email, show,
+        token = await authorize(endpoints, options.get("client_id", ""), secrets.get("client_secret"), email, show,
                                 timeout=timeout, transport=ctx.services.transport)
     except AuthExpired as exc:
         raise NeedsReauthError(f"{spec.label} sign-in failed: {exc}") from exc
     except ConfigError as exc:
         raise InvalidError(f"{spec.label} sign-in failed: {exc}") from exc
-    options = {**options, "token_url": endpoints.token_url}
-    options = {k: v for k, v in options.items() if k in spec.option_names() and k not in ("tenant", "login_base")}
-    return await link(ctx, email, provider, options, {**secrets, "refresh_token": token["refresh_token"]},
-                      receives_meetings=receives_meetings)
+    return await _link_signed_in(ctx, spec, email, options, secrets, token, endpoints.token_url, receives_meetings)
+
+
+PENDING_TTL = timedelta(minutes=10)
+
+
+def begin_sign_in(ctx: AppContext, email: str, provider: str, options: dict[str, str], secrets: dict[str, str],
+                  redirect_uri: str) -> str:
+    """The first half of linking by signing in through a web redirect: the provider's sign-in address to send the
+    person to. What the second half needs (for whom, the options and secrets, the PKCE verifier) waits sealed
+    in the store, for `PENDING_TTL`, under the request's `state` and bound to whoever asked."""
+    ctx.require_manage(email)
+    spec, endpoints = _sign_in_endpoints(ctx, provider, options)
+    options = {k: v for k, v in options.items() if v not in (None, "")}
+    secrets = {k: v for k, v in secrets.items() if v not in (None, "")}
+    _check_options(spec, options)
+    with ctx.store.session() as s:
+        user = users.find(s, ctx, email)
+    asked = oauth_request(endpoints, options.get("client_id", ""), redirect_uri, user.email)
+    sealed = ctx.vault.seal({"email": user.email, "provider": spec.key, "options": options, "secrets": secrets,
+                             "verifier": asked.verifier, "redirect_uri": redirect_uri})
+    with ctx.store.transaction() as s:
+        s.execute(delete(PendingSignIn).where(PendingSignIn.expires_at < ctx.now()))
+        s.add(PendingSignIn(id=_digest(asked.state), tenant_id=ctx.tenant_id, actor=ctx.actor.name, sealed=sealed,
+                            expires_at=ctx.now() + PENDING_TTL))
+    return asked.url
+
+
+async def finish_sign_in(ctx: AppContext, answer: dict[str, str]) -> AccountInfo:
+    """The second half: the provider sent the browser back with `answer` (its query). The waiting request its
+    `state` names — asked by the same actor, not expired — is used once: the code is redeemed and the account
+    linked."""
+    state = str(answer.get("state") or "")
+    with ctx.store.transaction() as s:
+        row = s.get(PendingSignIn, _digest(state)) if state else None
+        if row is None or row.actor != ctx.actor.name:
+            raise NeedsReauthError("this sign-in was not started here, or was finished already: start it again")
+        s.delete(row)
+        expired = _aware(row.expires_at) <= ctx.now()
+        sealed = row.sealed
+    if expired:
+        raise NeedsReauthError("the sign-in took too long: start it again")
+    pending = ctx.vault.open(sealed)
+    spec, endpoints = _sign_in_endpoints(ctx, pending["provider"], pending["options"])
+    asked = OAuthRequest("", state, pending["verifier"], pending["redirect_uri"])
+    try:
+        token = await redeem(endpoints, pending["options"].get("client_id", ""),
+                             pending["secrets"].get("client_secret"), asked, answer,
+                             transport=ctx.services.transport)
+    except AuthExpired as exc:
+        raise NeedsReauthError(f"{spec.label} sign-in failed: {exc}") from exc
+    except ConfigError as exc:
+        raise InvalidError(f"{spec.label} sign-in failed: {exc}") from exc
+    return await _link_signed_in(ctx, spec, pending["email"], pending["options"], pending["secrets"], token,
+                                 endpoints.token_url, None)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _owned(s, ctx: AppContext, account_id: int) -> tuple[Account, Calendar | None, User]:

@@ -3,7 +3,8 @@
 
 From the command line, zoomcal listens once on a loopback redirect (`http://127.0.0.1:{port}/callback`, RFC 8252),
 sends the person to the provider's sign-in page with an S256 code challenge and a random `state`, and trades the
-returned code and the code verifier for tokens. The refresh token is what gets stored (sealed); the access token is never kept.
+returned code and the code verifier for tokens. The refresh token is what gets stored (sealed); the access token
+is never kept.
 """
 
 from __future__ import annotations

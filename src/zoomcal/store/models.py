@@ -501,6 +501,18 @@ class SignInLink(TenantOwned, Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class PendingSignIn(TenantOwned, Base):
+    """An account link waiting for the provider's sign-in page to send the browser back (the id is the SHA-256 of
+    the request's `state`): who asked, and — sealed — for whom, which provider, its options and secrets, and the
+    PKCE verifier. Used once, or not after `expires_at`."""
+
+    __tablename__ = "pending_sign_ins"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(400))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class SignInFailure(Base):
     """Failed sign-ins counted per address and per client since `since` (the throttle's window)."""
 

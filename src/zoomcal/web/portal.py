@@ -494,6 +494,34 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         said = f"linked {linked.label} for {linked.user}" + (f": {linked.push}" if linked.push else "")
         return secure(RedirectResponse(f"/accounts?done={quote(said)}", status_code=303))
 
+    async def account_connect(request, who, ctx, view):
+        """Link by signing in at the provider: off to its sign-in page; it sends the browser back to
+        /accounts/callback with a code (authorization code with PKCE, a `state` bound to this person)."""
+        values = await form(request)
+        checked(request, who, values)
+        email = _whose(who, values.get("user"))
+        provider = values.get("provider", "")[:40]
+        spec = next((p for p in await asyncio.to_thread(app_accounts.providers, ctx) if p.key == provider), None)
+        options = {o["name"]: values.get(f"option-{o['name']}", "").strip()[:2000] for o in (spec.options if spec
+                                                                                             else ())}
+        base = (services.settings.public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+        try:
+            url = await asyncio.to_thread(app_accounts.begin_sign_in, ctx, email, provider, options, {},
+                                          f"{base}/accounts/callback")
+        except AppError as exc:
+            linking = {"provider": spec, "user": email, "options": options, "secrets": None} if spec else None
+            return await accounts_page(request, who, ctx, view, error=exc.message, status=400, linking=linking)
+        return secure(RedirectResponse(url, status_code=303))
+
+    async def account_callback(request, who, ctx, view):
+        answer = {k: v[:4000] for k, v in request.query_params.items()}
+        try:
+            linked = await app_accounts.finish_sign_in(ctx, answer)
+        except AppError as exc:
+            return await accounts_page(request, who, ctx, view, error=exc.message, status=400)
+        said = f"linked {linked.label} for {linked.user}" + (f": {linked.push}" if linked.push else "")
+        return secure(RedirectResponse(f"/accounts?done={quote(said)}", status_code=303))
+
     async def account_act(request, who, ctx, view):
         values = await form(request)
         checked(request, who, values)
@@ -525,6 +553,8 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     api.add_api_route("/schedule/book", page(schedule_book), methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/accounts", page(accounts_page), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/accounts/link", page(account_link), methods=["POST"], response_class=HTMLResponse)
+    api.add_api_route("/accounts/connect", page(account_connect), methods=["POST"], response_class=HTMLResponse)
+    api.add_api_route("/accounts/callback", page(account_callback), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/accounts/{account_id:int}/{action:str}", _only(page(account_act), ("check", "unlink")),
                       methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/availability", page(availability_page), methods=["GET"], response_class=HTMLResponse)

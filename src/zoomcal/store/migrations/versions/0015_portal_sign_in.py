@@ -1,5 +1,5 @@
-"""portal sign-in: a person's role and password hash, the portal's sessions, one-time sign-in links, and failed
-sign-ins counted for throttling
+"""portal sign-in: a person's role and password hash, the portal's sessions, one-time sign-in links, failed
+sign-ins counted for throttling, and account links waiting for a provider's sign-in to come back
 
 Revision ID: 0015
 Revises: 0014
@@ -40,6 +40,15 @@ def upgrade() -> None:
         sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
+        'pending_sign_ins',
+        sa.Column('id', sa.String(length=64), primary_key=True),
+        sa.Column('tenant_id', sa.Integer(), sa.ForeignKey('tenants.id', ondelete='CASCADE'), nullable=False,
+                  index=True),
+        sa.Column('actor', sa.String(length=400), nullable=False),
+        sa.Column('sealed', sa.LargeBinary(), nullable=False),
+        sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
         'sign_in_failures',
         sa.Column('key', sa.String(length=400), primary_key=True),
         sa.Column('failures', sa.Integer(), nullable=False, server_default='0'),
@@ -49,6 +58,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('sign_in_failures')
+    op.drop_table('pending_sign_ins')
     op.drop_table('sign_in_links')
     op.drop_table('portal_sessions')
     # plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35 has it): a batch copy would recreate `users`, and
