@@ -724,3 +724,20 @@ def test_link_microsoft_365_by_signing_in_at_the_provider(world, tmp_path):
         assert len(accounts.list_accounts(ctx)) == 1
     finally:
         ctx.services.close()
+
+
+def test_the_dashboard_offers_to_link_again_what_needs_it(ctx):
+    from conftest import add_account
+    from zoomcal.store.models import Account
+
+    person(ctx, "bo@example.com", "Bo")
+    account_id = add_account(ctx, "bo@example.com", "google", {}, {"refresh_token": "r"}, "primary", "Work")
+    client = web(ctx)
+    sign_in(client, "bo@example.com")
+    assert "Link again" not in client.get("/").text
+    with ctx.store.transaction() as s:
+        s.get(Account, account_id).status = "reauth"
+    page = client.get("/").text
+    assert "needs re-authorisation" in page
+    assert 'href="/accounts?provider=google&amp;user=bo%40example.com">Link again' in page
+    assert 'id="link"' in client.get("/accounts?provider=google&user=bo%40example.com").text

@@ -719,7 +719,8 @@ def _accounts(ctx: AppContext, who: signin.SignedIn) -> list[dict[str, Any]]:
     out = []
     for person in app_users.list_users(ctx):
         for cal in person.calendars:
-            out.append({"user": person.email, "provider": cal.label, "calendar": cal.name or cal.calendar,
+            out.append({"user": person.email, "provider": cal.label, "provider_key": cal.provider,
+                        "calendar": cal.name or cal.calendar,
                         "status": cal.status, "account_id": cal.account_id, "receives": cal.receives_meetings})
     return out
 
