@@ -741,3 +741,32 @@ def test_the_dashboard_offers_to_link_again_what_needs_it(ctx):
     assert "needs re-authorisation" in page
     assert 'href="/accounts?provider=google&amp;user=bo%40example.com">Link again' in page
     assert 'id="link"' in client.get("/accounts?provider=google&user=bo%40example.com").text
+
+
+def test_book_a_zoom_meeting_with_a_poll(world, tmp_path):
+    from conftest import link_sandbox_user
+    from zoomcal.store.models import MeetingPoll
+
+    ctx = make_context(world, tmp_path)
+    try:
+        link_sandbox_user(ctx, world, "ada@example.com", "Ada")
+        signin.set_password(ctx, "ada@example.com", PASSWORD)
+        client = web(ctx)
+        sign_in(client, "ada@example.com")
+        day = next_monday()
+        page = client.get("/schedule", params={"find": "1", "from": day, "to": day}).text
+        first = re.search(r'name="start" value="([^"]+)" checked', page).group(1)
+        values = {"csrf": form_token(page), "title": "Retro", "start": first, "minutes": "30", "poll": "Lunch"}
+        plain = client.post("/schedule/book", data={**values, "zoom": "no", "questions": "Where? = Here | There"})
+        assert plain.status_code == 400 and "a poll needs a Zoom meeting" in plain.text
+        bad = client.post("/schedule/book", data={**values, "zoom": "yes", "questions": "Where, no answers"})
+        assert bad.status_code == 400 and "text = answer | answer" in bad.text
+        done = client.post("/schedule/book", data={**values, "zoom": "yes",
+                                                   "questions": "Where? = Here | There\nWhen? = 12:00 | 13:00"})
+        assert done.status_code == 200 and 'id="booked"' in done.text
+        with ctx.store.session() as s:
+            polls = list(s.scalars(select(MeetingPoll)))
+        assert [p.poll["title"] for p in polls] == ["Lunch"]
+        assert [q["name"] for q in polls[0].poll["questions"]] == ["Where?", "When?"]
+    finally:
+        ctx.services.close()

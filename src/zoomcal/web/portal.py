@@ -32,6 +32,7 @@ from zoomcal.app import audit as app_audit
 from zoomcal.app import availability as app_availability
 from zoomcal.app import contacts, feed, signin
 from zoomcal.app import history as app_history
+from zoomcal.app import polls as app_polls
 from zoomcal.app import presence as app_presence
 from zoomcal.app import propagation as app_propagation
 from zoomcal.app import settings as app_settings
@@ -405,9 +406,12 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             raise InvalidError("choose a time from the list", field="start") from None
         end = start + timedelta(minutes=ask.minutes)
         try:
+            questions = [line for line in values.get("questions", "").splitlines() if line.strip()][:20]
+            poll = app_polls.poll_body(values.get("poll", ""), [app_polls.parse_question(q) for q in questions]) \
+                if values.get("poll", "").strip() or questions else None
             booked = await asyncio.to_thread(
                 app_availability.book, ctx, ask.organiser, start, end, values.get("title", "")[:300],
-                attendees=[a for a in ask.people if a != ask.organiser], zoom=values.get("zoom") == "yes")
+                attendees=[a for a in ask.people if a != ask.organiser], zoom=values.get("zoom") == "yes", poll=poll)
         except AppError as exc:      # a collision names what it collides with
             conflict = exc.details.get("conflict") if isinstance(exc, ConflictError) else None
             return render(request, "schedule.html", view, status=409 if conflict else 400, ask=ask,
