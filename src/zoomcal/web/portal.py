@@ -180,6 +180,30 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             raise ForbiddenError("the form has expired or came from another site: reload the page and try again")
 
     # --- signing in ---------------------------------------------------------------------------------------------
+    def sign_in_form(request: Request, *, status: int = 200, keep: bool = False, template: str = "login.html",
+                     **values: Any) -> HTMLResponse:
+        """A page with a sign-in form and its own CSRF token, double-submitted with a cookie: the one the browser
+        holds (`keep`), else a fresh one (after each refusal)."""
+        pre = (request.cookies.get(cookie_names(request)[1]) if keep else None) or secrets.token_urlsafe(32)
+        shown = {"next": "/", "error": None, "field": None, "email": "", "tenant": "", **values}
+        response = render(request, template, Page(None), status=status, pre=pre, **shown)
+        set_cookie(request, response, 1, pre, max_age=3600)
+        return response
+
+    async def pre_form(request: Request) -> tuple[dict[str, str], bool]:
+        """A sign-in form's fields, and whether it carries its own token and came from this site."""
+        values = await form(request)
+        pre = request.cookies.get(cookie_names(request)[1], "")
+        fine = bool(pre) and not _no_secure_channel(request) and _same_origin(request) and \
+            hmac.compare_digest(values.get("csrf", "").encode(), pre.encode())
+        return values, fine
+
+    def started_session(request: Request, started: signin.Started, target: str) -> Response:
+        response = secure(RedirectResponse(target, status_code=303))
+        set_cookie(request, response, 0, started.token, max_age=int(signin.LIFETIME.total_seconds()))
+        drop_cookie(request, response, 1)
+        return response
+
     @api.get("/login")
     async def login_page(request: Request, next: str | None = None):
         try:
@@ -187,33 +211,25 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             return secure(RedirectResponse(_safe_next(next), status_code=303))
         except NotSignedInError:
             pass
-        pre = request.cookies.get(cookie_names(request)[1]) or secrets.token_urlsafe(32)
-        response = render(request, "login.html", Page(None), pre=pre, next=_safe_next(next),
-                          error=NEEDS_HTTPS if _no_secure_channel(request) else None, field=None, email="", tenant="")
-        set_cookie(request, response, 1, pre, max_age=3600)
-        return response
+        return sign_in_form(request, keep=True, next=_safe_next(next),
+                            error=NEEDS_HTTPS if _no_secure_channel(request) else None)
 
     @api.post("/login")
     async def login(request: Request):
         try:
-            values = await form(request)
+            values, fine = await pre_form(request)
         except AppError as exc:
             return secure(HTMLResponse(exc.message, status_code=413))
-        pre = request.cookies.get(cookie_names(request)[1], "")
         target = _safe_next(values.get("next"))
         email, tenant = values.get("email", "")[:320], values.get("tenant", "")[:200]
 
         def again(message: str, field: str | None, status: int) -> HTMLResponse:
-            fresh = secrets.token_urlsafe(32)
-            response = render(request, "login.html", Page(None), status=status, pre=fresh, next=target,
-                              error=message, field=field, email=email, tenant=tenant)
-            set_cookie(request, response, 1, fresh, max_age=3600)
-            return response
+            return sign_in_form(request, status=status, next=target, error=message, field=field, email=email,
+                                tenant=tenant)
 
         if _no_secure_channel(request):
             return again(NEEDS_HTTPS, None, 403)
-        if not pre or not _same_origin(request) or \
-                not hmac.compare_digest(values.get("csrf", "").encode(), pre.encode()):
+        if not fine:
             return again("The form had expired: please sign in again.", None, 403)
         try:
             started = await asyncio.to_thread(signin.sign_in, services, email, values.get("password", ""),
@@ -224,50 +240,33 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             return response
         except AppError as exc:
             return again(exc.message, exc.field, 401 if exc.field != "tenant" else 400)
-        response = secure(RedirectResponse(target, status_code=303))
-        set_cookie(request, response, 0, started.token, max_age=int(signin.LIFETIME.total_seconds()))
-        drop_cookie(request, response, 1)
-        return response
+        return started_session(request, started, target)
 
     @api.get("/login/link")
     async def link_page(request: Request, t: str | None = None):
         """What a one-time link does, asked before it is used (a link a mail scanner opens is not spent)."""
-        pre = request.cookies.get(cookie_names(request)[1]) or secrets.token_urlsafe(32)
         try:
             email, name, tenant = await asyncio.to_thread(signin.link_holder, services, t)
         except NotSignedInError as exc:
-            response = render(request, "login.html", Page(None), status=410, pre=pre, next="/", error=exc.message,
-                              field=None, email="", tenant="")
-        else:
-            response = render(request, "link.html", Page(None), pre=pre, token=t, email=email, name=name,
-                              tenant=tenant)
-        set_cookie(request, response, 1, pre, max_age=3600)
-        return response
+            return sign_in_form(request, status=410, keep=True, error=exc.message)
+        return sign_in_form(request, keep=True, template="link.html", token=t, email=email, name=name,
+                            tenant=tenant)
 
     @api.post("/login/link")
     async def link_use(request: Request):
         try:
-            values = await form(request)
+            values, fine = await pre_form(request)
         except AppError as exc:
             return secure(HTMLResponse(exc.message, status_code=413))
-        pre = request.cookies.get(cookie_names(request)[1], "")
-        if _no_secure_channel(request) or not pre or not _same_origin(request) or \
-                not hmac.compare_digest(values.get("csrf", "").encode(), pre.encode()):
+        if not fine:
             return secure(RedirectResponse(f"/login/link?t={quote(values.get('t', '')[:200], safe='')}",
                                            status_code=303))
         try:
             started = await asyncio.to_thread(signin.sign_in_with_link, services, values.get("t"),
                                               client=_client(request))
         except NotSignedInError as exc:
-            fresh = secrets.token_urlsafe(32)
-            response = render(request, "login.html", Page(None), status=410, pre=fresh, next="/", error=exc.message,
-                              field=None, email="", tenant="")
-            set_cookie(request, response, 1, fresh, max_age=3600)
-            return response
-        response = secure(RedirectResponse("/", status_code=303))
-        set_cookie(request, response, 0, started.token, max_age=int(signin.LIFETIME.total_seconds()))
-        drop_cookie(request, response, 1)
-        return response
+            return sign_in_form(request, status=410, error=exc.message)
+        return started_session(request, started, "/")
 
     @api.post("/logout")
     async def logout(request: Request):
