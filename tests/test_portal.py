@@ -675,7 +675,28 @@ def test_a_person_over_the_web_cannot_link_a_file_of_the_server(ctx, tmp_path):
     assert [a.provider for a in accounts.list_accounts(ctx)] == ["ics"]
 
 
-def test_link_microsoft_365_by_signing_in_at_the_provider(world, tmp_path):
+def sign_in_link(world, info: dict, provider: str) -> tuple[dict[str, str], str]:
+    """The link form as a person fills it to sign in at the provider: (fields, where the sign-in page is)."""
+    if provider == "graph":
+        mailbox, _, calendar = info["graph_calendar_id"].partition("/")
+        return {"option-client_id": world.graph.client_id, "option-mailbox": mailbox, "option-calendar_id": calendar,
+                "option-api_base": "http://sandbox/graph/v1.0",
+                "option-token_url": "http://sandbox/graph/oauth2/v2.0/token",
+                "option-login_base": "http://sandbox/graph"}, "http://sandbox/graph/common/oauth2/v2.0/authorize?"
+    if provider == "google":
+        return {"option-client_id": world.google.client_id, "option-calendar_id": info["google_calendar_id"],
+                "option-api_base": "http://sandbox/google/calendar/v3",
+                "option-token_url": "http://sandbox/google/token",
+                "option-auth_url": "http://sandbox/google/o/oauth2/v2/auth",
+                "secret-client_secret": world.google.client_secret}, "http://sandbox/google/o/oauth2/v2/auth?"
+    return {"option-client_id": world.zoom.client_id, "option-api_base": "http://sandbox/zoom/v2",
+            "option-token_url": "http://sandbox/zoom/oauth/token",
+            "secret-client_secret": world.zoom.client_secret}, "http://sandbox/zoom/oauth/authorize?"
+
+
+@pytest.mark.parametrize("provider", ["graph", "google", "zoom"])
+def test_link_by_signing_in_at_the_provider(world, tmp_path, provider):
+    import asyncio
     from urllib.parse import urlsplit
 
     import httpx
@@ -687,23 +708,19 @@ def test_link_microsoft_365_by_signing_in_at_the_provider(world, tmp_path):
         person(ctx, "ada@example.com", "Ada", "admin")
         person(ctx, "bo@example.com", "Bo")
         info = world.add_user("ada@example.com", "Ada", "UTC")
-        mailbox, _, calendar = info["graph_calendar_id"].partition("/")
         client = TestClient(make_app(ctx.services), base_url="http://127.0.0.1:8080")    # as `zoomcal serve`
         sign_in(client, "ada@example.com")
-        page = client.get("/accounts?provider=graph").text
+        page = client.get(f"/accounts?provider={provider}").text
         assert 'id="sign-in-at-provider"' in page
-        options = {"option-client_id": world.graph.client_id, "option-mailbox": mailbox,
-                   "option-calendar_id": calendar, "option-api_base": "http://sandbox/graph/v1.0",
-                   "option-token_url": "http://sandbox/graph/oauth2/v2.0/token",
-                   "option-login_base": "http://sandbox/graph"}
-        sent = client.post("/accounts/connect", data={"csrf": form_token(page), "provider": "graph", **options},
+        fields, sign_in_page = sign_in_link(world, info, provider)
+        sent = client.post("/accounts/connect", data={"csrf": form_token(page), "provider": provider, **fields},
                            follow_redirects=False)
         assert sent.status_code == 303
         authorize = sent.headers["location"]
-        assert authorize.startswith("http://sandbox/graph/common/oauth2/v2.0/authorize?")
+        assert authorize.startswith(sign_in_page)
         assert "redirect_uri=http%3A%2F%2F127.0.0.1%3A8080%2Faccounts%2Fcallback" in authorize
         assert "code_challenge_method=S256" in authorize and "login_hint=ada%40example.com" in authorize
-        import asyncio
+        assert "client_secret" not in authorize and world.zoom.client_secret not in authorize
 
         async def consent():            # the browser at the sign-in page, already signed in there
             async with httpx.AsyncClient(transport=world.transport()) as sandbox:
@@ -711,14 +728,16 @@ def test_link_microsoft_365_by_signing_in_at_the_provider(world, tmp_path):
         back = asyncio.run(consent())
         callback = urlsplit(back.headers["location"])
         assert callback.netloc == "127.0.0.1:8080" and callback.path == "/accounts/callback"
+        assert "code=" in callback.query
         other = TestClient(make_app(ctx.services), base_url="http://127.0.0.1:8080")
         sign_in(other, "bo@example.com")                   # someone else's browser brings the answer: refused
         stolen = other.get(f"{callback.path}?{callback.query}")
         assert stolen.status_code == 400 and "not started here" in stolen.text
         done = client.get(f"{callback.path}?{callback.query}", follow_redirects=False)
-        assert done.status_code == 303 and "linked" in done.headers["location"]
+        assert done.status_code == 303 and "linked" in done.headers["location"], client.get(
+            f"{callback.path}?{callback.query}").text[-800:]
         linked = accounts.list_accounts(ctx)
-        assert [(a.user, a.provider, a.status) for a in linked] == [("ada@example.com", "graph", "ok")]
+        assert [(a.user, a.provider, a.status) for a in linked] == [("ada@example.com", provider, "ok")]
         replay = client.get(f"{callback.path}?{callback.query}")
         assert replay.status_code == 400 and "finished already" in replay.text
         assert len(accounts.list_accounts(ctx)) == 1

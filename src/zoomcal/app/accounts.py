@@ -54,6 +54,7 @@ class ProviderInfo:
     options: list[dict[str, Any]]
     signs_in: bool
     revocable: bool
+    sign_in_secrets: list[dict[str, Any]] = field(default_factory=list)   # what signing in takes beside options
 
 
 @dataclass
@@ -67,9 +68,12 @@ class Unlinked:
 def providers(ctx: AppContext) -> list[ProviderInfo]:
     from zoomcal.connectors import registry
 
-    return [ProviderInfo(s.key, s.label, sorted(s.roles), s.linking,
-                         [{"name": o.name, "help": o.help, "required": o.required, "default": o.default}
-                          for o in s.options], s.sign_in is not None, s.revoke is not None)
+    def shown(options) -> list[dict[str, Any]]:
+        return [{"name": o.name, "help": o.help, "required": o.required, "default": o.default} for o in options]
+
+    return [ProviderInfo(s.key, s.label, sorted(s.roles), s.linking, shown(s.options), s.sign_in is not None,
+                         s.revoke is not None,
+                         shown(o for o in s.secrets({}) if o.name != "refresh_token") if s.sign_in else [])
             for s in registry.all_specs()]
 
 
@@ -217,7 +221,8 @@ def _sign_in_endpoints(ctx: AppContext, provider: str, options: dict[str, str]) 
     if spec.sign_in is None:
         raise InvalidError(f"{spec.label} is not linked by signing in", field="provider")
     endpoints = spec.sign_in(options)
-    return spec, Provider(endpoints.authorize_url, endpoints.token_url, endpoints.scope)
+    return spec, Provider(endpoints.authorize_url, endpoints.token_url, endpoints.scope, endpoints.extra,
+                          endpoints.client_auth)
 
 
 async def _link_signed_in(ctx: AppContext, spec: ProviderSpec, email: str, options: dict[str, str],
@@ -225,7 +230,7 @@ async def _link_signed_in(ctx: AppContext, spec: ProviderSpec, email: str, optio
                           receives_meetings: bool | None) -> AccountInfo:
     """Link with the refresh token a sign-in brought back (only it is kept, sealed)."""
     options = {**options, "token_url": token_url}
-    options = {k: v for k, v in options.items() if k in spec.option_names() and k not in ("tenant", "login_base")}
+    options = {k: v for k, v in options.items() if k in spec.option_names() and k not in SIGN_IN_ONLY}
     return await link(ctx, email, spec.key, options, {**secrets, "refresh_token": token["refresh_token"]},
                       receives_meetings=receives_meetings)
 
@@ -248,6 +253,7 @@ async def sign_in(ctx: AppContext, email: str, provider: str, options: dict[str,
 
 
 PENDING_TTL = timedelta(minutes=10)
+SIGN_IN_ONLY = ("tenant", "login_base", "auth_url")     # options that serve signing in only: not stored
 
 
 def begin_sign_in(ctx: AppContext, email: str, provider: str, options: dict[str, str], secrets: dict[str, str],

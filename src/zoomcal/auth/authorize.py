@@ -29,7 +29,9 @@ PAGE = "<!doctype html><title>zoomcal</title><p>{}</p>"
 class Provider:
     authorize_url: str
     token_url: str
-    scope: str
+    scope: str                                      # "" when the app's configuration decides (Zoom)
+    extra: tuple[tuple[str, str], ...] = ()         # more sign-in parameters (Google: access_type=offline)
+    client_auth: str = "post"                       # the client at the token endpoint: in the form, or "basic"
 
 
 def microsoft(tenant: str = "common", base: str = "https://login.microsoftonline.com") -> Provider:
@@ -93,10 +95,13 @@ def request(provider: Provider, client_id: str, redirect_uri: str, login_hint: s
     """The sign-in address with an S256 code challenge and a random `state`."""
     verifier = generate_token(64)
     state = generate_token(24)
-    query = {"client_id": client_id, "response_type": "code", "redirect_uri": redirect_uri, "scope": provider.scope,
+    query = {"client_id": client_id, "response_type": "code", "redirect_uri": redirect_uri,
              "state": state, "code_challenge": create_s256_code_challenge(verifier), "code_challenge_method": "S256"}
+    if provider.scope:
+        query["scope"] = provider.scope
     if login_hint:
         query["login_hint"] = login_hint
+    query.update(provider.extra)
     return Request(f"{provider.authorize_url}?{urlencode(query)}", state, verifier, redirect_uri)
 
 
@@ -109,12 +114,17 @@ async def redeem(provider: Provider, client_id: str, client_secret: str | None, 
     if "code" not in answer:
         raise AuthExpired(f"sign-in refused: {answer.get('error_description') or answer.get('error')}")
     form = {"grant_type": "authorization_code", "code": answer["code"], "code_verifier": asked.verifier,
-            "redirect_uri": asked.redirect_uri, "client_id": client_id}
-    if client_secret:
-        form["client_secret"] = client_secret
+            "redirect_uri": asked.redirect_uri}
+    auth = None
+    if provider.client_auth == "basic":
+        auth = httpx.BasicAuth(client_id, client_secret or "")
+    else:
+        form["client_id"] = client_id
+        if client_secret:
+            form["client_secret"] = client_secret
     async with httpx.AsyncClient(transport=transport, timeout=30) as client:
         try:
-            response = await client.post(provider.token_url, data=form)
+            response = await client.post(provider.token_url, data=form, auth=auth)
         except httpx.HTTPError as exc:
             raise ConfigError(f"token endpoint unreachable: {type(exc).__name__}") from exc
     token = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}

@@ -106,7 +106,9 @@ class SignIn:
 
     authorize_url: str
     token_url: str
-    scope: str
+    scope: str                                      # "" when the app's configuration decides (Zoom)
+    extra: tuple[tuple[str, str], ...] = ()         # more sign-in parameters (Google: access_type=offline)
+    client_auth: str = "post"                       # the client at the token endpoint: in the form, or "basic"
 
 
 @dataclass(frozen=True)

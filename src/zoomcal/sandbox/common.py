@@ -4,6 +4,7 @@ rate windows, requests and refusals per user, echo writes."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import secrets
 import threading
@@ -11,8 +12,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 
@@ -217,3 +219,59 @@ class Meter:
             self.requests.clear()
             self.refusals.clear()
             self.echo_writes.clear()
+
+
+CODE_TTL = 600          # seconds an authorization code can be redeemed in
+
+
+@dataclass
+class Consents:
+    """The sign-in page of a vendor's OAuth authorization-code flow with PKCE (RFC 7636), already signed in as the
+    `login_hint`: consent is given and the browser is sent back with a one-time code bound to the S256 challenge,
+    the redirect URI and the scopes asked for."""
+
+    codes: dict[str, tuple[str, str, str, str, float, dict[str, str]]] = field(default_factory=dict)
+    # code -> (subject, challenge, redirect, scope, expires, what else the request asked)
+
+    def answer(self, request: Request, *, client_id: str, subject_of: Callable[[str], str | None],
+               needs: str | None = None, keep: Callable[[str], str] = lambda scope: scope,
+               refuse: Callable[[str], JSONResponse], remember: tuple[str, ...] = (),
+               stranger: str = "the user is not known here") -> JSONResponse | Response:
+        """The authorize endpoint's answer: a 302 back to the redirect URI with `code` (or `error`) and `state`;
+        `refuse(why)` when the client or the redirect URI is wrong (never redirected to, RFC 6749 4.1.2.1).
+        `subject_of` finds the signed-in person from the login hint; `needs` is a scope the request must ask for;
+        `keep` turns the scopes asked for into those granted; `remember` names other parameters the code keeps
+        (Google's `access_type`); `stranger` is the vendor's words for a person it does not know."""
+        q = request.query_params
+        redirect = q.get("redirect_uri") or ""
+        if q.get("client_id") != client_id or not _loopback_redirect(redirect):
+            return refuse("the client or its redirect URI is not registered")
+        subject = subject_of(q.get("login_hint") or "")
+        answer = {"state": q.get("state") or ""}
+        if q.get("response_type") != "code" or q.get("code_challenge_method") != "S256" or \
+                not q.get("code_challenge") or (needs is not None and needs not in (q.get("scope") or "").split()):
+            answer.update(error="invalid_request",
+                          error_description="code flow with S256 PKCE" + (f" and {needs}" if needs else ""))
+        elif subject is None:
+            answer.update(error="access_denied", error_description=stranger)
+        else:
+            code = "code_" + secrets.token_urlsafe(24)
+            self.codes[code] = (subject, q["code_challenge"], redirect, keep(q.get("scope") or ""),
+                                time.time() + CODE_TTL, {k: q[k] for k in remember if k in q})
+            answer["code"] = code
+        return Response(status_code=302, headers={"Location": f"{redirect}?{urlencode(answer)}"})
+
+    def redeem(self, code: str, verifier: str, redirect: str) -> tuple[str, str, dict[str, str]] | None:
+        """(subject, scope, what else was asked) of a code used once, with the verifier of its challenge and its
+        redirect URI."""
+        subject, challenge, was, scope, expires, asked = self.codes.pop(code, ("", "", "", "", 0.0, {}))
+        digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        if not subject or expires < time.time() or not secrets.compare_digest(digest, challenge) or redirect != was:
+            return None
+        return subject, scope, asked
+
+
+def _loopback_redirect(uri: str) -> bool:
+    """The redirect URIs the sandboxes' apps have registered: anything on http://127.0.0.1 (the demo's and the
+    tests' loopback servers)."""
+    return uri.startswith("http://127.0.0.1:") or uri.startswith("http://127.0.0.1/")

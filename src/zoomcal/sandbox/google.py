@@ -4,7 +4,8 @@
 Shapes follow ../shared/specs/google/calendar.v3.json; behaviour follows the documented one: `syncToken`
 incremental listing (deleted items reported as `status: cancelled`), HTTP 410 when a sync token expired,
 etags with `If-Match` -> 412, client-chosen ids with 409 on duplicates, exceptions of recurring events
-addressed as `{masterId}_{originalStart}`. Base path `/google/calendar/v3`, token endpoint `/google/token`.
+addressed as `{masterId}_{originalStart}`. Base path `/google/calendar/v3`, token endpoint `/google/token`, sign-in
+page `/google/o/oauth2/v2/auth` (authorization code with S256 PKCE; a refresh token only with `access_type=offline`).
 
 The sandbox is the oracle zoomcal's Google code is checked against, so it reads events with its own code: series are
 expanded with python-dateutil over the RRULE / EXRULE / RDATE / EXDATE lines in the event's `timeZone`, instance ids
@@ -54,7 +55,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from zoomcal.sandbox.clock import UTC, parse_stamp, stamp, tz
-from zoomcal.sandbox.common import ApiError, Meter, RateWindows, TokenBook, api_error_response
+from zoomcal.sandbox.common import ApiError, Consents, Meter, RateWindows, TokenBook, api_error_response
 from zoomcal.sandbox.google_people import PEOPLE_SCOPES, PeopleState, build_people_router
 from zoomcal.sandbox.push import Outbox
 
@@ -92,6 +93,7 @@ class GoogleState:
     client_secret: str = "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"
     calendars: dict[str, GoogleCalendar] = field(default_factory=dict)
     tokens: TokenBook = field(default_factory=TokenBook)
+    consents: Consents = field(default_factory=Consents)    # the sign-in page's codes
     seq: int = 0
     last_ms: int = 0      # the last `updated` stamp given, in milliseconds (each write gets a later one)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -568,12 +570,34 @@ def build_app(state: GoogleState) -> APIRouter:
         if wanted and wanted != "*" and wanted != event["etag"]:
             raise _error(412, "conditionNotMet", "Precondition Failed")
 
+    @router.get("/o/oauth2/v2/auth")
+    def authorize(request: Request):
+        """The sign-in page (accounts.google.com/o/oauth2/v2/auth), already signed in as `login_hint`. A refresh
+        token comes with the code's tokens only when `access_type=offline` was asked."""
+        with state.lock:
+            owners = {c.owner for c in state.calendars.values()}
+            return state.consents.answer(
+                request, client_id=state.client_id, remember=("access_type",),
+                subject_of=lambda hint: hint if hint in owners else None,
+                refuse=lambda _why: JSONResponse({"error": "redirect_uri_mismatch", "error_description":
+                                                  "The redirect URI in the request does not match the ones "
+                                                  "authorized for the OAuth client."}, 400))
+
     @router.post("/token")
     async def token(request: Request):
         form = await request.form()
         if form.get("client_id") != state.client_id or form.get("client_secret") != state.client_secret:
             return JSONResponse({"error": "invalid_client", "error_description": "The OAuth client was not "
                                  "found."}, 401)
+        if form.get("grant_type") == "authorization_code":
+            with state.lock:
+                redeemed = state.consents.redeem(str(form.get("code", "")), str(form.get("code_verifier", "")),
+                                                 str(form.get("redirect_uri", "")))
+                if redeemed is None:
+                    return JSONResponse({"error": "invalid_grant", "error_description": "Bad Request"}, 400)
+                subject, scope, asked = redeemed
+                return state.tokens.issue(subject, app=True, scope=scope or DEFAULT_SCOPE,
+                                          with_refresh=asked.get("access_type") == "offline")
         if form.get("grant_type") != "refresh_token":
             return JSONResponse({"error": "unsupported_grant_type"}, 400)
         with state.lock:

@@ -49,7 +49,6 @@ or `users/{id}/events`; changeType among created, updated, deleted; https notifi
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import json
 import re
@@ -70,7 +69,15 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from zoomcal.sandbox.clock import UTC, parse_stamp, stamp, tz
-from zoomcal.sandbox.common import ApiError, Meter, RateWindows, TokenBook, api_error_response, retry_seconds
+from zoomcal.sandbox.common import (
+    ApiError,
+    Consents,
+    Meter,
+    RateWindows,
+    TokenBook,
+    api_error_response,
+    retry_seconds,
+)
 from zoomcal.sandbox.graph_directory import DirectoryState, build_directory_router
 from zoomcal.sandbox.push import Delivery, Outbox
 
@@ -105,8 +112,7 @@ class GraphState:
     calendars: dict[str, dict[str, Any]] = field(default_factory=dict)             # calendar -> resource
     removed: list[tuple[int, str, str]] = field(default_factory=list)              # (seq, calendar, instance id)
     tokens: TokenBook = field(default_factory=TokenBook)
-    codes: dict[str, tuple[str, str, str]] = field(default_factory=dict)   # code -> (user, challenge, redirect)
-    code_scopes: dict[str, str] = field(default_factory=dict)               # code -> the permissions it grants
+    consents: Consents = field(default_factory=Consents)    # the sign-in page's codes
     seq: int = 0
     epoch: int = 0                  # bumped to invalidate every delta token (-> 410 SyncStateNotFound)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -695,26 +701,15 @@ def build_router(state: GraphState) -> APIRouter:
     @router.get("/oauth2/v2.0/authorize")
     @router.get("/{tenant}/oauth2/v2.0/authorize")
     def authorize(request: Request):
-        """The sign-in page, already signed in as `login_hint`: consent is given and the browser is sent back
-        with a one-time code bound to the PKCE challenge and the redirect URI."""
-        q = request.query_params
-        redirect = q.get("redirect_uri") or ""
-        if q.get("client_id") != state.client_id or not redirect.startswith("http://127.0.0.1:"):
-            return JSONResponse({"error": "invalid_request", "error_description": "AADSTS50011: redirect URI"}, 400)
-        user = q.get("login_hint") or ""
-        answer = {"state": q.get("state") or ""}
-        if q.get("response_type") != "code" or q.get("code_challenge_method") != "S256" or \
-                not q.get("code_challenge") or "offline_access" not in (q.get("scope") or "").split():
-            answer.update(error="invalid_request", error_description="code flow with S256 PKCE and offline_access")
-        elif user not in state.owners.values():
-            answer.update(error="access_denied", error_description="AADSTS50020: user not in this directory")
-        else:
-            code = "code_" + secrets.token_urlsafe(24)
-            state.codes[code] = (user, q["code_challenge"], redirect)
-            state.code_scopes[code] = " ".join(s for s in q["scope"].split() if s not in ("openid", "profile",
-                                                                                         "email"))
-            answer["code"] = code
-        return Response(status_code=302, headers={"Location": f"{redirect}?{urlencode(answer)}"})
+        """The sign-in page, already signed in as `login_hint` (a user of this directory)."""
+        with state.lock:
+            return state.consents.answer(
+                request, client_id=state.client_id, needs="offline_access",
+                stranger="AADSTS50020: user not in this directory",
+                subject_of=lambda hint: hint if hint in state.owners.values() else None,
+                keep=lambda scope: " ".join(s for s in scope.split() if s not in ("openid", "profile", "email")),
+                refuse=lambda _why: JSONResponse({"error": "invalid_request",
+                                                  "error_description": "AADSTS50011: redirect URI"}, 400))
 
     @router.post("/oauth2/v2.0/token")
     @router.post("/{tenant}/oauth2/v2.0/token")
@@ -727,14 +722,11 @@ def build_router(state: GraphState) -> APIRouter:
                                 "has expired or is invalid."}, 400)
         with state.lock:
             if form.get("grant_type") == "authorization_code":
-                code = str(form.get("code", ""))
-                user, challenge, redirect = state.codes.pop(code, ("", "", ""))
-                granted = state.code_scopes.pop(code, None)
-                verifier = str(form.get("code_verifier", ""))
-                digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-                if not user or digest != challenge or form.get("redirect_uri") != redirect:
+                redeemed = state.consents.redeem(str(form.get("code", "")), str(form.get("code_verifier", "")),
+                                                 str(form.get("redirect_uri", "")))
+                if redeemed is None:
                     return invalid
-                subject = user
+                subject, granted, _asked = redeemed
             else:
                 refresh = str(form.get("refresh_token", ""))
                 granted = state.tokens.scope_of(refresh)

@@ -1,10 +1,12 @@
-"""Offline emulator of the Zoom API (meetings, users, presence, OAuth token endpoint).
+"""Offline emulator of the Zoom API (meetings, users, presence, OAuth sign-in page and token endpoint).
 
 Shapes follow ../shared/specs/zoom (meetings-api.json, users-api.json); tests validate responses against
 those schemas. Base path `/zoom/v2`, token endpoint `/zoom/oauth/token`. Written independently of the code it
 checks: recurrence is expanded here (python-dateutil's rrule on the meeting's wall clock), never with zoomcal's.
 
 As Zoom documents it:
+- the user OAuth sign-in page `/zoom/oauth/authorize` (authorization code with S256 PKCE, redirect URIs on
+  http://127.0.0.1) answers at once as the `login_hint`; the token endpoint redeems the code with its verifier;
 - the token endpoint takes its grant (`grant_type`, `account_id`, `refresh_token`) in the query string or a form
   body; refresh tokens rotate, and a spent one is refused 400 `{"reason": "Invalid Token!", "error":
   "invalid_grant"}`;
@@ -62,6 +64,7 @@ from fastapi.responses import JSONResponse
 from zoomcal.sandbox.clock import UTC, now, parse_stamp, stamp, tz
 from zoomcal.sandbox.common import (
     ApiError,
+    Consents,
     Meter,
     RateWindows,
     TokenBook,
@@ -76,6 +79,7 @@ PRESENCE_VALUES = ("Away", "Available", "In_Calendar_Event", "Presenting", "In_A
 LIST_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone", "agenda",
                "created_at", "join_url", "pmi")
 MEETING_WRITES_PER_DAY = 100
+USER_SCOPES = "meeting:read meeting:write user:read"     # what a user OAuth grant of the sandbox's app carries
 MEETING_LISTS = ("scheduled", "live", "upcoming", "upcoming_meetings", "previous_meetings")
 LISTED_SPAN = timedelta(days=183)    # upcoming and previous meetings are listed for about six months
 USER_STATUSES = ("active", "inactive", "pending")
@@ -136,6 +140,7 @@ class ZoomState:
     meetings: dict[int, dict[str, Any]] = field(default_factory=dict)
     edits: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     tokens: TokenBook = field(default_factory=TokenBook)
+    consents: Consents = field(default_factory=Consents)    # user OAuth sign-in codes
     page_tokens: dict[str, tuple[str, int, float]] = field(default_factory=dict)
     # what the server-to-server app was granted (its token answers name them)
     app_scopes: list[str] = field(default_factory=lambda: [
@@ -650,6 +655,18 @@ def build_app(state: ZoomState) -> APIRouter:
             raise _error(404, 1001, "User does not exist: " + user_key)
         return user
 
+    @router.get("/oauth/authorize")
+    def authorize(request: Request):
+        """The user OAuth sign-in page (zoom.us/oauth/authorize), already signed in as `login_hint`; the app's
+        scopes are those it was configured with, not asked for here."""
+        with state.lock:
+            return state.consents.answer(
+                request, client_id=state.client_id,
+                subject_of=lambda hint: (state.find_user(hint) or {}).get("id") if hint else None,
+                keep=lambda _scope: USER_SCOPES,
+                refuse=lambda _why: JSONResponse({"reason": "Invalid redirect url", "error": "invalid_request"},
+                                                 400))
+
     @router.post("/oauth/token")
     async def token(request: Request):
         """Zoom's token endpoint: the client in HTTP Basic auth; the grant's parameters in the query string (as
@@ -667,13 +684,21 @@ def build_app(state: ZoomState) -> APIRouter:
                 issued["scope"] = " ".join(state.app_scopes)
                 issued["api_url"] = str(request.base_url).rstrip("/")
                 return issued
+            if grant == "authorization_code":
+                redeemed = state.consents.redeem(str(form.get("code", "")), str(form.get("code_verifier", "")),
+                                                 str(form.get("redirect_uri", "")))
+                if redeemed is None:
+                    return JSONResponse({"reason": "Invalid authorization code", "error": "invalid_grant"}, 400)
+                issued = state.tokens.issue(redeemed[0], with_refresh=True, app=True)
+                issued["scope"] = redeemed[1]
+                return issued
             if grant == "refresh_token":
                 # refresh tokens rotate: a spent (or unknown) one is refused as an invalid grant
                 subject = state.tokens.use_refresh(str(form.get("refresh_token", "")))
                 if subject is None:
                     return JSONResponse({"reason": "Invalid Token!", "error": "invalid_grant"}, 400)
                 issued = state.tokens.issue(subject, with_refresh=True, app=True)
-                issued["scope"] = "meeting:read meeting:write user:read"
+                issued["scope"] = USER_SCOPES
                 return issued
         return JSONResponse({"reason": "Unsupported grant type", "error": "unsupported_grant_type"}, 400)
 

@@ -508,8 +508,10 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         options = {o["name"]: values.get(f"option-{o['name']}", "").strip()[:2000] for o in (spec.options if spec
                                                                                              else ())}
         base = (services.settings.public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+        secrets = {o["name"]: values.get(f"secret-{o['name']}", "")[:4000] for o in (spec.sign_in_secrets if spec
+                                                                                      else ())}
         try:
-            url = await asyncio.to_thread(app_accounts.begin_sign_in, ctx, email, provider, options, {},
+            url = await asyncio.to_thread(app_accounts.begin_sign_in, ctx, email, provider, options, secrets,
                                           f"{base}/accounts/callback")
         except AppError as exc:
             linking = {"provider": spec, "user": email, "options": options, "secrets": None} if spec else None

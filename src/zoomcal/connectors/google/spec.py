@@ -3,17 +3,26 @@ reading one event of the calendar, whose listing also names the calendar."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from zoomcal.auth.oauth import TokenSource
 from zoomcal.connectors import rest
 from zoomcal.connectors.google.connector import GoogleConnector
 from zoomcal.connectors.google.push import CHANNEL
-from zoomcal.connectors.spec import CALENDAR, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec
+from zoomcal.connectors.spec import CALENDAR, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec, SignIn
 
 API = "https://www.googleapis.com/calendar/v3"
 TOKEN_URL = "https://oauth2.googleapis.com/token"
+AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+SCOPE = "https://www.googleapis.com/auth/calendar"
 SECRETS = ("client_id", "client_secret", "refresh_token")
+
+
+def sign_in(options: Mapping[str, str]) -> SignIn:
+    """Signing in at Google: a refresh token comes only with offline access, and again only with consent asked."""
+    return SignIn(options.get("auth_url") or AUTH_URL, options.get("token_url") or TOKEN_URL, SCOPE,
+                  extra=(("access_type", "offline"), ("prompt", "consent")))
 
 
 def grant(view: AccountView, _env: Env) -> TokenSource:
@@ -47,9 +56,9 @@ async def revoke(view: AccountView, env: Env) -> str:
 
 SPEC = ProviderSpec(
     key="google", label="Google", roles=frozenset({CALENDAR}),
-    linking="user OAuth: client id and secret, refresh token",
+    linking="user OAuth: client id and secret, and a refresh token or signing in at Google",
     options=(rest.CLIENT_ID, Option("calendar_id", "the calendar id", default="primary"),
-             *rest.endpoint_options(API, TOKEN_URL)),
+             *rest.endpoint_options(API, TOKEN_URL), Option("auth_url", "OAuth sign-in page URL", default=AUTH_URL)),
     secrets=lambda _options: (rest.CLIENT_SECRET, rest.REFRESH_TOKEN), link=link, check=check, connector=connector,
-    grant=grant, revoke=revoke, capabilities=GoogleConnector.capabilities, push=CHANNEL,
+    grant=grant, revoke=revoke, sign_in=sign_in, capabilities=GoogleConnector.capabilities, push=CHANNEL,
     default_label="Google Calendar")

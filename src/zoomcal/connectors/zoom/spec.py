@@ -18,6 +18,7 @@ from zoomcal.connectors.spec import (
     LinkRequest,
     Option,
     ProviderSpec,
+    SignIn,
 )
 from zoomcal.connectors.zoom.connector import ZoomConnector
 from zoomcal.connectors.zoom.directory import FEATURES, USER_KEY, ZoomDirectory
@@ -36,6 +37,14 @@ SECRETS = ("client_id", "client_secret", "refresh_token", "account_id")
 def secrets(options: Mapping[str, str]) -> tuple[Option, ...]:
     """Server-to-server apps need the client secret; user OAuth also a refresh token."""
     return (rest.CLIENT_SECRET,) if options.get("account_id") else (rest.CLIENT_SECRET, rest.REFRESH_TOKEN)
+
+
+def sign_in(options: Mapping[str, str]) -> SignIn:
+    """User OAuth by signing in at Zoom: the sign-in page sits beside the token endpoint (zoom.us/oauth/authorize);
+    the scopes are those the app is configured with; the client goes in HTTP Basic auth."""
+    token_url = options.get("token_url") or TOKEN_URL
+    base, _, _last = token_url.rstrip("/").rpartition("/")
+    return SignIn(f"{base}/authorize", token_url, "", client_auth="basic")
 
 
 def grant(view: AccountView, _env: Env) -> TokenSource:
@@ -91,7 +100,8 @@ async def revoke(view: AccountView, env: Env) -> str:
 
 SPEC = ProviderSpec(
     key="zoom", label="Zoom", roles=frozenset({MEETINGS, PRESENCE, CONTACTS}),
-    linking="server-to-server OAuth (account id) or user OAuth (refresh token); client secret",
+    linking="server-to-server OAuth (account id) or user OAuth (a refresh token, or signing in at Zoom); client secret",
     options=OPTIONS, secrets=secrets, link=link, check=check, connector=connector, grant=grant, revoke=revoke,
+    sign_in=sign_in,
     capabilities=ZoomConnector.capabilities, push=CHANNEL, push_targets=meeting_targets("zoom"),
     default_label="Zoom meetings", contacts=directory)
