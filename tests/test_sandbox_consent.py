@@ -99,3 +99,33 @@ async def test_google_gives_a_refresh_token_only_for_offline_access(world):
         code = (await consent(world, client, "google", verifier, access_type="online"))["code"]
         token = await client.fetch_token("http://sandbox/google/token", code=code, code_verifier=verifier)
         assert token["access_token"] and "refresh_token" not in token
+
+
+@pytest.mark.parametrize("provider", ["google", "zoom"])
+async def test_the_command_line_links_google_and_zoom_by_signing_in_too(world, tmp_path, provider):
+    """`zoomcal account connect` over its loopback redirect, for the providers that gained a sign-in."""
+    from conftest import make_context
+    from zoomcal.app import accounts, users
+
+    ctx = make_context(world, tmp_path)
+    users.add(ctx, "ada@example.com", "Ada")
+    options = {"google": {"client_id": world.google.client_id, "calendar_id": "ada@example.com",
+                          "api_base": "http://sandbox/google/calendar/v3", "token_url": "http://sandbox/google/token",
+                          "auth_url": "http://sandbox/google/o/oauth2/v2/auth"},
+               "zoom": {"client_id": world.zoom.client_id, "api_base": "http://sandbox/zoom/v2",
+                        "token_url": "http://sandbox/zoom/oauth/token"}}[provider]
+    secret = {"google": world.google.client_secret, "zoom": world.zoom.client_secret}[provider]
+
+    async def browser(url):     # the person signs in; the provider sends the browser back to the loopback
+        async with httpx.AsyncClient(transport=world.transport()) as client:
+            back = (await client.get(url)).headers["location"]
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(back)).status_code == 200
+
+    try:
+        linked = await accounts.sign_in(ctx, "ada@example.com", provider, options, {"client_secret": secret},
+                                        browser, timeout=10)
+        assert linked.provider == provider and linked.status == "ok"
+        assert [a.provider for a in await accounts.health(ctx)] == [provider]
+    finally:
+        ctx.services.close()

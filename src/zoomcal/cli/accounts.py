@@ -128,7 +128,8 @@ def account_add(
 @account_app.command("connect")
 @handled
 def account_connect(
-    provider: str = typer.Argument(..., help="A provider linked by signing in (Microsoft 365: graph, graph-contacts)."),
+    provider: str = typer.Argument(..., help="A provider linked by signing in: graph, graph-contacts (Microsoft "
+                                             "365), google, zoom."),
     user: str = typer.Option(..., "--user", help="E-mail of the zoomcal user (also the sign-in hint)."),
     client_id: str = typer.Option(..., "--client-id", help="The app registration's client id."),
     client_secret_env: str | None = typer.Option(None, "--client-secret-env",
@@ -138,6 +139,8 @@ def account_connect(
                                       help="Microsoft Entra tenant (id, domain, or common)."),
     login_base: str | None = typer.Option(None, "--login-base", help="Sign-in service base URL."),
     api_base: str | None = typer.Option(None, "--api-base", help="API base URL (default: the vendor's)."),
+    token_url: str | None = typer.Option(None, "--token-url", help="OAuth token URL (default: the vendor's)."),
+    auth_url: str | None = typer.Option(None, "--auth-url", help="Google's sign-in page URL (default: Google's)."),
     calendar_id: str | None = typer.Option(None, "--calendar-id", help="Which calendar (default: the default one)."),
     open_browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the sign-in page in a browser."),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the sign-in."),
@@ -146,7 +149,7 @@ def account_connect(
     Only the refresh token is stored, sealed."""
     ctx = context()
     options = _options(client_id=client_id, tenant=tenant, login_base=login_base, api_base=api_base,
-                       calendar_id=calendar_id)
+                       token_url=token_url, auth_url=auth_url, calendar_id=calendar_id)
     secrets = {"client_secret": env_secret(client_secret_env, "client secret")} if client_secret_env else {}
 
     def show(address: str) -> None:
