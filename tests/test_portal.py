@@ -640,6 +640,7 @@ def test_link_a_caldav_calendar_in_two_steps_then_check_and_unlink_it(ctx, radic
     assert [(a.user, a.provider) for a in linked] == [("bo@example.com", "caldav")]    # a member links for themselves
     page = bo.get(done.headers["location"]).text
     assert "linked CalDAV" in page and f'data-account="{linked[0].id}"' in page
+    assert "<td>password</td>" in page and "hunter2" not in page
     checked = bo.post(f"/accounts/{linked[0].id}/check", data={"csrf": token}, follow_redirects=False)
     assert checked.status_code == 303 and "ok" in bo.get(checked.headers["location"]).text
     ada = web(ctx)
@@ -740,6 +741,7 @@ def test_link_by_signing_in_at_the_provider(world, tmp_path, provider):
         assert [(a.user, a.provider, a.status) for a in linked] == [("ada@example.com", provider, "ok")]
         replay = client.get(f"{callback.path}?{callback.query}")
         assert replay.status_code == 400 and "finished already" in replay.text
+        assert "<td>user OAuth" in replay.text
         assert len(accounts.list_accounts(ctx)) == 1
     finally:
         ctx.services.close()

@@ -40,6 +40,8 @@ class AccountInfo:
     checked_at: datetime | None
     endpoint: str
     push: str = ""                # after a link: whether a push channel was created, and if not why
+    auth: str = ""                # how it authenticates: user OAuth, server-to-server OAuth, password, none
+    granted: list[str] | None = None    # the scopes the provider last said it granted (None: it did not say)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,12 +132,26 @@ def _env(ctx: AppContext, spec: ProviderSpec):
     return env
 
 
-def _info(acc: Account, cal: Calendar | None, email: str, spec_label: str) -> AccountInfo:
+def _info(acc: Account, cal: Calendar | None, email: str, spec_label: str, vault=None) -> AccountInfo:
     cfg = acc.config or {}
     return AccountInfo(acc.id, email, acc.provider, spec_label, cal.remote_id if cal else acc.external_id,
                        cal.id if cal else None, cal.name if cal else "", cal.role if cal else "",
                        bool(cal and cal.receives_meetings), acc.status, acc.status_reason, acc.checked_at,
-                       str(cfg.get("api_base") or cfg.get("url") or ""))
+                       str(cfg.get("api_base") or cfg.get("url") or ""),
+                       auth=_auth_kind(acc, cfg, vault) if vault is not None else "",
+                       granted=list(acc.granted_scopes) if acc.granted_scopes is not None else None)
+
+
+def _auth_kind(acc: Account, cfg: dict[str, Any], vault) -> str:
+    """How a stored account proves itself, from the names of its sealed secrets (their values stay sealed)."""
+    held = set(vault.open(acc.secret)) if acc.secret else set()
+    if "account_id" in held:
+        return "server-to-server OAuth"
+    if "refresh_token" in held:
+        return "user OAuth"
+    if "password" in held:
+        return f"password ({cfg['auth']})" if cfg.get("auth") else "password"
+    return "none (a URL)"
 
 
 def _label(provider: str) -> str:
@@ -396,7 +412,7 @@ def list_accounts(ctx: AppContext, email: str | None = None) -> list[AccountInfo
         if email:
             query = query.where(User.id == users.find(s, ctx, email).id)
         rows = [(a, c, u) for a, c, u in s.execute(query) if ctx.actor.may_manage(u.email)]
-        return [_info(a, c, u.email, _label(a.provider)) for a, c, u in rows]
+        return [_info(a, c, u.email, _label(a.provider), ctx.vault) for a, c, u in rows]
 
 
 async def health(ctx: AppContext, account_id: int | None = None) -> list[AccountInfo]:
