@@ -13,7 +13,7 @@ from conftest import link_sandbox_user, make_context
 from zoomcal.app import availability, history
 from zoomcal.app import sync as app_sync
 from zoomcal.app.context import Actor
-from zoomcal.app.errors import ForbiddenError, InvalidError, NotFoundError
+from zoomcal.app.errors import InvalidError, NotFoundError
 from zoomcal.sandbox.actor import SandboxActor
 from zoomcal.store.models import Event, Link
 
@@ -126,8 +126,10 @@ async def test_lookup_and_access(setup, world):
     with ctx.store.session() as s:
         event_id = s.scalar(select(Event.id))
     stranger = ctx.services.context(ctx.tenant_name, Actor("other@example.com", "member", "other@example.com"))
-    with pytest.raises(ForbiddenError):
+    with pytest.raises(NotFoundError):      # another person's event is not there for them, not even by name
         history.history(stranger, event_id)
+    with pytest.raises(NotFoundError):
+        history.history(stranger, event_id[:8])
     owner = ctx.services.context(ctx.tenant_name, Actor("h@example.com", "member", "h@example.com"))
     assert history.history(owner, event_id).steps
 

@@ -468,7 +468,7 @@ def test_the_audit_trail_is_an_admins_page_with_filters_verification_and_export(
     assert "No entry matches" in boss.get("/audit?to=2000-01-01").text
     assert boss.get("/audit?from=yesterday").status_code == 400
     csv_file = boss.get("/audit/export?format=csv")
-    assert csv_file.headers["content-disposition"] == 'attachment; filename="zoomcal-audit-default.csv"'
+    assert csv_file.headers["content-disposition"].startswith('attachment; filename="zoomcal-audit-default.csv";')
     assert csv_file.text.splitlines()[0].startswith("seq,at,actor,action")
     assert '"action": "portal.sign_in"' in boss.get("/audit/export?format=json").text
 
@@ -604,7 +604,7 @@ def test_why_an_event_changed_is_its_owners_to_read(ctx):
     assert page.status_code == 200 and "Budget &lt;review&gt;" in page.text and ">booked<" in page.text
     cy = web(ctx)
     sign_in(cy, "cy@example.com")
-    assert cy.get(f"/history/{booked.event_id}").status_code == 403
+    assert cy.get(f"/history/{booked.event_id}").status_code == 404          # not there for Cy at all
     assert bo.get("/history/no-such-event").status_code == 404
 
 
@@ -705,6 +705,7 @@ def test_link_by_signing_in_at_the_provider(world, tmp_path, provider):
     from zoomcal.app import accounts
 
     ctx = make_context(world, tmp_path)
+    ctx.settings.allow_private_urls = True        # the sandboxes run in this process: "on-premises" here
     try:
         person(ctx, "ada@example.com", "Ada", "admin")
         person(ctx, "bo@example.com", "Bo")
@@ -791,3 +792,15 @@ def test_book_a_zoom_meeting_with_a_poll(world, tmp_path):
         assert [q["name"] for q in polls[0].poll["questions"]] == ["Where?", "When?"]
     finally:
         ctx.services.close()
+
+
+def test_a_link_made_elsewhere_cannot_put_its_words_on_a_page(ctx):
+    person(ctx, "ada@example.com", "Ada", "admin")
+    client = web(ctx)
+    sign_in(client, "ada@example.com")
+    for url in ("/log?done=Call+0800+123+to+keep+your+account", "/accounts?done=Call+0800&said=0123456789abcdef0123"):
+        assert "Call 0800" not in client.get(url).text
+    overlap = overlap_for(ctx, "ada@example.com")
+    done = client.post(f"/review/{overlap}", data={"csrf": form_token(client.get("/log").text), "choice": "dismiss"},
+                       follow_redirects=False)
+    assert f"review {overlap}: dismiss" in client.get(done.headers["location"]).text     # the portal's own words

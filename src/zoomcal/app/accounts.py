@@ -21,6 +21,7 @@ from zoomcal.auth.authorize import request as oauth_request
 from zoomcal.availability import intervals
 from zoomcal.connectors.spec import MEETINGS, LinkRequest, Option, ProviderSpec
 from zoomcal.errors import AuthExpired, ConfigError, ConnectorError
+from zoomcal.net import check_url
 from zoomcal.store.models import Account, Calendar, Event, Link, PendingSignIn, User
 
 
@@ -125,6 +126,23 @@ def _provider_error(spec: ProviderSpec, exc: Exception) -> Exception:
     return InvalidError(f"{spec.label} could not be read with these settings: {type(exc).__name__}: {exc}")
 
 
+ENDPOINTS = ("api_base", "token_url", "auth_url", "login_base")     # options that name where zoomcal connects
+
+
+def _check_endpoints(ctx: AppContext, options: dict[str, str]) -> None:
+    """A person over the web may point a link at another endpoint only where zoomcal may connect: not at a
+    loopback or private address (unless ZOOMCAL_ALLOW_PRIVATE_URLS), never with credentials in the URL. The
+    operator on the command line may name any."""
+    if not ctx.actor.remote:
+        return
+    for name in ENDPOINTS:
+        if options.get(name):
+            try:
+                check_url(options[name], ctx.settings.allow_private_urls, ctx.services.resolver)
+            except ConfigError as exc:
+                raise InvalidError(f"{name}: {exc}", field=name) from exc
+
+
 def _env(ctx: AppContext, spec: ProviderSpec):
     """The environment a link is checked in: a person over the web names no file of this machine."""
     env = ctx.services.env(ctx.rules(), provider=spec.key)
@@ -184,6 +202,7 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
     options = {k: v for k, v in options.items() if v not in (None, "")}
     secrets = {k: v for k, v in secrets.items() if v not in (None, "")}
     _check_inputs(spec, options, secrets)
+    _check_endpoints(ctx, options)
     with ctx.store.session() as s:
         user = users.find(s, ctx, email)
         _one_meetings_account(s, user, spec)
@@ -282,6 +301,7 @@ def begin_sign_in(ctx: AppContext, email: str, provider: str, options: dict[str,
     options = {k: v for k, v in options.items() if v not in (None, "")}
     secrets = {k: v for k, v in secrets.items() if v not in (None, "")}
     _check_options(spec, options)
+    _check_endpoints(ctx, options)
     with ctx.store.session() as s:
         user = users.find(s, ctx, email)
     asked = oauth_request(endpoints, options.get("client_id", ""), redirect_uri, user.email)
@@ -352,6 +372,7 @@ async def relink(ctx: AppContext, account_id: int, options: dict[str, str], secr
     for name in options:
         if name not in spec.option_names():
             raise InvalidError(f"{spec.label} does not take {name}", field=name)
+    _check_endpoints(ctx, options)
     view.config.update({k: v for k, v in options.items() if v})
     view.secret.update({k: v for k, v in secrets.items() if v})
     rotated: dict[str, str] = {}

@@ -4,6 +4,7 @@ that shaped it, the writes it caused on each side, and the bookings and review d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,9 +54,10 @@ def _at(value: datetime | None) -> str:
     return "" if value is None else _utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _resolve(s, ref: str) -> tuple[str, int | None]:
+def _resolve(s, ref: str, may_see: Callable[[int | None], bool]) -> tuple[str, int | None]:
     """The event id `ref` names (the whole id, or a prefix of at least MIN_PREFIX characters that only one
-    event's id starts with, among the events there are and those whose history remains)."""
+    event's id starts with, among the events there are and those whose history remains), of the events whose
+    owner `may_see` allows: the others are not there for the asker, not even as a name in a refusal."""
     ref = (ref or "").strip()
     if not ref:
         raise InvalidError("name an event (its id, or the start of it)", field="event")
@@ -63,20 +65,22 @@ def _resolve(s, ref: str) -> tuple[str, int | None]:
     if row is None:
         row = s.execute(select(SyncLogEntry.event_id, SyncLogEntry.user_id).where(SyncLogEntry.event_id == ref)
                         .limit(1)).first()
-    if row is not None:
+    if row is not None and may_see(row[1]):
         return row[0], row[1]
     if len(ref) < MIN_PREFIX:
         raise NotFoundError(f"no event {ref!r} (give at least {MIN_PREFIX} characters of its id)", field="event")
     like = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     found = {r[0]: r[1] for r in s.execute(select(Event.id, Event.user_id).where(Event.id.like(like, escape="\\"))
-                                           .limit(5))}
+                                           .limit(500)) if may_see(r[1])}
     if not found:
         found = {r[0]: r[1] for r in s.execute(
             select(SyncLogEntry.event_id, func.max(SyncLogEntry.user_id))
-            .where(SyncLogEntry.event_id.like(like, escape="\\")).group_by(SyncLogEntry.event_id).limit(5))}
+            .where(SyncLogEntry.event_id.like(like, escape="\\")).group_by(SyncLogEntry.event_id).limit(500))
+            if may_see(r[1])}
     if len(found) > 1:
-        raise InvalidError(f"{ref!r} is the start of several events' ids: {', '.join(sorted(found))}",
-                           field="event")
+        shown = sorted(found)[:5]
+        raise InvalidError(f"{ref!r} is the start of several events' ids: {', '.join(shown)}"
+                           + (" ..." if len(found) > 5 else ""), field="event")
     if not found:
         raise NotFoundError(f"no event {ref!r}", field="event")
     return next(iter(found.items()))
@@ -85,12 +89,14 @@ def _resolve(s, ref: str) -> tuple[str, int | None]:
 def history(ctx: AppContext, ref: str) -> EventHistory:
     """The event's history, oldest first (a person sees their own events' histories; an admin everyone's)."""
     with ctx.store.session() as s:
-        event_id, user_id = _resolve(s, ref)
+        def may_see(user_id: int | None) -> bool:
+            if ctx.actor.role in ("admin", "system"):
+                return True
+            owner = s.get(User, user_id) if user_id is not None else None
+            return owner is not None and ctx.actor.may_manage(owner.email)
+
+        event_id, user_id = _resolve(s, ref, may_see)
         user = s.get(User, user_id) if user_id is not None else None
-        if user is not None:
-            ctx.require_manage(user.email)
-        else:
-            ctx.require_admin()
         event = s.get(Event, event_id)
         steps: list[tuple[datetime, int, Step]] = []
         lines = s.execute(select(SyncLogEntry, SyncRun.trigger).outerjoin(SyncRun, SyncRun.id == SyncLogEntry.run_id)

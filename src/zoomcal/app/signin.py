@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 
 from zoomcal.app.context import Actor, AppContext, Services
 from zoomcal.app.errors import InvalidError, NotSignedInError, ThrottledError
@@ -155,16 +155,29 @@ def _throttled(s, keys: list[tuple[str, int]], now: datetime) -> int:
     return wait
 
 
-def _failed(services: Services, keys: list[tuple[str, int]], now: datetime) -> None:
-    with services.db.locked_transaction() as s:
-        for key, _limit in keys:
-            row = s.get(SignInFailure, key)
-            if row is None:
-                s.add(SignInFailure(key=key, failures=1, since=now))
-            elif _utc(row.since) + WINDOW <= now:
-                row.failures, row.since = 1, now
-            else:
-                row.failures += 1
+SIGN_IN_LOCK = 0x7a63_7369   # the advisory lock class of a sign-in throttle key on PostgreSQL
+
+
+def _lock(s, keys: list[tuple[str, int]]) -> None:
+    """PostgreSQL: hold each key's lock for the transaction (in one order: no deadlock), so that two attempts
+    read and count one key one after the other (SQLite's write lock does this already)."""
+    if s.get_bind().dialect.name != "postgresql":
+        return
+    for key in sorted(k for k, _limit in keys):
+        digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
+        s.execute(text("SELECT pg_advisory_xact_lock(:kind, :key)"), {"kind": SIGN_IN_LOCK, "key": digest})
+
+
+def _count(s, keys: list[tuple[str, int]], now: datetime) -> None:
+    """Count an attempt against each key (a window that ended starts again from this one)."""
+    for key, _limit in keys:
+        row = s.get(SignInFailure, key)
+        if row is None:
+            s.add(SignInFailure(key=key, failures=1, since=now))
+        elif _utc(row.since) + WINDOW <= now:
+            row.failures, row.since = 1, now
+        else:
+            row.failures += 1
 
 
 def sign_in(services: Services, email: str, password: str, *, client: str, tenant: str | None = None,
@@ -177,12 +190,18 @@ def sign_in(services: Services, email: str, password: str, *, client: str, tenan
     except InvalidError:
         address = (email or "").strip().lower()[:320]
     keys = [(f"address:{address}", ADDRESS_LIMIT), (f"client:{(client or '?')[:300]}", CLIENT_LIMIT)]
-    with services.db.session() as s:
+    # the attempt is counted before the password is checked (and forgiven when it was right): attempts made at
+    # the same time cannot all slip under the limit
+    with services.db.locked_transaction() as s:
+        _lock(s, keys)
         wait = _throttled(s, keys, now)
-        if wait:
-            log.warning("sign_in_throttled", client=client)    # security
-            raise ThrottledError(f"too many failed sign-ins: try again in {wait} seconds",
-                                 details={"retry_after": wait})
+        if not wait:
+            _count(s, keys, now)
+    if wait:
+        log.warning("sign_in_throttled", client=client)    # security
+        raise ThrottledError(f"too many failed sign-ins: try again in {wait} seconds",
+                             details={"retry_after": wait})
+    with services.db.session() as s:
         query = select(User, Tenant.name).join(Tenant, User.tenant_id == Tenant.id).where(
             User.email == address, User.password_hash.is_not(None))
         if tenant:
@@ -198,7 +217,6 @@ def sign_in(services: Services, email: str, password: str, *, client: str, tenan
         if candidate[0]:
             matched.append(candidate)
     if len(matched) != 1:
-        _failed(services, keys, now)
         log.warning("sign_in_refused", client=client)           # security: never the address or password
         if len(matched) > 1:
             raise InvalidError("this address signs in to several organisations: name the organisation",
@@ -211,7 +229,11 @@ def sign_in(services: Services, email: str, password: str, *, client: str, tenan
             raise InvalidError(WRONG, field="password")
         if hasher.check_needs_rehash(hashed):
             user.password_hash = hasher.hash(password)
+        _lock(s, keys)
         s.execute(delete(SignInFailure).where(SignInFailure.key == keys[0][0]))
+        counted = s.get(SignInFailure, keys[1][0])       # the client's count forgives a right password
+        if counted is not None and counted.failures > 0:
+            counted.failures -= 1
         return _start(s, user, now, client, "password")
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, Request
@@ -61,6 +61,8 @@ LOCAL_COOKIE, LOCAL_PRE_COOKIE = "zoomcal-session", "zoomcal-pre"
 NEEDS_HTTPS = ("the portal signs in over HTTPS only (or on a loopback address): put it behind an HTTPS proxy and "
                "set ZOOMCAL_PUBLIC_URL to its address")
 MAX_FORM = 16 * 1024
+MAX_FIELDS = 200
+STILL_SIGNED_IN = 15.0      # seconds between the live stream's checks that its session still holds
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = {
@@ -83,6 +85,10 @@ def _environment():
     return env
 
 
+class FormTooLarge(AppError):
+    kind = "too_large"
+
+
 def _safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this site only."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -97,13 +103,18 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
-def _same_origin(request: Request) -> bool:
-    """A POST from a page of this site (or from a client that names no origin, like a form without one)."""
+def _same_origin(request: Request, public_url: str | None = None) -> bool:
+    """A POST from a page of this site — its scheme, host and port (or the public address it is served at) — or
+    from a client that names no origin at all."""
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None
-    host = request.headers.get("host", "")
-    return urlsplit(origin).netloc == host
+    given = urlsplit(origin)
+    here = {(request.url.scheme, request.headers.get("host", ""))}
+    if public_url:
+        public = urlsplit(public_url)
+        here.add((public.scheme, public.netloc))
+    return (given.scheme, given.netloc) in here
 
 
 def _plain_local(request: Request) -> bool:
@@ -169,14 +180,30 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         return secure(response)
 
     async def form(request: Request) -> dict[str, str]:
+        """A form's fields (URL-encoded, as every portal form sends them), read no further than MAX_FORM bytes
+        whatever the request says of its length."""
         if int(request.headers.get("content-length") or 0) > MAX_FORM:
-            raise AppError("the form is too large")
-        data = await request.form()
-        return {k: v for k, v in data.items() if isinstance(v, str)}
+            raise FormTooLarge("the form is too large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > MAX_FORM:
+                raise FormTooLarge("the form is too large")
+        kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/x-www-form-urlencoded":
+            return {}
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
+        except (UnicodeDecodeError, ValueError):
+            return {}
+        return dict(pairs)
+
+    def ours(request: Request) -> bool:
+        return _same_origin(request, services.settings.public_url)
 
     def checked(request: Request, who: signin.SignedIn, values: dict[str, str]) -> None:
         given = values.get("csrf", "")
-        if not _same_origin(request) or not hmac.compare_digest(given.encode(), who.csrf.encode()):
+        if not ours(request) or not hmac.compare_digest(given.encode(), who.csrf.encode()):
             raise ForbiddenError("the form has expired or came from another site: reload the page and try again")
 
     # --- signing in ---------------------------------------------------------------------------------------------
@@ -194,7 +221,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         """A sign-in form's fields, and whether it carries its own token and came from this site."""
         values = await form(request)
         pre = request.cookies.get(cookie_names(request)[1], "")
-        fine = bool(pre) and not _no_secure_channel(request) and _same_origin(request) and \
+        fine = bool(pre) and not _no_secure_channel(request) and ours(request) and \
             hmac.compare_digest(values.get("csrf", "").encode(), pre.encode())
         return values, fine
 
@@ -298,6 +325,10 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                 return render(request, "error.html", view, status=403, message=exc.message)
             except NotFoundError as exc:
                 return render(request, "error.html", view, status=404, message=exc.message)
+            except FormTooLarge as exc:
+                return render(request, "error.html", view, status=413, message=exc.message)
+            except OverflowError:
+                return render(request, "error.html", view, status=400, message="a number or a date is out of range")
             except AppError as exc:
                 return render(request, "error.html", view, status=400, message=exc.message)
         wrapped.__name__ = handler.__name__
@@ -330,7 +361,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     async def contact_person(request, who, ctx, view):
         ref = (request.query_params.get("id") or request.query_params.get("email") or "")[:320]
         explained = await asyncio.to_thread(contacts.explain, ctx, ref)
-        return render(request, "person.html", view, x=explained, done=request.query_params.get("done", "")[:200])
+        return render(request, "person.html", view, x=explained, done=_said(request, who))
 
     async def contact_decide(request, who, ctx, view):
         """An admin's word on the directory: merge two people, split a record off, or say whether to invite."""
@@ -348,14 +379,14 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                                              values.get("invite") == "yes")
             said = "zoomcal may invite them" if person.invitable else "zoomcal will not invite them"
         target = f"/contacts/person?id={quote(person.id)}" if person is not None else "/contacts?"
-        return secure(RedirectResponse(f"{target}&done={quote(said)}", status_code=303))
+        return secure(RedirectResponse(f"{target}&{_saying(who, said)}", status_code=303))
 
     async def sync_log(request, who, ctx, view):
         email = None if who.is_admin else who.email
         lines = await asyncio.to_thread(app_sync.log, ctx, email, limit=100)
         reviews = await asyncio.to_thread(app_sync.reviews, ctx)       # a member's own only
         return render(request, "log.html", view, lines=list(reversed(lines)), reviews=reviews,
-                      done=request.query_params.get("done", "")[:200])
+                      done=_said(request, who))
 
     async def event_history(request, who, ctx, view):
         told = await asyncio.to_thread(app_history.history, ctx, request.path_params["event_id"][:200])
@@ -379,7 +410,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                                        _day(q.get("to"), view.zone, "to", end=True), fmt)
         media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
         return secure(Response(text, media_type=media, headers={
-            "Content-Disposition": f'attachment; filename="zoomcal-audit-{who.tenant}.{fmt}"'}))
+            "Content-Disposition": _attachment(f"zoomcal-audit-{who.tenant}.{fmt}")}))
 
     async def schedule(request, who, ctx, view):
         q = request.query_params
@@ -466,7 +497,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                            "options": {o["name"]: o["default"] or "" for o in spec.options}, "secrets": None}
         return render(request, "accounts.html", view, status=status, accounts=listed, providers=offered,
                       people=people, error=error, linking=linking,
-                      done=request.query_params.get("done", "")[:300] if error is None else "")
+                      done=_said(request, who) if error is None else "")
 
     async def account_link(request, who, ctx, view):
         """Linking in two steps, without script: the options first (which secrets a link takes depends on
@@ -495,7 +526,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             linking["secrets"] = wanted
             return await accounts_page(request, who, ctx, view, error=exc.message, status=400, linking=linking)
         said = f"linked {linked.label} for {linked.user}" + (f": {linked.push}" if linked.push else "")
-        return secure(RedirectResponse(f"/accounts?done={quote(said)}", status_code=303))
+        return secure(RedirectResponse(f"/accounts?{_saying(who, said)}", status_code=303))
 
     async def account_connect(request, who, ctx, view):
         """Link by signing in at the provider: off to its sign-in page; it sends the browser back to
@@ -525,7 +556,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         except AppError as exc:
             return await accounts_page(request, who, ctx, view, error=exc.message, status=400)
         said = f"linked {linked.label} for {linked.user}" + (f": {linked.push}" if linked.push else "")
-        return secure(RedirectResponse(f"/accounts?done={quote(said)}", status_code=303))
+        return secure(RedirectResponse(f"/accounts?{_saying(who, said)}", status_code=303))
 
     async def account_act(request, who, ctx, view):
         values = await form(request)
@@ -538,14 +569,14 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         else:
             gone = await app_accounts.unlink(ctx, account_id)
             said = f"account {account_id} unlinked: {gone.revoked}"
-        return secure(RedirectResponse(f"/accounts?done={quote(said[:300])}", status_code=303))
+        return secure(RedirectResponse(f"/accounts?{_saying(who, said)}", status_code=303))
 
     async def review_resolve(request, who, ctx, view):
         values = await form(request)
         checked(request, who, values)
         review_id = request.path_params["review_id"]
         entry = await app_sync.resolve(ctx, int(review_id), values.get("choice", ""))
-        return secure(RedirectResponse(f"/log?done={quote(f'review {entry.id}: {entry.applied}')}",
+        return secure(RedirectResponse(f"/log?{_saying(who, f'review {entry.id}: {entry.applied}')}",
                                        status_code=303))
 
     api.add_api_route("/", page(dashboard), methods=["GET"], response_class=HTMLResponse)
@@ -581,10 +612,14 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
 
         async def stream():
             yield "retry: 3000\n\n"
-            async for item in feed.follow(ctx, start, user=user, heartbeat=15.0):
+            async for item in feed.follow(ctx, start, user=user, heartbeat=STILL_SIGNED_IN):
                 if await request.is_disconnected():
                     return
-                if item is None:
+                if item is None:     # now and then: the session may have ended since the stream began
+                    try:
+                        await asyncio.to_thread(signed_in, request)
+                    except NotSignedInError:
+                        return
                     yield ": keep-alive\n\n"
                     continue
                 yield f"event: {item.kind}\ndata: {json.dumps({'id': item.id, 'kind': item.kind})}\n\n"
@@ -659,6 +694,29 @@ def _only(handler, actions: tuple[str, ...]):
         return await handler(request)
     wrapped.__name__ = handler.__name__
     return wrapped
+
+
+def _seal(who: signin.SignedIn, text: str) -> str:
+    return hmac.new(who.csrf.encode(), text.encode(), "sha256").hexdigest()[:20]
+
+
+def _saying(who: signin.SignedIn, text: str) -> str:
+    """The query that makes the next page say what was done — in words only this session's pages can have
+    written (a link made elsewhere cannot put its own words on a portal page)."""
+    text = text[:300]
+    return f"done={quote(text)}&said={_seal(who, text)}"
+
+
+def _said(request: Request, who: signin.SignedIn) -> str:
+    text = request.query_params.get("done", "")[:300]
+    given = request.query_params.get("said", "")
+    return text if text and hmac.compare_digest(given.encode(), _seal(who, text).encode()) else ""
+
+
+def _attachment(name: str) -> str:
+    """A download's Content-Disposition: an ASCII name any client reads, and the name itself (RFC 6266/5987)."""
+    plain = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+    return f'attachment; filename="{plain}"; filename*=UTF-8\'\'{quote(name, safe="")}'
 
 
 def _whose(who: signin.SignedIn, asked: str | None) -> str:
@@ -751,6 +809,12 @@ def drop_cookie(request: Request, response: Response, which: int) -> None:
 def mount(app: FastAPI, services: Services, clock: Callable[[], float]) -> None:
     app.include_router(router(services, clock))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.exception_handler(Exception)
+    async def failed(_request: Request, _exc: Exception):
+        """What went wrong is in the log; the answer says no more, and carries the page headers too."""
+        return secure(HTMLResponse("<!doctype html><title>zoomcal</title><p>Something went wrong on the server; "
+                                   "it has been logged.</p>", status_code=500))
 
     @app.middleware("http")
     async def static_headers(request: Request, call_next):
