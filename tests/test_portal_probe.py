@@ -143,9 +143,19 @@ def test_the_audit_export_is_served_whatever_the_tenant_is_called(ctx, tenant):
 
 # --- throttling -------------------------------------------------------------------------------------------------
 
-def test_wrong_passwords_tried_at_the_same_time_are_throttled_like_one_after_another(ctx, monkeypatch):
-    """`sign_in` reads the failure count, verifies the password (argon2: slow), and only then counts the failure:
-    attempts in flight together all pass the check. Here ten arrive while each is being verified."""
+@pytest.fixture
+def both_ctx(any_db, tmp_path):
+    """A context on SQLite or PostgreSQL."""
+    context = make_context(None, tmp_path, database_url=any_db.url)
+    yield context
+    context.services.close()
+
+
+def test_wrong_passwords_tried_at_the_same_time_are_throttled_like_one_after_another(both_ctx, monkeypatch):
+    """Each attempt is counted (under a lock: SQLite's write lock, PostgreSQL's advisory lock on the key) before
+    argon2 verifies the password: attempts in flight together cannot all pass the check. Here ten arrive while
+    each is being verified."""
+    ctx = both_ctx
     person(ctx, "ada@example.com", "Ada", "admin")
     attempts = 2 * signin.ADDRESS_LIMIT
     together = threading.Barrier(attempts)
