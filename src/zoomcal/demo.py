@@ -359,6 +359,7 @@ async def run_live(settings: Settings, console: Console, interval: float = 3.0, 
     rng = random.Random(42)
     try:
         await person.seed(demo.actor, demo.users)
+        await contacts.sync(demo.ctx)            # the portal's directory has people from the start
         console.print(f"portal: {portal_link(demo)} (signs you in as {demo.users[0]['email']}, the demo's admin)",
                       markup=False, highlight=False, soft_wrap=True)
         last_edit = "seeded demo data"
