@@ -804,3 +804,48 @@ def test_a_link_made_elsewhere_cannot_put_its_words_on_a_page(ctx):
     done = client.post(f"/review/{overlap}", data={"csrf": form_token(client.get("/log").text), "choice": "dismiss"},
                        follow_redirects=False)
     assert f"review {overlap}: dismiss" in client.get(done.headers["location"]).text     # the portal's own words
+
+
+def test_an_admin_previews_then_saves_presence_rules_for_everyone(ctx):
+    import tomllib
+
+    from zoomcal.app import availability
+    from zoomcal.store.models import Tenant
+
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    start = (now_utc() + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    availability.book(ctx, "bo@example.com", start, start + timedelta(hours=1), "Deep review")
+    ada = web(ctx)
+    sign_in(ada, "ada@example.com")
+    page = ada.get("/availability?user=bo@example.com").text
+    shown = re.search(r'<textarea id="rules" name="rules"[^>]*>(.*?)</textarea>', page, re.S).group(1)
+    import html
+
+    rules = tomllib.loads(html.unescape(shown))
+    assert rules["version"] == 1 and any(r["status"] == "In_Calendar_Event" for r in rules["rule"])
+    busy_rule = next(r for r in rules["rule"] if r["status"] == "In_Calendar_Event")
+    proposed = html.unescape(shown).replace('status = "In_Calendar_Event"', 'status = "Busy"')
+    token = form_token(page)
+    preview = ada.post("/presence/rules", data={"csrf": token, "user": "bo@example.com", "rules": proposed,
+                                                "do": "preview"})
+    assert preview.status_code == 200 and 'id="proposed"' in preview.text and 'id="everyone"' in preview.text
+    assert re.search(r"<td>Busy</td>", preview.text)               # the three days ahead, by the new rules
+    with ctx.store.session() as s:
+        assert s.get(Tenant, ctx.tenant_id).presence_rules is None  # a preview saves nothing
+    broken = ada.post("/presence/rules", data={"csrf": token, "rules": "version = [", "do": "save"})
+    assert broken.status_code == 400 and "not valid TOML" in broken.text and "version = [" in broken.text
+    wrong = ada.post("/presence/rules", data={"csrf": token, "rules": 'version = 1\n[[rule]]\nname = "x"\n'
+                                              'status = "Sleeping"\n', "do": "save"})
+    assert wrong.status_code == 400
+    saved = ada.post("/presence/rules", data={"csrf": token, "user": "bo@example.com", "rules": proposed,
+                                              "do": "save"}, follow_redirects=False)
+    assert saved.status_code == 303 and "rules saved for everyone" in ada.get(saved.headers["location"]).text
+    with ctx.store.session() as s:
+        stored = s.get(Tenant, ctx.tenant_id).presence_rules
+    assert any(r["name"] == busy_rule["name"] and r["status"] == "Busy" for r in stored["rule"])
+    bo = web(ctx)
+    sign_in(bo, "bo@example.com")
+    assert 'id="rules-editor"' not in bo.get("/availability").text
+    assert bo.post("/presence/rules", data={"csrf": form_token(bo.get("/").text), "rules": proposed,
+                                            "do": "save"}).status_code == 403

@@ -131,3 +131,33 @@ async def preview(ctx: AppContext, email: str, hours: int = 72, step_minutes: in
             spans.append(Span(at, following, situation.kind, shown, decision.rule, situation.title))
         at = following
     return spans
+
+
+def rules_text(ctx: AppContext) -> str:
+    """The tenant's presence rules in force (the shipped defaults, the rules file, the tenant's own), as the TOML a
+    rules file holds — what an editor starts from."""
+    ctx.require_admin()
+    from zoomcal.presence.rules import load_presence_rules
+    from zoomcal.store.models import Tenant
+    from zoomcal.tomlfile import dumps
+
+    with ctx.store.session() as s:
+        tenant = s.get(Tenant, ctx.tenant_id)
+        own = tenant.presence_rules
+    rules = load_presence_rules(ctx.settings.presence_rules, own)
+    return dumps(rules.model_dump(mode="json", exclude_none=True))
+
+
+def rules_of_text(text: str) -> dict[str, Any]:
+    """Presence rules typed as TOML, checked: the dict `dry_run`, `preview` and `settings.set_presence_rules` take."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text or "")
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidError(f"the rules are not valid TOML: {exc}", field="rules") from exc
+    try:
+        parse_presence_rules(data)
+    except ConfigError as exc:
+        raise InvalidError(str(exc), field="rules") from exc
+    return data

@@ -449,9 +449,11 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         return render(request, "schedule.html", view, ask=ask, organisers=organisers, found=None, error=None,
                       booked=booked, conflict=None)
 
-    async def availability_page(request, who, ctx, view, error: str | None = None, status: int = 200):
+    async def availability_page(request, who, ctx, view, error: str | None = None, status: int = 200,
+                                proposed: tuple[str, dict[str, Any]] | None = None, email: str | None = None,
+                                typed: str | None = None):
         saved = request.query_params.get("saved") == "1" and error is None
-        email = _whose(who, request.query_params.get("user"))
+        email = email or _whose(who, request.query_params.get("user"))
         people = [u.email for u in await asyncio.to_thread(app_users.list_users, ctx)]
         current = await asyncio.to_thread(app_settings.get, ctx, email)
         person = await asyncio.to_thread(app_users.get, ctx, email)
@@ -460,10 +462,38 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         except AppError as exc:
             why = None
             error = error or exc.message
-        spans = await app_presence.preview(ctx, email, hours=72)
+        spans = await app_presence.preview(ctx, email, hours=72, rules=proposed[1] if proposed else None)
+        if not who.is_admin:
+            rules = ""
+        elif typed is not None or proposed:
+            rules = typed if typed is not None else proposed[0]
+        else:
+            rules = await asyncio.to_thread(app_presence.rules_text, ctx)
+        everyone = await app_presence.dry_run(ctx, proposed[1]) if proposed else []
         return render(request, "availability.html", view, status=status, email=email, people=people,
                       settings=current, hours=_hours_text(current.working_hours), calendars=person.calendars,
-                      why=why, spans=spans, saved=saved, error=error)
+                      why=why, spans=spans, saved=saved, error=error, rules=rules, proposed=proposed is not None,
+                      everyone=everyone, done=_said(request, who))
+
+    async def presence_rules(request, who, ctx, view):
+        """An admin's presence rules for everyone: previewed (nothing written) or saved."""
+        values = await form(request)
+        checked(request, who, values)
+        email = _whose(who, values.get("user"))
+        text = values.get("rules", "")
+        try:
+            rules = app_presence.rules_of_text(text)
+            if values.get("do") == "save":
+                count = await asyncio.to_thread(app_settings.set_presence_rules, ctx, rules)
+                said = f"presence rules saved for everyone: {count} rule(s)"
+                return secure(RedirectResponse(f"/availability?user={quote(email)}&{_saying(who, said)}",
+                                               status_code=303))
+        except ForbiddenError:
+            raise
+        except AppError as exc:
+            return await availability_page(request, who, ctx, view, error=exc.message, status=400, email=email,
+                                           typed=text)
+        return await availability_page(request, who, ctx, view, proposed=(text, rules), email=email)
 
     async def availability_save(request, who, ctx, view):
         values = await form(request)
@@ -595,6 +625,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                       methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/availability", page(availability_page), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/availability", page(availability_save), methods=["POST"], response_class=HTMLResponse)
+    api.add_api_route("/presence/rules", page(presence_rules), methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/history/{event_id:str}", page(event_history), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/audit", page(audit_page), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/audit/export", page(audit_export), methods=["GET"])
