@@ -849,3 +849,67 @@ def test_an_admin_previews_then_saves_presence_rules_for_everyone(ctx):
     assert 'id="rules-editor"' not in bo.get("/availability").text
     assert bo.post("/presence/rules", data={"csrf": form_token(bo.get("/").text), "rules": proposed,
                                             "do": "save"}).status_code == 403
+
+
+# --- signing in with Zoom -----------------------------------------------------------------------------------------
+
+def test_sign_in_with_zoom_and_the_admin_role_follows_zoom(world, tmp_path):
+    import asyncio
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    ctx = make_context(world, tmp_path)
+    ctx.settings.portal_zoom_client_id = world.zoom.client_id
+    ctx.settings.portal_zoom_client_secret = world.zoom.client_secret
+    ctx.settings.portal_zoom_api_base = "http://sandbox/zoom/v2"
+    ctx.settings.portal_zoom_token_url = "http://sandbox/zoom/oauth/token"
+    try:
+        person(ctx, "ada@example.com", "Ada", "member", password=None)   # a Zoom admin: an admin here
+        person(ctx, "bo@example.com", "Bo", "admin", password=None)      # a Zoom member: a member here
+        world.zoom.add_user("ada@example.com", "Ada", "L", role="Admin")
+        world.zoom.add_user("bo@example.com", "Bo", "M")
+        world.zoom.add_user("eve@example.com", "Eve", "N", role="Owner")  # in Zoom, not in zoomcal
+
+        async def at_zoom(url: str) -> str:       # the browser at Zoom's sign-in page, already signed in there
+            async with httpx.AsyncClient(transport=world.transport()) as browser:
+                return (await browser.get(url, follow_redirects=False)).headers["location"]
+
+        def through_zoom(client: TestClient, email: str):
+            page = client.get("/login").text
+            assert 'id="sign-in-with-zoom"' in page
+            sent = client.post("/login/zoom", data={"csrf": form_token(page), "email": email}, follow_redirects=False)
+            assert sent.status_code == 303 and sent.headers["location"].startswith("http://sandbox/zoom/oauth/authorize?")
+            back = urlsplit(asyncio.run(at_zoom(sent.headers["location"])))
+            assert back.netloc == "127.0.0.1:8080" and back.path == "/login/zoom/callback"
+            return f"{back.path}?{back.query}"
+
+        ada = TestClient(make_app(ctx.services), base_url="http://127.0.0.1:8080")
+        callback = through_zoom(ada, "ada@example.com")
+        stranger = TestClient(make_app(ctx.services), base_url="http://127.0.0.1:8080")
+        stolen = stranger.get(callback)                # another browser brings the answer: it kept nothing
+        assert stolen.status_code == 401 and "not started here" in stolen.text
+        done = ada.get(callback, follow_redirects=False)
+        assert done.status_code == 303
+        assert "Ada · admin · default" in ada.get("/").text
+        assert ada.get(callback).status_code == 401  # the code and what the browser kept are spent
+        bo = TestClient(make_app(ctx.services), base_url="http://127.0.0.1:8080")
+        bo.get(through_zoom(bo, "bo@example.com"))
+        assert "Bo · member · default" in bo.get("/").text
+        assert signin.role_of(ctx, "bo@example.com")[0] == "member"
+        eve = TestClient(make_app(ctx.services), base_url="http://127.0.0.1:8080")
+        refused = eve.get(through_zoom(eve, "eve@example.com"))
+        assert refused.status_code == 401 and "no zoomcal user has the address eve@example.com" in refused.text
+        with ctx.store.session() as s:
+            roles = [(a.target, a.detail) for a in s.scalars(select(AuditEntry)) if a.action == "user.role"]
+        assert ("ada@example.com", {"from": "member", "to": "admin", "zoom_role": "Admin"}) in roles
+    finally:
+        ctx.services.close()
+
+
+def test_without_a_zoom_app_there_is_no_zoom_button(ctx):
+    client = web(ctx)
+    page = client.get("/login").text
+    assert 'id="sign-in-with-zoom"' not in page
+    answer = client.post("/login/zoom", data={"csrf": form_token(page)})
+    assert answer.status_code == 400 and "not set up here" in answer.text

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     api_token: str | None = None
     # days an audit entry stays in the live trail before it moves to the archive (0: it stays); none is deleted
     audit_retention_days: int = Field(default=0, ge=0)
+    # "Sign in with Zoom" on the portal: a Zoom user OAuth app (its redirect URI: {portal}/login/zoom/callback);
+    # unset: the portal signs in with passwords and links only
+    portal_zoom_client_id: str | None = None
+    portal_zoom_client_secret: str | None = None
+    portal_zoom_api_base: str = "https://api.zoom.us/v2"
+    portal_zoom_token_url: str = "https://zoom.us/oauth/token"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -97,7 +97,10 @@ async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] 
     demo_settings = settings.model_copy(update={
         "data_dir": demo_dir, "database_url": f"sqlite:///{demo_dir / 'demo.db'}", "vault_keys": new_key_spec("demo"),
         "allow_private_urls": True,    # the Exchange sandbox is on loopback
-        "jobs": "embedded", "public_url": PUBLIC_URL, "zoom_webhook_secret": world.zoom.webhook_secret})
+        "jobs": "embedded", "public_url": PUBLIC_URL, "zoom_webhook_secret": world.zoom.webhook_secret,
+        # "Sign in with Zoom" on the portal, through the Zoom sandbox's sign-in page
+        "portal_zoom_client_id": world.zoom.client_id, "portal_zoom_client_secret": world.zoom.client_secret,
+        "portal_zoom_api_base": f"{server.url}/zoom/v2", "portal_zoom_token_url": f"{server.url}/zoom/oauth/token"})
     admin.init(demo_settings)
     services = open_services(demo_settings)
     services.retrier = lambda: Retrier(max_retries=4, base_delay=0.05, max_delay=2.0)
@@ -120,8 +123,9 @@ async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] 
     if linked:      # the first person's address books (Google and Microsoft 365) feed the directory, with Zoom's users
         for link in world.contact_link_requests(linked[0], server.url):
             await accounts.link(ctx, linked[0]["email"], link["provider"], link["options"], link["secrets"])
-    if linked:      # the first person is the demo's admin, who signs in to the portal with a link
+    if linked:      # the first person is the demo's admin (a Zoom admin too), who signs in to the portal with a link
         signin.set_role(ctx, linked[0]["email"], "admin")
+        world.zoom.users[linked[0]["zoom_user_id"]].update(role_name="Admin", role_id="1")
     actor = SandboxActor(world, base_url=server.url)
     return DemoSetup(world, server, web, services, ctx, linked, actor, PresenceService(ctx, index(ctx)), mail)
 

@@ -352,3 +352,86 @@ def sign_out(services: Services, token: str | None) -> bool:
         repo.audit(s, row.tenant_id, f"portal:{user.email if user else '?'}", "portal.sign_out",
                    user.email if user else "")
     return True
+
+
+# --- signing in with Zoom -------------------------------------------------------------------------------------------
+
+ZOOM_ADMIN_ROLES = ("Owner", "Admin")       # Zoom roles whose people are the portal's admins
+PENDING = timedelta(minutes=10)
+
+
+def zoom_ready(services: Services) -> bool:
+    return bool(services.settings.portal_zoom_client_id and services.settings.portal_zoom_client_secret)
+
+
+def _zoom(services: Services):
+    from zoomcal.auth.authorize import Provider
+
+    token_url = services.settings.portal_zoom_token_url
+    base, _, _last = token_url.rstrip("/").rpartition("/")
+    return Provider(f"{base}/authorize", token_url, "", client_auth="basic")
+
+
+def begin_zoom(services: Services, redirect_uri: str, login_hint: str = "", *,
+               now: datetime | None = None) -> tuple[str, bytes]:
+    """The Zoom sign-in address, and what the browser keeps meanwhile (sealed: the `state`, the PKCE verifier,
+    the redirect URI, until when) — the second half takes it back from the browser that started."""
+    from zoomcal.auth.authorize import request
+
+    if not zoom_ready(services):
+        raise InvalidError("signing in with Zoom is not set up here", field="provider")
+    asked = request(_zoom(services), services.settings.portal_zoom_client_id or "", redirect_uri,
+                    (login_hint or "").strip()[:320] or None)
+    sealed = services.vault.seal({"state": asked.state, "verifier": asked.verifier, "redirect": redirect_uri,
+                                  "until": (_now(now) + PENDING).timestamp()})
+    return asked.url, sealed
+
+
+async def finish_zoom(services: Services, answer: dict[str, str], sealed: bytes | None, *, client: str,
+                      now: datetime | None = None) -> Started:
+    """Zoom sent the browser back: check the answer against what the browser kept, redeem the code, ask Zoom who
+    signed in (`/users/me`), and start a session for the zoomcal user with that address — an admin when their
+    Zoom role is Owner or Admin, a member otherwise (their role follows Zoom's at each sign-in)."""
+    import httpx
+
+    from zoomcal.auth.authorize import Request as Asked
+    from zoomcal.auth.authorize import redeem
+    from zoomcal.errors import AuthExpired, ConfigError
+
+    now = _now(now)
+    try:
+        kept = services.vault.open(sealed) if sealed else None
+    except ConfigError:
+        kept = None
+    if not kept or kept.get("until", 0) < now.timestamp():
+        raise NotSignedInError("this sign-in was not started here, or took too long: start it again")
+    settings = services.settings
+    try:
+        token = await redeem(_zoom(services), settings.portal_zoom_client_id or "",
+                             settings.portal_zoom_client_secret, Asked("", kept["state"], kept["verifier"],
+                                                                        kept["redirect"]),
+                             answer, transport=services.transport)
+        async with httpx.AsyncClient(transport=services.transport, timeout=settings.http_timeout) as http:
+            me = await http.get(f"{settings.portal_zoom_api_base.rstrip('/')}/users/me",
+                                headers={"Authorization": f"Bearer {token['access_token']}"})
+    except (AuthExpired, ConfigError, httpx.HTTPError) as exc:
+        log.warning("zoom_sign_in_refused", client=client)       # security
+        raise NotSignedInError(f"Zoom did not sign you in: {exc}") from exc
+    profile = me.json() if me.status_code == 200 and me.headers.get("content-type", "").startswith(
+        "application/json") else {}
+    address = str(profile.get("email") or "").strip().lower()
+    if not address:
+        raise NotSignedInError("Zoom did not say who signed in")
+    role = "admin" if profile.get("role_name") in ZOOM_ADMIN_ROLES else "member"
+    with services.db.locked_transaction() as s:
+        found = list(s.scalars(select(User).where(User.email == address)))
+        if len(found) != 1:
+            log.warning("zoom_sign_in_refused", client=client)    # security
+            raise NotSignedInError(f"no zoomcal user has the address {address}" if not found else
+                                   f"{address} is in several organisations here: sign in with its password")
+        user = found[0]
+        if user.role != role:
+            repo.audit(s, user.tenant_id, f"zoom:{address}", "user.role", user.email,
+                       {"from": user.role, "to": role, "zoom_role": str(profile.get("role_name") or "")})
+            user.role = role
+        return _start(s, user, now, client, "zoom")

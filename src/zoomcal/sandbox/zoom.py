@@ -80,6 +80,7 @@ LIST_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration
                "created_at", "join_url", "pmi")
 MEETING_WRITES_PER_DAY = 100
 USER_SCOPES = "meeting:read meeting:write user:read"     # what a user OAuth grant of the sandbox's app carries
+ROLE_IDS = {"Owner": "0", "Admin": "1", "Member": "2"}     # the account's built-in roles
 MEETING_LISTS = ("scheduled", "live", "upcoming", "upcoming_meetings", "previous_meetings")
 LISTED_SPAN = timedelta(days=183)    # upcoming and previous meetings are listed for about six months
 USER_STATUSES = ("active", "inactive", "pending")
@@ -289,11 +290,13 @@ class ZoomState:
             self.daily_requests[day_key] = self.daily_requests.get(day_key, 0) + 1
         return None
 
-    def add_user(self, email: str, first_name: str = "", last_name: str = "", timezone: str = "UTC") -> dict:
+    def add_user(self, email: str, first_name: str = "", last_name: str = "", timezone: str = "UTC",
+                 role: str = "Member") -> dict:
         user_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")[:22]
         user = {"id": user_id, "email": email, "first_name": first_name, "last_name": last_name,
                 "display_name": f"{first_name} {last_name}".strip() or email, "type": 2, "status": "active",
                 "timezone": timezone, "account_id": self.account_id, "pmi": 0,
+                "role_name": role, "role_id": ROLE_IDS.get(role, "2"),
                 "_presence": "Available", "_presence_at": 0.0, "_presence_writes": 0, "_signed_in": True}
         self.users[user_id] = user
         return user

@@ -12,6 +12,7 @@ inline script or style, HSTS, no framing, no sniffing and no caching. The tenant
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import secrets
@@ -126,6 +127,11 @@ def _plain_local(request: Request) -> bool:
     return request.url.scheme == "http" and is_loopback(server[0] if server else None)
 
 
+def zoom_cookie(request: Request) -> str:
+    """The cookie a Zoom sign-in under way is kept in."""
+    return "zoomcal-zoom" if _plain_local(request) else "__Host-zoomcal-zoom"
+
+
 def cookie_names(request: Request) -> tuple[str, str]:
     """The session cookie's and the sign-in form's cookie's names for this request."""
     return (LOCAL_COOKIE, LOCAL_PRE_COOKIE) if _plain_local(request) else (COOKIE, PRE_COOKIE)
@@ -198,6 +204,13 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             return {}
         return dict(pairs)
 
+    def back_here(request: Request) -> str:
+        """Where a provider sends the browser back to: the public address, unless the browser came to a loopback
+        server over plain HTTP (one machine, the demo) — then right back there."""
+        if _plain_local(request) or not services.settings.public_url:
+            return f"{request.url.scheme}://{request.url.netloc}"
+        return services.settings.public_url.rstrip("/")
+
     def ours(request: Request) -> bool:
         return _same_origin(request, services.settings.public_url)
 
@@ -212,7 +225,8 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         """A page with a sign-in form and its own CSRF token, double-submitted with a cookie: the one the browser
         holds (`keep`), else a fresh one (after each refusal)."""
         pre = (request.cookies.get(cookie_names(request)[1]) if keep else None) or secrets.token_urlsafe(32)
-        shown = {"next": "/", "error": None, "field": None, "email": "", "tenant": "", **values}
+        shown = {"next": "/", "error": None, "field": None, "email": "", "tenant": "",
+                 "zoom": signin.zoom_ready(services), **values}
         response = render(request, template, Page(None), status=status, pre=pre, **shown)
         set_cookie(request, response, 1, pre, max_age=3600)
         return response
@@ -294,6 +308,44 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         except NotSignedInError as exc:
             return sign_in_form(request, status=410, error=exc.message)
         return started_session(request, started, "/")
+
+    @api.post("/login/zoom")
+    async def zoom_start(request: Request):
+        """Sign in with Zoom: off to Zoom's sign-in page; the browser keeps (sealed, for ten minutes) what checks
+        the answer that comes back to /login/zoom/callback."""
+        try:
+            values, fine = await pre_form(request)
+        except AppError as exc:
+            return secure(HTMLResponse(exc.message, status_code=413))
+        if not fine:
+            return sign_in_form(request, status=403, error="The form had expired: please sign in again.")
+        base = back_here(request)
+        try:
+            url, sealed = signin.begin_zoom(services, f"{base}/login/zoom/callback", values.get("email", ""))
+        except AppError as exc:
+            return sign_in_form(request, status=400, error=exc.message)
+        response = secure(RedirectResponse(url, status_code=303))
+        response.set_cookie(zoom_cookie(request), base64.urlsafe_b64encode(sealed).decode(), max_age=600, path="/",
+                            secure=not _plain_local(request), httponly=True, samesite="lax")
+        return response
+
+    @api.get("/login/zoom/callback")
+    async def zoom_back(request: Request):
+        kept = request.cookies.get(zoom_cookie(request), "")
+        try:
+            sealed = base64.urlsafe_b64decode(kept.encode()) if kept else None
+        except ValueError:
+            sealed = None
+        answer = {k: v[:4000] for k, v in request.query_params.items()}
+        try:
+            started = await signin.finish_zoom(services, answer, sealed, client=_client(request))
+        except NotSignedInError as exc:
+            response = sign_in_form(request, status=401, error=exc.message)
+        else:
+            response = started_session(request, started, "/")
+        response.delete_cookie(zoom_cookie(request), path="/", secure=not _plain_local(request), httponly=True,
+                               samesite="lax")
+        return response
 
     @api.post("/logout")
     async def logout(request: Request):
@@ -568,7 +620,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         spec = next((p for p in await asyncio.to_thread(app_accounts.providers, ctx) if p.key == provider), None)
         options = {o["name"]: values.get(f"option-{o['name']}", "").strip()[:2000] for o in (spec.options if spec
                                                                                              else ())}
-        base = (services.settings.public_url or f"{request.url.scheme}://{request.url.netloc}").rstrip("/")
+        base = back_here(request)
         secrets = {o["name"]: values.get(f"secret-{o['name']}", "")[:4000] for o in (spec.sign_in_secrets if spec
                                                                                       else ())}
         try:
