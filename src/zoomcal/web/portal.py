@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hmac
 import json
 import secrets
@@ -231,6 +232,16 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         set_cookie(request, response, 1, pre, max_age=3600)
         return response
 
+    def at_most_a_form(handler):
+        """A sign-in route: a body larger than a form is a 413 (the signed-in pages say it on their page)."""
+        @functools.wraps(handler)
+        async def wrapped(request: Request):
+            try:
+                return await handler(request)
+            except FormTooLarge as exc:
+                return secure(HTMLResponse(exc.message, status_code=413))
+        return wrapped
+
     async def pre_form(request: Request) -> tuple[dict[str, str], bool]:
         """A sign-in form's fields, and whether it carries its own token and came from this site."""
         values = await form(request)
@@ -256,11 +267,9 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                             error=NEEDS_HTTPS if _no_secure_channel(request) else None)
 
     @api.post("/login")
+    @at_most_a_form
     async def login(request: Request):
-        try:
-            values, fine = await pre_form(request)
-        except AppError as exc:
-            return secure(HTMLResponse(exc.message, status_code=413))
+        values, fine = await pre_form(request)
         target = _safe_next(values.get("next"))
         email, tenant = values.get("email", "")[:320], values.get("tenant", "")[:200]
 
@@ -294,11 +303,9 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                             tenant=tenant)
 
     @api.post("/login/link")
+    @at_most_a_form
     async def link_use(request: Request):
-        try:
-            values, fine = await pre_form(request)
-        except AppError as exc:
-            return secure(HTMLResponse(exc.message, status_code=413))
+        values, fine = await pre_form(request)
         if not fine:
             return secure(RedirectResponse(f"/login/link?t={quote(values.get('t', '')[:200], safe='')}",
                                            status_code=303))
@@ -310,13 +317,11 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         return started_session(request, started, "/")
 
     @api.post("/login/zoom")
+    @at_most_a_form
     async def zoom_start(request: Request):
         """Sign in with Zoom: off to Zoom's sign-in page; the browser keeps (sealed, for ten minutes) what checks
         the answer that comes back to /login/zoom/callback."""
-        try:
-            values, fine = await pre_form(request)
-        except AppError as exc:
-            return secure(HTMLResponse(exc.message, status_code=413))
+        values, fine = await pre_form(request)
         if not fine:
             return sign_in_form(request, status=403, error="The form had expired: please sign in again.")
         base = back_here(request)
