@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -913,3 +913,20 @@ def test_without_a_zoom_app_there_is_no_zoom_button(ctx):
     assert 'id="sign-in-with-zoom"' not in page
     answer = client.post("/login/zoom", data={"csrf": form_token(page)})
     assert answer.status_code == 400 and "not set up here" in answer.text
+
+
+def test_a_member_plans_with_colleagues_by_their_free_time(ctx):
+    from zoomcal.app import availability
+
+    person(ctx, "ada@example.com", "Ada", "admin")
+    person(ctx, "bo@example.com", "Bo")
+    day = next_monday()
+    ten = datetime.fromisoformat(f"{day}T10:00:00+00:00")
+    availability.book(ctx, "ada@example.com", ten, ten + timedelta(hours=6), "Offsite")     # 10:00-16:00
+    bo = web(ctx)
+    sign_in(bo, "bo@example.com")
+    page = bo.get("/schedule", params={"find": "1", "people": "ada@example.com", "from": day, "to": day}).text
+    assert "Free for bo@example.com, ada@example.com" in page and "Invited without their calendars" not in page
+    starts = re.findall(r'name="start" value="([^"]+)"', page)
+    assert starts and all(not f"{day}T10:00" <= s < f"{day}T16:00" for s in starts)
+    assert "Offsite" not in page                                      # her free time, not her calendar

@@ -89,6 +89,13 @@ def list_users(ctx: AppContext) -> list[UserInfo]:
         return [UserInfo(u.email, u.name, calendars_of(s, u.id)) for u in users]
 
 
+def addresses(ctx: AppContext) -> set[str]:
+    """Every person's address in the tenant (whom a meeting can be planned with by their free time: a member sees
+    their colleagues' addresses, as the directory shows them, and nothing else of them)."""
+    with ctx.store.session() as s:
+        return set(s.scalars(select(User.email)))
+
+
 def rename(ctx: AppContext, email: str, *, new_email: str | None = None, name: str | None = None) -> UserInfo:
     ctx.require_manage(email)
     with ctx.store.transaction() as s:

@@ -476,7 +476,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         found, error = None, None
         if q.get("find"):
             try:
-                found = await asyncio.to_thread(_find, ctx, ask, set(organisers))
+                found = await asyncio.to_thread(_find, ctx, ask, await asyncio.to_thread(app_users.addresses, ctx))
             except AppError as exc:
                 error = exc.message
         return render(request, "schedule.html", view, ask=ask, organisers=organisers, found=found, error=error,
