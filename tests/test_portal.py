@@ -930,3 +930,37 @@ def test_a_member_plans_with_colleagues_by_their_free_time(ctx):
     starts = re.findall(r'name="start" value="([^"]+)"', page)
     assert starts and all(not f"{day}T10:00" <= s < f"{day}T16:00" for s in starts)
     assert "Offsite" not in page                                      # her free time, not her calendar
+
+
+def test_a_booking_shows_where_it_is_until_it_is_in_every_calendar(world, tmp_path):
+    import asyncio
+
+    from conftest import link_sandbox_user
+    from zoomcal.app import sync as app_sync_
+
+    ctx = make_context(world, tmp_path)
+    try:
+        link_sandbox_user(ctx, world, "ada@example.com", "Ada")
+        signin.set_password(ctx, "ada@example.com", PASSWORD)
+        client = web(ctx)
+        sign_in(client, "ada@example.com")
+        day = next_monday()
+        page = client.get("/schedule", params={"find": "1", "from": day, "to": day}).text
+        first = re.search(r'name="start" value="([^"]+)" checked', page).group(1)
+        booked = client.post("/schedule/book", data={"csrf": form_token(page), "title": "Standup", "zoom": "yes",
+                                                     "start": first, "minutes": "15"})
+        assert booked.status_code == 200 and 'data-url="/schedule/booking?event=' in booked.text
+        url = re.search(r'data-url="([^"]+)"', booked.text).group(1).replace("&amp;", "&")
+        before = client.get(url, headers={"X-Zoomcal-Partial": "booking"}).text
+        assert ">written<" not in before and "booking-done" not in before and "<html" not in before
+        assert "being written" in before or "waiting" in before
+        asyncio.run(app_sync_.run(ctx, "ada@example.com"))           # the sync the booking asked for
+        after = client.get(url).text
+        assert "waiting" not in after and "being written" not in after and 'id="booking-done"' in after
+        assert after.count(">written<") == 2 and "<html" in after      # Zoom and Google
+        bo_ctx = ctx.services.context("default", signin.SignedIn("s", "default", ctx.tenant_id, 0, "bo@example.com",
+                                                                  "Bo", "member", "c", now_utc()).actor)
+        with pytest.raises(Exception, match="no event"):
+            app_sync_.event(bo_ctx, url.split("event=", 1)[1])
+    finally:
+        ctx.services.close()

@@ -278,6 +278,19 @@ def events(ctx: AppContext, email: str | None = None) -> list[EventInfo]:
                           links.get(ev.id, [])) for ev, u in rows]
 
 
+def event(ctx: AppContext, event_id: str) -> EventInfo:
+    """One canonical event with where it lives (its owner, or an admin)."""
+    with ctx.store.session() as s:
+        found = s.execute(select(Event, User).join(User, Event.user_id == User.id)
+                          .where(Event.id == (event_id or "")[:64])).first()
+        if found is None or not ctx.actor.may_manage(found[1].email):
+            raise NotFoundError(f"no event {event_id!r}", field="event")
+        ev, u = found
+        links = [{"calendar_id": link.calendar_id, "remote_id": link.remote_id, "pending": link.pending}
+                 for link in s.scalars(select(Link).where(Link.event_id == ev.id))]
+        return EventInfo(ev.id, u.email, ev.title, ev.start_at, ev.end_at, ev.is_meeting, ev.content, links)
+
+
 # --- the review queue -----------------------------------------------------------------------------------------
 
 CHOICES = {"conflict": ("zoom", "calendar"), "mass_delete": ("confirm", "dismiss"), "overlap": ("dismiss",),

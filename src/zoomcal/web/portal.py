@@ -504,7 +504,13 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             return render(request, "schedule.html", view, status=409 if conflict else 400, ask=ask,
                           organisers=organisers, found=None, error=exc.message, booked=None, conflict=conflict)
         return render(request, "schedule.html", view, ask=ask, organisers=organisers, found=None, error=None,
-                      booked=booked, conflict=None)
+                      booked=booked, conflict=None, where=await asyncio.to_thread(_booking, ctx, booked.event_id))
+
+    async def booking_status(request, who, ctx, view):
+        """Where a booked event stands on each of its owner's calendars (the schedule page follows it live)."""
+        where = await asyncio.to_thread(_booking, ctx, request.query_params.get("event", ""))
+        partial = request.headers.get("x-zoomcal-partial") == "booking"
+        return render(request, "booking_status.html" if partial else "booking.html", view, where=where)
 
     async def availability_page(request, who, ctx, view, error: str | None = None, status: int = 200,
                                 proposed: tuple[str, dict[str, Any]] | None = None, email: str | None = None,
@@ -673,6 +679,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                       methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/log", page(sync_log), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/schedule", page(schedule), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/schedule/booking", page(booking_status), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/schedule/book", page(schedule_book), methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/accounts", page(accounts_page), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/accounts/link", page(account_link), methods=["POST"], response_class=HTMLResponse)
@@ -750,6 +757,18 @@ class _Asked:
     @property
     def guests(self) -> str:
         return ", ".join(self.people[1:])
+
+
+def _booking(ctx: AppContext, event_id: str) -> dict[str, Any]:
+    """A booked event and, for each calendar of its owner that receives or counts it, whether it is there yet."""
+    found = app_sync.event(ctx, event_id)
+    person = app_users.get(ctx, found.user)
+    written = {link["calendar_id"]: not link["pending"] and bool(link["remote_id"]) for link in found.links}
+    sides = [{"calendar": f"{c.label}: {c.name or c.calendar}",
+              "state": "written" if written.get(c.id) else ("being written" if c.id in written else "waiting")}
+             for c in person.calendars if c.role in ("meetings", "calendar")]
+    return {"event": found.id, "title": found.title, "sides": sides,
+            "done": bool(sides) and all(side["state"] == "written" for side in sides)}
 
 
 @dataclass

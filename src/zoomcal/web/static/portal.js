@@ -48,7 +48,9 @@
     var regions = document.querySelectorAll("[data-live]");
     Array.prototype.forEach.call(regions, function (region) {
       if (!window.EventSource) { return; }
-      var update = debounce(function () { refresh(region, region.getAttribute("data-refresh")); }, 300);
+      var update = debounce(function () {
+        refresh(region, region.getAttribute("data-refresh"), region.getAttribute("data-url"));
+      }, 300);
       var source = new EventSource(region.getAttribute("data-live"));
       ["run", "account", "presence", "log"].forEach(function (kind) {
         source.addEventListener(kind, update);
