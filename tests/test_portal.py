@@ -964,3 +964,42 @@ def test_a_booking_shows_where_it_is_until_it_is_in_every_calendar(world, tmp_pa
             app_sync_.event(bo_ctx, url.split("event=", 1)[1])
     finally:
         ctx.services.close()
+
+
+async def _checked(ctx):
+    from zoomcal.app import accounts
+
+    return {a.provider: a for a in await accounts.health(ctx)}
+
+
+def test_a_zoom_account_whose_role_changes_asks_to_be_linked_again(world, tmp_path):
+    import asyncio
+
+    from conftest import link_sandbox_user
+    from zoomcal.app import accounts, jobs
+
+    ctx = make_context(world, tmp_path)
+    try:
+        info = link_sandbox_user(ctx, world, "ada@example.com", "Ada")
+        zoom_user = world.zoom.users[info["zoom_user_id"]]
+        zoom_user.update(role_name="Admin", role_id="1")
+        first = asyncio.run(_checked(ctx))["zoom"]
+        assert first.status == "ok" and first.profile == {"email": "ada@example.com", "timezone": "UTC",
+                                                          "role": "Admin", "licence": "licensed"}
+        zoom_user.update(timezone="Europe/Paris")               # a zone may change: nothing to re-link for
+        assert asyncio.run(_checked(ctx))["zoom"].status == "ok"
+        zoom_user.update(role_name="Member", role_id="2")       # the role is lost
+        lost = asyncio.run(_checked(ctx))["zoom"]
+        assert lost.status == "reauth" and "its role changed from 'Admin' to 'Member'" in lost.status_reason
+        assert asyncio.run(jobs.check_accounts(ctx.services)) == 2                  # the periodic job: it stays
+        assert {a.provider: a.status for a in accounts.list_accounts(ctx)}["zoom"] == "reauth"
+        asyncio.run(accounts.relink(ctx, first.id, {}, {}))                          # linked again, as it is now
+        again = asyncio.run(_checked(ctx))["zoom"]
+        assert again.status == "ok" and again.profile["role"] == "Member"
+        signin.set_password(ctx, "ada@example.com", PASSWORD)
+        signin.set_role(ctx, "ada@example.com", "admin")
+        client = web(ctx)
+        sign_in(client, "ada@example.com")
+        assert "role: Member · licence: licensed" in client.get("/accounts").text
+    finally:
+        ctx.services.close()

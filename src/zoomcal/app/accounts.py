@@ -43,6 +43,7 @@ class AccountInfo:
     push: str = ""                # after a link: whether a push channel was created, and if not why
     auth: str = ""                # how it authenticates: user OAuth, server-to-server OAuth, password, none
     granted: list[str] | None = None    # the scopes the provider last said it granted (None: it did not say)
+    profile: dict[str, Any] | None = None   # what the last check learnt: e-mail, zone, role, licence
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,6 +144,22 @@ def _check_endpoints(ctx: AppContext, options: dict[str, str]) -> None:
                 raise InvalidError(f"{name}: {exc}", field=name) from exc
 
 
+WATCHED = ("email", "role", "licence")      # what of an account's profile must not change under a link
+
+
+def _changed(before: dict[str, Any] | None, now: dict[str, Any] | None, scopes: list[str] | None) -> str:
+    """What changed of an account since the last check that found it as linked ("" for nothing): its e-mail,
+    role or licence, or scopes it was granted then and is not now."""
+    if not before:
+        return ""
+    out = [f"its {name} changed from {before[name]!r} to {(now or {}).get(name)!r}" for name in WATCHED
+           if before.get(name) and now is not None and (now or {}).get(name) != before[name]]
+    lost = sorted(set(before.get("scopes") or []) - set(scopes or [])) if scopes is not None else []
+    if lost:
+        out.append(f"the scopes {', '.join(lost)} were taken back")
+    return "; ".join(out)
+
+
 def _env(ctx: AppContext, spec: ProviderSpec):
     """The environment a link is checked in: a person over the web names no file of this machine."""
     env = ctx.services.env(ctx.rules(), provider=spec.key)
@@ -157,7 +174,8 @@ def _info(acc: Account, cal: Calendar | None, email: str, spec_label: str, vault
                        bool(cal and cal.receives_meetings), acc.status, acc.status_reason, acc.checked_at,
                        str(cfg.get("api_base") or cfg.get("url") or ""),
                        auth=_auth_kind(acc, cfg, vault) if vault is not None else "",
-                       granted=list(acc.granted_scopes) if acc.granted_scopes is not None else None)
+                       granted=list(acc.granted_scopes) if acc.granted_scopes is not None else None,
+                       profile={k: v for k, v in (acc.profile or {}).items() if k != "scopes"} or None)
 
 
 def _auth_kind(acc: Account, cfg: dict[str, Any], vault) -> str:
@@ -391,6 +409,7 @@ async def relink(ctx: AppContext, account_id: int, options: dict[str, str], secr
         if account.status != "ok":
             feed.account_health(s, ctx.tenant_id, account.user_id, account.id, spec.label, "ok", None)
         account.status, account.status_reason, account.checked_at = "ok", None, ctx.now()
+        account.profile = None          # what the next check finds is the account as linked now
         ctx.audit(s, "account.relink", f"{user.email}:{account.provider}",
                   {"options": sorted(options), "secrets": sorted(secrets)})
         return _info(account, calendar, user.email, spec.label)
@@ -452,19 +471,31 @@ async def health(ctx: AppContext, account_id: int | None = None) -> list[Account
             account, calendar, _user = _owned(s, ctx, aid)
             spec = ctx.spec(account.provider)
             view, env = ctx.services.provider_env(ctx, account, calendar, ctx.rules())
-        status, reason = "ok", None
+        status, reason, profile = "ok", None, None
         try:
-            await spec.check(view, env)
+            profile = await spec.check(view, env)
         except AuthExpired as exc:
             status, reason = "reauth", f"{spec.label} refused the credentials: {exc}"
         except (ConfigError, ConnectorError) as exc:
             status, reason = "degraded", f"{spec.label}: {type(exc).__name__}: {exc}"
+        # in a worker thread: another account's token refresh may hold the store's write lock across its
+        # request, which runs on this loop (waiting for the lock here would stop that request)
+        await asyncio.to_thread(record, aid, spec.label, status, reason, profile)
+
+    def record(aid: int, label: str, status: str, reason: str | None, profile: dict[str, Any] | None) -> None:
         with ctx.store.transaction() as s:
             account = s.get(Account, aid)
-            if account is not None:
-                if account.status != status:
-                    feed.account_health(s, ctx.tenant_id, account.user_id, aid, spec.label, status, reason)
-                account.status, account.status_reason, account.checked_at = status, reason, ctx.now()
+            if account is None:
+                return
+            if status == "ok":
+                changed = _changed(account.profile, profile, account.granted_scopes)
+                if changed:
+                    status, reason = "reauth", f"{label}: {changed} since it was linked: link it again"
+                else:
+                    account.profile = {**(profile or {}), "scopes": account.granted_scopes}
+            if account.status != status:
+                feed.account_health(s, ctx.tenant_id, account.user_id, aid, label, status, reason)
+            account.status, account.status_reason, account.checked_at = status, reason, ctx.now()
 
     await asyncio.gather(*(one(aid) for aid in ids))
     return [a for a in list_accounts(ctx) if a.id in ids]

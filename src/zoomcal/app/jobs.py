@@ -164,6 +164,17 @@ async def refresh_tokens(services: Services, ahead: timedelta = timedelta(minute
     return counts
 
 
+async def check_accounts(services: Services, *, tenant: str | None = None) -> int:
+    """Ask every account's provider whether the link still holds, as it was made (credentials, e-mail, role,
+    licence, scopes): what changed marks the account as needing to be linked again, with the reason."""
+    from zoomcal.app import accounts
+
+    checked = 0
+    for _tid, name in _tenants(services, tenant):
+        checked += len(await accounts.health(services.context(name, SYSTEM)))
+    return checked
+
+
 async def renew_channels(services: Services, ahead: timedelta | None = None, *,
                          tenant: str | None = None) -> dict[str, int]:
     """Renew push channels that expire soon (each channel's own margin unless `ahead`), or that their provider

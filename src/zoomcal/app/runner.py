@@ -49,6 +49,7 @@ class Intervals:
     mail: float = 15.0                        # e-mail invitations waiting in the outbox are sent
     polls: float = 15.0                       # polls attached while scheduling go onto meetings that now exist
     contacts: float = 3600.0                  # contact sources are read and the directory resolved
+    checks: float = 6 * 3600.0                # every account is checked: credentials, profile, scopes
     poll: float = 1.0                         # embedded: how often the store is looked at for others' marks
 
     @classmethod
@@ -140,6 +141,7 @@ class EmbeddedRunner:
             ("mail", self.intervals.mail, lambda: invitations.deliver_all(self.services, tenant=self.tenant)),
             ("polls", self.intervals.polls, lambda: polls.attach_all(self.services, tenant=self.tenant)),
             ("contacts", self.intervals.contacts, lambda: contacts.sync_all(self.services, tenant=self.tenant)),
+            ("checks", self.intervals.checks, lambda: jobs.check_accounts(self.services, tenant=self.tenant)),
         ]
         if self.presence:
             work.append(("presence", self.intervals.presence, self._presence_tick))
@@ -312,6 +314,11 @@ def build_app(services: Services, *, periodic: bool = True):
     @app.task(name="zoomcal.contacts", queueing_lock="zoomcal.contacts")
     async def contacts_task(timestamp: int) -> None:
         await contacts.sync_all(services)
+
+    @every("23 */6 * * *", "checks")
+    @app.task(name="zoomcal.check_accounts", queueing_lock="zoomcal.check_accounts")
+    async def checks_task(timestamp: int) -> None:
+        await jobs.check_accounts(services)
 
     @every("* * * * * */30", "presence")
     @app.task(name="zoomcal.presence", queueing_lock="zoomcal.presence")

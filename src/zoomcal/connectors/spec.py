@@ -200,7 +200,9 @@ class ProviderSpec:
     linking: str                                    # how linking works, in words (shown to admins)
     options: tuple[Option, ...]
     link: Callable[[LinkRequest, Env], Awaitable[Linked]]        # check a new link (a token, one real read)
-    check: Callable[[AccountView, Env], Awaitable[None]]         # the same read for a stored account (health)
+    # the same read for a stored account (health); it may answer what it learnt of the account's profile (e-mail,
+    # time zone, role, licence): a later check that finds it changed asks for the account to be linked again
+    check: Callable[[AccountView, Env], Awaitable[dict[str, Any] | None]]
     connector: Callable[[AccountView, Env], Connector]
     capabilities: Capabilities
     secrets: Callable[[Mapping[str, str]], tuple[Option, ...]] = lambda _options: ()

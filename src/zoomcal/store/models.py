@@ -82,6 +82,9 @@ class Account(TenantOwned, Base):
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # the scopes the provider said it granted, at the last token refresh (None: it did not say)
     granted_scopes: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # what a check last learnt of the account (e-mail, zone, role, licence, the scopes granted): a change asks for
+    # the account to be linked again
+    profile: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class WriteQuota(TenantOwned, Base):

@@ -4,6 +4,7 @@ tokens; the link is checked by reading the Zoom user, whose id then names the me
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from zoomcal.auth.oauth import TokenSource, ZoomAccountCredentials
@@ -59,8 +60,14 @@ async def _user(view: AccountView, env: Env) -> dict:
     return await rest.first_read(view, env, API, grant(view, env), f"users/{quote(view.calendar, safe='@')}") or {}
 
 
-async def check(view: AccountView, env: Env) -> None:
-    await _user(view, env)
+LICENCES = {1: "basic", 2: "licensed", 4: "unassigned", 99: "none"}
+
+
+async def check(view: AccountView, env: Env) -> dict[str, Any]:
+    """The user's record, read as a link reads it: what the account is (e-mail, zone, role, licence)."""
+    user = await _user(view, env)
+    return {"email": str(user.get("email") or ""), "timezone": str(user.get("timezone") or ""),
+            "role": str(user.get("role_name") or ""), "licence": LICENCES.get(user.get("type"), str(user.get("type")))}
 
 
 async def link(request: LinkRequest, env: Env) -> Linked:

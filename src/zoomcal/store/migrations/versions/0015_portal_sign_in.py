@@ -1,5 +1,6 @@
 """portal sign-in: a person's role and password hash, the portal's sessions, one-time sign-in links, failed
-sign-ins counted for throttling, and account links waiting for a provider's sign-in to come back
+sign-ins counted for throttling, account links waiting for a provider's sign-in to come back, and what a check
+last learnt of an account's profile
 
 Revision ID: 0015
 Revises: 0014
@@ -18,6 +19,8 @@ def upgrade() -> None:
     with op.batch_alter_table('users') as batch:
         batch.add_column(sa.Column('role', sa.String(length=10), nullable=False, server_default='member'))
         batch.add_column(sa.Column('password_hash', sa.String(length=200), nullable=True))
+    with op.batch_alter_table('accounts') as batch:
+        batch.add_column(sa.Column('profile', sa.JSON(), nullable=True))
     op.create_table(
         'portal_sessions',
         sa.Column('id', sa.String(length=64), primary_key=True),
@@ -63,6 +66,8 @@ def downgrade() -> None:
     op.drop_table('portal_sessions')
     # plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35 has it): a batch copy would recreate `users`, and
     # dropping the old table would cascade to everything that refers to it
+    with op.batch_alter_table('accounts', recreate='never') as batch:
+        batch.drop_column('profile')
     with op.batch_alter_table('users', recreate='never') as batch:
         batch.drop_column('password_hash')
         batch.drop_column('role')
