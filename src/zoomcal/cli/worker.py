@@ -20,8 +20,9 @@ def worker(
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address the metrics endpoint binds."),
 ) -> None:
     """Run jobs from the durable queue: syncs that notifications, timers and operations marked due, and the
-    periodic work (reconciliation, token refresh, push channel renewal, presence due times). Needs PostgreSQL;
-    one job per person runs at a time across all workers, and a killed worker's jobs are retried by the others."""
+    periodic work (reconciliation, token refresh, push channel renewal, presence due times, contacts, account
+    checks, invitations, polls, audit retention). Needs PostgreSQL; one job per person runs at a time across all
+    workers, and a killed worker's jobs are retried by the others."""
     ctx = context()
     problem = runner.worker_problem(ctx.services)
     if problem == "sqlite":
