@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -44,7 +45,10 @@ def portal(tmp_path_factory) -> Iterator[tuple]:
 
 
 def wait_for(driver, condition, message: str):
-    return WebDriverWait(driver, WAIT).until(lambda d: condition(d), message)
+    """Until `condition` holds; an element that went with the page it was on (the page changed while it was
+    read) is looked for again."""
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: condition(d), message)
 
 
 def sign_in(driver, base: str, email: str = "ada@example.com", password: str = PASSWORD) -> None:
@@ -67,12 +71,14 @@ def test_sign_in_with_the_form_then_out(browser, portal):
     assert signin.WRONG in error.text
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
-    wait_for(browser, lambda d: d.current_url.endswith("/log"), "not taken back to the page asked for")
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Sync log"
+    wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Sync log",
+             "not taken back to the page asked for")
+    assert browser.current_url.endswith("/log")
     assert "Ada Lovelace · admin · default" in browser.find_element(By.CLASS_NAME, "who").text
     assert browser.execute_script("return document.cookie") == ""          # HttpOnly: no script reads it
     browser.find_element(By.CSS_SELECTOR, ".signout button").click()
-    wait_for(browser, lambda d: d.current_url.endswith("/login"), "not signed out")
+    wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Sign in", "not signed out")
+    assert browser.current_url.endswith("/login")
     browser.get(f"{server.url}/")
     assert "/login" in browser.current_url
 
