@@ -844,11 +844,28 @@ def test_an_admin_previews_then_saves_presence_rules_for_everyone(ctx):
     with ctx.store.session() as s:
         stored = s.get(Tenant, ctx.tenant_id).presence_rules
     assert any(r["name"] == busy_rule["name"] and r["status"] == "Busy" for r in stored["rule"])
+    # a member edits their own rules only: the tenant's stay as the admin saved them
+    from zoomcal.store.models import PresenceState
+
     bo = web(ctx)
     sign_in(bo, "bo@example.com")
-    assert 'id="rules-editor"' not in bo.get("/availability").text
-    assert bo.post("/presence/rules", data={"csrf": form_token(bo.get("/").text), "rules": proposed,
-                                            "do": "save"}).status_code == 403
+    page = bo.get("/availability").text
+    assert "Presence rules for you" in page and "Save for me" in page and "Save for everyone" not in page
+    own = html.unescape(re.search(r'<textarea id="rules" name="rules"[^>]*>(.*?)</textarea>', page, re.S).group(1))
+    assert 'status = "Busy"' in own                                    # the tenant's rules are in force for Bo
+    mine = own.replace('status = "Busy"', 'status = "Do_Not_Disturb"')
+    token = form_token(page)
+    preview = bo.post("/presence/rules", data={"csrf": token, "rules": mine, "do": "preview"})
+    assert preview.status_code == 200 and 'id="proposed"' in preview.text and 'id="everyone"' not in preview.text
+    done = bo.post("/presence/rules", data={"csrf": token, "user": "ada@example.com", "rules": mine,
+                                            "do": "save"}, follow_redirects=False)
+    assert done.status_code == 303 and "saved for bo@example.com" in bo.get(done.headers["location"]).text
+    with ctx.store.session() as s:
+        assert s.get(Tenant, ctx.tenant_id).presence_rules == stored                 # everyone's: unchanged
+        bo_id = s.scalar(select(User.id).where(User.email == "bo@example.com"))
+        ada_id = s.scalar(select(User.id).where(User.email == "ada@example.com"))
+        assert any(r["status"] == "Do_Not_Disturb" for r in s.get(PresenceState, bo_id).rules["rule"])
+        assert s.get(PresenceState, ada_id) is None or s.get(PresenceState, ada_id).rules is None
 
 
 # --- signing in with Zoom -----------------------------------------------------------------------------------------

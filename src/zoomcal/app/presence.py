@@ -133,18 +133,24 @@ async def preview(ctx: AppContext, email: str, hours: int = 72, step_minutes: in
     return spans
 
 
-def rules_text(ctx: AppContext) -> str:
-    """The tenant's presence rules in force (the shipped defaults, the rules file, the tenant's own), as the TOML a
-    rules file holds — what an editor starts from."""
-    ctx.require_admin()
+def rules_text(ctx: AppContext, email: str | None = None) -> str:
+    """The presence rules in force (the shipped defaults, the rules file, the tenant's own, and with `email` that
+    person's own), as the TOML a rules file holds — what an editor starts from."""
     from zoomcal.presence.rules import load_presence_rules
-    from zoomcal.store.models import Tenant
+    from zoomcal.store.models import PresenceState, Tenant
     from zoomcal.tomlfile import dumps
 
+    if email is None:
+        ctx.require_admin()
+    else:
+        ctx.require_manage(email)
     with ctx.store.session() as s:
-        tenant = s.get(Tenant, ctx.tenant_id)
-        own = tenant.presence_rules
-    rules = load_presence_rules(ctx.settings.presence_rules, own)
+        tenant = s.get(Tenant, ctx.tenant_id).presence_rules
+        person = None
+        if email is not None:
+            state = s.get(PresenceState, users.find(s, ctx, email).id)
+            person = state.rules if state else None
+    rules = load_presence_rules(ctx.settings.presence_rules, tenant, person)
     return dumps(rules.model_dump(mode="json", exclude_none=True))
 
 

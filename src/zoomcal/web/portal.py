@@ -526,13 +526,11 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             why = None
             error = error or exc.message
         spans = await app_presence.preview(ctx, email, hours=72, rules=proposed[1] if proposed else None)
-        if not who.is_admin:
-            rules = ""
-        elif typed is not None or proposed:
+        if typed is not None or proposed:
             rules = typed if typed is not None else proposed[0]
-        else:
-            rules = await asyncio.to_thread(app_presence.rules_text, ctx)
-        everyone = await app_presence.dry_run(ctx, proposed[1]) if proposed else []
+        else:       # an admin edits everyone's rules, a member their own
+            rules = await asyncio.to_thread(app_presence.rules_text, ctx, None if who.is_admin else email)
+        everyone = await app_presence.dry_run(ctx, proposed[1]) if proposed and who.is_admin else []
         return render(request, "availability.html", view, status=status, email=email, people=people,
                       settings=current, hours=_hours_text(current.working_hours), calendars=person.calendars,
                       why=why, spans=spans, saved=saved, error=error, rules=rules, proposed=proposed is not None,
@@ -546,9 +544,11 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         text = values.get("rules", "")
         try:
             rules = app_presence.rules_of_text(text)
-            if values.get("do") == "save":
-                count = await asyncio.to_thread(app_settings.set_presence_rules, ctx, rules)
-                said = f"presence rules saved for everyone: {count} rule(s)"
+            doing = values.get("do")
+            if doing in ("save", "save-person"):
+                whose = None if doing == "save" and who.is_admin else email     # a member saves their own
+                count = await asyncio.to_thread(app_settings.set_presence_rules, ctx, rules, whose)
+                said = f"presence rules saved for {whose or 'everyone'}: {count} rule(s)"
                 return secure(RedirectResponse(f"/availability?user={quote(email)}&{_saying(who, said)}",
                                                status_code=303))
         except ForbiddenError:
