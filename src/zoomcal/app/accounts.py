@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -19,6 +19,7 @@ from zoomcal.auth.authorize import Provider, authorize, redeem
 from zoomcal.auth.authorize import Request as OAuthRequest
 from zoomcal.auth.authorize import request as oauth_request
 from zoomcal.availability import intervals
+from zoomcal.availability.intervals import as_utc
 from zoomcal.connectors.spec import MEETINGS, LinkRequest, Option, ProviderSpec
 from zoomcal.errors import AuthExpired, ConfigError, ConnectorError
 from zoomcal.net import check_url
@@ -342,7 +343,7 @@ async def finish_sign_in(ctx: AppContext, answer: dict[str, str]) -> AccountInfo
         if row is None or row.actor != ctx.actor.name:
             raise NeedsReauthError("this sign-in was not started here, or was finished already: start it again")
         s.delete(row)
-        expired = _aware(row.expires_at) <= ctx.now()
+        expired = as_utc(row.expires_at) <= ctx.now()
         sealed = row.sealed
     if expired:
         raise NeedsReauthError("the sign-in took too long: start it again")
@@ -363,10 +364,6 @@ async def finish_sign_in(ctx: AppContext, answer: dict[str, str]) -> AccountInfo
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _owned(s, ctx: AppContext, account_id: int) -> tuple[Account, Calendar | None, User]:

@@ -16,6 +16,7 @@ from sqlalchemy import delete, select
 
 from zoomcal.app.context import AppContext, Services
 from zoomcal.app.errors import InvalidError
+from zoomcal.availability.intervals import as_utc
 from zoomcal.domain import audit as chain
 from zoomcal.store import repo
 from zoomcal.store.models import AuditArchived, AuditEntry
@@ -144,7 +145,7 @@ def entries(ctx: AppContext, *, start: datetime | None = None, end: datetime | N
                 query = query.where(table.actor.contains(actor, autoescape=True))
             if action:
                 query = query.where(table.action.startswith(action, autoescape=True))
-            out.extend(Line(r.seq, r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC),
+            out.extend(Line(r.seq, as_utc(r.created_at),
                             r.actor, r.action, r.target or "", r.detail or {}, archived) for r in s.scalars(query))
             if len(out) >= limit:
                 break

@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, text
 from zoomcal.app.context import Actor, AppContext, Services
 from zoomcal.app.errors import InvalidError, NotSignedInError, ThrottledError
 from zoomcal.app.users import find, normal_email
+from zoomcal.availability.intervals import as_utc
 from zoomcal.lazy import lazy
 from zoomcal.logging import get_logger
 from zoomcal.store import repo
@@ -55,16 +56,12 @@ def _dummy_hash() -> str:
     return _DUMMY[0]
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _now(now: datetime | None) -> datetime:
-    return _utc(now) if now is not None else datetime.now(UTC)
+    return as_utc(now) if now is not None else datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -149,7 +146,7 @@ def _throttled(s, keys: list[tuple[str, int]], now: datetime) -> int:
     for key, limit in keys:
         row = s.get(SignInFailure, key)
         if row is not None and row.failures >= limit:
-            ends = _utc(row.since) + WINDOW
+            ends = as_utc(row.since) + WINDOW
             if ends > now:
                 wait = max(wait, int((ends - now).total_seconds()) + 1)
     return wait
@@ -174,7 +171,7 @@ def _count(s, keys: list[tuple[str, int]], now: datetime) -> None:
         row = s.get(SignInFailure, key)
         if row is None:
             s.add(SignInFailure(key=key, failures=1, since=now))
-        elif _utc(row.since) + WINDOW <= now:
+        elif as_utc(row.since) + WINDOW <= now:
             row.failures, row.since = 1, now
         else:
             row.failures += 1
@@ -283,7 +280,7 @@ def link_holder(services: Services, token: str | None, *, now: datetime | None =
         found = s.execute(select(SignInLink, User, Tenant.name).join(User, SignInLink.user_id == User.id)
                           .join(Tenant, SignInLink.tenant_id == Tenant.id)
                           .where(SignInLink.id == _digest(token))).first()
-    if found is None or _utc(found[0].expires_at) <= now:
+    if found is None or as_utc(found[0].expires_at) <= now:
         raise NotSignedInError(USED)
     return found[1].email, found[1].name, found[2]
 
@@ -299,7 +296,7 @@ def sign_in_with_link(services: Services, token: str | None, *, client: str, now
             raise NotSignedInError(USED)
         s.delete(row)
         user = s.get(User, row.user_id)
-        if _utc(row.expires_at) <= now or user is None:
+        if as_utc(row.expires_at) <= now or user is None:
             s.flush()
             log.warning("sign_in_link_refused", client=client)        # security
             expired = NotSignedInError(USED)
@@ -322,17 +319,17 @@ def current(services: Services, token: str | None, *, now: datetime | None = Non
     if found is None:
         raise NotSignedInError("not signed in")
     row, user, tenant_name = found
-    if _utc(row.expires_at) <= now or _utc(row.seen_at) + IDLE <= now:
+    if as_utc(row.expires_at) <= now or as_utc(row.seen_at) + IDLE <= now:
         with services.db.transaction() as s:
             s.execute(delete(PortalSession).where(PortalSession.id == digest))
         raise NotSignedInError("the session has ended: sign in again")
-    if _utc(row.seen_at) + SEEN_EVERY <= now:
+    if as_utc(row.seen_at) + SEEN_EVERY <= now:
         with services.db.transaction() as s:
             live = s.get(PortalSession, digest)
             if live is not None:
                 live.seen_at = now
     return SignedIn(row.id, tenant_name, row.tenant_id, user.id, user.email, user.name, user.role, row.csrf,
-                    _utc(row.expires_at))
+                    as_utc(row.expires_at))
 
 
 def context(services: Services, who: SignedIn) -> AppContext:

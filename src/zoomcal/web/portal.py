@@ -51,6 +51,7 @@ from zoomcal.app.errors import (
     NotSignedInError,
     ThrottledError,
 )
+from zoomcal.availability.intervals import as_utc
 from zoomcal.lazy import lazy
 
 jinja2 = lazy("jinja2")
@@ -153,7 +154,7 @@ class Page:
     def local(self, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         if value is None:
             return "—"
-        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        value = as_utc(value)
         try:
             return value.astimezone(ZoneInfo(self.zone)).strftime(fmt)
         except (KeyError, ValueError):
