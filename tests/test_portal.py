@@ -765,9 +765,11 @@ def test_the_dashboard_offers_to_link_again_what_needs_it(ctx):
     assert 'id="link"' in client.get("/accounts?provider=google&user=bo%40example.com").text
 
 
-def test_book_a_zoom_meeting_with_a_poll(world, tmp_path):
+@pytest.fixture
+def linked(world, tmp_path):
+    """Ada with Zoom and Google linked in the sandboxes, signed in to the portal, on the schedule page of next
+    Monday: (context, her browser, the page, its first free time)."""
     from conftest import link_sandbox_user
-    from zoomcal.store.models import MeetingPoll
 
     ctx = make_context(world, tmp_path)
     try:
@@ -777,21 +779,27 @@ def test_book_a_zoom_meeting_with_a_poll(world, tmp_path):
         sign_in(client, "ada@example.com")
         day = next_monday()
         page = client.get("/schedule", params={"find": "1", "from": day, "to": day}).text
-        first = re.search(r'name="start" value="([^"]+)" checked', page).group(1)
-        values = {"csrf": form_token(page), "title": "Retro", "start": first, "minutes": "30", "poll": "Lunch"}
-        plain = client.post("/schedule/book", data={**values, "zoom": "no", "questions": "Where? = Here | There"})
-        assert plain.status_code == 400 and "a poll needs a Zoom meeting" in plain.text
-        bad = client.post("/schedule/book", data={**values, "zoom": "yes", "questions": "Where, no answers"})
-        assert bad.status_code == 400 and "text = answer | answer" in bad.text
-        done = client.post("/schedule/book", data={**values, "zoom": "yes",
-                                                   "questions": "Where? = Here | There\nWhen? = 12:00 | 13:00"})
-        assert done.status_code == 200 and 'id="booked"' in done.text
-        with ctx.store.session() as s:
-            polls = list(s.scalars(select(MeetingPoll)))
-        assert [p.poll["title"] for p in polls] == ["Lunch"]
-        assert [q["name"] for q in polls[0].poll["questions"]] == ["Where?", "When?"]
+        yield ctx, client, page, re.search(r'name="start" value="([^"]+)" checked', page).group(1)
     finally:
         ctx.services.close()
+
+
+def test_book_a_zoom_meeting_with_a_poll(linked):
+    from zoomcal.store.models import MeetingPoll
+
+    ctx, client, page, first = linked
+    values = {"csrf": form_token(page), "title": "Retro", "start": first, "minutes": "30", "poll": "Lunch"}
+    plain = client.post("/schedule/book", data={**values, "zoom": "no", "questions": "Where? = Here | There"})
+    assert plain.status_code == 400 and "a poll needs a Zoom meeting" in plain.text
+    bad = client.post("/schedule/book", data={**values, "zoom": "yes", "questions": "Where, no answers"})
+    assert bad.status_code == 400 and "text = answer | answer" in bad.text
+    done = client.post("/schedule/book", data={**values, "zoom": "yes",
+                                               "questions": "Where? = Here | There\nWhen? = 12:00 | 13:00"})
+    assert done.status_code == 200 and 'id="booked"' in done.text
+    with ctx.store.session() as s:
+        polls = list(s.scalars(select(MeetingPoll)))
+    assert [p.poll["title"] for p in polls] == ["Lunch"]
+    assert [q["name"] for q in polls[0].poll["questions"]] == ["Where?", "When?"]
 
 
 def test_a_link_made_elsewhere_cannot_put_its_words_on_a_page(ctx):
@@ -949,38 +957,26 @@ def test_a_member_plans_with_colleagues_by_their_free_time(ctx):
     assert "Offsite" not in page                                      # her free time, not her calendar
 
 
-def test_a_booking_shows_where_it_is_until_it_is_in_every_calendar(world, tmp_path):
+def test_a_booking_shows_where_it_is_until_it_is_in_every_calendar(linked):
     import asyncio
 
-    from conftest import link_sandbox_user
-    from zoomcal.app import sync as app_sync_
+    from zoomcal.app.errors import NotFoundError
 
-    ctx = make_context(world, tmp_path)
-    try:
-        link_sandbox_user(ctx, world, "ada@example.com", "Ada")
-        signin.set_password(ctx, "ada@example.com", PASSWORD)
-        client = web(ctx)
-        sign_in(client, "ada@example.com")
-        day = next_monday()
-        page = client.get("/schedule", params={"find": "1", "from": day, "to": day}).text
-        first = re.search(r'name="start" value="([^"]+)" checked', page).group(1)
-        booked = client.post("/schedule/book", data={"csrf": form_token(page), "title": "Standup", "zoom": "yes",
-                                                     "start": first, "minutes": "15"})
-        assert booked.status_code == 200 and 'data-url="/schedule/booking?event=' in booked.text
-        url = re.search(r'data-url="([^"]+)"', booked.text).group(1).replace("&amp;", "&")
-        before = client.get(url, headers={"X-Zoomcal-Partial": "booking"}).text
-        assert ">written<" not in before and "booking-done" not in before and "<html" not in before
-        assert "being written" in before or "waiting" in before
-        asyncio.run(app_sync_.run(ctx, "ada@example.com"))           # the sync the booking asked for
-        after = client.get(url).text
-        assert "waiting" not in after and "being written" not in after and 'id="booking-done"' in after
-        assert after.count(">written<") == 2 and "<html" in after      # Zoom and Google
-        bo_ctx = ctx.services.context("default", signin.SignedIn("s", "default", ctx.tenant_id, 0, "bo@example.com",
-                                                                  "Bo", "member", "c", now_utc()).actor)
-        with pytest.raises(Exception, match="no event"):
-            app_sync_.event(bo_ctx, url.split("event=", 1)[1])
-    finally:
-        ctx.services.close()
+    ctx, client, page, first = linked
+    booked = client.post("/schedule/book", data={"csrf": form_token(page), "title": "Standup", "zoom": "yes",
+                                                 "start": first, "minutes": "15"})
+    assert booked.status_code == 200 and 'data-url="/schedule/booking?event=' in booked.text
+    url = re.search(r'data-url="([^"]+)"', booked.text).group(1).replace("&amp;", "&")
+    before = client.get(url, headers={"X-Zoomcal-Partial": "booking"}).text
+    assert ">written<" not in before and "booking-done" not in before and "<html" not in before
+    assert "being written" in before or "waiting" in before
+    asyncio.run(app_sync.run(ctx, "ada@example.com"))            # the sync the booking asked for
+    after = client.get(url).text
+    assert "waiting" not in after and "being written" not in after and 'id="booking-done"' in after
+    assert after.count(">written<") == 2 and "<html" in after      # Zoom and Google
+    bo = ctx.services.context("default", Actor("portal:bo@example.com", "member", "bo@example.com", remote=True))
+    with pytest.raises(NotFoundError, match="no event"):
+        app_sync.event(bo, url.split("event=", 1)[1])
 
 
 async def _checked(ctx):
