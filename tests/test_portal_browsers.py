@@ -1,5 +1,6 @@
 """The portal in real browsers (Chromium, Firefox ESR, WebKitGTK), served by uvicorn on loopback over plain HTTP as
-`zoomcal serve` and the demo serve it: signing in with the form and with a one-time link, live search, the
+`zoomcal serve` and the demo serve it: signing in with the form, with a one-time link and at Google's or
+Microsoft's sign-in page (the sandboxes'), live search, the
 dashboard updating from the event stream, the clock warning, and signing out — every script under the strict
 policy the pages are sent with."""
 
@@ -18,6 +19,7 @@ from conftest import make_context
 from zoomcal.app import signin, users
 from zoomcal.app import sync as app_sync
 from zoomcal.sandbox.server import BackgroundServer
+from zoomcal.sandbox.world import SandboxWorld
 from zoomcal.store.models import ContactPerson
 from zoomcal.web.app import make_app
 
@@ -36,11 +38,24 @@ def portal(tmp_path_factory) -> Iterator[tuple]:
                                            ("Katherine Johnson", "katherine@example.com")]):
             s.add(ContactPerson(tenant_id=ctx.tenant_id, person_id=f"c{n}", display_name=name, primary_email=email,
                                 emails=[email], records=[], kinds=["contact"], groups=[]))
+    world = SandboxWorld()
+    world.google.add_calendar("ada@example.com")
+    world.graph.add_calendar("ada@example.com")
+    vendors = BackgroundServer(world).start()
+    settings = ctx.settings
+    settings.portal_google_client_id, settings.portal_google_client_secret = world.google.client_id, \
+        world.google.client_secret
+    settings.portal_google_issuer = f"{vendors.url}/google"
+    settings.portal_microsoft_client_id, settings.portal_microsoft_client_secret = world.graph.client_id, \
+        world.graph.client_secret
+    settings.portal_microsoft_authority, settings.portal_microsoft_tenant = f"{vendors.url}/graph", \
+        world.graph.tenant_id
     server = BackgroundServer(app=make_app(ctx.services)).start()
     skewed = BackgroundServer(app=make_app(ctx.services, clock=lambda: time.time() - 600)).start()
     yield ctx, server, skewed
     server.stop()
     skewed.stop()
+    vendors.stop()
     ctx.services.close()
 
 
@@ -92,6 +107,18 @@ def test_a_one_time_link_signs_in_once(browser, portal):
     browser.delete_all_cookies()
     browser.get(f"{server.url}/login/link?t={token}")
     assert signin.USED in browser.find_element(By.CLASS_NAME, "error").text
+
+
+@pytest.mark.parametrize("provider", ["google", "microsoft"])
+def test_sign_in_at_google_or_microsoft_and_back(browser, portal, provider):
+    _ctx, server, _skewed = portal
+    browser.delete_all_cookies()
+    browser.get(f"{server.url}/login")
+    browser.find_element(By.ID, "email").send_keys("ada@example.com")
+    browser.find_element(By.ID, f"sign-in-with-{provider}").click()     # the sandbox signs in and sends back
+    wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Dashboard", "not signed in")
+    assert browser.current_url == f"{server.url}/"
+    assert "Ada Lovelace · admin · default" in browser.find_element(By.CLASS_NAME, "who").text
 
 
 def test_contacts_are_found_as_one_types(browser, portal):

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from conftest import make_context
-from test_portal import form_token, person, sign_in, web
+from test_portal import form_token, onward, person, sign_in, web
 from zoomcal.app import admin, signin
 from zoomcal.app.context import open_services
 from zoomcal.app.errors import InvalidError, ThrottledError
@@ -85,8 +85,8 @@ def test_the_sign_in_callback_does_not_post_the_code_to_a_private_address(fetche
     started = client.post("/accounts/connect", data={
         "csrf": token, "provider": "google", "option-client_id": "x", "option-token_url": "http://127.0.0.1:6379/",
         "secret-client_secret": "s"}, follow_redirects=False)
-    if started.status_code == 303:
-        state = parse_qs(urlsplit(started.headers["location"]).query)["state"][0]
+    if started.status_code == 200:
+        state = parse_qs(urlsplit(onward(started)).query)["state"][0]
         answer = client.get("/accounts/callback", params={"state": state, "code": "c"}, follow_redirects=False)
         assert "what the internal service said" not in answer.text
     assert seen == []
@@ -265,7 +265,7 @@ def test_held_no_route_reaches_another_tenants_account_review_or_pending_sign_in
     token = form_token(acme.get("/accounts").text)
     started = acme.post("/accounts/connect", data={"csrf": token, "provider": "google", "option-client_id": "x",
                                                    "secret-client_secret": "s"}, follow_redirects=False)
-    state = parse_qs(urlsplit(started.headers["location"]).query)["state"][0]
+    state = parse_qs(urlsplit(onward(started)).query)["state"][0]
     other = web(ctx)
     sign_in(other, "ada@example.com", tenant="globex")
     token = form_token(other.get("/").text)

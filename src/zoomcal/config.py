@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     portal_zoom_client_secret: str | None = None
     portal_zoom_api_base: str = "https://api.zoom.us/v2"
     portal_zoom_token_url: str = "https://zoom.us/oauth/token"
+    # "Sign in with Google" (OpenID Connect): a Google OAuth web client (redirect URI {portal}/login/google/callback);
+    # with a Workspace domain, only its accounts (the ID token's `hd`)
+    portal_google_client_id: str | None = None
+    portal_google_client_secret: str | None = None
+    portal_google_issuer: str = "https://accounts.google.com"
+    portal_google_domain: str | None = None
+    # "Sign in with Microsoft" (OpenID Connect): an Entra ID app registration (redirect URI
+    # {portal}/login/microsoft/callback) and the directory (tenant id or verified domain) whose members may sign in
+    portal_microsoft_client_id: str | None = None
+    portal_microsoft_client_secret: str | None = None
+    portal_microsoft_tenant: str | None = None
+    portal_microsoft_authority: str = "https://login.microsoftonline.com"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

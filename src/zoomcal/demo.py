@@ -100,7 +100,13 @@ async def setup(settings: Settings, people: Sequence[tuple[str, str, str, str]] 
         "jobs": "embedded", "public_url": PUBLIC_URL, "zoom_webhook_secret": world.zoom.webhook_secret,
         # "Sign in with Zoom" on the portal, through the Zoom sandbox's sign-in page
         "portal_zoom_client_id": world.zoom.client_id, "portal_zoom_client_secret": world.zoom.client_secret,
-        "portal_zoom_api_base": f"{server.url}/zoom/v2", "portal_zoom_token_url": f"{server.url}/zoom/oauth/token"})
+        "portal_zoom_api_base": f"{server.url}/zoom/v2", "portal_zoom_token_url": f"{server.url}/zoom/oauth/token",
+        # and with Google and Microsoft (OpenID Connect), through theirs
+        "portal_google_client_id": world.google.client_id, "portal_google_client_secret": world.google.client_secret,
+        "portal_google_issuer": f"{server.url}/google",
+        "portal_microsoft_client_id": world.graph.client_id,
+        "portal_microsoft_client_secret": world.graph.client_secret,
+        "portal_microsoft_authority": f"{server.url}/graph", "portal_microsoft_tenant": world.graph.tenant_id})
     admin.init(demo_settings)
     services = open_services(demo_settings)
     services.retrier = lambda: Retrier(max_retries=4, base_delay=0.05, max_delay=2.0)

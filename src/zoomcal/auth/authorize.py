@@ -106,9 +106,10 @@ def request(provider: Provider, client_id: str, redirect_uri: str, login_hint: s
 
 
 async def redeem(provider: Provider, client_id: str, client_secret: str | None, asked: Request,
-                 answer: dict[str, str], *, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
+                 answer: dict[str, str], *, transport: httpx.AsyncBaseTransport | None = None,
+                 need_refresh: bool = True) -> dict[str, Any]:
     """Check the answer the redirect brought (its `state`, a `code`) and trade the code and the verifier for
-    tokens; return the token response (with `refresh_token`)."""
+    tokens; return the token response (with `refresh_token` unless a sign-in only, `need_refresh=False`)."""
     if not hmac.compare_digest(str(answer.get("state") or ""), asked.state):
         raise AuthExpired("the sign-in answer does not belong to this request (state mismatch)")
     if "code" not in answer:
@@ -131,7 +132,7 @@ async def redeem(provider: Provider, client_id: str, client_secret: str | None, 
     if response.status_code != 200:
         why = token.get("error_description") or token.get("error") or response.status_code
         raise AuthExpired(f"the token endpoint refused the code: {why}")
-    if not token.get("refresh_token"):
+    if need_refresh and not token.get("refresh_token"):
         raise AuthExpired("no refresh token was issued (is offline_access in the scope?)")
     return token
 

@@ -234,12 +234,12 @@ class Consents:
     # code -> (subject, challenge, redirect, scope, expires, what else the request asked)
 
     def answer(self, request: Request, *, client_id: str, subject_of: Callable[[str], str | None],
-               needs: str | None = None, keep: Callable[[str], str] = lambda scope: scope,
+               needs: tuple[str, ...] = (), keep: Callable[[str], str] = lambda scope: scope,
                refuse: Callable[[str], JSONResponse], remember: tuple[str, ...] = (),
                stranger: str = "the user is not known here") -> JSONResponse | Response:
         """The authorize endpoint's answer: a 302 back to the redirect URI with `code` (or `error`) and `state`;
         `refuse(why)` when the client or the redirect URI is wrong (never redirected to, RFC 6749 4.1.2.1).
-        `subject_of` finds the signed-in person from the login hint; `needs` is a scope the request must ask for;
+        `subject_of` finds the signed-in person from the login hint; `needs`: scopes the request must ask for one of;
         `keep` turns the scopes asked for into those granted; `remember` names other parameters the code keeps
         (Google's `access_type`); `stranger` is the vendor's words for a person it does not know."""
         q = request.query_params
@@ -249,9 +249,9 @@ class Consents:
         subject = subject_of(q.get("login_hint") or "")
         answer = {"state": q.get("state") or ""}
         if q.get("response_type") != "code" or q.get("code_challenge_method") != "S256" or \
-                not q.get("code_challenge") or (needs is not None and needs not in (q.get("scope") or "").split()):
-            answer.update(error="invalid_request",
-                          error_description="code flow with S256 PKCE" + (f" and {needs}" if needs else ""))
+                not q.get("code_challenge") or (needs and not set(needs) & set((q.get("scope") or "").split())):
+            wanted = f" and {' or '.join(needs)}" if needs else ""
+            answer.update(error="invalid_request", error_description=f"code flow with S256 PKCE{wanted}")
         elif subject is None:
             answer.update(error="access_denied", error_description=stranger)
         else:
@@ -275,3 +275,63 @@ def _loopback_redirect(uri: str) -> bool:
     """The redirect URIs the sandboxes' apps have registered: anything on http://127.0.0.1 (the demo's and the
     tests' loopback servers)."""
     return uri.startswith("http://127.0.0.1:") or uri.startswith("http://127.0.0.1/")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class IdTokens:
+    """The OpenID Connect side of a vendor's sign-in: ID tokens (JWS, RS256) signed with one RSA key the vendor
+    publishes as a JSON Web Key Set, and the discovery document that names the issuer and the endpoints
+    (OpenID Connect Discovery 1.0, RFC 7517/7518). The key is made when first needed."""
+
+    ttl: int = 3600
+    _key: object = None
+    kid: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def key(self):
+        if self._key is None:
+            from cryptography.hazmat.primitives.asymmetric import rsa
+            self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return self._key
+
+    def sign(self, claims: dict, *, key=None, kid: str | None = None) -> str:
+        """A compact JWS of the claims (iat and exp added when absent), signed with the vendor's key (or another,
+        to forge one)."""
+        import json
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        now = int(time.time())
+        body = {"iat": now, "exp": now + self.ttl, **claims}
+        head = _b64(json.dumps({"alg": "RS256", "kid": kid or self.kid, "typ": "JWT"}).encode())
+        signing = f"{head}.{_b64(json.dumps(body).encode())}".encode()
+        signature = (key or self.key()).sign(signing, padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing.decode()}.{_b64(signature)}"
+
+    def jwks(self) -> dict:
+        numbers = self.key().public_key().public_numbers()
+        def whole(n: int) -> str:
+            return _b64(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+        return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": whole(numbers.n),
+                          "e": whole(numbers.e)}]}
+
+    @staticmethod
+    def discovery(issuer: str, authorize: str, token: str, jwks: str, **more) -> dict:
+        return {"issuer": issuer, "authorization_endpoint": authorize, "token_endpoint": token, "jwks_uri": jwks,
+                "response_types_supported": ["code"], "subject_types_supported": ["pairwise", "public"],
+                "id_token_signing_alg_values_supported": ["RS256"], "code_challenge_methods_supported": ["S256"],
+                "scopes_supported": ["openid", "email", "profile"], **more}
+
+
+def mounted_at(request: Request) -> str:
+    """The URL the vendor's app is served at (scheme, host and the path it is mounted on), without a trailing /."""
+    return str(request.base_url).rstrip("/") + str(request.scope.get("root_path") or "").rstrip("/")
+
+
+def subject_id(*parts: str) -> str:
+    """A stable, opaque subject identifier for a person (as a vendor derives its `sub`)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:21]

@@ -5,7 +5,9 @@ Shapes follow ../shared/specs/google/calendar.v3.json; behaviour follows the doc
 incremental listing (deleted items reported as `status: cancelled`), HTTP 410 when a sync token expired,
 etags with `If-Match` -> 412, client-chosen ids with 409 on duplicates, exceptions of recurring events
 addressed as `{masterId}_{originalStart}`. Base path `/google/calendar/v3`, token endpoint `/google/token`, sign-in
-page `/google/o/oauth2/v2/auth` (authorization code with S256 PKCE; a refresh token only with `access_type=offline`).
+page `/google/o/oauth2/v2/auth` (authorization code with S256 PKCE; a refresh token only with `access_type=offline`;
+with `openid`, a signed ID token carrying the `nonce`, `email` and `email_verified`, `hd` for a Workspace domain; the
+discovery document `/google/.well-known/openid-configuration` and its keys `/google/oauth2/v3/certs`).
 
 The sandbox is the oracle zoomcal's Google code is checked against, so it reads events with its own code: series are
 expanded with python-dateutil over the RRULE / EXRULE / RDATE / EXDATE lines in the event's `timeZone`, instance ids
@@ -55,7 +57,17 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from zoomcal.sandbox.clock import UTC, parse_stamp, stamp, tz
-from zoomcal.sandbox.common import ApiError, Consents, Meter, RateWindows, TokenBook, api_error_response
+from zoomcal.sandbox.common import (
+    ApiError,
+    Consents,
+    IdTokens,
+    Meter,
+    RateWindows,
+    TokenBook,
+    api_error_response,
+    mounted_at,
+    subject_id,
+)
 from zoomcal.sandbox.google_people import PEOPLE_SCOPES, PeopleState, build_people_router
 from zoomcal.sandbox.push import Outbox
 
@@ -94,6 +106,8 @@ class GoogleState:
     calendars: dict[str, GoogleCalendar] = field(default_factory=dict)
     tokens: TokenBook = field(default_factory=TokenBook)
     consents: Consents = field(default_factory=Consents)    # the sign-in page's codes
+    id_tokens: IdTokens = field(default_factory=IdTokens)   # OpenID Connect: the keys ID tokens are signed with
+    unverified: set[str] = field(default_factory=set)       # accounts whose address Google has not verified
     seq: int = 0
     last_ms: int = 0      # the last `updated` stamp given, in milliseconds (each write gets a later one)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -577,7 +591,7 @@ def build_app(state: GoogleState) -> APIRouter:
         with state.lock:
             owners = {c.owner for c in state.calendars.values()}
             return state.consents.answer(
-                request, client_id=state.client_id, remember=("access_type",),
+                request, client_id=state.client_id, remember=("access_type", "nonce"),
                 subject_of=lambda hint: hint if hint in owners else None,
                 refuse=lambda _why: JSONResponse({"error": "redirect_uri_mismatch", "error_description":
                                                   "The redirect URI in the request does not match the ones "
@@ -596,8 +610,11 @@ def build_app(state: GoogleState) -> APIRouter:
                 if redeemed is None:
                     return JSONResponse({"error": "invalid_grant", "error_description": "Bad Request"}, 400)
                 subject, scope, asked = redeemed
-                return state.tokens.issue(subject, app=True, scope=scope or DEFAULT_SCOPE,
-                                          with_refresh=asked.get("access_type") == "offline")
+                answer = state.tokens.issue(subject, app=True, scope=scope or DEFAULT_SCOPE,
+                                            with_refresh=asked.get("access_type") == "offline")
+                if "openid" in scope.split():
+                    answer["id_token"] = id_token(request, subject, scope, asked.get("nonce"))
+                return answer
         if form.get("grant_type") != "refresh_token":
             return JSONResponse({"error": "unsupported_grant_type"}, 400)
         with state.lock:
@@ -609,6 +626,35 @@ def build_app(state: GoogleState) -> APIRouter:
             # the answer names the scopes the grant was given (a grant made without naming them: every scope
             # the sandbox serves)
             return state.tokens.issue(subject, app=True, scope=state.tokens.scope_of(refresh) or DEFAULT_SCOPE)
+
+    def issuer(request: Request) -> str:
+        return mounted_at(request)
+
+    def id_token(request: Request, subject: str, scope: str, nonce: str | None) -> str:
+        """Google's ID token: who signed in (`sub`, stable per account), for which client; the address and
+        whether Google verified it with the `email` scope, the Workspace domain (`hd`) for a Workspace account."""
+        claims: dict[str, Any] = {"iss": issuer(request), "azp": state.client_id, "aud": state.client_id,
+                                  "sub": subject_id("google", subject)}
+        if "email" in scope.split():
+            claims.update(email=subject, email_verified=subject not in state.unverified)
+            domain = subject.rpartition("@")[2]
+            if domain not in ("gmail.com", "googlemail.com"):
+                claims["hd"] = domain
+        if "profile" in scope.split():
+            claims["name"] = subject.split("@")[0].replace(".", " ").title()
+        if nonce:
+            claims["nonce"] = nonce
+        return state.id_tokens.sign(claims)
+
+    @router.get("/.well-known/openid-configuration")
+    def discovery(request: Request):
+        base = issuer(request)
+        return IdTokens.discovery(base, f"{base}/o/oauth2/v2/auth", f"{base}/token", f"{base}/oauth2/v3/certs",
+                                  revocation_endpoint=f"{base}/revoke")
+
+    @router.get("/oauth2/v3/certs")
+    def certs():
+        return state.id_tokens.jwks()
 
     @router.post("/revoke")
     async def revoke(request: Request):

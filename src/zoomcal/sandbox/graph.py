@@ -27,7 +27,10 @@ the oracle the connector is checked against, so it reads neither zoomcal's mappi
   failed is answered 424), each answered with status, headers and body.
 
 Base path `/graph/v1.0`, sign-in `/graph/oauth2/v2.0/authorize` (authorization code with S256 PKCE), token
-endpoint `/graph/oauth2/v2.0/token`. A token answer's `scope` names the permissions granted: those the sign-in asked
+endpoint `/graph/oauth2/v2.0/token` (a refresh token only with `offline_access`; with `openid`, a signed v2.0 ID
+token: `tid`, `oid`, a pairwise `sub`, `preferred_username`, `email` with that scope, `idp` for a guest; discovery
+at `/graph/{tenant}/v2.0/.well-known/openid-configuration`, keys at `/graph/{tenant}/discovery/v2.0/keys`).
+A token answer's `scope` names the permissions granted: those the sign-in asked
 for, or those of the refresh token (one made without naming them has `DEFAULT_SCOPE`), narrowed by a `scope` in the
 request. The directory (users and their delta), Outlook contacts and people are served beside the calendar by
 `sandbox/graph_directory.py`.
@@ -72,11 +75,14 @@ from zoomcal.sandbox.clock import UTC, parse_stamp, stamp, tz
 from zoomcal.sandbox.common import (
     ApiError,
     Consents,
+    IdTokens,
     Meter,
     RateWindows,
     TokenBook,
     api_error_response,
+    mounted_at,
     retry_seconds,
+    subject_id,
 )
 from zoomcal.sandbox.graph_directory import DirectoryState, build_directory_router
 from zoomcal.sandbox.push import Delivery, Outbox
@@ -113,6 +119,7 @@ class GraphState:
     removed: list[tuple[int, str, str]] = field(default_factory=list)              # (seq, calendar, instance id)
     tokens: TokenBook = field(default_factory=TokenBook)
     consents: Consents = field(default_factory=Consents)    # the sign-in page's codes
+    id_tokens: IdTokens = field(default_factory=IdTokens)   # OpenID Connect: the keys ID tokens are signed with
     seq: int = 0
     epoch: int = 0                  # bumped to invalidate every delta token (-> 410 SyncStateNotFound)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -704,9 +711,11 @@ def build_router(state: GraphState) -> APIRouter:
         """The sign-in page, already signed in as `login_hint` (a user of this directory)."""
         with state.lock:
             return state.consents.answer(
-                request, client_id=state.client_id, needs="offline_access",
+                request, client_id=state.client_id, needs=("offline_access", "openid"), remember=("nonce", "scope"),
                 stranger="AADSTS50020: user not in this directory",
-                subject_of=lambda hint: hint if hint in state.owners.values() else None,
+                subject_of=lambda hint: hint if hint in state.owners.values() or any(
+                    str(u.get("userPrincipalName", "")).lower() == hint.lower() for u in state.directory.users.values())
+                    else None,
                 keep=lambda scope: " ".join(s for s in scope.split() if s not in ("openid", "profile", "email")),
                 refuse=lambda _why: JSONResponse({"error": "invalid_request",
                                                   "error_description": "AADSTS50011: redirect URI"}, 400))
@@ -726,8 +735,9 @@ def build_router(state: GraphState) -> APIRouter:
                                                  str(form.get("redirect_uri", "")))
                 if redeemed is None:
                     return invalid
-                subject, granted, _asked = redeemed
+                subject, granted, signed = redeemed
             else:
+                signed = {}
                 refresh = str(form.get("refresh_token", ""))
                 granted = state.tokens.scope_of(refresh)
                 subject = state.tokens.use_refresh(refresh)
@@ -743,7 +753,48 @@ def build_router(state: GraphState) -> APIRouter:
                     return JSONResponse({"error": "invalid_scope", "error_description": "AADSTS65001: The user or "
                                          "administrator has not consented to use the application."}, 400)
                 granted = [g for g in granted if g.lower() in {a.lower() for a in asked}]
-            return state.tokens.issue(subject, with_refresh=True, app=True, scope=" ".join(granted))
+            answer = state.tokens.issue(subject, with_refresh="offline_access" in {g.lower() for g in granted},
+                                        app=True, scope=" ".join(granted))
+            if "openid" in str(signed.get("scope") or "").split():
+                answer["id_token"] = id_token(request, subject, signed)
+            return answer
+
+    def authority(request: Request) -> str:
+        return mounted_at(request)
+
+    def id_token(request: Request, subject: str, signed: dict[str, str]) -> str:
+        """Microsoft's v2.0 ID token: the directory (`tid`), the user's object id (`oid`), a `sub` pairwise to the
+        app, the sign-in name; `email` with that scope; `idp` names the home directory of a guest."""
+        asked = signed.get("scope", "").split()
+        user = next((u for u in state.directory.users.values()
+                     if str(u.get("userPrincipalName", "")).lower() == subject.lower()), None)
+        issuer = f"{authority(request)}/{state.tenant_id}/v2.0"
+        claims: dict[str, Any] = {
+            "ver": "2.0", "iss": issuer, "aud": state.client_id, "tid": state.tenant_id,
+            "sub": subject_id("graph", state.client_id, subject), "preferred_username": subject,
+            "oid": user["id"] if user else str(uuid.uuid5(uuid.NAMESPACE_URL, f"graph:{subject}")),
+            "nbf": int(time.time())}
+        if "profile" in asked:
+            claims["name"] = (user or {}).get("displayName") or subject.split("@")[0]
+        if "email" in asked and (user is None or user.get("mail")):
+            claims["email"] = (user or {}).get("mail") or subject
+        if user is not None and user.get("userType") == "Guest":
+            claims["idp"] = f"https://sts.windows.net/{uuid.uuid5(uuid.NAMESPACE_DNS, subject.rpartition('@')[2])}/"
+        if signed.get("nonce"):
+            claims["nonce"] = signed["nonce"]
+        return state.id_tokens.sign(claims)
+
+    @router.get("/{tenant}/v2.0/.well-known/openid-configuration")
+    def discovery(tenant: str, request: Request):
+        base = authority(request)
+        every = tenant in ("common", "organizations", "consumers")
+        return IdTokens.discovery(f"{base}/{'{tenantid}' if every else state.tenant_id}/v2.0",
+                                  f"{base}/{tenant}/oauth2/v2.0/authorize", f"{base}/{tenant}/oauth2/v2.0/token",
+                                  f"{base}/{tenant}/discovery/v2.0/keys")
+
+    @router.get("/{tenant}/discovery/v2.0/keys")
+    def keys(tenant: str):
+        return state.id_tokens.jwks()
 
 
     @router.get("/v1.0/users/{user}/calendars")

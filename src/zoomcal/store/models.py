@@ -516,6 +516,21 @@ class PendingSignIn(TenantOwned, Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class SignInIdentity(TenantOwned, Base):
+    """A Google or Microsoft account that signs a person in: the issuer and subject of its ID tokens, bound at the
+    person's first sign-in with it (by their verified address); from then on the subject decides, whatever address
+    the account later shows."""
+
+    __tablename__ = "sign_in_identities"
+    issuer: Mapped[str] = mapped_column(String(400), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(320))       # the address it had when bound
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class SignInFailure(Base):
     """Failed sign-ins counted per address and per client since `since` (the throttle's window)."""
 

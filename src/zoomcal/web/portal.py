@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from zoomcal.app import accounts as app_accounts
 from zoomcal.app import audit as app_audit
 from zoomcal.app import availability as app_availability
-from zoomcal.app import contacts, feed, signin
+from zoomcal.app import contacts, federated, feed, signin
 from zoomcal.app import history as app_history
 from zoomcal.app import polls as app_polls
 from zoomcal.app import presence as app_presence
@@ -129,9 +129,9 @@ def _plain_local(request: Request) -> bool:
     return request.url.scheme == "http" and is_loopback(server[0] if server else None)
 
 
-def zoom_cookie(request: Request) -> str:
-    """The cookie a Zoom sign-in under way is kept in."""
-    return "zoomcal-zoom" if _plain_local(request) else "__Host-zoomcal-zoom"
+def away_cookie(request: Request) -> str:
+    """The cookie a sign-in at Zoom, Google or Microsoft under way is kept in."""
+    return "zoomcal-away" if _plain_local(request) else "__Host-zoomcal-away"
 
 
 def cookie_names(request: Request) -> tuple[str, str]:
@@ -169,6 +169,15 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         body = templates.get_template(template).render(
             page=page, who=page.who, nav=NAV, path=request.url.path, server_ms=int(clock() * 1000), **values)
         return secure(HTMLResponse(body, status_code=status))
+
+    def away(request: Request, url: str, label: str, page: Page | None = None) -> HTMLResponse:
+        """The way to another site's sign-in page: a page holding the link, which the portal's script follows at
+        once (without script, one click). Not a redirect: a browser holds the redirect of a form to the policy's
+        `form-action 'self'`, which another site's page is not (Chromium and WebKit refuse it)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise InvalidError(f"{label}'s sign-in address is not a web address", field="provider")
+        return render(request, "away.html", page or Page(None), status=200, url=url, label=label, host=parts.netloc)
 
     def signed_in(request: Request) -> signin.SignedIn:
         return signin.current(services, request.cookies.get(cookie_names(request)[0]))
@@ -228,7 +237,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         holds (`keep`), else a fresh one (after each refusal)."""
         pre = (request.cookies.get(cookie_names(request)[1]) if keep else None) or secrets.token_urlsafe(32)
         shown = {"next": "/", "error": None, "field": None, "email": "", "tenant": "",
-                 "zoom": signin.zoom_ready(services), **values}
+                 "providers": [(p, federated.LABELS[p]) for p in federated.ready(services)], **values}
         response = render(request, template, Page(None), status=status, pre=pre, **shown)
         set_cookie(request, response, 1, pre, max_age=3600)
         return response
@@ -317,39 +326,45 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             return sign_in_form(request, status=410, error=exc.message)
         return started_session(request, started, "/")
 
-    @api.post("/login/zoom")
+    @api.post("/login/{provider}")
     @at_most_a_form
-    async def zoom_start(request: Request):
-        """Sign in with Zoom: off to Zoom's sign-in page; the browser keeps (sealed, for ten minutes) what checks
-        the answer that comes back to /login/zoom/callback."""
+    async def away_start(request: Request):
+        """Sign in with Zoom, Google or Microsoft: off to their sign-in page; the browser keeps (sealed, for ten
+        minutes) what checks the answer that comes back to /login/{provider}/callback."""
+        provider = request.path_params["provider"]
         values, fine = await pre_form(request)
         if not fine:
             return sign_in_form(request, status=403, error="The form had expired: please sign in again.")
-        base = back_here(request)
+        if provider not in federated.PROVIDERS:
+            return sign_in_form(request, status=404, error="There is no such way to sign in.")
         try:
-            url, sealed = signin.begin_zoom(services, f"{base}/login/zoom/callback", values.get("email", ""))
+            url, sealed = await federated.begin(services, provider, f"{back_here(request)}/login/{provider}/callback",
+                                                values.get("email", ""))
+            response = away(request, url, federated.LABELS[provider])
         except AppError as exc:
             return sign_in_form(request, status=400, error=exc.message)
-        response = secure(RedirectResponse(url, status_code=303))
-        response.set_cookie(zoom_cookie(request), base64.urlsafe_b64encode(sealed).decode(), max_age=600, path="/",
+        response.set_cookie(away_cookie(request), base64.urlsafe_b64encode(sealed).decode(), max_age=600, path="/",
                             secure=not _plain_local(request), httponly=True, samesite="lax")
         return response
 
-    @api.get("/login/zoom/callback")
-    async def zoom_back(request: Request):
-        kept = request.cookies.get(zoom_cookie(request), "")
+    @api.get("/login/{provider}/callback")
+    async def away_back(request: Request):
+        provider = request.path_params["provider"]
+        kept = request.cookies.get(away_cookie(request), "")
         try:
             sealed = base64.urlsafe_b64decode(kept.encode()) if kept else None
         except ValueError:
             sealed = None
         answer = {k: v[:4000] for k, v in request.query_params.items()}
         try:
-            started = await signin.finish_zoom(services, answer, sealed, client=_client(request))
+            if provider not in federated.PROVIDERS:
+                raise NotSignedInError("there is no such way to sign in")
+            started = await federated.finish(services, provider, answer, sealed, client=_client(request))
         except NotSignedInError as exc:
             response = sign_in_form(request, status=401, error=exc.message)
         else:
             response = started_session(request, started, "/")
-        response.delete_cookie(zoom_cookie(request), path="/", secure=not _plain_local(request), httponly=True,
+        response.delete_cookie(away_cookie(request), path="/", secure=not _plain_local(request), httponly=True,
                                samesite="lax")
         return response
 
@@ -638,10 +653,10 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         try:
             url = await asyncio.to_thread(app_accounts.begin_sign_in, ctx, email, provider, options, secrets,
                                           f"{base}/accounts/callback")
+            return away(request, url, spec.label if spec else provider, view)
         except AppError as exc:
             linking = {"provider": spec, "user": email, "options": options, "secrets": None} if spec else None
             return await accounts_page(request, who, ctx, view, error=exc.message, status=400, linking=linking)
-        return secure(RedirectResponse(url, status_code=303))
 
     async def account_callback(request, who, ctx, view):
         answer = {k: v[:4000] for k, v in request.query_params.items()}

@@ -73,7 +73,14 @@
     });
   }
 
+  /* A page on the way to another site's sign-in page goes on at once (its link works without this script). */
+  function goOn() {
+    var link = document.querySelector("a[data-go]");
+    if (link) { window.location.replace(link.href); }
+  }
+
   function start() {
+    goOn();
     checkClock();
     liveRegions();
     liveSearch();
