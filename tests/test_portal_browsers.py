@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import NoSuchFrameException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -61,9 +61,9 @@ def portal(tmp_path_factory) -> Iterator[tuple]:
 
 def wait_for(driver, condition, message: str):
     """Until `condition` holds; an element that went with the page it was on (the page changed while it was
-    read) is looked for again."""
-    return WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda d: condition(d), message)
+    read), or a page that went while it was read (WebKit), is looked for again."""
+    gone = (StaleElementReferenceException, NoSuchFrameException)
+    return WebDriverWait(driver, WAIT, ignored_exceptions=gone).until(lambda d: condition(d), message)
 
 
 def sign_in(driver, base: str, email: str = "ada@example.com", password: str = PASSWORD) -> None:

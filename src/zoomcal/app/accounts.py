@@ -20,7 +20,7 @@ from zoomcal.auth.authorize import Request as OAuthRequest
 from zoomcal.auth.authorize import request as oauth_request
 from zoomcal.availability import intervals
 from zoomcal.availability.intervals import as_utc
-from zoomcal.connectors.spec import MEETINGS, LinkRequest, Option, ProviderSpec
+from zoomcal.connectors.spec import MEETINGS, LinkRequest, Option, ProviderSpec, judge_scopes
 from zoomcal.errors import AuthExpired, ConfigError, ConnectorError
 from zoomcal.net import check_url
 from zoomcal.store.models import Account, Calendar, Event, Link, PendingSignIn, User
@@ -45,6 +45,8 @@ class AccountInfo:
     auth: str = ""                # how it authenticates: user OAuth, server-to-server OAuth, password, none
     granted: list[str] | None = None    # the scopes the provider last said it granted (None: it did not say)
     profile: dict[str, Any] | None = None   # what the last check learnt: e-mail, zone, role, licence
+    # each feature's scopes judged against `granted`: {"feature", "met", "by", "lacking"} (empty: not judged)
+    needs: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,7 +178,8 @@ def _info(acc: Account, cal: Calendar | None, email: str, spec_label: str, vault
                        str(cfg.get("api_base") or cfg.get("url") or ""),
                        auth=_auth_kind(acc, cfg, vault) if vault is not None else "",
                        granted=list(acc.granted_scopes) if acc.granted_scopes is not None else None,
-                       profile={k: v for k, v in (acc.profile or {}).items() if k != "scopes"} or None)
+                       profile={k: v for k, v in (acc.profile or {}).items() if k != "scopes"} or None,
+                       needs=[n.as_dict() for n in judge_scopes(_scopes(acc.provider), acc.granted_scopes)])
 
 
 def _auth_kind(acc: Account, cfg: dict[str, Any], vault) -> str:
@@ -189,6 +192,34 @@ def _auth_kind(acc: Account, cfg: dict[str, Any], vault) -> str:
     if "password" in held:
         return f"password ({cfg['auth']})" if cfg.get("auth") else "password"
     return "none (a URL)"
+
+
+def _scopes(provider: str) -> dict[str, tuple[tuple[str, ...], ...]]:
+    from zoomcal.connectors import registry
+
+    try:
+        return dict(registry.get(provider).scopes)
+    except registry.UnknownProvider:
+        return {}
+
+
+def _unmet(provider: str, label: str, granted: list[str] | None,
+           profile: dict[str, Any] | None) -> tuple[str, str] | None:
+    """(status, why) when the account cannot do what zoomcal does with it: a feature its grant lacks the scopes
+    for (linking again, granting them, mends it), or a calendar the account may only read (its owner must share
+    it for writing)."""
+    for need in judge_scopes(_scopes(provider), granted):
+        if not need.met:
+            wanted = "; ".join(" or ".join(one_of) for one_of in need.lacking)
+            return "reauth", f"{label}: the grant does not allow {FEATURE_WORDS.get(need.feature, need.feature)} " \
+                             f"(it needs {wanted}): link it again, granting it"
+    if (profile or {}).get("writable") is False:
+        return "degraded", f"{label}: this account may only read the calendar ({profile.get('access')}), and " \
+                           "zoomcal writes to it"
+    return None
+
+
+FEATURE_WORDS = {"read": "reading the calendar", "write": "writing to the calendar", "profile": "reading the profile"}
 
 
 def _label(provider: str) -> str:
@@ -486,7 +517,10 @@ async def health(ctx: AppContext, account_id: int | None = None) -> list[Account
                 return
             if status == "ok":
                 changed = _changed(account.profile, profile, account.granted_scopes)
-                if changed:
+                unmet = _unmet(account.provider, label, account.granted_scopes, profile)
+                if unmet:           # what the account cannot do says most: it comes first
+                    status, reason = unmet
+                elif changed:
                     status, reason = "reauth", f"{label}: {changed} since it was linked: link it again"
                 else:
                     account.profile = {**(profile or {}), "scopes": account.granted_scopes}

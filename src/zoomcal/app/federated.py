@@ -19,6 +19,8 @@ zoomcal for these two. Refusals are security log lines that never name the addre
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,74 +29,107 @@ from sqlalchemy import select
 from zoomcal.app.context import Services
 from zoomcal.app.errors import InvalidError, NotSignedInError
 from zoomcal.app.signin import Started, _now, _start
+from zoomcal.config import Settings
 from zoomcal.logging import get_logger
 from zoomcal.store import repo
 from zoomcal.store.models import SignInIdentity, User
 
 log = get_logger("zoomcal.signin")
 
-PROVIDERS = ("zoom", "google", "microsoft")
-LABELS = {"zoom": "Zoom", "google": "Google", "microsoft": "Microsoft"}
 ZOOM_ADMIN_ROLES = ("Owner", "Admin")       # Zoom roles whose people are the portal's admins
 PENDING = timedelta(minutes=10)
 EVERY_DIRECTORY = ("common", "organizations", "consumers")
 OIDC_SCOPE = "openid email profile"
 
 
-def why_not(services: Services, provider: str) -> str | None:
-    """Why signing in with `provider` is not offered here (None: it is)."""
-    s = services.settings
-    if provider not in PROVIDERS:
-        return "there is no such way to sign in"
-    label = LABELS[provider]
-    client = {"zoom": (s.portal_zoom_client_id, s.portal_zoom_client_secret),
-              "google": (s.portal_google_client_id, s.portal_google_client_secret),
-              "microsoft": (s.portal_microsoft_client_id, s.portal_microsoft_client_secret)}[provider]
-    if not all(client):
-        return f"signing in with {label} is not set up here"
-    if provider == "microsoft" and (not s.portal_microsoft_tenant or
-                                    s.portal_microsoft_tenant.lower() in EVERY_DIRECTORY):
+def _google_vouches(settings: Settings, claims: dict[str, Any]) -> str:
+    if claims.get("email_verified") is not True:
+        raise NotSignedInError("Google has not verified this account's e-mail address")
+    domain = settings.portal_google_domain
+    if domain and str(claims.get("hd") or "").lower() != domain.lower():
+        raise NotSignedInError(f"only accounts of {domain} sign in here")
+    return str(claims.get("email") or "")
+
+
+def _microsoft_vouches(_settings: Settings, claims: dict[str, Any]) -> str:
+    if claims.get("idp") and claims.get("idp") != claims.get("iss"):
+        raise NotSignedInError("guests of the directory do not sign in here")
+    return str(claims.get("email") or claims.get("preferred_username") or "")
+
+
+def _microsoft_unready(settings: Settings) -> str | None:
+    tenant = settings.portal_microsoft_tenant
+    if not tenant or tenant.lower() in EVERY_DIRECTORY:
         return ("signing in with Microsoft is not set up here: ZOOMCAL_PORTAL_MICROSOFT_TENANT must name your "
                 "directory (its tenant id or a verified domain)")
     return None
 
 
+@dataclass(frozen=True)
+class Way:
+    """A way to sign in with another's account. With `discovery`, OpenID Connect: the discovery document's URL,
+    and `vouches` turns a verified ID token's claims into the address it vouches for (NotSignedInError when it
+    vouches for none). Without, Zoom: its user OAuth and `/users/me`."""
+
+    key: str
+    label: str
+    client: Callable[[Settings], tuple[str | None, str | None]]
+    discovery: Callable[[Settings], str] | None = None
+    issuer: Callable[[Settings], str | None] = lambda _s: None      # the issuer the document must name, if known
+    vouches: Callable[[Settings, dict[str, Any]], str] | None = None
+    extra: Callable[[Settings], tuple[tuple[str, str], ...]] = lambda _s: ()
+    unready: Callable[[Settings], str | None] = lambda _s: None
+
+
+WAYS = {w.key: w for w in (
+    Way("zoom", "Zoom", lambda s: (s.portal_zoom_client_id, s.portal_zoom_client_secret)),
+    Way("google", "Google", lambda s: (s.portal_google_client_id, s.portal_google_client_secret),
+        discovery=lambda s: f"{s.portal_google_issuer.rstrip('/')}/.well-known/openid-configuration",
+        issuer=lambda s: s.portal_google_issuer.rstrip("/"), vouches=_google_vouches,
+        extra=lambda s: (("hd", s.portal_google_domain),) if s.portal_google_domain else ()),
+    Way("microsoft", "Microsoft", lambda s: (s.portal_microsoft_client_id, s.portal_microsoft_client_secret),
+        discovery=lambda s: f"{s.portal_microsoft_authority.rstrip('/')}/{s.portal_microsoft_tenant}/v2.0/"
+                            ".well-known/openid-configuration",
+        vouches=_microsoft_vouches, unready=_microsoft_unready),
+)}
+PROVIDERS = tuple(WAYS)
+LABELS = {key: way.label for key, way in WAYS.items()}
+
+
+def why_not(services: Services, provider: str) -> str | None:
+    """Why signing in with `provider` is not offered here (None: it is)."""
+    way = WAYS.get(provider)
+    if way is None:
+        return "there is no such way to sign in"
+    if not all(way.client(services.settings)):
+        return f"signing in with {way.label} is not set up here"
+    return way.unready(services.settings)
+
+
 def ready(services: Services) -> list[str]:
-    """The providers people can sign in with here, in the order the sign-in page shows them."""
+    """The ways people can sign in with here, in the order the sign-in page shows them."""
     return [p for p in PROVIDERS if why_not(services, p) is None]
 
 
-def _client(services: Services, provider: str) -> tuple[str, str]:
-    s = services.settings
-    return {"zoom": (s.portal_zoom_client_id, s.portal_zoom_client_secret),
-            "google": (s.portal_google_client_id, s.portal_google_client_secret),
-            "microsoft": (s.portal_microsoft_client_id, s.portal_microsoft_client_secret)}[provider]  # type: ignore
-
-
-def _discovery_url(services: Services, provider: str) -> str:
-    s = services.settings
-    if provider == "google":
-        return f"{s.portal_google_issuer.rstrip('/')}/.well-known/openid-configuration"
-    authority = s.portal_microsoft_authority.rstrip("/")
-    return f"{authority}/{s.portal_microsoft_tenant}/v2.0/.well-known/openid-configuration"
-
-
-async def _endpoints(services: Services, provider: str):
-    """(the OAuth provider, the OpenID issuer or None for Zoom)."""
+async def _endpoints(services: Services, way: Way):
+    """(the OAuth provider, the OpenID issuer or None without OpenID Connect)."""
     from zoomcal.auth import oidc
     from zoomcal.auth.authorize import Provider
 
-    if provider == "zoom":
-        token_url = services.settings.portal_zoom_token_url
+    settings = services.settings
+    if way.discovery is None:
+        token_url = settings.portal_zoom_token_url
         base, _, _last = token_url.rstrip("/").rpartition("/")
         return Provider(f"{base}/authorize", token_url, "", client_auth="basic"), None
     try:
-        issuer = await oidc.discover(_discovery_url(services, provider), transport=services.transport,
-                                     timeout=services.settings.http_timeout)
+        issuer = await oidc.discover(way.discovery(settings), transport=services.transport,
+                                     timeout=settings.http_timeout)
     except oidc.TokenRefused as exc:
-        raise InvalidError(f"{LABELS[provider]} cannot be reached for signing in: {exc}", field="provider") from exc
-    if provider == "google" and issuer.issuer.rstrip("/") != services.settings.portal_google_issuer.rstrip("/"):
-        raise InvalidError(f"Google's discovery document names another issuer ({issuer.issuer})", field="provider")
+        raise InvalidError(f"{way.label} cannot be reached for signing in: {exc}", field="provider") from exc
+    expected = way.issuer(settings)
+    if expected is not None and issuer.issuer.rstrip("/") != expected:
+        raise InvalidError(f"{way.label}'s discovery document names another issuer ({issuer.issuer})",
+                           field="provider")
     return Provider(issuer.authorize_url, issuer.token_url, OIDC_SCOPE), issuer
 
 
@@ -109,14 +144,13 @@ async def begin(services: Services, provider: str, redirect_uri: str, login_hint
     why = why_not(services, provider)
     if why is not None:
         raise InvalidError(why, field="provider")
-    oauth, issuer = await _endpoints(services, provider)
+    way = WAYS[provider]
+    oauth, issuer = await _endpoints(services, way)
     nonce = secrets.token_urlsafe(24) if issuer is not None else ""
     if issuer is not None:
-        extra = [("nonce", nonce), ("prompt", "select_account")]
-        if provider == "google" and services.settings.portal_google_domain:
-            extra.append(("hd", services.settings.portal_google_domain))
-        oauth = replace(oauth, extra=tuple(extra))
-    asked = request(oauth, _client(services, provider)[0], redirect_uri, (login_hint or "").strip()[:320] or None)
+        oauth = replace(oauth, extra=(("nonce", nonce), ("prompt", "select_account"), *way.extra(services.settings)))
+    asked = request(oauth, way.client(services.settings)[0] or "", redirect_uri,
+                    (login_hint or "").strip()[:320] or None)
     sealed = services.vault.seal({"provider": provider, "state": asked.state, "verifier": asked.verifier,
                                   "nonce": nonce, "redirect": redirect_uri,
                                   "until": (_now(now) + PENDING).timestamp()})
@@ -144,14 +178,15 @@ async def finish(services: Services, provider: str, answer: dict[str, str], seal
         kept = services.vault.open(sealed) if sealed else None
     except ConfigError:
         kept = None
-    if not kept or kept.get("until", 0) < now.timestamp() or kept.get("provider", "zoom") != provider:
+    if not kept or kept.get("until", 0) < now.timestamp() or kept.get("provider") != provider:
         raise NotSignedInError("this sign-in was not started here, or took too long: start it again")
     if why_not(services, provider) is not None:
         raise NotSignedInError(why_not(services, provider) or "")
-    label = LABELS[provider]
-    client_id, secret = _client(services, provider)
+    way = WAYS[provider]
+    label = way.label
+    client_id, secret = (c or "" for c in way.client(services.settings))
     try:
-        oauth, issuer = await _endpoints(services, provider)
+        oauth, issuer = await _endpoints(services, way)
         token = await redeem(oauth, client_id, secret, Asked("", kept["state"], kept["verifier"], kept["redirect"]),
                              answer, transport=services.transport, need_refresh=False)
         if issuer is None:
@@ -161,29 +196,13 @@ async def finish(services: Services, provider: str, answer: dict[str, str], seal
                                    now=now.timestamp())
     except (AuthExpired, ConfigError, InvalidError, httpx.HTTPError, oidc.TokenRefused) as exc:
         raise _refused(provider, client, f"{label} did not sign you in: {exc}") from exc
-    address = _address(services, provider, claims)
-    if isinstance(address, NotSignedInError):
-        raise _refused(provider, client, address.message)
-    return _bind(services, provider, str(claims["iss"]), str(claims["sub"]), address, client, now)
-
-
-def _address(services: Services, provider: str, claims: dict[str, Any]) -> str | NotSignedInError:
-    """The address the ID token vouches for, or why it vouches for none."""
-    if provider == "google":
-        if claims.get("email_verified") is not True:
-            return NotSignedInError("Google has not verified this account's e-mail address")
-        domain = services.settings.portal_google_domain
-        if domain and str(claims.get("hd") or "").lower() != domain.lower():
-            return NotSignedInError(f"only accounts of {domain} sign in here")
-        address = claims.get("email")
-    else:
-        if claims.get("idp") and claims.get("idp") != claims.get("iss"):
-            return NotSignedInError("guests of the directory do not sign in here")
-        address = claims.get("email") or claims.get("preferred_username")
-    address = str(address or "").strip().lower()
+    try:
+        address = way.vouches(services.settings, claims).strip().lower()      # type: ignore[misc]
+    except NotSignedInError as exc:
+        raise _refused(provider, client, exc.message) from exc
     if "@" not in address:
-        return NotSignedInError(f"{LABELS[provider]} did not say which address signed in")
-    return address
+        raise _refused(provider, client, f"{label} did not say which address signed in")
+    return _bind(services, provider, str(claims["iss"]), str(claims["sub"]), address, client, now)
 
 
 def _bind(services: Services, provider: str, issuer: str, subject: str, address: str, client: str,

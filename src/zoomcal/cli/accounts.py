@@ -206,12 +206,13 @@ def account_list(as_json: bool = typer.Option(False, "--json", help="Print JSON 
 def _show(rows: list[accounts.AccountInfo], as_json: bool) -> None:
     if as_json:
         return print_json(as_dict(rows))
-    table = Table("id", "user", "provider", "calendar", "role", "status")
+    table = Table("id", "user", "provider", "calendar", "role", "granted for", "status")
     for r in rows:
         table.add_row(str(r.id), r.user, r.provider, f"{r.name} ({r.calendar}, #{r.calendar_id})",
                       r.role + (" *" if r.receives_meetings else ""),
+                      ", ".join(n["feature"] + ("" if n["met"] else " NOT") for n in r.needs) or "?",
                       r.status + (f": {r.status_reason}" if r.status_reason else ""))
-    table.caption = "* receives the Zoom meetings"
+    table.caption = "* receives the Zoom meetings; granted for: what the scopes granted allow (? not known)"
     console.print(table)
 
 

@@ -214,6 +214,10 @@ class ProviderSpec:
     default_label: str = ""                         # name of the calendar when the provider gives none
     # the contact source of a linked account (providers with the CONTACTS role)
     contacts: Callable[[AccountView, Env], ContactSource] | None = None
+    # what each feature of a linked calendar needs of an OAuth grant ("read", "write", "profile"): every requirement
+    # met by one of its scopes, as the provider spells them (its reference lists, per operation, the scopes any one
+    # of which allows it)
+    scopes: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
 
     @property
     def calendar_role(self) -> str | None:
@@ -231,6 +235,45 @@ class ProviderSpec:
 
     def option_names(self) -> set[str]:
         return {o.name for o in self.options}
+
+
+@dataclass(frozen=True)
+class ScopeNeed:
+    """A feature's needs judged against a grant: met, by which granted scopes, and what is lacking."""
+
+    feature: str
+    met: bool
+    by: tuple[str, ...]                         # the granted scopes that meet it
+    lacking: tuple[tuple[str, ...], ...]        # requirements none of whose scopes was granted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "met": self.met, "by": list(self.by),
+                "lacking": [list(one_of) for one_of in self.lacking]}
+
+
+def _scope_key(scope: str) -> str:
+    """Scopes compare without case and without Graph's resource prefix (a token answer may carry either)."""
+    scope = scope.strip().lower()
+    return scope.removeprefix("https://graph.microsoft.com/")
+
+
+def judge_scopes(needs: Mapping[str, tuple[tuple[str, ...], ...]], granted: list[str] | None) -> list[ScopeNeed]:
+    """Each feature's needs against the scopes granted (a pure function; nothing when the grant is not known)."""
+    if granted is None:
+        return []
+    held = {_scope_key(g): g for g in granted}
+    out = []
+    for feature, requirements in needs.items():
+        by: list[str] = []
+        lacking = []
+        for one_of in requirements:
+            found = [held[_scope_key(s)] for s in one_of if _scope_key(s) in held]
+            if found:
+                by.extend(g for g in found if g not in by)
+            else:
+                lacking.append(tuple(one_of))
+        out.append(ScopeNeed(feature, not lacking, tuple(by), tuple(lacking)))
+    return out
 
 
 def no_calendar(view: AccountView, _env: Env) -> Connector:

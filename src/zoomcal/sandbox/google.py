@@ -97,6 +97,7 @@ class GoogleCalendar:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     epoch: int = 0            # bumped when sync tokens are invalidated
     resource_id: str = field(default_factory=lambda: secrets.token_urlsafe(20))   # of the events collection
+    access_role: str = "owner"    # what the calendar's owner lets the account do (owner, writer, reader...)
 
 
 @dataclass
@@ -770,7 +771,7 @@ def build_app(state: GoogleState) -> APIRouter:
             chunk = selected[:size]
             body: dict[str, Any] = {"kind": "calendar#events", "etag": f'"{upto}"', "summary": cal.summary,
                                     "updated": _millis(state.last_ms),
-                                    "timeZone": zone or cal.time_zone, "accessRole": "owner",
+                                    "timeZone": zone or cal.time_zone, "accessRole": cal.access_role,
                                     "defaultReminders": [], "items": [_public(e) for _, e in chunk]}
             if len(selected) > size:
                 body["nextPageToken"] = _encode({"cal": cal.id, "since": since, "upto": upto, "inc": incremental,
@@ -983,7 +984,7 @@ def build_app(state: GoogleState) -> APIRouter:
                 items.append(_public(item))
             offset = int(_decode(request.query_params.get("pageToken", "")).get("offset", 0))
             body = {"kind": "calendar#events", "summary": cal.summary, "timeZone": cal.time_zone,
-                    "accessRole": "owner", "defaultReminders": [], "items": items[offset:offset + size],
+                    "accessRole": cal.access_role, "defaultReminders": [], "items": items[offset:offset + size],
                     "etag": master["etag"], "updated": master.get("updated") or _millis(state.last_ms)}
             if offset + size < len(items):
                 body["nextPageToken"] = _encode({"offset": offset + size})
@@ -1029,7 +1030,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     def list_entry(cal: GoogleCalendar, subject: str) -> dict[str, Any]:
         return {"kind": "calendar#calendarListEntry", "etag": f'"{cal.epoch}"', "id": cal.id,
-                "summary": cal.summary, "timeZone": cal.time_zone, "accessRole": "owner",
+                "summary": cal.summary, "timeZone": cal.time_zone, "accessRole": cal.access_role,
                 "defaultReminders": [], "selected": True, "primary": cal.id == cal.owner == subject,
                 "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]}}
 

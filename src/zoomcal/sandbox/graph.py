@@ -746,6 +746,7 @@ def build_router(state: GraphState) -> APIRouter:
             # the answer names what the grant was given: what the sign-in asked for, or what the refresh token
             # carries; a `scope` in the request narrows it (asking for more than was granted is refused)
             granted = (granted or DEFAULT_SCOPE).split()
+            offline = "offline_access" in {g.lower() for g in granted}   # the grant's, whatever a refresh asks
             asked = str(form.get("scope") or "").split()
             if asked:
                 held = {g.lower() for g in granted}
@@ -753,8 +754,7 @@ def build_router(state: GraphState) -> APIRouter:
                     return JSONResponse({"error": "invalid_scope", "error_description": "AADSTS65001: The user or "
                                          "administrator has not consented to use the application."}, 400)
                 granted = [g for g in granted if g.lower() in {a.lower() for a in asked}]
-            answer = state.tokens.issue(subject, with_refresh="offline_access" in {g.lower() for g in granted},
-                                        app=True, scope=" ".join(granted))
+            answer = state.tokens.issue(subject, with_refresh=offline, app=True, scope=" ".join(granted))
             if "openid" in str(signed.get("scope") or "").split():
                 answer["id_token"] = id_token(request, subject, signed)
             return answer

@@ -431,6 +431,16 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         return render(request, "contacts_rows.html" if partial else "contacts.html", view, people=found, q=text,
                       offset=offset, more=not text and len(found) == 50, sources=sources)
 
+    async def contact_scopes(request, who, ctx, view):
+        """An admin asks every contact source's provider which scopes it grants now, against what each feature
+        needs (one token request per source)."""
+        checked(request, who, await form(request))
+        judged = await contacts.scopes(ctx)
+        found = await asyncio.to_thread(contacts.list_people, ctx, limit=50, offset=0)
+        sources = await asyncio.to_thread(contacts.sources, ctx)
+        return render(request, "contacts.html", view, people=found, q="", offset=0, more=len(found) == 50,
+                      sources=sources, scopes={j.account_id: j for j in judged})
+
     async def contact_person(request, who, ctx, view):
         ref = (request.query_params.get("id") or request.query_params.get("email") or "")[:320]
         explained = await asyncio.to_thread(contacts.explain, ctx, ref)
@@ -691,6 +701,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     api.add_api_route("/", page(dashboard), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/contacts", page(people), methods=["GET"], response_class=HTMLResponse)
     api.add_api_route("/contacts/person", page(contact_person), methods=["GET"], response_class=HTMLResponse)
+    api.add_api_route("/contacts/scopes", page(contact_scopes), methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/contacts/{action:str}", _only(page(contact_decide), ("merge", "split", "invite")),
                       methods=["POST"], response_class=HTMLResponse)
     api.add_api_route("/log", page(sync_log), methods=["GET"], response_class=HTMLResponse)

@@ -4,6 +4,7 @@ reading one event of the calendar, whose listing also names the calendar."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from zoomcal.auth.oauth import TokenSource
@@ -17,6 +18,14 @@ TOKEN_URL = "https://oauth2.googleapis.com/token"
 AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 SCOPE = "https://www.googleapis.com/auth/calendar"
 SECRETS = ("client_id", "client_secret", "refresh_token")
+_AUTH = "https://www.googleapis.com/auth/"
+# the scopes any one of which allows reading a calendar's events in full, and writing them (calendar.v3.json lists
+# each method's scopes; the free/busy and public-only ones read too little, app-created calendars are not linked)
+SCOPES = {
+    "read": (tuple(_AUTH + s for s in ("calendar", "calendar.readonly", "calendar.events", "calendar.events.readonly",
+                                       "calendar.events.owned", "calendar.events.owned.readonly")),),
+    "write": (tuple(_AUTH + s for s in ("calendar", "calendar.events", "calendar.events.owned")),),
+}
 
 
 def sign_in(options: Mapping[str, str]) -> SignIn:
@@ -34,8 +43,17 @@ async def _page(view: AccountView, env: Env) -> dict:
                                  f"calendars/{quote(view.calendar, safe='@')}/events", {"maxResults": 1}) or {}
 
 
-async def check(view: AccountView, env: Env) -> None:
-    await _page(view, env)
+async def check(view: AccountView, env: Env) -> dict[str, Any]:
+    """One event read as a link reads it, and the calendar itself: its id (a primary calendar's is the account's
+    address), zone and what the account may do with it (`accessRole`: owner and writer may write)."""
+    page = await _page(view, env)
+    calendar = await rest.first_read(view, env, API, grant(view, env),
+                                     f"calendars/{quote(view.calendar, safe='@')}") or {}
+    ident = str(calendar.get("id") or "")
+    access = str(page.get("accessRole") or "")
+    return {"email": ident if "@" in ident and view.calendar in ("primary", ident) else "",
+            "timezone": str(calendar.get("timeZone") or page.get("timeZone") or ""), "access": access,
+            "writable": access in ("owner", "writer") if access else None}
 
 
 async def link(request: LinkRequest, env: Env) -> Linked:
@@ -61,4 +79,4 @@ SPEC = ProviderSpec(
              *rest.endpoint_options(API, TOKEN_URL), Option("auth_url", "OAuth sign-in page URL", default=AUTH_URL)),
     secrets=lambda _options: (rest.CLIENT_SECRET, rest.REFRESH_TOKEN), link=link, check=check, connector=connector,
     grant=grant, revoke=revoke, sign_in=sign_in, capabilities=GoogleConnector.capabilities, push=CHANNEL,
-    default_label="Google Calendar")
+    default_label="Google Calendar", scopes=SCOPES)

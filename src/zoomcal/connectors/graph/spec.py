@@ -4,6 +4,7 @@ token; public clients have no secret. The link is checked by reading one page of
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from zoomcal.auth.oauth import TokenSource
@@ -19,6 +20,11 @@ LOGIN = "https://login.microsoftonline.com"
 TOKEN_URL = f"{LOGIN}/common/oauth2/v2.0/token"
 SCOPE = "offline_access Calendars.ReadWrite User.Read"
 SECRETS = ("client_id", "client_secret", "refresh_token")
+# the delegated permissions any one of which allows reading, and writing, a calendar (.Shared: another's mailbox)
+SCOPES = {
+    "read": (("Calendars.Read", "Calendars.ReadWrite", "Calendars.Read.Shared", "Calendars.ReadWrite.Shared"),),
+    "write": (("Calendars.ReadWrite", "Calendars.ReadWrite.Shared"),),
+}
 OPTIONS = (rest.CLIENT_ID,
            Option("mailbox", "the mailbox (default: the user's e-mail)"),
            Option("calendar_id", "the calendar id (default: the mailbox's default calendar)"),
@@ -52,17 +58,29 @@ def _base(remote: str) -> str:
     return f"users/{quote(mailbox, safe='@')}/" + (f"calendars/{quote(calendar, safe='')}" if calendar else "calendar")
 
 
-async def check(view: AccountView, env: Env) -> None:
+async def _first_page(view: AccountView, env: Env) -> None:
     lo, hi = window(0, 1)
     await rest.first_read(view, env, API, grant(view, env), f"{_base(view.calendar)}/calendarView/delta",
                           {"startDateTime": fmt_instant(lo)[:-1], "endDateTime": fmt_instant(hi)[:-1]},
                           headers={"Prefer": "odata.maxpagesize=1"})
 
 
+async def check(view: AccountView, env: Env) -> dict[str, Any]:
+    """One page of the change feed as a link reads it, and the calendar itself: whose it is (`owner`) and whether
+    the account may write to it (`canEdit`)."""
+    await _first_page(view, env)
+    calendar = await rest.first_read(view, env, API, grant(view, env), _base(view.calendar),
+                                     {"$select": "owner,canEdit"}) or {}
+    can_edit = calendar.get("canEdit")
+    return {"email": str((calendar.get("owner") or {}).get("address") or "").lower(),
+            "access": "" if can_edit is None else ("can edit" if can_edit else "read only"),
+            "writable": can_edit if isinstance(can_edit, bool) else None}
+
+
 async def link(request: LinkRequest, env: Env) -> Linked:
     remote = f"{request.get('mailbox', request.user_email)}/{request.get('calendar_id')}".rstrip("/")
     view = rest.request_view(request, remote, ("api_base", "token_url"), SECRETS)
-    await check(view, env)
+    await _first_page(view, env)
     return Linked(remote, "Outlook", view.config, view.secret)
 
 
@@ -77,4 +95,4 @@ SPEC = ProviderSpec(
     key="graph", label="Microsoft 365", roles=frozenset({CALENDAR}),
     linking="user OAuth: sign in (authorization code + PKCE) or a refresh token; a client secret unless public",
     options=OPTIONS, secrets=secrets, link=link, check=check, connector=connector, grant=grant, sign_in=sign_in,
-    capabilities=GraphConnector.capabilities, push=CHANNEL, default_label="Outlook")
+    capabilities=GraphConnector.capabilities, push=CHANNEL, default_label="Outlook", scopes=SCOPES)

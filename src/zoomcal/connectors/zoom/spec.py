@@ -61,6 +61,17 @@ async def _user(view: AccountView, env: Env) -> dict:
 
 
 LICENCES = {1: "basic", 2: "licensed", 4: "unassigned", 99: "none"}
+# per operation zoomcal makes, the scopes any one of which allows it (meetings-api.json / users-api.json): the
+# classic scopes, then the granular ones
+SCOPES = {
+    "read": (("meeting:read", "meeting:read:admin", "meeting:read:list_meetings", "meeting:read:list_meetings:admin"),
+             ("meeting:read", "meeting:read:admin", "meeting:read:meeting", "meeting:read:meeting:admin")),
+    "write": (("meeting:write", "meeting:write:admin", "meeting:write:meeting", "meeting:write:meeting:admin"),
+              ("meeting:write", "meeting:write:admin", "meeting:update:meeting", "meeting:update:meeting:admin"),
+              ("meeting:write", "meeting:write:admin", "meeting:delete:meeting", "meeting:delete:meeting:admin")),
+    "profile": (("user:read", "user:write", "user:read:admin", "user:write:admin", "user_profile", "user_info:read",
+                 "user:read:user", "user:read:user:admin"),),
+}
 
 
 async def check(view: AccountView, env: Env) -> dict[str, Any]:
@@ -111,4 +122,4 @@ SPEC = ProviderSpec(
     options=OPTIONS, secrets=secrets, link=link, check=check, connector=connector, grant=grant, revoke=revoke,
     sign_in=sign_in,
     capabilities=ZoomConnector.capabilities, push=CHANNEL, push_targets=meeting_targets("zoom"),
-    default_label="Zoom meetings", contacts=directory)
+    default_label="Zoom meetings", contacts=directory, scopes=SCOPES)
