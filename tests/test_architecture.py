@@ -182,3 +182,21 @@ def _fresh_python(probe: str):
     import sys
 
     return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+
+
+def test_status_loads_neither_the_job_runners_nor_the_calendar_formats(tmp_path):
+    """`zoomcal status` reads the store: the runners and what their jobs need (icalendar, procrastinate) load only
+    in the processes that run jobs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ZOOMCAL_DATA_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-m", "zoomcal", "init"], capture_output=True, env=env, timeout=60, check=True)
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print('LOADED', sorted(m for m in ('zoomcal.app.runner', 'icalendar', "
+             "'procrastinate', 'zoomcal.app.context') if m in sys.modules)))\n"
+             "from zoomcal.cli.main import app\n"
+             "app(['status'])\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert done.stdout.strip().endswith("LOADED ['zoomcal.app.context']"), (done.stdout[-300:], done.stderr[-300:])

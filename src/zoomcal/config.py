@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     portal_microsoft_tenant: str | None = None
     portal_microsoft_authority: str = "https://login.microsoftonline.com"
 
+    def uses_workers(self) -> bool:
+        """Whether due marks go to procrastinate workers (PostgreSQL, unless told to run embedded)."""
+        if self.jobs == "embedded":
+            return False
+        return self.jobs == "procrastinate" or self.resolved_database_url().startswith("postgresql")
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -234,9 +234,9 @@ def open_services(settings: Settings, *, transport: httpx.AsyncBaseTransport | N
         db.dispose()
         raise SchemaOutdated(str(exc), details={"state": "no_vault"}) from exc
     services = Services(settings, db, vault, transport=transport, resolver=resolver)
-    from zoomcal.app.runner import WorkerJobs, uses_workers
+    if settings.uses_workers():     # the runners (and what their jobs import) load only where they run
+        from zoomcal.app.runner import WorkerJobs
 
-    if uses_workers(settings):
         services.jobs = WorkerJobs(services)
     return services
 

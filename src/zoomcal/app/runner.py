@@ -236,11 +236,7 @@ def libpq_url(database_url: str) -> str:
 
 def uses_workers(settings: Any) -> bool:
     """Whether due marks go to procrastinate workers (PostgreSQL, unless told to run embedded)."""
-    choice = getattr(settings, "jobs", "auto")
-    if choice == "embedded":
-        return False
-    url = settings.resolved_database_url()
-    return choice == "procrastinate" or url.startswith("postgresql")
+    return settings.uses_workers()
 
 
 def lock_key(tenant: str, user: str) -> str:
