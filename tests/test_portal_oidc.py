@@ -4,6 +4,8 @@ tokens and published keys; and the checks an ID token must pass, each shown fail
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,6 +15,7 @@ from sqlalchemy import select
 
 from conftest import make_context
 from test_portal import form_token, onward, person
+from zoomcal.app import federated
 from zoomcal.auth import oidc
 from zoomcal.store.models import AuditEntry, SignInIdentity, User
 from zoomcal.web.app import make_app
@@ -233,3 +236,94 @@ def test_a_discovery_document_that_is_not_one_is_refused(answer):
     url = f"https://login.example/{id(answer)}/.well-known/openid-configuration"
     with pytest.raises(oidc.TokenRefused):
         asyncio.run(oidc.discover(url, transport=transport))
+
+
+# --- seen from an attacker's side -------------------------------------------------------------------------------
+
+def test_a_directory_member_whose_mail_names_an_address_outside_the_directory_does_not_sign_in_as_it(world, portal):
+    # Entra ID's `email` claim is the user's `mail` attribute, which the directory does not verify: its admins
+    # (or a sync from on-premises AD) may set it to an address in a domain the directory does not own, and
+    # Microsoft warns it must decide nothing (nOAuth). Carol, of a domain the directory does not own, is an admin
+    from test_portal import person
+
+    person(portal, "carol@partner.example", "Carol", "admin", password=None)
+    world.graph.directory.add_user("mallory@example.com", "Mallory Member", mail="carol@partner.example")
+    mallory = browser(portal)
+    answer = mallory.get(away(world, mallory, "microsoft", "mallory@example.com"), follow_redirects=False)
+    assert answer.status_code == 401
+    assert "Carol · admin" not in mallory.get("/").text
+
+
+def test_a_google_account_that_google_is_not_authoritative_for_does_not_vouch_for_its_address(world, portal,
+                                                                                                 monkeypatch):
+    # a consumer Google account made with a work address (no `hd`): Google verified the address once, when the
+    # account was made; whoever made it keeps it after losing the mailbox. Google: only @gmail.com addresses, or
+    # a verified address with `hd`, are ones Google is authoritative for
+    sign = world.google.id_tokens.sign
+    monkeypatch.setattr(world.google.id_tokens, "sign",
+                        lambda claims, **kw: sign({k: v for k, v in claims.items() if k != "hd"}, **kw))
+    former = browser(portal)
+    answer = former.get(away(world, former, "google", "ada@example.com"), follow_redirects=False)
+    assert answer.status_code == 401
+    assert "Ada · admin" not in former.get("/").text
+
+
+def test_a_cookie_that_no_vault_sealed_is_refused_not_a_server_error(portal):
+    # the cookie is the visitor's to write: a key id that is not UTF-8, or a known key id with a short nonce
+    client = browser(portal)
+    client._transport.raise_server_exceptions = False
+    kid = portal.services.vault.current.encode()
+    for raw in (b"zc1.\xff.", b"zc1." + kid + b".abc"):
+        client.cookies.set("zoomcal-away", base64.urlsafe_b64encode(raw).decode())
+        answer = client.get("/login/google/callback?code=x&state=y")
+        assert answer.status_code == 401, (raw, answer.status_code)
+
+
+def test_the_consumers_directory_named_by_its_id_is_not_offered(portal):
+    # the tenant `consumers` is refused by name; its id is the same directory (every personal Microsoft account)
+    portal.settings.portal_microsoft_tenant = "9188040d-6c67-4c5b-b112-36a304b66dad"
+    assert federated.why_not(portal.services, "microsoft") is not None
+
+
+def test_a_refusal_does_not_write_the_address_to_the_log(world, portal):
+    from structlog.testing import capture_logs
+
+    world.google.add_calendar("eve@example.com")
+    eve = browser(portal)
+    callback = away(world, eve, "google", "eve@example.com")
+    with capture_logs() as logs:
+        refused = eve.get(callback)
+    assert refused.status_code == 401
+    lines = [json.dumps(entry, default=str) for entry in logs if entry.get("event") == "federated_sign_in_refused"]
+    assert lines and not any("eve@example.com" in line for line in lines), lines
+
+
+def test_a_google_grant_for_events_only_reads_and_writes_and_is_not_sent_to_be_linked_again(world, tmp_path):
+    # `calendar.events` reads and writes events (both met) but not the calendar itself: calendars.get takes
+    # calendar, calendar.readonly, calendar.calendars(.readonly) or calendar.app.created only (the sandbox refuses it)
+    import asyncio
+
+    from conftest import link_sandbox_user, make_context
+    from zoomcal.app import accounts
+
+    ctx = make_context(world, tmp_path)
+    try:
+        info = link_sandbox_user(ctx, world, "ada@example.com", "Ada", "Europe/Paris")
+        world.google.tokens.scopes[info["google_refresh_token"]] = "https://www.googleapis.com/auth/calendar.events"
+        world.google.tokens.expire_all()
+        google = {a.provider: a for a in asyncio.run(accounts.health(ctx))}["google"]
+        assert {n["feature"]: n["met"] for n in google.needs} == {"read": True, "write": True}
+        assert google.status == "ok", google.status_reason
+        assert google.profile["timezone"] == "Europe/Paris" and google.profile["access"] == "owner"
+    finally:
+        ctx.services.close()
+
+
+def test_google_may_name_its_issuer_without_the_scheme(world):
+    issuer, client_id = _issuer(world)
+    bare = issuer.issuer.removeprefix("http://")
+    token = world.google.id_tokens.sign(_claims(issuer, client_id, iss=bare))
+    with pytest.raises(oidc.TokenRefused, match="iss"):
+        asyncio.run(oidc.verify(token, issuer, client_id, "n-1", transport=world.transport()))
+    assert asyncio.run(oidc.verify(token, issuer, client_id, "n-1", transport=world.transport(),
+                                   also=(bare,)))["iss"] == bare

@@ -315,3 +315,30 @@ def test_attendees_etags_and_notification_choices(google):
     answer, _ = http.request(f"{ROOT}calendar/v3/calendars/{cal}/events/guests0001?sendUpdates=none",
                              method="DELETE")
     assert answer.status == 204
+
+
+def test_the_scopes_each_method_takes_are_the_discovery_documents():
+    from zoomcal.sandbox.google import METHOD_SCOPES
+
+    require_specs()
+    doc = json.loads((SPECS / "google" / "calendar.v3.json").read_text())
+    for name, scopes in METHOD_SCOPES.items():
+        resource, method = name.split(".")
+        listed = doc["resources"][resource]["methods"][method]["scopes"]
+        assert sorted(f"https://www.googleapis.com/auth/{s}" for s in scopes) == sorted(listed), name
+
+
+@pytest.mark.anyio
+async def test_a_token_without_a_scope_the_method_takes_is_refused(world):
+    import httpx
+
+    cal_id = world.google.add_calendar("ada@example.com").id
+    token = world.google.tokens.issue("ada@example.com", app=True,
+                                      scope="https://www.googleapis.com/auth/calendar.readonly")["access_token"]
+    base = f"http://sandbox/google/calendar/v3/calendars/{cal_id}"
+    async with httpx.AsyncClient(transport=world.transport(), headers={"Authorization": f"Bearer {token}"}) as c:
+        assert (await c.get(f"{base}/events")).status_code == 200
+        refused = await c.post(f"{base}/events", json={"summary": "x", "start": {"date": "2026-12-04"},
+                                                       "end": {"date": "2026-12-05"}})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["errors"][0]["reason"] == "insufficientPermissions"

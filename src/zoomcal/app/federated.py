@@ -38,23 +38,36 @@ log = get_logger("zoomcal.signin")
 
 ZOOM_ADMIN_ROLES = ("Owner", "Admin")       # Zoom roles whose people are the portal's admins
 PENDING = timedelta(minutes=10)
-EVERY_DIRECTORY = ("common", "organizations", "consumers")
+# the multi-organisation endpoints, and the directory of personal Microsoft accounts by its id
+EVERY_DIRECTORY = ("common", "organizations", "consumers", "9188040d-6c67-4c5b-b112-36a304b66dad")
+GMAIL = ("@gmail.com", "@googlemail.com")
 OIDC_SCOPE = "openid email profile"
 
 
 def _google_vouches(settings: Settings, claims: dict[str, Any]) -> str:
+    """Google holds an address it verified when it is a Gmail address or the account is a Workspace account of
+    the address's domain (`hd`); an account made elsewhere with a work address keeps it after losing the mailbox."""
     if claims.get("email_verified") is not True:
         raise NotSignedInError("Google has not verified this account's e-mail address")
     domain = settings.portal_google_domain
-    if domain and str(claims.get("hd") or "").lower() != domain.lower():
+    hosted = str(claims.get("hd") or "").lower()
+    if domain and hosted != domain.lower():
         raise NotSignedInError(f"only accounts of {domain} sign in here")
-    return str(claims.get("email") or "")
+    address = str(claims.get("email") or "")
+    if not address.lower().endswith(GMAIL) and (not hosted or not address.lower().endswith("@" + hosted)):
+        raise NotSignedInError("Google does not hold this address: only Gmail and Google Workspace accounts sign in")
+    return address
 
 
 def _microsoft_vouches(_settings: Settings, claims: dict[str, Any]) -> str:
+    """A directory's `email` claim is its `mail` attribute, which nobody verified; it counts only when Microsoft
+    says the address's domain is one the directory owns (the optional claim `xms_edov`)."""
     if claims.get("idp") and claims.get("idp") != claims.get("iss"):
         raise NotSignedInError("guests of the directory do not sign in here")
-    return str(claims.get("email") or claims.get("preferred_username") or "")
+    if claims.get("xms_edov") is not True:
+        raise NotSignedInError("Microsoft did not say this address belongs to your directory: the app registration "
+                               "must add the optional ID token claims email and xms_edov")
+    return str(claims.get("email") or "")
 
 
 def _microsoft_unready(settings: Settings) -> str | None:
@@ -76,6 +89,7 @@ class Way:
     client: Callable[[Settings], tuple[str | None, str | None]]
     discovery: Callable[[Settings], str] | None = None
     issuer: Callable[[Settings], str | None] = lambda _s: None      # the issuer the document must name, if known
+    aliases: Callable[[Settings], tuple[str, ...]] = lambda _s: ()  # other spellings of it ID tokens may carry
     vouches: Callable[[Settings, dict[str, Any]], str] | None = None
     extra: Callable[[Settings], tuple[tuple[str, str], ...]] = lambda _s: ()
     unready: Callable[[Settings], str | None] = lambda _s: None
@@ -86,6 +100,7 @@ WAYS = {w.key: w for w in (
     Way("google", "Google", lambda s: (s.portal_google_client_id, s.portal_google_client_secret),
         discovery=lambda s: f"{s.portal_google_issuer.rstrip('/')}/.well-known/openid-configuration",
         issuer=lambda s: s.portal_google_issuer.rstrip("/"), vouches=_google_vouches,
+        aliases=lambda s: (s.portal_google_issuer.rstrip("/").removeprefix("https://"),),
         extra=lambda s: (("hd", s.portal_google_domain),) if s.portal_google_domain else ()),
     Way("microsoft", "Microsoft", lambda s: (s.portal_microsoft_client_id, s.portal_microsoft_client_secret),
         discovery=lambda s: f"{s.portal_microsoft_authority.rstrip('/')}/{s.portal_microsoft_tenant}/v2.0/"
@@ -157,8 +172,10 @@ async def begin(services: Services, provider: str, redirect_uri: str, login_hint
     return asked.url, sealed
 
 
-def _refused(provider: str, client: str, why: str) -> NotSignedInError:
-    log.warning("federated_sign_in_refused", provider=provider, client=client, why=why)     # security
+def _refused(provider: str, client: str, why: str, address: str = "") -> NotSignedInError:
+    """The refusal to show; the security log line never names the address."""
+    log.warning("federated_sign_in_refused", provider=provider, client=client,              # security
+                why=why.replace(address, "<address>") if address else why)
     return NotSignedInError(why)
 
 
@@ -193,7 +210,7 @@ async def finish(services: Services, provider: str, answer: dict[str, str], seal
             return await _finish_zoom(services, token, client, now)
         claims = await oidc.verify(str(token.get("id_token") or ""), issuer, client_id, kept.get("nonce") or "",
                                    transport=services.transport, timeout=services.settings.http_timeout,
-                                   now=now.timestamp())
+                                   now=now.timestamp(), also=way.aliases(services.settings))
     except (AuthExpired, ConfigError, InvalidError, httpx.HTTPError, oidc.TokenRefused) as exc:
         raise _refused(provider, client, f"{label} did not sign you in: {exc}") from exc
     try:
@@ -209,20 +226,22 @@ def _bind(services: Services, provider: str, issuer: str, subject: str, address:
           now: datetime) -> Started:
     label = LABELS[provider]
     with services.db.locked_transaction() as s:
+        # the people with the address are locked first (PostgreSQL: FOR UPDATE; SQLite holds its write lock), so
+        # two first sign-ins at once bind one account, and the second sees it
+        found = list(s.scalars(select(User).where(User.email == address).with_for_update()))
         bound = s.get(SignInIdentity, (issuer, subject))
         if bound is not None:
             user = s.get(User, bound.user_id)
             bound.used_at = now
             return _start(s, user, now, client, provider)
-        found = list(s.scalars(select(User).where(User.email == address)))
         if len(found) != 1:
             raise _refused(provider, client, f"no zoomcal user has the address {address}" if not found else
-                           f"{address} is in several organisations here: sign in with its password")
+                           f"{address} is in several organisations here: sign in with its password", address)
         user = found[0]
         other = s.scalars(select(SignInIdentity).where(SignInIdentity.user_id == user.id,
                                                        SignInIdentity.issuer == issuer)).first()
         if other is not None:
-            raise _refused(provider, client, f"{address} signs in with another {label} account")
+            raise _refused(provider, client, f"{address} signs in with another {label} account", address)
         s.add(SignInIdentity(issuer=issuer, subject=subject, tenant_id=user.tenant_id, user_id=user.id,
                              provider=provider, address=address, created_at=now, used_at=now))
         repo.audit(s, user.tenant_id, f"{provider}:{address}", "user.identity", user.email,
@@ -247,7 +266,7 @@ async def _finish_zoom(services: Services, token: dict[str, Any], client: str, n
         found = list(s.scalars(select(User).where(User.email == address)))
         if len(found) != 1:
             raise _refused("zoom", client, f"no zoomcal user has the address {address}" if not found else
-                           f"{address} is in several organisations here: sign in with its password")
+                           f"{address} is in several organisations here: sign in with its password", address)
         user = found[0]
         if user.role != role:
             repo.audit(s, user.tenant_id, f"zoom:{address}", "user.role", user.email,

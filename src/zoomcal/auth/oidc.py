@@ -100,8 +100,9 @@ async def _keys(issuer: Issuer, kid: str | None, transport: httpx.AsyncBaseTrans
 
 async def verify(id_token: str, issuer: Issuer, client_id: str, nonce: str, *,
                  transport: httpx.AsyncBaseTransport | None = None, timeout: float = 15.0,
-                 now: float | None = None) -> dict[str, Any]:
-    """The claims of an ID token that passes every check; TokenRefused otherwise."""
+                 now: float | None = None, also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The claims of an ID token that passes every check; TokenRefused otherwise. `also`: other spellings of the
+    issuer the provider documents (Google: without its scheme)."""
     from joserfc import jws, jwt
     from joserfc.errors import JoseError
 
@@ -120,7 +121,7 @@ async def verify(id_token: str, issuer: Issuer, client_id: str, nonce: str, *,
         raise TokenRefused(f"the ID token's signature does not hold: {exc}") from exc
     claims = token.claims
     registry = jwt.JWTClaimsRegistry(now=int(now if now is not None else time.time()), leeway=LEEWAY,
-                                     iss={"essential": True, "value": issuer.issuer},
+                                     iss={"essential": True, "values": [issuer.issuer, *also]},
                                      sub={"essential": True}, exp={"essential": True}, iat={"essential": True},
                                      nonce={"essential": True, "value": nonce})
     try:

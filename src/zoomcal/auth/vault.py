@@ -64,12 +64,15 @@ class Vault:
         if not sealed.startswith(PREFIX):
             raise ConfigError("not a sealed secret")
         kid, _, rest = sealed[len(PREFIX):].partition(b".")
-        key = self.keys.get(kid.decode())
+        try:
+            key = self.keys.get(kid.decode())
+        except UnicodeDecodeError as exc:
+            raise ConfigError("not a sealed secret") from exc
         if key is None:
             raise ConfigError(f"secret sealed with unknown key {kid.decode()!r}")
         try:
             plain = AESGCM(key).decrypt(rest[:12], rest[12:], kid)
-        except InvalidTag as exc:
+        except (InvalidTag, ValueError) as exc:     # ValueError: no room for the nonce
             raise ConfigError("secret failed authentication (wrong key or tampered)") from exc
         return json.loads(plain)
 

@@ -83,6 +83,27 @@ MAX_EXPANSION = 5000           # instances of one series the sandbox expands at 
 MAX_BATCH = 1000               # calls in one batch request
 # what a grant made without naming its scopes was given: every API the sandbox serves (Calendar, People)
 DEFAULT_SCOPE = " ".join(["https://www.googleapis.com/auth/calendar", *PEOPLE_SCOPES])
+AUTH = "https://www.googleapis.com/auth/"
+# the scopes each method served takes, any one of them (calendar.v3.json, each method's `scopes`; the free/busy and
+# public-only ones allow a listing too, as the description says, though they read less)
+_EVENTS_READ = ("calendar", "calendar.app.created", "calendar.events", "calendar.events.freebusy",
+                "calendar.events.owned", "calendar.events.owned.readonly", "calendar.events.public.readonly",
+                "calendar.events.readonly", "calendar.readonly")
+_EVENTS_WRITE = ("calendar", "calendar.app.created", "calendar.events", "calendar.events.owned")
+METHOD_SCOPES = {
+    **{f"events.{m}": _EVENTS_READ for m in ("list", "get", "instances", "watch")},
+    **{f"events.{m}": _EVENTS_WRITE for m in ("insert", "patch", "update", "delete")},
+    "calendars.get": ("calendar", "calendar.app.created", "calendar.calendars", "calendar.calendars.readonly",
+                      "calendar.readonly"),
+    "calendarList.get": ("calendar", "calendar.app.created", "calendar.calendarlist",
+                         "calendar.calendarlist.readonly", "calendar.readonly"),
+    "calendarList.list": ("calendar", "calendar.calendarlist", "calendar.calendarlist.readonly", "calendar.readonly"),
+    "freebusy.query": ("calendar", "calendar.events.freebusy", "calendar.freebusy", "calendar.readonly"),
+    "channels.stop": ("calendar", "calendar.acls", "calendar.acls.readonly", "calendar.app.created",
+                      "calendar.calendarlist", "calendar.calendarlist.readonly", *_EVENTS_READ[2:],
+                      "calendar.settings", "calendar.settings.readonly"),
+}
+
 # list parameters a sync token cannot be combined with (the discovery document's syncToken description)
 NOT_WITH_SYNC_TOKEN = ("iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty", "timeMin",
                        "timeMax", "updatedMin")
@@ -553,11 +574,19 @@ def _conference(body: dict[str, Any], event_id: str) -> dict[str, Any]:
 def build_app(state: GoogleState) -> APIRouter:
     router = APIRouter()
 
-    def auth(request: Request) -> str:
+    def auth(request: Request, method: str | None = None) -> str:
+        """Who the request's token is; with the API method it calls, a token whose grant names none of the
+        scopes the method takes is refused (403 insufficient scopes)."""
         subject = state.tokens.subject(request)
         if subject is None:
             raise ApiError(401, {"error": {"code": 401, "message": "Request had invalid authentication "
                                            "credentials.", "status": "UNAUTHENTICATED"}})
+        granted = state.tokens.granted(request)
+        if method is not None and granted is not None and not granted & {AUTH + s for s in METHOD_SCOPES[method]}:
+            raise ApiError(403, {"error": {"code": 403, "message": "Request had insufficient authentication scopes.",
+                                           "errors": [{"domain": "global", "reason": "insufficientPermissions",
+                                                       "message": "Insufficient Permission"}],
+                                           "status": "PERMISSION_DENIED"}})
         return subject
 
     def calendar(cal_id: str, subject: str) -> GoogleCalendar:
@@ -692,7 +721,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.get("/calendar/v3/calendars/{cal_id}/events")
     def list_events(cal_id: str, request: Request):
-        subject = auth(request)
+        subject = auth(request, "events.list")
         query = request.query_params
         sync_token, page_token = query.get("syncToken", ""), query.get("pageToken", "")
         if sync_token:
@@ -844,7 +873,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.post("/calendar/v3/calendars/{cal_id}/events")
     async def insert_event(cal_id: str, request: Request):
-        subject = auth(request)
+        subject = auth(request, "events.insert")
         body = await _json(request)
         version = conference_version(request)
         with state.lock:
@@ -892,7 +921,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.get("/calendar/v3/calendars/{cal_id}/events/{event_id}")
     def get_event(cal_id: str, event_id: str, request: Request):
-        subject = auth(request)
+        subject = auth(request, "events.get")
         with state.lock:
             cal = calendar(cal_id, subject)
             event = stored_or_instance(cal, event_id)[0]
@@ -901,7 +930,7 @@ def build_app(state: GoogleState) -> APIRouter:
             return JSONResponse(_public(event), headers={"ETag": event.get("etag", "")})
 
     async def write(cal_id: str, event_id: str, request: Request, replace: bool):
-        subject = auth(request)
+        subject = auth(request, "events.update" if replace else "events.patch")
         body = await _json(request)
         version = conference_version(request)
         with state.lock:
@@ -943,7 +972,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.delete("/calendar/v3/calendars/{cal_id}/events/{event_id}", status_code=204)
     def delete_event(cal_id: str, event_id: str, request: Request):
-        subject = auth(request)
+        subject = auth(request, "events.delete")
         check_updates(request)
         with state.lock:
             cal = calendar(cal_id, subject)
@@ -964,7 +993,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.get("/calendar/v3/calendars/{cal_id}/events/{event_id}/instances")
     def instances(cal_id: str, event_id: str, request: Request):
-        subject = auth(request)
+        subject = auth(request, "events.instances")
         show_deleted = bool(_flag(request, "showDeleted"))
         size = _number(request, "maxResults", 250, 1, 2500)
         lo, hi = _bound(request, "timeMin"), _bound(request, "timeMax")
@@ -992,7 +1021,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.post("/calendar/v3/calendars/{cal_id}/events/watch")
     async def watch(cal_id: str, request: Request):
-        subject = auth(request)
+        subject = auth(request, "events.watch")
         body = await _json(request)
         with state.lock:
             cal = calendar(cal_id, subject)
@@ -1019,7 +1048,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.post("/calendar/v3/channels/stop", status_code=204)
     async def stop_channel(request: Request):
-        auth(request)
+        auth(request, "channels.stop")
         body = await _json(request)
         with state.lock:
             channel = state.channels.get(str(body.get("id") or ""))
@@ -1036,7 +1065,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.get("/calendar/v3/users/me/calendarList")
     def calendar_list(request: Request):
-        subject = auth(request)
+        subject = auth(request, "calendarList.list")
         with state.lock:
             mine = [c for c in state.calendars.values() if c.owner == subject or subject.startswith("admin:")]
             return {"kind": "calendar#calendarList", "etag": f'"{len(mine)}"',
@@ -1045,13 +1074,13 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.get("/calendar/v3/users/me/calendarList/{cal_id}")
     def calendar_list_entry(cal_id: str, request: Request):
-        subject = auth(request)
+        subject = auth(request, "calendarList.get")
         with state.lock:
             return list_entry(calendar(cal_id, subject), subject)
 
     @router.get("/calendar/v3/calendars/{cal_id}")
     def calendar_get(cal_id: str, request: Request):
-        subject = auth(request)
+        subject = auth(request, "calendars.get")
         with state.lock:
             cal = calendar(cal_id, subject)
             return {"kind": "calendar#calendar", "etag": f'"{cal.epoch}"', "id": cal.id, "summary": cal.summary,
@@ -1060,7 +1089,7 @@ def build_app(state: GoogleState) -> APIRouter:
 
     @router.post("/calendar/v3/freeBusy")
     async def free_busy(request: Request):
-        subject = auth(request)
+        subject = auth(request, "freebusy.query")
         body = await _json(request)
         try:
             lo, hi = parse_stamp(body["timeMin"]), parse_stamp(body["timeMax"])

@@ -778,6 +778,9 @@ def build_router(state: GraphState) -> APIRouter:
             claims["name"] = (user or {}).get("displayName") or subject.split("@")[0]
         if "email" in asked and (user is None or user.get("mail")):
             claims["email"] = (user or {}).get("mail") or subject
+            # the optional claim an app registration adds: the address's domain is one the directory verified (here:
+            # the domain of its people's sign-in names)
+            claims["xms_edov"] = claims["email"].rpartition("@")[2].lower() == subject.rpartition("@")[2].lower()
         if user is not None and user.get("userType") == "Guest":
             claims["idp"] = f"https://sts.windows.net/{uuid.uuid5(uuid.NAMESPACE_DNS, subject.rpartition('@')[2])}/"
         if signed.get("nonce"):

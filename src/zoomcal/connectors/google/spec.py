@@ -12,6 +12,7 @@ from zoomcal.connectors import rest
 from zoomcal.connectors.google.connector import GoogleConnector
 from zoomcal.connectors.google.push import CHANNEL
 from zoomcal.connectors.spec import CALENDAR, AccountView, Env, Linked, LinkRequest, Option, ProviderSpec, SignIn
+from zoomcal.errors import AuthExpired
 
 API = "https://www.googleapis.com/calendar/v3"
 TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -47,8 +48,11 @@ async def check(view: AccountView, env: Env) -> dict[str, Any]:
     """One event read as a link reads it, and the calendar itself: its id (a primary calendar's is the account's
     address), zone and what the account may do with it (`accessRole`: owner and writer may write)."""
     page = await _page(view, env)
-    calendar = await rest.first_read(view, env, API, grant(view, env),
-                                     f"calendars/{quote(view.calendar, safe='@')}") or {}
+    try:
+        calendar = await rest.first_read(view, env, API, grant(view, env),
+                                         f"calendars/{quote(view.calendar, safe='@')}") or {}
+    except AuthExpired:     # the events were just read: a grant for events only (calendar.events), which
+        calendar = {}       # calendars.get does not take; the calendar's own id stays unknown
     ident = str(calendar.get("id") or "")
     access = str(page.get("accessRole") or "")
     return {"email": ident if "@" in ident and view.calendar in ("primary", ident) else "",
