@@ -200,3 +200,22 @@ def test_status_loads_neither_the_job_runners_nor_the_calendar_formats(tmp_path)
              "app(['status'])\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
     assert done.stdout.strip().endswith("LOADED ['zoomcal.app.context']"), (done.stdout[-300:], done.stderr[-300:])
+
+
+def test_every_outbound_client_shares_the_processs_tls_context():
+    """Making a TLS context reads the whole CA bundle (milliseconds of CPU): every httpx client zoomcal makes
+    (not the sandboxes') passes `verify=tls()`, the one context of the process."""
+    found = []
+    for path, tree in _modules(SRC):
+        if "sandbox" in path.parts:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in ("AsyncClient", "Client") and \
+                    isinstance(node.func.value, ast.Name) and node.func.value.id == "httpx":
+                verify = next((k.value for k in node.keywords if k.arg == "verify"), None)
+                if not (isinstance(verify, ast.Call) and getattr(verify.func, "id", "") == "tls"):
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert found == []
+    from zoomcal.net import tls
+    assert tls() is tls()

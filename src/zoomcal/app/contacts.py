@@ -39,6 +39,7 @@ from zoomcal.contacts.resolve import (
 from zoomcal.contacts.search import Entry, SearchIndex
 from zoomcal.errors import AuthExpired, ConnectorError
 from zoomcal.logging import get_logger
+from zoomcal.net import tls
 from zoomcal.store.models import (
     Account,
     ContactDecision,
@@ -660,7 +661,8 @@ async def _granted(ctx: AppContext, account: Account) -> list[str] | None:
     refresh token that rotates is kept), which records what the answer names."""
     view, env = ctx.services.provider_env(ctx, account, None, ctx.rules())
     source = env.share_tokens(registry.get(account.provider).grant(view, env))
-    async with httpx.AsyncClient(transport=ctx.services.transport, timeout=ctx.settings.http_timeout) as client:
+    async with httpx.AsyncClient(verify=tls(), transport=ctx.services.transport,
+                                 timeout=ctx.settings.http_timeout) as client:
         source.invalidate(await source.token(client))
         await source.token(client)
     with ctx.store.session() as s:

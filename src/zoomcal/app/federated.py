@@ -31,6 +31,7 @@ from zoomcal.app.errors import InvalidError, NotSignedInError
 from zoomcal.app.signin import Started, _now, _start
 from zoomcal.config import Settings
 from zoomcal.logging import get_logger
+from zoomcal.net import tls
 from zoomcal.store import repo
 from zoomcal.store.models import SignInIdentity, User
 
@@ -253,7 +254,7 @@ async def _finish_zoom(services: Services, token: dict[str, Any], client: str, n
     import httpx
 
     settings = services.settings
-    async with httpx.AsyncClient(transport=services.transport, timeout=settings.http_timeout) as http:
+    async with httpx.AsyncClient(verify=tls(), transport=services.transport, timeout=settings.http_timeout) as http:
         me = await http.get(f"{settings.portal_zoom_api_base.rstrip('/')}/users/me",
                             headers={"Authorization": f"Bearer {token['access_token']}"})
     profile = me.json() if me.status_code == 200 and me.headers.get("content-type", "").startswith(

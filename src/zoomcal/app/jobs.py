@@ -24,6 +24,7 @@ from zoomcal.domain.timeutil import now_utc
 from zoomcal.errors import AuthExpired, ConnectorError
 from zoomcal.logging import get_logger
 from zoomcal.metrics import TOKEN_REFRESH_FAILURES
+from zoomcal.net import tls
 from zoomcal.store.models import Account, BusyInterval, User
 
 log = get_logger("zoomcal.jobs")
@@ -147,7 +148,8 @@ async def refresh_tokens(services: Services, ahead: timedelta = timedelta(minute
                                                                             e),
                                    margin=ahead.total_seconds())
             try:
-                async with httpx.AsyncClient(transport=services.transport, timeout=services.settings.http_timeout) as c:
+                async with httpx.AsyncClient(verify=tls(), transport=services.transport,
+                                             timeout=services.settings.http_timeout) as c:
                     await source.token(c)
                 counts["refreshed"] += 1
             except AuthExpired as exc:

@@ -21,6 +21,7 @@ from authlib.common.security import generate_token
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from zoomcal.errors import AuthExpired, ConfigError
+from zoomcal.net import tls
 
 PAGE = "<!doctype html><title>zoomcal</title><p>{}</p>"
 
@@ -123,7 +124,7 @@ async def redeem(provider: Provider, client_id: str, client_secret: str | None, 
         form["client_id"] = client_id
         if client_secret:
             form["client_secret"] = client_secret
-    async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+    async with httpx.AsyncClient(verify=tls(), transport=transport, timeout=30) as client:
         try:
             response = await client.post(provider.token_url, data=form, auth=auth)
         except httpx.HTTPError as exc:

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from zoomcal.net import tls
+
 DISCOVERY_TTL = 3600.0      # seconds a discovery document is kept
 KEYS_TTL = 3600.0           # seconds a key set is kept
 LEEWAY = 120                # seconds of clock difference allowed on exp / iat / nbf
@@ -54,7 +56,7 @@ def _keep(key: str, value: Any) -> Any:
 
 async def _json(url: str, transport: httpx.AsyncBaseTransport | None, timeout: float) -> dict:
     try:
-        async with httpx.AsyncClient(transport=transport, timeout=timeout) as http:
+        async with httpx.AsyncClient(verify=tls(), transport=transport, timeout=timeout) as http:
             answer = await http.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
         raise TokenRefused(f"{url} is unreachable: {type(exc).__name__}") from exc

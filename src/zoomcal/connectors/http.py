@@ -24,6 +24,7 @@ from zoomcal.errors import (
     Transient,
 )
 from zoomcal.metrics import API_CALLS, RATE_LIMITED
+from zoomcal.net import tls
 
 
 def answer_json(response: httpx.Response, what: str) -> Any:
@@ -128,7 +129,7 @@ def metered(provider: str) -> dict[str, list]:
 class ApiClient:
     def __init__(self, base_url: str, tokens: TokenSource, transport: httpx.AsyncBaseTransport | None = None,
                  timeout: float = 20.0, provider: str = ""):
-        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", transport=transport,
+        self.client = httpx.AsyncClient(verify=tls(), base_url=base_url.rstrip("/") + "/", transport=transport,
                                         timeout=httpx.Timeout(timeout))
         self.tokens = tokens
         self.provider = provider

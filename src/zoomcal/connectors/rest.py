@@ -11,6 +11,7 @@ from zoomcal.auth.oauth import RefreshTokenSource, TokenSource
 from zoomcal.connectors.http import ApiClient
 from zoomcal.connectors.spec import AccountView, Env, LinkRequest, Option
 from zoomcal.errors import ConfigError, Transient
+from zoomcal.net import tls
 
 CLIENT_ID = Option("client_id", "the OAuth app's client id", required=True)
 CLIENT_SECRET = Option("client_secret", "the OAuth app's client secret", required=True, secret=True)
@@ -60,7 +61,7 @@ def revoke_url(token_url: str) -> str:
 
 async def revoke(url: str, token: str, env: Env, client: tuple[str, str] | None = None) -> str:
     """Revoke a grant (RFC 7009 style: the token in a form). Returns what happened, in words."""
-    async with httpx.AsyncClient(transport=env.transport, timeout=env.timeout) as http:
+    async with httpx.AsyncClient(verify=tls(), transport=env.transport, timeout=env.timeout) as http:
         try:
             response = await http.post(url, data={"token": token}, auth=client)
         except httpx.TransportError as exc:

@@ -23,7 +23,7 @@ from zoomcal.errors import Conflict, CursorInvalid, InvalidItem, NotFound, Preco
 from zoomcal.mapping.ical import content_to_calendar, held_master, master_meta, series_to_content, split_events
 from zoomcal.mapping.joininfo import referenced_meeting, wants_meeting
 from zoomcal.mapping.rules import MappingRules
-from zoomcal.net import Resolver, check_url, system_resolver
+from zoomcal.net import Resolver, check_url, system_resolver, tls
 
 NS = {"d": "DAV:", "c": "urn:ietf:params:xml:ns:caldav", "cs": "http://calendarserver.org/ns/"}
 ETAG_LISTING = "etag-listing"              # cursor of a server without sync-collection (":" + the collection's ctag)
@@ -77,7 +77,7 @@ class DavCollection:
         self.allow_private = allow_private
         self.resolve = resolve
         auth = httpx.BasicAuth(username, password or "") if username else None
-        self.client = httpx.AsyncClient(auth=auth, transport=transport, timeout=timeout,
+        self.client = httpx.AsyncClient(verify=tls(), auth=auth, transport=transport, timeout=timeout,
                                         event_hooks=metered(provider))
         self.calls = 0
 

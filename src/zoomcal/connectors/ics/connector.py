@@ -20,7 +20,7 @@ from zoomcal.connectors.http import metered
 from zoomcal.errors import InvalidItem, NotFound, Transient
 from zoomcal.mapping.ical import marker_of, series_to_content, split_events
 from zoomcal.mapping.rules import MappingRules
-from zoomcal.net import Resolver, check_url, system_resolver
+from zoomcal.net import Resolver, check_url, system_resolver, tls
 
 
 class IcsConnector:
@@ -39,7 +39,7 @@ class IcsConnector:
         self.max_items = max_items
         self.default_tz = default_tz
         self.is_url = source.startswith(("http://", "https://")) or "://" in source
-        self.client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False,
+        self.client = httpx.AsyncClient(verify=tls(), transport=transport, timeout=timeout, follow_redirects=False,
                                         event_hooks=metered(provider)) \
             if self.is_url else None
         self.calls = 0
