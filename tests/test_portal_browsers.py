@@ -52,6 +52,7 @@ def portal(tmp_path_factory) -> Iterator[tuple]:
         world.graph.tenant_id
     server = BackgroundServer(app=make_app(ctx.services)).start()
     skewed = BackgroundServer(app=make_app(ctx.services, clock=lambda: time.time() - 600)).start()
+    ctx.vendors = (world, vendors.url)      # for linking at the sandboxes' sign-in pages
     yield ctx, server, skewed
     server.stop()
     skewed.stop()
@@ -119,6 +120,36 @@ def test_sign_in_at_google_or_microsoft_and_back(browser, portal, provider):
     wait_for(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Dashboard", "not signed in")
     assert browser.current_url == f"{server.url}/"
     assert "Ada Lovelace · admin · default" in browser.find_element(By.CLASS_NAME, "who").text
+
+
+def test_link_a_calendar_by_signing_in_at_google(browser, portal):
+    """The accounts page's sign-in leads to Google's page (the sandbox's) and back to /accounts/callback, which
+    links the calendar."""
+    import asyncio
+
+    from zoomcal.app import accounts
+
+    ctx, server, _skewed = portal
+    world, vendors = ctx.vendors
+    ctx.settings.allow_private_urls = True        # the sandboxes are on loopback: "on-premises" here
+    sign_in(browser, server.url)
+    browser.get(f"{server.url}/accounts?provider=google")
+    for name, value in (("client_id", world.google.client_id), ("calendar_id", "ada@example.com"),
+                        ("api_base", f"{vendors}/google/calendar/v3"), ("token_url", f"{vendors}/google/token"),
+                        ("auth_url", f"{vendors}/google/o/oauth2/v2/auth")):
+        field = browser.find_element(By.ID, f"option-{name}")
+        field.clear()
+        field.send_keys(value)
+    browser.find_element(By.ID, "sign-in-client_secret").send_keys(world.google.client_secret)
+    browser.find_element(By.ID, "sign-in-at-provider").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "accounts-done"), "not linked")
+    linked = [a for a in accounts.list_accounts(ctx) if a.provider == "google"]
+    try:
+        assert [(a.user, a.status) for a in linked] == [("ada@example.com", "ok")]
+        assert browser.current_url.startswith(f"{server.url}/accounts")
+    finally:
+        for a in linked:
+            asyncio.run(accounts.unlink(ctx, a.id))
 
 
 def test_contacts_are_found_as_one_types(browser, portal):
