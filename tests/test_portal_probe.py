@@ -288,3 +288,97 @@ def test_held_next_never_leaves_the_site_nor_splits_the_header(ctx, target):
     assert not urlsplit(location.replace("\\", "/")).netloc
     again = client.get("/login", params={"next": target}, follow_redirects=False).headers["location"]
     assert again.startswith("/") and not again.startswith("//") and "\r" not in again
+
+
+# --- every route, as a member reaching for someone else's data --------------------------------------------------
+
+def test_no_route_lets_a_member_read_or_change_another_members_or_another_tenants_data(ctx):
+    """Every portal route the app serves, asked by a member with every way of naming someone else: another
+    member's account, event, review item and person, another tenant's. Nothing of theirs changes (every row that
+    is theirs is compared before and after) and no page shows what is private to them."""
+    from starlette.routing import Route
+
+    from conftest import add_account
+    from zoomcal.store.models import Base, ReviewItem
+
+    person(ctx, "mo@example.com", "Mo")
+    person(ctx, "vi@example.com", "Vi")
+    admin.add_tenant(ctx.services, "globex")
+    globex = ctx.services.context("globex")
+    person(globex, "gx@globex.example", "Gx", "admin")
+    owned = {}
+    for c, email, marker in ((ctx, "vi@example.com", "VICTIM-SECRET"), (globex, "gx@globex.example", "GLOBEX-SECRET")):
+        account = add_account(c, email, "ics", {"url": f"https://{marker.lower()}.example/feed.ics"}, {},
+                              f"https://{marker.lower()}.example/feed.ics", f"{marker} calendar")
+        with c.store.transaction() as s:
+            user = s.scalar(select(User).where(User.email == email))
+            s.add(Event(id=f"{marker.lower()}-event", tenant_id=c.tenant_id, user_id=user.id, content={},
+                        content_hash="x", title=f"{marker} meeting"))
+            review = ReviewItem(tenant_id=c.tenant_id, user_id=user.id, event_id=None, kind="overlap", field="time",
+                                zoom_value={"a": marker}, calendar_value={"b": marker})
+            s.add(review)
+            s.flush()
+            owned[email] = (user.id, account, f"{marker.lower()}-event", review.id)
+    theirs_users = [owned[e][0] for e in owned]
+
+    def snapshot() -> dict:
+        out = {}
+        with ctx.services.db.session() as s:
+            for table in Base.metadata.sorted_tables:
+                if table.name in ("audit_log", "audit_archive", "sign_in_failures", "portal_sessions"):
+                    continue
+                cond = None
+                if "user_id" in table.c:
+                    cond = table.c.user_id.in_(theirs_users)
+                if "tenant_id" in table.c:
+                    by_tenant = table.c.tenant_id == globex.tenant_id
+                    cond = by_tenant if cond is None else (cond | by_tenant)
+                if table.name == "users":
+                    cond = table.c.id.in_(theirs_users)
+                if cond is not None:
+                    out[table.name] = sorted(map(repr, s.execute(select(table).where(cond)).all()))
+        return out
+
+    before = snapshot()
+    client = web(ctx)
+    sign_in(client, "mo@example.com")
+    token = form_token(client.get("/").text)
+    skip = ("/login", "/logout", "/static", "/webhooks", "/metrics", "/healthz", "/readyz", "/events", "/portal/events")
+    def flat(routes):
+        for r in routes:
+            inner = getattr(r, "original_router", None)
+            yield from flat(inner.routes) if inner is not None else (r,)
+
+    routes = [r for r in flat(make_app(ctx.services).routes)
+              if isinstance(r, Route) and not r.path.startswith(skip) and r.path != "/login"]
+    assert len(routes) >= 20
+    shown, asked = [], 0
+    for user_id, account, event, review in owned.values():
+        email = next(e for e, v in owned.items() if v[0] == user_id)
+        values = {"csrf": token, "user": email, "email": email, "organiser": email, "people": email,
+                  "person": f"u{user_id}", "id": f"u{user_id}", "other": "u1", "record": f"1/{event}",
+                  "event": event, "timezone": "Asia/Tokyo", "hours": "Mon-Fri 06:00-07:00", "rules": "",
+                  "choice": "zoom", "do": "dismiss", "invite": "no", "title": "x", "start": "2030-01-01T10:00:00Z",
+                  "minutes": "30", "zoom": "no", "to": "admin", "meetings": "1", "provider": "ics"}
+        for route in routes:
+            for action in ("check", "unlink", "merge", "split", "invite", "scopes"):
+                path = (route.path.replace("{account_id:int}", str(account)).replace("{review_id:int}", str(review))
+                        .replace("{event_id:str}", event).replace("{action:str}", action))
+                for method in sorted(route.methods or ()):
+                    if method == "HEAD":
+                        continue
+                    answer = client.request(method, path, params=values if method == "GET" else None,
+                                            data=values if method == "POST" else None, follow_redirects=True)
+                    asked += 1
+                    assert answer.status_code < 500, (method, path, answer.text[-500:])
+                    # what is theirs (titles, review values, feed addresses), not the ids asked for, which a
+                    # refusal may name back
+                    for marker in ("VICTIM-SECRET", "GLOBEX-SECRET", "victim-secret.example", "globex-secret.example"):
+                        if marker in answer.text:
+                            at = answer.text.index(marker)
+                            shown.append((method, path, marker, answer.text[max(0, at - 200):at + 60]))
+                if "{action:str}" not in route.path:
+                    break
+    assert asked > 40
+    assert shown == []
+    assert snapshot() == before
