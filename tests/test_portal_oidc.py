@@ -330,3 +330,24 @@ def test_google_may_name_its_issuer_without_the_scheme(world):
         asyncio.run(oidc.verify(token, issuer, client_id, "n-1", transport=world.transport()))
     assert asyncio.run(oidc.verify(token, issuer, client_id, "n-1", transport=world.transport(),
                                    also=(bare,)))["iss"] == bare
+
+
+def test_an_admin_lists_and_forgets_a_persons_bound_account(world, portal):
+    from zoomcal.app.context import Actor
+    from zoomcal.app.errors import ForbiddenError
+
+    first = browser(portal)
+    first.get(away(world, first, "google", "ada@example.com"))
+    bound = federated.identities(portal, "ada@example.com")
+    assert [(b["provider"], b["address"]) for b in bound] == [("google", "ada@example.com")]
+    bo = portal.services.context("default", Actor("portal:bo@example.com", "member", "bo@example.com"))
+    with pytest.raises(ForbiddenError):
+        federated.forget(bo, "ada@example.com", "google")
+    assert federated.forget(portal, "ada@example.com", "google") == 1
+    assert federated.identities(portal, "ada@example.com") == []
+    with portal.store.session() as s:
+        assert [a.target for a in s.scalars(select(AuditEntry)) if a.action == "user.identity_forgotten"] == \
+            ["ada@example.com"]
+    again = browser(portal)                       # the next sign-in binds anew
+    again.get(away(world, again, "google", "ada@example.com"))
+    assert len(federated.identities(portal, "ada@example.com")) == 1

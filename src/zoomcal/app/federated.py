@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from zoomcal.app.context import Services
+from zoomcal.app.context import AppContext, Services
 from zoomcal.app.errors import InvalidError, NotSignedInError
 from zoomcal.app.signin import Started, _now, _start
 from zoomcal.config import Settings
@@ -274,3 +274,38 @@ async def _finish_zoom(services: Services, token: dict[str, Any], client: str, n
                        {"from": user.role, "to": role, "zoom_role": str(profile.get("role_name") or "")})
             user.role = role
         return _start(s, user, now, client, "zoom")
+
+
+# --- the bindings, for an admin ---------------------------------------------------------------------------------
+
+def identities(ctx: AppContext, email: str) -> list[dict[str, Any]]:
+    """The Google and Microsoft accounts bound to a person: provider, issuer, the address it had when bound,
+    when bound and last used (the subject stays in the store)."""
+    from zoomcal.app.users import find
+
+    ctx.require_manage(email)
+    with ctx.store.session() as s:
+        user = find(s, ctx, email)
+        rows = s.scalars(select(SignInIdentity).where(SignInIdentity.user_id == user.id)
+                         .order_by(SignInIdentity.created_at))
+        return [{"provider": r.provider, "issuer": r.issuer, "address": r.address, "bound_at": r.created_at,
+                 "used_at": r.used_at} for r in rows]
+
+
+def forget(ctx: AppContext, email: str, provider: str) -> int:
+    """Unbind a person's account of `provider` (an admin's act: their account there was replaced); the next
+    sign-in with it binds anew. Returns how many were forgotten."""
+    from sqlalchemy import delete
+
+    from zoomcal.app.users import find
+
+    ctx.require_admin()
+    if provider not in PROVIDERS:
+        raise InvalidError(f"a provider is one of {', '.join(PROVIDERS)}", field="provider")
+    with ctx.store.transaction() as s:
+        user = find(s, ctx, email)
+        gone = s.execute(delete(SignInIdentity).where(SignInIdentity.user_id == user.id,
+                                                      SignInIdentity.provider == provider)).rowcount or 0
+        if gone:
+            ctx.audit(s, "user.identity_forgotten", user.email, {"provider": provider, "count": gone})
+    return gone

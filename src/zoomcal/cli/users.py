@@ -12,6 +12,7 @@ from zoomcal.lazy import lazy
 
 users = lazy("zoomcal.app.users")
 signin = lazy("zoomcal.app.signin")
+federated = lazy("zoomcal.app.federated")
 
 user_app = typer.Typer(help="People.", no_args_is_help=True)
 
@@ -92,6 +93,26 @@ def user_role(email: str, role: str | None = typer.Argument(None, help="admin or
         console.print(f"{email}: {current}" + ("" if has_password else " (no portal password)"))
         return
     console.print(f"{email}: {signin.set_role(ctx, email, role)}")
+
+
+@user_app.command("identities")
+@handled
+def user_identities(email: str,
+                    forget: str | None = typer.Option(None, "--forget", help="Unbind the account of this provider "
+                                                      "(google or microsoft): its next sign-in binds anew."),
+                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The Google and Microsoft accounts a person signs in to the portal with (bound at the first sign-in)."""
+    ctx = context()
+    if forget:
+        console.print(f"{email}: {federated.forget(ctx, email, forget)} {forget} account(s) forgotten")
+        return
+    rows = federated.identities(ctx, email)
+    if as_json:
+        return print_json(as_dict(rows))
+    table = Table("provider", "issuer", "address when bound", "bound", "last used")
+    for r in rows:
+        table.add_row(r["provider"], r["issuer"], r["address"], str(r["bound_at"]), str(r["used_at"]))
+    console.print(table)
 
 
 @user_app.command("link")
