@@ -55,6 +55,8 @@ def test_zooms_needs_are_its_references_scopes_for_each_operation():
                                                allowed(meetings, "/meetings/{meetingId}", "patch"),
                                                allowed(meetings, "/meetings/{meetingId}", "delete")]
     assert [set(r) for r in zoom["profile"]] == [allowed(users, "/users/{userId}", "get")]
+    assert [set(r) for r in zoom["presence"]] == [allowed(users, "/users/{userId}/presence_status", "get"),
+                                                  allowed(users, "/users/{userId}/presence_status", "put")]
 
 
 def test_googles_needs_are_among_the_scopes_its_reference_lists_for_the_methods():

@@ -219,7 +219,8 @@ def _unmet(provider: str, label: str, granted: list[str] | None,
     return None
 
 
-FEATURE_WORDS = {"read": "reading the calendar", "write": "writing to the calendar", "profile": "reading the profile"}
+FEATURE_WORDS = {"read": "reading the calendar", "write": "writing to the calendar", "profile": "reading the profile",
+                 "presence": "reading and setting the Zoom status"}
 
 
 def _label(provider: str) -> str:

@@ -79,7 +79,8 @@ PRESENCE_VALUES = ("Away", "Available", "In_Calendar_Event", "Presenting", "In_A
 LIST_FIELDS = ("uuid", "id", "host_id", "topic", "type", "start_time", "duration", "timezone", "agenda",
                "created_at", "join_url", "pmi")
 MEETING_WRITES_PER_DAY = 100
-USER_SCOPES = "meeting:read meeting:write user:read"     # what a user OAuth grant of the sandbox's app carries
+# what a user OAuth grant of the sandbox's app carries (its meetings, its user, and setting its presence)
+USER_SCOPES = "meeting:read meeting:write user:read user:write"
 ROLE_IDS = {"Owner": "0", "Admin": "1", "Member": "2"}     # the account's built-in roles
 MEETING_LISTS = ("scheduled", "live", "upcoming", "upcoming_meetings", "previous_meetings")
 LISTED_SPAN = timedelta(days=183)    # upcoming and previous meetings are listed for about six months
@@ -146,7 +147,7 @@ class ZoomState:
     # what the server-to-server app was granted (its token answers name them)
     app_scopes: list[str] = field(default_factory=lambda: [
         "meeting:read:admin", "meeting:write:admin", "user:read:admin", "user:read:list_users:admin",
-        "user:read:presence_status:admin", "user:write:presence_status:admin", "contact_group:read:admin"])
+        "user:read:presence_status:admin", "user:update:presence_status:admin", "contact_group:read:admin"])
     # contact groups: id -> {"group_id", "group_name", "group_privacy", "description", "_members": [user ids]}
     contact_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     ids: Any = field(default_factory=lambda: itertools.count(81234567890))

@@ -71,6 +71,10 @@ SCOPES = {
               ("meeting:write", "meeting:write:admin", "meeting:delete:meeting", "meeting:delete:meeting:admin")),
     "profile": (("user:read", "user:write", "user:read:admin", "user:write:admin", "user_profile", "user_info:read",
                  "user:read:user", "user:read:user:admin"),),
+    # presence is read before it is set (a status set by hand shows there), then set
+    "presence": (("user:read", "user:read:admin", "user:read:presence_status", "user:read:presence_status:admin"),
+                 ("user:write", "user:write:admin", "user:update:presence_status",
+                  "user:update:presence_status:admin")),
 }
 
 
