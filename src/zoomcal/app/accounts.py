@@ -474,12 +474,16 @@ async def unlink(ctx: AppContext, account_id: int) -> Unlinked:
     return Unlinked(account_id, spec.key, revoked, push)
 
 
-def list_accounts(ctx: AppContext, email: str | None = None) -> list[AccountInfo]:
+def list_accounts(ctx: AppContext, email: str | None = None, ids: list[int] | None = None) -> list[AccountInfo]:
+    """The accounts the actor may see (a person's, or these `ids` only); how each signs in is read from the names
+    of its sealed secrets, so only the accounts listed are opened."""
     with ctx.store.session() as s:
         query = (select(Account, Calendar, User).join(User, Account.user_id == User.id)
                  .outerjoin(Calendar, Calendar.account_id == Account.id).order_by(Account.id))
         if email:
             query = query.where(User.id == users.find(s, ctx, email).id)
+        if ids is not None:
+            query = query.where(Account.id.in_(ids))
         rows = [(a, c, u) for a, c, u in s.execute(query) if ctx.actor.may_manage(u.email)]
         return [_info(a, c, u.email, _label(a.provider), ctx.vault) for a, c, u in rows]
 
@@ -530,4 +534,4 @@ async def health(ctx: AppContext, account_id: int | None = None) -> list[Account
             account.status, account.status_reason, account.checked_at = status, reason, ctx.now()
 
     await asyncio.gather(*(one(aid) for aid in ids))
-    return [a for a in list_accounts(ctx) if a.id in ids]
+    return list_accounts(ctx, ids=ids)
