@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 from zoomcal.app.context import AppContext
+from zoomcal.availability.intervals import as_utc
 from zoomcal.connectors import registry
 from zoomcal.connectors.spec import PushChannel, Subscription
 from zoomcal.errors import ConfigError, ConnectorError
@@ -54,11 +55,7 @@ def callback_url(ctx: AppContext, channel: PushChannel) -> str | None:
 
 def stored(ctx: AppContext, row: PushSubscription) -> Subscription:
     token = ctx.vault.open(row.token).get("token", "") if row.token else ""
-    return Subscription(row.channel_id, row.resource_id, token, _utc(row.expires_at))
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return Subscription(row.channel_id, row.resource_id, token, as_utc(row.expires_at))
 
 
 def _note(ctx: AppContext, user_id: int | None, message: str, level: str = "info") -> None:
@@ -165,7 +162,7 @@ async def renew_due(ctx: AppContext, ahead: timedelta | None = None) -> Renewed:
         if pair is None or channel is None:
             continue
         margin = ahead if ahead is not None else channel.renew_ahead
-        if row.status == ACTIVE and _utc(row.expires_at) > now + margin:
+        if row.status == ACTIVE and as_utc(row.expires_at) > now + margin:
             continue
         account, calendar = pair
         url = callback_url(ctx, channel)

@@ -10,12 +10,13 @@ the `zoomcal_propagation_seconds` histogram of the process that recorded them.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
 
 from zoomcal.app.context import AppContext
+from zoomcal.availability.intervals import as_utc
 from zoomcal.metrics import PROPAGATION
 from zoomcal.store.models import PropagationSample
 
@@ -25,9 +26,6 @@ PRUNE_EVERY = 100          # one sample in this many (by id) clears the tenant's
 PERCENTILES = (50, 95, 99)
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
 
 def record(ctx: AppContext, kind: str, provider: str, changed_at: datetime | None,
            written_at: datetime | None) -> int | None:
@@ -35,7 +33,7 @@ def record(ctx: AppContext, kind: str, provider: str, changed_at: datetime | Non
     write seems to precede the change, which only clocks that disagree can do)."""
     if changed_at is None or written_at is None:
         return None
-    changed_at, written_at = _utc(changed_at), _utc(written_at)
+    changed_at, written_at = as_utc(changed_at), as_utc(written_at)
     seconds = (written_at - changed_at).total_seconds()
     if seconds < 0:
         return None
