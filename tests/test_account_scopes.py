@@ -140,3 +140,21 @@ def test_an_admin_checks_the_contact_sources_scopes_in_the_portal(world, tmp_pat
         assert refused.status_code == 403
     finally:
         ctx.services.close()
+
+
+def test_a_shared_google_calendar_names_no_address_as_its_accounts(world, tmp_path):
+    from conftest import SANDBOX, add_account
+
+    ctx = make_context(world, tmp_path)
+    try:
+        info = link_sandbox_user(ctx, world, "ada@example.com", "Ada")
+        team = world.google.add_calendar("ada@example.com", cal_id="team1@group.calendar.google.com").id
+        add_account(ctx, "ada@example.com", "google", {"api_base": f"{SANDBOX}/google/calendar/v3",
+                                                       "token_url": f"{SANDBOX}/google/token"},
+                    {"client_id": world.google.client_id, "client_secret": world.google.client_secret,
+                     "refresh_token": world.google.tokens.grant_refresh("ada@example.com")}, team, "Team")
+        checked = [a for a in asyncio.run(accounts.health(ctx)) if a.provider == "google"]
+        emails = {a.calendar: a.profile.get("email") for a in checked}
+        assert emails == {info["google_calendar_id"]: "ada@example.com", team: ""}
+    finally:
+        ctx.services.close()

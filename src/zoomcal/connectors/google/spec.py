@@ -55,7 +55,8 @@ async def check(view: AccountView, env: Env) -> dict[str, Any]:
         calendar = {}       # calendars.get does not take; the calendar's own id stays unknown
     ident = str(calendar.get("id") or "")
     access = str(page.get("accessRole") or "")
-    return {"email": ident if "@" in ident and view.calendar in ("primary", ident) else "",
+    personal = "@" in ident and view.calendar in ("primary", ident) and not ident.endswith(".calendar.google.com")
+    return {"email": ident if personal else "",       # a shared calendar's id (…@group.calendar.google.com) is none
             "timezone": str(calendar.get("timeZone") or page.get("timeZone") or ""), "access": access,
             "writable": access in ("owner", "writer") if access else None}
 
