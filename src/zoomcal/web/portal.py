@@ -58,9 +58,11 @@ jinja2 = lazy("jinja2")
 HERE = Path(__file__).parent
 COOKIE = "__Host-zoomcal"
 PRE_COOKIE = "__Host-zoomcal-pre"       # the sign-in form's CSRF token, before there is a session
+AWAY_COOKIE = "__Host-zoomcal-away"     # a sign-in at Zoom, Google or Microsoft under way (sealed)
 # over plain HTTP on a loopback address (`zoomcal serve` on one machine, the demo) a browser may refuse a Secure
 # cookie — WebKit does — so there the cookies are neither Secure nor __Host- (which requires Secure)
-LOCAL_COOKIE, LOCAL_PRE_COOKIE = "zoomcal-session", "zoomcal-pre"
+LOCAL_COOKIE, LOCAL_PRE_COOKIE, LOCAL_AWAY_COOKIE = "zoomcal-session", "zoomcal-pre", "zoomcal-away"
+SESSION, PRE, AWAY = 0, 1, 2            # which cookie (`cookie_names`, `set_cookie`, `drop_cookie`)
 NEEDS_HTTPS = ("the portal signs in over HTTPS only (or on a loopback address): put it behind an HTTPS proxy and "
                "set ZOOMCAL_PUBLIC_URL to its address")
 MAX_FORM = 16 * 1024
@@ -129,14 +131,11 @@ def _plain_local(request: Request) -> bool:
     return request.url.scheme == "http" and is_loopback(server[0] if server else None)
 
 
-def away_cookie(request: Request) -> str:
-    """The cookie a sign-in at Zoom, Google or Microsoft under way is kept in."""
-    return "zoomcal-away" if _plain_local(request) else "__Host-zoomcal-away"
-
-
-def cookie_names(request: Request) -> tuple[str, str]:
-    """The session cookie's and the sign-in form's cookie's names for this request."""
-    return (LOCAL_COOKIE, LOCAL_PRE_COOKIE) if _plain_local(request) else (COOKIE, PRE_COOKIE)
+def cookie_names(request: Request) -> tuple[str, str, str]:
+    """The names of the session cookie, the sign-in form's cookie and the cookie of a sign-in under way elsewhere,
+    for this request."""
+    return (LOCAL_COOKIE, LOCAL_PRE_COOKIE, LOCAL_AWAY_COOKIE) if _plain_local(request) else \
+        (COOKIE, PRE_COOKIE, AWAY_COOKIE)
 
 
 def _no_secure_channel(request: Request) -> bool:
@@ -180,7 +179,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         return render(request, "away.html", page or Page(None), status=200, url=url, label=label, host=parts.netloc)
 
     def signed_in(request: Request) -> signin.SignedIn:
-        return signin.current(services, request.cookies.get(cookie_names(request)[0]))
+        return signin.current(services, request.cookies.get(cookie_names(request)[SESSION]))
 
     async def viewer(request: Request) -> tuple[signin.SignedIn, AppContext, Page]:
         who = await asyncio.to_thread(signed_in, request)
@@ -235,11 +234,11 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                      **values: Any) -> HTMLResponse:
         """A page with a sign-in form and its own CSRF token, double-submitted with a cookie: the one the browser
         holds (`keep`), else a fresh one (after each refusal)."""
-        pre = (request.cookies.get(cookie_names(request)[1]) if keep else None) or secrets.token_urlsafe(32)
+        pre = (request.cookies.get(cookie_names(request)[PRE]) if keep else None) or secrets.token_urlsafe(32)
         shown = {"next": "/", "error": None, "field": None, "email": "", "tenant": "",
                  "providers": [(p, federated.LABELS[p]) for p in federated.ready(services)], **values}
         response = render(request, template, Page(None), status=status, pre=pre, **shown)
-        set_cookie(request, response, 1, pre, max_age=3600)
+        set_cookie(request, response, PRE, pre, max_age=3600)
         return response
 
     def at_most_a_form(handler):
@@ -255,15 +254,15 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
     async def pre_form(request: Request) -> tuple[dict[str, str], bool]:
         """A sign-in form's fields, and whether it carries its own token and came from this site."""
         values = await form(request)
-        pre = request.cookies.get(cookie_names(request)[1], "")
+        pre = request.cookies.get(cookie_names(request)[PRE], "")
         fine = bool(pre) and not _no_secure_channel(request) and ours(request) and \
             hmac.compare_digest(values.get("csrf", "").encode(), pre.encode())
         return values, fine
 
     def started_session(request: Request, started: signin.Started, target: str) -> Response:
         response = secure(RedirectResponse(target, status_code=303))
-        set_cookie(request, response, 0, started.token, max_age=int(signin.LIFETIME.total_seconds()))
-        drop_cookie(request, response, 1)
+        set_cookie(request, response, SESSION, started.token, max_age=int(signin.LIFETIME.total_seconds()))
+        drop_cookie(request, response, PRE)
         return response
 
     @api.get("/login")
@@ -343,14 +342,14 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             response = away(request, url, federated.LABELS[provider])
         except AppError as exc:
             return sign_in_form(request, status=400, error=exc.message)
-        response.set_cookie(away_cookie(request), base64.urlsafe_b64encode(sealed).decode(), max_age=600, path="/",
-                            secure=not _plain_local(request), httponly=True, samesite="lax")
+        set_cookie(request, response, AWAY, base64.urlsafe_b64encode(sealed).decode(),
+                   max_age=int(federated.PENDING.total_seconds()))
         return response
 
     @api.get("/login/{provider}/callback")
     async def away_back(request: Request):
         provider = request.path_params["provider"]
-        kept = request.cookies.get(away_cookie(request), "")
+        kept = request.cookies.get(cookie_names(request)[AWAY], "")
         try:
             sealed = base64.urlsafe_b64decode(kept.encode()) if kept else None
         except ValueError:
@@ -364,8 +363,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             response = sign_in_form(request, status=401, error=exc.message)
         else:
             response = started_session(request, started, "/")
-        response.delete_cookie(away_cookie(request), path="/", secure=not _plain_local(request), httponly=True,
-                               samesite="lax")
+        drop_cookie(request, response, AWAY)
         return response
 
     @api.post("/logout")
@@ -377,9 +375,9 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
             return to_sign_in(request)
         except AppError as exc:
             return secure(HTMLResponse(exc.message, status_code=403))
-        await asyncio.to_thread(signin.sign_out, services, request.cookies.get(cookie_names(request)[0]))
+        await asyncio.to_thread(signin.sign_out, services, request.cookies.get(cookie_names(request)[SESSION]))
         response = secure(RedirectResponse("/login", status_code=303))
-        drop_cookie(request, response, 0)
+        drop_cookie(request, response, SESSION)
         return response
 
     # --- pages --------------------------------------------------------------------------------------------------
@@ -835,7 +833,7 @@ def _seal(who: signin.SignedIn, text: str) -> str:
 
 
 def _saying(who: signin.SignedIn, text: str) -> str:
-    """The query that makes the next page say what was done — in words only this session's pages can have
+    """The query that makes the next page say what was done — in words only the pages of the same sign-in can have
     written (a link made elsewhere cannot put its own words on a portal page)."""
     text = text[:300]
     return f"done={quote(text)}&said={_seal(who, text)}"
@@ -930,7 +928,8 @@ def secure(response: Response) -> Response:
 
 
 def set_cookie(request: Request, response: Response, which: int, value: str, *, max_age: int) -> None:
-    """Set the session cookie (which=0) or the sign-in form's (which=1), Secure unless `_plain_local`."""
+    """Set the session cookie (SESSION), the sign-in form's (PRE) or a sign-in's under way (AWAY): HttpOnly,
+    SameSite=Lax, Secure unless `_plain_local`."""
     response.set_cookie(cookie_names(request)[which], value, max_age=max_age, path="/",
                         secure=not _plain_local(request), httponly=True, samesite="lax")
 
