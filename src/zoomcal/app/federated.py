@@ -198,8 +198,9 @@ async def finish(services: Services, provider: str, answer: dict[str, str], seal
         kept = None
     if not kept or kept.get("until", 0) < now.timestamp() or kept.get("provider") != provider:
         raise NotSignedInError("this sign-in was not started here, or took too long: start it again")
-    if why_not(services, provider) is not None:
-        raise NotSignedInError(why_not(services, provider) or "")
+    why = why_not(services, provider)
+    if why is not None:
+        raise NotSignedInError(why)
     way = WAYS[provider]
     label = way.label
     client_id, secret = (c or "" for c in way.client(services.settings))
@@ -223,6 +224,14 @@ async def finish(services: Services, provider: str, answer: dict[str, str], seal
     return _bind(services, provider, str(claims["iss"]), str(claims["sub"]), address, client, now)
 
 
+def _the_one(found: list[User], provider: str, client: str, address: str) -> User:
+    """The one zoomcal user with the address a provider vouched for (refused when none, or one per organisation)."""
+    if len(found) != 1:
+        raise _refused(provider, client, f"no zoomcal user has the address {address}" if not found else
+                       f"{address} is in several organisations here: sign in with its password", address)
+    return found[0]
+
+
 def _bind(services: Services, provider: str, issuer: str, subject: str, address: str, client: str,
           now: datetime) -> Started:
     label = LABELS[provider]
@@ -235,10 +244,7 @@ def _bind(services: Services, provider: str, issuer: str, subject: str, address:
             user = s.get(User, bound.user_id)
             bound.used_at = now
             return _start(s, user, now, client, provider)
-        if len(found) != 1:
-            raise _refused(provider, client, f"no zoomcal user has the address {address}" if not found else
-                           f"{address} is in several organisations here: sign in with its password", address)
-        user = found[0]
+        user = _the_one(found, provider, client, address)
         other = s.scalars(select(SignInIdentity).where(SignInIdentity.user_id == user.id,
                                                        SignInIdentity.issuer == issuer)).first()
         if other is not None:
@@ -264,11 +270,7 @@ async def _finish_zoom(services: Services, token: dict[str, Any], client: str, n
         raise _refused("zoom", client, "Zoom did not say who signed in")
     role = "admin" if profile.get("role_name") in ZOOM_ADMIN_ROLES else "member"
     with services.db.locked_transaction() as s:
-        found = list(s.scalars(select(User).where(User.email == address)))
-        if len(found) != 1:
-            raise _refused("zoom", client, f"no zoomcal user has the address {address}" if not found else
-                           f"{address} is in several organisations here: sign in with its password", address)
-        user = found[0]
+        user = _the_one(list(s.scalars(select(User).where(User.email == address))), "zoom", client, address)
         if user.role != role:
             repo.audit(s, user.tenant_id, f"zoom:{address}", "user.role", user.email,
                        {"from": user.role, "to": role, "zoom_role": str(profile.get("role_name") or "")})
