@@ -170,16 +170,17 @@ def _env(ctx: AppContext, spec: ProviderSpec):
     return env
 
 
-def _info(acc: Account, cal: Calendar | None, email: str, spec_label: str, vault=None) -> AccountInfo:
+def _info(acc: Account, cal: Calendar | None, email: str, spec: ProviderSpec | None, vault=None) -> AccountInfo:
     cfg = acc.config or {}
-    return AccountInfo(acc.id, email, acc.provider, spec_label, cal.remote_id if cal else acc.external_id,
+    return AccountInfo(acc.id, email, acc.provider, spec.label if spec else acc.provider,
+                       cal.remote_id if cal else acc.external_id,
                        cal.id if cal else None, cal.name if cal else "", cal.role if cal else "",
                        bool(cal and cal.receives_meetings), acc.status, acc.status_reason, acc.checked_at,
                        str(cfg.get("api_base") or cfg.get("url") or ""),
                        auth=_auth_kind(acc, cfg, vault) if vault is not None else "",
                        granted=list(acc.granted_scopes) if acc.granted_scopes is not None else None,
                        profile={k: v for k, v in (acc.profile or {}).items() if k != "scopes"} or None,
-                       needs=[n.as_dict() for n in judge_scopes(_scopes(acc.provider), acc.granted_scopes)])
+                       needs=[n.as_dict() for n in judge_scopes(spec.scopes if spec else {}, acc.granted_scopes)])
 
 
 def _auth_kind(acc: Account, cfg: dict[str, Any], vault) -> str:
@@ -194,21 +195,13 @@ def _auth_kind(acc: Account, cfg: dict[str, Any], vault) -> str:
     return "none (a URL)"
 
 
-def _scopes(provider: str) -> dict[str, tuple[tuple[str, ...], ...]]:
-    from zoomcal.connectors import registry
-
-    try:
-        return dict(registry.get(provider).scopes)
-    except registry.UnknownProvider:
-        return {}
-
-
 def _unmet(provider: str, label: str, granted: list[str] | None,
            profile: dict[str, Any] | None) -> tuple[str, str] | None:
     """(status, why) when the account cannot do what zoomcal does with it: a feature its grant lacks the scopes
     for (linking again, granting them, mends it), or a calendar the account may only read (its owner must share
     it for writing)."""
-    for need in judge_scopes(_scopes(provider), granted):
+    spec = _known(provider)
+    for need in judge_scopes(spec.scopes if spec else {}, granted):
         if not need.met:
             wanted = "; ".join(" or ".join(one_of) for one_of in need.lacking)
             return "reauth", f"{label}: the grant does not allow {FEATURE_WORDS.get(need.feature, need.feature)} " \
@@ -223,13 +216,14 @@ FEATURE_WORDS = {"read": "reading the calendar", "write": "writing to the calend
                  "presence": "reading and setting the Zoom status"}
 
 
-def _label(provider: str) -> str:
+def _known(provider: str) -> ProviderSpec | None:
+    """The provider's spec, or None for one this code does not know (an account stored by another version)."""
     from zoomcal.connectors import registry
 
     try:
-        return registry.get(provider).label
+        return registry.get(provider)
     except registry.UnknownProvider:
-        return provider
+        return None
 
 
 def set_meetings_calendar(s, user: User, calendar_id: int) -> None:
@@ -283,7 +277,7 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
             if receives_meetings:
                 raise InvalidError(f"a {spec.label} account cannot receive meetings", field="receives_meetings")
             ctx.audit(s, "account.link", f"{user.email}:{spec.key}", {"source": linked.remote_id})
-            return _info(account, None, user.email, spec.label)
+            return _info(account, None, user.email, spec)
         calendar = Calendar(tenant_id=ctx.tenant_id, user_id=user.id, account_id=account.id,
                             remote_id=linked.remote_id, name=linked.name or spec.default_label, role=role,
                             receives_meetings=False)
@@ -296,7 +290,7 @@ async def link(ctx: AppContext, email: str, provider: str, options: dict[str, st
         elif receives_meetings:
             raise InvalidError(f"a {spec.label} account cannot receive meetings", field="receives_meetings")
         ctx.audit(s, "account.link", f"{user.email}:{spec.key}", {"calendar": linked.remote_id})
-        info = _info(account, calendar, user.email, spec.label)
+        info = _info(account, calendar, user.email, spec)
     if spec.push is not None and spec.push.subscribable:
         info.push = await channels.subscribe(ctx, info.id)
     return info
@@ -441,7 +435,7 @@ async def relink(ctx: AppContext, account_id: int, options: dict[str, str], secr
         account.profile = None          # what the next check finds is the account as linked now
         ctx.audit(s, "account.relink", f"{user.email}:{account.provider}",
                   {"options": sorted(options), "secrets": sorted(secrets)})
-        return _info(account, calendar, user.email, spec.label)
+        return _info(account, calendar, user.email, spec)
 
 
 async def unlink(ctx: AppContext, account_id: int) -> Unlinked:
@@ -485,7 +479,7 @@ def list_accounts(ctx: AppContext, email: str | None = None, ids: list[int] | No
         if ids is not None:
             query = query.where(Account.id.in_(ids))
         rows = [(a, c, u) for a, c, u in s.execute(query) if ctx.actor.may_manage(u.email)]
-        return [_info(a, c, u.email, _label(a.provider), ctx.vault) for a, c, u in rows]
+        return [_info(a, c, u.email, _known(a.provider), ctx.vault) for a, c, u in rows]
 
 
 async def health(ctx: AppContext, account_id: int | None = None) -> list[AccountInfo]:
