@@ -615,6 +615,10 @@ class ScopeView:
     unused: list[str]                   # granted, needed by nothing zoomcal reads of this account
     note: str = ""
 
+    def met(self, feature: str) -> bool:
+        """Whether every scope the feature needs was granted (so far as the provider said)."""
+        return self.granted is None or set(self.needed[feature]) <= set(self.granted)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
