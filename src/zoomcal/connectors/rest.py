@@ -3,6 +3,8 @@ checking a link with one real read, and revoking a grant."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -43,14 +45,21 @@ def request_view(request: LinkRequest, calendar: str, config_keys: tuple[str, ..
     return view
 
 
+@asynccontextmanager
+async def reading(view: AccountView, env: Env, default_base: str, tokens: TokenSource) -> AsyncIterator[ApiClient]:
+    """A client for a few reads in a row (a link's or a check's), closed after them."""
+    api = api_client(view, env, default_base, env.share_tokens(tokens))
+    try:
+        yield api
+    finally:
+        await api.aclose()
+
+
 async def first_read(view: AccountView, env: Env, default_base: str, tokens: TokenSource, path: str,
                      params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
     """Get a token and make one real read: the link's credentials, URL and calendar are proven before storing."""
-    api = api_client(view, env, default_base, env.share_tokens(tokens))
-    try:
+    async with reading(view, env, default_base, tokens) as api:
         return await api.json("GET", path, params=params, **kwargs)
-    finally:
-        await api.aclose()
 
 
 def revoke_url(token_url: str) -> str:

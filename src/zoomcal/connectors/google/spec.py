@@ -39,20 +39,24 @@ def grant(view: AccountView, _env: Env) -> TokenSource:
     return rest.refresh_grant(view, TOKEN_URL, basic_auth=False)
 
 
+def _events(view: AccountView) -> tuple[str, dict[str, Any]]:
+    return f"calendars/{quote(view.calendar, safe='@')}/events", {"maxResults": 1}
+
+
 async def _page(view: AccountView, env: Env) -> dict:
-    return await rest.first_read(view, env, API, grant(view, env),
-                                 f"calendars/{quote(view.calendar, safe='@')}/events", {"maxResults": 1}) or {}
+    return await rest.first_read(view, env, API, grant(view, env), *_events(view)) or {}
 
 
 async def check(view: AccountView, env: Env) -> dict[str, Any]:
     """One event read as a link reads it, and the calendar itself: its id (a primary calendar's is the account's
     address), zone and what the account may do with it (`accessRole`: owner and writer may write)."""
-    page = await _page(view, env)
-    try:
-        calendar = await rest.first_read(view, env, API, grant(view, env),
-                                         f"calendars/{quote(view.calendar, safe='@')}") or {}
-    except AuthExpired:     # the events were just read: a grant for events only (calendar.events), which
-        calendar = {}       # calendars.get does not take; the calendar's own id stays unknown
+    async with rest.reading(view, env, API, grant(view, env)) as api:
+        path, params = _events(view)
+        page = await api.json("GET", path, params=params) or {}
+        try:
+            calendar = await api.json("GET", f"calendars/{quote(view.calendar, safe='@')}") or {}
+        except AuthExpired:     # the events were just read: a grant for events only (calendar.events), which
+            calendar = {}       # calendars.get does not take; the calendar's own id stays unknown
     ident = str(calendar.get("id") or "")
     access = str(page.get("accessRole") or "")
     personal = "@" in ident and view.calendar in ("primary", ident) and not ident.endswith(".calendar.google.com")

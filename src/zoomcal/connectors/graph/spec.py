@@ -58,19 +58,21 @@ def _base(remote: str) -> str:
     return f"users/{quote(mailbox, safe='@')}/" + (f"calendars/{quote(calendar, safe='')}" if calendar else "calendar")
 
 
-async def _first_page(view: AccountView, env: Env) -> None:
+def _feed(view: AccountView) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The first page of the calendar's change feed, one item long: (path, parameters, headers)."""
     lo, hi = window(0, 1)
-    await rest.first_read(view, env, API, grant(view, env), f"{_base(view.calendar)}/calendarView/delta",
-                          {"startDateTime": fmt_instant(lo)[:-1], "endDateTime": fmt_instant(hi)[:-1]},
-                          headers={"Prefer": "odata.maxpagesize=1"})
+    return (f"{_base(view.calendar)}/calendarView/delta",
+            {"startDateTime": fmt_instant(lo)[:-1], "endDateTime": fmt_instant(hi)[:-1]},
+            {"Prefer": "odata.maxpagesize=1"})
 
 
 async def check(view: AccountView, env: Env) -> dict[str, Any]:
     """One page of the change feed as a link reads it, and the calendar itself: whose it is (`owner`) and whether
     the account may write to it (`canEdit`)."""
-    await _first_page(view, env)
-    calendar = await rest.first_read(view, env, API, grant(view, env), _base(view.calendar),
-                                     {"$select": "owner,canEdit"}) or {}
+    async with rest.reading(view, env, API, grant(view, env)) as api:
+        path, params, headers = _feed(view)
+        await api.json("GET", path, params=params, headers=headers)
+        calendar = await api.json("GET", _base(view.calendar), params={"$select": "owner,canEdit"}) or {}
     can_edit = calendar.get("canEdit")
     return {"email": str((calendar.get("owner") or {}).get("address") or "").lower(),
             "access": "" if can_edit is None else ("can edit" if can_edit else "read only"),
@@ -80,7 +82,8 @@ async def check(view: AccountView, env: Env) -> dict[str, Any]:
 async def link(request: LinkRequest, env: Env) -> Linked:
     remote = f"{request.get('mailbox', request.user_email)}/{request.get('calendar_id')}".rstrip("/")
     view = rest.request_view(request, remote, ("api_base", "token_url"), SECRETS)
-    await _first_page(view, env)
+    path, params, headers = _feed(view)
+    await rest.first_read(view, env, API, grant(view, env), path, params, headers=headers)
     return Linked(remote, "Outlook", view.config, view.secret)
 
 
