@@ -300,9 +300,7 @@ def _sign_in_endpoints(ctx: AppContext, provider: str, options: dict[str, str]) 
     spec = ctx.spec(provider)
     if spec.sign_in is None:
         raise InvalidError(f"{spec.label} is not linked by signing in", field="provider")
-    endpoints = spec.sign_in(options)
-    return spec, Provider(endpoints.authorize_url, endpoints.token_url, endpoints.scope, endpoints.extra,
-                          endpoints.client_auth)
+    return spec, Provider.of(spec.sign_in(options))
 
 
 async def _link_signed_in(ctx: AppContext, spec: ProviderSpec, email: str, options: dict[str, str],

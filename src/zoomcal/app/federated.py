@@ -133,10 +133,10 @@ async def _endpoints(services: Services, way: Way):
     from zoomcal.auth.authorize import Provider
 
     settings = services.settings
-    if way.discovery is None:
-        token_url = settings.portal_zoom_token_url
-        base, _, _last = token_url.rstrip("/").rpartition("/")
-        return Provider(f"{base}/authorize", token_url, "", client_auth="basic"), None
+    if way.discovery is None:     # Zoom's user OAuth: the sign-in its provider spec links accounts with
+        from zoomcal.connectors import registry
+
+        return Provider.of(registry.get(way.key).sign_in({"token_url": settings.portal_zoom_token_url})), None
     try:
         issuer = await oidc.discover(way.discovery(settings), transport=services.transport,
                                      timeout=settings.http_timeout)

@@ -34,6 +34,12 @@ class Provider:
     extra: tuple[tuple[str, str], ...] = ()         # more sign-in parameters (Google: access_type=offline)
     client_auth: str = "post"                       # the client at the token endpoint: in the form, or "basic"
 
+    @classmethod
+    def of(cls, endpoints: Any) -> Provider:
+        """The same endpoints as a provider's spec names them for signing in (`connectors.spec.SignIn`)."""
+        return cls(endpoints.authorize_url, endpoints.token_url, endpoints.scope, endpoints.extra,
+                   endpoints.client_auth)
+
 
 def microsoft(tenant: str = "common", base: str = "https://login.microsoftonline.com") -> Provider:
     return Provider(f"{base}/{tenant}/oauth2/v2.0/authorize", f"{base}/{tenant}/oauth2/v2.0/token",
