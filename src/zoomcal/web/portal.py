@@ -414,7 +414,7 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
                       overview=overview, accounts=accounts, reviews=reviews,
                       percentiles=app_propagation.PERCENTILES)
 
-    async def people(request, who, ctx, view):
+    async def people(request, who, ctx, view, scopes: dict | None = None):
         text = (request.query_params.get("q") or "").strip()[:200]
         try:
             offset = max(0, int(request.query_params.get("offset") or 0))
@@ -427,17 +427,14 @@ def router(services: Services, clock: Callable[[], float]) -> APIRouter:
         partial = request.headers.get("x-zoomcal-partial") == "contacts"
         sources = await asyncio.to_thread(contacts.sources, ctx) if who.is_admin and not partial else []
         return render(request, "contacts_rows.html" if partial else "contacts.html", view, people=found, q=text,
-                      offset=offset, more=not text and len(found) == 50, sources=sources)
+                      offset=offset, more=not text and len(found) == 50, sources=sources, scopes=scopes)
 
     async def contact_scopes(request, who, ctx, view):
         """An admin asks every contact source's provider which scopes it grants now, against what each feature
         needs (one token request per source)."""
         checked(request, who, await form(request))
         judged = await contacts.scopes(ctx)
-        found = await asyncio.to_thread(contacts.list_people, ctx, limit=50, offset=0)
-        sources = await asyncio.to_thread(contacts.sources, ctx)
-        return render(request, "contacts.html", view, people=found, q="", offset=0, more=len(found) == 50,
-                      sources=sources, scopes={j.account_id: j for j in judged})
+        return await people(request, who, ctx, view, {j.account_id: j for j in judged})
 
     async def contact_person(request, who, ctx, view):
         ref = (request.query_params.get("id") or request.query_params.get("email") or "")[:320]
