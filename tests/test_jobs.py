@@ -103,7 +103,8 @@ async def test_a_person_whose_calendars_are_held_elsewhere_is_retried_not_droppe
         assert await embedded.step() == [] and due.pending(ctx)[0].attempts == 2
         with ctx.services.db.transaction() as s:
             repo.drop_leases(s, cals, "other-machine:run")
-        embedded._backoff.clear()
+        assert await embedded.step() == []            # still backing off: nothing new was marked
+        due.mark(ctx, ADA, "zoom:meeting.updated")    # a new change cuts the back-off short
         assert [o.cleared for o in await embedded.step()] == [True]
     finally:
         await ctx.services.aclose()
@@ -158,6 +159,62 @@ async def test_procrastinate_workers_serve_marks_one_job_per_person(world, tmp_p
             assert (await runner.sweep(app, services))["queued"] == 1
         await runner.run_worker(services, wait=False, install_signal_handlers=False, periodic=False)
         assert "Retro" in _google_titles(world, info) and due.pending(ctx) == []
+    finally:
+        await services.aclose()
+        services.close()
+
+
+def test_a_retry_waits_what_the_job_asked_for_doubling_up_to_its_cap():
+    skipped = jobs.RetryLater("held elsewhere", delay=2.0, cap=30.0)
+    assert [jobs.retry_after(skipped, n) for n in range(6)] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    failed = jobs.RetryLater("a pair failed", delay=30.0)
+    assert [jobs.retry_after(failed, n) for n in (0, 1, 3, 40)] == [30.0, 60.0, 240.0, 300.0]
+    assert [jobs.retry_after(RuntimeError("boom"), n) for n in (0, 2, 99)] == [5.0, 20.0, 300.0]
+
+
+@pytest.mark.pg
+async def test_a_job_backing_off_runs_at_once_on_a_new_mark_but_not_on_the_sweeps_reminder(world, tmp_path,
+                                                                                              pg_schema_url):
+    from procrastinate.jobs import Job
+
+    _fresh_pg(pg_schema_url).dispose()
+    ctx = make_context(world, tmp_path, database_url=pg_schema_url)
+    services = ctx.services
+    try:
+        await _linked(ctx, world)
+        # the workers' strategy: what the job asked for, from the attempts already made (take-overs included)
+        decide = runner.sync_retry().get_retry_decision
+        wait = decide(exception=jobs.RetryLater("held", delay=2.0, cap=30.0),
+                      job=Job(id=1, queue="default", lock=None, queueing_lock=None, task_name="zoomcal.sync",
+                              attempts=9))
+        assert timedelta(seconds=28) < wait.retry_at - now_utc() <= timedelta(seconds=31)   # 30 s: its cap
+        assert decide(exception=RuntimeError("x"), job=Job(id=1, queue="default", lock=None, queueing_lock=None,
+                                                           task_name="zoomcal.sync",
+                                                           attempts=runner.SYNC_ATTEMPTS)) is None
+
+        def scheduled() -> list[bool]:       # per waiting sync job: is it due now?
+            with services.db.session() as s:
+                return [r[0] for r in s.execute(text(
+                    "select scheduled_at is null or scheduled_at <= now() from procrastinate_jobs "
+                    "where task_name = 'zoomcal.sync' and status = 'todo'"))]
+
+        def back_off() -> None:
+            with services.db.transaction() as s:
+                s.execute(text("update procrastinate_jobs set scheduled_at = now() + interval '10 minutes' "
+                               "where task_name = 'zoomcal.sync' and status = 'todo'"))
+
+        due.mark(ctx, ADA, "zoom:meeting.updated")
+        back_off()
+        assert scheduled() == [False]
+        due.mark(ctx, ADA, "zoom:meeting.updated")      # news: the waiting job is queued again to run now
+        assert scheduled() == [True]
+        back_off()
+        with services.db.transaction() as s:
+            due.mark_ids(s, ctx.tenant_id, [_user_id(s)], "old", at=now_utc() - timedelta(minutes=5))
+        app = runner.build_app(services)
+        async with app.open_async():
+            assert (await runner.sweep(app, services))["queued"] == 0
+        assert scheduled() == [False]           # the sweep's reminder leaves a back-off alone
     finally:
         await services.aclose()
         services.close()

@@ -31,11 +31,21 @@ log = get_logger("zoomcal.jobs")
 
 
 class RetryLater(Exception):
-    """The job could not finish now (a pair failed, or another run held the calendars): run it again later."""
+    """The job could not finish now (a pair failed, or another run held the calendars): run it again later, after
+    `delay` seconds doubling with each attempt up to `cap`."""
 
-    def __init__(self, message: str, delay: float = 5.0):
+    def __init__(self, message: str, delay: float = 5.0, cap: float = 300.0):
         super().__init__(message)
         self.delay = delay
+        self.cap = cap
+
+
+def retry_after(exc: BaseException, attempts: int) -> float:
+    """Seconds until a job that raised `exc` after `attempts` earlier attempts runs again: doubling from the
+    delay the job asked for, never past its cap (five minutes for a failure, less for a wait on another run's
+    lease, which lapses within its own time when its holder died)."""
+    delay, cap = (exc.delay, exc.cap) if isinstance(exc, RetryLater) else (5.0, 300.0)
+    return min(cap, delay * 2 ** min(max(attempts, 0), 16))
 
 
 @dataclass
@@ -77,7 +87,7 @@ async def sync_person(services: Services, tenant: str, email: str, *,
     if unfinished:
         skipped = all(r.status == "skipped" for r in unfinished)
         raise RetryLater(f"{email}: " + "; ".join(f"{'+'.join(r.calendars)} {r.status}" for r in unfinished),
-                         delay=2.0 if skipped else 30.0)
+                         delay=2.0 if skipped else 30.0, cap=30.0 if skipped else 300.0)
     outcome.cleared = mark is not None and due.clear(ctx, mark)
     return outcome
 

@@ -73,6 +73,7 @@ class EmbeddedRunner:
     clock: Callable[[], float] = time.monotonic                # seconds: periods and back-off are timed by it
     _next: dict[str, float] = field(default_factory=dict)
     _backoff: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    _marks: dict[tuple[str, str], int] = field(default_factory=dict)   # the mark count a person's last run read
     _presence_since: datetime | None = None
 
     def _due_now(self, name: str, now: float, every: float) -> bool:
@@ -92,8 +93,9 @@ class EmbeddedRunner:
             if tenant is None or (self.only and mark.email != self.only):
                 continue
             key = (tenant, mark.email)
-            if self._backoff.get(key, (0.0, 0))[0] > now:
-                continue
+            if self._backoff.get(key, (0.0, 0))[0] > now and mark.marks == self._marks.get(key):
+                continue        # backing off, and nothing new since: a new mark cuts the back-off short
+            self._marks[key] = mark.marks
             outcome = await self._sync(tenant, mark.email)
             if outcome is not None:
                 outcomes.append(outcome)
@@ -110,13 +112,11 @@ class EmbeddedRunner:
             outcome = await jobs.sync_person(self.services, tenant, email, presence=self.presence,
                                              on_pair=self.on_pair, on_change=self.on_change)
         except jobs.RetryLater as exc:
-            attempts = self._backoff.get(key, (0.0, 0))[1] + 1
-            self._backoff[key] = (self.clock() + min(300.0, exc.delay * 2 ** (attempts - 1)), attempts)
+            self._back_off(key, exc)
             JOBS.labels(task="sync", outcome="retried").inc()
             return None
         except Exception as exc:    # noqa: BLE001 — one person's failure never stops the loop
-            attempts = self._backoff.get(key, (0.0, 0))[1] + 1
-            self._backoff[key] = (self.clock() + min(300.0, 5.0 * 2 ** (attempts - 1)), attempts)
+            self._back_off(key, exc)
             JOBS.labels(task="sync", outcome="failed").inc()
             log.error("sync_job_failed", tenant=tenant, error=f"{type(exc).__name__}: {exc}")
             if self.on_error is not None:
@@ -129,6 +129,10 @@ class EmbeddedRunner:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome
+
+    def _back_off(self, key: tuple[str, str], exc: BaseException) -> None:
+        attempts = self._backoff.get(key, (0.0, 0))[1]
+        self._backoff[key] = (self.clock() + jobs.retry_after(exc, attempts), attempts + 1)
 
     async def _periodic(self, now: float) -> None:
         work: list[tuple[str, float, Callable[[], Any]]] = [
@@ -243,6 +247,25 @@ def lock_key(tenant: str, user: str) -> str:
     return f"zoomcal.sync:{tenant}:{user}"
 
 
+SYNC_ATTEMPTS = 12   # then the job ends as failed; its mark stays due and the sweep queues it again
+
+
+def sync_retry():
+    """A sync job that raised runs again after `jobs.retry_after` (the delay the job asked for, doubling up to its
+    cap), like the embedded runner's back-off. A stalled job's take-over counts as an attempt too, so a plain
+    exponential strategy would leave a person waiting for many minutes after a few killed workers."""
+    import procrastinate
+
+    class SyncRetry(procrastinate.BaseRetryStrategy):
+        def get_retry_decision(self, *, exception: BaseException, job: Any):
+            if job.attempts >= SYNC_ATTEMPTS:
+                return None
+            seconds = jobs.retry_after(exception, job.attempts)
+            return procrastinate.RetryDecision(retry_in={"milliseconds": int(seconds * 1000)})
+
+    return SyncRetry()
+
+
 def build_app(services: Services, *, periodic: bool = True):
     """The procrastinate app over the store's PostgreSQL database, with zoomcal's tasks bound to `services`
     (without the periodic schedule when `periodic` is false: the tasks can still be deferred by hand)."""
@@ -251,7 +274,7 @@ def build_app(services: Services, *, periodic: bool = True):
     connector = procrastinate.PsycopgConnector(conninfo=libpq_url(services.settings.resolved_database_url()))
     app = procrastinate.App(connector=connector)
     intervals = Intervals.from_settings(services.settings)
-    retry = procrastinate.RetryStrategy(max_attempts=12, exponential_wait=2)
+    retry = sync_retry()
 
     @app.task(name="zoomcal.sync", retry=retry)
     async def sync_task(tenant: str, user: str) -> None:
@@ -349,15 +372,47 @@ async def sweep(app: Any, services: Services, after: timedelta = SWEEP_AFTER) ->
 
 
 async def defer_sync_async(app: Any, tenant: str, user: str) -> bool:
+    """Queue a sync job for this person (the sweep's reminder) -> whether one was queued; one that waits already,
+    back-off included, will serve the mark."""
     from procrastinate.exceptions import AlreadyEnqueued
 
     key = lock_key(tenant, user)
     try:
         await app.configure_task("zoomcal.sync", lock=key, queueing_lock=key).defer_async(tenant=tenant, user=user)
+    except AlreadyEnqueued:
+        return False
+    JOBS.labels(task="sync", outcome="queued").inc()
+    return True
+
+
+def defer_sync(app: Any, tenant: str, user: str) -> bool:
+    """Queue a sync job for this person because of a new mark -> whether a job was queued. One that waits already
+    sees the mark; one that waits out a back-off is queued again to run now (what it waited for may be what
+    changed)."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    key = lock_key(tenant, user)
+    task = app.configure_task("zoomcal.sync", lock=key, queueing_lock=key)
+    for _ in range(2):
+        try:
+            task.defer(tenant=tenant, user=user)
+        except AlreadyEnqueued:
+            if not _cut_back_off(app, key):
+                return False
+            continue
         JOBS.labels(task="sync", outcome="queued").inc()
         return True
-    except AlreadyEnqueued:     # one is waiting already: it will see this mark
-        return False
+    return False        # another process queued it meanwhile
+
+
+def _cut_back_off(app: Any, key: str) -> bool:
+    """Cancel the person's waiting job if it is scheduled later than now -> whether one was cancelled."""
+    now = now_utc()
+    cut = False
+    for job in app.job_manager.list_jobs(queueing_lock=key, status="todo"):
+        if job.scheduled_at is not None and job.scheduled_at > now:
+            cut |= app.job_manager.cancel_job_by_id(job.id, delete_job=True)
+    return cut
 
 
 class WorkerJobs:
@@ -385,12 +440,8 @@ class WorkerJobs:
                 self.app().configure_task("zoomcal.renew_channels", queueing_lock="zoomcal.renew_channels").defer(
                     timestamp=int(time.time()))
                 return
-            if name != "sync":
-                return
-            key = lock_key(args["tenant"], args["user"])
-            self.app().configure_task("zoomcal.sync", lock=key, queueing_lock=key).defer(
-                tenant=args["tenant"], user=args["user"])
-            JOBS.labels(task="sync", outcome="queued").inc()
+            if name == "sync":
+                defer_sync(self.app(), args["tenant"], args["user"])
         except AlreadyEnqueued:
             pass
         except Exception as exc:    # noqa: BLE001 — the mark is durable: the sweep queues it again
