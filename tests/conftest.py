@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -79,7 +80,23 @@ def _fresh_pg(url: str) -> Database:
     return _migrated(url)
 
 
+_TEMPLATE: list[Path] = []
+
+
 def _migrated(url: str) -> Database:
+    """A store at the newest revision. A new SQLite file starts as a copy of one migrated once per test session
+    (the same schema, without running every migration again); the migrations' own tests migrate for real."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        target = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        if not target.exists():
+            if not _TEMPLATE:
+                template = Path(tempfile.mkdtemp(prefix="zoomcal-template-")) / "store.db"
+                migrated = Database(f"sqlite:///{template}")
+                migrated.upgrade()
+                migrated.dispose()
+                _TEMPLATE.append(template)
+            shutil.copyfile(_TEMPLATE[0], target)
+            return Database(url)
     db = Database(url)
     db.upgrade()
     return db
@@ -109,8 +126,7 @@ def make_context(world: SandboxWorld | None, data_dir: Path, database_url: str |
     the sandbox world in-process."""
     settings = Settings(data_dir=data_dir, database_url=database_url or f"sqlite:///{data_dir / 'zc.db'}",
                         vault_keys=new_key_spec("t1"))
-    db = Database(settings.resolved_database_url())
-    db.upgrade()
+    db = _migrated(settings.resolved_database_url())
     with db.transaction() as s:
         if s.scalar(sa.select(Tenant).where(Tenant.name == tenant)) is None:
             s.add(Tenant(name=tenant, mapping_rules=rules_overrides or None))

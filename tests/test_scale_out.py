@@ -127,9 +127,19 @@ async def test_serve_and_three_workers_agree_after_workers_are_killed(served_wor
             jobs = s.execute(text("select task_name, status, count(*) from procrastinate_jobs group by 1, 2")).all()
         for p in people:
             agreement = agreement_of(actor, p)
-            if agreement.mismatches:
-                logs = sorted(tmp_path.glob("worker-*.log"))
-                print(jobs, [(f.name, f.read_text()[-3000:]) for f in logs[-2:]])
+            if agreement.mismatches:      # what the person's jobs and runs did, to tell why
+                with services.db.session() as s:
+                    mine = s.execute(text(
+                        "select j.id, j.status, j.attempts, j.scheduled_at, j.worker_id, "
+                        "(select string_agg(e.type || '@' || to_char(e.at, 'HH24:MI:SS'), ' ' order by e.at) "
+                        "from procrastinate_events e where e.job_id = j.id) from procrastinate_jobs j "
+                        "where j.args->>'user' = :u order by j.id"), {"u": p["email"]}).all()
+                    runs = s.execute(text(
+                        "select r.id, r.trigger, r.status, to_char(r.started_at, 'HH24:MI:SS'), r.duration_ms, "
+                        "(select string_agg(l.message, ' | ') from sync_log l where l.run_id = r.id "
+                        "and l.level <> 'info') from sync_runs r join users u on u.id = r.user_id "
+                        "where u.email = :u order by r.id"), {"u": p["email"]}).all()
+                print(jobs, *mine, *runs[-40:], sep="\n")
             assert agreement.mismatches == [] and agreement.duplicates == [], (p["email"], agreement)
         assert due.pending(ctx) == []
 
