@@ -111,6 +111,41 @@ async def test_a_person_whose_calendars_are_held_elsewhere_is_retried_not_droppe
         ctx.services.close()
 
 
+async def test_the_embedded_runner_serves_several_people_at_once(world, tmp_path, monkeypatch):
+    """One person's sync waiting on a provider does not hold up another's: while Ada's run waits, Grace's runs
+    to the end (its writes go through) - with one at a time, Ada's wait would never end."""
+    ctx = make_context(world, tmp_path)
+    try:
+        ada = await _linked(ctx, world)
+        grace = link_sandbox_user(ctx, world, "grace@example.com", "Grace")
+        await _meeting(world, ada, "Ada's")
+        await _meeting(world, grace, "Grace's")
+        real, grace_done = jobs.sync_person, asyncio.Event()
+
+        async def ada_waits(services, tenant, email, **kwargs):
+            if email == ADA:
+                await asyncio.wait_for(grace_done.wait(), 2)       # a slow provider, answering after Grace
+            outcome = await real(services, tenant, email, **kwargs)
+            if email != ADA:
+                grace_done.set()
+            return outcome
+
+        monkeypatch.setattr(jobs, "sync_person", ada_waits)
+        due.mark(ctx, ADA, "first")
+        due.mark(ctx, "grace@example.com", "second")
+        # one at a time: Ada's run gives up waiting (Grace's comes only after it), Grace's is served
+        served = await runner.EmbeddedRunner(ctx.services, presence=False, concurrency=1).step()
+        assert [o.user for o in served] == ["grace@example.com"] and [m.email for m in due.pending(ctx)] == [ADA]
+        grace_done.clear()
+        due.mark(ctx, "grace@example.com", "again")
+        served = await runner.EmbeddedRunner(ctx.services, presence=False, concurrency=2).step()
+        assert sorted(o.user for o in served if o.cleared) == [ADA, "grace@example.com"]
+        assert "Ada's" in _google_titles(world, ada) and "Grace's" in _google_titles(world, grace)
+    finally:
+        await ctx.services.aclose()
+        ctx.services.close()
+
+
 async def test_the_embedded_runner_keeps_its_periods_by_the_clock_it_is_given(world, tmp_path):
     ctx = make_context(world, tmp_path)
     try:

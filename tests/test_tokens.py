@@ -409,3 +409,96 @@ async def test_the_periodic_refresh_renews_tokens_before_they_expire(world, tmp_
     finally:
         await ctx.services.aclose()
         ctx.services.close()
+
+
+def _google_tokens(db, answer):
+    """An account whose token requests go to `answer` (an async httpx handler), and its StoredTokens."""
+    vault = Vault.from_spec(new_key_spec("t1"))
+    account_id = store_account(db, vault, {"client_id": "c", "client_secret": "s", "refresh_token": "rt-1"})
+    tokens = StoredTokens(db, vault, account_id, grant_of("google", "http://idp/token"))
+    return vault, account_id, tokens, httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+
+def _issued(n: int) -> httpx.Response:
+    return httpx.Response(200, json={"access_token": f"at-{n}", "expires_in": 3600, "refresh_token": f"rt-{n}"})
+
+
+async def test_the_store_takes_writes_while_a_token_request_is_under_way(sqlite_db):
+    """The refresh holds no lock while the provider answers: a write on the same loop meanwhile (another person's
+    sync, in a process serving several at once) goes through at once instead of waiting for the refresh."""
+    asked, answer_now = asyncio.Event(), asyncio.Event()
+
+    async def slow(request):
+        asked.set()
+        await answer_now.wait()
+        return _issued(2)
+
+    vault, account_id, tokens, client = _google_tokens(sqlite_db, slow)
+    async with client:
+        pending = asyncio.create_task(tokens.token(client))
+        await asyncio.wait_for(asked.wait(), 10)
+        with sqlite_db.locked_transaction() as s:      # would wait for the refresh's lock, on the loop: none held
+            s.get(Account, account_id).status_reason = "written meanwhile"
+        claimed = account_row(sqlite_db, account_id)
+        assert claimed.refresh_holder and claimed.refresh_until is not None
+        answer_now.set()
+        assert await asyncio.wait_for(pending, 10) == "at-2"
+    stored = account_row(sqlite_db, account_id)
+    assert stored.status_reason == "written meanwhile" and stored.refresh_holder is None
+    assert vault.open(stored.secret)["refresh_token"] == "rt-2"
+
+
+async def test_a_refresh_finishes_and_is_stored_when_its_caller_is_cancelled(sqlite_db):
+    asked, answer_now = asyncio.Event(), asyncio.Event()
+
+    async def slow(request):
+        asked.set()
+        await answer_now.wait()
+        return _issued(2)
+
+    vault, account_id, tokens, client = _google_tokens(sqlite_db, slow)
+    async with client:
+        caller = asyncio.create_task(tokens.token(client))
+        await asyncio.wait_for(asked.wait(), 10)
+        caller.cancel()
+        answer_now.set()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        for _ in range(200):          # the rotated refresh token is not lost with the caller
+            if account_row(sqlite_db, account_id).refresh_holder is None:
+                break
+            await asyncio.sleep(0.02)
+    stored = account_row(sqlite_db, account_id)
+    assert vault.open(stored.secret)["refresh_token"] == "rt-2" and stored.refresh_holder is None
+
+
+async def test_another_process_running_refresh_is_waited_for_and_a_dead_ones_claim_lapses(sqlite_db):
+    calls = []
+
+    async def answer(request):
+        calls.append(request)
+        return _issued(len(calls) + 1)
+
+    vault, account_id, tokens, client = _google_tokens(sqlite_db, answer)
+    async with client:
+        # a live claim elsewhere: this process waits, then uses the token that process stored
+        with sqlite_db.transaction() as s:
+            row = s.get(Account, account_id)
+            row.refresh_holder, row.refresh_until = "other:1", datetime.now(UTC) + timedelta(minutes=1)
+        waiting = asyncio.create_task(tokens.token(client))
+        await asyncio.sleep(0.3)
+        assert not waiting.done() and calls == []
+        with sqlite_db.transaction() as s:
+            row = s.get(Account, account_id)
+            row.access_token = vault.seal({"access_token": "at-other"})
+            row.access_expires_at = datetime.now(UTC) + timedelta(hours=1)
+            row.refresh_holder = row.refresh_until = None
+        assert await asyncio.wait_for(waiting, 10) == "at-other" and calls == []
+
+        # a claim whose process died (it lapsed): taken over, and the refresh goes through
+        tokens.invalidate("at-other")
+        with sqlite_db.transaction() as s:
+            row = s.get(Account, account_id)
+            row.refresh_holder, row.refresh_until = "dead:1", datetime.now(UTC) - timedelta(seconds=1)
+        assert await asyncio.wait_for(tokens.token(client), 10) == "at-2" and len(calls) == 1
+    assert account_row(sqlite_db, account_id).refresh_holder is None

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     jobs: str = "auto"
     # minutes between reconciliation rounds (everyone synced in full, whatever notifications said)
     reconcile_minutes: int = 15
+    # people the embedded runner (`zoomcal sync`, `zoomcal serve` with SQLite) syncs at once; their requests to
+    # the providers overlap, their store writes take turns
+    sync_concurrency: int = Field(default=4, ge=1, le=64)
     # seconds a silent sync run (or worker) keeps its calendars (and its jobs) before another process takes over
     lease_seconds: float = 45.0
     # where providers reach this zoomcal (https://zoomcal.example.org): Google and Graph push channels are

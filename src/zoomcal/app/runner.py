@@ -71,6 +71,7 @@ class EmbeddedRunner:
     on_pair: Callable[[Any], None] | None = None
     on_change: Callable[[dict[str, Any]], None] | None = None
     clock: Callable[[], float] = time.monotonic                # seconds: periods and back-off are timed by it
+    concurrency: int | None = None                            # people served at once (default: the settings')
     _next: dict[str, float] = field(default_factory=dict)
     _backoff: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
     _marks: dict[tuple[str, str], int] = field(default_factory=dict)   # the mark count a person's last run read
@@ -87,7 +88,7 @@ class EmbeddedRunner:
         passed."""
         now = self.clock()
         await self._periodic(now)
-        outcomes = []
+        serve = []
         for mark in await asyncio.to_thread(jobs.overdue, self.services, timedelta(0), self.tenant):
             tenant = self._tenant_name(mark.tenant_id)
             if tenant is None or (self.only and mark.email != self.only):
@@ -96,10 +97,14 @@ class EmbeddedRunner:
             if self._backoff.get(key, (0.0, 0))[0] > now and mark.marks == self._marks.get(key):
                 continue        # backing off, and nothing new since: a new mark cuts the back-off short
             self._marks[key] = mark.marks
-            outcome = await self._sync(tenant, mark.email)
-            if outcome is not None:
-                outcomes.append(outcome)
-        return outcomes
+            serve.append(key)
+        at_once = asyncio.Semaphore(self.concurrency or int(getattr(self.services.settings, "sync_concurrency", 4)))
+
+        async def one(tenant: str, email: str) -> jobs.SyncOutcome | None:
+            async with at_once:
+                return await self._sync(tenant, email)
+
+        return [o for o in await asyncio.gather(*(one(*key) for key in serve)) if o is not None]
 
     def _tenant_name(self, tenant_id: int) -> str | None:
         return dict(self.services.tenants()).get(tenant_id)

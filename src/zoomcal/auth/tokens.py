@@ -1,14 +1,18 @@
 """Access tokens shared by every process through the store, refreshed by one process at a time.
 
 An account's access token is kept sealed in `accounts.access_token` (until `access_expires_at`): every
-process reuses it until `margin` seconds before it expires, and keeps it in memory until then. A refresh
-locks the account's row - PostgreSQL `SELECT ... FOR UPDATE`; SQLite has no row locks, so `BEGIN IMMEDIATE`
-takes its write lock up front - and, inside the lock, reads the sealed secret and the cached token again:
-when another process refreshed while this one waited, its token is used and no request is made. Otherwise
-the grant runs with the current refresh token, and the rotated refresh token (sealed) and the new access
-token are written in the same transaction, before the lock is released. So two processes never send the
-same rotating refresh token (Zoom answers the second with `invalid_grant`), and N processes refused with
-one expired token make one refresh, not N.
+process reuses it until `margin` seconds before it expires, and keeps it in memory until then. A refresh is
+claimed first, in a short transaction that locks the account's row (PostgreSQL `SELECT ... FOR UPDATE`;
+SQLite has no row locks, so `BEGIN IMMEDIATE` takes its write lock up front): it reads the cached token again
+- when another process refreshed meanwhile, that token is used and no request is made - and, unless another
+process's claim is still running, writes its own claim (`refresh_holder`, `refresh_until`) with the sealed
+secret it read. The token request then runs with no database lock held, so nothing else waits on the store
+while the provider answers (a process serving several people at once keeps writing), and the rotated refresh
+token (sealed) and the new access token are written with the claim's end. A process that finds a claim
+running waits for it and uses its token. So two processes never send the same rotating refresh token (Zoom
+answers the second with `invalid_grant`), and N processes refused with one expired token make one refresh,
+not N. A claim outlives the longest request by a margin; one left by a process that died lapses and is taken
+over. A refresh runs to its end even when its caller is cancelled, so a rotated refresh token is never lost.
 
 A refresh the provider refuses marks the account `reauth`, with the provider's error code as the reason
 (never a secret), and raises AuthExpired.
@@ -17,8 +21,13 @@ A refresh the provider refuses marks the account `reauth`, with the provider's e
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import socket
 import time
-from collections.abc import Callable, Coroutine
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,20 +61,25 @@ def _epoch(value: datetime) -> float:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
+_CLAIM_MARGIN = 30.0     # a claim outlives its request's time limit by this much (clocks of two machines differ)
+
+
 class StoredTokens(TokenSource):
     """The access token of one account, shared through the store (see the module docstring). The database
     is used from worker threads, so it must be one every thread reaches: a SQLite file or PostgreSQL (an
     in-memory SQLite database is a different one in each thread)."""
 
     def __init__(self, db: Database, vault: Vault, account_id: int, grant: GrantFactory, *,
-                 margin: float = 60.0, clock: Callable[[], float] = time.time, wait: float = 120.0):
+                 margin: float = 60.0, clock: Callable[[], float] = time.time, wait: float = 60.0):
         super().__init__()
         self.db, self.vault, self.account_id = db, vault, account_id
         self.margin = margin
         self._grant = grant
         self._clock = clock
-        self._wait = wait            # the longest a held lock waits for the token request's answer
+        self._wait = wait            # the longest a token request may take, and a wait for another's refresh
         self._failed: str | None = None   # the last token a request was refused with
+        self._holder = f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._claims = itertools.count(1)
 
     async def token(self, client: httpx.AsyncClient) -> str:
         async with self._lock:   # this process's callers of this source share one answer
@@ -73,8 +87,8 @@ class StoredTokens(TokenSource):
                 return self._token
             failed = self._failed
             access = await asyncio.to_thread(self._read, failed)
-            if access is None:
-                access = await asyncio.to_thread(self._refresh_locked, asyncio.get_running_loop(), client, failed)
+            if access is None:      # the refresh finishes even if this caller is cancelled meanwhile
+                access = await asyncio.shield(asyncio.ensure_future(self._refresh(client, failed)))
             self._token, self._expires = access.token, access.expires
             return access.token
 
@@ -107,56 +121,77 @@ class StoredTokens(TokenSource):
                             .where(Account.id == self.account_id)).first()
         return None if row is None else self._usable(row.access_token, row.access_expires_at, failed)
 
-    def _refresh_locked(self, loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient,
-                        failed: str | None) -> _Access:
-        """Refresh under the account's row lock.
-
-        This whole function runs in one worker thread (asyncio.to_thread), which owns the connection and its
-        open transaction from the lock to the commit: waiting for the lock and every database call block
-        that thread, never the event loop. The token request itself is async httpx on the caller's loop:
-        the thread hands the coroutine to the loop (run_coroutine_threadsafe) and waits for its answer, the
-        loop stays free meanwhile (other coroutines and the request itself run on it). The lock is released
-        when the `with` blocks end - committed after a refresh or a refusal, rolled back on any other error
-        (timeout, 5xx, 429, cancelled loop), so a failure leaves the stored secret as it was. A caller
-        cancelled meanwhile does not abort the thread: the refresh finishes and is stored for the next call.
-        """
-        with self.db.engine.connect() as raw:
-            conn = raw.execution_options(sqlite_begin="IMMEDIATE")
-            with Session(bind=conn) as s, s.begin():
-                account = s.execute(select(Account).where(Account.id == self.account_id)
-                                    .with_for_update()).scalar_one_or_none()
-                if account is None or account.secret is None:
-                    raise AuthExpired(f"account {self.account_id} has no stored credentials")
-                access = self._usable(account.access_token, account.access_expires_at, failed)
-                if access is not None:   # another process refreshed while this one waited for the lock
-                    return access
-                secret = self.vault.open(account.secret)
-                provider = account.provider
-                try:
-                    issued = self._on_loop(loop, self._grant(secret).fetch(client))
-                except (Transient, RateLimited) as exc:   # rolled back; the next call tries again
-                    TOKEN_REFRESH_FAILURES.labels(provider=provider, reason=_reason(exc)).inc()
-                    raise
-                except AuthExpired as exc:
-                    account.status, account.status_reason = "reauth", f"token refresh refused: {exc}"[:500]
-                    account.checked_at = datetime.now(UTC)
-                    refused = exc
-                else:
-                    refused, access = None, self._store(account, secret, issued)
-        if refused is not None:   # committed: the account now waits for a person to link it again
+    async def _refresh(self, client: httpx.AsyncClient, failed: str | None) -> _Access:
+        holder = f"{self._holder}:{next(self._claims)}"
+        loop = asyncio.get_running_loop()
+        give_up, pause = loop.time() + self._wait + _CLAIM_MARGIN, 0.02
+        while True:
+            claimed = await asyncio.to_thread(self._claim, holder, failed)
+            if isinstance(claimed, _Access):     # another process refreshed: its token
+                return claimed
+            if claimed is not None:
+                secret, provider = claimed
+                break
+            if loop.time() > give_up:
+                raise Transient("another process's token refresh did not finish in time")
+            await asyncio.sleep(pause)           # another process's refresh is under way
+            pause = min(0.5, pause * 2)
+        try:
+            issued = await asyncio.wait_for(self._grant(secret).fetch(client), self._wait)
+        except AuthExpired as exc:               # the account now waits for a person to link it again
+            await asyncio.to_thread(self._end_claim, holder, refused=exc)
             TOKEN_REFRESH_FAILURES.labels(provider=provider, reason="refused").inc()
-            log.warning("token.refused", account_id=self.account_id, reason=str(refused))
-            raise refused
+            log.warning("token.refused", account_id=self.account_id, reason=str(exc))
+            raise
+        except BaseException as exc:             # the store stays as it was; the next call tries again
+            await asyncio.to_thread(self._end_claim, holder)
+            if isinstance(exc, TimeoutError):
+                TOKEN_REFRESH_FAILURES.labels(provider=provider, reason="unavailable").inc()
+                raise Transient("the token request did not finish in time") from exc
+            if isinstance(exc, Transient | RateLimited):
+                TOKEN_REFRESH_FAILURES.labels(provider=provider, reason=_reason(exc)).inc()
+            raise
+        access = await asyncio.to_thread(self._end_claim, holder, secret=secret, issued=issued)
         log.info("token.refreshed", account_id=self.account_id)
         return access
 
-    def _on_loop(self, loop: asyncio.AbstractEventLoop, request: Coroutine[Any, Any, dict]) -> dict:
-        future = asyncio.run_coroutine_threadsafe(request, loop)
-        try:
-            return future.result(timeout=self._wait)
-        except TimeoutError as exc:
-            future.cancel()
-            raise Transient("the token request did not finish in time") from exc
+    @contextmanager
+    def _locked(self) -> Iterator[Account | None]:
+        """The account's row (None when it is gone) in a short transaction that holds it: PostgreSQL locks the
+        row, SQLite takes its write lock up front. Committed at the end, rolled back on an error."""
+        with self.db.locked_transaction() as s:
+            yield s.execute(select(Account).where(Account.id == self.account_id).with_for_update()).scalar_one_or_none()
+
+    def _claim(self, holder: str, failed: str | None) -> _Access | tuple[dict[str, Any], str] | None:
+        """-> the token another process stored meanwhile, or (the opened secret, the provider) when this holder
+        now has the claim, or None while another process's claim runs."""
+        with self._locked() as account:
+            if account is None or account.secret is None:
+                raise AuthExpired(f"account {self.account_id} has no stored credentials")
+            access = self._usable(account.access_token, account.access_expires_at, failed)
+            if access is not None:
+                return access
+            now = time.time()
+            if account.refresh_holder and account.refresh_until is not None and _epoch(account.refresh_until) > now:
+                return None
+            account.refresh_holder = holder
+            account.refresh_until = datetime.fromtimestamp(now + self._wait + _CLAIM_MARGIN, UTC)
+            return self.vault.open(account.secret), account.provider
+
+    def _end_claim(self, holder: str, *, secret: dict[str, Any] | None = None, issued: dict | None = None,
+                   refused: AuthExpired | None = None) -> _Access | None:
+        """Store what the refresh got (or that it was refused) and end this holder's claim."""
+        with self._locked() as account:
+            if account is None:
+                raise AuthExpired(f"account {self.account_id} was removed")
+            if account.refresh_holder == holder:
+                account.refresh_holder = account.refresh_until = None
+            if refused is not None:
+                account.status, account.status_reason = "reauth", f"token refresh refused: {refused}"[:500]
+                account.checked_at = datetime.now(UTC)
+            if secret is not None and issued is not None:
+                return self._store(account, secret, issued)
+            return None
 
     def _store(self, account: Account, secret: dict[str, Any], issued: dict) -> _Access:
         rotated = issued.get("refresh_token")

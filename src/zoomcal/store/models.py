@@ -76,6 +76,9 @@ class Account(TenantOwned, Base):
     # the current access token, sealed, shared by every process (refreshed by one of them at a time)
     access_token: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     access_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # a refresh under way: which process claimed it, and until when (a claim that lapses can be taken over)
+    refresh_holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    refresh_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # bumped whenever credentials or configuration change: connectors built from an older revision are rebuilt
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
