@@ -8,6 +8,7 @@ into `httpx.ReadTimeout`; over a real socket the server hangs up mid-response in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -42,6 +43,7 @@ class FaultPlan:
     random_kinds: tuple[str, ...] = KINDS
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     fired: dict[str, int] = field(default_factory=dict)
+    latency: float = 0.0            # seconds every request waits before it is answered (a provider's round trip)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, kind: str, method: str = ".*", path: str = ".*", times: int = 1, retry_after: int = 1) -> None:
@@ -86,6 +88,8 @@ class FaultMiddleware:
         kind = "token" if path.rstrip("/").endswith("/token") else ("reads" if method == "GET" else "writes")
         self.counter[kind] = self.counter.get(kind, 0) + 1
         self.counter["total"] = self.counter.get("total", 0) + 1
+        if self.plan.latency > 0:
+            await asyncio.sleep(self.plan.latency)
         rule = self.plan.take(method, path)
         if rule is None:
             return await self.app(scope, receive, send)
