@@ -423,9 +423,8 @@ def _issued(n: int) -> httpx.Response:
     return httpx.Response(200, json={"access_token": f"at-{n}", "expires_in": 3600, "refresh_token": f"rt-{n}"})
 
 
-async def test_the_store_takes_writes_while_a_token_request_is_under_way(sqlite_db):
-    """The refresh holds no lock while the provider answers: a write on the same loop meanwhile (another person's
-    sync, in a process serving several at once) goes through at once instead of waiting for the refresh."""
+def _held_answer() -> tuple[asyncio.Event, asyncio.Event, object]:
+    """A token endpoint that answers (with at-2 / rt-2) only once told: (asked, answer_now, handler)."""
     asked, answer_now = asyncio.Event(), asyncio.Event()
 
     async def slow(request):
@@ -433,6 +432,13 @@ async def test_the_store_takes_writes_while_a_token_request_is_under_way(sqlite_
         await answer_now.wait()
         return _issued(2)
 
+    return asked, answer_now, slow
+
+
+async def test_the_store_takes_writes_while_a_token_request_is_under_way(sqlite_db):
+    """The refresh holds no lock while the provider answers: a write on the same loop meanwhile (another person's
+    sync, in a process serving several at once) goes through at once instead of waiting for the refresh."""
+    asked, answer_now, slow = _held_answer()
     vault, account_id, tokens, client = _google_tokens(sqlite_db, slow)
     async with client:
         pending = asyncio.create_task(tokens.token(client))
@@ -449,13 +455,7 @@ async def test_the_store_takes_writes_while_a_token_request_is_under_way(sqlite_
 
 
 async def test_a_refresh_finishes_and_is_stored_when_its_caller_is_cancelled(sqlite_db):
-    asked, answer_now = asyncio.Event(), asyncio.Event()
-
-    async def slow(request):
-        asked.set()
-        await answer_now.wait()
-        return _issued(2)
-
+    asked, answer_now, slow = _held_answer()
     vault, account_id, tokens, client = _google_tokens(sqlite_db, slow)
     async with client:
         caller = asyncio.create_task(tokens.token(client))
