@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import argon2
 import pytest
 import sqlalchemy as sa
 
@@ -78,6 +79,18 @@ def _fresh_pg(url: str) -> Database:
         conn.execute(sa.text(f'create schema "{schema}"'))
     db.dispose()
     return _migrated(url)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(request, monkeypatch):
+    """Passwords hashed in the tests' own process use argon2's cheapest parameters (its profile for tests): the
+    portal's tests hash and verify hundreds. A test marked `real_password_cost` keeps the deployed cost (and one
+    holds the hashes zoomcal stores to it)."""
+    if request.node.get_closest_marker("real_password_cost") is None:
+        from zoomcal.app import signin
+
+        cheapest = argon2.PasswordHasher.from_parameters(argon2.profiles.CHEAPEST)
+        monkeypatch.setattr(signin, "_hasher", lambda: cheapest)
 
 
 _TEMPLATE: list[Path] = []

@@ -7,6 +7,7 @@ import hashlib
 import re
 from datetime import datetime, timedelta
 
+import argon2
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -216,6 +217,7 @@ def test_sessions_end_when_idle_or_old_and_on_a_password_or_role_change(ctx):
         signin.current(services, bo)
 
 
+@pytest.mark.real_password_cost
 def test_passwords_are_checked_and_only_their_owner_or_an_admin_sets_them(ctx):
     person(ctx, "ada@example.com", "Ada", "admin")
     person(ctx, "bo@example.com", "Bo")
@@ -232,6 +234,7 @@ def test_passwords_are_checked_and_only_their_owner_or_an_admin_sets_them(ctx):
         hashed = s.scalar(select(User.password_hash).where(User.email == "bo@example.com"))
         actions = [a.action for a in s.scalars(select(AuditEntry).order_by(AuditEntry.seq))]
     assert hashed.startswith("$argon2id$") and "long password" not in hashed
+    assert argon2.extract_parameters(hashed) == argon2.profiles.RFC_9106_LOW_MEMORY     # the deployed cost
     assert actions.count("user.password") == 3 and "user.role" in actions
 
 

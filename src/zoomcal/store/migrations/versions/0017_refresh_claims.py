@@ -21,6 +21,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('accounts') as batch:
+    # plain ALTER TABLE ... DROP COLUMN: a batch copy would recreate `accounts`, and dropping the old table would
+    # cascade to its calendars and everything stored for them
+    with op.batch_alter_table('accounts', recreate='never') as batch:
         batch.drop_column('refresh_until')
         batch.drop_column('refresh_holder')
