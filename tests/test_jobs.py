@@ -98,13 +98,24 @@ async def test_a_person_whose_calendars_are_held_elsewhere_is_retried_not_droppe
         with pytest.raises(jobs.RetryLater, match="skipped"):
             await jobs.sync_person(ctx.services, "default", ADA, presence=False)
         assert len(due.pending(ctx)) == 1 and due.pending(ctx)[0].attempts == 1
-        embedded = runner.EmbeddedRunner(ctx.services, presence=False)
-        assert await embedded.step() == []            # retried later, with back-off: not in a tight loop
-        assert await embedded.step() == [] and due.pending(ctx)[0].attempts == 2
+        now = [1000.0]
+        embedded = runner.EmbeddedRunner(ctx.services, presence=False, clock=lambda: now[0])
+
+        def attempts() -> int:
+            return due.pending(ctx)[0].attempts
+
+        assert await embedded.step() == [] and attempts() == 2      # run, skipped: back off 2 s
+        assert await embedded.step() == [] and attempts() == 2      # not in a tight loop
+        now[0] = 1001.0
+        due.mark(ctx, ADA, "zoom:meeting.updated")
+        assert await embedded.step() == [] and attempts() == 2      # news, but within the first rung: waits
+        now[0] = 1002.0
+        assert await embedded.step() == [] and attempts() == 3      # run, skipped again: back off 4 s
+        now[0] = 1004.5
         with ctx.services.db.transaction() as s:
             repo.drop_leases(s, cals, "other-machine:run")
-        assert await embedded.step() == []            # still backing off: nothing new was marked
-        due.mark(ctx, ADA, "zoom:meeting.updated")    # a new change cuts the back-off short
+        assert await embedded.step() == [] and attempts() == 3      # still backing off: nothing new
+        due.mark(ctx, ADA, "zoom:meeting.updated")                  # news past the first rung cuts it short
         assert [o.cleared for o in await embedded.step()] == [True]
     finally:
         await ctx.services.aclose()
@@ -120,11 +131,11 @@ async def test_the_embedded_runner_serves_several_people_at_once(world, tmp_path
         grace = link_sandbox_user(ctx, world, "grace@example.com", "Grace")
         await _meeting(world, ada, "Ada's")
         await _meeting(world, grace, "Grace's")
-        real, grace_done = jobs.sync_person, asyncio.Event()
+        real, grace_done, timeout = jobs.sync_person, asyncio.Event(), [2.0]
 
         async def ada_waits(services, tenant, email, **kwargs):
             if email == ADA:
-                await asyncio.wait_for(grace_done.wait(), 2)       # a slow provider, answering after Grace
+                await asyncio.wait_for(grace_done.wait(), timeout[0])   # a slow provider, answering after Grace
             outcome = await real(services, tenant, email, **kwargs)
             if email != ADA:
                 grace_done.set()
@@ -137,6 +148,7 @@ async def test_the_embedded_runner_serves_several_people_at_once(world, tmp_path
         served = await runner.EmbeddedRunner(ctx.services, presence=False, concurrency=1).step()
         assert [o.user for o in served] == ["grace@example.com"] and [m.email for m in due.pending(ctx)] == [ADA]
         grace_done.clear()
+        timeout[0] = 30.0
         due.mark(ctx, "grace@example.com", "again")
         served = await runner.EmbeddedRunner(ctx.services, presence=False, concurrency=2).step()
         assert sorted(o.user for o in served if o.cleared) == [ADA, "grace@example.com"]
@@ -208,48 +220,78 @@ def test_a_retry_waits_what_the_job_asked_for_doubling_up_to_its_cap():
 
 
 @pytest.mark.pg
-async def test_a_job_backing_off_runs_at_once_on_a_new_mark_but_not_on_the_sweeps_reminder(world, tmp_path,
-                                                                                              pg_schema_url):
-    from procrastinate.jobs import Job
+async def test_a_failed_job_while_a_newer_one_waits_leaves_nobody_stuck(world, tmp_path, pg_schema_url,
+                                                                         monkeypatch):
+    """A mark arrives while the person's job runs (a second job waits behind the queueing lock), then the running
+    job fails: the waiting one runs next and serves the mark. (A retry of the failed job itself cannot be queued
+    beside the waiting one; it used to stay `doing`, holding the person's lock, on a worker that lived on.)"""
+    _fresh_pg(pg_schema_url).dispose()
+    ctx = make_context(world, tmp_path, database_url=pg_schema_url)
+    services = ctx.services
+    try:
+        info = await _linked(ctx, world)
+        real, calls = jobs.sync_person, []
 
+        async def fails_once(services_, tenant, email, **kwargs):
+            calls.append(email)
+            if len(calls) == 1:
+                await asyncio.to_thread(due.mark, ctx, ADA, "zoom:meeting.updated")    # news meanwhile
+                raise RuntimeError("the provider went away")
+            return await real(services_, tenant, email, **kwargs)
+
+        monkeypatch.setattr(jobs, "sync_person", fails_once)
+        await _meeting(world, info, "Planning")
+        due.mark(ctx, ADA, "zoom:meeting.created")
+        await runner.run_worker(services, wait=False, install_signal_handlers=False, concurrency=1, periodic=False)
+        with services.db.session() as s:
+            states = sorted(r[0] for r in s.execute(text(
+                "select status from procrastinate_jobs where task_name = 'zoomcal.sync'")))
+        assert calls == [ADA, ADA] and states == ["failed", "succeeded"]
+        assert due.pending(ctx) == [] and "Planning" in _google_titles(world, info)
+    finally:
+        await services.aclose()
+        services.close()
+
+
+@pytest.mark.pg
+async def test_a_job_backing_off_runs_sooner_on_a_new_mark_but_not_on_the_sweeps_reminder(world, tmp_path,
+                                                                                             pg_schema_url):
     _fresh_pg(pg_schema_url).dispose()
     ctx = make_context(world, tmp_path, database_url=pg_schema_url)
     services = ctx.services
     try:
         await _linked(ctx, world)
-        # the workers' strategy: what the job asked for, from the attempts already made (take-overs included)
-        decide = runner.sync_retry().get_retry_decision
-        wait = decide(exception=jobs.RetryLater("held", delay=2.0, cap=30.0),
-                      job=Job(id=1, queue="default", lock=None, queueing_lock=None, task_name="zoomcal.sync",
-                              attempts=9))
-        assert timedelta(seconds=28) < wait.retry_at - now_utc() <= timedelta(seconds=31)   # 30 s: its cap
-        assert decide(exception=RuntimeError("x"), job=Job(id=1, queue="default", lock=None, queueing_lock=None,
-                                                           task_name="zoomcal.sync",
-                                                           attempts=runner.SYNC_ATTEMPTS)) is None
 
-        def scheduled() -> list[bool]:       # per waiting sync job: is it due now?
+        def waiting() -> list[tuple[float, int]]:       # the person's waiting job: (seconds until due, attempt)
             with services.db.session() as s:
-                return [r[0] for r in s.execute(text(
-                    "select scheduled_at is null or scheduled_at <= now() from procrastinate_jobs "
-                    "where task_name = 'zoomcal.sync' and status = 'todo'"))]
+                return [(float(r[0]), int(r[1])) for r in s.execute(text(
+                    "select extract(epoch from scheduled_at - now()), coalesce((args->>'attempt')::int, 0) "
+                    "from procrastinate_jobs where task_name = 'zoomcal.sync' and status = 'todo'"))]
 
-        def back_off() -> None:
+        app = runner.build_app(services)
+        with app.open():
+            # a failed job queues its follow-up after the back-off: what the job asked for, doubled per attempt
+            assert runner.follow_up(app, "default", ADA, jobs.RetryLater("held", delay=2.0, cap=30.0), attempt=9)
+            [(wait, attempt)] = waiting()
+            assert 28 < wait <= 30 and attempt == 10                     # 30 s: its cap
+            # news: it runs at once (its first rung, 2 s after the failure, has passed by then? not yet: 2 s)
+            due.mark(ctx, ADA, "zoom:meeting.updated")
+            [(wait, attempt)] = waiting()
+            assert 0 < wait <= 2 and attempt == 10                       # sooner, never before the first rung
+            with services.db.transaction() as s:      # the first rung long past, the job 10 minutes away
+                s.execute(text("update procrastinate_jobs set scheduled_at = now() + interval '10 minutes', "
+                               "args = args || '{\"soonest\": 0}' where task_name = 'zoomcal.sync' "
+                               "and status = 'todo'"))
+            due.mark(ctx, ADA, "zoom:meeting.updated")
+            [(wait, attempt)] = waiting()
+            assert wait <= 0 and attempt == 10                           # at once, its attempts kept
             with services.db.transaction() as s:
                 s.execute(text("update procrastinate_jobs set scheduled_at = now() + interval '10 minutes' "
                                "where task_name = 'zoomcal.sync' and status = 'todo'"))
-
-        due.mark(ctx, ADA, "zoom:meeting.updated")
-        back_off()
-        assert scheduled() == [False]
-        due.mark(ctx, ADA, "zoom:meeting.updated")      # news: the waiting job is queued again to run now
-        assert scheduled() == [True]
-        back_off()
-        with services.db.transaction() as s:
-            due.mark_ids(s, ctx.tenant_id, [_user_id(s)], "old", at=now_utc() - timedelta(minutes=5))
-        app = runner.build_app(services)
+                due.mark_ids(s, ctx.tenant_id, [_user_id(s)], "old", at=now_utc() - timedelta(minutes=5))
         async with app.open_async():
             assert (await runner.sweep(app, services))["queued"] == 0
-        assert scheduled() == [False]           # the sweep's reminder leaves a back-off alone
+        assert waiting()[0][0] > 500                                     # the sweep's reminder leaves it alone
     finally:
         await services.aclose()
         services.close()

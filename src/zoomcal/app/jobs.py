@@ -40,6 +40,12 @@ class RetryLater(Exception):
         self.cap = cap
 
 
+def first_retry(exc: BaseException) -> float:
+    """Seconds a person's next run waits at least after a failure, news or not (a new mark cuts a back-off down to
+    this, never below: a failing person is not run again on every notification)."""
+    return exc.delay if isinstance(exc, RetryLater) else 5.0
+
+
 def retry_after(exc: BaseException, attempts: int) -> float:
     """Seconds until a job that raised `exc` after `attempts` earlier attempts runs again: doubling from the
     delay the job asked for, never past its cap (five minutes for a failure, less for a wait on another run's

@@ -73,8 +73,9 @@ class EmbeddedRunner:
     clock: Callable[[], float] = time.monotonic                # seconds: periods and back-off are timed by it
     concurrency: int | None = None                            # people served at once (default: the settings')
     _next: dict[str, float] = field(default_factory=dict)
-    _backoff: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
-    _marks: dict[tuple[str, str], int] = field(default_factory=dict)   # the mark count a person's last run read
+    # a person backing off: (until, attempts made, the soonest a new mark may run them again)
+    _backoff: dict[tuple[str, str], tuple[float, int, float]] = field(default_factory=dict)
+    _marks: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)   # the mark a last run read
     _presence_since: datetime | None = None
 
     def _due_now(self, name: str, now: float, every: float) -> bool:
@@ -94,9 +95,11 @@ class EmbeddedRunner:
             if tenant is None or (self.only and mark.email != self.only):
                 continue
             key = (tenant, mark.email)
-            if self._backoff.get(key, (0.0, 0))[0] > now and mark.marks == self._marks.get(key):
-                continue        # backing off, and nothing new since: a new mark cuts the back-off short
-            self._marks[key] = mark.marks
+            until, _attempts, soonest = self._backoff.get(key, (0.0, 0, 0.0))
+            seen = (mark.marks, mark.raw_marked_at)
+            if until > now and (seen == self._marks.get(key) or soonest > now):
+                continue        # backing off: a new mark cuts it short, down to the first rung after the failure
+            self._marks[key] = seen
             serve.append(key)
         at_once = asyncio.Semaphore(self.concurrency or int(getattr(self.services.settings, "sync_concurrency", 4)))
 
@@ -136,8 +139,9 @@ class EmbeddedRunner:
         return outcome
 
     def _back_off(self, key: tuple[str, str], exc: BaseException) -> None:
-        attempts = self._backoff.get(key, (0.0, 0))[1]
-        self._backoff[key] = (self.clock() + jobs.retry_after(exc, attempts), attempts + 1)
+        attempts = self._backoff.get(key, (0.0, 0, 0.0))[1]
+        now = self.clock()
+        self._backoff[key] = (now + jobs.retry_after(exc, attempts), attempts + 1, now + jobs.first_retry(exc))
 
     async def _periodic(self, now: float) -> None:
         work: list[tuple[str, float, Callable[[], Any]]] = [
@@ -252,25 +256,6 @@ def lock_key(tenant: str, user: str) -> str:
     return f"zoomcal.sync:{tenant}:{user}"
 
 
-SYNC_ATTEMPTS = 12   # then the job ends as failed; its mark stays due and the sweep queues it again
-
-
-def sync_retry():
-    """A sync job that raised runs again after `jobs.retry_after` (the delay the job asked for, doubling up to its
-    cap), like the embedded runner's back-off. A stalled job's take-over counts as an attempt too, so a plain
-    exponential strategy would leave a person waiting for many minutes after a few killed workers."""
-    import procrastinate
-
-    class SyncRetry(procrastinate.BaseRetryStrategy):
-        def get_retry_decision(self, *, exception: BaseException, job: Any):
-            if job.attempts >= SYNC_ATTEMPTS:
-                return None
-            seconds = jobs.retry_after(exception, job.attempts)
-            return procrastinate.RetryDecision(retry_in={"milliseconds": int(seconds * 1000)})
-
-    return SyncRetry()
-
-
 def build_app(services: Services, *, periodic: bool = True):
     """The procrastinate app over the store's PostgreSQL database, with zoomcal's tasks bound to `services`
     (without the periodic schedule when `periodic` is false: the tasks can still be deferred by hand)."""
@@ -279,16 +264,19 @@ def build_app(services: Services, *, periodic: bool = True):
     connector = procrastinate.PsycopgConnector(conninfo=libpq_url(services.settings.resolved_database_url()))
     app = procrastinate.App(connector=connector)
     intervals = Intervals.from_settings(services.settings)
-    retry = sync_retry()
 
-    @app.task(name="zoomcal.sync", retry=retry)
-    async def sync_task(tenant: str, user: str) -> None:
+    # no procrastinate retry: a failed job queues its own follow-up. Retrying the job itself fails while a newer
+    # job for the person waits (the queueing lock), and leaves it `doing` on a live worker, holding the person's
+    # lock for good.
+    @app.task(name="zoomcal.sync")
+    async def sync_task(tenant: str, user: str, attempt: int = 0, soonest: float = 0.0) -> None:
         JOBS.labels(task="sync", outcome="started").inc()
         JOBS_RUNNING.labels(task="sync").inc()
         try:
             await jobs.sync_person(services, tenant, user)
-        except Exception:
+        except Exception as exc:
             JOBS.labels(task="sync", outcome="retried").inc()
+            await asyncio.to_thread(follow_up, app, tenant, user, exc, attempt)
             raise
         finally:
             JOBS_RUNNING.labels(task="sync").dec()
@@ -397,26 +385,48 @@ def defer_sync(app: Any, tenant: str, user: str) -> bool:
     from procrastinate.exceptions import AlreadyEnqueued
 
     key = lock_key(tenant, user)
-    task = app.configure_task("zoomcal.sync", lock=key, queueing_lock=key)
-    for _ in range(2):
-        try:
-            task.defer(tenant=tenant, user=user)
-        except AlreadyEnqueued:
-            if not _cut_back_off(app, key):
-                return False
-            continue
-        JOBS.labels(task="sync", outcome="queued").inc()
+    try:
+        app.configure_task("zoomcal.sync", lock=key, queueing_lock=key).defer(tenant=tenant, user=user)
+    except AlreadyEnqueued:
+        return _cut_back_off(app, key)
+    JOBS.labels(task="sync", outcome="queued").inc()
+    return True
+
+
+def follow_up(app: Any, tenant: str, user: str, exc: BaseException, attempt: int) -> bool:
+    """A sync job failed: queue the person's next one after the back-off (`jobs.retry_after`) -> whether it was
+    queued (a job waiting already serves the mark: it came with news)."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    key = lock_key(tenant, user)
+    try:
+        app.configure_task("zoomcal.sync", lock=key, queueing_lock=key,
+                           schedule_in={"milliseconds": int(jobs.retry_after(exc, attempt) * 1000)}).defer(
+            tenant=tenant, user=user, attempt=attempt + 1, soonest=time.time() + jobs.first_retry(exc))
         return True
-    return False        # another process queued it meanwhile
+    except AlreadyEnqueued:
+        return False
 
 
 def _cut_back_off(app: Any, key: str) -> bool:
-    """Cancel the person's waiting job if it is scheduled later than now -> whether one was cancelled."""
-    now = now_utc()
+    """The person's job waiting out a back-off runs sooner: at once, or at the first rung after its failure
+    (never sooner, so a failing person is not run on every notification), with its attempts kept -> whether one
+    was cut."""
+    now = time.time()
     cut = False
     for job in app.job_manager.list_jobs(queueing_lock=key, status="todo"):
-        if job.scheduled_at is not None and job.scheduled_at > now:
-            cut |= app.job_manager.cancel_job_by_id(job.id, delete_job=True)
+        if job.scheduled_at is None or job.scheduled_at.timestamp() <= now:
+            continue
+        soonest = float(job.task_kwargs.get("soonest") or 0.0)
+        if soonest >= job.scheduled_at.timestamp() or not app.job_manager.cancel_job_by_id(job.id, delete_job=True):
+            continue
+        try:
+            app.configure_task("zoomcal.sync", lock=key, queueing_lock=key,
+                               schedule_in={"milliseconds": int(max(0.0, soonest - now) * 1000)}).defer(
+                **job.task_kwargs)
+            cut = True
+        except Exception:   # noqa: BLE001 — another process queued one meanwhile: it serves the mark
+            pass
     return cut
 
 
