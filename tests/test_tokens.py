@@ -443,8 +443,11 @@ async def test_the_store_takes_writes_while_a_token_request_is_under_way(sqlite_
     async with client:
         pending = asyncio.create_task(tokens.token(client))
         await asyncio.wait_for(asked.wait(), 10)
-        with sqlite_db.locked_transaction() as s:      # would wait for the refresh's lock, on the loop: none held
-            s.get(Account, account_id).status_reason = "written meanwhile"
+        def write() -> None:     # would wait for the refresh's lock: none is held
+            with sqlite_db.locked_transaction() as s:
+                s.get(Account, account_id).status_reason = "written meanwhile"
+
+        await asyncio.wait_for(asyncio.to_thread(write), 10)
         claimed = account_row(sqlite_db, account_id)
         assert claimed.refresh_holder and claimed.refresh_until is not None
         answer_now.set()
@@ -502,3 +505,47 @@ async def test_another_process_running_refresh_is_waited_for_and_a_dead_ones_cla
             row.refresh_holder, row.refresh_until = "dead:1", datetime.now(UTC) - timedelta(seconds=1)
         assert await asyncio.wait_for(tokens.token(client), 10) == "at-2" and len(calls) == 1
     assert account_row(sqlite_db, account_id).refresh_holder is None
+
+
+async def test_an_account_linked_again_during_a_refresh_keeps_its_new_link(sqlite_db):
+    asked, answer_now, slow = _held_answer()
+    vault, account_id, tokens, client = _google_tokens(sqlite_db, slow)
+    relinked = {"client_id": "c-new", "client_secret": "s-new", "refresh_token": "rt-relinked"}
+    async with client:
+        pending = asyncio.create_task(tokens.token(client))
+        await asyncio.wait_for(asked.wait(), 10)
+        with sqlite_db.transaction() as s:        # the person links the account again meanwhile
+            s.get(Account, account_id).secret = vault.seal(relinked)
+        answer_now.set()
+        with pytest.raises(Transient, match="linked again"):
+            await asyncio.wait_for(pending, 10)
+    stored = account_row(sqlite_db, account_id)
+    assert vault.open(stored.secret) == relinked and stored.access_token is None
+    assert stored.refresh_holder is None and stored.status == "ok"
+
+
+async def test_a_malformed_token_answer_stores_nothing_and_releases_the_claim(sqlite_db):
+    async def answer(request):
+        return httpx.Response(200, json={"access_token": "at-2", "expires_in": "soon", "refresh_token": "rt-2"})
+
+    vault, account_id, tokens, client = _google_tokens(sqlite_db, answer)
+    async with client:
+        with pytest.raises(Transient, match="lifetime"):
+            await tokens.token(client)
+    stored = account_row(sqlite_db, account_id)
+    assert stored.refresh_holder is None and stored.access_token is None
+    assert vault.open(stored.secret)["refresh_token"] == "rt-1"
+
+
+async def test_a_process_that_stops_waits_for_its_refreshes_under_way(sqlite_db):
+    from zoomcal.auth import tokens as tokens_module
+
+    asked, answer_now, slow = _held_answer()
+    vault, account_id, tokens, client = _google_tokens(sqlite_db, slow)
+    async with client:
+        caller = asyncio.create_task(tokens.token(client))
+        await asyncio.wait_for(asked.wait(), 10)
+        caller.cancel()                               # the process is stopping
+        asyncio.get_running_loop().call_later(0.3, answer_now.set)
+        await tokens_module.settle(10)                # what Services.aclose() does first
+        assert vault.open(account_row(sqlite_db, account_id).secret)["refresh_token"] == "rt-2"

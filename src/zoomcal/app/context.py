@@ -23,6 +23,7 @@ import httpx
 from sqlalchemy import select
 
 from zoomcal.app.errors import ForbiddenError, NotFoundError, SchemaOutdated
+from zoomcal.auth.tokens import settle as settle_refreshes
 from zoomcal.auth.tokens import stored_tokens
 from zoomcal.auth.vault import Vault
 from zoomcal.availability.index import BusyIndex
@@ -193,6 +194,7 @@ class Services:
         return view, env
 
     async def aclose(self) -> None:
+        await settle_refreshes()    # refreshes under way end (and are stored) before their clients close
         with self._lock:
             connectors = list(self._connectors.values()) + self._retired
             self._connectors.clear()

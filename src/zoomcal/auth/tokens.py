@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from zoomcal.auth.oauth import TokenSource
@@ -61,7 +62,9 @@ def _epoch(value: datetime) -> float:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
-_CLAIM_MARGIN = 30.0     # a claim outlives its request's time limit by this much (clocks of two machines differ)
+# a claim outlives its request's time limit by this much: storing the answer may wait for the store, and two
+# machines' clocks differ
+_CLAIM_MARGIN = 60.0
 
 
 class StoredTokens(TokenSource):
@@ -88,7 +91,7 @@ class StoredTokens(TokenSource):
             failed = self._failed
             access = await asyncio.to_thread(self._read, failed)
             if access is None:      # the refresh finishes even if this caller is cancelled meanwhile
-                access = await asyncio.shield(asyncio.ensure_future(self._refresh(client, failed)))
+                access = await asyncio.shield(_in_flight(self._refresh(client, failed), self.account_id))
             self._token, self._expires = access.token, access.expires
             return access.token
 
@@ -130,30 +133,42 @@ class StoredTokens(TokenSource):
             if isinstance(claimed, _Access):     # another process refreshed: its token
                 return claimed
             if claimed is not None:
-                secret, provider = claimed
+                secret, provider, sealed = claimed
                 break
             if loop.time() > give_up:
                 raise Transient("another process's token refresh did not finish in time")
             await asyncio.sleep(pause)           # another process's refresh is under way
             pause = min(0.5, pause * 2)
         try:
-            issued = await asyncio.wait_for(self._grant(secret).fetch(client), self._wait)
-        except AuthExpired as exc:               # the account now waits for a person to link it again
-            await asyncio.to_thread(self._end_claim, holder, refused=exc)
-            TOKEN_REFRESH_FAILURES.labels(provider=provider, reason="refused").inc()
-            log.warning("token.refused", account_id=self.account_id, reason=str(exc))
-            raise
+            issued = _checked(await asyncio.wait_for(self._grant(secret).fetch(client), self._wait))
+        except AuthExpired as exc:
+            if await asyncio.to_thread(self._end_claim, holder, sealed, refused=exc):
+                TOKEN_REFRESH_FAILURES.labels(provider=provider, reason="refused").inc()
+                log.warning("token.refused", account_id=self.account_id, reason=str(exc))
+                raise
+            raise Transient("the account was linked again while its token was refreshed") from None
         except BaseException as exc:             # the store stays as it was; the next call tries again
-            await asyncio.to_thread(self._end_claim, holder)
+            await asyncio.to_thread(self._release, holder)
             if isinstance(exc, TimeoutError):
                 TOKEN_REFRESH_FAILURES.labels(provider=provider, reason="unavailable").inc()
                 raise Transient("the token request did not finish in time") from exc
             if isinstance(exc, Transient | RateLimited):
                 TOKEN_REFRESH_FAILURES.labels(provider=provider, reason=_reason(exc)).inc()
             raise
-        access = await asyncio.to_thread(self._end_claim, holder, secret=secret, issued=issued)
+        for attempt in range(3):    # what the provider issued is written before anything else is tried
+            try:
+                stored = await asyncio.to_thread(self._end_claim, holder, sealed, secret=secret, issued=issued)
+                break
+            except OperationalError as exc:
+                if attempt == 2:
+                    await asyncio.to_thread(self._release, holder)
+                    log.error("token.not_stored", account_id=self.account_id, error=type(exc).__name__)
+                    raise Transient("the refreshed token could not be stored") from exc
+                await asyncio.sleep(0.5 * (attempt + 1))
+        if not stored:
+            raise Transient("the account was linked again while its token was refreshed")
         log.info("token.refreshed", account_id=self.account_id)
-        return access
+        return _Access(issued["access_token"], _epoch(stored))
 
     @contextmanager
     def _locked(self) -> Iterator[Account | None]:
@@ -162,9 +177,9 @@ class StoredTokens(TokenSource):
         with self.db.locked_transaction() as s:
             yield s.execute(select(Account).where(Account.id == self.account_id).with_for_update()).scalar_one_or_none()
 
-    def _claim(self, holder: str, failed: str | None) -> _Access | tuple[dict[str, Any], str] | None:
-        """-> the token another process stored meanwhile, or (the opened secret, the provider) when this holder
-        now has the claim, or None while another process's claim runs."""
+    def _claim(self, holder: str, failed: str | None) -> _Access | tuple[dict[str, Any], str, bytes] | None:
+        """-> the token another process stored meanwhile, or (the opened secret, the provider, the sealed secret)
+        when this holder now has the claim, or None while another process's claim runs."""
         with self._locked() as account:
             if account is None or account.secret is None:
                 raise AuthExpired(f"account {self.account_id} has no stored credentials")
@@ -176,35 +191,90 @@ class StoredTokens(TokenSource):
                 return None
             account.refresh_holder = holder
             account.refresh_until = datetime.fromtimestamp(now + self._wait + _CLAIM_MARGIN, UTC)
-            return self.vault.open(account.secret), account.provider
+            return self.vault.open(account.secret), account.provider, account.secret
 
-    def _end_claim(self, holder: str, *, secret: dict[str, Any] | None = None, issued: dict | None = None,
-                   refused: AuthExpired | None = None) -> _Access | None:
-        """Store what the refresh got (or that it was refused) and end this holder's claim."""
+    def _end_claim(self, holder: str, sealed: bytes, *, secret: dict[str, Any] | None = None,
+                   issued: dict | None = None, refused: AuthExpired | None = None) -> datetime | bool:
+        """Store what the refresh got (or that it was refused) and end this holder's claim -> the new token's end
+        (True for a refusal recorded), or False when the account's secret changed since the claim (linked again
+        meanwhile): then nothing of this refresh is kept."""
         with self._locked() as account:
             if account is None:
                 raise AuthExpired(f"account {self.account_id} was removed")
             if account.refresh_holder == holder:
                 account.refresh_holder = account.refresh_until = None
+            if account.secret != sealed:
+                return False
             if refused is not None:
                 account.status, account.status_reason = "reauth", f"token refresh refused: {refused}"[:500]
                 account.checked_at = datetime.now(UTC)
-            if secret is not None and issued is not None:
-                return self._store(account, secret, issued)
-            return None
+                return True
+            assert secret is not None and issued is not None
+            return self._store(account, secret, issued)
 
-    def _store(self, account: Account, secret: dict[str, Any], issued: dict) -> _Access:
+    def _release(self, holder: str) -> None:
+        """End this holder's claim, storing nothing (best effort: an unreleased claim lapses)."""
+        try:
+            with self._locked() as account:
+                if account is not None and account.refresh_holder == holder:
+                    account.refresh_holder = account.refresh_until = None
+        except Exception as exc:    # noqa: BLE001 — the claim lapses by itself
+            log.warning("token.claim_not_released", account_id=self.account_id, error=type(exc).__name__)
+
+    def _store(self, account: Account, secret: dict[str, Any], issued: dict) -> datetime:
         rotated = issued.get("refresh_token")
         if rotated and rotated != secret.get("refresh_token"):
             secret["refresh_token"] = rotated
             account.secret = self.vault.seal(secret)
-        expires = self._clock() + float(issued.get("expires_in", 3600))
+        expires = datetime.fromtimestamp(self._clock() + issued["expires_in"], UTC)
         account.access_token = self.vault.seal({"access_token": issued["access_token"]})
-        account.access_expires_at = datetime.fromtimestamp(expires, UTC)
+        account.access_expires_at = expires
         account.checked_at = datetime.now(UTC)
         if isinstance(issued.get("scope"), str):     # what the provider granted (space-separated; some use commas)
             account.granted_scopes = sorted(set(issued["scope"].replace(",", " ").split()))
-        return _Access(issued["access_token"], expires)
+        return expires
+
+
+def _checked(issued: Any) -> dict:
+    """A token answer with an access token and its lifetime in seconds (an hour when it names none)."""
+    if not isinstance(issued, dict) or not isinstance(issued.get("access_token"), str) or not issued["access_token"]:
+        raise Transient("the token answer holds no access token")
+    lifetime = issued.get("expires_in")
+    try:
+        seconds = 3600.0 if lifetime is None else float(lifetime)
+    except (TypeError, ValueError):
+        raise Transient("the token answer's lifetime is not a number") from None
+    if not 0 < seconds < 10 * 365 * 86400:
+        raise Transient("the token answer's lifetime is out of range")
+    return {**issued, "expires_in": seconds}
+
+
+_REFRESHING: set[asyncio.Task] = set()
+
+
+def _in_flight(refresh: Coroutine[Any, Any, _Access], account_id: int) -> asyncio.Task:
+    """Run a refresh as a task of its own, kept until it ends (`settle` waits for those of a closing loop); a
+    failure nobody awaited any more is logged."""
+    task = asyncio.ensure_future(refresh)
+    _REFRESHING.add(task)
+
+    def done(task: asyncio.Task) -> None:
+        _REFRESHING.discard(task)
+        if not task.cancelled() and task.exception() is not None and \
+                not isinstance(task.exception(), AuthExpired | Transient | RateLimited):
+            log.warning("token.refresh_failed", account_id=account_id, error=type(task.exception()).__name__)
+
+    task.add_done_callback(done)
+    return task
+
+
+async def settle(timeout: float = 65.0) -> None:
+    """Wait (up to `timeout` seconds) for this loop's token refreshes under way: a process that stops keeps the
+    rotated refresh tokens it was sent."""
+    loop = asyncio.get_running_loop()
+    running = [t for t in _REFRESHING if t.get_loop() is loop and not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=timeout)
 
 
 def _reason(exc: Exception) -> str:
