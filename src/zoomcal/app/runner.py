@@ -101,7 +101,7 @@ class EmbeddedRunner:
                 continue        # backing off: a new mark cuts it short, down to the first rung after the failure
             self._marks[key] = seen
             serve.append(key)
-        at_once = asyncio.Semaphore(self.concurrency or int(getattr(self.services.settings, "sync_concurrency", 4)))
+        at_once = asyncio.Semaphore(self.concurrency or self.services.settings.sync_concurrency)
 
         async def one(tenant: str, email: str) -> jobs.SyncOutcome | None:
             async with at_once:
@@ -256,6 +256,13 @@ def lock_key(tenant: str, user: str) -> str:
     return f"zoomcal.sync:{tenant}:{user}"
 
 
+def _sync_task(app: Any, key: str, after: float | None = None):
+    """The person's sync task with their lock and queueing lock (at most one running, one waiting); with `after`,
+    scheduled that many seconds from now."""
+    return app.configure_task("zoomcal.sync", lock=key, queueing_lock=key, schedule_in=None if after is None else
+                              {"milliseconds": int(max(0.0, after) * 1000)})
+
+
 def build_app(services: Services, *, periodic: bool = True):
     """The procrastinate app over the store's PostgreSQL database, with zoomcal's tasks bound to `services`
     (without the periodic schedule when `periodic` is false: the tasks can still be deferred by hand)."""
@@ -371,7 +378,7 @@ async def defer_sync_async(app: Any, tenant: str, user: str) -> bool:
 
     key = lock_key(tenant, user)
     try:
-        await app.configure_task("zoomcal.sync", lock=key, queueing_lock=key).defer_async(tenant=tenant, user=user)
+        await _sync_task(app, key).defer_async(tenant=tenant, user=user)
     except AlreadyEnqueued:
         return False
     JOBS.labels(task="sync", outcome="queued").inc()
@@ -386,7 +393,7 @@ def defer_sync(app: Any, tenant: str, user: str) -> bool:
 
     key = lock_key(tenant, user)
     try:
-        app.configure_task("zoomcal.sync", lock=key, queueing_lock=key).defer(tenant=tenant, user=user)
+        _sync_task(app, key).defer(tenant=tenant, user=user)
     except AlreadyEnqueued:
         return _cut_back_off(app, key)
     JOBS.labels(task="sync", outcome="queued").inc()
@@ -400,8 +407,7 @@ def follow_up(app: Any, tenant: str, user: str, exc: BaseException, attempt: int
 
     key = lock_key(tenant, user)
     try:
-        app.configure_task("zoomcal.sync", lock=key, queueing_lock=key,
-                           schedule_in={"milliseconds": int(jobs.retry_after(exc, attempt) * 1000)}).defer(
+        _sync_task(app, key, jobs.retry_after(exc, attempt)).defer(
             tenant=tenant, user=user, attempt=attempt + 1, soonest=time.time() + jobs.first_retry(exc))
         return True
     except AlreadyEnqueued:
@@ -412,6 +418,8 @@ def _cut_back_off(app: Any, key: str) -> bool:
     """The person's job waiting out a back-off runs sooner: at once, or at the first rung after its failure
     (never sooner, so a failing person is not run on every notification), with its attempts kept -> whether one
     was cut."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
     now = time.time()
     cut = False
     for job in app.job_manager.list_jobs(queueing_lock=key, status="todo"):
@@ -421,11 +429,9 @@ def _cut_back_off(app: Any, key: str) -> bool:
         if soonest >= job.scheduled_at.timestamp() or not app.job_manager.cancel_job_by_id(job.id, delete_job=True):
             continue
         try:
-            app.configure_task("zoomcal.sync", lock=key, queueing_lock=key,
-                               schedule_in={"milliseconds": int(max(0.0, soonest - now) * 1000)}).defer(
-                **job.task_kwargs)
+            _sync_task(app, key, soonest - now).defer(**job.task_kwargs)
             cut = True
-        except Exception:   # noqa: BLE001 — another process queued one meanwhile: it serves the mark
+        except AlreadyEnqueued:     # another process queued one meanwhile: it serves the mark
             pass
     return cut
 

@@ -65,6 +65,7 @@ def _epoch(value: datetime) -> float:
 # a claim outlives its request's time limit by this much: storing the answer may wait for the store, and two
 # machines' clocks differ
 _CLAIM_MARGIN = 60.0
+RELINKED = "the account was linked again while its token was refreshed"
 
 
 class StoredTokens(TokenSource):
@@ -146,7 +147,7 @@ class StoredTokens(TokenSource):
                 TOKEN_REFRESH_FAILURES.labels(provider=provider, reason="refused").inc()
                 log.warning("token.refused", account_id=self.account_id, reason=str(exc))
                 raise
-            raise Transient("the account was linked again while its token was refreshed") from None
+            raise Transient(RELINKED) from None
         except BaseException as exc:             # the store stays as it was; the next call tries again
             await asyncio.to_thread(self._release, holder)
             if isinstance(exc, TimeoutError):
@@ -166,7 +167,7 @@ class StoredTokens(TokenSource):
                     raise Transient("the refreshed token could not be stored") from exc
                 await asyncio.sleep(0.5 * (attempt + 1))
         if not stored:
-            raise Transient("the account was linked again while its token was refreshed")
+            raise Transient(RELINKED)
         log.info("token.refreshed", account_id=self.account_id)
         return _Access(issued["access_token"], _epoch(stored))
 
@@ -201,8 +202,7 @@ class StoredTokens(TokenSource):
         with self._locked() as account:
             if account is None:
                 raise AuthExpired(f"account {self.account_id} was removed")
-            if account.refresh_holder == holder:
-                account.refresh_holder = account.refresh_until = None
+            _unclaim(account, holder)
             if account.secret != sealed:
                 return False
             if refused is not None:
@@ -216,8 +216,8 @@ class StoredTokens(TokenSource):
         """End this holder's claim, storing nothing (best effort: an unreleased claim lapses)."""
         try:
             with self._locked() as account:
-                if account is not None and account.refresh_holder == holder:
-                    account.refresh_holder = account.refresh_until = None
+                if account is not None:
+                    _unclaim(account, holder)
         except Exception as exc:    # noqa: BLE001 — the claim lapses by itself
             log.warning("token.claim_not_released", account_id=self.account_id, error=type(exc).__name__)
 
@@ -233,6 +233,12 @@ class StoredTokens(TokenSource):
         if isinstance(issued.get("scope"), str):     # what the provider granted (space-separated; some use commas)
             account.granted_scopes = sorted(set(issued["scope"].replace(",", " ").split()))
         return expires
+
+
+def _unclaim(account: Account, holder: str) -> None:
+    """End the holder's claim on the account (another holder's, which took over a lapsed one, stays)."""
+    if account.refresh_holder == holder:
+        account.refresh_holder = account.refresh_until = None
 
 
 def _checked(issued: Any) -> dict:
