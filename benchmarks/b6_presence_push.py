@@ -152,8 +152,7 @@ async def measure(loads=LOADS, *, concurrency: int | None = None,
         try:
             await asyncio.sleep(0.5)
             await _quiet(setup, 120.0)
-            world = setup.world
-            for plan in (world.zoom_faults, world.google_faults, world.graph_faults, world.zoom_calendar_faults):
+            for plan in setup.world.fault_plans():
                 plan.latency = latency
             out, first = [], 0
             for rate, count, bound in loads:

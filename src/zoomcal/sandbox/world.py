@@ -215,11 +215,13 @@ class SandboxWorld:
         """What apps asked of each metered vendor, per user."""
         return {"zoom": self.zoom.meter, "google": self.google.meter, "graph": self.graph.meter}
 
+    def fault_plans(self) -> tuple[FaultPlan, ...]:
+        """The fault plan of every sandbox served through FaultMiddleware."""
+        return self.zoom_faults, self.google_faults, self.graph_faults, self.zoom_calendar_faults
+
     def clear_faults(self) -> None:
-        self.zoom_faults.clear()
-        self.google_faults.clear()
-        self.graph_faults.clear()
-        self.zoom_calendar_faults.clear()
+        for plan in self.fault_plans():
+            plan.clear()
 
 
 # provider options that have a flag of their own on `zoomcal account add` (the rest go through --option)
